@@ -1,0 +1,73 @@
+// C shims for swift-mobilenet: HDF5 (macros and global type ids), libjpeg-turbo and libpng
+// (setjmp/longjmp error handling) cannot be called directly from Swift.
+#ifndef CMOBILENET_SHIMS_H
+#define CMOBILENET_SHIMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: HDF5 (read-only access to Keras weight files)
+
+/// Opens an HDF5 file read-only. Returns 0 and sets *out, or a negative value.
+int mn_h5_open_file(const char *path, int64_t *out);
+/// Opens an in-memory HDF5 file image (the bytes are copied). Returns 0 or negative.
+int mn_h5_open_image(const void *bytes, size_t length, int64_t *out);
+/// Closes a file, group or dataset id.
+void mn_h5_close(int64_t id);
+/// Opens a child group. Returns 0 or negative.
+int mn_h5_group_open(int64_t loc, const char *name, int64_t *out);
+/// Number of links in a group, or negative.
+int64_t mn_h5_child_count(int64_t group);
+/// Copies the name of the child at `index` (in name order) into buf; returns the name length,
+/// or negative. A return value >= buflen means buf was too small.
+int64_t mn_h5_child_name(int64_t group, uint64_t index, char *buf, size_t buflen);
+/// 1: group, 2: dataset, 0: something else, negative: error.
+int mn_h5_child_kind(int64_t group, const char *name);
+/// 1 if the object has the attribute, 0 if not, negative on error.
+int mn_h5_attr_exists(int64_t object, const char *name);
+/// Reads a string or string-array attribute (fixed or variable length, scalar or 1-D) into a
+/// newly allocated buffer of `*count` NUL-terminated strings laid end to end. A numeric
+/// attribute with zero elements yields count 0. Free with mn_free. Returns 0, -1 on error,
+/// -2 if the attribute is not a string type.
+int mn_h5_attr_read_strings(int64_t object, const char *name, char **out, size_t *total_bytes, size_t *count);
+/// Shape of a dataset: up to 8 dims. Returns the rank, or negative.
+int mn_h5_dataset_shape(int64_t loc, const char *name, uint64_t *dims, int max_rank);
+/// Reads a whole numeric dataset converted to float32. `count` must equal the element count.
+int mn_h5_dataset_read_float(int64_t loc, const char *name, float *out, size_t count);
+/// 1 when the dataset's stored type is a floating-point or integer type, 0 otherwise.
+int mn_h5_dataset_is_numeric(int64_t loc, const char *name);
+void mn_free(void *pointer);
+
+// MARK: JPEG (libjpeg-turbo, libjpeg API)
+
+/// JPEG inverse DCT methods (libjpeg J_DCT_METHOD).
+enum { MN_DCT_ISLOW = 0, MN_DCT_IFAST = 1, MN_DCT_FLOAT = 2 };
+
+/// Decodes a JPEG to interleaved 8-bit RGB (gray, YCbCr, CMYK and YCCK inputs, Adobe inverted
+/// CMYK included). `scale_denom` is 1, 2, 4 or 8 (DCT-domain downscaling). Images over
+/// `max_pixels` pixels are refused (-3). On success returns 0
+/// and a malloc'ed buffer of width*height*3 bytes (free with mn_free). On failure returns
+/// negative and writes libjpeg's message into `error` (NUL-terminated, at most error_length).
+int mn_jpeg_decode_rgb(const uint8_t *data, size_t length, int dct_method, int scale_denom, uint64_t max_pixels,
+                       uint8_t **out, int *width, int *height, char *error, size_t error_length);
+
+/// Reads only the JPEG header and reports the image dimensions. Returns 0 or negative.
+int mn_jpeg_read_size(const uint8_t *data, size_t length, int *width, int *height, char *error, size_t error_length);
+
+// MARK: PNG (libpng)
+
+/// Decodes a PNG to interleaved 8-bit RGBA (palette, gray, gray+alpha, RGB, RGBA, 16-bit and
+/// interlaced inputs; 16-bit samples are reduced by taking the high byte as PIL does; images
+/// without alpha get alpha 255). Returns 0 and a malloc'ed width*height*4 buffer, or negative
+/// with libpng's message in `error`. Images over `max_pixels` pixels are refused (-3).
+int mn_png_decode_rgba(const uint8_t *data, size_t length, uint64_t max_pixels,
+                       uint8_t **out, int *width, int *height, int *had_alpha, char *error, size_t error_length);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

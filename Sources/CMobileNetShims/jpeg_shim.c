@@ -1,0 +1,118 @@
+// JPEG decoding through libjpeg-turbo's libjpeg API, with setjmp-based error recovery so that a
+// corrupt file returns an error instead of calling exit().
+#include "CMobileNetShims.h"
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <jpeglib.h>
+
+struct mn_jpeg_error {
+    struct jpeg_error_mgr base;
+    jmp_buf jump;
+};
+
+static void mn_jpeg_error_exit(j_common_ptr cinfo) {
+    struct mn_jpeg_error *err = (struct mn_jpeg_error *)cinfo->err;
+    longjmp(err->jump, 1);
+}
+
+static void mn_jpeg_silent(j_common_ptr cinfo) { (void)cinfo; }
+
+static void mn_copy_message(j_common_ptr cinfo, char *error, size_t error_length) {
+    if (!error || error_length == 0) return;
+    char message[JMSG_LENGTH_MAX];
+    (*cinfo->err->format_message)(cinfo, message);
+    snprintf(error, error_length, "%s", message);
+}
+
+int mn_jpeg_read_size(const uint8_t *data, size_t length, int *width, int *height, char *error, size_t error_length) {
+    struct jpeg_decompress_struct cinfo;
+    struct mn_jpeg_error jerr;
+    cinfo.err = jpeg_std_error(&jerr.base);
+    jerr.base.error_exit = mn_jpeg_error_exit;
+    jerr.base.output_message = mn_jpeg_silent;
+    if (setjmp(jerr.jump)) {
+        mn_copy_message((j_common_ptr)&cinfo, error, error_length);
+        jpeg_destroy_decompress(&cinfo);
+        return -1;
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, data, (unsigned long)length);
+    jpeg_read_header(&cinfo, TRUE);
+    *width = (int)cinfo.image_width;
+    *height = (int)cinfo.image_height;
+    jpeg_destroy_decompress(&cinfo);
+    return 0;
+}
+
+int mn_jpeg_decode_rgb(const uint8_t *data, size_t length, int dct_method, int scale_denom, uint64_t max_pixels,
+                       uint8_t **out, int *width, int *height, char *error, size_t error_length) {
+    struct jpeg_decompress_struct cinfo;
+    struct mn_jpeg_error jerr;
+    uint8_t *volatile pixels = NULL;
+    uint8_t *volatile row = NULL;
+    *out = NULL;
+    cinfo.err = jpeg_std_error(&jerr.base);
+    jerr.base.error_exit = mn_jpeg_error_exit;
+    jerr.base.output_message = mn_jpeg_silent;
+    if (setjmp(jerr.jump)) {
+        mn_copy_message((j_common_ptr)&cinfo, error, error_length);
+        jpeg_destroy_decompress(&cinfo);
+        free(pixels);
+        free(row);
+        return -1;
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, data, (unsigned long)length);
+    jpeg_read_header(&cinfo, TRUE);
+    if ((uint64_t)cinfo.image_width * (uint64_t)cinfo.image_height > max_pixels) {
+        if (error && error_length) snprintf(error, error_length, "image is %ux%u pixels, over the limit of %llu pixels",
+                                            cinfo.image_width, cinfo.image_height, (unsigned long long)max_pixels);
+        jpeg_destroy_decompress(&cinfo);
+        return -3;
+    }
+    cinfo.dct_method = dct_method == MN_DCT_IFAST ? JDCT_IFAST : (dct_method == MN_DCT_FLOAT ? JDCT_FLOAT : JDCT_ISLOW);
+    cinfo.scale_num = 1;
+    cinfo.scale_denom = (unsigned int)(scale_denom == 2 || scale_denom == 4 || scale_denom == 8 ? scale_denom : 1);
+    int cmyk = (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK);
+    cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
+    jpeg_start_decompress(&cinfo);
+    int w = (int)cinfo.output_width, h = (int)cinfo.output_height, comps = cinfo.output_components;
+    pixels = malloc((size_t)w * (size_t)h * 3);
+    row = malloc((size_t)w * (size_t)comps);
+    if (!pixels || !row) {
+        if (error && error_length) snprintf(error, error_length, "out of memory");
+        jpeg_destroy_decompress(&cinfo);
+        free(pixels); free(row);
+        return -2;
+    }
+    // Adobe APP14 CMYK JPEGs store inverted values (as Photoshop writes them); PIL inverts them back.
+    int inverted = cmyk && cinfo.saw_Adobe_marker;
+    while (cinfo.output_scanline < cinfo.output_height) {
+        int y = (int)cinfo.output_scanline;
+        if (cmyk) {
+            JSAMPROW rows[1] = { row };
+            jpeg_read_scanlines(&cinfo, rows, 1);
+            uint8_t *dst = pixels + (size_t)y * (size_t)w * 3;
+            for (int x = 0; x < w; x++) {
+                int c = row[4 * x], m = row[4 * x + 1], yy = row[4 * x + 2], k = row[4 * x + 3];
+                if (!inverted) { c = 255 - c; m = 255 - m; yy = 255 - yy; k = 255 - k; }
+                // With inverted storage, (c, m, y, k) already hold 255 - ink.
+                dst[3 * x] = (uint8_t)((c * k + 127) / 255);
+                dst[3 * x + 1] = (uint8_t)((m * k + 127) / 255);
+                dst[3 * x + 2] = (uint8_t)((yy * k + 127) / 255);
+            }
+        } else {
+            JSAMPROW rows[1] = { pixels + (size_t)y * (size_t)w * 3 };
+            jpeg_read_scanlines(&cinfo, rows, 1);
+        }
+    }
+    jpeg_finish_decompress(&cinfo);
+    jpeg_destroy_decompress(&cinfo);
+    free(row);
+    *out = pixels;
+    *width = w;
+    *height = h;
+    return 0;
+}

@@ -1,0 +1,149 @@
+import CMobileNetShims
+import Foundation
+
+/// The HDF5 C library is not thread-safe in Debian's serial build: every call goes through this lock.
+let hdf5Lock = NSLock()
+
+/// A read-only HDF5 object (file or group) used to read Keras weight files.
+///
+/// This is a thin wrapper over the HDF5 C library (Debian `libhdf5-dev`); it reads groups,
+/// string attributes and numeric datasets, converting every dataset to `Float`.
+final class HDF5Group: @unchecked Sendable {
+    let id: Int64
+    /// The path of this group inside the file, `/` for the root.
+    let path: String
+    /// Keeps the file open as long as one of its groups is alive.
+    private let parent: HDF5Group?
+
+    private init(id: Int64, path: String, parent: HDF5Group?) {
+        self.id = id
+        self.path = path
+        self.parent = parent
+    }
+
+    deinit {
+        hdf5Lock.lock()
+        mn_h5_close(id)
+        hdf5Lock.unlock()
+    }
+
+    /// Opens an HDF5 file read-only.
+    static func open(path: String) -> HDF5Group? {
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
+        var id: Int64 = -1
+        guard mn_h5_open_file(path, &id) == 0 else { return nil }
+        return HDF5Group(id: id, path: "/", parent: nil)
+    }
+
+    /// Opens an HDF5 file image held in memory (for example a `.keras` archive member).
+    static func open(image: Data) -> HDF5Group? {
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
+        var id: Int64 = -1
+        let status = image.withUnsafeBytes { raw in mn_h5_open_image(raw.baseAddress, raw.count, &id) }
+        guard status == 0 else { return nil }
+        return HDF5Group(id: id, path: "/", parent: nil)
+    }
+
+    /// The names of the children, in name order.
+    func childNames() -> [String] {
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
+        let count = mn_h5_child_count(id)
+        guard count > 0 else { return [] }
+        var names: [String] = []
+        var buffer = [CChar](repeating: 0, count: 1024)
+        for i in 0..<UInt64(count) {
+            var length = mn_h5_child_name(id, i, &buffer, buffer.count)
+            if length >= buffer.count {
+                buffer = [CChar](repeating: 0, count: Int(length) + 1)
+                length = mn_h5_child_name(id, i, &buffer, buffer.count)
+            }
+            if length >= 0 { names.append(String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)) }
+        }
+        return names
+    }
+
+    /// Whether `name` is a group (`true`), a dataset (`false`), or absent (`nil`).
+    func isGroup(_ name: String) -> Bool? {
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
+        switch mn_h5_child_kind(id, name) {
+        case 1: return true
+        case 2: return false
+        default: return nil
+        }
+    }
+
+    /// Opens the child group `name` (which may be a path such as `a/b`).
+    func group(_ name: String) -> HDF5Group? {
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
+        var child: Int64 = -1
+        guard mn_h5_group_open(id, name, &child) == 0 else { return nil }
+        return HDF5Group(id: child, path: path == "/" ? "/" + name : path + "/" + name, parent: self)
+    }
+
+    /// Whether this object has the attribute `name`.
+    func hasAttribute(_ name: String) -> Bool {
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
+        return mn_h5_attr_exists(id, name) == 1
+    }
+
+    /// A string or string-array attribute; an empty numeric array reads as `[]`; `nil` when
+    /// absent or not a string type.
+    func stringsAttribute(_ name: String) -> [String]? {
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
+        guard mn_h5_attr_exists(id, name) == 1 else { return nil }
+        var buffer: UnsafeMutablePointer<CChar>?
+        var total = 0, count = 0
+        guard mn_h5_attr_read_strings(id, name, &buffer, &total, &count) == 0 else { return nil }
+        defer { mn_free(buffer) }
+        guard let buffer, count > 0 else { return [] }
+        var strings: [String] = []
+        var offset = 0
+        for _ in 0..<count {
+            let s = String(cString: buffer + offset)
+            strings.append(s)
+            offset += strlen(buffer + offset) + 1
+        }
+        return strings
+    }
+
+    /// A Keras string-list attribute that may be split into `name0`, `name1`, ... when large
+    /// (Keras's `save_attributes_to_hdf5_group` does that over 64 KiB).
+    func chunkedStringsAttribute(_ name: String) -> [String]? {
+        if let whole = stringsAttribute(name) { return whole }
+        var result: [String] = []
+        var chunk = 0
+        while let part = stringsAttribute("\(name)\(chunk)") {
+            result += part
+            chunk += 1
+        }
+        return chunk > 0 ? result : nil
+    }
+
+    /// The shape of dataset `name`, or `nil` when it is not a numeric dataset.
+    func datasetShape(_ name: String) -> [Int]? {
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
+        guard mn_h5_dataset_is_numeric(id, name) == 1 else { return nil }
+        var dims = [UInt64](repeating: 0, count: 8)
+        let rank = mn_h5_dataset_shape(id, name, &dims, 8)
+        guard rank >= 0 else { return nil }
+        return dims.prefix(Int(rank)).map { Int($0) }
+    }
+
+    /// Reads dataset `name` converted to `Float`, or `nil` when it cannot be read (for example
+    /// a truncated file whose data lies past the end).
+    func readFloats(_ name: String, count: Int) -> [Float]? {
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
+        var values = [Float](repeating: 0, count: count)
+        let status = values.withUnsafeMutableBufferPointer { mn_h5_dataset_read_float(id, name, $0.baseAddress, count) }
+        return status == 0 ? values : nil
+    }
+}

@@ -1,0 +1,57 @@
+/// Errors raised while building a MobileNetV2 or matching weights to it. Every case names what
+/// was received and what was expected; ``description`` is a complete sentence for users.
+public enum ModelError: Error, Equatable, CustomStringConvertible {
+    /// A configuration value Keras would also reject.
+    case invalidConfiguration(String)
+    /// A layer of the architecture has no weights in the file.
+    case missingLayer(layer: String, source: String)
+    /// The model has a classifier but the file was saved without one (`include_top=False`).
+    case missingClassifier(source: String)
+    /// The file has a classifier (`predictions`) but the model was built without the top.
+    case unexpectedClassifier(classes: Int, source: String)
+    /// The classifier in the file has a different number of classes.
+    case classCountMismatch(expected: Int, found: Int, source: String)
+    /// The file's layer widths match another width multiplier.
+    case alphaMismatch(expected: Double, found: Double, source: String)
+    /// A weight has a different shape than the architecture needs.
+    case shapeMismatch(layer: String, variable: String, expected: [Int], found: [Int], source: String)
+    /// A layer has a different number of weight variables (for example a bias where Keras has none).
+    case variableCountMismatch(layer: String, expected: [String], found: [String], source: String)
+    /// The file holds layers the model does not use (strict loading: every weight is used once).
+    case unusedLayers([String], source: String)
+    /// The same layer name appears twice in the weights.
+    case duplicateLayer(String, source: String)
+    /// The graph built from the weights could not be executed.
+    case graph(String)
+
+    public var description: String {
+        switch self {
+        case .invalidConfiguration(let message):
+            return "invalid MobileNetV2 configuration: \(message)"
+        case .missingLayer(let layer, let source):
+            return "\(source): no weights for layer '\(layer)'; is this a MobileNetV2 weight file?"
+        case .missingClassifier(let source):
+            return "\(source): the file has no classifier layer 'predictions' (it was saved with include_top=False); "
+                + "build the model without the top (embeddings), or use a weight file with the top"
+        case .unexpectedClassifier(let classes, let source):
+            return "\(source): the file includes the classifier 'predictions' (\(classes) classes) but the model was built "
+                + "without the top; build it with the top, or drop the classifier from the weights first"
+        case .classCountMismatch(let expected, let found, let source):
+            return "\(source): the classifier 'predictions' has \(found) classes, the model was built for \(expected)"
+        case .alphaMismatch(let expected, let found, let source):
+            return "\(source): the file was built for alpha \(formatAlpha(found)) (its layer widths match that width "
+                + "multiplier), but the model was built with alpha \(formatAlpha(expected))"
+        case .shapeMismatch(let layer, let variable, let expected, let found, let source):
+            return "\(source): layer '\(layer)' weight '\(variable)' has shape \(found), the model expects \(expected)"
+        case .variableCountMismatch(let layer, let expected, let found, let source):
+            return "\(source): layer '\(layer)' has weights \(found), the model expects \(expected)"
+        case .unusedLayers(let layers, let source):
+            let shown = layers.prefix(5).map { "'\($0)'" }.joined(separator: ", ")
+            return "\(source): \(layers.count) layer(s) in the file are not part of this model: \(shown)\(layers.count > 5 ? ", ..." : "")"
+        case .duplicateLayer(let layer, let source):
+            return "\(source): layer '\(layer)' appears more than once"
+        case .graph(let message):
+            return "cannot execute the network: \(message)"
+        }
+    }
+}

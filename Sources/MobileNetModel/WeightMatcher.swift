@@ -1,0 +1,80 @@
+/// Strict matching of stored Keras weights to the architecture's layers: by layer name, then by
+/// variable position; every weight used once, shapes checked, and a readable diagnosis of the
+/// usual mistakes (another alpha, a file with or without the top, another class count).
+struct WeightMatcher {
+    let configuration: MobileNetV2Configuration
+    let layers: [LayerSpec]
+    let weights: KerasWeightSet
+
+    /// The values of every weight variable, by layer name, in Keras's variable order.
+    func match() throws(ModelError) -> [String: [[Float]]] {
+        let source = weights.source
+        var stored: [String: KerasLayerWeights] = [:]
+        for layer in weights.layers {
+            guard stored[layer.name] == nil else { throw .duplicateLayer(layer.name, source: source) }
+            stored[layer.name] = layer
+        }
+        if !configuration.includeTop, let top = stored["predictions"] {
+            throw .unexpectedClassifier(classes: top.arrays.first?.shape.last ?? 0, source: source)
+        }
+        try checkAlpha(stored)
+
+        var result: [String: [[Float]]] = [:]
+        for layer in layers where !layer.weights.isEmpty {
+            guard let found = stored.removeValue(forKey: layer.name) else {
+                if layer.name == "predictions" { throw .missingClassifier(source: source) }
+                throw .missingLayer(layer: layer.name, source: source)
+            }
+            let expectedNames = layer.weights.map(\.name)
+            guard found.arrays.count == layer.weights.count else {
+                throw .variableCountMismatch(layer: layer.name, expected: expectedNames, found: found.arrays.map(\.name), source: source)
+            }
+            var values: [[Float]] = []
+            for (spec, array) in zip(layer.weights, found.arrays) {
+                // Keras 3 files name variables by position; legacy files by Keras name.
+                // Keras 3 calls the DepthwiseConv2D weight `kernel` where Keras 2 says `depthwise_kernel`.
+                let sameName = array.name == spec.name || (spec.name == "depthwise_kernel" && array.name == "kernel")
+                if Int(array.name) == nil && !sameName {
+                    throw .variableCountMismatch(layer: layer.name, expected: expectedNames, found: found.arrays.map(\.name), source: source)
+                }
+                if array.shape != spec.shape {
+                    if layer.name == "predictions", spec.name == "kernel" || spec.name == "bias",
+                       array.shape.last != spec.shape.last, array.shape.count == spec.shape.count {
+                        throw .classCountMismatch(expected: configuration.classes, found: array.shape.last ?? 0, source: source)
+                    }
+                    throw .shapeMismatch(layer: layer.name, variable: spec.name, expected: spec.shape, found: array.shape, source: source)
+                }
+                values.append(array.values)
+            }
+            result[layer.name] = values
+        }
+        if !stored.isEmpty {
+            let order = weights.layers.map(\.name).filter { stored[$0] != nil }
+            throw .unusedLayers(order, source: source)
+        }
+        return result
+    }
+
+    /// When the stored layer widths disagree with the configuration but agree with another
+    /// official width multiplier, report that instead of the first mismatching shape.
+    private func checkAlpha(_ stored: [String: KerasLayerWeights]) throws(ModelError) {
+        func widths(_ layers: [LayerSpec]) -> [String: [Int]] {
+            var result: [String: [Int]] = [:]
+            for layer in layers where layer.name != "predictions" {
+                if let first = layer.weights.first { result[layer.name] = first.shape }
+            }
+            return result
+        }
+        let expected = widths(layers)
+        let matchesExpected = expected.allSatisfy { name, shape in stored[name]?.arrays.first.map { $0.shape == shape } ?? true }
+        if matchesExpected { return }
+        for alpha in MobileNetV2Configuration.officialAlphas where alpha != configuration.alpha {
+            var other = configuration
+            other.alpha = alpha
+            guard let otherLayers = try? MobileNetV2Architecture.layers(for: other) else { continue }
+            let candidate = widths(otherLayers)
+            let agrees = candidate.allSatisfy { name, shape in stored[name]?.arrays.first?.shape == shape }
+            if agrees { throw .alphaMismatch(expected: configuration.alpha, found: alpha, source: weights.source) }
+        }
+    }
+}

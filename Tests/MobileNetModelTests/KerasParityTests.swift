@@ -1,0 +1,98 @@
+import Foundation
+import MobileNet
+import MobileNetTestSupport
+import Testing
+
+/// One random-weight golden fixture written by `scripts/fixtures/make_keras_fixtures.py`.
+struct KerasFixture: Decodable, CustomTestStringConvertible, Sendable {
+    let name: String
+    let file: String
+    let seed: Int
+    let alpha: Double
+    let input_shape: [Int]
+    let batch: Int
+    let include_top: Bool
+    let pooling: String?
+    let classes: Int
+    let classifier_activation: String?
+    let output_shape: [Int]
+    let count_params: Int
+    let model_name: String
+    let layers: [Layer]
+
+    struct Layer: Decodable, Sendable {
+        let name: String, type: String, outputShape: [Int], parameters: Int
+        init(from decoder: any Decoder) throws {
+            var c = try decoder.unkeyedContainer()
+            name = try c.decode(String.self)
+            type = try c.decode(String.self)
+            outputShape = try c.decode([Int].self)
+            parameters = try c.decode(Int.self)
+        }
+    }
+
+    var configuration: MobileNetV2Configuration {
+        MobileNetV2Configuration(
+            alpha: alpha, inputHeight: input_shape[0], inputWidth: input_shape[1], includeTop: include_top,
+            pooling: pooling.flatMap(Pooling.init(rawValue:)), classes: classes,
+            classifierActivation: classifier_activation == "softmax" ? .softmax : .none)
+    }
+
+    var testDescription: String { name }
+
+    static let all: [KerasFixture] = {
+        struct Manifest: Decodable { let fixtures: [KerasFixture] }
+        let url = TestData.fixtures.appendingPathComponent("keras-random/manifest.json")
+        guard let data = try? Data(contentsOf: url), let manifest = try? JSONDecoder().decode(Manifest.self, from: data) else { return [] }
+        return manifest.fixtures
+    }()
+}
+
+@Suite("Keras parity on random-weight fixtures (Keras 3.15.1 / TF 2.21.0)")
+struct KerasParityTests {
+    @Test("the fixture manifest is present")
+    func manifestLoads() {
+        #expect(KerasFixture.all.count >= 8)
+    }
+
+    @Test("architecture matches Keras layer by layer: names, types, output shapes, parameters", arguments: KerasFixture.all)
+    func architecture(fixture: KerasFixture) throws {
+        let model = ModelSummary(modelName: fixture.configuration.kerasModelName, layers: try MobileNetV2Architecture.layers(for: fixture.configuration))
+        #expect(model.modelName == fixture.model_name)
+        #expect(model.totalParameters == fixture.count_params)
+        #expect(model.rows.count == fixture.layers.count)
+        for (ours, keras) in zip(model.rows, fixture.layers) {
+            #expect(ours.name == keras.name)
+            #expect(ours.type == keras.type, "\(ours.name)")
+            #expect(ours.outputShape == keras.outputShape, "\(ours.name)")
+            #expect(ours.parameters == keras.parameters, "\(ours.name)")
+        }
+    }
+
+    @Test("outputs equal Keras within 1e-4 (BatchNorm with random statistics)", arguments: KerasFixture.all)
+    func outputs(fixture: KerasFixture) throws {
+        let configuration = fixture.configuration
+        let weights = try FormulaWeights.weights(for: configuration, seed: fixture.seed)
+        let model = try MobileNetV2(configuration: configuration, weights: weights)
+        let input = FormulaWeights.input(seed: fixture.seed, batch: fixture.batch, height: configuration.inputHeight, width: configuration.inputWidth)
+        let expected = try NPY.read(contentsOf: TestData.fixtures.appendingPathComponent("keras-random/\(fixture.file)"))
+        let output = try model(input)
+        #expect(output.shape == fixture.output_shape)
+        let diff = output.maxAbsoluteDifference(to: expected)
+        print("parity \(fixture.name): max |diff| = \(diff)")
+        #expect(diff <= 1e-4, "\(fixture.name): max |diff| \(diff)")
+    }
+
+    @Test("folded BatchNorm equals the unfolded layer-by-layer graph")
+    func foldingEqualsUnfolded() throws {
+        let configuration = MobileNetV2Configuration(alpha: 0.35, inputHeight: 64, inputWidth: 48, includeTop: false, pooling: .avg)
+        let weights = try FormulaWeights.weights(for: configuration, seed: 11)
+        let folded = try MobileNetV2.makeGraph(configuration: configuration, weights: weights, foldBatchNorm: true)
+        let unfolded = try MobileNetV2.makeGraph(configuration: configuration, weights: weights, foldBatchNorm: false)
+        #expect(unfolded.nodes.count > folded.nodes.count)
+        let input = FormulaWeights.input(seed: 11, batch: 2, height: 64, width: 48)
+        let a = try ReferenceBackend().makeExecutor(for: folded).run(input)
+        let b = try ReferenceBackend().makeExecutor(for: unfolded).run(input)
+        #expect(a.maxAbsoluteDifference(to: b) <= 1e-5)
+    }
+}

@@ -5,13 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+// Called before every open: HDF5's automatic error printing can be a per-thread setting, and
+// callers may open files from any thread.
 static void mn_h5_init(void) {
-    static int initialised = 0;
-    if (!initialised) {
-        H5open();
-        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-        initialised = 1;
-    }
+    H5open();
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 
 int mn_h5_open_file(const char *path, int64_t *out) {

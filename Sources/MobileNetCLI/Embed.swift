@@ -1,0 +1,140 @@
+import ArgumentParser
+import Foundation
+import MobileNet
+
+/// `mobilenet embed IMAGE...|DIR`: one embedding per image.
+struct Embed: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Compute one embedding per image (model without its top, globally pooled).",
+        discussion: """
+            The embedding is the pooled output of the last ReLU6 (Keras include_top=False, \
+            pooling="avg"): 1280 values in 0...6 for alpha <= 1 (1280 * alpha rounded for alpha > 1). \
+            Weight files with or without the top work; the classifier is ignored.
+
+            Output formats, from --format or the --output extension:
+              npy    float32 [N, C] (numpy.load), with the file names in order in <output>.files.txt
+              csv    header "file,e0,e1,...", one row per image
+              jsonl  one {"file": ..., "embedding": [...]} object per line (the default on stdout)
+            Rows follow the input order; images that fail are reported and left out. An existing \
+            output file is never replaced unless --overwrite is given; files are written atomically.
+            """
+    )
+
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case npy, csv, jsonl
+    }
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(name: .long, help: "Global pooling: avg (Keras's usual embedding) or max.")
+    var pooling: String = "avg"
+
+    @Option(name: [.short, .long], help: ArgumentHelp("Output file (.npy, .csv or .jsonl); JSON lines on stdout when omitted.", valueName: "path"))
+    var output: String?
+
+    @Option(name: .long, help: "Output format (default: from the --output extension).")
+    var format: Format?
+
+    @Flag(name: .long, help: "Replace an existing output file.")
+    var overwrite = false
+
+    @Flag(name: .long, help: "Descend into sub-directories of directory arguments.")
+    var recursive = false
+
+    @Argument(help: ArgumentHelp("Image files or directories.", valueName: "image"))
+    var images: [String]
+
+    func validate() throws {
+        guard Pooling(rawValue: pooling) != nil else { throw ValidationError("--pooling must be avg or max") }
+        guard !images.isEmpty else { throw ValidationError("give at least one image file or directory") }
+        if output != nil, resolvedFormat == nil {
+            throw ValidationError("cannot tell the format from '\(output ?? "")': use --format npy|csv|jsonl")
+        }
+        if let output, !overwrite, FileManager.default.fileExists(atPath: output) {
+            throw ValidationError("\(output) already exists; pass --overwrite to replace it")
+        }
+    }
+
+    var resolvedFormat: Format? {
+        if let format { return format }
+        guard let output else { return .jsonl }
+        return Format(rawValue: URL(fileURLWithPath: output).pathExtension.lowercased())
+    }
+
+    func run() async throws {
+        let (files, missing) = collectImageFiles(images, recursive: recursive)
+        var failed = !missing.isEmpty
+        for message in missing { printError("error: \(message)") }
+        let (h, w) = try model.inputDimensions()
+        let configuration = MobileNetV2Configuration(alpha: model.alpha, inputHeight: h, inputWidth: w, includeTop: false, pooling: Pooling(rawValue: pooling))
+        let network: MobileNetV2
+        do {
+            let weights = try await model.loadWeights(includeTop: false)
+            network = try MobileNetV2(configuration: configuration, weights: weights.droppingClassifier())
+        } catch {
+            printError("error: \(error)")
+            throw ExitCode(1)
+        }
+        let format = resolvedFormat ?? .jsonl
+        var names: [String] = []
+        var rows: [[Float]] = []
+        try runBatches(files: files, model: network, batchSize: model.batchSize, onResult: { file, row in
+            if output == nil {
+                print(try Self.jsonLine(file: file.relativePath, row: row))
+            } else {
+                names.append(file.relativePath)
+                rows.append(row)
+            }
+        }, onError: { _, message in
+            failed = true
+            printError("error: \(message)")
+        })
+        if let output {
+            let url = URL(fileURLWithPath: output)
+            do {
+                try write(format: format, names: names, rows: rows, to: url)
+            } catch {
+                printError("error: \(output): cannot write (\(error.localizedDescription))")
+                throw ExitCode(1)
+            }
+            printError("wrote \(rows.count) embeddings of \(rows.first?.count ?? 0) values to \(output)")
+        }
+        if failed { throw ExitCode(1) }
+    }
+
+    func write(format: Format, names: [String], rows: [[Float]], to url: URL) throws {
+        let width = rows.first?.count ?? 0
+        switch format {
+        case .npy:
+            let tensor = Tensor(shape: [rows.count, width], scalars: rows.flatMap { $0 })
+            let namesURL = URL(fileURLWithPath: url.path + ".files.txt")
+            if !overwrite, FileManager.default.fileExists(atPath: namesURL.path) {
+                throw CocoaError(.fileWriteFileExists, userInfo: [NSFilePathErrorKey: namesURL.path])
+            }
+            try AtomicFile.write(NPY.encode(tensor), to: url)
+            try AtomicFile.write(Data((names.joined(separator: "\n") + (names.isEmpty ? "" : "\n")).utf8), to: namesURL)
+        case .csv:
+            var text = "file," + (0..<width).map { "e\($0)" }.joined(separator: ",") + "\n"
+            for (name, row) in zip(names, rows) {
+                text += Self.csvField(name) + "," + row.map { "\($0)" }.joined(separator: ",") + "\n"
+            }
+            try AtomicFile.write(Data(text.utf8), to: url)
+        case .jsonl:
+            let lines = try zip(names, rows).map { try Self.jsonLine(file: $0, row: $1) }
+            try AtomicFile.write(Data(lines.map { $0 + "\n" }.joined().utf8), to: url)
+        }
+    }
+
+    static func jsonLine(file: String, row: [Float]) throws -> String {
+        struct Line: Encodable { let file: String; let embedding: [Float] }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(Line(file: file, embedding: row)), as: UTF8.self)
+    }
+
+    /// RFC 4180 quoting when the field holds a comma, quote or line break.
+    static func csvField(_ value: String) -> String {
+        guard value.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return value }
+        return "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+}

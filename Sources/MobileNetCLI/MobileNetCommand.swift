@@ -1,0 +1,21 @@
+import ArgumentParser
+import Foundation
+import MobileNet
+
+/// The `mobilenet` command-line tool.
+@main
+struct MobileNetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mobilenet",
+        abstract: "MobileNetV2 image classification and embeddings with the Keras ImageNet weights.",
+        discussion: """
+            classify gives ImageNet class probabilities (the model with its top); embed gives one \
+            1280-d embedding per image (the model without its top, global average pooled), the \
+            input to transfer learning and similarity search.
+
+            Exit status: 0 when every image was processed, 1 when some image or the model failed \
+            (the other images are still processed), 64 for a usage error.
+            """,
+        subcommands: [Classify.self, Embed.self, Summary.self]
+    )
+}

@@ -1,0 +1,142 @@
+import ArgumentParser
+import Foundation
+import MobileNet
+
+/// Options that choose the network and its weights, shared by the subcommands.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Keras weight file (.h5, .weights.h5 or .keras).",
+        discussion: "Without it: $MOBILENET_WEIGHTS, then the cache ($MOBILENET_CACHE_DIR or ~/.cache/swift-mobilenet, and ~/.keras/models), then the official Keras download.",
+        valueName: "path"))
+    var weights: String?
+
+    @Option(name: .long, help: "Width multiplier: 0.35, 0.5, 0.75, 1.0, 1.3 or 1.4 for the ImageNet weights.")
+    var alpha: Double = 1.0
+
+    @Option(name: .long, help: ArgumentHelp("Model input size: N for NxN, or HxW.", valueName: "size"))
+    var inputSize: String = "224"
+
+    @Option(name: .long, help: "Images per inference batch.")
+    var batchSize: Int = 16
+
+    func inputDimensions() throws -> (height: Int, width: Int) {
+        let parts = inputSize.lowercased().split(separator: "x").map { Int($0) }
+        if parts.count == 1, let n = parts[0] { return (n, n) }
+        if parts.count == 2, let h = parts[0], let w = parts[1] { return (h, w) }
+        throw ValidationError("--input-size must be N or HxW, got '\(inputSize)'")
+    }
+
+    func validate() throws {
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        let (h, w) = try inputDimensions()
+        guard h >= 32, w >= 32 else { throw ValidationError("--input-size must be at least 32x32") }
+        guard alpha > 0 else { throw ValidationError("--alpha must be positive") }
+    }
+
+    /// Finds and reads the weight file.
+    func loadWeights(includeTop: Bool) async throws -> KerasWeightSet {
+        let (h, w) = try inputDimensions()
+        // The weights do not depend on the input size; like Keras, use the 224 file for sizes
+        // that have no file of their own.
+        let size = h == w && MobileNetV2Configuration.officialInputSizes.contains(h) ? h : 224
+        let url = try await WeightsResolver().resolve(alpha: alpha, inputSize: size, includeTop: includeTop, explicitPath: weights)
+        return try KerasWeightFile.read(contentsOf: url).weights.mobileNetV2Part()
+    }
+}
+
+/// Writes a line to standard error.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// Image file extensions: a file found in a directory with one of them is treated as an image
+/// even when it fails to decode (so a broken photo is reported, not silently skipped).
+let imageExtensions: Set<String> = ["jpg", "jpeg", "jpe", "png", "gif", "bmp", "webp", "tif", "tiff"]
+
+/// Whether a file found in a directory should be processed: an image extension, or bytes that
+/// start like an image (a PNG named `.JPEG`, a JPEG without extension). Other files (notes,
+/// sidecars) are skipped with a warning.
+func looksLikeImage(_ url: URL) -> Bool {
+    if imageExtensions.contains(url.pathExtension.lowercased()) { return true }
+    guard let handle = try? FileHandle(forReadingFrom: url) else { return true }
+    defer { try? handle.close() }
+    let head = (try? handle.read(upToCount: 16)) ?? Data()
+    return ImageFormat.detect(head) != nil
+}
+
+/// The image files named on the command line: files as given, directories expanded to the
+/// regular files they contain (sorted by path; recursively with `recursive`), hidden files and
+/// non-image files skipped (with a warning on standard error for the latter).
+func collectImageFiles(_ arguments: [String], recursive: Bool) -> (files: [URL], errors: [String]) {
+    var files: [URL] = []
+    var errors: [String] = []
+    let manager = FileManager.default
+    for argument in arguments {
+        var isDirectory: ObjCBool = false
+        guard manager.fileExists(atPath: argument, isDirectory: &isDirectory) else {
+            errors.append("\(argument): no such file or directory")
+            continue
+        }
+        guard isDirectory.boolValue else {
+            files.append(URL(fileURLWithPath: argument))
+            continue
+        }
+        let root = URL(fileURLWithPath: argument, isDirectory: true)
+        var found: [URL] = []
+        if recursive {
+            let enumerator = manager.enumerator(at: root, includingPropertiesForKeys: [.isRegularFileKey], options: [.skipsHiddenFiles])
+            while let url = enumerator?.nextObject() as? URL {
+                if (try? url.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true { found.append(url) }
+            }
+        } else {
+            let names = (try? manager.contentsOfDirectory(atPath: root.path)) ?? []
+            for name in names where !name.hasPrefix(".") {
+                let url = root.appendingPathComponent(name)
+                var childIsDirectory: ObjCBool = false
+                if manager.fileExists(atPath: url.path, isDirectory: &childIsDirectory), !childIsDirectory.boolValue { found.append(url) }
+            }
+        }
+        for url in found.sorted(by: { $0.path < $1.path }) {
+            if looksLikeImage(url) {
+                files.append(url)
+            } else {
+                printError("warning: skipping \(url.relativePath): not an image")
+            }
+        }
+    }
+    return (files, errors)
+}
+
+/// Runs `model` over `files` in batches: each file is decoded and preprocessed on its own, a
+/// file that fails is reported through `onError` and skipped, and `onResult` receives every
+/// successful file's output row in input order.
+func runBatches(
+    files: [URL], model: MobileNetV2, batchSize: Int,
+    onResult: (URL, [Float]) throws -> Void, onError: (URL, String) -> Void
+) throws {
+    let preprocessor = ImagePreprocessor(height: model.configuration.inputHeight, width: model.configuration.inputWidth)
+    var start = 0
+    while start < files.count {
+        let batch = files[start..<min(start + batchSize, files.count)]
+        start += batchSize
+        var inputs: [Tensor] = []
+        var names: [URL] = []
+        for file in batch {
+            do {
+                inputs.append(try preprocessor.tensor(contentsOf: file))
+                names.append(file)
+            } catch {
+                onError(file, error.description)
+            }
+        }
+        guard !inputs.isEmpty else { continue }
+        let output = try model(Tensor.concatenatingBatches(inputs))
+        for (file, row) in zip(names, output.rows) { try onResult(file, row) }
+    }
+}
+
+/// Encodes a value as JSON text with sorted keys.
+func jsonText<T: Encodable>(_ value: T, pretty: Bool = true) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}

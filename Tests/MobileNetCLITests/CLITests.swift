@@ -1,0 +1,184 @@
+import Foundation
+import MobileNet
+import MobileNetTestSupport
+import Testing
+
+/// Runs the built `mobilenet` executable.
+enum CLI {
+    struct Result {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    /// The executable next to the test bundle (the build's products directory).
+    static let executable: URL = {
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = directory.appendingPathComponent("mobilenet")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+            directory = directory.deletingLastPathComponent()
+        }
+        return TestData.repositoryRoot.appendingPathComponent(".build/release/mobilenet")
+    }()
+
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["MOBILENET_WEIGHTS"] = nil
+        env["MOBILENET_CACHE_DIR"] = FileManager.default.temporaryDirectory.appendingPathComponent("mobilenet-cli-empty-cache").path
+        env["MOBILENET_WEIGHTS_BASE_URL"] = "http://127.0.0.1:9/"
+        env["HOME"] = FileManager.default.temporaryDirectory.appendingPathComponent("mobilenet-cli-home").path
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    static let topWeights = TestData.shared("data/weights/mobilenet_v2_1.0_224_dequant.h5").path
+    static let noTopWeights = TestData.shared("data/weights/mobilenet_v2_1.0_224_dequant_no_top.h5").path
+    static let example = TestData.repositoryRoot.appendingPathComponent("Examples/chelsea.png").path
+    static let exampleJPEG = TestData.repositoryRoot.appendingPathComponent("Examples/coffee.jpg").path
+}
+
+@Suite("mobilenet summary")
+struct SummaryCommandTests {
+    @Test func parameterCountsEqualKeras() throws {
+        let top = try CLI.run(["summary"])
+        #expect(top.status == 0)
+        #expect(top.stdout.contains("Model: \"mobilenetv2_1.00_224\""))
+        #expect(top.stdout.contains("Total params: 3,538,984"))
+        #expect(top.stdout.contains("predictions (Dense)"))
+        let noTop = try CLI.run(["summary", "--no-top"])
+        #expect(noTop.stdout.contains("Total params: 2,257,984"))
+        let bad = try CLI.run(["summary", "--input-size", "16"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("at least 32x32"))
+    }
+}
+
+@Suite("mobilenet classify and embed", .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
+struct ClassifyEmbedCommandTests {
+    @Test("classify prints the top-k table and JSON")
+    func classify() throws {
+        let table = try CLI.run(["classify", CLI.example, CLI.exampleJPEG, "--weights", CLI.topWeights])
+        #expect(table.status == 0, "\(table.stderr)")
+        let lines = table.stdout.split(separator: "\n")
+        #expect(lines.count == 12)
+        #expect(lines[1].contains("n02124075") && lines[1].contains("Egyptian_cat"))
+        #expect(lines[7].contains("espresso"))
+
+        let json = try CLI.run(["classify", CLI.example, "--weights", CLI.topWeights, "--json", "--top-k", "3"])
+        #expect(json.status == 0)
+        let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+        let results = object?["results"] as? [[String: Any]]
+        let predictions = results?.first?["predictions"] as? [[String: Any]]
+        #expect(predictions?.count == 3)
+        #expect(predictions?.first?["synset"] as? String == "n02124075")
+        // The CLI's probabilities are the library's.
+        let model = try MobileNetV2(configuration: MobileNetV2Configuration(), weights: KerasWeightFile.read(contentsOf: URL(fileURLWithPath: CLI.topWeights)).weights)
+        let row = try model(ImagePreprocessor(height: 224, width: 224).tensor(contentsOf: URL(fileURLWithPath: CLI.example))).scalars
+        let probability = (predictions?.first?["probability"] as? Double).map(Float.init) ?? -1
+        #expect(abs(probability - row[285]) < 1e-6)
+    }
+
+    @Test("a bad file among good ones: an error line naming it, the others processed, exit status 1")
+    func badFilesInBatch() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.copyItem(atPath: CLI.example, toPath: dir.appendingPathComponent("a.png").path)
+        try Data().write(to: dir.appendingPathComponent("b-empty.jpg"))
+        let jpeg = try Data(contentsOf: URL(fileURLWithPath: CLI.exampleJPEG))
+        try jpeg.prefix(300).write(to: dir.appendingPathComponent("c-truncated.jpg"))
+        try Data("plain text".utf8).write(to: dir.appendingPathComponent("d-notes.txt"))
+        try FileManager.default.copyItem(atPath: CLI.exampleJPEG, toPath: dir.appendingPathComponent("e.jpg").path)
+
+        let result = try CLI.run(["classify", dir.path, dir.appendingPathComponent("missing.png").path, "--weights", CLI.topWeights])
+        #expect(result.status == 1)
+        #expect(result.stdout.contains("a.png") && result.stdout.contains("e.jpg"))
+        for name in ["b-empty.jpg", "c-truncated.jpg", "d-notes.txt", "missing.png"] {
+            #expect(result.stderr.contains(name), "no error line for \(name): \(result.stderr)")
+        }
+    }
+
+    @Test("embed writes .npy with names in order, .csv and .jsonl; never overwrites")
+    func embedOutputs() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let images = dir.appendingPathComponent("images")
+        try FileManager.default.createDirectory(at: images, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: CLI.example, toPath: images.appendingPathComponent("2-cat.png").path)
+        try FileManager.default.copyItem(atPath: CLI.exampleJPEG, toPath: images.appendingPathComponent("1-coffee.jpg").path)
+        try Data("x".utf8).write(to: images.appendingPathComponent("3-broken.jpg"))
+
+        let npy = dir.appendingPathComponent("out.npy")
+        let result = try CLI.run(["embed", images.path, "--weights", CLI.noTopWeights, "--output", npy.path])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("3-broken.jpg"))
+        let tensor = try NPY.read(contentsOf: npy)
+        #expect(tensor.shape == [2, 1280])
+        let names = try String(contentsOf: URL(fileURLWithPath: npy.path + ".files.txt"), encoding: .utf8).split(separator: "\n")
+        #expect(names.map { URL(fileURLWithPath: String($0)).lastPathComponent } == ["1-coffee.jpg", "2-cat.png"])
+
+        // Same numbers as the library, and a top file gives the same embedding.
+        let weights = try KerasWeightFile.read(contentsOf: URL(fileURLWithPath: CLI.noTopWeights)).weights
+        let model = try MobileNetV2(configuration: MobileNetV2Configuration(includeTop: false, pooling: .avg), weights: weights)
+        let expected = try model(ImagePreprocessor(height: 224, width: 224).tensor(contentsOf: URL(fileURLWithPath: CLI.example)))
+        #expect(Tensor(shape: [1, 1280], scalars: tensor.rows[1]).maxAbsoluteDifference(to: expected) == 0)
+
+        let before = try Data(contentsOf: npy)
+        let again = try CLI.run(["embed", images.appendingPathComponent("2-cat.png").path, "--weights", CLI.topWeights, "--output", npy.path])
+        #expect(again.status != 0)
+        #expect(again.stderr.contains("already exists"))
+        #expect(try Data(contentsOf: npy) == before)
+
+        let csv = dir.appendingPathComponent("out.csv")
+        let csvRun = try CLI.run(["embed", images.appendingPathComponent("2-cat.png").path, "--weights", CLI.topWeights, "-o", csv.path])
+        #expect(csvRun.status == 0, "\(csvRun.stderr)")
+        let csvLines = try String(contentsOf: csv, encoding: .utf8).split(separator: "\n")
+        #expect(csvLines.count == 2)
+        #expect(csvLines[0].hasPrefix("file,e0,e1,"))
+        let csvValues = csvLines[1].split(separator: ",").dropFirst().compactMap { Float($0) }
+        #expect(Tensor(shape: [1, 1280], scalars: csvValues).maxAbsoluteDifference(to: expected) == 0)
+
+        let jsonl = try CLI.run(["embed", images.appendingPathComponent("2-cat.png").path, "--weights", CLI.topWeights])
+        #expect(jsonl.status == 0)
+        let line = try JSONSerialization.jsonObject(with: Data(jsonl.stdout.utf8)) as? [String: Any]
+        #expect((line?["embedding"] as? [Double])?.count == 1280)
+    }
+
+    @Test("weight problems are reported clearly: missing file, wrong alpha, no top, truncated")
+    func weightErrors() throws {
+        let missing = try CLI.run(["classify", CLI.example, "--weights", "/nonexistent/w.h5"])
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains("/nonexistent/w.h5"))
+
+        let alpha = try CLI.run(["classify", CLI.example, "--weights", CLI.topWeights, "--alpha", "0.5"])
+        #expect(alpha.status == 1)
+        #expect(alpha.stderr.contains("built for alpha 1.0"), "\(alpha.stderr)")
+
+        let noTop = try CLI.run(["classify", CLI.example, "--weights", CLI.noTopWeights])
+        #expect(noTop.status == 1)
+        #expect(noTop.stderr.contains("include_top=False"))
+
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let truncated = dir.appendingPathComponent("truncated.h5")
+        try Data(contentsOf: URL(fileURLWithPath: CLI.topWeights)).prefix(5_000_000).write(to: truncated)
+        let cut = try CLI.run(["classify", CLI.example, "--weights", truncated.path])
+        #expect(cut.status == 1)
+        #expect(cut.stderr.contains(truncated.path), "\(cut.stderr)")
+
+        let offline = try CLI.run(["classify", CLI.example])
+        #expect(offline.status == 1)
+        #expect(offline.stderr.contains("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"), "\(offline.stderr)")
+    }
+}

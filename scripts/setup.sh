@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the system libraries swift-mobilenet links against, from the distribution's
+# packages (Debian/Ubuntu): HDF5 (Keras weight files), libjpeg-turbo and libpng (images),
+# pkg-config (to find HDF5). Does nothing when they are already installed.
+set -euo pipefail
+
+packages=(pkg-config libhdf5-dev libjpeg-dev libpng-dev)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+echo "setup: installing ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

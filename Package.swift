@@ -21,18 +21,22 @@ let package = Package(
             pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev"])]
         ),
-        // Thin C shims over HDF5, libjpeg-turbo and libpng: macros and setjmp-based error
-        // handling cannot be used from Swift directly.
+        // Thin C shims over HDF5, libjpeg-turbo, libpng, libwebp, giflib and stb_image (BMP):
+        // macros and setjmp-based error handling cannot be used from Swift directly.
         .target(
             name: "CMobileNetShims",
             dependencies: ["CHDF5"],
-            linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]
+            linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16"), .linkedLibrary("webp"), .linkedLibrary("webpdemux"), .linkedLibrary("gif")]
         ),
         // Tensors, the reference kernels and the backend seam. Knows nothing of MobileNetV2.
         .target(name: "MobileNetKernels"),
+        // oneDNN 2.x (Debian libdnnl-dev 2.6.3; no pkg-config file): the C API, pinned to 2.x.
+        .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
+        // The fast CPU backend on oneDNN behind the `InferenceBackend` seam. Knows nothing of MobileNetV2.
+        .target(name: "MobileNetOneDNN", dependencies: ["MobileNetKernels", "CDNNL"]),
         // The architecture (paper Table 2 / Keras layer names), weights by Keras layer name,
         // BatchNorm folding, ImageNet class names. Knows nothing of file formats.
-        .target(name: "MobileNetModel", dependencies: ["MobileNetKernels"]),
+        .target(name: "MobileNetModel", dependencies: ["MobileNetKernels", "MobileNetOneDNN"]),
         // Weight files (.h5, .weights.h5, .keras), weight resolution and download, image
         // decoding and resizing, .npy output.
         .target(
@@ -42,8 +46,34 @@ let package = Package(
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
             ]
         ),
+        // SQLite 3 (Debian libsqlite3-dev), found through pkg-config.
+        .systemLibrary(
+            name: "CSQLite",
+            path: "Sources/CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+        // The embedding store: SQLite cache of embeddings keyed by content hash, backbone and
+        // preprocessing identity; shared by transfer learning and similarity search.
+        .target(name: "MobileNetStore", dependencies: ["CSQLite"]),
+        // Transfer learning: data sets from folders, cached embeddings, the classifier head and
+        // its training, evaluation, the model file, Keras export.
+        .target(
+            name: "MobileNetTransfer",
+            dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "CMobileNetShims",
+                           .product(name: "ZIPFoundation", package: "ZIPFoundation")]
+        ),
+        // OpenBLAS (Debian libopenblas-dev), found through pkg-config: similarity search.
+        .systemLibrary(
+            name: "CBLAS",
+            path: "Sources/CBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        // Similarity search and near-duplicate detection over embeddings.
+        .target(name: "MobileNetSearch", dependencies: ["CBLAS", "MobileNetStore"]),
         // Umbrella module: `import MobileNet`.
-        .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetModel", "MobileNetIO"]),
+        .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetTransfer", "MobileNetSearch"]),
         .executableTarget(
             name: "MobileNetCLI",
             dependencies: ["MobileNet", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -52,6 +82,10 @@ let package = Package(
         .testTarget(name: "MobileNetKernelsTests", dependencies: ["MobileNetKernels", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetModelTests", dependencies: ["MobileNet", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetIOTests", dependencies: ["MobileNet", "MobileNetTestSupport"]),
+        .testTarget(name: "MobileNetStoreTests", dependencies: ["MobileNetStore", "MobileNetTestSupport"]),
+        .testTarget(name: "MobileNetTransferTests", dependencies: ["MobileNet", "MobileNetTestSupport"]),
+        .testTarget(name: "MobileNetSearchTests", dependencies: ["MobileNetSearch", "MobileNetTestSupport"]),
+        .testTarget(name: "MobileNetOneDNNTests", dependencies: ["MobileNet", "MobileNetOneDNN", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetCLITests", dependencies: ["MobileNet", "MobileNetTestSupport", "MobileNetCLI"]),
     ]
 )

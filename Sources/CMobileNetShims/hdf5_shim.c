@@ -193,3 +193,60 @@ int mn_h5_dataset_read_float(int64_t loc, const char *name, float *out, size_t c
 }
 
 void mn_free(void *pointer) { free(pointer); }
+
+// MARK: Writing (Keras 3 model.weights.h5 for `.keras` export). Files are created with HDF5's
+// default (earliest) format, as h5py does; datasets are contiguous little-endian float32.
+
+int mn_h5_create_file(const char *path, int64_t *out) {
+    mn_h5_init();
+    hid_t file = H5Fcreate(path, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
+    if (file < 0) return -1;
+    *out = (int64_t)file;
+    return 0;
+}
+
+int mn_h5_group_create(int64_t loc, const char *name, int64_t *out) {
+    hid_t group = H5Gcreate2((hid_t)loc, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (group < 0) return -1;
+    *out = (int64_t)group;
+    return 0;
+}
+
+int mn_h5_attr_write_string(int64_t object, const char *name, const char *value) {
+    int status = -1;
+    hid_t type = H5Tcopy(H5T_C_S1);
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t attr = -1;
+    if (type < 0 || space < 0) goto done;
+    if (H5Tset_size(type, H5T_VARIABLE) < 0 || H5Tset_cset(type, H5T_CSET_UTF8) < 0) goto done;
+    attr = H5Acreate2((hid_t)object, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    if (attr < 0) goto done;
+    if (H5Awrite(attr, type, &value) >= 0) status = 0;
+done:
+    if (attr >= 0) H5Aclose(attr);
+    if (space >= 0) H5Sclose(space);
+    if (type >= 0) H5Tclose(type);
+    return status;
+}
+
+int mn_h5_dataset_write_float(int64_t loc, const char *name, const uint64_t *dims, int rank, const float *values) {
+    if (rank < 0 || rank > 8) return -1;
+    hsize_t d[8];
+    for (int i = 0; i < rank; i++) d[i] = (hsize_t)dims[i];
+    hid_t space = rank == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(rank, d, NULL);
+    if (space < 0) return -1;
+    int status = -1;
+    hid_t dataset = H5Dcreate2((hid_t)loc, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (dataset >= 0) {
+        if (H5Dwrite(dataset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values) >= 0) status = 0;
+        H5Dclose(dataset);
+    }
+    H5Sclose(space);
+    return status;
+}
+
+int mn_h5_close_file(int64_t file) {
+    int status = H5Fflush((hid_t)file, H5F_SCOPE_GLOBAL) < 0 ? -1 : 0;
+    if (H5Fclose((hid_t)file) < 0) status = -1;
+    return status;
+}

@@ -6,15 +6,36 @@
 #include <stdlib.h>
 #include <string.h>
 #include <jpeglib.h>
+#include <jerror.h>
 
 struct mn_jpeg_error {
     struct jpeg_error_mgr base;
     jmp_buf jump;
+    int strict_eof;  // a premature end of data is an error (as in Pillow), not grey padding
+    int too_many_scans;
 };
 
 static void mn_jpeg_error_exit(j_common_ptr cinfo) {
     struct mn_jpeg_error *err = (struct mn_jpeg_error *)cinfo->err;
     longjmp(err->jump, 1);
+}
+
+// Warnings (msg_level -1) are silent, except a premature end of the data when strict_eof is set:
+// libjpeg would pad the rest with grey, Pillow refuses the file ("image file is truncated").
+static void mn_jpeg_emit_message(j_common_ptr cinfo, int msg_level) {
+    struct mn_jpeg_error *err = (struct mn_jpeg_error *)cinfo->err;
+    if (msg_level < 0 && err->strict_eof && err->base.msg_code == JWRN_JPEG_EOF) {
+        (*cinfo->err->error_exit)(cinfo);
+    }
+}
+
+// Progressive JPEGs with thousands of scans take minutes to decode (a known denial-of-service
+// pattern); libjpeg-turbo's TurboJPEG API refuses more than 500 scans, and so do we.
+static void mn_jpeg_progress(j_common_ptr cinfo) {
+    if (cinfo->is_decompressor && ((j_decompress_ptr)cinfo)->input_scan_number > 500) {
+        ((struct mn_jpeg_error *)cinfo->err)->too_many_scans = 1;
+        (*cinfo->err->error_exit)(cinfo);
+    }
 }
 
 static void mn_jpeg_silent(j_common_ptr cinfo) { (void)cinfo; }
@@ -48,22 +69,39 @@ int mn_jpeg_read_size(const uint8_t *data, size_t length, int *width, int *heigh
 
 int mn_jpeg_decode_rgb(const uint8_t *data, size_t length, int dct_method, int scale_denom, uint64_t max_pixels,
                        uint8_t **out, int *width, int *height, char *error, size_t error_length) {
+    return mn_jpeg_decode_rgb_ex(data, length, dct_method, scale_denom, max_pixels, 0, out, width, height, error, error_length);
+}
+
+int mn_jpeg_decode_rgb_ex(const uint8_t *data, size_t length, int dct_method, int scale_denom, uint64_t max_pixels,
+                          int allow_truncated, uint8_t **out, int *width, int *height, char *error, size_t error_length) {
     struct jpeg_decompress_struct cinfo;
     struct mn_jpeg_error jerr;
+    struct jpeg_progress_mgr progress;
     uint8_t *volatile pixels = NULL;
     uint8_t *volatile row = NULL;
     *out = NULL;
     cinfo.err = jpeg_std_error(&jerr.base);
     jerr.base.error_exit = mn_jpeg_error_exit;
     jerr.base.output_message = mn_jpeg_silent;
+    jerr.base.emit_message = mn_jpeg_emit_message;
+    jerr.strict_eof = !allow_truncated;
+    jerr.too_many_scans = 0;
     if (setjmp(jerr.jump)) {
-        mn_copy_message((j_common_ptr)&cinfo, error, error_length);
+        if (jerr.too_many_scans) {
+            if (error && error_length) snprintf(error, error_length, "more than 500 progressive scans (refused)");
+        } else if (jerr.base.msg_code == JWRN_JPEG_EOF) {
+            if (error && error_length) snprintf(error, error_length, "the JPEG data ends early (truncated file)");
+        } else {
+            mn_copy_message((j_common_ptr)&cinfo, error, error_length);
+        }
         jpeg_destroy_decompress(&cinfo);
         free(pixels);
         free(row);
         return -1;
     }
     jpeg_create_decompress(&cinfo);
+    progress.progress_monitor = mn_jpeg_progress;
+    cinfo.progress = &progress;
     jpeg_mem_src(&cinfo, data, (unsigned long)length);
     jpeg_read_header(&cinfo, TRUE);
     if ((uint64_t)cinfo.image_width * (uint64_t)cinfo.image_height > max_pixels) {
@@ -87,8 +125,10 @@ int mn_jpeg_decode_rgb(const uint8_t *data, size_t length, int dct_method, int s
         free(pixels); free(row);
         return -2;
     }
-    // Adobe APP14 CMYK JPEGs store inverted values (as Photoshop writes them); PIL inverts them back.
-    int inverted = cmyk && cinfo.saw_Adobe_marker;
+    // Pillow reads every CMYK/YCCK JPEG with raw mode "CMYK;I" ("assume adobe conventions",
+    // JpegImagePlugin), Adobe APP14 marker or not: the stored values are 255 - ink. Its cmyk2rgb
+    // then gives R = nk - nk*C/255 with nk = 255 - K (C, K the inverted values), which is
+    // round(c * k / 255) on the stored bytes c, k (MULDIV255 rounds exactly for 8-bit operands).
     while (cinfo.output_scanline < cinfo.output_height) {
         int y = (int)cinfo.output_scanline;
         if (cmyk) {
@@ -97,17 +137,18 @@ int mn_jpeg_decode_rgb(const uint8_t *data, size_t length, int dct_method, int s
             uint8_t *dst = pixels + (size_t)y * (size_t)w * 3;
             for (int x = 0; x < w; x++) {
                 int c = row[4 * x], m = row[4 * x + 1], yy = row[4 * x + 2], k = row[4 * x + 3];
-                if (!inverted) { c = 255 - c; m = 255 - m; yy = 255 - yy; k = 255 - k; }
-                // With inverted storage, (c, m, y, k) already hold 255 - ink.
-                dst[3 * x] = (uint8_t)((c * k + 127) / 255);
-                dst[3 * x + 1] = (uint8_t)((m * k + 127) / 255);
-                dst[3 * x + 2] = (uint8_t)((yy * k + 127) / 255);
+                int t;
+                t = c * k + 128; dst[3 * x] = (uint8_t)(((t >> 8) + t) >> 8);
+                t = m * k + 128; dst[3 * x + 1] = (uint8_t)(((t >> 8) + t) >> 8);
+                t = yy * k + 128; dst[3 * x + 2] = (uint8_t)(((t >> 8) + t) >> 8);
             }
         } else {
             JSAMPROW rows[1] = { pixels + (size_t)y * (size_t)w * 3 };
             jpeg_read_scanlines(&cinfo, rows, 1);
         }
     }
+    // A missing EOI marker after complete image data is tolerated, as Pillow does.
+    jerr.strict_eof = 0;
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
     free(row);

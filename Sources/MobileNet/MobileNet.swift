@@ -3,3 +3,7 @@
 @_exported import MobileNetIO
 @_exported import MobileNetKernels
 @_exported import MobileNetModel
+@_exported import MobileNetOneDNN
+@_exported import MobileNetSearch
+@_exported import MobileNetStore
+@_exported import MobileNetTransfer

@@ -7,14 +7,17 @@ struct Classify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Classify images into the 1000 ImageNet classes (model with its top).",
         discussion: """
-            Images (JPEG or PNG, detected from the bytes) are resized to the model input with \
-            bilinear interpolation exactly as tf.image.resize does (half-pixel centres, no \
-            antialiasing), then scaled to -1...1 (x / 127.5 - 1). Directories are expanded to \
+            Images (JPEG, PNG, WebP, GIF or BMP, detected from the bytes) are turned as their \
+            EXIF orientation says (--exif ignore for Keras parity), resized to the model input \
+            with bilinear interpolation exactly as tf.image.resize does by default (see --resize \
+            and --crop), then scaled to -1...1 (x / 127.5 - 1). Directories are expanded to \
             the files they contain.
             """
     )
 
     @OptionGroup var model: ModelOptions
+
+    @OptionGroup(title: "Image preprocessing") var image: ImageOptions
 
     @Option(name: .long, help: "How many classes to show per image.")
     var topK: Int = 5
@@ -60,13 +63,14 @@ struct Classify: AsyncParsableCommand {
         let weights: KerasWeightSet
         do {
             weights = try await model.loadWeights(includeTop: true)
-            network = try MobileNetV2(configuration: configuration, weights: weights)
+            network = try MobileNetV2(configuration: configuration, weights: weights, backend: model.inferenceBackend())
         } catch {
             printError("error: \(error)")
             throw ExitCode(1)
         }
         var results: [Result] = []
-        try runBatches(files: files, model: network, batchSize: model.batchSize, onResult: { file, row in
+        try runBatches(files: files, model: network, batchSize: model.batchSize,
+                       preprocessor: image.preprocessor(height: h, width: w), onResult: { file, row in
             let top = ImageNetClasses.topK(row, k: topK)
             let result = Result(file: file.relativePath, predictions: top.enumerated().map {
                 Prediction(rank: $0.offset + 1, index: $0.element.index, synset: $0.element.synset, name: $0.element.name, probability: $0.element.score)

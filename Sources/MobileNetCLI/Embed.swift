@@ -26,6 +26,8 @@ struct Embed: AsyncParsableCommand {
 
     @OptionGroup var model: ModelOptions
 
+    @OptionGroup(title: "Image preprocessing") var image: ImageOptions
+
     @Option(name: .long, help: "Global pooling: avg (Keras's usual embedding) or max.")
     var pooling: String = "avg"
 
@@ -70,7 +72,7 @@ struct Embed: AsyncParsableCommand {
         let network: MobileNetV2
         do {
             let weights = try await model.loadWeights(includeTop: false)
-            network = try MobileNetV2(configuration: configuration, weights: weights.droppingClassifier())
+            network = try MobileNetV2(configuration: configuration, weights: weights.droppingClassifier(), backend: model.inferenceBackend())
         } catch {
             printError("error: \(error)")
             throw ExitCode(1)
@@ -78,7 +80,8 @@ struct Embed: AsyncParsableCommand {
         let format = resolvedFormat ?? .jsonl
         var names: [String] = []
         var rows: [[Float]] = []
-        try runBatches(files: files, model: network, batchSize: model.batchSize, onResult: { file, row in
+        try runBatches(files: files, model: network, batchSize: model.batchSize,
+                       preprocessor: image.preprocessor(height: h, width: w), onResult: { file, row in
             if output == nil {
                 print(try Self.jsonLine(file: file.relativePath, row: row))
             } else {

@@ -16,6 +16,13 @@ struct MobileNetCommand: AsyncParsableCommand {
             Exit status: 0 when every image was processed, 1 when some image or the model failed \
             (the other images are still processed), 64 for a usage error.
             """,
-        subcommands: [Classify.self, Embed.self, Summary.self]
+        subcommands: [Classify.self, Embed.self, Summary.self, Bench.self, Index.self, Similar.self, Duplicates.self, Train.self, Evaluate.self, Predict.self, Export.self]
     )
+
+    /// Re-executes once with `OMP_WAIT_POLICY=passive` unless it is set (oneDNN's OpenMP threads
+    /// would otherwise spin-wait; see `docs/performance.md`), then runs the command.
+    static func main() async {
+        OneDNNBackend.reexecWithPassiveWaitingIfNeeded()
+        await Self.main(nil)
+    }
 }

@@ -18,6 +18,20 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Images per inference batch.")
     var batchSize: Int = 16
 
+    @Option(name: .long, help: ArgumentHelp("Inference backend: onednn (fast, the default) or reference (plain Swift, for debugging).", valueName: "name"))
+    var backend: BackendChoice = .onednn
+
+    @Option(name: .long, help: ArgumentHelp("Inference threads for the onednn backend (default: all cores).", valueName: "n"))
+    var threads: Int?
+
+    /// The backend chosen with `--backend` and `--threads`.
+    func inferenceBackend() -> any InferenceBackend {
+        switch backend {
+        case .onednn: OneDNNBackend(threads: threads)
+        case .reference: ReferenceBackend()
+        }
+    }
+
     func inputDimensions() throws -> (height: Int, width: Int) {
         let parts = inputSize.lowercased().split(separator: "x").map { Int($0) }
         if parts.count == 1, let n = parts[0] { return (n, n) }
@@ -27,6 +41,7 @@ struct ModelOptions: ParsableArguments {
 
     func validate() throws {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         let (h, w) = try inputDimensions()
         guard h >= 32, w >= 32 else { throw ValidationError("--input-size must be at least 32x32") }
         guard alpha > 0 else { throw ValidationError("--alpha must be positive") }
@@ -41,6 +56,11 @@ struct ModelOptions: ParsableArguments {
         let url = try await WeightsResolver().resolve(alpha: alpha, inputSize: size, includeTop: includeTop, explicitPath: weights)
         return try KerasWeightFile.read(contentsOf: url).weights.mobileNetV2Part()
     }
+}
+
+/// The values of `--backend`.
+enum BackendChoice: String, ExpressibleByArgument, CaseIterable {
+    case onednn, reference
 }
 
 /// Writes a line to standard error.
@@ -106,14 +126,15 @@ func collectImageFiles(_ arguments: [String], recursive: Bool) -> (files: [URL],
     return (files, errors)
 }
 
-/// Runs `model` over `files` in batches: each file is decoded and preprocessed on its own, a
+/// Runs `model` over `files` in batches: each file is decoded and preprocessed on its own (with
+/// `preprocessor`, by default `tf.image.resize` bilinear to the model size), a
 /// file that fails is reported through `onError` and skipped, and `onResult` receives every
 /// successful file's output row in input order.
 func runBatches(
-    files: [URL], model: MobileNetV2, batchSize: Int,
+    files: [URL], model: MobileNetV2, batchSize: Int, preprocessor: ImagePreprocessor? = nil,
     onResult: (URL, [Float]) throws -> Void, onError: (URL, String) -> Void
 ) throws {
-    let preprocessor = ImagePreprocessor(height: model.configuration.inputHeight, width: model.configuration.inputWidth)
+    let preprocessor = preprocessor ?? ImagePreprocessor(height: model.configuration.inputHeight, width: model.configuration.inputWidth)
     var start = 0
     while start < files.count {
         let batch = files[start..<min(start + batchSize, files.count)]

@@ -42,43 +42,103 @@ public enum ImageResizer {
     }
 }
 
-/// Turns image files into model input: decode, resize to the model size, scale pixels.
+/// How resized pixels (0...255) become model input values.
+public enum PixelScaling: Sendable, Hashable {
+    /// Keras "tf" mode, `keras.applications.mobilenet_v2.preprocess_input`: `x / 127.5 - 1`,
+    /// 0...255 to -1...1. MobileNetV2's.
+    case minusOneToOne
+    /// TF Hub image models: `x / 255`, 0...255 to 0...1.
+    case zeroToOne
+    /// torchvision `ToTensor()` then `Normalize(mean, std)`: `(x / 255 - mean[c]) / std[c]` per
+    /// channel (R, G, B).
+    case meanStd(mean: [Float], std: [Float])
+    /// No scaling: 0...255 as floats.
+    case none
+
+    /// torchvision's ImageNet statistics: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225).
+    public static let imageNetMeanStd = PixelScaling.meanStd(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225])
+
+    /// The scaled copy of interleaved RGB `pixels` (0...255); the input is not changed.
+    ///
+    /// - Precondition: for ``meanStd(mean:std:)``, three means and three non-zero deviations.
+    public func apply(_ pixels: [Float]) -> [Float] {
+        switch self {
+        case .minusOneToOne: return pixels.map { $0 / 127.5 - 1 }
+        case .zeroToOne: return pixels.map { $0 / 255 }
+        case .none: return pixels
+        case .meanStd(let mean, let std):
+            precondition(mean.count == 3 && std.count == 3 && !std.contains(0), "mean/std need 3 values, std non-zero")
+            var out = pixels
+            for i in out.indices { out[i] = (pixels[i] / 255 - mean[i % 3]) / std[i % 3] }
+            return out
+        }
+    }
+}
+
+/// Turns image files into model input: decode, resize (and crop) to the model size, scale pixels.
 ///
 /// The default matches a Keras/TensorFlow pipeline for MobileNetV2: `tf.image.resize`
-/// bilinear (half-pixel centres, no antialiasing) to the model size, then
+/// bilinear (half-pixel centres, no antialiasing) to the model size without crop, then
 /// `keras.applications.mobilenet_v2.preprocess_input`: `x / 127.5 - 1`, mapping 0...255 to -1...1.
+/// For the exact input of `keras.utils.load_img(path, target_size=(224, 224),
+/// interpolation="bilinear")` use ``ResizeMethod/pilBilinear`` and a decoder with
+/// ``StandardImageDecoder/OrientationHandling/ignore``.
 public struct ImagePreprocessor: Sendable {
-    /// The decoder (JPEG and PNG by default).
+    /// The decoder (``StandardImageDecoder`` by default: EXIF orientation applied).
     public var decoder: any ImageDecoding
     /// Model input height in pixels.
     public var height: Int
     /// Model input width in pixels.
     public var width: Int
+    /// The resize algorithm (default ``ResizeMethod/bilinear``, `tf.image.resize`).
+    public var resize: ResizeMethod
+    /// The crop done with the resize (default ``CropMode/none``).
+    public var crop: CropMode
+    /// How pixels are scaled (default ``PixelScaling/minusOneToOne``).
+    public var scaling: PixelScaling
 
     /// Creates a preprocessor for a `height` x `width` model.
-    public init(height: Int, width: Int, decoder: any ImageDecoding = StandardImageDecoder()) {
+    public init(height: Int, width: Int, decoder: any ImageDecoding = StandardImageDecoder(),
+                resize: ResizeMethod = .bilinear, crop: CropMode = .none, scaling: PixelScaling = .minusOneToOne) {
         self.decoder = decoder
         self.height = height
         self.width = width
+        self.resize = resize
+        self.crop = crop
+        self.scaling = scaling
     }
 
     /// `x / 127.5 - 1` element-wise (Keras "tf" mode): 0...255 to -1...1. Returns a new array.
     public static func scaleToMinusOneOne(_ pixels: [Float]) -> [Float] {
-        pixels.map { $0 / 127.5 - 1 }
+        PixelScaling.minusOneToOne.apply(pixels)
     }
 
-    /// The model input for one image.
+    /// The resized (and cropped) pixels of `image`, before scaling.
     ///
-    /// - Returns: `[1, height, width, 3]` in -1...1 (NHWC).
+    /// - Returns: `[height, width, 3]` floats in 0...255.
+    public func resizedPixels(for image: RGBImage) -> [Float] {
+        ImageResizer.resize(image, height: height, width: width, method: resize, crop: crop)
+    }
+
+    /// The model input for one image (`image` is not changed).
+    ///
+    /// - Returns: `[1, height, width, 3]` (NHWC), values as ``scaling`` gives them (-1...1 by default).
     public func tensor(for image: RGBImage) -> Tensor {
-        Tensor(shape: [1, height, width, 3], scalars: Self.scaleToMinusOneOne(ImageResizer.bilinear(image, height: height, width: width)))
+        Tensor(shape: [1, height, width, 3], scalars: scaling.apply(resizedPixels(for: image)))
+    }
+
+    /// What the decoder may assume about the use of the image (for DCT-domain downscaling).
+    public var decodeTarget: DecodeTarget {
+        DecodeTarget(height: height, width: width, shorterSide: crop.shorterSide(height: height, width: width))
     }
 
     /// Reads, decodes and preprocesses the file at `url`.
     ///
-    /// - Returns: `[1, height, width, 3]` in -1...1 (NHWC).
+    /// - Returns: `[1, height, width, 3]` (NHWC), -1...1 by default.
     /// - Throws: ``ImageError`` naming the file.
     public func tensor(contentsOf url: URL) throws(ImageError) -> Tensor {
-        tensor(for: try decoder.decode(contentsOf: url))
+        let image = try decoder.decode(contentsOf: url, target: decodeTarget)
+        guard image.width > 0, image.height > 0 else { throw .corrupt(path: url.path, reason: "the image has no pixels") }
+        return tensor(for: image)
     }
 }

@@ -1,4 +1,5 @@
 import MobileNetKernels
+import MobileNetOneDNN
 
 /// MobileNetV2 (Sandler et al., arXiv:1801.04381) with Keras Applications semantics:
 /// the same architecture, layer names and numbers as `keras.applications.MobileNetV2`.
@@ -33,11 +34,13 @@ public final class MobileNetV2: Sendable {
     ///   - configuration: alpha, input size, top, pooling, classes, classifier activation.
     ///   - weights: the MobileNetV2 layers (use ``KerasWeightSet/mobileNetV2Part()`` for a
     ///     model nested in a larger one).
-    ///   - backend: the kernels that run the graph; the plain-Swift ``ReferenceBackend`` by default.
+    ///   - backend: the kernels that run the graph: oneDNN (``MobileNetOneDNN/OneDNNBackend``, all
+    ///     cores) by default; pass ``ReferenceBackend`` for the plain-Swift oracle kernels.
     /// - Throws: ``ModelError``: an invalid configuration, a missing or unused layer, a shape
     ///   mismatch (naming the layer and both shapes), weights built for another alpha or with a
-    ///   different top.
-    public init(configuration: MobileNetV2Configuration, weights: KerasWeightSet, backend: any InferenceBackend = ReferenceBackend()) throws {
+    ///   different top; the backend's own error (such as ``MobileNetOneDNN/OneDNNError``) when it
+    ///   cannot prepare the graph.
+    public init(configuration: MobileNetV2Configuration, weights: KerasWeightSet, backend: any InferenceBackend = OneDNNBackend()) throws {
         self.configuration = configuration
         self.layers = try MobileNetV2Architecture.layers(for: configuration)
         self.graph = try Self.makeGraph(configuration: configuration, weights: weights, foldBatchNorm: true)

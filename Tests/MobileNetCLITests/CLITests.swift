@@ -182,3 +182,77 @@ struct ClassifyEmbedCommandTests {
         #expect(offline.stderr.contains("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"), "\(offline.stderr)")
     }
 }
+
+@Suite("mobilenet index, similar, duplicates", .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
+struct SearchCommandTests {
+    @Test("index add, stats, similar, duplicates, sync, export; refusals and bad queries")
+    func workflow() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let photos = dir.appendingPathComponent("photos")
+        try FileManager.default.createDirectory(at: photos, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: CLI.example, toPath: photos.appendingPathComponent("cat.png").path)
+        try FileManager.default.copyItem(atPath: CLI.exampleJPEG, toPath: photos.appendingPathComponent("coffee.jpg").path)
+        // A near-duplicate: the same photo under another name (a re-encode would do as well).
+        try FileManager.default.copyItem(atPath: CLI.example, toPath: photos.appendingPathComponent("cat-copy.png").path)
+        let db = dir.appendingPathComponent("photos.db").path
+        let weights = ["--weights", CLI.noTopWeights]
+
+        let add = try CLI.run(["index", "add", photos.path, "--index", db] + weights)
+        #expect(add.status == 0, "\(add.stderr)")
+        let again = try CLI.run(["index", "add", photos.path, "--index", db] + weights)
+        #expect(again.stderr.contains("0 computed"), "\(again.stderr)")
+
+        let stats = try CLI.run(["index", "stats", "--index", db, "--json"])
+        let statsObject = try JSONSerialization.jsonObject(with: Data(stats.stdout.utf8)) as? [String: Any]
+        #expect(statsObject?["images"] as? Int == 3)
+        #expect(statsObject?["distinctContents"] as? Int == 2)
+
+        let similar = try CLI.run(["similar", CLI.example, "--index", db, "--top", "2", "--json"] + weights)
+        #expect(similar.status == 0, "\(similar.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data(similar.stdout.utf8)) as? [String: Any]
+        let matches = ((report?["results"] as? [[String: Any]])?.first?["matches"] as? [[String: Any]]) ?? []
+        #expect(matches.count == 2)
+        #expect(matches.allSatisfy { ($0["identifier"] as? String)?.contains("cat") == true })
+        #expect(abs((matches.first?["similarity"] as? Double ?? 0) - 1) < 1e-4)
+
+        let duplicates = try CLI.run(["duplicates", "--index", db, "--json"])
+        let groups = (try JSONSerialization.jsonObject(with: Data(duplicates.stdout.utf8)) as? [String: Any])?["groups"] as? [[[String: Any]]]
+        #expect(groups?.count == 1)
+        #expect(groups?.first?.count == 2)
+
+        // A query that does not decode: an error naming it, exit status 1.
+        let broken = dir.appendingPathComponent("broken.jpg")
+        try Data("nope".utf8).write(to: broken)
+        let bad = try CLI.run(["similar", broken.path, "--index", db] + weights)
+        #expect(bad.status == 1)
+        #expect(bad.stderr.contains("broken.jpg"))
+
+        // Another backbone is refused, and the index is unchanged.
+        let other = try CLI.run(["similar", CLI.example, "--index", db, "--input-size", "160"] + weights)
+        #expect(other.status == 1)
+        #expect(other.stderr.contains("not comparable"), "\(other.stderr)")
+
+        try FileManager.default.removeItem(at: photos.appendingPathComponent("coffee.jpg"))
+        let sync = try CLI.run(["index", "sync", "--index", db])
+        #expect(sync.stdout.contains("coffee.jpg"))
+
+        let npy = dir.appendingPathComponent("vectors.npy")
+        let export = try CLI.run(["index", "export", "--index", db, "-o", npy.path])
+        #expect(export.status == 0, "\(export.stderr)")
+        let vectors = try NPY.read(contentsOf: npy)
+        #expect(vectors.shape == [2, 1280])
+        let norms = vectors.rows.map { $0.reduce(0) { $0 + $1 * $1 } }
+        #expect(norms.allSatisfy { abs($0 - 1) < 1e-4 })
+
+        let missingIndex = try CLI.run(["similar", CLI.example, "--index", dir.appendingPathComponent("none.db").path] + weights)
+        #expect(missingIndex.status == 1)
+        #expect(missingIndex.stderr.contains("holds no images"))
+
+        let corrupt = dir.appendingPathComponent("corrupt.db")
+        try Data(repeating: 7, count: 4096).write(to: corrupt)
+        let corruptRun = try CLI.run(["index", "stats", "--index", corrupt.path])
+        #expect(corruptRun.status == 1)
+        #expect(corruptRun.stderr.contains(corrupt.path))
+    }
+}

@@ -73,7 +73,8 @@ struct KerasParityTests {
     func outputs(fixture: KerasFixture) throws {
         let configuration = fixture.configuration
         let weights = try FormulaWeights.weights(for: configuration, seed: fixture.seed)
-        let model = try MobileNetV2(configuration: configuration, weights: weights)
+        // The reference backend is the oracle; the oneDNN backend is checked against it in MobileNetOneDNNTests.
+        let model = try MobileNetV2(configuration: configuration, weights: weights, backend: ReferenceBackend())
         let input = FormulaWeights.input(seed: fixture.seed, batch: fixture.batch, height: configuration.inputHeight, width: configuration.inputWidth)
         let expected = try NPY.read(contentsOf: TestData.fixtures.appendingPathComponent("keras-random/\(fixture.file)"))
         let output = try model(input)

@@ -42,6 +42,21 @@ int mn_h5_dataset_read_float(int64_t loc, const char *name, float *out, size_t c
 int mn_h5_dataset_is_numeric(int64_t loc, const char *name);
 void mn_free(void *pointer);
 
+// MARK: HDF5 writing (Keras 3 model.weights.h5 for `.keras` export)
+
+/// Creates a new HDF5 file for writing (fails if it exists). Returns 0 and sets *out, or negative.
+int mn_h5_create_file(const char *path, int64_t *out);
+/// Creates the child group `name` (a path whose parents exist). Returns 0 and sets *out, or negative.
+int mn_h5_group_create(int64_t loc, const char *name, int64_t *out);
+/// Writes a scalar variable-length UTF-8 string attribute on an object, as h5py stores a
+/// Python `str`. Returns 0 or negative.
+int mn_h5_attr_write_string(int64_t object, const char *name, const char *value);
+/// Creates the dataset `name` (contiguous, little-endian float32, rank 0...8, dims `dims`) and
+/// writes `values` (row-major, the product of dims elements). Returns 0 or negative.
+int mn_h5_dataset_write_float(int64_t loc, const char *name, const uint64_t *dims, int rank, const float *values);
+/// Flushes and closes a file opened for writing; returns 0 or negative (a failed final write).
+int mn_h5_close_file(int64_t file);
+
 // MARK: JPEG (libjpeg-turbo, libjpeg API)
 
 /// JPEG inverse DCT methods (libjpeg J_DCT_METHOD).
@@ -55,6 +70,12 @@ enum { MN_DCT_ISLOW = 0, MN_DCT_IFAST = 1, MN_DCT_FLOAT = 2 };
 int mn_jpeg_decode_rgb(const uint8_t *data, size_t length, int dct_method, int scale_denom, uint64_t max_pixels,
                        uint8_t **out, int *width, int *height, char *error, size_t error_length);
 
+/// As mn_jpeg_decode_rgb; with `allow_truncated` 0 a stream that ends early is an error (-1, as
+/// in Pillow) instead of being padded with grey. More than 500 progressive scans are refused.
+/// CMYK/YCCK are converted as Pillow does (stored values taken as Adobe-inverted).
+int mn_jpeg_decode_rgb_ex(const uint8_t *data, size_t length, int dct_method, int scale_denom, uint64_t max_pixels,
+                          int allow_truncated, uint8_t **out, int *width, int *height, char *error, size_t error_length);
+
 /// Reads only the JPEG header and reports the image dimensions. Returns 0 or negative.
 int mn_jpeg_read_size(const uint8_t *data, size_t length, int *width, int *height, char *error, size_t error_length);
 
@@ -65,6 +86,27 @@ int mn_jpeg_read_size(const uint8_t *data, size_t length, int *width, int *heigh
 /// without alpha get alpha 255). Returns 0 and a malloc'ed width*height*4 buffer, or negative
 /// with libpng's message in `error`. Images over `max_pixels` pixels are refused (-3).
 int mn_png_decode_rgba(const uint8_t *data, size_t length, uint64_t max_pixels,
+                       uint8_t **out, int *width, int *height, int *had_alpha, char *error, size_t error_length);
+
+// MARK: WebP (libwebp), GIF (giflib), BMP (stb_image)
+
+/// Decodes a WebP (lossy, lossless, with or without alpha; the first frame of an animation, on
+/// its canvas) to 8-bit RGBA (not premultiplied). Returns 0 and a malloc'ed width*height*4
+/// buffer (free with mn_free), -3 over `max_pixels`, other negative values with a message.
+int mn_webp_decode_rgba(const uint8_t *data, size_t length, uint64_t max_pixels,
+                        uint8_t **out, int *width, int *height, int *had_alpha, char *error, size_t error_length);
+
+/// Decodes the first frame of a GIF to 8-bit RGBA as Pillow shows it: the logical screen (grown
+/// to hold the frame, as Pillow does), pixels outside the frame filled with the frame's
+/// transparent index or index 0, the local colour table or else the global one (a gray ramp
+/// when there is none), the transparent index with alpha 0. Interlaced frames are de-interlaced.
+/// Returns 0, -3 over `max_pixels`, other negative values with a message.
+int mn_gif_decode_rgba(const uint8_t *data, size_t length, uint64_t max_pixels,
+                       uint8_t **out, int *width, int *height, int *had_alpha, char *error, size_t error_length);
+
+/// Decodes a BMP (1, 4, 8, 16, 24, 32 bits per pixel, bottom-up or top-down; not RLE) to 8-bit
+/// RGBA through stb_image. Returns 0, -3 over `max_pixels`, other negative values with a message.
+int mn_bmp_decode_rgba(const uint8_t *data, size_t length, uint64_t max_pixels,
                        uint8_t **out, int *width, int *height, int *had_alpha, char *error, size_t error_length);
 
 #ifdef __cplusplus

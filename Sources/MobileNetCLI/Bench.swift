@@ -1,0 +1,135 @@
+import ArgumentParser
+import Foundation
+import MobileNet
+
+/// `mobilenet bench`: inference latency and throughput of one configuration, for
+/// `scripts/bench/peers.py` and for users choosing a backend and thread count.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure inference latency and throughput (random weights unless --weights is given).",
+        discussion: """
+            Runs --warmup untimed batches, then --iterations timed batches of --batch-size \
+            images of the model input size (a fixed random input, NHWC, -1...1), and prints the \
+            median, mean, minimum and 90th-percentile batch latency in milliseconds, images per \
+            second, the time to build the model and peak resident memory. The work is the \
+            classifier (with the top) unless --no-top is given. Prefer OMP_WAIT_POLICY=passive \
+            on a busy machine (the command sets it for itself).
+            """
+    )
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(name: .long, help: "Timed batches.")
+    var iterations: Int = 30
+
+    @Option(name: .long, help: "Untimed batches before timing.")
+    var warmup: Int = 3
+
+    @Flag(name: .long, help: "Embedding model (no top, average pooling) instead of the classifier.")
+    var noTop = false
+
+    @Flag(name: .long, help: "Print one JSON object.")
+    var json = false
+
+    struct Report: Encodable {
+        let backend: String, threads: Int?, alpha: Double, inputHeight: Int, inputWidth: Int, batch: Int, iterations: Int
+        let buildSeconds: Double, firstBatchSeconds: Double
+        let medianMilliseconds: Double, meanMilliseconds: Double, minMilliseconds: Double, p90Milliseconds: Double
+        let imagesPerSecond: Double, peakRSSMegabytes: Double
+    }
+
+    func validate() throws {
+        guard iterations >= 1, warmup >= 0 else { throw ValidationError("--iterations must be at least 1 and --warmup at least 0") }
+    }
+
+    func run() async throws {
+        let (h, w) = try model.inputDimensions()
+        let configuration = MobileNetV2Configuration(alpha: model.alpha, inputHeight: h, inputWidth: w, includeTop: !noTop, pooling: noTop ? .avg : nil)
+        let clock = ContinuousClock()
+        let buildStart = clock.now
+        let weights: KerasWeightSet
+        if model.weights != nil {
+            let loaded = try await model.loadWeights(includeTop: !noTop)
+            weights = noTop ? loaded.droppingClassifier() : loaded
+        } else {
+            weights = try Self.randomWeights(for: configuration)
+        }
+        let network = try MobileNetV2(configuration: configuration, weights: weights, backend: model.inferenceBackend())
+        let buildSeconds = Self.seconds(clock.now - buildStart)
+        var generator = SplitMix(seed: 42)
+        let input = Tensor(shape: [model.batchSize, h, w, 3], scalars: (0..<(model.batchSize * h * w * 3)).map { _ in generator.uniform() * 2 - 1 })
+        let firstStart = clock.now
+        _ = try network(input)
+        let firstBatchSeconds = Self.seconds(clock.now - firstStart)
+        for _ in 0..<warmup { _ = try network(input) }
+        var times: [Double] = []
+        for _ in 0..<iterations {
+            let start = clock.now
+            _ = try network(input)
+            times.append(Self.seconds(clock.now - start) * 1000)
+        }
+        times.sort()
+        let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
+        let mean = times.reduce(0, +) / Double(times.count)
+        let p90 = times[min(times.count - 1, Int((Double(times.count) * 0.9).rounded(.up)) - 1)]
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let report = Report(
+            backend: network.backendName, threads: model.backend == .onednn ? (model.threads ?? OneDNNBackend.defaultThreads) : nil,
+            alpha: model.alpha, inputHeight: h, inputWidth: w, batch: model.batchSize, iterations: iterations,
+            buildSeconds: buildSeconds, firstBatchSeconds: firstBatchSeconds,
+            medianMilliseconds: median, meanMilliseconds: mean, minMilliseconds: times[0], p90Milliseconds: p90,
+            imagesPerSecond: Double(model.batchSize) / (median / 1000), peakRSSMegabytes: Double(usage.ru_maxrss) / 1024)
+        if json {
+            print(try jsonText(report, pretty: false))
+        } else {
+            print("""
+                \(configuration.description), backend \(report.backend)\(report.threads.map { ", \($0) threads" } ?? ""), batch \(report.batch)
+                  build \(String(format: "%.3f", buildSeconds)) s, first batch \(String(format: "%.1f", firstBatchSeconds * 1000)) ms
+                  latency ms: median \(String(format: "%.2f", median)), mean \(String(format: "%.2f", mean)), min \(String(format: "%.2f", times[0])), p90 \(String(format: "%.2f", p90))
+                  throughput \(String(format: "%.1f", report.imagesPerSecond)) images/s, peak RSS \(String(format: "%.0f", report.peakRSSMegabytes)) MB
+                """)
+        }
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+    }
+
+    /// A SplitMix64 stream of uniform floats in 0..<1.
+    struct SplitMix {
+        var state: UInt64
+        init(seed: UInt64) { state = seed }
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func uniform() -> Float { Float(next() >> 40) / 16_777_216 }
+    }
+
+    /// Random weights of the right shapes (LeCun-uniform kernels, BatchNorm near identity):
+    /// the speed of the network does not depend on the values.
+    static func randomWeights(for configuration: MobileNetV2Configuration) throws -> KerasWeightSet {
+        var generator = SplitMix(seed: 7)
+        let layers = try MobileNetV2Architecture.layers(for: configuration)
+        return KerasWeightSet(source: "random weights", layers: layers.filter { !$0.weights.isEmpty }.map { layer in
+            KerasLayerWeights(name: layer.name, arrays: layer.weights.map { spec in
+                let count = spec.shape.reduce(1, *)
+                let fanIn = spec.name == "depthwise_kernel" ? spec.shape[0] * spec.shape[1] : spec.shape.dropLast().reduce(1, *)
+                let limit = (3 / Float(max(fanIn, 1))).squareRoot()
+                let values: [Float] = (0..<count).map { _ in
+                    let u = generator.uniform()
+                    switch spec.name {
+                    case "gamma", "moving_variance": return 0.5 + u
+                    case "beta", "moving_mean", "bias": return (u * 2 - 1) * 0.1
+                    default: return (u * 2 - 1) * limit
+                    }
+                }
+                return WeightArray(name: spec.name, shape: spec.shape, values: values)
+            })
+        })
+    }
+}

@@ -1,0 +1,72 @@
+import ArgumentParser
+import Foundation
+import MobileNet
+
+/// `mobilenet evaluate --model FILE DATA_DIR`: metrics of a trained classifier on a labelled folder.
+struct Evaluate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate a trained classifier on a folder with one subfolder per class.",
+        discussion: """
+            Prints accuracy, top-k accuracy, per-class precision/recall/F1 and the confusion matrix \
+            (rows: true class, columns: predicted); --json for scripts, --report for an HTML file. \
+            The folder's class subfolders must be the model's classes. --model takes a model file \
+            written by `mobilenet train` (JSON) or a Keras transfer model (.keras or whole-model .h5: \
+            input → MobileNetV2 → GlobalAveragePooling2D → Dropout → Dense(softmax)), whose class \
+            names are the sorted subfolder names of DATA_DIR.
+            """
+    )
+
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var cacheOptions: CacheOptions
+
+    @Option(name: .customLong("model"), help: ArgumentHelp("Classifier: a `mobilenet train` model file, or a Keras .keras/.h5 transfer model.", valueName: "path"))
+    var modelFile: String
+
+    @Argument(help: ArgumentHelp("Folder with one subfolder of images per class.", valueName: "data-dir"))
+    var dataDir: String
+
+    @Option(name: .long, help: "k of the top-k accuracy.")
+    var topK: Int = 5
+
+    @Flag(name: .long, help: "Print the metrics as JSON.")
+    var json = false
+
+    @Option(name: .long, help: ArgumentHelp("Write a self-contained HTML report.", valueName: "path"))
+    var report: String?
+
+    @Flag(name: .long, help: "Replace an existing report file.")
+    var overwrite = false
+
+    func validate() throws {
+        if let report, !overwrite, FileManager.default.fileExists(atPath: report) {
+            throw ValidationError("\(report) already exists; pass --overwrite to replace it")
+        }
+    }
+
+    func run() async throws {
+        do {
+            let root = URL(fileURLWithPath: dataDir, isDirectory: true)
+            let classifier = try await LoadedClassifier.load(path: modelFile, model: model, classNamesFrom: root)
+            let folder = try ImageFolder(root: root, classNames: classifier.classNames)
+            for warning in folder.warnings { printError("warning: \(warning)") }
+            let embedder = try CachedEmbedder(model: classifier.backbone.network, backbone: classifier.backbone.identity,
+                                              expectedPreprocessing: classifier.preprocessing, store: try cacheOptions.openStore(), batchSize: model.batchSize)
+            let (embeddings, failures) = try embedWithProgress(embedder, files: folder.images.map(\.url), label: "embeddings")
+            let (data, _) = labelledMatrix(folder.images, embeddings: embeddings)
+            guard !data.labels.isEmpty else { throw CLIFailure("\(dataDir): no image could be embedded") }
+            let evaluation = EvaluationReport(probabilities: classifier.head.probabilities(data.features), labels: data.labels,
+                                              classNames: classifier.classNames, k: topK)
+            if let report {
+                let html = HTMLReport.render(title: "mobilenet evaluate \(modelFile) \(dataDir)", history: [], bestEpoch: nil, evaluation: evaluation)
+                try AtomicFile.write(Data(html.utf8), to: URL(fileURLWithPath: report))
+            }
+            print(json ? try jsonText(evaluation) : evaluation.table)
+            if !failures.isEmpty { throw ExitCode(1) }
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            printError("error: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}

@@ -1,0 +1,210 @@
+import ArgumentParser
+import Foundation
+import MobileNet
+
+/// `mobilenet train DATA_DIR`: train a classifier head on the frozen backbone's embeddings.
+struct Train: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a classifier for your own categories on top of the frozen MobileNetV2 (transfer learning).",
+        discussion: """
+            DATA_DIR holds one subfolder of images per class, like Keras image_dataset_from_directory: \
+            class names are the folder names sorted, non-image files are skipped with a warning, images \
+            that fail to decode are reported and skipped. Validation: --validation-dir, or a seeded \
+            --validation-split held out per class (stratified, spread over each class).
+
+            Embeddings (1280-d, global average pooled) are cached in SQLite keyed by the image content \
+            hash, the backbone (alpha, input size, weight file SHA-256) and the preprocessing, so a \
+            second run embeds only new or changed images.
+
+            The head is the Keras transfer-learning guide's: Dropout(0.2) → Dense(classes, softmax), \
+            Adam(1e-3), categorical cross-entropy, early stopping on val_loss restoring the best \
+            weights. The same seed gives a bit-identical model.
+            """
+    )
+
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var cacheOptions: CacheOptions
+
+    @Argument(help: ArgumentHelp("Folder with one subfolder of images per class.", valueName: "data-dir"))
+    var dataDir: String
+
+    @Option(name: [.short, .long], help: ArgumentHelp("Model file to write (JSON).", valueName: "path"))
+    var output: String = "classifier.json"
+
+    @Flag(name: .long, help: "Replace existing output files.")
+    var overwrite = false
+
+    @Option(name: .long, help: ArgumentHelp("Validation folder with the same class subfolders (instead of --validation-split).", valueName: "dir"))
+    var validationDir: String?
+
+    @Option(name: .long, help: "Fraction of each class held out for validation when no --validation-dir is given.")
+    var validationSplit: Double = 0.2
+
+    @Option(name: .long, help: "Seed of the split, initialisation, shuffling and dropout.")
+    var seed: UInt64 = 42
+
+    @Option(name: .long, help: "Maximum number of epochs.")
+    var epochs: Int = 20
+
+    @Option(name: .long, help: "Samples per training step (Keras batch_size).")
+    var trainBatchSize: Int = 32
+
+    @Option(name: .long, help: "adam or sgd.")
+    var optimizer: String = "adam"
+
+    @Option(name: .long, help: "Learning rate (default 1e-3 for Adam, 1e-2 for SGD).")
+    var learningRate: Double?
+
+    @Option(name: .long, help: "SGD momentum.")
+    var momentum: Double = 0.9
+
+    @Option(name: .long, help: "Dropout rate before each Dense layer.")
+    var dropout: Double = 0.2
+
+    @Option(name: .long, help: "Units of an optional hidden ReLU layer.")
+    var hidden: Int?
+
+    @Option(name: .long, help: "L2 penalty on the Dense kernels.")
+    var l2: Double = 0
+
+    @Option(name: .long, help: "Label smoothing (0...1).")
+    var labelSmoothing: Double = 0
+
+    @Flag(name: .long, help: "Weigh classes inversely to their frequency (n / (classes * n_class)).")
+    var balanced = false
+
+    @Option(name: .long, help: "Early-stopping patience in epochs on val_loss (0: off).")
+    var patience: Int = 3
+
+    @Option(name: .long, help: ArgumentHelp("Augmented views per training image (flip, zoom crop, rotation, brightness/contrast; seeded and cached).", valueName: "n"))
+    var augment: Int = 0
+
+    @Option(name: .long, help: "k of the top-k accuracy.")
+    var topK: Int = 5
+
+    @Option(name: .long, help: ArgumentHelp("Write a self-contained HTML report (curves, confusion matrix).", valueName: "path"))
+    var report: String?
+
+    @Flag(name: .long, help: "Print the validation metrics as JSON on standard output.")
+    var json = false
+
+    func validate() throws {
+        guard ["adam", "sgd"].contains(optimizer) else { throw ValidationError("--optimizer must be adam or sgd") }
+        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
+        guard augment >= 0 else { throw ValidationError("--augment must be 0 or more") }
+        guard trainBatchSize >= 1 else { throw ValidationError("--train-batch-size must be at least 1") }
+        guard (0..<1).contains(dropout) else { throw ValidationError("--dropout must be in 0..<1") }
+        guard (0...1).contains(labelSmoothing) else { throw ValidationError("--label-smoothing must be in 0...1") }
+        guard validationDir != nil || (validationSplit > 0 && validationSplit < 1) else {
+            throw ValidationError("--validation-split must be in (0, 1), or give --validation-dir")
+        }
+        for path in [output] + (report.map { [$0] } ?? []) where !overwrite && FileManager.default.fileExists(atPath: path) {
+            throw ValidationError("\(path) already exists; pass --overwrite to replace it")
+        }
+    }
+
+    var settings: TrainingSettings {
+        var s = TrainingSettings()
+        s.epochs = epochs
+        s.batchSize = trainBatchSize
+        s.seed = seed
+        s.optimizer = optimizer == "sgd" ? .sgd(learningRate: learningRate ?? 1e-2, momentum: momentum) : .adam(learningRate: learningRate ?? 1e-3)
+        s.dropout = dropout
+        s.hiddenUnits = hidden
+        s.l2 = l2
+        s.labelSmoothing = labelSmoothing
+        s.balancedClassWeights = balanced
+        s.patience = patience > 0 ? patience : nil
+        s.augmentedViews = augment > 0 ? augment : nil
+        return s
+    }
+
+    func run() async throws {
+        let started = Date()
+        do {
+            // Data.
+            let folder = try ImageFolder(root: URL(fileURLWithPath: dataDir, isDirectory: true))
+            for warning in folder.warnings { printError("warning: \(warning)") }
+            var trainImages: [LabelledImage]
+            var valImages: [LabelledImage]
+            if let validationDir {
+                let valFolder = try ImageFolder(root: URL(fileURLWithPath: validationDir, isDirectory: true), classNames: folder.classNames)
+                for warning in valFolder.warnings { printError("warning: \(warning)") }
+                (trainImages, valImages) = (folder.images, valFolder.images)
+            } else {
+                (trainImages, valImages) = try folder.split(validationFraction: validationSplit, seed: seed)
+            }
+            printError("classes: \(folder.classNames.joined(separator: ", ")); \(trainImages.count) training and \(valImages.count) validation images")
+
+            // Embeddings.
+            let backbone = try await Backbone.load(model: model)
+            let store = try cacheOptions.openStore()
+            let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: store, batchSize: model.batchSize)
+            let (embeddings, _) = try embedWithProgress(embedder, files: trainImages.map(\.url) + valImages.map(\.url), label: "embeddings")
+            var (trainData, keptTrain) = labelledMatrix(trainImages, embeddings: embeddings)
+            if augment > 0 {
+                let augmentStart = Date()
+                let views = try embedder.embedAugmented(keptTrain.compactMap { image in embeddings[image.url].map { (image.url, $0.contentSHA256) } },
+                                                        count: augment, seed: seed) { done, total in
+                    printError("augmentation: embedded \(done)/\(total) new views (\(String(format: "%.1f", Date().timeIntervalSince(augmentStart))) s)")
+                }
+                var rows: [[Float]] = []
+                var labels: [Int] = []
+                for image in keptTrain { for vector in views[image.url] ?? [] { rows.append(vector); labels.append(image.label) } }
+                trainData = LabelledMatrix(features: Matrix(rows: trainData.features.rows + rows.count, columns: trainData.features.columns,
+                                                            values: trainData.features.values + rows.flatMap { $0.map(Double.init) }),
+                                           labels: trainData.labels + labels)
+                printError("augmentation: \(rows.count) augmented views added (\(augment) per training image)")
+            }
+            let (valData, keptVal) = labelledMatrix(valImages, embeddings: embeddings)
+            warnOverlap(train: keptTrain, validation: keptVal, embeddings: embeddings)
+            let trainCounts = (0..<folder.classNames.count).map { c in trainData.labels.filter { $0 == c }.count }
+            if let empty = trainCounts.firstIndex(of: 0) {
+                throw CLIFailure("class '\(folder.classNames[empty])' has no usable training image; nothing to learn it from")
+            }
+            guard !valData.labels.isEmpty else { throw CLIFailure("no usable validation image") }
+
+            // Training.
+            let headStart = Date()
+            let result = HeadTrainer(settings: settings).train(train: trainData, validation: valData, classes: folder.classNames.count) { record in
+                printError(String(format: "epoch %d/%d - loss: %.4f - accuracy: %.4f - val_loss: %.4f - val_accuracy: %.4f",
+                                  record.epoch, epochs, record.loss, record.accuracy, record.validationLoss ?? .nan, record.validationAccuracy ?? .nan))
+            }
+            let headSeconds = Date().timeIntervalSince(headStart)
+            printError(String(format: "head trained in %.2f s (%d epochs, best epoch %d)", headSeconds, result.history.count, result.bestEpoch))
+
+            // Evaluation, model file, report.
+            let evaluation = EvaluationReport(probabilities: result.head.probabilities(valData.features), labels: valData.labels, classNames: folder.classNames, k: topK)
+            let saved = ClassifierModel(classNames: folder.classNames, backbone: backbone.identity, backboneWeightsPath: backbone.weightsURL.path,
+                                        preprocessing: embedder.preprocessing, head: result.head, training: settings, history: result.history,
+                                        bestEpoch: result.bestEpoch, validation: evaluation)
+            try saved.write(to: URL(fileURLWithPath: output), overwrite: overwrite)
+            if let report {
+                let html = HTMLReport.render(title: "mobilenet train \(dataDir)", history: result.history, bestEpoch: result.bestEpoch, evaluation: evaluation)
+                try AtomicFile.write(Data(html.utf8), to: URL(fileURLWithPath: report))
+            }
+            if json {
+                print(try jsonText(evaluation))
+            } else {
+                print(evaluation.table)
+            }
+            printError("wrote \(output)\(report.map { " and \($0)" } ?? "") in \(String(format: "%.1f", Date().timeIntervalSince(started))) s total")
+        } catch {
+            printError("error: \(error)")
+            throw ExitCode(1)
+        }
+    }
+
+    /// Warns when the same image content is in both training and validation.
+    func warnOverlap(train: [LabelledImage], validation: [LabelledImage], embeddings: [URL: ImageEmbedding]) {
+        var trainByHash: [String: URL] = [:]
+        for image in train { if let hash = embeddings[image.url]?.contentSHA256 { trainByHash[hash] = image.url } }
+        var count = 0
+        for image in validation {
+            guard let hash = embeddings[image.url]?.contentSHA256, let twin = trainByHash[hash] else { continue }
+            count += 1
+            if count <= 10 { printError("warning: \(image.url.path) (validation) has the same content as \(twin.path) (training)") }
+        }
+        if count > 10 { printError("warning: \(count) validation images in total have the same content as a training image") }
+    }
+}

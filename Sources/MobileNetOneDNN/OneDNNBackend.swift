@@ -1,0 +1,115 @@
+import CDNNL
+import Foundation
+import MobileNetKernels
+
+/// The fast CPU backend: runs a ``MobileNetKernels/Graph`` with oneDNN 2.x (Intel's deep-learning
+/// primitives library, Debian package `libdnnl-dev`; the C API of 2.x is used, which oneDNN 3.x
+/// changed).
+///
+/// How a graph is prepared (in ``makeExecutor(for:)``, once per batch size):
+/// - every convolution becomes one oneDNN convolution primitive (a depthwise convolution is a
+///   grouped one, groups = channels) with its explicit ``MobileNetKernels/Padding``, the folded
+///   BatchNorm as bias, and ReLU6 as an `eltwise_clip` 0...6 post-op;
+/// - a residual ``MobileNetKernels/Operation/add`` whose one input is a linear convolution read
+///   by nothing else becomes a `sum` post-op of that convolution, which writes in place into the
+///   buffer of the other input (oneDNN `binary_add` otherwise);
+/// - oneDNN chooses the memory formats (`format_tag any`): activations stay in its blocked
+///   layouts between primitives, the NHWC input is reordered once at the start and the
+///   output once at the end; weights are reordered once into the chosen format and kept;
+/// - activation buffers and the scratchpad are planned from the values' lifetimes and reused,
+///   so an inference at a batch size seen before allocates no activation memory (only the
+///   returned tensor, and oneDNN's small per-call bookkeeping);
+/// - global pooling, dense and softmax (a few thousand operations per image) run in plain Swift
+///   on NHWC data.
+///
+/// Implementations whose name contains `ref` (oneDNN's slow reference kernels, chosen silently
+/// when no optimised kernel fits) are rejected with ``OneDNNError/referenceImplementation(node:implementation:)``.
+///
+/// OpenMP: the Debian build of oneDNN uses GNU OpenMP, whose worker threads spin-wait between
+/// parallel regions by default; on a busy machine that costs latency. Set
+/// `OMP_WAIT_POLICY=passive` in the environment of the process (libgomp reads it when it is
+/// loaded, before any Swift code runs), or call ``reexecWithPassiveWaitingIfNeeded()`` at the top
+/// of `main` as the `mobilenet` command does. See `docs/performance.md`.
+public struct OneDNNBackend: InferenceBackend {
+    /// How memory formats are chosen.
+    public enum LayoutPolicy: String, Sendable, Hashable {
+        /// oneDNN chooses every activation and weight format (`format_tag any`); the default and
+        /// the fast choice.
+        case library
+        /// Activations are forced to plain NHWC and weights to plain OIHW / GOIHW. Usually
+        /// slower; with some shapes oneDNN can only offer its reference kernels, which
+        /// ``OneDNNBackend`` then rejects. Meant for diagnostics and for testing that guard.
+        case plain
+    }
+
+    /// `"onednn"`.
+    public let name = "onednn"
+    /// OpenMP threads per inference (at least 1).
+    public let threads: Int
+    /// How memory formats are chosen; ``LayoutPolicy/library`` by default.
+    public let layoutPolicy: LayoutPolicy
+
+    /// Makes the process wait passively in OpenMP: when `OMP_WAIT_POLICY` is not set, sets it to
+    /// `passive` and re-executes the program (`execv` of `/proc/self/exe` with the same
+    /// arguments), because libgomp reads the variable only once, when it is loaded, before any
+    /// Swift code runs (setting it from a `.preinit_array` does not work either: glibc resets
+    /// the environment after it). Call it first thing in `main`; it returns normally when the
+    /// variable is already set or the re-execution fails. Costs one extra process start (a few
+    /// milliseconds). The `mobilenet` command calls it.
+    public static func reexecWithPassiveWaitingIfNeeded() {
+        guard getenv("OMP_WAIT_POLICY") == nil else { return }
+        setenv("OMP_WAIT_POLICY", "passive", 1)
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        // execv returns only on failure: carry on with the default policy.
+    }
+
+    /// The number of cores this process may use (`ProcessInfo.activeProcessorCount`).
+    public static var defaultThreads: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
+
+    /// Creates the backend.
+    ///
+    /// - Parameters:
+    ///   - threads: OpenMP threads per inference; `nil` (the default) uses all cores
+    ///     (``defaultThreads``). Values below 1 are treated as 1.
+    ///   - layoutPolicy: how memory formats are chosen (keep ``LayoutPolicy/library``).
+    public init(threads: Int? = nil, layoutPolicy: LayoutPolicy = .library) {
+        self.threads = max(1, threads ?? Self.defaultThreads)
+        self.layoutPolicy = layoutPolicy
+    }
+
+    /// Validates `graph`, reorders its weights for oneDNN and plans the buffers for batch size 1
+    /// (other batch sizes are planned on first use and cached).
+    ///
+    /// - Throws: ``OneDNNError``: ``OneDNNError/graph(_:)`` for an invalid graph,
+    ///   ``OneDNNError/unsupportedOperation(node:operation:)`` for a stand-alone BatchNorm or
+    ///   ReLU6 (build the graph with BatchNorm folded), ``OneDNNError/referenceImplementation(node:implementation:)``
+    ///   when oneDNN offers only its reference kernel, ``OneDNNError/library(call:status:)`` when
+    ///   a oneDNN call fails.
+    public func makeExecutor(for graph: Graph) throws -> any GraphExecutor {
+        try OneDNNExecutor(graph: graph, threads: threads, layoutPolicy: layoutPolicy)
+    }
+}
+
+/// Why the oneDNN backend could not prepare or run a graph.
+public enum OneDNNError: Error, Equatable, CustomStringConvertible {
+    /// A oneDNN C API call returned an error status (`dnnl_status_t`).
+    case library(call: String, status: Int)
+    /// oneDNN chose a reference (unoptimised) implementation for a node; its name is given
+    /// (such as `ref:any`). Running it would take seconds per image.
+    case referenceImplementation(node: String, implementation: String)
+    /// The node's operation is not run by this backend (stand-alone BatchNorm or ReLU6: build
+    /// the graph with BatchNorm folded).
+    case unsupportedOperation(node: String, operation: String)
+    /// The graph itself is invalid.
+    case graph(GraphError)
+
+    public var description: String {
+        switch self {
+        case .library(let call, let status): "oneDNN: \(call) failed with status \(status)"
+        case .referenceImplementation(let node, let implementation):
+            "oneDNN chose its reference implementation '\(implementation)' for node \(node); refusing to run it (it is orders of magnitude slower)"
+        case .unsupportedOperation(let node, let operation): "oneDNN backend: node \(node): \(operation) is not supported (fold BatchNorm into the convolutions)"
+        case .graph(let error): error.description
+        }
+    }
+}

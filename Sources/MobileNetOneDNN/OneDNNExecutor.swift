@@ -1,0 +1,431 @@
+import CDNNL
+import Foundation
+import MobileNetKernels
+
+@inline(__always)
+func dnnlCheck(_ status: dnnl_status_t, _ call: @autoclosure () -> String) throws(OneDNNError) {
+    guard status == dnnl_success else { throw .library(call: call(), status: Int(status.rawValue)) }
+}
+
+/// A plain (non-blocked) memory descriptor. `dims` are oneDNN's logical dims (NCHW order for
+/// activations, OIHW / GOIHW for weights) whatever the physical `tag`.
+func memoryDescriptor(_ dims: [Int], _ tag: dnnl_format_tag_t) throws(OneDNNError) -> dnnl_memory_desc_t {
+    var md = dnnl_memory_desc_t()
+    let d = dims.map(Int64.init)
+    try dnnlCheck(dnnl_memory_desc_init_by_tag(&md, Int32(d.count), d, dnnl_f32, tag), "dnnl_memory_desc_init_by_tag(\(dims))")
+    return md
+}
+
+func sameDescriptor(_ a: dnnl_memory_desc_t, _ b: dnnl_memory_desc_t) -> Bool {
+    var a = a, b = b
+    return dnnl_memory_desc_equal(&a, &b) != 0
+}
+
+func byteSize(_ md: dnnl_memory_desc_t) -> Int {
+    var md = md
+    return Int(dnnl_memory_desc_get_size(&md))
+}
+
+/// The implementation oneDNN chose for a primitive descriptor, such as `jit:avx2` or `ref:any`.
+func implementationName(_ pd: dnnl_primitive_desc_t) -> String {
+    var name: UnsafePointer<CChar>? = nil
+    guard dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name) == dnnl_success, let name else { return "" }
+    return String(cString: name)
+}
+
+/// Whether an implementation name denotes one of oneDNN's reference (unoptimised) kernels.
+func isReferenceImplementation(_ name: String) -> Bool { name.contains("ref") }
+
+func queryDescriptor(_ pd: dnnl_primitive_desc_t, _ what: dnnl_query_t) -> dnnl_memory_desc_t {
+    dnnl_primitive_desc_query_md(pd, what, 0)?.pointee ?? dnnl_memory_desc_t()
+}
+
+func allocateBytes(_ count: Int) -> UnsafeMutableRawPointer {
+    UnsafeMutableRawPointer.allocate(byteCount: max(count, 64), alignment: 64)
+}
+
+/// Weights and bias of one convolution: the Keras-layout copy oneDNN reads, and the copies
+/// reordered into the formats oneDNN chose (usually one).
+final class ConvolutionWeights {
+    var userMemory: dnnl_memory_t?
+    var biasMemory: dnnl_memory_t?
+    var buffers: [UnsafeMutableRawPointer] = []
+    var reordered: [(md: dnnl_memory_desc_t, memory: dnnl_memory_t)] = []
+
+    deinit {
+        if let userMemory { dnnl_memory_destroy(userMemory) }
+        if let biasMemory { dnnl_memory_destroy(biasMemory) }
+        for r in reordered { dnnl_memory_destroy(r.memory) }
+        for b in buffers { b.deallocate() }
+    }
+}
+
+/// One step of a planned inference.
+enum Step {
+    /// A oneDNN primitive with its arguments.
+    case primitive(dnnl_primitive_t, [dnnl_exec_arg_t])
+    /// `[N, H*W, C]` to `[N, C]`, mean or maximum.
+    case globalPool(source: UnsafeMutablePointer<Float>, destination: UnsafeMutablePointer<Float>, batch: Int, positions: Int, channels: Int, maximum: Bool)
+    /// `[N, I]` times the node's kernel plus bias, to `[N, O]`.
+    case dense(node: Int, source: UnsafeMutablePointer<Float>, destination: UnsafeMutablePointer<Float>, batch: Int)
+    /// Softmax over rows of `[N, C]`.
+    case softmax(source: UnsafeMutablePointer<Float>, destination: UnsafeMutablePointer<Float>, batch: Int, channels: Int)
+}
+
+/// Everything needed to run the graph at one batch size: primitives, memories bound to planned
+/// buffers, and the steps in order.
+final class Plan {
+    let batch: Int
+    var steps: [Step] = []
+    var primitives: [dnnl_primitive_t] = []
+    var memories: [dnnl_memory_t] = []
+    var rawBuffers: [UnsafeMutableRawPointer] = []
+    var plainBuffers: [UnsafeMutablePointer<Float>] = []
+    var input: UnsafeMutablePointer<Float>
+    var inputCount: Int
+    var output: UnsafeMutablePointer<Float>? = nil
+    var outputShape: [Int] = []
+    /// Bytes of the planned activation buffers (diagnostics).
+    var activationBytes = 0
+
+    init(batch: Int, inputCount: Int) {
+        self.batch = batch
+        self.inputCount = inputCount
+        input = UnsafeMutablePointer<Float>.allocate(capacity: inputCount)
+        plainBuffers.append(input)
+    }
+
+    deinit {
+        for p in primitives { dnnl_primitive_destroy(p) }
+        for m in memories { dnnl_memory_destroy(m) }
+        for b in rawBuffers { b.deallocate() }
+        for b in plainBuffers { b.deallocate() }
+    }
+}
+
+/// Runs a graph with oneDNN. Plans are built per batch size and cached; execution is
+/// serialised by a lock (one stream, shared buffers), so the executor is safe to share.
+final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
+    let graph: Graph
+    let threads: Int
+    let layoutPolicy: OneDNNBackend.LayoutPolicy
+    /// Per node, its output shape without the batch dimension.
+    let shapes: [[Int]]
+    /// Per node, the last node reading its output (`nodes.count` for the graph output).
+    let lastUse: [Int]
+    /// Per graph-input key (`-1` or node index), the nodes that read it.
+    let readers: [Int: [Int]]
+    private let lock = NSLock()
+    private var engine: dnnl_engine_t?
+    private var stream: dnnl_stream_t?
+    private var weights: [Int: ConvolutionWeights] = [:]
+    private var plans: [Int: Plan] = [:]
+
+    init(graph: Graph, threads: Int, layoutPolicy: OneDNNBackend.LayoutPolicy) throws(OneDNNError) {
+        self.graph = graph
+        self.threads = threads
+        self.layoutPolicy = layoutPolicy
+        do {
+            shapes = try graph.validate()
+        } catch {
+            throw .graph(error)
+        }
+        var last = [Int](repeating: -1, count: graph.nodes.count)
+        var readers: [Int: [Int]] = [:]
+        for (index, node) in graph.nodes.enumerated() {
+            switch node.operation {
+            case .batchNorm: throw .unsupportedOperation(node: node.name, operation: "stand-alone BatchNorm")
+            case .relu6: throw .unsupportedOperation(node: node.name, operation: "stand-alone ReLU6")
+            case .add where shapes[index].count != 3: throw .unsupportedOperation(node: node.name, operation: "add of rank-\(shapes[index].count) values")
+            default: break
+            }
+            for i in node.inputs {
+                if i >= 0 { last[i] = index }
+                readers[i, default: []].append(index)
+            }
+        }
+        if !graph.nodes.isEmpty { last[graph.nodes.count - 1] = graph.nodes.count }
+        lastUse = last
+        self.readers = readers
+
+        _ = cdnnl_omp_set_num_threads(Int32(threads))
+        var engine: dnnl_engine_t?
+        try dnnlCheck(dnnl_engine_create(&engine, dnnl_cpu, 0), "dnnl_engine_create")
+        self.engine = engine
+        var stream: dnnl_stream_t?
+        try dnnlCheck(dnnl_stream_create(&stream, engine, UInt32(dnnl_stream_default_flags.rawValue)), "dnnl_stream_create")
+        self.stream = stream
+        try prepareWeights()
+        plans[1] = try makePlan(batch: 1)
+    }
+
+    deinit {
+        plans.removeAll()
+        weights.removeAll()
+        if let stream { dnnl_stream_destroy(stream) }
+        if let engine { dnnl_engine_destroy(engine) }
+    }
+
+    func run(_ input: Tensor) throws -> Tensor {
+        guard input.rank == graph.inputShape.count + 1, Array(input.shape.dropFirst()) == graph.inputShape, input.shape[0] >= 1 else {
+            throw GraphError.inputShape(expected: graph.inputShape, got: input.shape)
+        }
+        lock.lock()
+        defer { lock.unlock() }
+        _ = cdnnl_omp_set_num_threads(Int32(threads))
+        let batch = input.shape[0]
+        let plan: Plan
+        if let cached = plans[batch] {
+            plan = cached
+        } else {
+            plan = try makePlan(batch: batch)
+            plans[batch] = plan
+        }
+        guard graph.nodes.count > 0, let output = plan.output else { return input }
+        input.scalars.withUnsafeBufferPointer {
+            if let base = $0.baseAddress { plan.input.update(from: base, count: min(plan.inputCount, $0.count)) }
+        }
+        try execute(plan)
+        let count = plan.outputShape.reduce(1, *)
+        return Tensor(shape: plan.outputShape, scalars: Array(UnsafeBufferPointer(start: output, count: count)))
+    }
+
+    private func execute(_ plan: Plan) throws(OneDNNError) {
+        var pending = false
+        for step in plan.steps {
+            switch step {
+            case .primitive(let primitive, let arguments):
+                let status = arguments.withUnsafeBufferPointer {
+                    dnnl_primitive_execute(primitive, stream, Int32($0.count), $0.baseAddress)
+                }
+                try dnnlCheck(status, "dnnl_primitive_execute")
+                pending = true
+            default:
+                if pending {
+                    try dnnlCheck(dnnl_stream_wait(stream), "dnnl_stream_wait")
+                    pending = false
+                }
+                runSwiftStep(step)
+            }
+        }
+        if pending { try dnnlCheck(dnnl_stream_wait(stream), "dnnl_stream_wait") }
+    }
+
+    private func runSwiftStep(_ step: Step) {
+        switch step {
+        case .primitive:
+            break
+        case .globalPool(let source, let destination, let batch, let positions, let channels, let maximum):
+            for n in 0..<batch {
+                let out = destination + n * channels
+                let base = source + n * positions * channels
+                out.update(from: base, count: channels)
+                for p in 1..<max(positions, 1) {
+                    let row = base + p * channels
+                    if maximum {
+                        for c in 0..<channels { out[c] = max(out[c], row[c]) }
+                    } else {
+                        for c in 0..<channels { out[c] += row[c] }
+                    }
+                }
+                if !maximum {
+                    let scale = 1 / Float(positions)
+                    for c in 0..<channels { out[c] *= scale }
+                }
+            }
+        case .dense(let node, let source, let destination, let batch):
+            guard case .dense(let p) = graph.nodes[node].operation else { return }
+            let inputs = p.kernel.shape[0], outputs = p.kernel.shape[1]
+            p.kernel.scalars.withUnsafeBufferPointer { kernelBuffer in
+                p.bias.withUnsafeBufferPointer { biasBuffer in
+                    guard let kernel = kernelBuffer.baseAddress, let bias = biasBuffer.baseAddress else { return }
+                    for n in 0..<batch {
+                        let out = destination + n * outputs
+                        out.update(from: bias, count: outputs)
+                        let x = source + n * inputs
+                        for i in 0..<inputs {
+                            let xi = x[i]
+                            let row = kernel + i * outputs
+                            for o in 0..<outputs { out[o] += xi * row[o] }
+                        }
+                    }
+                }
+            }
+        case .softmax(let source, let destination, let batch, let channels):
+            for n in 0..<batch {
+                let x = source + n * channels, y = destination + n * channels
+                var m = -Float.infinity
+                for c in 0..<channels { m = max(m, x[c]) }
+                var sum: Float = 0
+                for c in 0..<channels {
+                    y[c] = expf(x[c] - m)
+                    sum += y[c]
+                }
+                for c in 0..<channels { y[c] /= sum }
+            }
+        }
+    }
+
+    // MARK: - Weights
+
+    /// Copies every convolution's kernel (Keras layout) and bias into oneDNN memories.
+    private func prepareWeights() throws(OneDNNError) {
+        for (index, node) in graph.nodes.enumerated() {
+            let p: ConvolutionParameters
+            let depthwise: Bool
+            switch node.operation {
+            case .conv2D(let q): (p, depthwise) = (q, false)
+            case .depthwiseConv2D(let q): (p, depthwise) = (q, true)
+            default: continue
+            }
+            let w = ConvolutionWeights()
+            let k = p.kernel.shape
+            // Keras HWIO is oneDNN `hwio`; Keras depthwise [H, W, C, 1] is `hwigo` with G = C, I = O = 1.
+            let md = depthwise
+                ? try memoryDescriptor([k[2], 1, 1, k[0], k[1]], dnnl_hwigo)
+                : try memoryDescriptor([k[3], k[2], k[0], k[1]], dnnl_hwio)
+            let kernelBuffer = allocateBytes(p.kernel.count * 4)
+            w.buffers.append(kernelBuffer)
+            p.kernel.scalars.withUnsafeBytes { if let base = $0.baseAddress { kernelBuffer.copyMemory(from: base, byteCount: $0.count) } }
+            var mdCopy = md
+            try dnnlCheck(dnnl_memory_create(&w.userMemory, &mdCopy, engine, kernelBuffer), "dnnl_memory_create(\(node.name) kernel)")
+            var biasMD = try memoryDescriptor([p.bias.count], dnnl_a)
+            let biasBuffer = allocateBytes(p.bias.count * 4)
+            w.buffers.append(biasBuffer)
+            p.bias.withUnsafeBytes { if let base = $0.baseAddress { biasBuffer.copyMemory(from: base, byteCount: $0.count) } }
+            try dnnlCheck(dnnl_memory_create(&w.biasMemory, &biasMD, engine, biasBuffer), "dnnl_memory_create(\(node.name) bias)")
+            weights[index] = w
+        }
+    }
+
+    /// The node's kernel in format `md`, reordered once and cached.
+    private func weightsMemory(node: Int, md: dnnl_memory_desc_t) throws(OneDNNError) -> dnnl_memory_t {
+        guard let w = weights[node], let user = w.userMemory else { throw .library(call: "weights of node \(node)", status: -1) }
+        if let found = w.reordered.first(where: { sameDescriptor($0.md, md) }) { return found.memory }
+        let buffer = allocateBytes(byteSize(md))
+        w.buffers.append(buffer)
+        var target = md
+        var memory: dnnl_memory_t?
+        try dnnlCheck(dnnl_memory_create(&memory, &target, engine, buffer), "dnnl_memory_create(weights)")
+        guard let memory else { throw .library(call: "dnnl_memory_create(weights)", status: -1) }
+        w.reordered.append((md, memory))
+        var userMD = dnnl_memory_desc_t()
+        var userMDPointer: UnsafePointer<dnnl_memory_desc_t>? = nil
+        try dnnlCheck(dnnl_memory_get_memory_desc(user, &userMDPointer), "dnnl_memory_get_memory_desc")
+        userMD = userMDPointer?.pointee ?? userMD
+        try reorderNow(from: user, fromMD: userMD, to: memory, toMD: md, node: graph.nodes[node].name)
+        return memory
+    }
+
+    private func reorderNow(from: dnnl_memory_t, fromMD: dnnl_memory_desc_t, to: dnnl_memory_t, toMD: dnnl_memory_desc_t, node: String) throws(OneDNNError) {
+        var a = fromMD, b = toMD
+        var pd: dnnl_primitive_desc_t?
+        try dnnlCheck(dnnl_reorder_primitive_desc_create(&pd, &a, engine, &b, engine, nil), "dnnl_reorder_primitive_desc_create(\(node) weights)")
+        defer { dnnl_primitive_desc_destroy(pd) }
+        var primitive: dnnl_primitive_t?
+        try dnnlCheck(dnnl_primitive_create(&primitive, pd), "dnnl_primitive_create(reorder)")
+        defer { dnnl_primitive_destroy(primitive) }
+        let arguments = [dnnl_exec_arg_t(arg: CDNNL_ARG_SRC, memory: from), dnnl_exec_arg_t(arg: CDNNL_ARG_DST, memory: to)]
+        try dnnlCheck(dnnl_primitive_execute(primitive, stream, 2, arguments), "dnnl_primitive_execute(reorder)")
+        try dnnlCheck(dnnl_stream_wait(stream), "dnnl_stream_wait")
+    }
+
+    // MARK: - Planning
+
+    /// Builds every primitive for batch size `batch` and plans the activation buffers.
+    private func makePlan(batch: Int) throws(OneDNNError) -> Plan {
+        var builder = PlanBuilder(executor: self, batch: batch)
+        return try builder.build()
+    }
+
+    /// Creates a convolution primitive descriptor, rejecting reference implementations.
+    func convolutionDescriptor(
+        node: Int, source: dnnl_memory_desc_t, destination: dnnl_memory_desc_t, batch: Int, sum: Bool
+    ) throws(OneDNNError) -> dnnl_primitive_desc_t {
+        let name = graph.nodes[node].name
+        let p: ConvolutionParameters
+        let depthwise: Bool
+        switch graph.nodes[node].operation {
+        case .conv2D(let q): (p, depthwise) = (q, false)
+        case .depthwiseConv2D(let q): (p, depthwise) = (q, true)
+        default: throw .unsupportedOperation(node: name, operation: "not a convolution")
+        }
+        let k = p.kernel.shape
+        let plain = layoutPolicy == .plain
+        var weightsMD = depthwise
+            ? try memoryDescriptor([k[2], 1, 1, k[0], k[1]], plain ? dnnl_goihw : dnnl_format_tag_any)
+            : try memoryDescriptor([k[3], k[2], k[0], k[1]], plain ? dnnl_oihw : dnnl_format_tag_any)
+        var biasMD = try memoryDescriptor([p.bias.count], dnnl_a)
+        var src = source, dst = destination
+        var desc = dnnl_convolution_desc_t()
+        let strides: [Int64] = [Int64(p.stride), Int64(p.stride)]
+        let left: [Int64] = [Int64(p.padding.top), Int64(p.padding.left)]
+        let right: [Int64] = [Int64(p.padding.bottom), Int64(p.padding.right)]
+        try dnnlCheck(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct,
+                                                         &src, &weightsMD, &biasMD, &dst, strides, left, right),
+                      "dnnl_convolution_forward_desc_init(\(name))")
+        var attr: dnnl_primitive_attr_t?
+        try dnnlCheck(dnnl_primitive_attr_create(&attr), "dnnl_primitive_attr_create")
+        defer { dnnl_primitive_attr_destroy(attr) }
+        try dnnlCheck(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "dnnl_primitive_attr_set_scratchpad_mode")
+        var postOps: dnnl_post_ops_t?
+        try dnnlCheck(dnnl_post_ops_create(&postOps), "dnnl_post_ops_create")
+        defer { dnnl_post_ops_destroy(postOps) }
+        if sum { try dnnlCheck(dnnl_post_ops_append_sum(postOps, 1), "dnnl_post_ops_append_sum") }
+        if p.activation == .relu6 {
+            try dnnlCheck(dnnl_post_ops_append_eltwise(postOps, 1, dnnl_eltwise_clip, 0, 6), "dnnl_post_ops_append_eltwise(clip)")
+        }
+        try dnnlCheck(dnnl_primitive_attr_set_post_ops(attr, postOps), "dnnl_primitive_attr_set_post_ops")
+        var pd: dnnl_primitive_desc_t?
+        try dnnlCheck(dnnl_primitive_desc_create(&pd, &desc, attr, engine, nil), "dnnl_primitive_desc_create(\(name), batch \(batch))")
+        guard let pd else { throw .library(call: "dnnl_primitive_desc_create(\(name))", status: -1) }
+        let implementation = implementationName(pd)
+        if isReferenceImplementation(implementation) {
+            dnnl_primitive_desc_destroy(pd)
+            throw .referenceImplementation(node: name, implementation: implementation)
+        }
+        return pd
+    }
+
+    /// A reorder primitive descriptor from `from` to `to`, rejecting reference implementations.
+    func reorderDescriptor(from: dnnl_memory_desc_t, to: dnnl_memory_desc_t, node: String) throws(OneDNNError) -> dnnl_primitive_desc_t {
+        var a = from, b = to
+        var attr: dnnl_primitive_attr_t?
+        try dnnlCheck(dnnl_primitive_attr_create(&attr), "dnnl_primitive_attr_create")
+        defer { dnnl_primitive_attr_destroy(attr) }
+        try dnnlCheck(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "dnnl_primitive_attr_set_scratchpad_mode")
+        var pd: dnnl_primitive_desc_t?
+        try dnnlCheck(dnnl_reorder_primitive_desc_create(&pd, &a, engine, &b, engine, attr), "dnnl_reorder_primitive_desc_create(\(node))")
+        guard let pd else { throw .library(call: "dnnl_reorder_primitive_desc_create(\(node))", status: -1) }
+        let implementation = implementationName(pd)
+        if isReferenceImplementation(implementation) {
+            dnnl_primitive_desc_destroy(pd)
+            throw .referenceImplementation(node: node + " (reorder)", implementation: implementation)
+        }
+        return pd
+    }
+
+    /// A binary add primitive descriptor, rejecting reference implementations.
+    func addDescriptor(_ a: dnnl_memory_desc_t, _ b: dnnl_memory_desc_t, node: String) throws(OneDNNError) -> dnnl_primitive_desc_t {
+        var a = a, b = b, c = a
+        var desc = dnnl_binary_desc_t()
+        try dnnlCheck(dnnl_binary_desc_init(&desc, dnnl_binary_add, &a, &b, &c), "dnnl_binary_desc_init(\(node))")
+        var attr: dnnl_primitive_attr_t?
+        try dnnlCheck(dnnl_primitive_attr_create(&attr), "dnnl_primitive_attr_create")
+        defer { dnnl_primitive_attr_destroy(attr) }
+        try dnnlCheck(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "dnnl_primitive_attr_set_scratchpad_mode")
+        var pd: dnnl_primitive_desc_t?
+        try dnnlCheck(dnnl_primitive_desc_create(&pd, &desc, attr, engine, nil), "dnnl_primitive_desc_create(\(node))")
+        guard let pd else { throw .library(call: "dnnl_primitive_desc_create(\(node))", status: -1) }
+        let implementation = implementationName(pd)
+        if isReferenceImplementation(implementation) {
+            dnnl_primitive_desc_destroy(pd)
+            throw .referenceImplementation(node: node, implementation: implementation)
+        }
+        return pd
+    }
+
+    func weightsFor(node: Int, md: dnnl_memory_desc_t) throws(OneDNNError) -> dnnl_memory_t { try weightsMemory(node: node, md: md) }
+    func biasFor(node: Int) -> dnnl_memory_t? { weights[node]?.biasMemory }
+    var engineHandle: dnnl_engine_t? { engine }
+}

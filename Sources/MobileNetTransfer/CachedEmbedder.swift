@@ -1,0 +1,175 @@
+import Foundation
+import MobileNetIO
+import MobileNetKernels
+import MobileNetModel
+import MobileNetStore
+
+extension BackboneIdentity {
+    /// The identity of a MobileNetV2 embedding network: its configuration and the SHA-256 of the
+    /// weight file it was built from.
+    ///
+    /// - Throws: the file-system error when the weight file cannot be read.
+    public init(configuration: MobileNetV2Configuration, weightsFile: URL) throws {
+        self.init(alpha: configuration.alpha, inputHeight: configuration.inputHeight, inputWidth: configuration.inputWidth,
+                  pooling: configuration.pooling?.rawValue ?? "none", weightsSHA256: try SHA256.hex(contentsOf: weightsFile))
+    }
+}
+
+/// One image's embedding with its content hash.
+public struct ImageEmbedding: Sendable, Equatable {
+    /// SHA-256 (hex) of the file bytes.
+    public var contentSHA256: String
+    /// The pooled embedding (1280 values for alpha ≤ 1).
+    public var vector: [Float]
+
+    /// Creates an embedding.
+    public init(contentSHA256: String, vector: [Float]) {
+        self.contentSHA256 = contentSHA256
+        self.vector = vector
+    }
+}
+
+/// An image that could not be embedded, with the reason (naming the file).
+public struct EmbeddingFailure: Sendable, Equatable, CustomStringConvertible {
+    /// The file.
+    public var url: URL
+    /// Why (decoder or file-system message, naming the file).
+    public var message: String
+    /// The message.
+    public var description: String { message }
+}
+
+/// The input pipeline differs from the one a model was trained with.
+public struct PreprocessingMismatch: Error, Equatable, CustomStringConvertible {
+    /// What the model file records.
+    public var expected: PreprocessingIdentity
+    /// What this pipeline does.
+    public var actual: PreprocessingIdentity
+
+    public var description: String {
+        "the model was trained with preprocessing \(expected.key), but this pipeline does \(actual.key); predictions would not be comparable"
+    }
+}
+
+/// Embeds image files through an ``EmbeddingStore``: files are hashed (SHA-256 of their bytes),
+/// embeddings already stored for the same content, backbone and preprocessing are reused, and
+/// only the others go through the network, in batches; each batch is committed as soon as it is
+/// computed, so an interrupted run loses at most one batch and the next run resumes.
+///
+/// A file that cannot be read or decoded is reported and skipped; the others go on.
+public final class CachedEmbedder {
+    /// The embedding network (`includeTop: false`, pooled).
+    public let model: MobileNetV2
+    /// Identity of ``model`` and its weights: part of the cache key.
+    public let backbone: BackboneIdentity
+    /// Identity of ``preprocessor``: part of the cache key.
+    public let preprocessing: PreprocessingIdentity
+    /// Turns files into model input.
+    public let preprocessor: ImagePreprocessor
+    /// The cache, or nil to compute everything.
+    public let store: EmbeddingStore?
+    /// Images per network batch (and per committed transaction).
+    public let batchSize: Int
+
+    /// Creates an embedder.
+    ///
+    /// - Throws: ``StoreError`` when the backbone cannot be registered in the store.
+    /// - Parameters:
+    ///   - preprocessor: the input pipeline; by default `ImagePreprocessor` with its defaults at
+    ///     the model's input size. Its ``MobileNetStore/PreprocessingIdentity`` is part of the cache key.
+    ///   - expectedPreprocessing: when given (for example from a saved model file), the
+    ///     pipeline must have exactly this identity.
+    /// - Throws: ``StoreError`` when the backbone cannot be registered in the store;
+    ///   ``PreprocessingMismatch`` when `expectedPreprocessing` differs from the pipeline's.
+    public init(model: MobileNetV2, backbone: BackboneIdentity, preprocessor: ImagePreprocessor? = nil,
+                expectedPreprocessing: PreprocessingIdentity? = nil, store: EmbeddingStore?, batchSize: Int = 16) throws {
+        self.model = model
+        self.backbone = backbone
+        self.preprocessor = preprocessor ?? ImagePreprocessor(height: model.configuration.inputHeight, width: model.configuration.inputWidth)
+        self.preprocessing = PreprocessingIdentity(self.preprocessor)
+        if let expectedPreprocessing, expectedPreprocessing != self.preprocessing {
+            throw PreprocessingMismatch(expected: expectedPreprocessing, actual: self.preprocessing)
+        }
+        self.store = store
+        self.batchSize = max(1, batchSize)
+        try store?.register(backbone)
+    }
+
+    /// Counts from the last ``embed(_:progress:)``.
+    public private(set) var lastStatistics: (cached: Int, computed: Int) = (0, 0)
+
+    /// Embeds `files`.
+    ///
+    /// - Parameter progress: called after each computed batch with (images computed, images to compute).
+    /// - Returns: an embedding for every file that worked (keyed by URL) and the failures.
+    /// - Throws: ``StoreError`` when the cache cannot be read or written (never for a bad image),
+    ///   and errors of the network itself.
+    public func embed(_ files: [URL], progress: ((Int, Int) -> Void)? = nil) throws -> (embeddings: [URL: ImageEmbedding], failures: [EmbeddingFailure]) {
+        var failures: [EmbeddingFailure] = []
+        var hashes: [URL: FileRecord] = [:]
+        for url in files where hashes[url] == nil {
+            do {
+                if let store {
+                    hashes[url] = try store.hashFile(at: url)
+                } else {
+                    hashes[url] = FileRecord(path: url.path, contentSHA256: try SHA256.hex(contentsOf: url), size: 0, modificationTime: 0)
+                }
+            } catch let error as StoreError {
+                throw error
+            } catch {
+                failures.append(EmbeddingFailure(url: url, message: "\(url.path): cannot read (\(error.localizedDescription))"))
+            }
+        }
+        var known = try store?.embeddings(for: hashes.values.map(\.contentSHA256), backbone: backbone, preprocessing: preprocessing) ?? [:]
+        let cachedCount = known.count
+        // Unique contents still to compute, in input order.
+        var pending: [URL] = []
+        var seen = Set(known.keys)
+        for url in files {
+            guard let record = hashes[url], !seen.contains(record.contentSHA256) else { continue }
+            seen.insert(record.contentSHA256)
+            pending.append(url)
+        }
+        var computed = 0
+        var start = 0
+        while start < pending.count {
+            let batch = pending[start..<min(start + batchSize, pending.count)]
+            start += batchSize
+            var inputs: [Tensor] = []
+            var batchURLs: [URL] = []
+            for url in batch {
+                do {
+                    inputs.append(try preprocessor.tensor(contentsOf: url))
+                    batchURLs.append(url)
+                } catch {
+                    failures.append(EmbeddingFailure(url: url, message: error.description))
+                }
+            }
+            guard !inputs.isEmpty else { continue }
+            let output = try model(Tensor.concatenatingBatches(inputs))
+            var records: [EmbeddingRecord] = []
+            for (url, row) in zip(batchURLs, output.rows) {
+                guard let hash = hashes[url]?.contentSHA256 else { continue }
+                known[hash] = row
+                records.append(EmbeddingRecord(contentSHA256: hash, backbone: backbone.key, preprocessing: preprocessing.key, vector: row))
+            }
+            try store?.insert(records)
+            computed += records.count
+            progress?(computed, pending.count)
+        }
+        let failedURLs = Set(failures.map(\.url))
+        try store?.recordFiles(files.compactMap { url in failedURLs.contains(url) ? nil : hashes[url] })
+        var result: [URL: ImageEmbedding] = [:]
+        for url in files {
+            guard !failedURLs.contains(url), let hash = hashes[url]?.contentSHA256 else { continue }
+            if let vector = known[hash] {
+                result[url] = ImageEmbedding(contentSHA256: hash, vector: vector)
+            } else if !failures.contains(where: { $0.url == url }) {
+                // Same content as a file that failed to decode.
+                failures.append(EmbeddingFailure(url: url, message: "\(url.path): not decodable (same content as another file that failed)"))
+            }
+        }
+        lastStatistics = (cachedCount, computed)
+        return (result, failures)
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import MobileNetIO
+import MobileNetStore
+
+/// Errors reading a classifier model file. Each names the file.
+public enum ClassifierModelError: Error, Equatable, CustomStringConvertible {
+    /// The file cannot be read.
+    case unreadable(path: String, message: String)
+    /// Not JSON, or not a swift-mobilenet classifier.
+    case invalid(path: String, message: String)
+    /// Written by a newer format version.
+    case unsupportedVersion(path: String, found: Int, supported: Int)
+    /// The weight file given for the backbone is not the one the head was trained on.
+    case backboneMismatch(path: String, expected: String, found: String)
+
+    /// A one-line message naming the file.
+    public var description: String {
+        switch self {
+        case .unreadable(let path, let message): return "\(path): cannot read the model file (\(message))"
+        case .invalid(let path, let message): return "\(path): not a swift-mobilenet classifier model file (\(message))"
+        case .unsupportedVersion(let path, let found, let supported):
+            return "\(path): model file format version \(found) is newer than this build supports (\(supported))"
+        case .backboneMismatch(let path, let expected, let found):
+            return "\(path): the head was trained on backbone \(expected), but the weights give \(found); pass the same weight file (--weights)"
+        }
+    }
+}
+
+/// A trained classifier: one versioned JSON file holding everything needed to predict —
+/// the head weights (Float32), the class names, the backbone identity (alpha, input size,
+/// weights SHA-256 and the weight file's path when trained), the preprocessing settings, the
+/// training settings, the history and the metrics.
+public struct ClassifierModel: Sendable, Equatable, Codable {
+    /// `"swift-mobilenet-classifier"`.
+    public var format: String = ClassifierModel.formatName
+    /// Format version (``currentVersion``).
+    public var version: Int = ClassifierModel.currentVersion
+    /// Class names, in label order (sorted folder names).
+    public var classNames: [String]
+    /// The frozen backbone the head expects.
+    public var backbone: BackboneIdentity
+    /// Path of the backbone weight file at training time (a hint; the hash is what counts).
+    public var backboneWeightsPath: String?
+    /// How images were turned into network input.
+    public var preprocessing: PreprocessingIdentity
+    /// The head (weights already rounded to Float32).
+    public var head: ClassifierHead
+    /// How it was trained.
+    public var training: TrainingSettings?
+    /// Per-epoch metrics.
+    public var history: [EpochRecord]
+    /// Epoch whose weights were kept.
+    public var bestEpoch: Int?
+    /// Validation metrics of the saved head.
+    public var validation: EvaluationReport?
+    /// ISO 8601 creation time.
+    public var created: String?
+
+    /// The `format` value.
+    public static let formatName = "swift-mobilenet-classifier"
+    /// The version this build writes.
+    public static let currentVersion = 1
+
+    /// Creates a model.
+    public init(classNames: [String], backbone: BackboneIdentity, backboneWeightsPath: String?, preprocessing: PreprocessingIdentity,
+                head: ClassifierHead, training: TrainingSettings?, history: [EpochRecord], bestEpoch: Int?, validation: EvaluationReport?) {
+        self.classNames = classNames
+        self.backbone = backbone
+        self.backboneWeightsPath = backboneWeightsPath
+        self.preprocessing = preprocessing
+        self.head = head
+        self.training = training
+        self.history = history
+        self.bestEpoch = bestEpoch
+        self.validation = validation
+        self.created = ISO8601DateFormatter().string(from: Date())
+    }
+
+    /// Writes the model as pretty JSON, atomically.
+    ///
+    /// - Parameter overwrite: replace an existing file; without it an existing file is an error.
+    /// - Throws: `CocoaError(.fileWriteFileExists)` or the file-system error.
+    public func write(to url: URL, overwrite: Bool) throws {
+        if !overwrite, FileManager.default.fileExists(atPath: url.path) {
+            throw CocoaError(.fileWriteFileExists, userInfo: [NSFilePathErrorKey: url.path])
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try AtomicFile.write(try encoder.encode(self), to: url)
+    }
+
+    /// Reads a model file.
+    ///
+    /// - Throws: ``ClassifierModelError`` naming the file.
+    public static func read(contentsOf url: URL) throws(ClassifierModelError) -> ClassifierModel {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch { throw .unreadable(path: url.path, message: error.localizedDescription) }
+        struct Header: Decodable { var format: String?; var version: Int? }
+        guard let header = try? JSONDecoder().decode(Header.self, from: data) else {
+            throw .invalid(path: url.path, message: "not a JSON object")
+        }
+        guard header.format == formatName else { throw .invalid(path: url.path, message: "format is \(header.format ?? "missing")") }
+        guard let version = header.version, version <= currentVersion else {
+            throw .unsupportedVersion(path: url.path, found: header.version ?? -1, supported: currentVersion)
+        }
+        do {
+            let model = try JSONDecoder().decode(ClassifierModel.self, from: data)
+            if let problem = model.head.inconsistency {
+                throw ClassifierModelError.invalid(path: url.path, message: "inconsistent head: \(problem)")
+            }
+            guard model.head.classes == model.classNames.count else {
+                throw ClassifierModelError.invalid(path: url.path, message: "head has \(model.head.classes) outputs for \(model.classNames.count) classes")
+            }
+            return model
+        } catch let error as ClassifierModelError {
+            throw error
+        } catch {
+            throw .invalid(path: url.path, message: "\(error)")
+        }
+    }
+}

@@ -1,0 +1,183 @@
+import Foundation
+import MobileNet
+import MobileNetTestSupport
+import Testing
+
+/// The parts of a `Tests/Fixtures/keras-random` fixture (see `KerasParityTests`) these tests need.
+struct RandomFixture: Decodable, CustomTestStringConvertible, Sendable {
+    let name: String
+    let file: String
+    let seed: Int
+    let alpha: Double
+    let input_shape: [Int]
+    let batch: Int
+    let include_top: Bool
+    let pooling: String?
+    let classes: Int
+    let classifier_activation: String?
+
+    var configuration: MobileNetV2Configuration {
+        MobileNetV2Configuration(
+            alpha: alpha, inputHeight: input_shape[0], inputWidth: input_shape[1], includeTop: include_top,
+            pooling: pooling.flatMap(Pooling.init(rawValue:)), classes: classes,
+            classifierActivation: classifier_activation == "softmax" ? .softmax : .none)
+    }
+
+    var testDescription: String { name }
+
+    static let all: [RandomFixture] = {
+        struct Manifest: Decodable { let fixtures: [RandomFixture] }
+        let url = TestData.fixtures.appendingPathComponent("keras-random/manifest.json")
+        guard let data = try? Data(contentsOf: url), let manifest = try? JSONDecoder().decode(Manifest.self, from: data) else { return [] }
+        return manifest.fixtures
+    }()
+}
+
+/// The oneDNN backend against the plain-Swift reference backend (the oracle) and Keras.
+@Suite("oneDNN backend: parity with the reference backend and Keras")
+struct OneDNNBackendTests {
+    @Test("every random-weight fixture: oneDNN equals the reference backend and Keras within 1e-4, 1 and 2 threads",
+          arguments: RandomFixture.all)
+    func fixtures(fixture: RandomFixture) throws {
+        let configuration = fixture.configuration
+        let weights = try FormulaWeights.weights(for: configuration, seed: fixture.seed)
+        let input = FormulaWeights.input(seed: fixture.seed, batch: fixture.batch, height: configuration.inputHeight, width: configuration.inputWidth)
+        let expected = try NPY.read(contentsOf: TestData.fixtures.appendingPathComponent("keras-random/\(fixture.file)"))
+        let reference = try MobileNetV2(configuration: configuration, weights: weights, backend: ReferenceBackend())(input)
+        for threads in [1, 2] {
+            let model = try MobileNetV2(configuration: configuration, weights: weights, backend: OneDNNBackend(threads: threads))
+            #expect(model.backendName == "onednn")
+            let output = try model(input)
+            let vsReference = output.maxAbsoluteDifference(to: reference)
+            let vsKeras = output.maxAbsoluteDifference(to: expected)
+            print("onednn parity \(fixture.name) threads \(threads): max |diff| vs reference \(vsReference), vs Keras \(vsKeras)")
+            #expect(vsReference <= 1e-4, "\(fixture.name), \(threads) threads: vs reference \(vsReference)")
+            #expect(vsKeras <= 1e-4, "\(fixture.name), \(threads) threads: vs Keras \(vsKeras)")
+        }
+    }
+
+    @Test("batch sizes 1, 3 and 32 at 1 and 2 threads; every example equals its batch-1 run and the reference",
+          arguments: [1, 2])
+    func batchSizes(threads: Int) throws {
+        let configuration = MobileNetV2Configuration(alpha: 0.35, inputHeight: 96, inputWidth: 96, includeTop: true)
+        let weights = try FormulaWeights.weights(for: configuration, seed: 5)
+        let model = try MobileNetV2(configuration: configuration, weights: weights, backend: OneDNNBackend(threads: threads))
+        let reference = try MobileNetV2(configuration: configuration, weights: weights, backend: ReferenceBackend())
+        let big = FormulaWeights.input(seed: 5, batch: 32, height: 96, width: 96)
+        let expected = try reference(big)
+        for batch in [1, 3, 32, 3, 1] {  // repeated sizes reuse their cached plans
+            let input = Tensor(shape: [batch, 96, 96, 3], scalars: Array(big.scalars.prefix(batch * 96 * 96 * 3)))
+            let output = try model(input)
+            #expect(output.shape == [batch, 1000])
+            let want = Tensor(shape: [batch, 1000], scalars: Array(expected.scalars.prefix(batch * 1000)))
+            let diff = output.maxAbsoluteDifference(to: want)
+            print("onednn batch \(batch), threads \(threads): max |diff| vs reference \(diff)")
+            #expect(diff <= 1e-4, "batch \(batch): \(diff)")
+        }
+    }
+
+    @Test("feature maps (no top, no pooling) and max pooling come out in NHWC like the reference")
+    func featureMapLayout() throws {
+        for pooling in [Pooling?.none, .max] {
+            let configuration = MobileNetV2Configuration(alpha: 0.5, inputHeight: 67, inputWidth: 45, includeTop: false, pooling: pooling)
+            let weights = try FormulaWeights.weights(for: configuration, seed: 9)
+            let input = FormulaWeights.input(seed: 9, batch: 2, height: 67, width: 45)
+            let a = try MobileNetV2(configuration: configuration, weights: weights, backend: OneDNNBackend())(input)
+            let b = try MobileNetV2(configuration: configuration, weights: weights, backend: ReferenceBackend())(input)
+            #expect(a.shape == b.shape)
+            #expect(a.maxAbsoluteDifference(to: b) <= 1e-4, "pooling \(String(describing: pooling))")
+        }
+    }
+
+    @Test("one executor used from several threads at once gives the same results")
+    func concurrentUse() async throws {
+        let configuration = MobileNetV2Configuration(alpha: 0.35, inputHeight: 64, inputWidth: 64, includeTop: false, pooling: .avg)
+        let weights = try FormulaWeights.weights(for: configuration, seed: 3)
+        let model = try MobileNetV2(configuration: configuration, weights: weights, backend: OneDNNBackend(threads: 1))
+        let inputs = (0..<8).map { FormulaWeights.input(seed: 100 + $0, batch: 1 + $0 % 3, height: 64, width: 64) }
+        let expected = try inputs.map { try model($0) }
+        try await withThrowingTaskGroup(of: (Int, Tensor).self) { group in
+            for round in 0..<3 {
+                for (i, input) in inputs.enumerated() {
+                    group.addTask { (i, try model(input)) }
+                    _ = round
+                }
+            }
+            for try await (i, output) in group {
+                #expect(output == expected[i])
+            }
+        }
+    }
+
+    @Test("a stand-alone BatchNorm (unfolded graph) is rejected with a typed error")
+    func unsupportedOperation() throws {
+        let configuration = MobileNetV2Configuration(alpha: 0.35, inputHeight: 32, inputWidth: 32, includeTop: false, pooling: .avg)
+        let weights = try FormulaWeights.weights(for: configuration, seed: 1)
+        let graph = try MobileNetV2.makeGraph(configuration: configuration, weights: weights, foldBatchNorm: false)
+        #expect {
+            _ = try OneDNNBackend().makeExecutor(for: graph)
+        } throws: { error in
+            guard case OneDNNError.unsupportedOperation = error else { return false }
+            return true
+        }
+    }
+
+    @Test("the reference-implementation guard: forced plain layouts select a 'ref' kernel, which is refused")
+    func referenceGuard() throws {
+        // A dense convolution with plain NHWC activations and OIHW weights forced: oneDNN 2.6 on
+        // AVX2 has no optimised kernel for that combination and silently picks `ref:any`.
+        let configuration = MobileNetV2Configuration(alpha: 0.35, inputHeight: 32, inputWidth: 32, includeTop: false, pooling: .avg)
+        let weights = try FormulaWeights.weights(for: configuration, seed: 1)
+        var thrown: OneDNNError?
+        do {
+            _ = try MobileNetV2(configuration: configuration, weights: weights, backend: OneDNNBackend(layoutPolicy: .plain))
+        } catch let error as OneDNNError {
+            thrown = error
+        }
+        print("onednn guard: \(thrown.map(\.description) ?? "no error")")
+        guard case .referenceImplementation(_, let implementation)? = thrown else {
+            Issue.record("expected OneDNNError.referenceImplementation, got \(String(describing: thrown))")
+            return
+        }
+        #expect(implementation.contains("ref"))
+    }
+}
+
+/// The shared ImageNet weights on the 31 reference photos.
+@Suite("oneDNN backend: shared ImageNet weights", .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
+struct OneDNNSharedWeightsTests {
+    @Test("probabilities and features equal Keras within 1e-4, top-5 identical, batch 31 and batch 1, 1 and 2 threads")
+    func sharedWeights() throws {
+        let ids = TestData.referenceIDs()
+        #expect(ids.count == 31)
+        func load(_ suffix: String) throws -> Tensor {
+            try Tensor.concatenatingBatches(ids.map { try NPY.read(contentsOf: TestData.shared("data/reference/\($0).\(suffix).npy")) })
+        }
+        let input = try load("input"), probabilities = try load("probs"), features = try load("features")
+        let weights = try KerasWeightFile.read(contentsOf: TestData.shared("data/weights/mobilenet_v2_1.0_224_dequant.h5")).weights
+        for threads in [1, 2] {
+            let model = try MobileNetV2(configuration: MobileNetV2Configuration(), weights: weights, backend: OneDNNBackend(threads: threads))
+            let output = try model(input)
+            let diff = output.maxAbsoluteDifference(to: probabilities)
+            print("onednn shared weights, threads \(threads): probabilities max |diff| vs Keras = \(diff)")
+            #expect(diff <= 1e-4)
+            for (row, (ours, keras)) in zip(output.rows, probabilities.rows).enumerated() {
+                #expect(ImageNetClasses.topK(ours, k: 5).map(\.index) == ImageNetClasses.topK(keras, k: 5).map(\.index), "top-5 of \(ids[row])")
+            }
+            // Batch 1, image by image, through the same model.
+            var single: Float = 0
+            for (i, row) in input.rows.enumerated().prefix(threads == 1 ? 31 : 4) {
+                let one = try model(Tensor(shape: [1, 224, 224, 3], scalars: row))
+                single = max(single, one.maxAbsoluteDifference(to: Tensor(shape: [1, 1000], scalars: probabilities.rows[i])))
+            }
+            print("onednn shared weights, threads \(threads), batch 1: probabilities max |diff| vs Keras = \(single)")
+            #expect(single <= 1e-4)
+        }
+        let embedding = try MobileNetV2(configuration: MobileNetV2Configuration(includeTop: false, pooling: .avg),
+                                        weights: weights.droppingClassifier(), backend: OneDNNBackend())
+        let f = try embedding(input)
+        let diff = f.maxAbsoluteDifference(to: features)
+        print("onednn shared weights: features max |diff| vs Keras = \(diff)")
+        #expect(diff <= 1e-4)
+    }
+}

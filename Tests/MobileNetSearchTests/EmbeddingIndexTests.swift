@@ -1,0 +1,83 @@
+import Foundation
+import MobileNetSearch
+import Testing
+
+@Suite("Embedding index: exact cosine search and near-duplicate groups")
+struct EmbeddingIndexTests {
+    /// Deterministic non-negative pseudo-embeddings.
+    static func vectors(count: Int, dimension: Int, seed: UInt64) -> [Float] {
+        var state = seed
+        return (0..<(count * dimension)).map { _ in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(state >> 40) / Float(1 << 24)
+        }
+    }
+
+    /// Cosine similarity in Double, the definition.
+    static func cosine(_ a: ArraySlice<Float>, _ b: ArraySlice<Float>) -> Double {
+        var dot = 0.0, na = 0.0, nb = 0.0
+        for (x, y) in zip(a, b) { dot += Double(x) * Double(y); na += Double(x) * Double(x); nb += Double(y) * Double(y) }
+        return dot / (na.squareRoot() * nb.squareRoot())
+    }
+
+    @Test("scores equal the cosine definition; ranking and minimum similarity", arguments: VectorPrecision.allCases)
+    func search(precision: VectorPrecision) throws {
+        let (n, d) = (3000, 64)
+        let data = Self.vectors(count: n, dimension: d, seed: 1)
+        let index = try EmbeddingIndex(identifiers: (0..<n).map { "img\($0)" }, vectors: data, dimension: d, precision: precision)
+        let query = Array(Self.vectors(count: 1, dimension: d, seed: 99))
+        let scores = try index.similarities(to: query)
+        var worst = 0.0
+        for i in 0..<n {
+            let exact = Self.cosine(data[(i * d)..<((i + 1) * d)], query[...])
+            worst = max(worst, abs(exact - Double(scores[i])))
+        }
+        #expect(worst < (precision == .float32 ? 1e-5 : 2e-3), "max error \(worst)")
+        let top = try index.search(query, top: 5)
+        #expect(top.count == 5)
+        let expectedOrder = scores.indices.sorted { scores[$0] > scores[$1] }.prefix(5)
+        #expect(top.map(\.index) == Array(expectedOrder))
+        #expect(zip(top, top.dropFirst()).allSatisfy { $0.similarity >= $1.similarity })
+        let strict = try index.search(query, top: 50, minimumSimilarity: top[2].similarity)
+        #expect(strict.count == 3)
+        #expect(index.vectorBytes == n * d * (precision == .float32 ? 4 : 2))
+    }
+
+    @Test("a stored vector finds itself first with similarity 1")
+    func selfMatch() throws {
+        let d = 32
+        let data = Self.vectors(count: 100, dimension: d, seed: 3)
+        let index = try EmbeddingIndex(identifiers: (0..<100).map(String.init), vectors: data, dimension: d)
+        let hit = try index.search(Array(data[(42 * d)..<(43 * d)]).map { $0 * 3 }, top: 1)
+        #expect(hit.first?.index == 42)
+        #expect(abs((hit.first?.similarity ?? 0) - 1) < 1e-5)
+    }
+
+    @Test("near-duplicate groups are the connected components above the threshold")
+    func duplicates() throws {
+        let d = 16
+        var data = Self.vectors(count: 10, dimension: d, seed: 5)
+        // Rows 7 and 8 are slight variations of row 2; row 9 of row 4.
+        for (copy, original) in [(7, 2), (8, 2), (9, 4)] {
+            for k in 0..<d { data[copy * d + k] = data[original * d + k] * (1 + 0.001 * Float(k % 3)) }
+        }
+        let index = try EmbeddingIndex(identifiers: (0..<10).map(String.init), vectors: data, dimension: d)
+        #expect(index.nearDuplicateGroups(threshold: 0.9999) == [[2, 7, 8], [4, 9]])
+        #expect(index.nearDuplicateGroups(threshold: 1.01) == [])
+        #expect(index.nearDuplicateGroups(threshold: -1).count == 1)
+    }
+
+    @Test("bad vectors and queries give typed errors")
+    func errors() throws {
+        #expect(throws: SearchError.countMismatch(identifiers: 2, vectors: 1)) {
+            try EmbeddingIndex(identifiers: ["a", "b"], vectors: [1, 2, 3], dimension: 3)
+        }
+        #expect(throws: SearchError.invalidVector(identifier: "b", reason: "embedding is all zeros")) {
+            try EmbeddingIndex(identifiers: ["a", "b"], vectors: [1, 2, 3, 0, 0, 0], dimension: 3)
+        }
+        let index = try EmbeddingIndex(identifiers: ["a"], vectors: [1, 2, 3], dimension: 3)
+        #expect(throws: SearchError.dimensionMismatch(expected: 3, found: 2, identifier: "query")) { try index.search([1, 2], top: 1) }
+        let empty = try EmbeddingIndex(identifiers: [], vectors: [], dimension: 3)
+        #expect(try empty.search([1, 2, 3], top: 5).isEmpty)
+    }
+}

@@ -1,0 +1,133 @@
+import Foundation
+import MobileNetStore
+import MobileNetTestSupport
+import Testing
+
+@Suite struct SHA256Tests {
+    @Test func fipsVectors() {
+        #expect(SHA256.hex(Data()) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(SHA256.hex(Data("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(SHA256.hex(Data("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8))
+                == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        // One million 'a' (FIPS 180-2 appendix B.3), fed in uneven pieces through both update paths.
+        var hasher = SHA256()
+        hasher.update(Data(repeating: 0x61, count: 333_333))
+        hasher.update([UInt8](repeating: 0x61, count: 1))
+        hasher.update(Data(repeating: 0x61, count: 666_666))
+        #expect(hasher.hexDigest() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+    }
+
+    @Test func fileHashMatchesSha256sum() throws {
+        let dir = try TestData.temporaryDirectory()
+        let url = dir.appendingPathComponent("x.bin")
+        try Data((0..<1000).map { UInt8($0 % 251) }).write(to: url)
+        // Computed with `sha256sum`.
+        #expect(try SHA256.hex(contentsOf: url) == SHA256.hex(Data((0..<1000).map { UInt8($0 % 251) })))
+        #expect(try SHA256.hex(contentsOf: url).count == 64)
+    }
+}
+
+@Suite struct EmbeddingStoreTests {
+    let backbone = BackboneIdentity(alpha: 1.0, inputHeight: 224, inputWidth: 224, weightsSHA256: String(repeating: "a", count: 64))
+
+    @Test func roundTripAndIdentityKeys() throws {
+        let dir = try TestData.temporaryDirectory()
+        let url = dir.appendingPathComponent("cache.sqlite")
+        let vector: [Float] = [0, 1.5, -2.25, .greatestFiniteMagnitude, 1e-30]
+        do {
+            let store = try EmbeddingStore(url: url)
+            try store.register(backbone)
+            try store.insert([EmbeddingRecord(contentSHA256: "h1", backbone: backbone.key, preprocessing: PreprocessingIdentity.standard.key, vector: vector)])
+        }
+        let store = try EmbeddingStore(url: url)
+        #expect(try store.embeddings(for: ["h1", "h2"], backbone: backbone, preprocessing: .standard) == ["h1": vector])
+        // Another weight file, another input size or another preprocessing never match.
+        var other = backbone
+        other.weightsSHA256 = String(repeating: "b", count: 64)
+        #expect(try store.embeddings(for: ["h1"], backbone: other, preprocessing: .standard).isEmpty)
+        other = backbone
+        other.inputHeight = 160
+        #expect(try store.embeddings(for: ["h1"], backbone: other, preprocessing: .standard).isEmpty)
+        #expect(try store.embeddings(for: ["h1"], backbone: backbone, preprocessing: PreprocessingIdentity.standard.setting("crop", "center-0.875")).isEmpty)
+        #expect(try store.embeddings(for: ["h1"], backbone: backbone, preprocessing: .standard, view: "aug:1").isEmpty)
+        #expect(try store.backbones() == [backbone])
+        #expect(try store.count() == 1)
+        #expect(backbone.key == "mobilenetv2;alpha=1.0;input=224x224;pooling=avg;weights=sha256:" + String(repeating: "a", count: 64))
+        #expect(PreprocessingIdentity.standard.key == "alpha=drop;crop=none;decode=jpeg-islow,png,webp,gif,bmp;exif=apply;resize=bilinear-half-pixel;scale=x/127.5-1")
+    }
+
+    @Test func walModeAndSchemaVersion() throws {
+        let dir = try TestData.temporaryDirectory()
+        let url = dir.appendingPathComponent("cache.sqlite")
+        _ = try EmbeddingStore(url: url)
+        let output = try shell("/usr/bin/sqlite3", [url.path, "PRAGMA journal_mode; PRAGMA user_version; PRAGMA application_id; SELECT value FROM meta WHERE key='format';"])
+        #expect(output == "wal\n1\n\(EmbeddingStore.applicationID)\nswift-mobilenet-embeddings\n")
+    }
+
+    @Test func corruptFileIsATypedErrorAndLeftUntouched() throws {
+        let dir = try TestData.temporaryDirectory()
+        let url = dir.appendingPathComponent("broken.sqlite")
+        let garbage = Data((0..<8192).map { UInt8(($0 * 7 + 3) % 256) })
+        try garbage.write(to: url)
+        #expect {
+            _ = try EmbeddingStore(url: url)
+        } throws: { error in
+            guard let error = error as? StoreError, case .corrupt(let path, _) = error else { return false }
+            return path == url.path && error.description.contains("broken.sqlite")
+        }
+        #expect(try Data(contentsOf: url) == garbage)
+    }
+
+    @Test func truncatedStoreIsReported() throws {
+        let dir = try TestData.temporaryDirectory()
+        let url = dir.appendingPathComponent("cache.sqlite")
+        do {
+            let store = try EmbeddingStore(url: url)
+            try store.insert((0..<200).map { EmbeddingRecord(contentSHA256: "h\($0)", backbone: backbone.key, preprocessing: "p", vector: [Float](repeating: Float($0), count: 1280)) })
+        }
+        _ = try shell("/usr/bin/sqlite3", [url.path, "PRAGMA wal_checkpoint(TRUNCATE);"])
+        let data = try Data(contentsOf: url)
+        // Overwrite the middle pages with garbage, keeping the header.
+        var damaged = data
+        for i in 4096..<(data.count - 4096) { damaged[i] = UInt8(i % 256) }
+        try damaged.write(to: url)
+        try? FileManager.default.removeItem(at: URL(fileURLWithPath: url.path + "-wal"))
+        #expect(throws: StoreError.self) {
+            let store = try EmbeddingStore(url: url)
+            _ = try store.embeddings(for: (0..<200).map { "h\($0)" }, backbone: backbone, preprocessing: PreprocessingIdentity(settings: [:]))
+        }
+    }
+
+    @Test func foreignSQLiteDatabaseIsRefused() throws {
+        let dir = try TestData.temporaryDirectory()
+        let url = dir.appendingPathComponent("other.db")
+        _ = try shell("/usr/bin/sqlite3", [url.path, "CREATE TABLE t(x); INSERT INTO t VALUES (1);"])
+        #expect(throws: StoreError.notAnEmbeddingStore(path: url.path)) { _ = try EmbeddingStore(url: url) }
+    }
+
+    @Test func fileRecordsReuseHashes() throws {
+        let dir = try TestData.temporaryDirectory()
+        let store = try EmbeddingStore(url: dir.appendingPathComponent("c.sqlite"))
+        let file = dir.appendingPathComponent("a.jpg")
+        try Data("hello".utf8).write(to: file)
+        let record = try store.hashFile(at: file)
+        #expect(record.contentSHA256 == SHA256.hex(Data("hello".utf8)))
+        try store.recordFiles([record])
+        #expect(try store.file(atPath: file.path) == record)
+        #expect(try store.allFiles() == [record])
+        try store.removeFiles(atPaths: [file.path])
+        #expect(try store.allFiles().isEmpty)
+    }
+
+    func shell(_ executable: String, _ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+}

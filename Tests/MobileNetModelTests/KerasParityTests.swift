@@ -3,50 +3,7 @@ import MobileNet
 import MobileNetTestSupport
 import Testing
 
-/// One random-weight golden fixture written by `scripts/fixtures/make_keras_fixtures.py`.
-struct KerasFixture: Decodable, CustomTestStringConvertible, Sendable {
-    let name: String
-    let file: String
-    let seed: Int
-    let alpha: Double
-    let input_shape: [Int]
-    let batch: Int
-    let include_top: Bool
-    let pooling: String?
-    let classes: Int
-    let classifier_activation: String?
-    let output_shape: [Int]
-    let count_params: Int
-    let model_name: String
-    let layers: [Layer]
-
-    struct Layer: Decodable, Sendable {
-        let name: String, type: String, outputShape: [Int], parameters: Int
-        init(from decoder: any Decoder) throws {
-            var c = try decoder.unkeyedContainer()
-            name = try c.decode(String.self)
-            type = try c.decode(String.self)
-            outputShape = try c.decode([Int].self)
-            parameters = try c.decode(Int.self)
-        }
-    }
-
-    var configuration: MobileNetV2Configuration {
-        MobileNetV2Configuration(
-            alpha: alpha, inputHeight: input_shape[0], inputWidth: input_shape[1], includeTop: include_top,
-            pooling: pooling.flatMap(Pooling.init(rawValue:)), classes: classes,
-            classifierActivation: classifier_activation == "softmax" ? .softmax : .none)
-    }
-
-    var testDescription: String { name }
-
-    static let all: [KerasFixture] = {
-        struct Manifest: Decodable { let fixtures: [KerasFixture] }
-        let url = TestData.fixtures.appendingPathComponent("keras-random/manifest.json")
-        guard let data = try? Data(contentsOf: url), let manifest = try? JSONDecoder().decode(Manifest.self, from: data) else { return [] }
-        return manifest.fixtures
-    }()
-}
+typealias KerasFixture = KerasRandomFixture
 
 @Suite("Keras parity on random-weight fixtures (Keras 3.15.1 / TF 2.21.0)")
 struct KerasParityTests {

@@ -3,35 +3,7 @@ import MobileNet
 import MobileNetTestSupport
 import Testing
 
-/// The parts of a `Tests/Fixtures/keras-random` fixture (see `KerasParityTests`) these tests need.
-struct RandomFixture: Decodable, CustomTestStringConvertible, Sendable {
-    let name: String
-    let file: String
-    let seed: Int
-    let alpha: Double
-    let input_shape: [Int]
-    let batch: Int
-    let include_top: Bool
-    let pooling: String?
-    let classes: Int
-    let classifier_activation: String?
-
-    var configuration: MobileNetV2Configuration {
-        MobileNetV2Configuration(
-            alpha: alpha, inputHeight: input_shape[0], inputWidth: input_shape[1], includeTop: include_top,
-            pooling: pooling.flatMap(Pooling.init(rawValue:)), classes: classes,
-            classifierActivation: classifier_activation == "softmax" ? .softmax : .none)
-    }
-
-    var testDescription: String { name }
-
-    static let all: [RandomFixture] = {
-        struct Manifest: Decodable { let fixtures: [RandomFixture] }
-        let url = TestData.fixtures.appendingPathComponent("keras-random/manifest.json")
-        guard let data = try? Data(contentsOf: url), let manifest = try? JSONDecoder().decode(Manifest.self, from: data) else { return [] }
-        return manifest.fixtures
-    }()
-}
+typealias RandomFixture = KerasRandomFixture
 
 /// The oneDNN backend against the plain-Swift reference backend (the oracle) and Keras.
 @Suite("oneDNN backend: parity with the reference backend and Keras")

@@ -2,6 +2,7 @@
 // function reports failure through its return value.
 #include "CMobileNetShims.h"
 #include <hdf5.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +29,13 @@ int mn_h5_open_image(const void *bytes, size_t length, int64_t *out) {
         H5Pclose(fapl);
         return -1;
     }
-    hid_t file = H5Fopen("in-memory.h5", H5F_ACC_RDONLY, fapl);
+    // Each image gets its own name: HDF5 treats a second open of an already open name as the
+    // same file, so two archives read at once would otherwise share the first one's bytes.
+    // (Callers serialise calls through one lock, so the counter needs no atomics.)
+    static unsigned long long image_counter = 0;
+    char name[64];
+    snprintf(name, sizeof name, "in-memory-%llu.h5", ++image_counter);
+    hid_t file = H5Fopen(name, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
     if (file < 0) return -1;
     *out = (int64_t)file;

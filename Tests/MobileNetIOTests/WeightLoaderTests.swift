@@ -100,3 +100,24 @@ struct WeightLoaderTests {
     }
 }
 
+
+@Suite("Weight loader: concurrent reads", .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
+struct ConcurrentWeightReadTests {
+    /// Two different `.keras` archives read at the same time must not see each other's bytes
+    /// (HDF5 identifies in-memory file images by name; each open now gets its own name).
+    @Test func concurrentArchivesStayApart() async throws {
+        let small = WeightLoaderTests.transferDirectory.appendingPathComponent("transfer_a035_96.keras")
+        let large = TestData.shared("data/weights/mobilenet_v2_1.0_224_dequant.keras")
+        let expectedSmall = try KerasWeightFile.read(contentsOf: small).weights.layers
+        let expectedLarge = try KerasWeightFile.read(contentsOf: large).weights.layers
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for i in 0..<12 {
+                group.addTask {
+                    let url = i % 2 == 0 ? small : large
+                    return try KerasWeightFile.read(contentsOf: url).weights.layers == (i % 2 == 0 ? expectedSmall : expectedLarge)
+                }
+            }
+            for try await same in group { #expect(same) }
+        }
+    }
+}

@@ -52,12 +52,11 @@ struct Bench: AsyncParsableCommand {
             let loaded = try await model.loadWeights(includeTop: !noTop)
             weights = noTop ? loaded.droppingClassifier() : loaded
         } else {
-            weights = try Self.randomWeights(for: configuration)
+            weights = try KerasWeightSet.random(for: configuration)
         }
         let network = try MobileNetV2(configuration: configuration, weights: weights, backend: model.inferenceBackend())
         let buildSeconds = Self.seconds(clock.now - buildStart)
-        var generator = SplitMix(seed: 42)
-        let input = Tensor(shape: [model.batchSize, h, w, 3], scalars: (0..<(model.batchSize * h * w * 3)).map { _ in generator.uniform() * 2 - 1 })
+        let input = Tensor.randomInput(shape: [model.batchSize, h, w, 3], seed: 42)
         let firstStart = clock.now
         _ = try network(input)
         let firstBatchSeconds = Self.seconds(clock.now - firstStart)
@@ -94,42 +93,5 @@ struct Bench: AsyncParsableCommand {
 
     static func seconds(_ d: Duration) -> Double {
         Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-    }
-
-    /// A SplitMix64 stream of uniform floats in 0..<1.
-    struct SplitMix {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func uniform() -> Float { Float(next() >> 40) / 16_777_216 }
-    }
-
-    /// Random weights of the right shapes (LeCun-uniform kernels, BatchNorm near identity):
-    /// the speed of the network does not depend on the values.
-    static func randomWeights(for configuration: MobileNetV2Configuration) throws -> KerasWeightSet {
-        var generator = SplitMix(seed: 7)
-        let layers = try MobileNetV2Architecture.layers(for: configuration)
-        return KerasWeightSet(source: "random weights", layers: layers.filter { !$0.weights.isEmpty }.map { layer in
-            KerasLayerWeights(name: layer.name, arrays: layer.weights.map { spec in
-                let count = spec.shape.reduce(1, *)
-                let fanIn = spec.name == "depthwise_kernel" ? spec.shape[0] * spec.shape[1] : spec.shape.dropLast().reduce(1, *)
-                let limit = (3 / Float(max(fanIn, 1))).squareRoot()
-                let values: [Float] = (0..<count).map { _ in
-                    let u = generator.uniform()
-                    switch spec.name {
-                    case "gamma", "moving_variance": return 0.5 + u
-                    case "beta", "moving_mean", "bias": return (u * 2 - 1) * 0.1
-                    default: return (u * 2 - 1) * limit
-                    }
-                }
-                return WeightArray(name: spec.name, shape: spec.shape, values: values)
-            })
-        })
     }
 }

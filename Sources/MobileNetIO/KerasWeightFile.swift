@@ -61,6 +61,16 @@ public enum KerasWeightFile {
     /// - Returns: the weights, with `source` set to the path, and the detected format.
     /// - Throws: ``WeightFileError`` naming the file and the problem.
     public static func read(contentsOf url: URL) throws(WeightFileError) -> (weights: KerasWeightSet, format: KerasWeightFileFormat) {
+        let (root, archive) = try openRoot(url)
+        return try read(root: root, path: url.path, archive: archive)
+    }
+
+    /// Opens the HDF5 weights of a file, detecting the layout from its first bytes: an HDF5
+    /// file itself, or the `model.weights.h5` member of a `.keras` ZIP archive.
+    ///
+    /// - Returns: the root group and whether it came from a `.keras` archive.
+    /// - Throws: ``WeightFileError`` naming the file.
+    static func openRoot(_ url: URL) throws(WeightFileError) -> (root: HDF5Group, archive: Bool) {
         let path = url.path
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw .notFound(path: path) }
@@ -76,14 +86,14 @@ public enum KerasWeightFile {
         if header.isEmpty { throw .empty(path: path) }
         if header.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) {
             guard let root = HDF5Group.open(path: path) else { throw .corruptHDF5(path: path) }
-            return try read(root: root, path: path, archive: false)
+            return (root, false)
         }
         if header.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
             let image = try archiveWeights(url: url)
             guard let root = HDF5Group.open(image: image) else {
                 throw .corruptArchive(path: path, reason: "model.weights.h5 is not a readable HDF5 file")
             }
-            return try read(root: root, path: path, archive: true)
+            return (root, true)
         }
         throw .unknownFormat(path: path)
     }

@@ -8,25 +8,7 @@ extension KerasWeightFile {
     ///
     /// - Throws: ``WeightFileError`` naming the file.
     public static func layout(contentsOf url: URL) throws(WeightFileError) -> [String] {
-        let path = url.path
-        guard FileManager.default.fileExists(atPath: path) else { throw .notFound(path: path) }
-        let header: Data
-        do {
-            let handle = try FileHandle(forReadingFrom: url)
-            defer { try? handle.close() }
-            header = try handle.read(upToCount: 8) ?? Data()
-        } catch {
-            throw .unreadable(path: path, reason: error.localizedDescription)
-        }
-        let root: HDF5Group?
-        if header.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
-            root = HDF5Group.open(image: try archiveWeights(url: url))
-        } else if header.starts(with: [0x89, 0x48, 0x44, 0x46]) {
-            root = HDF5Group.open(path: path)
-        } else {
-            throw header.isEmpty ? .empty(path: path) : .unknownFormat(path: path)
-        }
-        guard let root else { throw .corruptHDF5(path: path) }
+        let root = try openRoot(url).root
         var lines: [String] = []
         func describe(_ group: HDF5Group, prefix: String) {
             for name in group.childNames() {

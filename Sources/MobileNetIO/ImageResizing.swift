@@ -216,13 +216,17 @@ extension ImageResizer {
     /// - Parameter box: the source rectangle `(x0, y0, x1, y1)`; the whole image when nil.
     /// - Returns: a new 8-bit image of `width` x `height`.
     public static func pillowBilinear(_ image: RGBImage, height: Int, width: Int, box: (Double, Double, Double, Double)? = nil) -> RGBImage {
-        let b = box ?? (0, 0, Double(image.width), Double(image.height))
+        // Pillow passes the box to C as `float box[4]`.
+        let b0 = box ?? (0, 0, Double(image.width), Double(image.height))
+        let b = (Double(Float(b0.0)), Double(Float(b0.1)), Double(Float(b0.2)), Double(Float(b0.3)))
         let needHorizontal = width != image.width || b.0 != 0 || b.2 != Double(width)
         let needVertical = height != image.height || b.1 != 0 || b.3 != Double(height)
         if !needHorizontal && !needVertical { return image }
-        // Pillow 13 runs the vertical pass first when it downscales vertically and upscales
-        // horizontally (found empirically against Pillow 13.0.0; horizontal first otherwise).
-        if needVertical && needHorizontal && b.3 - b.1 > Double(height) && b.2 - b.0 < Double(width) {
+        // Pillow >= 10.1 (`ImagingResampleInner`) runs the vertical pass first when the height
+        // shrinks by more than twice as many pixels as the width does; horizontal first otherwise.
+        // Each pass rounds to 8 bits, so the order changes results by up to one level.
+        let verticalFirst = image.height - height > 0 && image.height - height > (image.width - width) * 2
+        if needVertical && needHorizontal && verticalFirst {
             let transposed = transpose(pillowBilinearPasses(transpose(image), outWidth: height, outHeight: width,
                                                             box: (b.1, b.0, b.3, b.2), needHorizontal: true, needVertical: true))
             return transposed

@@ -69,7 +69,7 @@ struct Classify: AsyncParsableCommand {
             throw ExitCode(1)
         }
         var results: [Result] = []
-        try runBatches(files: files, model: network, batchSize: model.batchSize,
+        try runBatches(files: files, model: network, batchSize: model.batchSize, decodeThreads: model.decodeThreads,
                        preprocessor: image.preprocessor(height: h, width: w), onResult: { file, row in
             let top = ImageNetClasses.topK(row, k: topK)
             let result = Result(file: file.relativePath, predictions: top.enumerated().map {

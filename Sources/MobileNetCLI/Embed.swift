@@ -80,7 +80,7 @@ struct Embed: AsyncParsableCommand {
         let format = resolvedFormat ?? .jsonl
         var names: [String] = []
         var rows: [[Float]] = []
-        try runBatches(files: files, model: network, batchSize: model.batchSize,
+        try runBatches(files: files, model: network, batchSize: model.batchSize, decodeThreads: model.decodeThreads,
                        preprocessor: image.preprocessor(height: h, width: w), onResult: { file, row in
             if output == nil {
                 print(try Self.jsonLine(file: file.relativePath, row: row))

@@ -50,7 +50,7 @@ struct Evaluate: AsyncParsableCommand {
             let folder = try ImageFolder(root: root, classNames: classifier.classNames)
             for warning in folder.warnings { printError("warning: \(warning)") }
             let embedder = try CachedEmbedder(model: classifier.backbone.network, backbone: classifier.backbone.identity,
-                                              expectedPreprocessing: classifier.preprocessing, store: try cacheOptions.openStore(), batchSize: model.batchSize)
+                                              expectedPreprocessing: classifier.preprocessing, store: try cacheOptions.openStore(), batchSize: model.batchSize, decodeThreads: model.decodeThreads)
             let (embeddings, failures) = try embedWithProgress(embedder, files: folder.images.map(\.url), label: "embeddings")
             let (data, _) = labelledMatrix(folder.images, embeddings: embeddings)
             guard !data.labels.isEmpty else { throw CLIFailure("\(dataDir): no image could be embedded") }

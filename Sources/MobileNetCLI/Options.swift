@@ -18,6 +18,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Images per inference batch.")
     var batchSize: Int = 16
 
+    @Option(name: .long, help: ArgumentHelp("Threads that decode and resize images while the network runs (0: decode in line, no overlap; default: half the cores, at least 1).", valueName: "n"))
+    var decodeThreads: Int?
+
     @Option(name: .long, help: ArgumentHelp("Inference backend: onednn (fast, the default) or reference (plain Swift, for debugging).", valueName: "name"))
     var backend: BackendChoice = .onednn
 
@@ -42,6 +45,7 @@ struct ModelOptions: ParsableArguments {
     func validate() throws {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let decodeThreads, decodeThreads < 0 { throw ValidationError("--decode-threads must be 0 or more") }
         let (h, w) = try inputDimensions()
         guard h >= 32, w >= 32 else { throw ValidationError("--input-size must be at least 32x32") }
         guard alpha > 0 else { throw ValidationError("--alpha must be positive") }
@@ -126,32 +130,22 @@ func collectImageFiles(_ arguments: [String], recursive: Bool) -> (files: [URL],
     return (files, errors)
 }
 
-/// Runs `model` over `files` in batches: each file is decoded and preprocessed on its own (with
-/// `preprocessor`, by default `tf.image.resize` bilinear to the model size), a
-/// file that fails is reported through `onError` and skipped, and `onResult` receives every
-/// successful file's output row in input order.
+/// Runs `model` over `files` in batches with ``ImageBatchPipeline`` (decoding on worker
+/// threads while the network runs): a file that fails is reported through `onError` and
+/// skipped, `onResult` receives every successful file's output row in input order, and a
+/// progress bar is drawn on standard error when it is a terminal.
 func runBatches(
-    files: [URL], model: MobileNetV2, batchSize: Int, preprocessor: ImagePreprocessor? = nil,
+    files: [URL], model: MobileNetV2, batchSize: Int, decodeThreads: Int? = nil, preprocessor: ImagePreprocessor? = nil,
     onResult: (URL, [Float]) throws -> Void, onError: (URL, String) -> Void
 ) throws {
-    let preprocessor = preprocessor ?? ImagePreprocessor(height: model.configuration.inputHeight, width: model.configuration.inputWidth)
-    var start = 0
-    while start < files.count {
-        let batch = files[start..<min(start + batchSize, files.count)]
-        start += batchSize
-        var inputs: [Tensor] = []
-        var names: [URL] = []
-        for file in batch {
-            do {
-                inputs.append(try preprocessor.tensor(contentsOf: file))
-                names.append(file)
-            } catch {
-                onError(file, error.description)
-            }
-        }
-        guard !inputs.isEmpty else { continue }
-        let output = try model(Tensor.concatenatingBatches(inputs))
-        for (file, row) in zip(names, output.rows) { try onResult(file, row) }
+    let pipeline = ImageBatchPipeline(model: model, preprocessor: preprocessor, batchSize: batchSize, decodeThreads: decodeThreads)
+    let progress = ProgressBar(total: files.count, unit: "images")
+    defer { progress.finish() }
+    try pipeline.run(files) { batch in
+        progress.clear()
+        for failure in batch.failures { onError(failure.url, failure.message) }
+        for (file, row) in zip(batch.files, batch.outputs) { try onResult(file, row) }
+        progress.update(done: batch.processed)
     }
 }
 

@@ -56,7 +56,7 @@ struct Predict: AsyncParsableCommand {
             let names = classNames.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
             classifier = try await LoadedClassifier.load(path: modelFile, model: model, classNames: names)
             let embedder = try CachedEmbedder(model: classifier.backbone.network, backbone: classifier.backbone.identity,
-                                              expectedPreprocessing: classifier.preprocessing, store: try cacheOptions.openStore(), batchSize: model.batchSize)
+                                              expectedPreprocessing: classifier.preprocessing, store: try cacheOptions.openStore(), batchSize: model.batchSize, decodeThreads: model.decodeThreads)
             let result = try embedder.embed(files)
             embeddings = result.embeddings
             errors += result.failures.map(\.message)

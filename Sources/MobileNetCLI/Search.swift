@@ -41,7 +41,7 @@ struct Index: AsyncParsableCommand {
                 let backbone = try await Backbone.load(model: model)
                 let index = try ImageIndex(url: indexOption.url)
                 try index.checkCompatible(backbone.identity)
-                let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: index.store, batchSize: model.batchSize)
+                let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: index.store, batchSize: model.batchSize, decodeThreads: model.decodeThreads)
                 let result = try embedWithProgress(embedder, files: files.map(\.standardizedFileURL), label: "index")
                 printError("index: \(try index.files().count) images in \(indexOption.index)")
                 if !missing.isEmpty || !result.failures.isEmpty { throw ExitCode(1) }
@@ -187,7 +187,7 @@ struct Similar: AsyncParsableCommand {
             let backbone = try await Backbone.load(model: model)
             try index.checkCompatible(backbone.identity)
             let (search, _) = try index.searchIndex(preprocessing: .standard, precision: VectorPrecision(rawValue: precision) ?? .float32)
-            let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: nil, batchSize: model.batchSize)
+            let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: nil, batchSize: model.batchSize, decodeThreads: model.decodeThreads)
             let urls = queries.map { URL(fileURLWithPath: $0) }
             let embedded = try embedder.embed(urls)
             for failure in embedded.failures {
@@ -262,7 +262,7 @@ struct Duplicates: AsyncParsableCommand {
                     failed = !missing.isEmpty
                     let backbone = try await Backbone.load(model: model)
                     try imageIndex.checkCompatible(backbone.identity)
-                    let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: imageIndex.store, batchSize: model.batchSize)
+                    let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: imageIndex.store, batchSize: model.batchSize, decodeThreads: model.decodeThreads)
                     failed = try !embedWithProgress(embedder, files: files.map(\.standardizedFileURL), label: "duplicates").failures.isEmpty || failed
                 }
                 search = try imageIndex.searchIndex(preprocessing: .standard).index
@@ -271,7 +271,7 @@ struct Duplicates: AsyncParsableCommand {
                 for message in missing { printError("error: \(message)") }
                 failed = !missing.isEmpty
                 let backbone = try await Backbone.load(model: model)
-                let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: nil, batchSize: model.batchSize)
+                let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: nil, batchSize: model.batchSize, decodeThreads: model.decodeThreads)
                 let result = try embedWithProgress(embedder, files: files, label: "duplicates")
                 failed = failed || !result.failures.isEmpty
                 let kept = files.filter { result.embeddings[$0] != nil }

@@ -139,7 +139,7 @@ struct Train: AsyncParsableCommand {
             // Embeddings.
             let backbone = try await Backbone.load(model: model)
             let store = try cacheOptions.openStore()
-            let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: store, batchSize: model.batchSize)
+            let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: store, batchSize: model.batchSize, decodeThreads: model.decodeThreads)
             let (embeddings, _) = try embedWithProgress(embedder, files: trainImages.map(\.url) + valImages.map(\.url), label: "embeddings")
             var (trainData, keptTrain) = labelledMatrix(trainImages, embeddings: embeddings)
             if augment > 0 {

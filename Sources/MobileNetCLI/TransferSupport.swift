@@ -39,14 +39,14 @@ struct Backbone {
         let (h, w) = try model.inputDimensions()
         let size = h == w && MobileNetV2Configuration.officialInputSizes.contains(h) ? h : 224
         let url = try await WeightsResolver().resolve(alpha: model.alpha, inputSize: size, includeTop: false, explicitPath: model.weights)
-        return try load(url: url, alpha: model.alpha, height: h, width: w, pooling: pooling)
+        return try load(url: url, alpha: model.alpha, height: h, width: w, pooling: pooling, backend: model.inferenceBackend())
     }
 
     /// Builds the embedding network from `url` (any Keras layout, nested MobileNetV2 included).
-    static func load(url: URL, alpha: Double, height: Int, width: Int, pooling: Pooling = .avg) throws -> Backbone {
+    static func load(url: URL, alpha: Double, height: Int, width: Int, pooling: Pooling = .avg, backend: any InferenceBackend) throws -> Backbone {
         let configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: height, inputWidth: width, includeTop: false, pooling: pooling)
         let weights = try KerasWeightFile.read(contentsOf: url).weights.mobileNetV2Part()
-        let network = try MobileNetV2(configuration: configuration, weights: weights.droppingClassifier())
+        let network = try MobileNetV2(configuration: configuration, weights: weights.droppingClassifier(), backend: backend)
         return Backbone(network: network, identity: try BackboneIdentity(configuration: configuration, weightsFile: url), weightsURL: url)
     }
 }
@@ -54,9 +54,12 @@ struct Backbone {
 /// Embeds files through the cache, printing progress and errors on standard error.
 func embedWithProgress(_ embedder: CachedEmbedder, files: [URL], label: String) throws -> (embeddings: [URL: ImageEmbedding], failures: [EmbeddingFailure]) {
     let start = Date()
+    var progress: ProgressBar?
     let result = try embedder.embed(files) { done, total in
-        printError("\(label): embedded \(done)/\(total) new images (\(String(format: "%.1f", Date().timeIntervalSince(start))) s)")
+        if progress == nil { progress = ProgressBar(total: total, unit: "images") }
+        progress?.update(done: done)
     }
+    progress?.finish()
     for failure in result.failures { printError("error: \(failure.message) (skipped)") }
     let stats = embedder.lastStatistics
     printError("\(label): \(result.embeddings.count) images embedded (\(stats.cached) from the cache, \(stats.computed) computed) in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
@@ -104,7 +107,7 @@ struct LoadedClassifier {
             weightsURL = try await WeightsResolver().resolve(alpha: identity.alpha, inputSize: size, includeTop: false)
         }
         let backbone = try Backbone.load(url: weightsURL, alpha: identity.alpha, height: identity.inputHeight, width: identity.inputWidth,
-                                         pooling: Pooling(rawValue: identity.pooling) ?? .avg)
+                                         pooling: Pooling(rawValue: identity.pooling) ?? .avg, backend: options.inferenceBackend())
         guard backbone.identity == identity else {
             throw ClassifierModelError.backboneMismatch(path: url.path, expected: identity.key, found: "\(backbone.identity.key) (\(weightsURL.path))")
         }
@@ -125,7 +128,7 @@ struct LoadedClassifier {
         let imported = try KerasTransferModel.read(contentsOf: url)
         let (h, w) = try imported.inputSize ?? options.inputDimensions()
         let configuration = MobileNetV2Configuration(alpha: imported.alpha, inputHeight: h, inputWidth: w, includeTop: false, pooling: .avg)
-        let network = try MobileNetV2(configuration: configuration, weights: imported.backboneWeights.droppingClassifier())
+        let network = try MobileNetV2(configuration: configuration, weights: imported.backboneWeights.droppingClassifier(), backend: options.inferenceBackend())
         let classes = imported.head.classes
         var names = classNames ?? (0..<classes).map { "class\($0)" }
         if classNames == nil, let root { names = try ImageFolder(root: root).classNames }

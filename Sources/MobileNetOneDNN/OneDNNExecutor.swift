@@ -239,16 +239,13 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
             p.kernel.scalars.withUnsafeBufferPointer { kernelBuffer in
                 p.bias.withUnsafeBufferPointer { biasBuffer in
                     guard let kernel = kernelBuffer.baseAddress, let bias = biasBuffer.baseAddress else { return }
-                    for n in 0..<batch {
-                        let out = destination + n * outputs
-                        out.update(from: bias, count: outputs)
-                        let x = source + n * inputs
-                        for i in 0..<inputs {
-                            let xi = x[i]
-                            let row = kernel + i * outputs
-                            for o in 0..<outputs { out[o] += xi * row[o] }
-                        }
-                    }
+                    // out[batch, outputs] = bias + x[batch, inputs] * kernel[inputs, outputs]
+                    // (Keras Dense kernel layout), with oneDNN's row-major SGEMM: the plain
+                    // Swift loop cost 1.5-2 ms of an 11 ms inference.
+                    for n in 0..<batch { (destination + n * outputs).update(from: bias, count: outputs) }
+                    let status = dnnl_sgemm(CChar(UInt8(ascii: "N")), CChar(UInt8(ascii: "N")), dnnl_dim_t(batch), dnnl_dim_t(outputs), dnnl_dim_t(inputs),
+                                            1, source, dnnl_dim_t(inputs), kernel, dnnl_dim_t(outputs), 1, destination, dnnl_dim_t(outputs))
+                    precondition(status == dnnl_success, "dnnl_sgemm failed with status \(status.rawValue) for a \(inputs)x\(outputs) dense layer")
                 }
             }
         case .softmax(let source, let destination, let batch, let channels):

@@ -70,6 +70,8 @@ public final class CachedEmbedder {
     public let store: EmbeddingStore?
     /// Images per network batch (and per committed transaction).
     public let batchSize: Int
+    /// Decoding threads (see ``ImageBatchPipeline/decodeThreads``); nil for the default.
+    public let decodeThreads: Int?
 
     /// Creates an embedder.
     ///
@@ -77,12 +79,14 @@ public final class CachedEmbedder {
     /// - Parameters:
     ///   - preprocessor: the input pipeline; by default `ImagePreprocessor` with its defaults at
     ///     the model's input size. Its ``MobileNetStore/PreprocessingIdentity`` is part of the cache key.
+    ///   - decodeThreads: threads that decode while the network runs; nil for
+    ///     ``ImageBatchPipeline/defaultDecodeThreads``, 0 to decode in line.
     ///   - expectedPreprocessing: when given (for example from a saved model file), the
     ///     pipeline must have exactly this identity.
     /// - Throws: ``StoreError`` when the backbone cannot be registered in the store;
     ///   ``PreprocessingMismatch`` when `expectedPreprocessing` differs from the pipeline's.
     public init(model: MobileNetV2, backbone: BackboneIdentity, preprocessor: ImagePreprocessor? = nil,
-                expectedPreprocessing: PreprocessingIdentity? = nil, store: EmbeddingStore?, batchSize: Int = 16) throws {
+                expectedPreprocessing: PreprocessingIdentity? = nil, store: EmbeddingStore?, batchSize: Int = 16, decodeThreads: Int? = nil) throws {
         self.model = model
         self.backbone = backbone
         self.preprocessor = preprocessor ?? ImagePreprocessor(height: model.configuration.inputHeight, width: model.configuration.inputWidth)
@@ -92,6 +96,7 @@ public final class CachedEmbedder {
         }
         self.store = store
         self.batchSize = max(1, batchSize)
+        self.decodeThreads = decodeThreads
         try store?.register(backbone)
     }
 
@@ -100,7 +105,11 @@ public final class CachedEmbedder {
 
     /// Embeds `files`.
     ///
-    /// - Parameter progress: called after each computed batch with (images computed, images to compute).
+    /// Files that are not cached are decoded on worker threads while the network runs
+    /// (``ImageBatchPipeline``).
+    ///
+    /// - Parameter progress: called after each batch with (images handled, images to compute),
+    ///   where handled counts the batch's failures too, so it reaches the total at the end.
     /// - Returns: an embedding for every file that worked (keyed by URL) and the failures.
     /// - Throws: ``StoreError`` when the cache cannot be read or written (never for a bad image),
     ///   and errors of the network itself.
@@ -131,31 +140,18 @@ public final class CachedEmbedder {
             pending.append(url)
         }
         var computed = 0
-        var start = 0
-        while start < pending.count {
-            let batch = pending[start..<min(start + batchSize, pending.count)]
-            start += batchSize
-            var inputs: [Tensor] = []
-            var batchURLs: [URL] = []
-            for url in batch {
-                do {
-                    inputs.append(try preprocessor.tensor(contentsOf: url))
-                    batchURLs.append(url)
-                } catch {
-                    failures.append(EmbeddingFailure(url: url, message: error.description))
-                }
-            }
-            guard !inputs.isEmpty else { continue }
-            let output = try model(Tensor.concatenatingBatches(inputs))
+        let pipeline = ImageBatchPipeline(model: model, preprocessor: preprocessor, batchSize: batchSize, decodeThreads: decodeThreads)
+        try pipeline.run(pending) { batch in
+            failures += batch.failures
             var records: [EmbeddingRecord] = []
-            for (url, row) in zip(batchURLs, output.rows) {
+            for (url, row) in zip(batch.files, batch.outputs) {
                 guard let hash = hashes[url]?.contentSHA256 else { continue }
                 known[hash] = row
                 records.append(EmbeddingRecord(contentSHA256: hash, backbone: backbone.key, preprocessing: preprocessing.key, vector: row))
             }
             try store?.insert(records)
             computed += records.count
-            progress?(computed, pending.count)
+            progress?(batch.processed, batch.total)
         }
         let failedURLs = Set(failures.map(\.url))
         try store?.recordFiles(files.compactMap { url in failedURLs.contains(url) ? nil : hashes[url] })

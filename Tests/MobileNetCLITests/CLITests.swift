@@ -256,3 +256,52 @@ struct SearchCommandTests {
         #expect(corruptRun.stderr.contains(corrupt.path))
     }
 }
+
+@Suite("progress bar and pipelined decoding", .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
+struct ProgressCLITests {
+    static let daisies = TestData.shared("data/flowers/val/daisy").path
+
+    @Test("on a terminal, embed draws count, rate and ETA on one redrawn line")
+    func progressOnTerminal() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/script") else {
+            Issue.record("/usr/bin/script (util-linux) is needed to give the CLI a terminal")
+            return
+        }
+        let output = try TestData.temporaryDirectory().appendingPathComponent("e.npy").path
+        // script(1) runs the command on a pseudo-terminal; everything it prints comes back on stdout.
+        let command = [CLI.executable.path, "embed", Self.daisies, "--weights", CLI.noTopWeights, "--input-size", "96",
+                       "--batch-size", "2", "-o", output].map { "'\($0)'" }.joined(separator: " ")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+        process.arguments = ["-qec", command, "/dev/null"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(text)")
+        let total = try FileManager.default.contentsOfDirectory(atPath: Self.daisies).count
+        #expect(text.contains("\r\u{1B}[K["), "no progress line drawn: \(text.debugDescription)")
+        #expect(text.contains("\(total)/\(total) images"))
+        #expect(text.contains(" images/s  ETA "))
+        #expect(text.contains("wrote \(total) embeddings"))
+    }
+
+    @Test("without a terminal: no progress output, and --decode-threads does not change the embeddings")
+    func quietWithoutTerminalAndThreadsInvariant() throws {
+        let dir = try TestData.temporaryDirectory()
+        var files: [Data] = []
+        for threads in ["0", "1", "2"] {
+            let output = dir.appendingPathComponent("e\(threads).npy").path
+            let result = try CLI.run(["embed", Self.daisies, "--weights", CLI.noTopWeights, "--input-size", "96", "--batch-size", "3",
+                                      "--decode-threads", threads, "-o", output])
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(!result.stderr.contains("\u{1B}") && !result.stderr.contains("\r"), "\(result.stderr.debugDescription)")
+            files.append(try Data(contentsOf: URL(fileURLWithPath: output)))
+        }
+        #expect(files[0] == files[1] && files[1] == files[2])
+        let bad = try CLI.run(["embed", Self.daisies, "--weights", CLI.noTopWeights, "--decode-threads", "-1"])
+        #expect(bad.status != 0 && bad.stderr.contains("--decode-threads"))
+    }
+}

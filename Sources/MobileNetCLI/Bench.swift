@@ -32,7 +32,7 @@ struct Bench: AsyncParsableCommand {
     var json = false
 
     struct Report: Encodable {
-        let backend: String, threads: Int?, alpha: Double, inputHeight: Int, inputWidth: Int, batch: Int, iterations: Int
+        let backend: String, threads: Int?, microBatch: Int?, alpha: Double, inputHeight: Int, inputWidth: Int, batch: Int, iterations: Int
         let buildSeconds: Double, firstBatchSeconds: Double
         let medianMilliseconds: Double, meanMilliseconds: Double, minMilliseconds: Double, p90Milliseconds: Double
         let imagesPerSecond: Double, peakRSSMegabytes: Double
@@ -54,7 +54,8 @@ struct Bench: AsyncParsableCommand {
         } else {
             weights = try KerasWeightSet.random(for: configuration)
         }
-        let network = try MobileNetV2(configuration: configuration, weights: weights, backend: model.inferenceBackend())
+        let backend = model.inferenceBackend()
+        let network = try MobileNetV2(configuration: configuration, weights: weights, backend: backend)
         let buildSeconds = Self.seconds(clock.now - buildStart)
         let input = Tensor.randomInput(shape: [model.batchSize, h, w, 3], seed: 42)
         let firstStart = clock.now
@@ -75,6 +76,7 @@ struct Bench: AsyncParsableCommand {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let report = Report(
             backend: network.backendName, threads: model.backend == .onednn ? (model.threads ?? OneDNNBackend.defaultThreads) : nil,
+            microBatch: (backend as? OneDNNBackend)?.microBatch,
             alpha: model.alpha, inputHeight: h, inputWidth: w, batch: model.batchSize, iterations: iterations,
             buildSeconds: buildSeconds, firstBatchSeconds: firstBatchSeconds,
             medianMilliseconds: median, meanMilliseconds: mean, minMilliseconds: times[0], p90Milliseconds: p90,
@@ -83,7 +85,7 @@ struct Bench: AsyncParsableCommand {
             print(try jsonText(report, pretty: false))
         } else {
             print("""
-                \(configuration.description), backend \(report.backend)\(report.threads.map { ", \($0) threads" } ?? ""), batch \(report.batch)
+                \(configuration.description), backend \(report.backend)\(report.threads.map { ", \($0) threads" } ?? ""), batch \(report.batch)\(report.microBatch.map { " (micro-batches of \($0))" } ?? "")
                   build \(String(format: "%.3f", buildSeconds)) s, first batch \(String(format: "%.1f", firstBatchSeconds * 1000)) ms
                   latency ms: median \(String(format: "%.2f", median)), mean \(String(format: "%.2f", mean)), min \(String(format: "%.2f", times[0])), p90 \(String(format: "%.2f", p90))
                   throughput \(String(format: "%.1f", report.imagesPerSecond)) images/s, peak RSS \(String(format: "%.0f", report.peakRSSMegabytes)) MB

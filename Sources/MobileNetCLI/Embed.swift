@@ -128,11 +128,14 @@ struct Embed: AsyncParsableCommand {
         }
     }
 
+    /// `{"file": ..., "embedding": [...]}`, always in that key order (JSONEncoder on Linux
+    /// orders the keys of a struct differently from one process to the next).
     static func jsonLine(file: String, row: [Float]) throws -> String {
-        struct Line: Encodable { let file: String; let embedding: [Float] }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes]
-        return String(decoding: try encoder.encode(Line(file: file, embedding: row)), as: UTF8.self)
+        let name = String(decoding: try encoder.encode(file), as: UTF8.self)
+        let values = String(decoding: try encoder.encode(row), as: UTF8.self)
+        return "{\"file\":\(name),\"embedding\":\(values)}"
     }
 
     /// RFC 4180 quoting when the field holds a comma, quote or line break.

@@ -38,10 +38,17 @@ struct ImageOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Composite transparent images over this colour (RRGGBB, white or black) instead of dropping alpha as Pillow's convert(\"RGB\").", valueName: "colour"))
     var background: String?
 
+    @Option(name: .long, help: ArgumentHelp("JPEG inverse DCT: islow (accurate integer, libjpeg's and Pillow's default) or ifast (fast integer, tf.io.decode_jpeg's default, for parity with TF pipelines).", valueName: "method"))
+    var jpegIdct: StandardImageDecoder.DCTMethod = .accurateInteger
+
+    @Option(name: .long, help: ArgumentHelp("Refuse images with more pixels than this (decompression bombs).", valueName: "n"))
+    var maxPixels: Int = 100_000_000
+
     @Flag(name: .long, help: "Speed mode: decode large JPEGs at 1/2, 1/4 or 1/8 size in the DCT domain (slightly different pixels; see the README).")
     var jpegDctScaling = false
 
     func validate() throws {
+        guard maxPixels >= 1 else { throw ValidationError("--max-pixels must be at least 1") }
         if let background, RGBColor(parsing: background) == nil {
             throw ValidationError("--background must be RRGGBB (hexadecimal), white or black, got '\(background)'")
         }
@@ -49,7 +56,7 @@ struct ImageOptions: ParsableArguments {
 
     /// The preprocessor for a `height` x `width` model.
     func preprocessor(height: Int, width: Int) -> ImagePreprocessor {
-        var decoder = StandardImageDecoder(orientation: exif)
+        var decoder = StandardImageDecoder(maxPixels: maxPixels, dctMethod: jpegIdct, orientation: exif)
         if let background, let colour = RGBColor(parsing: background) { decoder.alpha = .composite(over: colour) }
         decoder.dctScaling = jpegDctScaling
         return ImagePreprocessor(height: height, width: width, decoder: decoder, resize: resize, crop: crop.mode)
@@ -57,3 +64,4 @@ struct ImageOptions: ParsableArguments {
 }
 
 extension StandardImageDecoder.OrientationHandling: ExpressibleByArgument {}
+extension StandardImageDecoder.DCTMethod: ExpressibleByArgument {}

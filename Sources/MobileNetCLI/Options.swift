@@ -27,10 +27,13 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Inference threads for the onednn backend (default: all cores).", valueName: "n"))
     var threads: Int?
 
-    /// The backend chosen with `--backend` and `--threads`.
+    @Option(name: .long, help: ArgumentHelp("Largest batch the onednn backend runs at once; bigger batches are split (default: 4, or $MOBILENET_MICRO_BATCH). Changes speed and memory, not results.", valueName: "n"))
+    var microBatch: Int?
+
+    /// The backend chosen with `--backend`, `--threads` and `--micro-batch`.
     func inferenceBackend() -> any InferenceBackend {
         switch backend {
-        case .onednn: OneDNNBackend(threads: threads)
+        case .onednn: OneDNNBackend(threads: threads, microBatch: microBatch)
         case .reference: ReferenceBackend()
         }
     }
@@ -45,6 +48,7 @@ struct ModelOptions: ParsableArguments {
     func validate() throws {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let microBatch, microBatch < 1 { throw ValidationError("--micro-batch must be at least 1") }
         if let decodeThreads, decodeThreads < 0 { throw ValidationError("--decode-threads must be 0 or more") }
         let (h, w) = try inputDimensions()
         guard h >= 32, w >= 32 else { throw ValidationError("--input-size must be at least 32x32") }

@@ -48,6 +48,15 @@ public struct OneDNNBackend: InferenceBackend {
     public let threads: Int
     /// How memory formats are chosen; ``LayoutPolicy/library`` by default.
     public let layoutPolicy: LayoutPolicy
+    /// The largest batch run through the network at once (at least 1). A larger input batch is
+    /// run as consecutive micro-batches of this size, whose outputs are concatenated: the
+    /// activations of a few 224x224 images stay in the caches, those of 32 do not (at batch 32
+    /// the expanded 112x112x96 tensor alone is 154 MB), and the memory-bound depthwise
+    /// convolutions then dominate. See docs/performance.md for the measurements.
+    public let microBatch: Int
+
+    /// The default ``microBatch``: 4.
+    public static let defaultMicroBatch = 4
 
     /// Makes the process wait passively in OpenMP: when `OMP_WAIT_POLICY` is not set, sets it to
     /// `passive` and re-executes the program (`execv` of `/proc/self/exe` with the same
@@ -72,9 +81,14 @@ public struct OneDNNBackend: InferenceBackend {
     ///   - threads: OpenMP threads per inference; `nil` (the default) uses all cores
     ///     (``defaultThreads``). Values below 1 are treated as 1.
     ///   - layoutPolicy: how memory formats are chosen (keep ``LayoutPolicy/library``).
-    public init(threads: Int? = nil, layoutPolicy: LayoutPolicy = .library) {
+    ///   - microBatch: the largest batch run at once (``defaultMicroBatch`` when nil; the
+    ///     environment variable `MOBILENET_MICRO_BATCH` overrides the default). Values below 1
+    ///     are treated as 1. It changes speed and memory, not results beyond float rounding.
+    public init(threads: Int? = nil, layoutPolicy: LayoutPolicy = .library, microBatch: Int? = nil) {
         self.threads = max(1, threads ?? Self.defaultThreads)
         self.layoutPolicy = layoutPolicy
+        let fromEnvironment = ProcessInfo.processInfo.environment["MOBILENET_MICRO_BATCH"].flatMap { Int($0) }
+        self.microBatch = max(1, microBatch ?? fromEnvironment ?? Self.defaultMicroBatch)
     }
 
     /// Validates `graph`, reorders its weights for oneDNN and plans the buffers for batch size 1
@@ -86,7 +100,7 @@ public struct OneDNNBackend: InferenceBackend {
     ///   when oneDNN offers only its reference kernel, ``OneDNNError/library(call:status:)`` when
     ///   a oneDNN call fails.
     public func makeExecutor(for graph: Graph) throws -> any GraphExecutor {
-        try OneDNNExecutor(graph: graph, threads: threads, layoutPolicy: layoutPolicy)
+        try OneDNNExecutor(graph: graph, threads: threads, layoutPolicy: layoutPolicy, microBatch: microBatch)
     }
 }
 

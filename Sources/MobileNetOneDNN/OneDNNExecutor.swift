@@ -47,13 +47,11 @@ func allocateBytes(_ count: Int) -> UnsafeMutableRawPointer {
 /// Weights and bias of one convolution: the Keras-layout copy oneDNN reads, and the copies
 /// reordered into the formats oneDNN chose (usually one).
 final class ConvolutionWeights {
-    var userMemory: dnnl_memory_t?
     var biasMemory: dnnl_memory_t?
     var buffers: [UnsafeMutableRawPointer] = []
     var reordered: [(md: dnnl_memory_desc_t, memory: dnnl_memory_t)] = []
 
     deinit {
-        if let userMemory { dnnl_memory_destroy(userMemory) }
         if let biasMemory { dnnl_memory_destroy(biasMemory) }
         for r in reordered { dnnl_memory_destroy(r.memory) }
         for b in buffers { b.deallocate() }
@@ -109,6 +107,8 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
     let graph: Graph
     let threads: Int
     let layoutPolicy: OneDNNBackend.LayoutPolicy
+    /// The largest batch one plan runs; bigger inputs are split.
+    let microBatch: Int
     /// Per node, its output shape without the batch dimension.
     let shapes: [[Int]]
     /// Per node, the last node reading its output (`nodes.count` for the graph output).
@@ -121,8 +121,9 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
     private var weights: [Int: ConvolutionWeights] = [:]
     private var plans: [Int: Plan] = [:]
 
-    init(graph: Graph, threads: Int, layoutPolicy: OneDNNBackend.LayoutPolicy) throws(OneDNNError) {
+    init(graph: Graph, threads: Int, layoutPolicy: OneDNNBackend.LayoutPolicy, microBatch: Int = OneDNNBackend.defaultMicroBatch) throws(OneDNNError) {
         self.graph = graph
+        self.microBatch = max(1, microBatch)
         self.threads = threads
         self.layoutPolicy = layoutPolicy
         do {
@@ -173,21 +174,38 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         _ = cdnnl_omp_set_num_threads(Int32(threads))
+        guard graph.nodes.count > 0 else { return input }
         let batch = input.shape[0]
-        let plan: Plan
-        if let cached = plans[batch] {
-            plan = cached
-        } else {
-            plan = try makePlan(batch: batch)
-            plans[batch] = plan
+        let imageCount = input.count / batch
+        var result: [Float] = []
+        var outputShape: [Int] = []
+        try input.scalars.withUnsafeBufferPointer { (source) throws(OneDNNError) in
+            guard let base = source.baseAddress else { return }
+            var start = 0
+            while start < batch {
+                let n = min(microBatch, batch - start)
+                let plan = try self.plan(batch: n)
+                guard let output = plan.output else { return }
+                plan.input.update(from: base + start * imageCount, count: min(plan.inputCount, n * imageCount))
+                try execute(plan)
+                let count = plan.outputShape.reduce(1, *)
+                if n == batch { outputShape = plan.outputShape } else if outputShape.isEmpty {
+                    outputShape = [batch] + plan.outputShape.dropFirst()
+                    result.reserveCapacity(outputShape.reduce(1, *))
+                }
+                result.append(contentsOf: UnsafeBufferPointer(start: output, count: count))
+                start += n
+            }
         }
-        guard graph.nodes.count > 0, let output = plan.output else { return input }
-        input.scalars.withUnsafeBufferPointer {
-            if let base = $0.baseAddress { plan.input.update(from: base, count: min(plan.inputCount, $0.count)) }
-        }
-        try execute(plan)
-        let count = plan.outputShape.reduce(1, *)
-        return Tensor(shape: plan.outputShape, scalars: Array(UnsafeBufferPointer(start: output, count: count)))
+        return Tensor(shape: outputShape, scalars: result)
+    }
+
+    /// The plan for batch size `batch`, built on first use and cached.
+    private func plan(batch: Int) throws(OneDNNError) -> Plan {
+        if let cached = plans[batch] { return cached }
+        let plan = try makePlan(batch: batch)
+        plans[batch] = plan
+        return plan
     }
 
     private func execute(_ plan: Plan) throws(OneDNNError) {
@@ -265,27 +283,13 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
 
     // MARK: - Weights
 
-    /// Copies every convolution's kernel (Keras layout) and bias into oneDNN memories.
+    /// Copies every convolution's bias into a oneDNN memory. Kernels are not copied here: each
+    /// is reordered straight from the graph's tensor into the format a primitive asks for
+    /// (``weightsMemory(node:md:)``), so no plain copy of the weights stays in memory.
     private func prepareWeights() throws(OneDNNError) {
         for (index, node) in graph.nodes.enumerated() {
-            let p: ConvolutionParameters
-            let depthwise: Bool
-            switch node.operation {
-            case .conv2D(let q): (p, depthwise) = (q, false)
-            case .depthwiseConv2D(let q): (p, depthwise) = (q, true)
-            default: continue
-            }
+            guard let (p, _) = try kernelLayout(node: index) else { continue }
             let w = ConvolutionWeights()
-            let k = p.kernel.shape
-            // Keras HWIO is oneDNN `hwio`; Keras depthwise [H, W, C, 1] is `hwigo` with G = C, I = O = 1.
-            let md = depthwise
-                ? try memoryDescriptor([k[2], 1, 1, k[0], k[1]], dnnl_hwigo)
-                : try memoryDescriptor([k[3], k[2], k[0], k[1]], dnnl_hwio)
-            let kernelBuffer = allocateBytes(p.kernel.count * 4)
-            w.buffers.append(kernelBuffer)
-            p.kernel.scalars.withUnsafeBytes { if let base = $0.baseAddress { kernelBuffer.copyMemory(from: base, byteCount: $0.count) } }
-            var mdCopy = md
-            try dnnlCheck(dnnl_memory_create(&w.userMemory, &mdCopy, engine, kernelBuffer), "dnnl_memory_create(\(node.name) kernel)")
             var biasMD = try memoryDescriptor([p.bias.count], dnnl_a)
             let biasBuffer = allocateBytes(p.bias.count * 4)
             w.buffers.append(biasBuffer)
@@ -295,9 +299,27 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         }
     }
 
-    /// The node's kernel in format `md`, reordered once and cached.
+    /// The parameters of convolution node `node` and the oneDNN descriptor of its kernel as
+    /// Keras stores it; nil for other nodes. Keras HWIO is oneDNN `hwio`; Keras depthwise
+    /// `[H, W, C, 1]` is `hwigo` with G = C, I = O = 1.
+    private func kernelLayout(node: Int) throws(OneDNNError) -> (ConvolutionParameters, dnnl_memory_desc_t)? {
+        switch graph.nodes[node].operation {
+        case .conv2D(let p):
+            let k = p.kernel.shape
+            return (p, try memoryDescriptor([k[3], k[2], k[0], k[1]], dnnl_hwio))
+        case .depthwiseConv2D(let p):
+            let k = p.kernel.shape
+            return (p, try memoryDescriptor([k[2], 1, 1, k[0], k[1]], dnnl_hwigo))
+        default:
+            return nil
+        }
+    }
+
+    /// The node's kernel in format `md`, reordered once from the graph's tensor and cached.
     private func weightsMemory(node: Int, md: dnnl_memory_desc_t) throws(OneDNNError) -> dnnl_memory_t {
-        guard let w = weights[node], let user = w.userMemory else { throw .library(call: "weights of node \(node)", status: -1) }
+        guard let w = weights[node], let (p, userMD) = try kernelLayout(node: node) else {
+            throw .library(call: "weights of node \(node)", status: -1)
+        }
         if let found = w.reordered.first(where: { sameDescriptor($0.md, md) }) { return found.memory }
         let buffer = allocateBytes(byteSize(md))
         w.buffers.append(buffer)
@@ -306,11 +328,22 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         try dnnlCheck(dnnl_memory_create(&memory, &target, engine, buffer), "dnnl_memory_create(weights)")
         guard let memory else { throw .library(call: "dnnl_memory_create(weights)", status: -1) }
         w.reordered.append((md, memory))
-        var userMD = dnnl_memory_desc_t()
-        var userMDPointer: UnsafePointer<dnnl_memory_desc_t>? = nil
-        try dnnlCheck(dnnl_memory_get_memory_desc(user, &userMDPointer), "dnnl_memory_get_memory_desc")
-        userMD = userMDPointer?.pointee ?? userMD
-        try reorderNow(from: user, fromMD: userMD, to: memory, toMD: md, node: graph.nodes[node].name)
+        // A oneDNN memory over the tensor's own storage, only for the (synchronous) reorder.
+        var failure: OneDNNError?
+        p.kernel.scalars.withUnsafeBytes { raw in
+            do throws(OneDNNError) {
+                var sourceMD = userMD
+                var user: dnnl_memory_t?
+                try dnnlCheck(dnnl_memory_create(&user, &sourceMD, engine, UnsafeMutableRawPointer(mutating: raw.baseAddress)),
+                              "dnnl_memory_create(\(graph.nodes[node].name) kernel)")
+                defer { dnnl_memory_destroy(user) }
+                guard let user else { throw .library(call: "dnnl_memory_create(kernel)", status: -1) }
+                try reorderNow(from: user, fromMD: userMD, to: memory, toMD: md, node: graph.nodes[node].name)
+            } catch {
+                failure = error
+            }
+        }
+        if let failure { throw failure }
         return memory
     }
 

@@ -153,6 +153,10 @@ struct ClassifyEmbedCommandTests {
         #expect(jsonl.status == 0)
         let line = try JSONSerialization.jsonObject(with: Data(jsonl.stdout.utf8)) as? [String: Any]
         #expect((line?["embedding"] as? [Double])?.count == 1280)
+        // Stable text: "file" first, the same bytes on every run.
+        #expect(jsonl.stdout.hasPrefix("{\"file\":\""))
+        let rerun = try CLI.run(["embed", images.appendingPathComponent("2-cat.png").path, "--weights", CLI.topWeights])
+        #expect(rerun.stdout == jsonl.stdout)
     }
 
     @Test("weight problems are reported clearly: missing file, wrong alpha, no top, truncated")

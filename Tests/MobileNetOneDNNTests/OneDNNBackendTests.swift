@@ -48,6 +48,31 @@ struct OneDNNBackendTests {
         }
     }
 
+    @Test("micro-batching: a batch of 7 or 32 run as micro-batches of 1, 3, 4 or 64 equals the reference, feature maps included")
+    func microBatches() throws {
+        for includeTop in [true, false] {
+            let configuration = MobileNetV2Configuration(alpha: 0.35, inputHeight: 64, inputWidth: 48, includeTop: includeTop, pooling: nil)
+            let weights = try FormulaWeights.weights(for: configuration, seed: 21)
+            let reference = try MobileNetV2(configuration: configuration, weights: weights, backend: ReferenceBackend())
+            for batch in [7, 32] {
+                let input = FormulaWeights.input(seed: 21, batch: batch, height: 64, width: 48)
+                let expected = try reference(input)
+                var outputs: [Tensor] = []
+                for micro in [1, 3, 4, 64] {
+                    let model = try MobileNetV2(configuration: configuration, weights: weights, backend: OneDNNBackend(threads: 2, microBatch: micro))
+                    let output = try model(input)
+                    #expect(output.shape == expected.shape, "micro \(micro)")
+                    let diff = output.maxAbsoluteDifference(to: expected)
+                    #expect(diff <= 1e-4, "top \(includeTop), batch \(batch), micro-batch \(micro): max |diff| \(diff)")
+                    outputs.append(output)
+                }
+                // The split changes nothing beyond float rounding between plans.
+                for output in outputs.dropFirst() { #expect(output.maxAbsoluteDifference(to: outputs[0]) <= 1e-5) }
+            }
+        }
+        #expect(OneDNNBackend(microBatch: 0).microBatch == 1)
+    }
+
     @Test("feature maps (no top, no pooling) and max pooling come out in NHWC like the reference")
     func featureMapLayout() throws {
         for pooling in [Pooling?.none, .max] {

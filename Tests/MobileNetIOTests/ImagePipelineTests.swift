@@ -371,8 +371,9 @@ struct ImageFuzzTests {
 
 /// Measurements for the README, run only with `MOBILENET_IMAGE_BENCH=1` (release build):
 /// decode + resize throughput on data/flowers, and ImageNet-sample top-1 with and without JPEG
-/// DCT-domain downscaling.
-@Suite("Image pipeline measurements (MOBILENET_IMAGE_BENCH=1)",
+/// DCT-domain downscaling. Serialized, so the throughput is not measured while the other test
+/// runs the network.
+@Suite("Image pipeline measurements (MOBILENET_IMAGE_BENCH=1)", .serialized,
        .enabled(if: ProcessInfo.processInfo.environment["MOBILENET_IMAGE_BENCH"] == "1" && TestData.sharedAvailable))
 struct ImagePipelineMeasurements {
     static func files(under directory: URL) -> [URL] {

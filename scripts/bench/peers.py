@@ -16,9 +16,11 @@ One invocation:
   4. end to end: embedding every JPEG of the flowers folder (550 files) with our
      `mobilenet embed` vs Keras `image_dataset_from_directory` + `predict` and ONNX Runtime +
      Pillow (wall time of the whole process, images per second);
-  5. prints a table with the ratio of ours to each peer.
+  5. repeats steps 3 and 4 `--rounds` times (default 3), each round running every system in turn, and
+     prints a table of the medians over rounds with the ratio of ours to each peer (the
+     per-round values follow as JSON).
 
-  python3 scripts/bench/peers.py [--iterations 30] [--torch] [--skip-e2e]
+  python3 scripts/bench/peers.py [--rounds 3] [--iterations 30] [--torch] [--skip-e2e]
 
 The machine is shared and noisy: ratios are from one run. See docs/performance.md.
 """
@@ -249,6 +251,7 @@ def main():
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--batch-iterations", type=int, default=5)
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="repeat every measurement this many times, interleaved; the table shows the medians")
     parser.add_argument("--mobilenet", default=os.path.join(ROOT, ".build/release/mobilenet"), help="our CLI (built with swift build -c release)")
     parser.add_argument("--workdir", default=os.path.join(ROOT, ".venv-bench", "models"))
     parser.add_argument("--worker", choices=["speed", "cold", "e2e"], help=argparse.SUPPRESS)
@@ -268,53 +271,58 @@ def main():
 
     peers = ["keras", "onnxruntime", "litert"] + (["torch"] if args.torch else [])
     me = [sys.executable, os.path.abspath(__file__), "--workdir", args.workdir]
-    results = {}  # metric -> {system: value}
+    results = {}  # metric -> {system: [value per round]}
 
     def put(metric, system, value):
-        results.setdefault(metric, {})[system] = value
+        if value is not None:
+            results.setdefault(metric, {}).setdefault(system, []).append(value)
 
-    for threads in [1, 2]:
-        ours = run_json([args.mobilenet, "bench", "--threads", str(threads), "--batch-size", "1", "--iterations", str(args.iterations), "--json"])
+    # Rounds interleave every system, so a burst of load on this shared machine hits all of
+    # them alike; the table shows the median over rounds.
+    for round_index in range(args.rounds):
+        log(f"round {round_index + 1} of {args.rounds}")
+        for threads in [1, 2]:
+            ours = run_json([args.mobilenet, "bench", "--threads", str(threads), "--batch-size", "1", "--iterations", str(args.iterations), "--json"])
+            if ours:
+                put(f"batch-1 latency, {threads} thread(s) (ms)", "ours", ours["medianMilliseconds"])
+            for peer in peers:
+                r = run_json(me + ["--worker", "speed", "--peer", peer, "--threads", str(threads), "--batch", "1", "--iterations", str(args.iterations)])
+                if r:
+                    put(f"batch-1 latency, {threads} thread(s) (ms)", peer, r["medianMilliseconds"])
+            log(f"batch-1 latency at {threads} thread(s) done")
+        ours = run_json([args.mobilenet, "bench", "--threads", "2", "--batch-size", "32", "--iterations", str(args.batch_iterations), "--warmup", "1", "--json"])
         if ours:
-            put(f"batch-1 latency, {threads} thread(s) (ms)", "ours", ours["medianMilliseconds"])
+            put("batch-32 throughput, 2 threads (images/s)", "ours", ours["imagesPerSecond"])
+            put("peak RSS, batch 32 (MB)", "ours", ours["peakRSSMegabytes"])
         for peer in peers:
-            r = run_json(me + ["--worker", "speed", "--peer", peer, "--threads", str(threads), "--batch", "1", "--iterations", str(args.iterations)])
+            r = run_json(me + ["--worker", "speed", "--peer", peer, "--threads", "2", "--batch", "32", "--iterations", str(args.batch_iterations), "--warmup", "1"])
             if r:
-                put(f"batch-1 latency, {threads} thread(s) (ms)", peer, r["medianMilliseconds"])
-        log(f"batch-1 latency at {threads} thread(s) done")
-    ours = run_json([args.mobilenet, "bench", "--threads", "2", "--batch-size", "32", "--iterations", str(args.batch_iterations), "--warmup", "1", "--json"])
-    if ours:
-        put("batch-32 throughput, 2 threads (images/s)", "ours", ours["imagesPerSecond"])
-        put("peak RSS, batch 32 (MB)", "ours", ours["peakRSSMegabytes"])
-    for peer in peers:
-        r = run_json(me + ["--worker", "speed", "--peer", peer, "--threads", "2", "--batch", "32", "--iterations", str(args.batch_iterations), "--warmup", "1"])
-        if r:
-            put("batch-32 throughput, 2 threads (images/s)", peer, r["imagesPerSecond"])
-            put("peak RSS, batch 32 (MB)", peer, r["peakRSSMegabytes"])
-    log("batch-32 throughput done")
+                put("batch-32 throughput, 2 threads (images/s)", peer, r["imagesPerSecond"])
+                put("peak RSS, batch 32 (MB)", peer, r["peakRSSMegabytes"])
+        log("batch-32 throughput done")
 
-    weights = ["--weights", WEIGHTS] if os.path.exists(WEIGHTS) else []
-    if weights:
-        seconds, rss = measure_rss([args.mobilenet, "classify", IMAGE, *weights, "--threads", "2"])
-        put("cold start, classify 1 image (s)", "ours", seconds)
-        put("peak RSS, classify 1 image (MB)", "ours", rss)
-    for peer in peers:
-        seconds, rss = measure_rss(me + ["--worker", "cold", "--peer", peer, "--threads", "2"])
-        put("cold start, classify 1 image (s)", peer, seconds)
-        put("peak RSS, classify 1 image (MB)", peer, rss)
-    log("cold start done")
+        weights = ["--weights", WEIGHTS] if os.path.exists(WEIGHTS) else []
+        if weights:
+            seconds, rss = measure_rss([args.mobilenet, "classify", IMAGE, *weights, "--threads", "2"])
+            put("cold start, classify 1 image (s)", "ours", seconds)
+            put("peak RSS, classify 1 image (MB)", "ours", rss)
+        for peer in peers:
+            seconds, rss = measure_rss(me + ["--worker", "cold", "--peer", peer, "--threads", "2"])
+            put("cold start, classify 1 image (s)", peer, seconds)
+            put("peak RSS, classify 1 image (MB)", peer, rss)
+        log("cold start done")
 
-    if not args.skip_e2e and os.path.isdir(FLOWERS):
-        count = sum(1 for d, _, fs in os.walk(FLOWERS) for f in fs if f.lower().endswith((".jpg", ".jpeg")))
-        out = os.path.join(args.workdir, "flowers.npy")
-        no_top = ["--weights", WEIGHTS_NO_TOP] if os.path.exists(WEIGHTS_NO_TOP) else []
-        if no_top:
-            seconds = timed([args.mobilenet, "embed", FLOWERS, "--recursive", *no_top, "-o", out, "--overwrite", "--batch-size", "32"])
-            put(f"embed flowers folder, {count} JPEGs (images/s)", "ours", count / seconds if seconds else None)
-        for peer in ["keras", "onnxruntime"]:
-            seconds = timed(me + ["--worker", "e2e", "--peer", peer, "--threads", "2"])
-            put(f"embed flowers folder, {count} JPEGs (images/s)", peer, count / seconds if seconds else None)
-        log("end-to-end done")
+        if not args.skip_e2e and os.path.isdir(FLOWERS):
+            count = sum(1 for d, _, fs in os.walk(FLOWERS) for f in fs if f.lower().endswith((".jpg", ".jpeg")))
+            out = os.path.join(args.workdir, "flowers.npy")
+            no_top = ["--weights", WEIGHTS_NO_TOP] if os.path.exists(WEIGHTS_NO_TOP) else []
+            if no_top:
+                seconds = timed([args.mobilenet, "embed", FLOWERS, "--recursive", *no_top, "-o", out, "--overwrite", "--batch-size", "32"])
+                put(f"embed flowers folder, {count} JPEGs (images/s)", "ours", count / seconds if seconds else None)
+            for peer in ["keras", "onnxruntime"]:
+                seconds = timed(me + ["--worker", "e2e", "--peer", peer, "--threads", "2"])
+                put(f"embed flowers folder, {count} JPEGs (images/s)", peer, count / seconds if seconds else None)
+            log("end-to-end done")
 
     print_table(results, peers)
 
@@ -324,6 +332,8 @@ def print_table(results, peers):
     higher_is_better = lambda metric: "images/s" in metric
     header = ["metric"] + systems + [f"ours vs {p}" for p in peers]
     rows = []
+    runs = results
+    results = {metric: {system: statistics.median(v) for system, v in values.items()} for metric, values in runs.items()}
     for metric, values in results.items():
         row = [metric] + [("%.3g" % values[s]) if values.get(s) is not None else "-" for s in systems]
         for p in peers:
@@ -334,7 +344,7 @@ def print_table(results, peers):
     print("Ratios: ours / peer (for ms, s and MB lower is better; for images/s higher is better).")
     for r in [header, ["-" * w for w in widths]] + rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
-    print(json.dumps(results))
+    print(json.dumps({"medians": results, "rounds": runs}))
 
 
 if __name__ == "__main__":

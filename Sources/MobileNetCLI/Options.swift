@@ -27,7 +27,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Inference threads for the onednn backend (default: all cores).", valueName: "n"))
     var threads: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Largest batch the onednn backend runs at once; bigger batches are split (default: 4, or $MOBILENET_MICRO_BATCH). Changes speed and memory, not results.", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Largest batch the onednn backend runs at once; bigger batches are split (default: 4, or $MOBILENET_MICRO_BATCH). Changes speed and memory; results only within float rounding.", valueName: "n"))
     var microBatch: Int?
 
     /// The backend chosen with `--backend`, `--threads` and `--micro-batch`.

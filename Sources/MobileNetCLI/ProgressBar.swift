@@ -10,7 +10,7 @@ final class ProgressBar {
     let total: Int
     let unit: String
     let enabled: Bool
-    private let start = Date()
+    private let start: Date
     private var drawn = false
 
     /// - Parameters:
@@ -18,7 +18,9 @@ final class ProgressBar {
     ///   - unit: what the items are called ("images").
     ///   - enabled: whether to draw; by default when standard error is a terminal and there is
     ///     more than one item.
-    init(total: Int, unit: String, enabled: Bool? = nil) {
+    ///   - start: when the work began (the rate counts from it); now by default.
+    init(total: Int, unit: String, enabled: Bool? = nil, start: Date = Date()) {
+        self.start = start
         self.total = total
         self.unit = unit
         self.enabled = enabled ?? (isatty(STDERR_FILENO) != 0 && total > 1)

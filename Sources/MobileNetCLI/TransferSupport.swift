@@ -56,7 +56,9 @@ func embedWithProgress(_ embedder: CachedEmbedder, files: [URL], label: String) 
     let start = Date()
     var progress: ProgressBar?
     let result = try embedder.embed(files) { done, total in
-        if progress == nil { progress = ProgressBar(total: total, unit: "images") }
+        // The bar is made at the first report (the count to compute is known only then), but
+        // its rate counts from the start of the whole embedding step.
+        if progress == nil { progress = ProgressBar(total: total, unit: "images", start: start) }
         progress?.update(done: done)
     }
     progress?.finish()

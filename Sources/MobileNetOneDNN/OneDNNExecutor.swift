@@ -120,6 +120,13 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
     private var stream: dnnl_stream_t?
     private var weights: [Int: ConvolutionWeights] = [:]
     private var plans: [Int: Plan] = [:]
+    /// Batch sizes of ``plans``, least recently used first.
+    private var planOrder: [Int] = []
+    /// At most this many plans (each with its own activation buffers) are kept; the least
+    /// recently used is dropped. Batches of every size from 1 to ``microBatch`` can occur (a
+    /// batch shrinks when some of its files fail to decode), and keeping a plan for each would
+    /// let memory grow with the number of distinct sizes.
+    static let maximumCachedPlans = 3
 
     init(graph: Graph, threads: Int, layoutPolicy: OneDNNBackend.LayoutPolicy, microBatch: Int = OneDNNBackend.defaultMicroBatch) throws(OneDNNError) {
         self.graph = graph
@@ -158,6 +165,7 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         self.stream = stream
         try prepareWeights()
         plans[1] = try makePlan(batch: 1)
+        planOrder = [1]
     }
 
     deinit {
@@ -202,7 +210,12 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
 
     /// The plan for batch size `batch`, built on first use and cached.
     private func plan(batch: Int) throws(OneDNNError) -> Plan {
+        planOrder.removeAll { $0 == batch }
+        planOrder.append(batch)
         if let cached = plans[batch] { return cached }
+        while planOrder.count > Self.maximumCachedPlans {
+            plans[planOrder.removeFirst()] = nil
+        }
         let plan = try makePlan(batch: batch)
         plans[batch] = plan
         return plan

@@ -7,9 +7,10 @@ import MobileNetModel
 public struct ImageBatch: Sendable {
     /// The files of this batch that decoded, in input order.
     public var files: [URL]
-    /// The network output for each of ``files``, in the same order: one row of
-    /// `model.outputShape.last` values (probabilities, logits or a pooled embedding, as the
-    /// model's configuration says).
+    /// The network output for each of ``files``, in the same order: one row per file, with
+    /// what the model's configuration says: probabilities or logits (`[classes]`), a pooled
+    /// embedding (`[channels]`), or without pooling the flattened NHWC feature map
+    /// (`[H * W * C]`).
     public var outputs: [[Float]]
     /// The files of this batch that could not be read or decoded, with their typed errors.
     public var failures: [EmbeddingFailure]
@@ -70,6 +71,8 @@ public struct ImageBatchPipeline {
     ///   workers are stopped and joined before the error propagates.
     public func run(_ files: [URL], body: (ImageBatch) throws -> Void) throws {
         guard !files.isEmpty else { return }
+        // No batch can be larger than the input (also keeps the window arithmetic far from overflow).
+        let batchSize = min(self.batchSize, files.count)
         let batches = (files.count + batchSize - 1) / batchSize
         if decodeThreads == 0 {
             for b in 0..<batches {

@@ -71,6 +71,17 @@ struct OneDNNBackendTests {
             }
         }
         #expect(OneDNNBackend(microBatch: 0).microBatch == 1)
+        // Many distinct batch sizes (as when failed files shrink batches): plans are evicted and
+        // rebuilt, results stay right.
+        let configuration = MobileNetV2Configuration(alpha: 0.35, inputHeight: 32, inputWidth: 32, includeTop: true)
+        let weights = try FormulaWeights.weights(for: configuration, seed: 22)
+        let reference = try MobileNetV2(configuration: configuration, weights: weights, backend: ReferenceBackend())
+        let model = try MobileNetV2(configuration: configuration, weights: weights, backend: OneDNNBackend(threads: 1, microBatch: 16))
+        for batch in [5, 6, 7, 8, 5, 9, 1, 16, 6, 5] {
+            let input = FormulaWeights.input(seed: 22 + batch, batch: batch, height: 32, width: 32)
+            let diff = try model(input).maxAbsoluteDifference(to: reference(input))
+            #expect(diff <= 1e-4, "batch \(batch): \(diff)")
+        }
     }
 
     @Test("feature maps (no top, no pooling) and max pooling come out in NHWC like the reference")

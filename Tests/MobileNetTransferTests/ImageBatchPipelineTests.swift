@@ -94,7 +94,34 @@ struct ImageBatchPipelineTests {
             }
             #expect(batches == 2)
         }
+        // A batch size far larger than the input (even Int.max) is one batch, no overflow.
+        for threads in [0, 2] {
+            var sizes: [Int] = []
+            try ImageBatchPipeline(model: model, batchSize: .max, decodeThreads: threads).run(files) { sizes.append($0.processed) }
+            #expect(sizes == [files.count])
+        }
         // No files: the body is never called.
         try ImageBatchPipeline(model: model).run([]) { _ in Issue.record("called for an empty input") }
+    }
+
+    @Test("the README's library example runs as written (paths aside)", .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
+    func readmeLibraryExample() throws {
+        let weights = try KerasWeightFile.read(contentsOf: TestData.shared("data/weights/mobilenet_v2_1.0_224_dequant.h5")).weights
+        let model = try MobileNetV2(configuration: MobileNetV2Configuration(), weights: weights.mobileNetV2Part())
+        let input = try ImagePreprocessor(height: 224, width: 224).tensor(contentsOf: TestData.repositoryRoot.appendingPathComponent("Examples/chelsea.png"))
+        let probabilities = try model(input)
+        #expect(ImageNetClasses.topK(probabilities.rows[0], k: 5).first?.name == "Egyptian_cat")
+        let embedder = try MobileNetV2(configuration: MobileNetV2Configuration(includeTop: false, pooling: .avg),
+                                       weights: weights.droppingClassifier())
+        #expect(try embedder(input).shape == [1, 1280])
+        let files = try FileManager.default.contentsOfDirectory(at: TestData.repositoryRoot.appendingPathComponent("Examples"), includingPropertiesForKeys: nil)
+            .filter { ["png", "jpg"].contains($0.pathExtension) }
+        #expect(files.count == 2)
+        var count = 0
+        try ImageBatchPipeline(model: embedder, batchSize: 16).run(files) { batch in
+            for (_, vector) in zip(batch.files, batch.outputs) { #expect(vector.count == 1280); count += 1 }
+            #expect(batch.failures.isEmpty)
+        }
+        #expect(count == files.count)
     }
 }

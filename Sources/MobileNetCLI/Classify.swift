@@ -17,6 +17,9 @@ struct Classify: AsyncParsableCommand {
 
     @OptionGroup var model: ModelOptions
 
+
+    @OptionGroup var decode: DecodeOptions
+
     @OptionGroup(title: "Image preprocessing") var image: ImageOptions
 
     @Option(name: .long, help: "How many classes to show per image.")
@@ -72,7 +75,7 @@ struct Classify: AsyncParsableCommand {
             throw ExitCode(1)
         }
         var results: [Result] = []
-        try runBatches(files: files, model: network, batchSize: model.batchSize, decodeThreads: model.decodeThreads,
+        try runBatches(files: files, model: network, batchSize: model.batchSize, decodeThreads: decode.threads,
                        preprocessor: image.preprocessor(height: h, width: w), onResult: { file, row in
             let top = ImageNetClasses.topK(row, k: topK)
             let result = Result(file: file.relativePath, predictions: top.enumerated().map {

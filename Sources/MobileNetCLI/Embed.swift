@@ -26,6 +26,9 @@ struct Embed: AsyncParsableCommand {
 
     @OptionGroup var model: ModelOptions
 
+
+    @OptionGroup var decode: DecodeOptions
+
     @OptionGroup(title: "Image preprocessing") var image: ImageOptions
 
     @Option(name: .long, help: "Global pooling: avg (Keras's usual embedding) or max.")
@@ -80,7 +83,7 @@ struct Embed: AsyncParsableCommand {
         let format = resolvedFormat ?? .jsonl
         var names: [String] = []
         var rows: [[Float]] = []
-        try runBatches(files: files, model: network, batchSize: model.batchSize, decodeThreads: model.decodeThreads,
+        try runBatches(files: files, model: network, batchSize: model.batchSize, decodeThreads: decode.threads,
                        preprocessor: image.preprocessor(height: h, width: w), onResult: { file, row in
             if output == nil {
                 print(try Self.jsonLine(file: file.relativePath, row: row))

@@ -17,6 +17,9 @@ struct Evaluate: AsyncParsableCommand {
     )
 
     @OptionGroup var model: ModelOptions
+
+
+    @OptionGroup var decode: DecodeOptions
     @OptionGroup var cacheOptions: CacheOptions
 
     @Option(name: .customLong("model"), help: ArgumentHelp("Classifier: a `mobilenet train` model file, or a Keras .keras/.h5 transfer model.", valueName: "path"))
@@ -50,7 +53,7 @@ struct Evaluate: AsyncParsableCommand {
             let folder = try ImageFolder(root: root, classNames: classifier.classNames)
             for warning in folder.warnings { printError("warning: \(warning)") }
             let embedder = try CachedEmbedder(model: classifier.backbone.network, backbone: classifier.backbone.identity,
-                                              expectedPreprocessing: classifier.preprocessing, store: try cacheOptions.openStore(), batchSize: model.batchSize, decodeThreads: model.decodeThreads)
+                                              expectedPreprocessing: classifier.preprocessing, store: try cacheOptions.openStore(), batchSize: model.batchSize, decodeThreads: decode.threads)
             let (embeddings, failures) = try embedWithProgress(embedder, files: folder.images.map(\.url), label: "embeddings")
             let (data, _) = labelledMatrix(folder.images, embeddings: embeddings)
             guard !data.labels.isEmpty else { throw CLIFailure("\(dataDir): no image could be embedded") }

@@ -18,9 +18,6 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Images per inference batch.")
     var batchSize: Int = 16
 
-    @Option(name: .long, help: ArgumentHelp("Threads that decode and resize images while the network runs (0: decode in line, no overlap; default: half the cores, at least 1).", valueName: "n"))
-    var decodeThreads: Int?
-
     @Option(name: .long, help: ArgumentHelp("Inference backend: onednn (fast, the default) or reference (plain Swift, for debugging).", valueName: "name"))
     var backend: BackendChoice = .onednn
 
@@ -49,7 +46,6 @@ struct ModelOptions: ParsableArguments {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if let microBatch, microBatch < 1 { throw ValidationError("--micro-batch must be at least 1") }
-        if let decodeThreads, decodeThreads < 0 { throw ValidationError("--decode-threads must be 0 or more") }
         let (h, w) = try inputDimensions()
         guard h >= 32, w >= 32 else { throw ValidationError("--input-size must be at least 32x32") }
         guard alpha > 0 else { throw ValidationError("--alpha must be positive") }
@@ -63,6 +59,16 @@ struct ModelOptions: ParsableArguments {
         let size = h == w && MobileNetV2Configuration.officialInputSizes.contains(h) ? h : 224
         let url = try await WeightsResolver().resolve(alpha: alpha, inputSize: size, includeTop: includeTop, explicitPath: weights)
         return try KerasWeightFile.read(contentsOf: url).weights.mobileNetV2Part()
+    }
+}
+
+/// `--decode-threads`, for the commands that read image files.
+struct DecodeOptions: ParsableArguments {
+    @Option(name: .customLong("decode-threads"), help: ArgumentHelp("Threads that decode and resize images while the network runs (0: decode in line, no overlap; default: half the cores, at least 1).", valueName: "n"))
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 0 { throw ValidationError("--decode-threads must be 0 or more") }
     }
 }
 

@@ -14,6 +14,9 @@ struct Predict: AsyncParsableCommand {
     )
 
     @OptionGroup var model: ModelOptions
+
+
+    @OptionGroup var decode: DecodeOptions
     @OptionGroup var cacheOptions: CacheOptions
 
     @Option(name: .customLong("model"), help: ArgumentHelp("Classifier: a `mobilenet train` model file, or a Keras .keras/.h5 transfer model.", valueName: "path"))
@@ -56,7 +59,7 @@ struct Predict: AsyncParsableCommand {
             let names = classNames.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
             classifier = try await LoadedClassifier.load(path: modelFile, model: model, classNames: names)
             let embedder = try CachedEmbedder(model: classifier.backbone.network, backbone: classifier.backbone.identity,
-                                              expectedPreprocessing: classifier.preprocessing, store: try cacheOptions.openStore(), batchSize: model.batchSize, decodeThreads: model.decodeThreads)
+                                              expectedPreprocessing: classifier.preprocessing, store: try cacheOptions.openStore(), batchSize: model.batchSize, decodeThreads: decode.threads)
             let result = try embedder.embed(files)
             embeddings = result.embeddings
             errors += result.failures.map(\.message)

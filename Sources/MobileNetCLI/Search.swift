@@ -29,6 +29,8 @@ struct Index: AsyncParsableCommand {
 
         @OptionGroup var indexOption: IndexOption
         @OptionGroup var model: ModelOptions
+
+        @OptionGroup var decode: DecodeOptions
         @Flag(name: .long, help: "Descend into sub-directories of directory arguments.")
         var recursive = false
         @Argument(help: ArgumentHelp("Image files or directories.", valueName: "image"))
@@ -41,7 +43,7 @@ struct Index: AsyncParsableCommand {
                 let backbone = try await Backbone.load(model: model)
                 let index = try ImageIndex(url: indexOption.url)
                 try index.checkCompatible(backbone.identity)
-                let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: index.store, batchSize: model.batchSize, decodeThreads: model.decodeThreads)
+                let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: index.store, batchSize: model.batchSize, decodeThreads: decode.threads)
                 let result = try embedWithProgress(embedder, files: files.map(\.standardizedFileURL), label: "index")
                 printError("index: \(try index.files().count) images in \(indexOption.index)")
                 if !missing.isEmpty || !result.failures.isEmpty { throw ExitCode(1) }
@@ -158,6 +160,8 @@ struct Similar: AsyncParsableCommand {
 
     @OptionGroup var indexOption: Index.IndexOption
     @OptionGroup var model: ModelOptions
+
+    @OptionGroup var decode: DecodeOptions
     @Option(name: .long, help: "Matches per query.")
     var top: Int = 5
     @Option(name: .long, help: "Leave out matches below this cosine similarity.")
@@ -187,7 +191,7 @@ struct Similar: AsyncParsableCommand {
             let backbone = try await Backbone.load(model: model)
             try index.checkCompatible(backbone.identity)
             let (search, _) = try index.searchIndex(preprocessing: .standard, precision: VectorPrecision(rawValue: precision) ?? .float32)
-            let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: nil, batchSize: model.batchSize, decodeThreads: model.decodeThreads)
+            let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: nil, batchSize: model.batchSize, decodeThreads: decode.threads)
             let urls = queries.map { URL(fileURLWithPath: $0) }
             let embedded = try embedder.embed(urls)
             for failure in embedded.failures {
@@ -233,6 +237,8 @@ struct Duplicates: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("An index database to use (and add the given images to).", valueName: "path"))
     var index: String?
     @OptionGroup var model: ModelOptions
+
+    @OptionGroup var decode: DecodeOptions
     @Option(name: .long, help: "Cosine similarity threshold, 0...1.")
     var threshold: Float = Duplicates.defaultThreshold
     @Flag(name: .long, help: "Print JSON.")
@@ -262,7 +268,7 @@ struct Duplicates: AsyncParsableCommand {
                     failed = !missing.isEmpty
                     let backbone = try await Backbone.load(model: model)
                     try imageIndex.checkCompatible(backbone.identity)
-                    let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: imageIndex.store, batchSize: model.batchSize, decodeThreads: model.decodeThreads)
+                    let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: imageIndex.store, batchSize: model.batchSize, decodeThreads: decode.threads)
                     failed = try !embedWithProgress(embedder, files: files.map(\.standardizedFileURL), label: "duplicates").failures.isEmpty || failed
                 }
                 search = try imageIndex.searchIndex(preprocessing: .standard).index
@@ -271,7 +277,7 @@ struct Duplicates: AsyncParsableCommand {
                 for message in missing { printError("error: \(message)") }
                 failed = !missing.isEmpty
                 let backbone = try await Backbone.load(model: model)
-                let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: nil, batchSize: model.batchSize, decodeThreads: model.decodeThreads)
+                let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: nil, batchSize: model.batchSize, decodeThreads: decode.threads)
                 let result = try embedWithProgress(embedder, files: files, label: "duplicates")
                 failed = failed || !result.failures.isEmpty
                 let kept = files.filter { result.embeddings[$0] != nil }

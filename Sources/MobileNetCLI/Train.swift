@@ -23,6 +23,9 @@ struct Train: AsyncParsableCommand {
     )
 
     @OptionGroup var model: ModelOptions
+
+
+    @OptionGroup var decode: DecodeOptions
     @OptionGroup var cacheOptions: CacheOptions
 
     @Argument(help: ArgumentHelp("Folder with one subfolder of images per class.", valueName: "data-dir"))
@@ -139,7 +142,7 @@ struct Train: AsyncParsableCommand {
             // Embeddings.
             let backbone = try await Backbone.load(model: model)
             let store = try cacheOptions.openStore()
-            let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: store, batchSize: model.batchSize, decodeThreads: model.decodeThreads)
+            let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: store, batchSize: model.batchSize, decodeThreads: decode.threads)
             let (embeddings, _) = try embedWithProgress(embedder, files: trainImages.map(\.url) + valImages.map(\.url), label: "embeddings")
             var (trainData, keptTrain) = labelledMatrix(trainImages, embeddings: embeddings)
             if augment > 0 {

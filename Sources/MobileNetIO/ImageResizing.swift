@@ -222,7 +222,7 @@ extension ImageResizer {
         let needHorizontal = width != image.width || b.0 != 0 || b.2 != Double(width)
         let needVertical = height != image.height || b.1 != 0 || b.3 != Double(height)
         if !needHorizontal && !needVertical { return image }
-        // Pillow >= 10.1 (`ImagingResampleInner`) runs the vertical pass first when the height
+        // Pillow 13.0.0 (`ImagingResampleInner`) runs the vertical pass first when the height
         // shrinks by more than twice as many pixels as the width does; horizontal first otherwise.
         // Each pass rounds to 8 bits, so the order changes results by up to one level.
         let verticalFirst = image.height - height > 0 && image.height - height > (image.width - width) * 2

@@ -56,9 +56,8 @@ struct ImageOptions: ParsableArguments {
 
     /// The preprocessor for a `height` x `width` model.
     func preprocessor(height: Int, width: Int) -> ImagePreprocessor {
-        var decoder = StandardImageDecoder(maxPixels: maxPixels, dctMethod: jpegIdct, orientation: exif)
+        var decoder = StandardImageDecoder(maxPixels: maxPixels, dctMethod: jpegIdct, orientation: exif, dctScaling: jpegDctScaling)
         if let background, let colour = RGBColor(parsing: background) { decoder.alpha = .composite(over: colour) }
-        decoder.dctScaling = jpegDctScaling
         return ImagePreprocessor(height: height, width: width, decoder: decoder, resize: resize, crop: crop.mode)
     }
 }

@@ -186,26 +186,24 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         let batch = input.shape[0]
         let imageCount = input.count / batch
         var result: [Float] = []
-        var outputShape: [Int] = []
+        var imageShape: [Int] = []   // the output shape of one image
         try input.scalars.withUnsafeBufferPointer { (source) throws(OneDNNError) in
             guard let base = source.baseAddress else { return }
             var start = 0
             while start < batch {
                 let n = min(microBatch, batch - start)
                 let plan = try self.plan(batch: n)
-                guard let output = plan.output else { return }
+                guard let output = plan.output else { throw .library(call: "plan for batch \(n) has no output", status: -1) }
                 plan.input.update(from: base + start * imageCount, count: min(plan.inputCount, n * imageCount))
                 try execute(plan)
-                let count = plan.outputShape.reduce(1, *)
-                if n == batch { outputShape = plan.outputShape } else if outputShape.isEmpty {
-                    outputShape = [batch] + plan.outputShape.dropFirst()
-                    result.reserveCapacity(outputShape.reduce(1, *))
-                }
+                imageShape = Array(plan.outputShape.dropFirst())
+                let count = n * imageShape.reduce(1, *)
+                if result.isEmpty { result.reserveCapacity(batch * (count / n)) }
                 result.append(contentsOf: UnsafeBufferPointer(start: output, count: count))
                 start += n
             }
         }
-        return Tensor(shape: outputShape, scalars: result)
+        return Tensor(shape: [batch] + imageShape, scalars: result)
     }
 
     /// The plan for batch size `batch`, built on first use and cached.
@@ -301,7 +299,7 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
     /// (``weightsMemory(node:md:)``), so no plain copy of the weights stays in memory.
     private func prepareWeights() throws(OneDNNError) {
         for (index, node) in graph.nodes.enumerated() {
-            guard let (p, _) = try kernelLayout(node: index) else { continue }
+            guard let p = kernelGeometry(node: index)?.parameters else { continue }
             let w = ConvolutionWeights()
             var biasMD = try memoryDescriptor([p.bias.count], dnnl_a)
             let biasBuffer = allocateBytes(p.bias.count * 4)
@@ -312,17 +310,28 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         }
     }
 
-    /// The parameters of convolution node `node` and the oneDNN descriptor of its kernel as
-    /// Keras stores it; nil for other nodes. Keras HWIO is oneDNN `hwio`; Keras depthwise
-    /// `[H, W, C, 1]` is `hwigo` with G = C, I = O = 1.
-    private func kernelLayout(node: Int) throws(OneDNNError) -> (ConvolutionParameters, dnnl_memory_desc_t)? {
+    /// A convolution node's parameters and its kernel's dimensions in oneDNN's order: a Keras
+    /// HWIO kernel is `[O, I, H, W]`, stored as `hwio`; a Keras depthwise kernel `[H, W, C, 1]`
+    /// is a grouped `[G = C, 1, 1, H, W]`, stored as `hwigo`.
+    struct KernelGeometry {
+        let parameters: ConvolutionParameters
+        let depthwise: Bool
+        let dimensions: [Int]
+        /// The format of the kernel as the graph (Keras) stores it.
+        var kerasFormat: dnnl_format_tag_t { depthwise ? dnnl_hwigo : dnnl_hwio }
+        /// The plain oneDNN format (``OneDNNBackend/LayoutPolicy/plain``).
+        var plainFormat: dnnl_format_tag_t { depthwise ? dnnl_goihw : dnnl_oihw }
+    }
+
+    /// The kernel geometry of node `node`; nil when it is not a convolution.
+    func kernelGeometry(node: Int) -> KernelGeometry? {
         switch graph.nodes[node].operation {
         case .conv2D(let p):
             let k = p.kernel.shape
-            return (p, try memoryDescriptor([k[3], k[2], k[0], k[1]], dnnl_hwio))
+            return KernelGeometry(parameters: p, depthwise: false, dimensions: [k[3], k[2], k[0], k[1]])
         case .depthwiseConv2D(let p):
             let k = p.kernel.shape
-            return (p, try memoryDescriptor([k[2], 1, 1, k[0], k[1]], dnnl_hwigo))
+            return KernelGeometry(parameters: p, depthwise: true, dimensions: [k[2], 1, 1, k[0], k[1]])
         default:
             return nil
         }
@@ -330,9 +339,11 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
 
     /// The node's kernel in format `md`, reordered once from the graph's tensor and cached.
     private func weightsMemory(node: Int, md: dnnl_memory_desc_t) throws(OneDNNError) -> dnnl_memory_t {
-        guard let w = weights[node], let (p, userMD) = try kernelLayout(node: node) else {
+        guard let w = weights[node], let geometry = kernelGeometry(node: node) else {
             throw .library(call: "weights of node \(node)", status: -1)
         }
+        let p = geometry.parameters
+        let userMD = try memoryDescriptor(geometry.dimensions, geometry.kerasFormat)
         if let found = w.reordered.first(where: { sameDescriptor($0.md, md) }) { return found.memory }
         let buffer = allocateBytes(byteSize(md))
         w.buffers.append(buffer)
@@ -386,18 +397,9 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         node: Int, source: dnnl_memory_desc_t, destination: dnnl_memory_desc_t, batch: Int, sum: Bool
     ) throws(OneDNNError) -> dnnl_primitive_desc_t {
         let name = graph.nodes[node].name
-        let p: ConvolutionParameters
-        let depthwise: Bool
-        switch graph.nodes[node].operation {
-        case .conv2D(let q): (p, depthwise) = (q, false)
-        case .depthwiseConv2D(let q): (p, depthwise) = (q, true)
-        default: throw .unsupportedOperation(node: name, operation: "not a convolution")
-        }
-        let k = p.kernel.shape
-        let plain = layoutPolicy == .plain
-        var weightsMD = depthwise
-            ? try memoryDescriptor([k[2], 1, 1, k[0], k[1]], plain ? dnnl_goihw : dnnl_format_tag_any)
-            : try memoryDescriptor([k[3], k[2], k[0], k[1]], plain ? dnnl_oihw : dnnl_format_tag_any)
+        guard let geometry = kernelGeometry(node: node) else { throw .unsupportedOperation(node: name, operation: "not a convolution") }
+        let p = geometry.parameters
+        var weightsMD = try memoryDescriptor(geometry.dimensions, layoutPolicy == .plain ? geometry.plainFormat : dnnl_format_tag_any)
         var biasMD = try memoryDescriptor([p.bias.count], dnnl_a)
         var src = source, dst = destination
         var desc = dnnl_convolution_desc_t()

@@ -1,20 +1,16 @@
+import MobileNetModel
+
 /// SplitMix64: a small, fast, seeded generator. Everything random in training (weight
 /// initialisation, shuffling, dropout masks, the validation split, augmentation) draws from it,
 /// so the same seed gives a bit-identical model on any machine.
 public struct SeededRandom: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+    private var generator: SplitMix64
 
     /// A generator started from `seed`.
-    public init(seed: UInt64) { state = seed }
+    public init(seed: UInt64) { generator = SplitMix64(seed: seed) }
 
-    /// The next 64 random bits.
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    /// The next 64 random bits (``MobileNetModel/SplitMix64``).
+    public mutating func next() -> UInt64 { generator.next() }
 
     /// A uniform Double in [0, 1) (53 random bits).
     public mutating func uniform() -> Double {

@@ -18,15 +18,9 @@ public enum FormulaWeights {
 
     /// The SplitMix64 stream for `key`.
     public struct Stream {
-        var state: UInt64
-        public init(key: String) { state = FormulaWeights.fnv1a64(key) }
-        public mutating func next() -> UInt64 {
-            state = state &+ 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var generator: SplitMix64
+        public init(key: String) { generator = SplitMix64(seed: FormulaWeights.fnv1a64(key)) }
+        public mutating func next() -> UInt64 { generator.next() }
         public mutating func nextUniform() -> Double { Double(next() >> 40) / 16_777_216.0 }
     }
 

@@ -12,6 +12,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
+        // `swift package generate-documentation` (the DocC catalog in Sources/MobileNet/MobileNet.docc).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
     targets: [
         // HDF5 (Debian libhdf5-dev), found through pkg-config.
@@ -36,7 +38,8 @@ let package = Package(
         .target(name: "MobileNetOneDNN", dependencies: ["MobileNetKernels", "CDNNL"]),
         // The architecture (paper Table 2 / Keras layer names), weights by Keras layer name,
         // BatchNorm folding, ImageNet class names. Knows nothing of file formats.
-        .target(name: "MobileNetModel", dependencies: ["MobileNetKernels", "MobileNetOneDNN"]),
+        // Knows no backend: the default one (oneDNN) is chosen in the umbrella module.
+        .target(name: "MobileNetModel", dependencies: ["MobileNetKernels"]),
         // Weight files (.h5, .weights.h5, .keras), weight resolution and download, image
         // decoding and resizing, .npy output.
         .target(
@@ -56,11 +59,14 @@ let package = Package(
         // The embedding store: SQLite cache of embeddings keyed by content hash, backbone and
         // preprocessing identity; shared by transfer learning and similarity search.
         .target(name: "MobileNetStore", dependencies: ["CSQLite"]),
-        // Transfer learning: data sets from folders, cached embeddings, the classifier head and
-        // its training, evaluation, the model file, Keras export.
+        // Running the network over files: image file lists, the backbone loader, the pipelined
+        // batch runner, the cached embedder, augmented views. Transfer learning and search sit on it.
+        .target(name: "MobileNetPipeline", dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore"]),
+        // Transfer learning: data sets from folders, the classifier head and its training,
+        // evaluation, the model file, Keras import and export, the training workflow.
         .target(
             name: "MobileNetTransfer",
-            dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "CMobileNetShims",
+            dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "CMobileNetShims",
                            .product(name: "ZIPFoundation", package: "ZIPFoundation")]
         ),
         // OpenBLAS (Debian libopenblas-dev), found through pkg-config: similarity search.
@@ -71,16 +77,18 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         // Similarity search and near-duplicate detection over embeddings.
-        .target(name: "MobileNetSearch", dependencies: ["CBLAS", "MobileNetStore"]),
+        .target(name: "MobileNetSearch", dependencies: ["CBLAS", "MobileNetStore", "MobileNetPipeline"]),
         // Umbrella module: `import MobileNet`.
-        .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetTransfer", "MobileNetSearch"]),
+        .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTransfer", "MobileNetSearch"]),
         .executableTarget(
             name: "MobileNetCLI",
             dependencies: ["MobileNet", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // A runnable tour of the library API on the shared data (`make tour`).
+        .executableTarget(name: "LibraryTour", dependencies: ["MobileNet"], path: "Examples/LibraryTour"),
         .target(name: "MobileNetTestSupport", dependencies: ["MobileNet"], path: "Tests/MobileNetTestSupport"),
         .testTarget(name: "MobileNetKernelsTests", dependencies: ["MobileNetKernels", "MobileNetTestSupport"]),
-        .testTarget(name: "MobileNetModelTests", dependencies: ["MobileNet", "MobileNetTestSupport"]),
+        .testTarget(name: "MobileNetModelTests", dependencies: ["MobileNet", "MobileNetModel", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetIOTests", dependencies: ["MobileNet", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetStoreTests", dependencies: ["MobileNetStore", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetTransferTests", dependencies: ["MobileNet", "MobileNetTestSupport"]),

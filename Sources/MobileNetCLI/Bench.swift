@@ -17,7 +17,8 @@ struct Bench: AsyncParsableCommand {
             """
     )
 
-    @OptionGroup var model: ModelOptions
+    @OptionGroup(title: "Model") var model: BackboneOptions
+    @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
 
     @Option(name: .long, help: "Timed batches.")
     var iterations: Int = 30
@@ -44,20 +45,18 @@ struct Bench: AsyncParsableCommand {
 
     func run() async throws {
         let (h, w) = try model.inputDimensions()
-        let configuration = MobileNetV2Configuration(alpha: model.alpha, inputHeight: h, inputWidth: w, includeTop: !noTop, pooling: noTop ? .avg : nil)
+        let configuration = try model.configuration(includeTop: !noTop, pooling: .avg)
         let clock = ContinuousClock()
         let buildStart = clock.now
-        let weights: KerasWeightSet
+        let backend = runtime.inferenceBackend()
+        let network: MobileNetV2
         if model.weights != nil {
-            let loaded = try await model.loadWeights(includeTop: !noTop)
-            weights = noTop ? loaded.droppingClassifier() : loaded
+            network = try await MobileNetV2.load(configuration: configuration, weightsPath: model.weights, backend: backend).model
         } else {
-            weights = try KerasWeightSet.random(for: configuration)
+            network = try MobileNetV2(configuration: configuration, weights: KerasWeightSet.random(for: configuration), backend: backend)
         }
-        let backend = model.inferenceBackend()
-        let network = try MobileNetV2(configuration: configuration, weights: weights, backend: backend)
         let buildSeconds = Self.seconds(clock.now - buildStart)
-        let input = Tensor.randomInput(shape: [model.batchSize, h, w, 3], seed: 42)
+        let input = Tensor.randomInput(shape: [runtime.batchSize, h, w, 3], seed: 42)
         let firstStart = clock.now
         _ = try network(input)
         let firstBatchSeconds = Self.seconds(clock.now - firstStart)
@@ -75,12 +74,12 @@ struct Bench: AsyncParsableCommand {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let report = Report(
-            backend: network.backendName, threads: model.backend == .onednn ? (model.threads ?? OneDNNBackend.defaultThreads) : nil,
+            backend: network.backendName, threads: runtime.backend == .onednn ? (runtime.threads ?? OneDNNBackend.defaultThreads) : nil,
             microBatch: (backend as? OneDNNBackend)?.microBatch,
-            alpha: model.alpha, inputHeight: h, inputWidth: w, batch: model.batchSize, iterations: iterations,
+            alpha: model.alpha, inputHeight: h, inputWidth: w, batch: runtime.batchSize, iterations: iterations,
             buildSeconds: buildSeconds, firstBatchSeconds: firstBatchSeconds,
             medianMilliseconds: median, meanMilliseconds: mean, minMilliseconds: times[0], p90Milliseconds: p90,
-            imagesPerSecond: Double(model.batchSize) / (median / 1000), peakRSSMegabytes: Double(usage.ru_maxrss) / 1024)
+            imagesPerSecond: Double(runtime.batchSize) / (median / 1000), peakRSSMegabytes: Double(usage.ru_maxrss) / 1024)
         if json {
             print(try jsonText(report, pretty: false))
         } else {

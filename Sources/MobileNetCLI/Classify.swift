@@ -15,8 +15,9 @@ struct Classify: AsyncParsableCommand {
             """
     )
 
-    @OptionGroup var model: ModelOptions
+    @OptionGroup(title: "Model") var model: BackboneOptions
 
+    @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
 
     @OptionGroup var decode: DecodeOptions
 
@@ -30,6 +31,12 @@ struct Classify: AsyncParsableCommand {
 
     @Flag(name: .long, help: "Descend into sub-directories of directory arguments.")
     var recursive = false
+
+    @Option(name: .long, help: ArgumentHelp("Also write the 1280-d embeddings (global average pool, from the same pass) to this .npy file, with the file names in <path>.files.txt.", valueName: "path"))
+    var embeddings: String?
+
+    @Flag(name: .long, help: "Replace an existing --embeddings file.")
+    var overwrite = false
 
     @Argument(help: ArgumentHelp("Image files or directories.", valueName: "image"))
     var images: [String]
@@ -54,41 +61,65 @@ struct Classify: AsyncParsableCommand {
     func validate() throws {
         guard topK >= 1 else { throw ValidationError("--top-k must be at least 1") }
         guard !images.isEmpty else { throw ValidationError("give at least one image file or directory") }
+        if let embeddings {
+            guard embeddings.lowercased().hasSuffix(".npy") else { throw ValidationError("--embeddings must name a .npy file") }
+            if !overwrite, FileManager.default.fileExists(atPath: embeddings) {
+                throw ValidationError("\(embeddings) already exists; pass --overwrite to replace it")
+            }
+        }
     }
 
     func run() async throws {
         let (files, missing) = collectImageFiles(images, recursive: recursive)
-        var failures = missing.map { Failure(file: String($0.split(separator: ":").first ?? ""), error: $0) }
-        for message in missing { printError("error: \(message)") }
-        let (h, w) = try model.inputDimensions()
-        let configuration = MobileNetV2Configuration(alpha: model.alpha, inputHeight: h, inputWidth: w, includeTop: true)
+        var failures = missing.map { Failure(file: $0.path, error: $0.description) }
+        let configuration = try model.configuration(includeTop: true)
+        try requireImages(files, images)
         let network: MobileNetV2
-        let weightsSource: String
+        let weightsFile: URL
         do {
-            // The raw weight set is dropped once the model is built (the model keeps its own
-            // folded copy): it would add ~14 MB to the peak memory of the whole run.
-            let weights = try await model.loadWeights(includeTop: true)
-            weightsSource = weights.source
-            network = try MobileNetV2(configuration: configuration, weights: weights, backend: model.inferenceBackend())
+            (network, weightsFile) = try await MobileNetV2.load(configuration: configuration, weightsPath: model.weights, backend: runtime.inferenceBackend())
         } catch {
-            printError("error: \(error)")
+            printError("error: \(errorMessage(error))")
             throw ExitCode(1)
         }
         var results: [Result] = []
-        try runBatches(files: files, model: network, batchSize: model.batchSize, decodeThreads: decode.threads,
-                       preprocessor: image.preprocessor(height: h, width: w), onResult: { file, row in
-            let top = ImageNetClasses.topK(row, k: topK)
-            let result = Result(file: file.relativePath, predictions: top.enumerated().map {
-                Prediction(rank: $0.offset + 1, index: $0.element.index, synset: $0.element.synset, name: $0.element.name, probability: $0.element.score)
-            })
-            results.append(result)
-            if !json { print(Self.table(result)) }
-        }, onError: { file, message in
-            failures.append(Failure(file: file.relativePath, error: message))
-            printError("error: \(message)")
-        })
+        var embeddingNames: [String] = []
+        var embeddingRows: [[Float]] = []
+        let pipeline = ImageBatchPipeline(model: network, preprocessor: image.preprocessor(height: configuration.inputHeight, width: configuration.inputWidth),
+                                          runtime: runtime.runtime(decode), embeddings: embeddings != nil)
+        let progress = ProgressBar(total: files.count, unit: "images")
+        try pipeline.run(files) { batch in
+            progress.clear()
+            for failure in batch.failures {
+                failures.append(Failure(file: failure.url.relativePath, error: failure.message))
+                printError("error: \(failure.message)")
+            }
+            for (index, (file, row)) in zip(batch.files, batch.outputs).enumerated() {
+                let top = ImageNetClasses.topK(row, k: topK)
+                let result = Result(file: file.relativePath, predictions: top.enumerated().map {
+                    Prediction(rank: $0.offset + 1, index: $0.element.index, synset: $0.element.synset, name: $0.element.name, probability: $0.element.score)
+                })
+                results.append(result)
+                if !json { print(Self.table(result)) }
+                if embeddings != nil {
+                    embeddingNames.append(file.relativePath)
+                    embeddingRows.append(batch.embeddings[index])
+                }
+            }
+            progress.update(done: batch.processed)
+        }
+        progress.finish()
+        if let embeddings {
+            do {
+                try Embed.writeNPY(names: embeddingNames, rows: embeddingRows, width: network.embeddingWidth, to: URL(fileURLWithPath: embeddings), overwrite: overwrite)
+                printError("wrote \(embeddingRows.count) embeddings of \(network.embeddingWidth) values to \(embeddings)")
+            } catch {
+                printError("error: \(embeddings): cannot write (\(error.localizedDescription))")
+                throw ExitCode(1)
+            }
+        }
         if json {
-            print(try jsonText(Report(model: configuration.description, weights: weightsSource, results: results, errors: failures)))
+            print(try jsonText(Report(model: configuration.description, weights: weightsFile.path, results: results, errors: failures)))
         }
         if !failures.isEmpty { throw ExitCode(1) }
     }

@@ -24,8 +24,9 @@ struct Embed: AsyncParsableCommand {
         case npy, csv, jsonl
     }
 
-    @OptionGroup var model: ModelOptions
+    @OptionGroup(title: "Model") var model: BackboneOptions
 
+    @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
 
     @OptionGroup var decode: DecodeOptions
 
@@ -69,56 +70,55 @@ struct Embed: AsyncParsableCommand {
     func run() async throws {
         let (files, missing) = collectImageFiles(images, recursive: recursive)
         var failed = !missing.isEmpty
-        for message in missing { printError("error: \(message)") }
-        let (h, w) = try model.inputDimensions()
-        let configuration = MobileNetV2Configuration(alpha: model.alpha, inputHeight: h, inputWidth: w, includeTop: false, pooling: Pooling(rawValue: pooling))
+        try requireImages(files, images)
+        let configuration = try model.configuration(includeTop: false, pooling: Pooling(rawValue: pooling))
         let network: MobileNetV2
         do {
-            let weights = try await model.loadWeights(includeTop: false)
-            network = try MobileNetV2(configuration: configuration, weights: weights.droppingClassifier(), backend: model.inferenceBackend())
+            network = try await MobileNetV2.load(configuration: configuration, weightsPath: model.weights, backend: runtime.inferenceBackend()).model
         } catch {
-            printError("error: \(error)")
+            printError("error: \(errorMessage(error))")
             throw ExitCode(1)
         }
         let format = resolvedFormat ?? .jsonl
         var names: [String] = []
         var rows: [[Float]] = []
-        try runBatches(files: files, model: network, batchSize: model.batchSize, decodeThreads: decode.threads,
-                       preprocessor: image.preprocessor(height: h, width: w), onResult: { file, row in
-            if output == nil {
-                print(try Self.jsonLine(file: file.relativePath, row: row))
-            } else {
-                names.append(file.relativePath)
-                rows.append(row)
+        let pipeline = ImageBatchPipeline(model: network, preprocessor: image.preprocessor(height: configuration.inputHeight, width: configuration.inputWidth),
+                                          runtime: runtime.runtime(decode))
+        let progress = ProgressBar(total: files.count, unit: "images")
+        try pipeline.run(files) { batch in
+            progress.clear()
+            for failure in batch.failures {
+                failed = true
+                printError("error: \(failure.message)")
             }
-        }, onError: { _, message in
-            failed = true
-            printError("error: \(message)")
-        })
+            for (file, row) in zip(batch.files, batch.outputs) {
+                if output == nil {
+                    print(try Self.jsonLine(file: file.relativePath, row: row))
+                } else {
+                    names.append(file.relativePath)
+                    rows.append(row)
+                }
+            }
+            progress.update(done: batch.processed)
+        }
+        progress.finish()
         if let output {
             let url = URL(fileURLWithPath: output)
             do {
-                try write(format: format, names: names, rows: rows, to: url)
+                try write(format: format, names: names, rows: rows, width: network.embeddingWidth, to: url)
             } catch {
                 printError("error: \(output): cannot write (\(error.localizedDescription))")
                 throw ExitCode(1)
             }
-            printError("wrote \(rows.count) embeddings of \(rows.first?.count ?? 0) values to \(output)")
+            printError("wrote \(rows.count) embeddings of \(network.embeddingWidth) values to \(output)")
         }
         if failed { throw ExitCode(1) }
     }
 
-    func write(format: Format, names: [String], rows: [[Float]], to url: URL) throws {
-        let width = rows.first?.count ?? 0
+    func write(format: Format, names: [String], rows: [[Float]], width: Int, to url: URL) throws {
         switch format {
         case .npy:
-            let tensor = Tensor(shape: [rows.count, width], scalars: rows.flatMap { $0 })
-            let namesURL = URL(fileURLWithPath: url.path + ".files.txt")
-            if !overwrite, FileManager.default.fileExists(atPath: namesURL.path) {
-                throw CocoaError(.fileWriteFileExists, userInfo: [NSFilePathErrorKey: namesURL.path])
-            }
-            try AtomicFile.write(NPY.encode(tensor), to: url)
-            try AtomicFile.write(Data((names.joined(separator: "\n") + (names.isEmpty ? "" : "\n")).utf8), to: namesURL)
+            try Self.writeNPY(names: names, rows: rows, width: width, to: url, overwrite: overwrite)
         case .csv:
             var text = "file," + (0..<width).map { "e\($0)" }.joined(separator: ",") + "\n"
             for (name, row) in zip(names, rows) {
@@ -129,6 +129,18 @@ struct Embed: AsyncParsableCommand {
             let lines = try zip(names, rows).map { try Self.jsonLine(file: $0, row: $1) }
             try AtomicFile.write(Data(lines.map { $0 + "\n" }.joined().utf8), to: url)
         }
+    }
+
+    /// float32 `[N, width]` (an empty result keeps its width: `(0, width)`), with the names in
+    /// `<url>.files.txt`.
+    static func writeNPY(names: [String], rows: [[Float]], width: Int, to url: URL, overwrite: Bool) throws {
+        let tensor = Tensor(shape: [rows.count, width], scalars: rows.flatMap { $0 })
+        let namesURL = URL(fileURLWithPath: url.path + ".files.txt")
+        if !overwrite, FileManager.default.fileExists(atPath: namesURL.path) {
+            throw CocoaError(.fileWriteFileExists, userInfo: [NSFilePathErrorKey: namesURL.path])
+        }
+        try AtomicFile.write(NPY.encode(tensor), to: url)
+        try AtomicFile.write(Data((names.joined(separator: "\n") + (names.isEmpty ? "" : "\n")).utf8), to: namesURL)
     }
 
     /// `{"file": ..., "embedding": [...]}`, always in that key order (JSONEncoder on Linux

@@ -16,11 +16,11 @@ struct Evaluate: AsyncParsableCommand {
             """
     )
 
-    @OptionGroup var model: ModelOptions
-
-
+    @OptionGroup(title: "Model") var model: BackboneOptions
+    @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
     @OptionGroup var decode: DecodeOptions
-    @OptionGroup var cacheOptions: CacheOptions
+    @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
+    @OptionGroup(title: "Image preprocessing (default: what the model was trained with)") var image: ImageOptions
 
     @Option(name: .customLong("model"), help: ArgumentHelp("Classifier: a `mobilenet train` model file, or a Keras .keras/.h5 transfer model.", valueName: "path"))
     var modelFile: String
@@ -49,16 +49,15 @@ struct Evaluate: AsyncParsableCommand {
     func run() async throws {
         do {
             let root = URL(fileURLWithPath: dataDir, isDirectory: true)
-            let classifier = try await LoadedClassifier.load(path: modelFile, model: model, classNamesFrom: root)
-            let folder = try ImageFolder(root: root, classNames: classifier.classNames)
-            for warning in folder.warnings { printError("warning: \(warning)") }
-            let embedder = try CachedEmbedder(model: classifier.backbone.network, backbone: classifier.backbone.identity,
-                                              expectedPreprocessing: classifier.preprocessing, store: try cacheOptions.openStore(), batchSize: model.batchSize, decodeThreads: decode.threads)
-            let (embeddings, failures) = try embedWithProgress(embedder, files: folder.images.map(\.url), label: "embeddings")
-            let (data, _) = labelledMatrix(folder.images, embeddings: embeddings)
-            guard !data.labels.isEmpty else { throw CLIFailure("\(dataDir): no image could be embedded") }
-            let evaluation = EvaluationReport(probabilities: classifier.head.probabilities(data.features), labels: data.labels,
-                                              classNames: classifier.classNames, k: topK)
+            let classifier = try await TrainedClassifier.load(contentsOf: URL(fileURLWithPath: modelFile), weightsPath: model.weights, classNamesFrom: root,
+                                                              inputSize: try model.inputDimensions(), backend: runtime.inferenceBackend())
+            let progress = ProgressReporter()
+            let (evaluation, failures, warnings) = try classifier.evaluate(folder: root, k: topK, preprocessor: image.preprocessor(for: classifier),
+                                                                           allowOtherPreprocessing: image.isSet, store: try database.openCache(),
+                                                                           runtime: runtime.runtime(decode), progress: progress.update)
+            progress.finish()
+            for warning in warnings { printError("warning: \(warning)") }
+            for failure in failures { printError("error: \(failure.message) (skipped)") }
             if let report {
                 let html = HTMLReport.render(title: "mobilenet evaluate \(modelFile) \(dataDir)", history: [], bestEpoch: nil, evaluation: evaluation)
                 try AtomicFile.write(Data(html.utf8), to: URL(fileURLWithPath: report))
@@ -68,7 +67,7 @@ struct Evaluate: AsyncParsableCommand {
         } catch let exit as ExitCode {
             throw exit
         } catch {
-            printError("error: \(error)")
+            printError("error: \(errorMessage(error))")
             throw ExitCode(1)
         }
     }

@@ -40,22 +40,10 @@ struct Export: AsyncParsableCommand {
             let modelURL = URL(fileURLWithPath: modelFile)
             let saved = try ClassifierModel.read(contentsOf: modelURL)
             let identity = saved.backbone
-            let weightsURL: URL
-            if let weights {
-                weightsURL = URL(fileURLWithPath: weights)
-            } else if let recorded = saved.backboneWeightsPath, FileManager.default.fileExists(atPath: recorded) {
-                weightsURL = URL(fileURLWithPath: recorded)
-            } else {
-                let size = identity.inputHeight == identity.inputWidth && MobileNetV2Configuration.officialInputSizes.contains(identity.inputHeight) ? identity.inputHeight : 224
-                weightsURL = try await WeightsResolver().resolve(alpha: identity.alpha, inputSize: size, includeTop: false)
-            }
-            let configuration = MobileNetV2Configuration(alpha: identity.alpha, inputHeight: identity.inputHeight, inputWidth: identity.inputWidth,
-                                                         includeTop: false, pooling: Pooling(rawValue: identity.pooling) ?? .avg)
-            let found = try BackboneIdentity(configuration: configuration, weightsFile: weightsURL)
-            guard found == identity else {
-                throw ClassifierModelError.backboneMismatch(path: modelURL.path, expected: identity.key, found: "\(found.key) (\(weightsURL.path))")
-            }
-            let backbone = try KerasWeightFile.read(contentsOf: weightsURL).weights.mobileNetV2Part().droppingClassifier()
+            // The backbone the head was trained on (same SHA-256); only its raw weights are needed.
+            let backboneFile = try await Backbone.load(matching: identity, weightsPath: weights, recordedPath: saved.backboneWeightsPath,
+                                                       source: modelURL.path, backend: ReferenceBackend()).weightsURL
+            let backbone = try KerasWeightFile.read(contentsOf: backboneFile).weights.mobileNetV2Part().droppingClassifier()
             let export = try KerasTransferExport.write(saved, backbone: backbone, to: URL(fileURLWithPath: output), overwrite: overwrite)
             let head = saved.head.layers.map { layer -> String in
                 switch layer {
@@ -68,7 +56,7 @@ struct Export: AsyncParsableCommand {
             printError("outputs in class order: \(saved.classNames.joined(separator: ", "))")
             printError("input: images resized to \(identity.inputHeight)x\(identity.inputWidth) and scaled with x / 127.5 - 1 (keras.applications.mobilenet_v2.preprocess_input)")
         } catch {
-            printError("error: \(error)")
+            printError("error: \(errorMessage(error))")
             throw ExitCode(1)
         }
     }

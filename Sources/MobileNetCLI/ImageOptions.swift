@@ -3,6 +3,9 @@ import Foundation
 import MobileNet
 
 extension ResizeMethod: ExpressibleByArgument {}
+extension PreprocessingPreset: ExpressibleByArgument {}
+extension StandardImageDecoder.OrientationHandling: ExpressibleByArgument {}
+extension StandardImageDecoder.DCTMethod: ExpressibleByArgument {}
 
 /// The values of `--crop`.
 enum CropChoice: String, ExpressibleByArgument, CaseIterable {
@@ -10,7 +13,7 @@ enum CropChoice: String, ExpressibleByArgument, CaseIterable {
     case none
     /// Centre crop to the model's aspect ratio first (Keras `crop_to_aspect_ratio` / `keep_aspect_ratio`).
     case aspect
-    /// torchvision: resize the shorter side to size/0.875 (256 for 224), then centre crop.
+    /// torchvision: resize the shorter side to size/0.875, then centre crop.
     case center
 
     var mode: CropMode {
@@ -22,24 +25,29 @@ enum CropChoice: String, ExpressibleByArgument, CaseIterable {
     }
 }
 
-/// Options that choose how image files become model input, shared by `classify` and `embed`.
+/// How image files become model input, shared by every command that reads images. Each option
+/// left out keeps the value of `--preset`, else of the model file's recorded preprocessing
+/// (predict, evaluate), else the default.
 struct ImageOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("A named pipeline: tensorflow (tf.io.decode_image + tf.image.resize, as image_dataset_from_directory), keras-load-img (load_img, nearest), keras-load-img-bilinear. Single options below override it.", valueName: "name"))
+    var preset: PreprocessingPreset?
+
     @Option(name: .long, help: ArgumentHelp(
         "Resize: bilinear (tf.image.resize, the default), nearest (Pillow, load_img's default), pil-bilinear (Pillow BILINEAR, antialiased: load_img(interpolation=\"bilinear\")), tf-antialias (tf.image.resize antialias=True) or area.",
         valueName: "mode"))
-    var resize: ResizeMethod = .bilinear
+    var resize: ResizeMethod?
 
     @Option(name: .long, help: ArgumentHelp("Crop: none (the default), aspect (centre crop to the model's aspect ratio, as Keras crop_to_aspect_ratio) or center (torchvision: shorter side to size/0.875, then centre crop).", valueName: "mode"))
-    var crop: CropChoice = .none
+    var crop: CropChoice?
 
     @Option(name: .long, help: ArgumentHelp("EXIF orientation: apply (rotate as a viewer shows the photo, the default) or ignore (the stored pixels, as Keras and tf.io.decode_image).", valueName: "mode"))
-    var exif: StandardImageDecoder.OrientationHandling = .apply
+    var exif: StandardImageDecoder.OrientationHandling?
 
     @Option(name: .long, help: ArgumentHelp("Composite transparent images over this colour (RRGGBB, white or black) instead of dropping alpha as Pillow's convert(\"RGB\").", valueName: "colour"))
     var background: String?
 
     @Option(name: .long, help: ArgumentHelp("JPEG inverse DCT: islow (accurate integer, libjpeg's and Pillow's default) or ifast (fast integer, tf.io.decode_jpeg's default, for parity with TF pipelines).", valueName: "method"))
-    var jpegIdct: StandardImageDecoder.DCTMethod = .accurateInteger
+    var jpegIdct: StandardImageDecoder.DCTMethod?
 
     @Option(name: .long, help: ArgumentHelp("Refuse images with more pixels than this (decompression bombs).", valueName: "n"))
     var maxPixels: Int = 100_000_000
@@ -54,13 +62,36 @@ struct ImageOptions: ParsableArguments {
         }
     }
 
+    /// Whether any option was given (a preset or a single setting).
+    var isSet: Bool { preset != nil || resize != nil || crop != nil || exif != nil || background != nil || jpegIdct != nil || jpegDctScaling }
+
+    /// The settings: `base` (the recorded or default preprocessing), replaced by `--preset`,
+    /// then each single option given.
+    func configuration(base: PreprocessingConfiguration = .standard) -> PreprocessingConfiguration {
+        var c = preset.map { PreprocessingConfiguration.preset($0) } ?? base
+        if let resize { c.resize = resize }
+        if let crop { c.crop = crop.mode }
+        if let exif { c.orientation = exif }
+        if let background { c.background = RGBColor(parsing: background) }
+        if let jpegIdct { c.jpegIDCT = jpegIdct }
+        if jpegDctScaling { c.jpegDCTScaling = true }
+        return c
+    }
+
     /// The preprocessor for a `height` x `width` model.
-    func preprocessor(height: Int, width: Int) -> ImagePreprocessor {
-        var decoder = StandardImageDecoder(maxPixels: maxPixels, dctMethod: jpegIdct, orientation: exif, dctScaling: jpegDctScaling)
-        if let background, let colour = RGBColor(parsing: background) { decoder.alpha = .composite(over: colour) }
-        return ImagePreprocessor(height: height, width: width, decoder: decoder, resize: resize, crop: crop.mode)
+    func preprocessor(height: Int, width: Int, base: PreprocessingConfiguration = .standard) -> ImagePreprocessor {
+        ImagePreprocessor(configuration: configuration(base: base), height: height, width: width, maxPixels: maxPixels)
+    }
+
+    /// The preprocessor for a trained classifier: its recorded preprocessing unless options
+    /// override it, with a warning naming each changed setting.
+    func preprocessor(for classifier: TrainedClassifier) -> ImagePreprocessor {
+        let recorded = classifier.preprocessingConfiguration ?? .standard
+        let chosen = configuration(base: recorded)
+        let changes = recorded.differences(from: chosen)
+        if isSet, !changes.isEmpty {
+            printError("warning: the image options override the preprocessing the model was trained with (\(changes.joined(separator: "; "))); predictions may be worse")
+        }
+        return classifier.preprocessor(override: chosen, maxPixels: maxPixels)
     }
 }
-
-extension StandardImageDecoder.OrientationHandling: ExpressibleByArgument {}
-extension StandardImageDecoder.DCTMethod: ExpressibleByArgument {}

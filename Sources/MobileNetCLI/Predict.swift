@@ -13,11 +13,11 @@ struct Predict: AsyncParsableCommand {
             """
     )
 
-    @OptionGroup var model: ModelOptions
-
-
+    @OptionGroup(title: "Model") var model: BackboneOptions
+    @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
     @OptionGroup var decode: DecodeOptions
-    @OptionGroup var cacheOptions: CacheOptions
+    @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
+    @OptionGroup(title: "Image preprocessing (default: what the model was trained with)") var image: ImageOptions
 
     @Option(name: .customLong("model"), help: ArgumentHelp("Classifier: a `mobilenet train` model file, or a Keras .keras/.h5 transfer model.", valueName: "path"))
     var modelFile: String
@@ -52,28 +52,25 @@ struct Predict: AsyncParsableCommand {
 
     func run() async throws {
         let (files, missing) = collectImageFiles(images, recursive: recursive)
-        var errors = missing
-        let classifier: LoadedClassifier
-        let embeddings: [URL: ImageEmbedding]
-        do {
-            let names = classNames.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
-            classifier = try await LoadedClassifier.load(path: modelFile, model: model, classNames: names)
-            let embedder = try CachedEmbedder(model: classifier.backbone.network, backbone: classifier.backbone.identity,
-                                              expectedPreprocessing: classifier.preprocessing, store: try cacheOptions.openStore(), batchSize: model.batchSize, decodeThreads: decode.threads)
-            let result = try embedder.embed(files)
-            embeddings = result.embeddings
-            errors += result.failures.map(\.message)
-        } catch {
-            printError("error: \(error)")
-            throw ExitCode(1)
-        }
+        var errors = missing.map(\.description)
+        try requireImages(files, images)
         var results: [Result] = []
-        for file in files {
-            guard let embedding = embeddings[file] else { continue }
-            let p = classifier.head.probabilities(Matrix(stacking: [embedding.vector]))
-            let row = Array(p.row(0))
-            let ranked = row.indices.sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(topK)
-            results.append(Result(file: file.relativePath, predictions: ranked.map { Prediction(className: classifier.classNames[$0], probability: row[$0]) }))
+        let classNames: [String]
+        do {
+            let names = self.classNames.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+            let classifier = try await TrainedClassifier.load(contentsOf: URL(fileURLWithPath: modelFile), weightsPath: model.weights, classNames: names,
+                                                              inputSize: try model.inputDimensions(), backend: runtime.inferenceBackend())
+            classNames = classifier.classNames
+            let progress = ProgressReporter()
+            let (predictions, failures) = try classifier.predict(files, k: topK, preprocessor: image.preprocessor(for: classifier),
+                                                                 allowOtherPreprocessing: image.isSet, store: try database.openCache(),
+                                                                 runtime: runtime.runtime(decode), progress: progress.update)
+            progress.finish()
+            errors += failures.map(\.message)
+            results = predictions.map { Result(file: $0.file.relativePath, predictions: $0.classes.map { Prediction(className: $0.className, probability: $0.probability) }) }
+        } catch {
+            printError("error: \(errorMessage(error))")
+            throw ExitCode(1)
         }
         if json {
             print(try jsonText(Document(results: results, errors: errors)))
@@ -87,7 +84,7 @@ struct Predict: AsyncParsableCommand {
                     }
                 }
             } else {
-                let width = classifier.classNames.map(\.count).max() ?? 5
+                let width = classNames.map(\.count).max() ?? 5
                 for result in results {
                     print(result.file)
                     for (rank, p) in result.predictions.enumerated() {

@@ -16,21 +16,15 @@ struct Index: AsyncParsableCommand {
         subcommands: [Add.self, Sync.self, Stats.self, Export.self]
     )
 
-    struct IndexOption: ParsableArguments {
-        @Option(name: .long, help: ArgumentHelp("The index database file.", valueName: "path"))
-        var index: String
-
-        var url: URL { URL(fileURLWithPath: index) }
-    }
-
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Embed new or changed images of files and directories into the index.")
 
-        @OptionGroup var indexOption: IndexOption
-        @OptionGroup var model: ModelOptions
-
+        @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
+        @OptionGroup(title: "Model") var model: BackboneOptions
+        @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
         @OptionGroup var decode: DecodeOptions
+        @OptionGroup(title: "Image preprocessing") var image: ImageOptions
         @Flag(name: .long, help: "Descend into sub-directories of directory arguments.")
         var recursive = false
         @Argument(help: ArgumentHelp("Image files or directories.", valueName: "image"))
@@ -38,19 +32,24 @@ struct Index: AsyncParsableCommand {
 
         func run() async throws {
             let (files, missing) = collectImageFiles(images, recursive: recursive)
-            for message in missing { printError("error: \(message)") }
+            try requireImages(files, images)
             do {
-                let backbone = try await Backbone.load(model: model)
-                let index = try ImageIndex(url: indexOption.url)
-                try index.checkCompatible(backbone.identity)
-                let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: index.store, batchSize: model.batchSize, decodeThreads: decode.threads)
-                let result = try embedWithProgress(embedder, files: files.map(\.standardizedFileURL), label: "index")
-                printError("index: \(try index.files().count) images in \(indexOption.index)")
+                let path = try database.requiredPath()
+                let options = runtime.runtime(decode)
+                let backbone = try await model.loadBackbone(runtime: options)
+                let index = try ImageIndex(url: URL(fileURLWithPath: path))
+                let c = backbone.network.configuration
+                let progress = ProgressReporter()
+                let result = try index.add(files.map(\.standardizedFileURL), backbone: backbone,
+                                           preprocessor: image.preprocessor(height: c.inputHeight, width: c.inputWidth), runtime: options, progress: progress.update)
+                progress.finish()
+                for failure in result.failures { printError("error: \(failure.message) (skipped)") }
+                printError("index: \(result.embeddings.count) images embedded (\(result.cached) from the index, \(result.computed) computed); \(try index.files().count) images in \(path)")
                 if !missing.isEmpty || !result.failures.isEmpty { throw ExitCode(1) }
             } catch let exit as ExitCode {
                 throw exit
             } catch {
-                printError("error: \(error)")
+                printError("error: \(errorMessage(error))")
                 throw ExitCode(1)
             }
         }
@@ -58,11 +57,11 @@ struct Index: AsyncParsableCommand {
 
     struct Sync: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Forget indexed files that no longer exist.")
-        @OptionGroup var indexOption: IndexOption
+        @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
 
         func run() throws {
             do {
-                let removed = try ImageIndex(url: indexOption.url).sync()
+                let removed = try ImageIndex(url: URL(fileURLWithPath: try database.requiredPath())).sync()
                 for path in removed { print("removed \(path)") }
                 printError("sync: \(removed.count) missing files removed")
             } catch {
@@ -74,7 +73,7 @@ struct Index: AsyncParsableCommand {
 
     struct Stats: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show what the index holds.")
-        @OptionGroup var indexOption: IndexOption
+        @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
         @Flag(name: .long, help: "Print JSON.")
         var json = false
 
@@ -84,14 +83,13 @@ struct Index: AsyncParsableCommand {
 
         func run() throws {
             do {
-                guard FileManager.default.fileExists(atPath: indexOption.index) else {
-                    throw ImageIndexError.empty(path: indexOption.index)
-                }
-                let index = try ImageIndex(url: indexOption.url, readOnly: true)
+                let path = try database.requiredPath()
+                guard FileManager.default.fileExists(atPath: path) else { throw ImageIndexError.empty(path: path) }
+                let index = try ImageIndex(url: URL(fileURLWithPath: path), readOnly: true)
                 let files = try index.files()
-                let attributes = try? FileManager.default.attributesOfItem(atPath: indexOption.index)
+                let attributes = try? FileManager.default.attributesOfItem(atPath: path)
                 let size = (attributes?[.size] as? Int) ?? 0
-                let report = Report(index: indexOption.index, images: files.count, distinctContents: Set(files.map(\.contentSHA256)).count,
+                let report = Report(index: path, images: files.count, distinctContents: Set(files.map(\.contentSHA256)).count,
                                     embeddings: try index.store.count(), backbone: try index.backbone()?.key, fileBytes: size)
                 if json {
                     print(try jsonText(report))
@@ -117,7 +115,8 @@ struct Index: AsyncParsableCommand {
                 ({"backbone": ..., "paths": [...]}, row order). Existing files are not replaced \
                 without --overwrite.
                 """)
-        @OptionGroup var indexOption: IndexOption
+        @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
+        @OptionGroup(title: "Image preprocessing (the one the index was built with)") var image: ImageOptions
         @Option(name: [.short, .long], help: ArgumentHelp("Output .npy file.", valueName: "path"))
         var output: String
         @Flag(name: .long, help: "Replace existing output files.")
@@ -130,8 +129,10 @@ struct Index: AsyncParsableCommand {
                 throw ExitCode(1)
             }
             do {
-                let index = try ImageIndex(url: indexOption.url, readOnly: true)
-                let (search, _) = try index.searchIndex(preprocessing: .standard)
+                let index = try ImageIndex(url: URL(fileURLWithPath: try database.requiredPath()), readOnly: true)
+                guard let backbone = try index.backbone() else { throw ImageIndexError.empty(path: try database.requiredPath()) }
+                let preprocessing = PreprocessingIdentity(image.configuration(), height: backbone.inputHeight, width: backbone.inputWidth)
+                let (search, _) = try index.searchIndex(preprocessing: preprocessing)
                 let rows = (0..<search.count).flatMap { search.vector(at: $0) }
                 try AtomicFile.write(NPY.encode(Tensor(shape: [search.count, search.dimension], scalars: rows)), to: URL(fileURLWithPath: output))
                 struct Sidecar: Encodable { let backbone: String?; let paths: [String] }
@@ -158,10 +159,11 @@ struct Similar: AsyncParsableCommand {
             --alpha, --input-size and --weights as when the index was built.
             """)
 
-    @OptionGroup var indexOption: Index.IndexOption
-    @OptionGroup var model: ModelOptions
-
+    @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
+    @OptionGroup(title: "Model") var model: BackboneOptions
+    @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
     @OptionGroup var decode: DecodeOptions
+    @OptionGroup(title: "Image preprocessing (the one the index was built with)") var image: ImageOptions
     @Option(name: .long, help: "Matches per query.")
     var top: Int = 5
     @Option(name: .long, help: "Leave out matches below this cosine similarity.")
@@ -185,22 +187,22 @@ struct Similar: AsyncParsableCommand {
     func run() async throws {
         var failures: [Failure] = []
         var results: [Result] = []
+        let path: String
         do {
-            guard FileManager.default.fileExists(atPath: indexOption.index) else { throw ImageIndexError.empty(path: indexOption.index) }
-            let index = try ImageIndex(url: indexOption.url, readOnly: true)
-            let backbone = try await Backbone.load(model: model)
-            try index.checkCompatible(backbone.identity)
-            let (search, _) = try index.searchIndex(preprocessing: .standard, precision: VectorPrecision(rawValue: precision) ?? .float32)
-            let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: nil, batchSize: model.batchSize, decodeThreads: decode.threads)
-            let urls = queries.map { URL(fileURLWithPath: $0) }
-            let embedded = try embedder.embed(urls)
-            for failure in embedded.failures {
+            path = try database.requiredPath()
+            guard FileManager.default.fileExists(atPath: path) else { throw ImageIndexError.empty(path: path) }
+            let index = try ImageIndex(url: URL(fileURLWithPath: path), readOnly: true)
+            let options = runtime.runtime(decode)
+            let backbone = try await model.loadBackbone(runtime: options)
+            let c = backbone.network.configuration
+            let found = try index.similar(to: queries.map { URL(fileURLWithPath: $0) }, top: top, minimumSimilarity: minSimilarity,
+                                          precision: VectorPrecision(rawValue: precision) ?? .float32, backbone: backbone,
+                                          preprocessor: image.preprocessor(height: c.inputHeight, width: c.inputWidth), runtime: options)
+            for failure in found.failures {
                 failures.append(Failure(file: failure.url.relativePath, error: failure.message))
                 printError("error: \(failure.message)")
             }
-            for url in urls {
-                guard let embedding = embedded.embeddings[url] else { continue }
-                let matches = try search.search(embedding.vector, top: top, minimumSimilarity: minSimilarity)
+            for (url, matches) in found.results {
                 results.append(Result(query: url.relativePath, matches: matches))
                 if !json {
                     print(url.relativePath)
@@ -211,36 +213,34 @@ struct Similar: AsyncParsableCommand {
                 }
             }
         } catch {
-            printError("error: \(error)")
+            printError("error: \(errorMessage(error))")
             throw ExitCode(1)
         }
-        if json { print(try jsonText(Report(index: indexOption.index, results: results, errors: failures))) }
+        if json { print(try jsonText(Report(index: path, results: results, errors: failures))) }
         if !failures.isEmpty { throw ExitCode(1) }
     }
 }
 
 /// `mobilenet duplicates DIR...|--index FILE`: groups of near-duplicate images.
 struct Duplicates: AsyncParsableCommand {
-    /// Chosen from measurements on the near-duplicate benchmark (docs/similarity.md).
-    static let defaultThreshold: Float = 0.88
 
     static let configuration = CommandConfiguration(
         abstract: "Group near-duplicate images (re-encodes, resizes, small crops of one photo).",
         discussion: """
             Two images are near-duplicates when the cosine similarity of their embeddings is at \
-            least the threshold (default \(defaultThreshold), chosen from measurements, see \
+            least the threshold (default \(NearDuplicates.defaultThreshold), chosen from measurements, see \
             docs/similarity.md); groups are the connected components of that relation. Give \
             directories/files (embedded now; with --index FILE they are added to that index \
             first) or only --index FILE to group what the index holds.
             """)
 
-    @Option(name: .long, help: ArgumentHelp("An index database to use (and add the given images to).", valueName: "path"))
-    var index: String?
-    @OptionGroup var model: ModelOptions
-
+    @OptionGroup(title: "Embedding database (an index to use, and add the given images to)") var database: EmbeddingDatabaseOptions
+    @OptionGroup(title: "Model") var model: BackboneOptions
+    @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
     @OptionGroup var decode: DecodeOptions
-    @Option(name: .long, help: "Cosine similarity threshold, 0...1.")
-    var threshold: Float = Duplicates.defaultThreshold
+    @OptionGroup(title: "Image preprocessing") var image: ImageOptions
+    @Option(name: .long, help: "Cosine similarity threshold, -1...1.")
+    var threshold: Float = NearDuplicates.defaultThreshold
     @Flag(name: .long, help: "Print JSON.")
     var json = false
     @Flag(name: .long, help: "Descend into sub-directories of directory arguments.")
@@ -248,11 +248,10 @@ struct Duplicates: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("Image files or directories.", valueName: "image"))
     var images: [String] = []
 
-    struct Member: Encodable { let file: String; let similarityToFirst: Float }
-    struct Report: Encodable { let threshold: Float; let images: Int; let groups: [[Member]] }
+    struct Report: Encodable { let threshold: Float; let images: Int; let groups: [[DuplicateMember]] }
 
     func validate() throws {
-        guard index != nil || !images.isEmpty else { throw ValidationError("give directories or files, or --index FILE") }
+        guard database.database != nil || !images.isEmpty else { throw ValidationError("give directories or files, or --index FILE") }
         guard (-1...1).contains(threshold) else { throw ValidationError("--threshold must be in -1...1") }
     }
 
@@ -260,44 +259,48 @@ struct Duplicates: AsyncParsableCommand {
         var failed = false
         let search: EmbeddingIndex
         do {
-            if let indexPath = index {
-                let imageIndex = try ImageIndex(url: URL(fileURLWithPath: indexPath), readOnly: images.isEmpty)
-                if !images.isEmpty {
-                    let (files, missing) = collectImageFiles(images, recursive: recursive)
-                    for message in missing { printError("error: \(message)") }
-                    failed = !missing.isEmpty
-                    let backbone = try await Backbone.load(model: model)
-                    try imageIndex.checkCompatible(backbone.identity)
-                    let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: imageIndex.store, batchSize: model.batchSize, decodeThreads: decode.threads)
-                    failed = try !embedWithProgress(embedder, files: files.map(\.standardizedFileURL), label: "duplicates").failures.isEmpty || failed
-                }
-                search = try imageIndex.searchIndex(preprocessing: .standard).index
-            } else {
-                let (files, missing) = collectImageFiles(images, recursive: recursive)
-                for message in missing { printError("error: \(message)") }
+            var files: [URL] = []
+            if !images.isEmpty {
+                let (found, missing) = collectImageFiles(images, recursive: recursive)
                 failed = !missing.isEmpty
-                let backbone = try await Backbone.load(model: model)
-                let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: nil, batchSize: model.batchSize, decodeThreads: decode.threads)
-                let result = try embedWithProgress(embedder, files: files, label: "duplicates")
-                failed = failed || !result.failures.isEmpty
-                let kept = files.filter { result.embeddings[$0] != nil }
-                guard let first = kept.first, let dimension = result.embeddings[first]?.vector.count else {
-                    throw ImageIndexError.empty(path: images.joined(separator: " "))
-                }
-                search = try EmbeddingIndex(identifiers: kept.map(\.relativePath),
-                                            vectors: kept.flatMap { result.embeddings[$0]?.vector ?? [] }, dimension: dimension)
+                try requireImages(found, images)
+                files = found
             }
+            let options = runtime.runtime(decode)
+            let progress = ProgressReporter()
+            defer { progress.finish() }
+            if let indexPath = database.database {
+                let imageIndex = try ImageIndex(url: URL(fileURLWithPath: indexPath), readOnly: images.isEmpty)
+                var preprocessing: PreprocessingIdentity
+                if !files.isEmpty {
+                    let backbone = try await model.loadBackbone(runtime: options)
+                    let c = backbone.network.configuration
+                    let preprocessor = image.preprocessor(height: c.inputHeight, width: c.inputWidth)
+                    let result = try imageIndex.add(files.map(\.standardizedFileURL), backbone: backbone, preprocessor: preprocessor, runtime: options, progress: progress.update)
+                    for failure in result.failures { printError("error: \(failure.message) (skipped)") }
+                    failed = failed || !result.failures.isEmpty
+                    preprocessing = PreprocessingIdentity(preprocessor)
+                } else {
+                    guard let backbone = try imageIndex.backbone() else { throw ImageIndexError.empty(path: indexPath) }
+                    preprocessing = PreprocessingIdentity(image.configuration(), height: backbone.inputHeight, width: backbone.inputWidth)
+                }
+                search = try imageIndex.searchIndex(preprocessing: preprocessing).index
+            } else {
+                let backbone = try await model.loadBackbone(runtime: options)
+                let c = backbone.network.configuration
+                let embedded = try NearDuplicates.embed(files, backbone: backbone, preprocessor: image.preprocessor(height: c.inputHeight, width: c.inputWidth),
+                                                        runtime: options, progress: progress.update)
+                for failure in embedded.failures { printError("error: \(failure.message) (skipped)") }
+                failed = failed || !embedded.failures.isEmpty
+                search = embedded.index
+            }
+        } catch let exit as ExitCode {
+            throw exit
         } catch {
-            printError("error: \(error)")
+            printError("error: \(errorMessage(error))")
             throw ExitCode(1)
         }
-        let groups = search.nearDuplicateGroups(threshold: threshold).map { rows -> [Member] in
-            let first = search.vector(at: rows[0])
-            return rows.map { row in
-                let v = search.vector(at: row)
-                return Member(file: search.identifiers[row], similarityToFirst: zip(first, v).reduce(0) { $0 + $1.0 * $1.1 })
-            }
-        }
+        let groups = NearDuplicates.groups(in: search, threshold: threshold)
         if json {
             print(try jsonText(Report(threshold: threshold, images: search.count, groups: groups)))
         } else {

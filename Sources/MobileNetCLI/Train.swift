@@ -22,11 +22,11 @@ struct Train: AsyncParsableCommand {
             """
     )
 
-    @OptionGroup var model: ModelOptions
-
-
+    @OptionGroup(title: "Model") var model: BackboneOptions
+    @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
     @OptionGroup var decode: DecodeOptions
-    @OptionGroup var cacheOptions: CacheOptions
+    @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
+    @OptionGroup(title: "Image preprocessing") var image: ImageOptions
 
     @Argument(help: ArgumentHelp("Folder with one subfolder of images per class.", valueName: "data-dir"))
     var dataDir: String
@@ -125,89 +125,40 @@ struct Train: AsyncParsableCommand {
     func run() async throws {
         let started = Date()
         do {
-            // Data.
-            let folder = try ImageFolder(root: URL(fileURLWithPath: dataDir, isDirectory: true))
-            for warning in folder.warnings { printError("warning: \(warning)") }
-            var trainImages: [LabelledImage]
-            var valImages: [LabelledImage]
-            if let validationDir {
-                let valFolder = try ImageFolder(root: URL(fileURLWithPath: validationDir, isDirectory: true), classNames: folder.classNames)
-                for warning in valFolder.warnings { printError("warning: \(warning)") }
-                (trainImages, valImages) = (folder.images, valFolder.images)
-            } else {
-                (trainImages, valImages) = try folder.split(validationFraction: validationSplit, seed: seed)
-            }
-            printError("classes: \(folder.classNames.joined(separator: ", ")); \(trainImages.count) training and \(valImages.count) validation images")
-
-            // Embeddings.
-            let backbone = try await Backbone.load(model: model)
-            let store = try cacheOptions.openStore()
-            let embedder = try CachedEmbedder(model: backbone.network, backbone: backbone.identity, store: store, batchSize: model.batchSize, decodeThreads: decode.threads)
-            let (embeddings, _) = try embedWithProgress(embedder, files: trainImages.map(\.url) + valImages.map(\.url), label: "embeddings")
-            var (trainData, keptTrain) = labelledMatrix(trainImages, embeddings: embeddings)
-            if augment > 0 {
-                let augmentStart = Date()
-                let views = try embedder.embedAugmented(keptTrain.compactMap { image in embeddings[image.url].map { (image.url, $0.contentSHA256) } },
-                                                        count: augment, seed: seed) { done, total in
-                    printError("augmentation: embedded \(done)/\(total) new views (\(String(format: "%.1f", Date().timeIntervalSince(augmentStart))) s)")
+            let options = runtime.runtime(decode)
+            let backbone = try await model.loadBackbone(runtime: options)
+            let training = ClassifierTraining(dataDirectory: URL(fileURLWithPath: dataDir, isDirectory: true),
+                                              validationDirectory: validationDir.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                                              validationSplit: validationSplit, settings: settings, preprocessing: image.configuration(),
+                                              maxPixels: image.maxPixels, topK: topK)
+            let progress = ProgressReporter()
+            let outcome = try training.run(backbone: backbone, store: try database.openCache(), runtime: options) { event in
+                switch event {
+                case .message(let text): progress.finish(); printError(text)
+                case .warning(let text): progress.finish(); printError("warning: \(text)")
+                case .failure(let failure): progress.finish(); printError("error: \(failure.message) (skipped)")
+                case .embedding(let done, let total), .augmentation(let done, let total): progress.update(done, total)
+                case .epoch(let record):
+                    progress.finish()
+                    printError(String(format: "epoch %d/%d - loss: %.4f - accuracy: %.4f - val_loss: %.4f - val_accuracy: %.4f",
+                                      record.epoch, epochs, record.loss, record.accuracy, record.validationLoss ?? .nan, record.validationAccuracy ?? .nan))
                 }
-                var rows: [[Float]] = []
-                var labels: [Int] = []
-                for image in keptTrain { for vector in views[image.url] ?? [] { rows.append(vector); labels.append(image.label) } }
-                trainData = LabelledMatrix(features: Matrix(rows: trainData.features.rows + rows.count, columns: trainData.features.columns,
-                                                            values: trainData.features.values + rows.flatMap { $0.map(Double.init) }),
-                                           labels: trainData.labels + labels)
-                printError("augmentation: \(rows.count) augmented views added (\(augment) per training image)")
             }
-            let (valData, keptVal) = labelledMatrix(valImages, embeddings: embeddings)
-            warnOverlap(train: keptTrain, validation: keptVal, embeddings: embeddings)
-            let trainCounts = (0..<folder.classNames.count).map { c in trainData.labels.filter { $0 == c }.count }
-            if let empty = trainCounts.firstIndex(of: 0) {
-                throw CLIFailure("class '\(folder.classNames[empty])' has no usable training image; nothing to learn it from")
-            }
-            guard !valData.labels.isEmpty else { throw CLIFailure("no usable validation image") }
-
-            // Training.
-            let headStart = Date()
-            let result = HeadTrainer(settings: settings).train(train: trainData, validation: valData, classes: folder.classNames.count) { record in
-                printError(String(format: "epoch %d/%d - loss: %.4f - accuracy: %.4f - val_loss: %.4f - val_accuracy: %.4f",
-                                  record.epoch, epochs, record.loss, record.accuracy, record.validationLoss ?? .nan, record.validationAccuracy ?? .nan))
-            }
-            let headSeconds = Date().timeIntervalSince(headStart)
-            printError(String(format: "head trained in %.2f s (%d epochs, best epoch %d)", headSeconds, result.history.count, result.bestEpoch))
-
-            // Evaluation, model file, report.
-            let evaluation = EvaluationReport(probabilities: result.head.probabilities(valData.features), labels: valData.labels, classNames: folder.classNames, k: topK)
-            let saved = ClassifierModel(classNames: folder.classNames, backbone: backbone.identity, backboneWeightsPath: backbone.weightsURL.path,
-                                        preprocessing: embedder.preprocessing, head: result.head, training: settings, history: result.history,
-                                        bestEpoch: result.bestEpoch, validation: evaluation)
-            try saved.write(to: URL(fileURLWithPath: output), overwrite: overwrite)
+            progress.finish()
+            printError(String(format: "head trained in %.2f s (%d epochs, best epoch %d)", outcome.headSeconds, outcome.model.history.count, outcome.model.bestEpoch ?? 0))
+            try outcome.model.write(to: URL(fileURLWithPath: output), overwrite: overwrite)
             if let report {
-                let html = HTMLReport.render(title: "mobilenet train \(dataDir)", history: result.history, bestEpoch: result.bestEpoch, evaluation: evaluation)
-                try AtomicFile.write(Data(html.utf8), to: URL(fileURLWithPath: report))
+                try AtomicFile.write(Data(outcome.htmlReport(title: "mobilenet train \(dataDir)").utf8), to: URL(fileURLWithPath: report))
             }
-            if json {
-                print(try jsonText(evaluation))
-            } else {
-                print(evaluation.table)
-            }
+            print(json ? try jsonText(outcome.evaluation) : outcome.evaluation.table)
             printError("wrote \(output)\(report.map { " and \($0)" } ?? "") in \(String(format: "%.1f", Date().timeIntervalSince(started))) s total")
+            // Like evaluate and predict: images that failed make the exit status 1.
+            if !outcome.failures.isEmpty { throw ExitCode(1) }
+        } catch let exit as ExitCode {
+            throw exit
         } catch {
-            printError("error: \(error)")
+            printError("error: \(errorMessage(error))")
             throw ExitCode(1)
         }
-    }
-
-    /// Warns when the same image content is in both training and validation.
-    func warnOverlap(train: [LabelledImage], validation: [LabelledImage], embeddings: [URL: ImageEmbedding]) {
-        var trainByHash: [String: URL] = [:]
-        for image in train { if let hash = embeddings[image.url]?.contentSHA256 { trainByHash[hash] = image.url } }
-        var count = 0
-        for image in validation {
-            guard let hash = embeddings[image.url]?.contentSHA256, let twin = trainByHash[hash] else { continue }
-            count += 1
-            if count <= 10 { printError("warning: \(image.url.path) (validation) has the same content as \(twin.path) (training)") }
-        }
-        if count > 10 { printError("warning: \(count) validation images in total have the same content as a training image") }
     }
 }

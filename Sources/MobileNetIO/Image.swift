@@ -142,7 +142,7 @@ extension ImageDecoding {
 }
 
 /// An 8-bit RGB colour, for compositing transparent images.
-public struct RGBColor: Sendable, Hashable {
+public struct RGBColor: Sendable, Hashable, Codable {
     /// Red, green, blue, 0...255.
     public var red: UInt8, green: UInt8, blue: UInt8
 
@@ -183,7 +183,7 @@ public struct RGBColor: Sendable, Hashable {
 /// Every failure is an ``ImageError`` naming the file; no input crashes the decoder.
 public struct StandardImageDecoder: ImageDecoding {
     /// JPEG inverse DCT method.
-    public enum DCTMethod: String, Sendable, Hashable, CaseIterable {
+    public enum DCTMethod: String, Sendable, Hashable, CaseIterable, Codable {
         /// Accurate integer (libjpeg `JDCT_ISLOW`): Pillow's and libjpeg's default.
         case accurateInteger = "islow"
         /// Fast integer (libjpeg `JDCT_IFAST`): the default of `tf.io.decode_jpeg`
@@ -192,7 +192,7 @@ public struct StandardImageDecoder: ImageDecoding {
     }
 
     /// What to do with the EXIF orientation tag.
-    public enum OrientationHandling: String, Sendable, Hashable, CaseIterable {
+    public enum OrientationHandling: String, Sendable, Hashable, CaseIterable, Codable {
         /// Rotate/flip the pixels as the tag says (`PIL.ImageOps.exif_transpose`): what a
         /// person sees in a viewer. Values other than 1...8 and unreadable EXIF count as 1.
         case apply

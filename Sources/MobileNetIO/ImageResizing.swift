@@ -27,7 +27,7 @@ public enum ResizeMethod: String, Sendable, Hashable, CaseIterable, Codable {
 }
 
 /// Cropping done with the resize.
-public enum CropMode: Sendable, Hashable {
+public enum CropMode: Sendable, Hashable, Codable {
     /// No crop: the whole image is resized to the target, changing its aspect ratio if needed.
     case none
     /// Centre crop to the target's aspect ratio, then resize. For TF modes exactly Keras

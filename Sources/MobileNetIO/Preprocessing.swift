@@ -43,7 +43,7 @@ public enum ImageResizer {
 }
 
 /// How resized pixels (0...255) become model input values.
-public enum PixelScaling: Sendable, Hashable {
+public enum PixelScaling: Sendable, Hashable, Codable {
     /// Keras "tf" mode, `keras.applications.mobilenet_v2.preprocess_input`: `x / 127.5 - 1`,
     /// 0...255 to -1...1. MobileNetV2's.
     case minusOneToOne

@@ -294,6 +294,25 @@ public struct WeightsResolver: Sendable {
         return try await download(alpha: alpha, inputSize: inputSize, includeTop: includeTop, progress: progress)
     }
 
+    /// The input size whose official file holds the weights for a `height` x `width` model.
+    /// The weights do not depend on the input size: a square official size has its own file,
+    /// any other size (non-square, odd, 300...) uses the 224 file, as Keras does when it builds
+    /// a model of another size.
+    public static func weightFileInputSize(height: Int, width: Int) -> Int {
+        height == width && MobileNetV2Configuration.officialInputSizes.contains(height) ? height : 224
+    }
+
+    /// Finds the weight file for a `height` x `width` model: ``resolve(alpha:inputSize:includeTop:explicitPath:progress:)``
+    /// with the size ``weightFileInputSize(height:width:)`` chooses.
+    ///
+    /// - Throws: ``WeightsResolutionError`` as the other `resolve`.
+    public func resolve(
+        alpha: Double, inputHeight: Int, inputWidth: Int, includeTop: Bool, explicitPath: String? = nil, progress: Progress? = nil
+    ) async throws(WeightsResolutionError) -> URL {
+        try await resolve(alpha: alpha, inputSize: Self.weightFileInputSize(height: inputHeight, width: inputWidth),
+                          includeTop: includeTop, explicitPath: explicitPath, progress: progress)
+    }
+
     /// Downloads the official file into the cache folder, even if it is already cached: the
     /// bytes go to a temporary file in the cache folder (created with its parents), which is
     /// checked and then renamed over ``OfficialWeightsFile/cachedPath``. On any failure the

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Explicit zero padding of the two spatial dimensions, in pixels.
 ///
 /// TensorFlow's `SAME` padding and Keras's `ZeroPadding2D` both become one of these, so that
@@ -135,8 +137,8 @@ public struct Node: Sendable, Equatable {
     }
 }
 
-/// A feed-forward inference graph over NHWC tensors, in topological order. The last node is the
-/// output. The graph is the seam between a model and a backend: models build graphs, backends
+/// A feed-forward inference graph over NHWC tensors, in topological order, with one or more
+/// outputs. The graph is the seam between a model and a backend: models build graphs, backends
 /// execute them (see ``InferenceBackend``).
 public struct Graph: Sendable, Equatable {
     /// The index that denotes the graph input in ``Node/inputs``.
@@ -144,19 +146,56 @@ public struct Graph: Sendable, Equatable {
 
     /// The shape of one input example, `[height, width, channels]`; the batch size is free.
     public var inputShape: [Int]
-    /// The nodes in topological order; the last one is the output.
+    /// The nodes in topological order.
     public var nodes: [Node]
+    /// The nodes whose values an executor returns, in this order (``Graph/inputIndex`` returns
+    /// the input itself). By default the last node.
+    public var outputs: [Int]
 
     /// Creates a graph.
-    public init(inputShape: [Int], nodes: [Node]) {
+    ///
+    /// - Parameter outputs: the nodes returned by executors, in order; `nil` for the last node.
+    public init(inputShape: [Int], nodes: [Node], outputs: [Int]? = nil) {
         self.inputShape = inputShape
         self.nodes = nodes
+        self.outputs = outputs ?? (nodes.isEmpty ? [Graph.inputIndex] : [nodes.count - 1])
+    }
+
+    /// The smallest graph that computes `outputs` (node indices of this graph): the nodes they
+    /// depend on, in the same order, renumbered. Outputs are returned in the given order.
+    ///
+    /// - Throws: ``GraphError/invalidInput(node:input:)`` when an index is not a node of this graph.
+    public func subgraph(outputs: [Int]) throws(GraphError) -> Graph {
+        var needed = [Bool](repeating: false, count: nodes.count)
+        var stack: [Int] = []
+        for output in outputs {
+            guard output == Graph.inputIndex || nodes.indices.contains(output) else { throw .invalidInput(node: "output", input: output) }
+            if output >= 0 { stack.append(output) }
+        }
+        while let index = stack.popLast() {
+            guard !needed[index] else { continue }
+            needed[index] = true
+            for input in nodes[index].inputs where input >= 0 { stack.append(input) }
+        }
+        var renumbered = [Int](repeating: Graph.inputIndex, count: nodes.count)
+        var kept: [Node] = []
+        for (index, node) in nodes.enumerated() where needed[index] {
+            var copy = node
+            copy.inputs = node.inputs.map { $0 >= 0 ? renumbered[$0] : $0 }
+            renumbered[index] = kept.count
+            kept.append(copy)
+        }
+        return Graph(inputShape: inputShape, nodes: kept, outputs: outputs.map { $0 >= 0 ? renumbered[$0] : $0 })
     }
 
     /// The output shape of every node for one example (no batch dimension).
     ///
     /// - Throws: ``GraphError`` when an input index is out of order or shapes do not fit.
     public func validate() throws(GraphError) -> [[Int]] {
+        guard !outputs.isEmpty else { throw .invalidInput(node: "outputs", input: Graph.inputIndex) }
+        for output in outputs where !(output == Graph.inputIndex || nodes.indices.contains(output)) {
+            throw .invalidInput(node: "outputs", input: output)
+        }
         var shapes: [[Int]] = []
         for (index, node) in nodes.enumerated() {
             var inputs: [[Int]] = []
@@ -218,7 +257,7 @@ public struct Graph: Sendable, Equatable {
 }
 
 /// A graph that cannot be executed as built.
-public enum GraphError: Error, Equatable, CustomStringConvertible {
+public enum GraphError: Error, Equatable, CustomStringConvertible, LocalizedError {
     /// A node refers to an input that is not an earlier node.
     case invalidInput(node: String, input: Int)
     /// A node's parameters or inputs have shapes that do not fit.
@@ -233,6 +272,9 @@ public enum GraphError: Error, Equatable, CustomStringConvertible {
         case .inputShape(let expected, let got): "input tensor has shape \(got), expected [N] + \(expected) (NHWC)"
         }
     }
+
+    /// The same as ``description``.
+    public var errorDescription: String? { description }
 }
 
 /// Executes a prepared graph. Implementations are safe to call from several threads at once.
@@ -240,9 +282,9 @@ public protocol GraphExecutor: Sendable {
     /// Runs the graph on a batch.
     ///
     /// - Parameter input: `[N] + graph.inputShape`, `N >= 1` (NHWC for images).
-    /// - Returns: the output of the graph's last node for every example, `[N] + outputShape`.
+    /// - Returns: one tensor per ``Graph/outputs``, in that order, each `[N] + outputShape`.
     /// - Throws: ``GraphError/inputShape(expected:got:)`` when `input` does not fit.
-    func run(_ input: Tensor) throws -> Tensor
+    func run(_ input: Tensor) throws -> [Tensor]
 }
 
 /// A way of executing graphs: the seam where the plain-Swift reference kernels and faster

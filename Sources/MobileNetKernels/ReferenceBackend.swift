@@ -29,11 +29,11 @@ struct ReferenceExecutor: GraphExecutor {
         for (index, node) in graph.nodes.enumerated() {
             for i in node.inputs where i >= 0 { last[i] = index }
         }
-        if !graph.nodes.isEmpty { last[graph.nodes.count - 1] = graph.nodes.count }
+        for output in graph.outputs where output >= 0 { last[output] = graph.nodes.count }
         self.lastUse = last
     }
 
-    func run(_ input: Tensor) throws -> Tensor {
+    func run(_ input: Tensor) throws -> [Tensor] {
         guard input.rank == graph.inputShape.count + 1, Array(input.shape.dropFirst()) == graph.inputShape, input.shape[0] >= 1 else {
             throw GraphError.inputShape(expected: graph.inputShape, got: input.shape)
         }
@@ -55,7 +55,6 @@ struct ReferenceExecutor: GraphExecutor {
             values[index] = result
             for i in node.inputs where i >= 0 && lastUse[i] == index { values[i] = nil }
         }
-        guard let output = values.last ?? nil else { return input }
-        return output
+        return graph.outputs.map { $0 == Graph.inputIndex ? input : (values[$0] ?? input) }
     }
 }

@@ -83,6 +83,93 @@ public struct LayerSpec: Sendable, Hashable {
     public var parameterCount: Int { weights.reduce(0) { $0 + $1.shape.reduce(1, *) } }
 }
 
+/// One inverted-residual bottleneck block (paper section 3.3, Figure 3b; Keras
+/// `_inverted_res_block`): a 1x1 pointwise *expansion* to `expansion * inputChannels` channels
+/// (absent in block 0, as in Keras), ReLU6, a 3x3 *depthwise* convolution with the block's
+/// stride (after explicit `correct_pad` zero padding when the stride is 2), ReLU6, a linear 1x1
+/// *projection* to ``outputChannels``, each convolution followed by BatchNorm, and a residual
+/// `Add` when the input and output shapes agree (stride 1, same channel count).
+///
+/// A value of this type emits its Keras layers, with their Keras names, into any
+/// ``NetworkBuilder``: the layer list of ``MobileNetV2Architecture/layers(for:)`` and the
+/// inference graph of ``MobileNetV2`` are both built by ``build(_:into:)``.
+public struct InvertedResidual: Sendable, Hashable {
+    /// The Keras `block_id`: 0 ... 16.
+    public var id: Int
+    /// Expansion ratio `t` (paper Table 2).
+    public var expansion: Int
+    /// Channels entering the block.
+    public var inputChannels: Int
+    /// Channels leaving the block: `_make_divisible(int(c * alpha), 8)` of the Table 2 row.
+    public var outputChannels: Int
+    /// Stride of the depthwise convolution: 1 or 2.
+    public var stride: Int
+
+    /// Keras's layer-name prefix: `expanded_conv_` for block 0, `block_<id>_` for the others.
+    public var prefix: String { id == 0 ? "expanded_conv_" : "block_\(id)_" }
+    /// Whether the block starts with the 1x1 expansion (Keras: `if block_id:`; block 0 has none).
+    public var hasExpansion: Bool { id > 0 }
+    /// Width of the depthwise stage: `expansion * inputChannels` (unrounded, as Keras).
+    public var expandedChannels: Int { hasExpansion ? expansion * inputChannels : inputChannels }
+    /// Whether the block ends with the residual `Add` (stride 1 and unchanged channel count).
+    public var hasResidual: Bool { stride == 1 && inputChannels == outputChannels }
+
+    /// Emits the block's layers, in Keras's order, reading `input`.
+    ///
+    /// - Returns: the block's output value.
+    /// - Throws: what the builder throws (``ModelError``).
+    public func build<Builder: NetworkBuilder>(_ input: Builder.Value, into b: inout Builder) throws(ModelError) -> Builder.Value {
+        var x = input
+        if hasExpansion {
+            x = try b.conv2D(prefix + "expand", x, filters: expandedChannels, kernelSize: 1, stride: 1)
+            x = try b.batchNorm(prefix + "expand_BN", x)
+            x = try b.relu6(prefix + "expand_relu", x)
+        }
+        if stride == 2 {
+            let shape = b.shape(of: x)
+            x = try b.zeroPadding(prefix + "pad", x, MobileNetV2Architecture.correctPad(height: shape[0], width: shape[1]))
+        }
+        x = try b.depthwiseConv2D(prefix + "depthwise", x, kernelSize: 3, stride: stride, samePadding: stride == 1)
+        x = try b.batchNorm(prefix + "depthwise_BN", x)
+        x = try b.relu6(prefix + "depthwise_relu", x)
+        x = try b.conv2D(prefix + "project", x, filters: outputChannels, kernelSize: 1, stride: 1)
+        x = try b.batchNorm(prefix + "project_BN", x)
+        if hasResidual {
+            x = try b.add(prefix + "add", input, x)
+        }
+        return x
+    }
+}
+
+/// Receives the network's Keras layers in order. The architecture is written once, against this
+/// protocol (``MobileNetV2Architecture/build(_:into:)``); one builder lists the layers with their
+/// shapes and weights, another turns them into an inference graph. Values are NHWC feature maps
+/// (or `[C]` vectors after pooling); shapes are per example, without the batch dimension.
+public protocol NetworkBuilder {
+    /// A value flowing between layers.
+    associatedtype Value
+    /// The network input, `[height, width, 3]`.
+    var input: Value { get }
+    /// The per-example shape of `value`: `[H, W, C]` or `[C]`.
+    func shape(of value: Value) -> [Int]
+    /// `Conv2D(filters, kernelSize, strides=stride, padding="same", use_bias=False)`.
+    mutating func conv2D(_ name: String, _ x: Value, filters: Int, kernelSize: Int, stride: Int) throws(ModelError) -> Value
+    /// `DepthwiseConv2D(kernelSize, strides=stride, use_bias=False)`, padding `same` or `valid`.
+    mutating func depthwiseConv2D(_ name: String, _ x: Value, kernelSize: Int, stride: Int, samePadding: Bool) throws(ModelError) -> Value
+    /// `BatchNormalization(epsilon=1e-3)` in inference mode.
+    mutating func batchNorm(_ name: String, _ x: Value) throws(ModelError) -> Value
+    /// `ReLU(6.0)`.
+    mutating func relu6(_ name: String, _ x: Value) throws(ModelError) -> Value
+    /// `ZeroPadding2D(padding)`.
+    mutating func zeroPadding(_ name: String, _ x: Value, _ padding: Padding) throws(ModelError) -> Value
+    /// `Add()([a, b])`.
+    mutating func add(_ name: String, _ a: Value, _ b: Value) throws(ModelError) -> Value
+    /// `GlobalAveragePooling2D()` or `GlobalMaxPooling2D()`: `[H, W, C]` to `[C]`.
+    mutating func globalPool(_ name: String, _ x: Value, _ pooling: Pooling) throws(ModelError) -> Value
+    /// `Dense(units, activation)`.
+    mutating func dense(_ name: String, _ x: Value, units: Int, activation: ClassifierActivation) throws(ModelError) -> Value
+}
+
 /// The MobileNetV2 architecture exactly as Keras Applications builds it
 /// (`keras/src/applications/mobilenet_v2.py`): channel arithmetic, `correct_pad`, layer names.
 public enum MobileNetV2Architecture {
@@ -99,6 +186,9 @@ public enum MobileNetV2Architecture {
 
     /// BatchNorm epsilon used by every BatchNormalization layer of Keras's MobileNetV2.
     public static let batchNormEpsilon: Float = 1e-3
+
+    /// The name of the last ReLU6, whose output is the spatial feature map (`[N, h, w, C]`).
+    public static let featuresLayer = "out_relu"
 
     /// Keras `_make_divisible(v, divisor)`: round to the nearest multiple of `divisor` (at least
     /// `divisor`), adding one more `divisor` if rounding went more than 10% below `v`.
@@ -117,112 +207,139 @@ public enum MobileNetV2Architecture {
         return Padding(top: half - adjustH, bottom: half, left: half - adjustW, right: half)
     }
 
+    /// Channels of the stem convolution `Conv1`: `_make_divisible(32 * alpha, 8)`.
+    public static func stemChannels(alpha: Double) -> Int { makeDivisible(32 * alpha) }
+
+    /// Channels of the last convolution `Conv_1`: 1280, growing with alpha only above 1.
+    public static func lastChannels(alpha: Double) -> Int { alpha > 1.0 ? makeDivisible(1280 * alpha) : 1280 }
+
+    /// The 17 inverted-residual blocks for width multiplier `alpha`: Table 2's rows expanded,
+    /// the first block of each row with the row's stride, with Keras's channel arithmetic.
+    public static func blocks(alpha: Double) -> [InvertedResidual] {
+        var blocks: [InvertedResidual] = []
+        var channels = stemChannels(alpha: alpha)
+        for stage in stages {
+            let outputChannels = makeDivisible(Double(Int(Double(stage.channels) * alpha)))
+            for r in 0..<stage.repeats {
+                blocks.append(InvertedResidual(id: blocks.count, expansion: stage.expansion, inputChannels: channels,
+                                               outputChannels: outputChannels, stride: r == 0 ? stage.stride : 1))
+                channels = outputChannels
+            }
+        }
+        return blocks
+    }
+
+    /// Emits the whole network for `configuration` into `b`, top to bottom as Keras's
+    /// `MobileNetV2` function: stem, the 17 blocks, the last 1x1 convolution, then the
+    /// classifier or the pooling.
+    ///
+    /// - Returns: the feature map (`out_relu`) and the network output (the same value when there
+    ///   is neither top nor pooling).
+    /// - Throws: ``ModelError`` from the configuration or the builder.
+    public static func build<Builder: NetworkBuilder>(_ configuration: MobileNetV2Configuration, into b: inout Builder) throws(ModelError) -> (features: Builder.Value, output: Builder.Value) {
+        try configuration.validate()
+        let alpha = configuration.alpha
+        // Stem.
+        var x = try b.conv2D("Conv1", b.input, filters: stemChannels(alpha: alpha), kernelSize: 3, stride: 2)
+        x = try b.batchNorm("bn_Conv1", x)
+        x = try b.relu6("Conv1_relu", x)
+        // Body.
+        for block in blocks(alpha: alpha) {
+            x = try block.build(x, into: &b)
+        }
+        // Head.
+        x = try b.conv2D("Conv_1", x, filters: lastChannels(alpha: alpha), kernelSize: 1, stride: 1)
+        x = try b.batchNorm("Conv_1_bn", x)
+        let features = try b.relu6(featuresLayer, x)
+        if configuration.includeTop {
+            let pooled = try b.globalPool("global_average_pooling2d", features, .avg)
+            return (features, try b.dense("predictions", pooled, units: configuration.classes, activation: configuration.classifierActivation))
+        }
+        switch configuration.pooling {
+        case .avg: return (features, try b.globalPool("global_average_pooling2d", features, .avg))
+        case .max: return (features, try b.globalPool("global_max_pooling2d", features, .max))
+        case nil: return (features, features)
+        }
+    }
+
     /// Every Keras layer of the network for `configuration`, in Keras's order
     /// (`model.layers`), with output shapes and weight shapes.
     ///
     /// - Throws: ``ModelError/invalidConfiguration(_:)`` for an invalid configuration.
     public static func layers(for configuration: MobileNetV2Configuration) throws(ModelError) -> [LayerSpec] {
-        try configuration.validate()
-        let alpha = configuration.alpha
-        var layers: [LayerSpec] = []
-        var shape = [configuration.inputHeight, configuration.inputWidth, 3]
-        var last = "input_layer"
-        layers.append(LayerSpec(name: last, kind: .input, inputs: [], outputShape: shape, weights: []))
-
-        func append(_ name: String, _ kind: LayerKind, inputs: [String]? = nil, weights: [WeightSpec] = []) {
-            let input = shape
-            switch kind {
-            case .conv2D(let filters, _, let stride):
-                shape = [ceilDiv(input[0], stride), ceilDiv(input[1], stride), filters]
-            case .depthwiseConv2D(let k, let stride, let same):
-                shape = same
-                    ? [ceilDiv(input[0], stride), ceilDiv(input[1], stride), input[2]]
-                    : [(input[0] - k) / stride + 1, (input[1] - k) / stride + 1, input[2]]
-            case .zeroPadding(let p):
-                shape = [input[0] + p.top + p.bottom, input[1] + p.left + p.right, input[2]]
-            case .globalAveragePool, .globalMaxPool:
-                shape = [input[2]]
-            case .dense(let units, _):
-                shape = [units]
-            case .input, .batchNorm, .relu6, .add:
-                break
-            }
-            layers.append(LayerSpec(name: name, kind: kind, inputs: inputs ?? [last], outputShape: shape, weights: weights))
-            last = name
-        }
-        func conv(_ name: String, filters: Int, kernelSize: Int, stride: Int) {
-            let cin = shape[2]
-            append(name, .conv2D(filters: filters, kernelSize: kernelSize, stride: stride),
-                   weights: [WeightSpec(name: "kernel", shape: [kernelSize, kernelSize, cin, filters], trainable: true)])
-        }
-        func batchNorm(_ name: String) {
-            let c = shape[2]
-            append(name, .batchNorm(epsilon: batchNormEpsilon), weights: [
-                WeightSpec(name: "gamma", shape: [c], trainable: true),
-                WeightSpec(name: "beta", shape: [c], trainable: true),
-                WeightSpec(name: "moving_mean", shape: [c], trainable: false),
-                WeightSpec(name: "moving_variance", shape: [c], trainable: false),
-            ])
-        }
-
-        // Stem.
-        conv("Conv1", filters: makeDivisible(32 * alpha), kernelSize: 3, stride: 2)
-        batchNorm("bn_Conv1")
-        append("Conv1_relu", .relu6)
-
-        // Body: the inverted-residual blocks (`_inverted_res_block`).
-        var blockID = 0
-        for stage in stages {
-            for r in 0..<stage.repeats {
-                let stride = r == 0 ? stage.stride : 1
-                let blockInput = last
-                let inChannels = shape[2]
-                let pointwiseFilters = makeDivisible(Double(Int(Double(stage.channels) * alpha)))
-                var prefix = "block_\(blockID)_"
-                if blockID > 0 {
-                    conv(prefix + "expand", filters: stage.expansion * inChannels, kernelSize: 1, stride: 1)
-                    batchNorm(prefix + "expand_BN")
-                    append(prefix + "expand_relu", .relu6)
-                } else {
-                    prefix = "expanded_conv_"
-                }
-                if stride == 2 {
-                    append(prefix + "pad", .zeroPadding(correctPad(height: shape[0], width: shape[1])))
-                }
-                let channels = shape[2]
-                append(prefix + "depthwise", .depthwiseConv2D(kernelSize: 3, stride: stride, samePadding: stride == 1),
-                       weights: [WeightSpec(name: "depthwise_kernel", shape: [3, 3, channels, 1], trainable: true)])
-                batchNorm(prefix + "depthwise_BN")
-                append(prefix + "depthwise_relu", .relu6)
-                conv(prefix + "project", filters: pointwiseFilters, kernelSize: 1, stride: 1)
-                batchNorm(prefix + "project_BN")
-                if inChannels == pointwiseFilters && stride == 1 {
-                    append(prefix + "add", .add, inputs: [blockInput, last])
-                }
-                blockID += 1
-            }
-        }
-
-        // Head: the last 1x1 convolution grows with alpha only above 1.
-        let lastFilters = alpha > 1.0 ? makeDivisible(1280 * alpha) : 1280
-        conv("Conv_1", filters: lastFilters, kernelSize: 1, stride: 1)
-        batchNorm("Conv_1_bn")
-        append("out_relu", .relu6)
-
-        if configuration.includeTop {
-            append("global_average_pooling2d", .globalAveragePool)
-            let features = shape[0]
-            append("predictions", .dense(units: configuration.classes, activation: configuration.classifierActivation), weights: [
-                WeightSpec(name: "kernel", shape: [features, configuration.classes], trainable: true),
-                WeightSpec(name: "bias", shape: [configuration.classes], trainable: true),
-            ])
-        } else if configuration.pooling == .avg {
-            append("global_average_pooling2d", .globalAveragePool)
-        } else if configuration.pooling == .max {
-            append("global_max_pooling2d", .globalMaxPool)
-        }
-        return layers
+        var builder = LayerListBuilder(inputShape: [configuration.inputHeight, configuration.inputWidth, 3])
+        _ = try build(configuration, into: &builder)
+        return builder.layers
     }
 
     static func ceilDiv(_ a: Int, _ b: Int) -> Int { (a + b - 1) / b }
+}
+
+/// Lists the Keras layers with their output and weight shapes (``MobileNetV2Architecture/layers(for:)``).
+struct LayerListBuilder: NetworkBuilder {
+    /// A layer's output: its name and per-example shape.
+    struct Value {
+        var name: String
+        var shape: [Int]
+    }
+
+    private(set) var layers: [LayerSpec]
+    let input: Value
+
+    init(inputShape: [Int]) {
+        input = Value(name: "input_layer", shape: inputShape)
+        layers = [LayerSpec(name: "input_layer", kind: .input, inputs: [], outputShape: inputShape, weights: [])]
+    }
+
+    func shape(of value: Value) -> [Int] { value.shape }
+
+    private mutating func append(_ name: String, _ kind: LayerKind, _ inputs: [Value], _ shape: [Int], _ weights: [WeightSpec] = []) -> Value {
+        layers.append(LayerSpec(name: name, kind: kind, inputs: inputs.map(\.name), outputShape: shape, weights: weights))
+        return Value(name: name, shape: shape)
+    }
+
+    mutating func conv2D(_ name: String, _ x: Value, filters: Int, kernelSize: Int, stride: Int) throws(ModelError) -> Value {
+        let s = x.shape
+        return append(name, .conv2D(filters: filters, kernelSize: kernelSize, stride: stride), [x],
+                      [MobileNetV2Architecture.ceilDiv(s[0], stride), MobileNetV2Architecture.ceilDiv(s[1], stride), filters],
+                      [WeightSpec(name: "kernel", shape: [kernelSize, kernelSize, s[2], filters], trainable: true)])
+    }
+
+    mutating func depthwiseConv2D(_ name: String, _ x: Value, kernelSize: Int, stride: Int, samePadding: Bool) throws(ModelError) -> Value {
+        let s = x.shape
+        let shape = samePadding
+            ? [MobileNetV2Architecture.ceilDiv(s[0], stride), MobileNetV2Architecture.ceilDiv(s[1], stride), s[2]]
+            : [(s[0] - kernelSize) / stride + 1, (s[1] - kernelSize) / stride + 1, s[2]]
+        return append(name, .depthwiseConv2D(kernelSize: kernelSize, stride: stride, samePadding: samePadding), [x], shape,
+                      [WeightSpec(name: "depthwise_kernel", shape: [kernelSize, kernelSize, s[2], 1], trainable: true)])
+    }
+
+    mutating func batchNorm(_ name: String, _ x: Value) throws(ModelError) -> Value {
+        let c = x.shape[x.shape.count - 1]
+        return append(name, .batchNorm(epsilon: MobileNetV2Architecture.batchNormEpsilon), [x], x.shape, [
+            WeightSpec(name: "gamma", shape: [c], trainable: true),
+            WeightSpec(name: "beta", shape: [c], trainable: true),
+            WeightSpec(name: "moving_mean", shape: [c], trainable: false),
+            WeightSpec(name: "moving_variance", shape: [c], trainable: false),
+        ])
+    }
+
+    mutating func relu6(_ name: String, _ x: Value) throws(ModelError) -> Value { append(name, .relu6, [x], x.shape) }
+
+    mutating func zeroPadding(_ name: String, _ x: Value, _ p: Padding) throws(ModelError) -> Value {
+        append(name, .zeroPadding(p), [x], [x.shape[0] + p.top + p.bottom, x.shape[1] + p.left + p.right, x.shape[2]])
+    }
+
+    mutating func add(_ name: String, _ a: Value, _ b: Value) throws(ModelError) -> Value { append(name, .add, [a, b], b.shape) }
+
+    mutating func globalPool(_ name: String, _ x: Value, _ pooling: Pooling) throws(ModelError) -> Value {
+        append(name, pooling == .avg ? .globalAveragePool : .globalMaxPool, [x], [x.shape[2]])
+    }
+
+    mutating func dense(_ name: String, _ x: Value, units: Int, activation: ClassifierActivation) throws(ModelError) -> Value {
+        append(name, .dense(units: units, activation: activation), [x], [units], [
+            WeightSpec(name: "kernel", shape: [x.shape[0], units], trainable: true),
+            WeightSpec(name: "bias", shape: [units], trainable: true),
+        ])
+    }
 }

@@ -1,6 +1,9 @@
+import Foundation
+import MobileNetKernels
+
 /// Errors raised while building a MobileNetV2 or matching weights to it. Every case names what
 /// was received and what was expected; ``description`` is a complete sentence for users.
-public enum ModelError: Error, Equatable, CustomStringConvertible {
+public enum ModelError: Error, Equatable, CustomStringConvertible, LocalizedError {
     /// A configuration value Keras would also reject.
     case invalidConfiguration(String)
     /// A layer of the architecture has no weights in the file.
@@ -22,7 +25,11 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
     /// The same layer name appears twice in the weights.
     case duplicateLayer(String, source: String)
     /// The graph built from the weights could not be executed.
-    case graph(String)
+    case graph(GraphError)
+    /// The name is not a Keras layer of this network.
+    case unknownLayer(String)
+    /// The layer exists but its output is not computed on its own (folded into another layer).
+    case layerNotTappable(layer: String, reason: String)
 
     public var description: String {
         switch self {
@@ -50,8 +57,15 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
             return "\(source): \(layers.count) layer(s) in the file are not part of this model: \(shown)\(layers.count > 5 ? ", ..." : "")"
         case .duplicateLayer(let layer, let source):
             return "\(source): layer '\(layer)' appears more than once"
-        case .graph(let message):
-            return "cannot execute the network: \(message)"
+        case .graph(let error):
+            return "cannot execute the network: \(error.description)"
+        case .unknownLayer(let name):
+            return "'\(name)' is not a layer of this MobileNetV2 (Keras names such as Conv1_relu, block_13_expand_relu, block_2_add, out_relu)"
+        case .layerNotTappable(let layer, let reason):
+            return "layer '\(layer)' cannot be tapped: \(reason)"
         }
     }
+
+    /// The same as ``description``.
+    public var errorDescription: String? { description }
 }

@@ -81,8 +81,10 @@ final class Plan {
     var plainBuffers: [UnsafeMutablePointer<Float>] = []
     var input: UnsafeMutablePointer<Float>
     var inputCount: Int
-    var output: UnsafeMutablePointer<Float>? = nil
-    var outputShape: [Int] = []
+    /// One plain NHWC (or `[N, C]`) buffer per graph output, in ``Graph/outputs`` order.
+    var outputs: [UnsafeMutablePointer<Float>] = []
+    /// The shape of each output, batch included.
+    var outputShapes: [[Int]] = []
     /// Bytes of the planned activation buffers (diagnostics).
     var activationBytes = 0
 
@@ -152,7 +154,7 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
                 readers[i, default: []].append(index)
             }
         }
-        if !graph.nodes.isEmpty { last[graph.nodes.count - 1] = graph.nodes.count }
+        for output in graph.outputs where output >= 0 { last[output] = graph.nodes.count }
         lastUse = last
         self.readers = readers
 
@@ -175,35 +177,37 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         if let engine { dnnl_engine_destroy(engine) }
     }
 
-    func run(_ input: Tensor) throws -> Tensor {
+    func run(_ input: Tensor) throws -> [Tensor] {
         guard input.rank == graph.inputShape.count + 1, Array(input.shape.dropFirst()) == graph.inputShape, input.shape[0] >= 1 else {
             throw GraphError.inputShape(expected: graph.inputShape, got: input.shape)
         }
         lock.lock()
         defer { lock.unlock() }
         _ = cdnnl_omp_set_num_threads(Int32(threads))
-        guard graph.nodes.count > 0 else { return input }
         let batch = input.shape[0]
         let imageCount = input.count / batch
-        var result: [Float] = []
-        var imageShape: [Int] = []   // the output shape of one image
+        let outputCount = graph.outputs.count
+        var results = [[Float]](repeating: [], count: outputCount)
+        var imageShapes = [[Int]](repeating: [], count: outputCount)   // per output, the shape of one image
         try input.scalars.withUnsafeBufferPointer { (source) throws(OneDNNError) in
             guard let base = source.baseAddress else { return }
             var start = 0
             while start < batch {
                 let n = min(microBatch, batch - start)
                 let plan = try self.plan(batch: n)
-                guard let output = plan.output else { throw .library(call: "plan for batch \(n) has no output", status: -1) }
+                guard plan.outputs.count == outputCount else { throw .library(call: "plan for batch \(n) has \(plan.outputs.count) outputs, the graph \(outputCount)", status: -1) }
                 plan.input.update(from: base + start * imageCount, count: min(plan.inputCount, n * imageCount))
                 try execute(plan)
-                imageShape = Array(plan.outputShape.dropFirst())
-                let count = n * imageShape.reduce(1, *)
-                if result.isEmpty { result.reserveCapacity(batch * (count / n)) }
-                result.append(contentsOf: UnsafeBufferPointer(start: output, count: count))
+                for o in 0..<outputCount {
+                    imageShapes[o] = Array(plan.outputShapes[o].dropFirst())
+                    let count = n * imageShapes[o].reduce(1, *)
+                    if results[o].isEmpty { results[o].reserveCapacity(batch * (count / n)) }
+                    results[o].append(contentsOf: UnsafeBufferPointer(start: plan.outputs[o], count: count))
+                }
                 start += n
             }
         }
-        return Tensor(shape: [batch] + imageShape, scalars: result)
+        return (0..<outputCount).map { Tensor(shape: [batch] + imageShapes[$0], scalars: results[$0]) }
     }
 
     /// The plan for batch size `batch`, built on first use and cached.

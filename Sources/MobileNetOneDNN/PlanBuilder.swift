@@ -45,7 +45,11 @@ struct PlanBuilder {
     private func shape(of key: Int) -> [Int] { key == Graph.inputIndex ? graph.inputShape : executor.shapes[key] }
 
     mutating func build() throws(OneDNNError) -> Plan {
-        guard !graph.nodes.isEmpty else { return plan }
+        guard !graph.nodes.isEmpty else {
+            plan.outputs = graph.outputs.map { _ in plan.input }
+            plan.outputShapes = graph.outputs.map { _ in [batch] + graph.inputShape }
+            return plan
+        }
         if graph.inputShape.count == 3 {
             var md = try memoryDescriptor(dims(of: graph.inputShape), dnnl_nhwc)
             var memory: dnnl_memory_t?
@@ -57,43 +61,19 @@ struct PlanBuilder {
         plain[Graph.inputIndex] = plan.input
         findFusableAdds()
 
-        for (index, node) in graph.nodes.enumerated() {
-            defer { release(after: index) }
-            if values[index] != nil || plain[index] != nil { continue }  // an add done in place by its convolution
-            switch node.operation {
-            case .conv2D, .depthwiseConv2D:
-                try buildConvolution(index)
-            case .add:
-                try buildAdd(index)
-            case .globalAveragePool, .globalMaxPool:
-                let input = node.inputs[0]
-                let s = shape(of: input)
-                let source = try plainValue(input)
-                let destination = allocatePlain(batch * s[2])
-                var maximum = false
-                if case .globalMaxPool = node.operation { maximum = true }
-                plan.steps.append(.globalPool(source: source, destination: destination, batch: batch, positions: s[0] * s[1], channels: s[2], maximum: maximum))
-                plain[index] = destination
-            case .dense(let p):
-                let source = try plainValue(node.inputs[0])
-                let destination = allocatePlain(batch * p.kernel.shape[1])
-                plan.steps.append(.dense(node: index, source: source, destination: destination, batch: batch))
-                plain[index] = destination
-            case .softmax:
-                let s = executor.shapes[index]
-                let channels = s.last ?? 1
-                let count = s.reduce(1, *)
-                let source = try plainValue(node.inputs[0])
-                let destination = allocatePlain(batch * count)
-                plan.steps.append(.softmax(source: source, destination: destination, batch: batch * count / max(channels, 1), channels: channels))
-                plain[index] = destination
-            case .batchNorm, .relu6:
-                throw .unsupportedOperation(node: node.name, operation: "\(node.operation)")
-            }
+        let outputSet = Set(graph.outputs)
+        for index in graph.nodes.indices {
+            try buildNode(index)
+            // An output is copied out to plain memory as soon as it is computed, before its
+            // buffer can be reused.
+            if outputSet.contains(index) { _ = try plainValue(index) }
+            release(after: index)
         }
-        let last = graph.nodes.count - 1
-        plan.output = try plainValue(last)
-        plan.outputShape = [batch] + executor.shapes[last]
+        for output in graph.outputs {
+            guard let pointer = plain[output] else { throw .library(call: "output \(output) was not computed", status: -1) }
+            plan.outputs.append(pointer)
+            plan.outputShapes.append([batch] + shape(of: output))
+        }
 
         for capacity in capacities { plan.rawBuffers.append(allocateBytes(capacity)) }
         plan.activationBytes = capacities.reduce(0, +)
@@ -110,6 +90,42 @@ struct PlanBuilder {
         return plan
     }
 
+    /// Adds the steps of node `index` (nothing for an add done in place by its convolution).
+    private mutating func buildNode(_ index: Int) throws(OneDNNError) {
+        let node = graph.nodes[index]
+        if values[index] != nil || plain[index] != nil { return }
+        switch node.operation {
+        case .conv2D, .depthwiseConv2D:
+            try buildConvolution(index)
+        case .add:
+            try buildAdd(index)
+        case .globalAveragePool, .globalMaxPool:
+            let input = node.inputs[0]
+            let s = shape(of: input)
+            let source = try plainValue(input)
+            let destination = allocatePlain(batch * s[2])
+            var maximum = false
+            if case .globalMaxPool = node.operation { maximum = true }
+            plan.steps.append(.globalPool(source: source, destination: destination, batch: batch, positions: s[0] * s[1], channels: s[2], maximum: maximum))
+            plain[index] = destination
+        case .dense(let p):
+            let source = try plainValue(node.inputs[0])
+            let destination = allocatePlain(batch * p.kernel.shape[1])
+            plan.steps.append(.dense(node: index, source: source, destination: destination, batch: batch))
+            plain[index] = destination
+        case .softmax:
+            let s = executor.shapes[index]
+            let channels = s.last ?? 1
+            let count = s.reduce(1, *)
+            let source = try plainValue(node.inputs[0])
+            let destination = allocatePlain(batch * count)
+            plan.steps.append(.softmax(source: source, destination: destination, batch: batch * count / max(channels, 1), channels: channels))
+            plain[index] = destination
+        case .batchNorm, .relu6:
+            throw .unsupportedOperation(node: node.name, operation: "\(node.operation)")
+        }
+    }
+
     /// Residual adds whose one input is a linear convolution read only by the add, and whose
     /// other input dies at the add: the convolution accumulates into the skip value's buffer.
     private mutating func findFusableAdds() {
@@ -117,7 +133,8 @@ struct PlanBuilder {
         for (index, node) in graph.nodes.enumerated() {
             guard case .add = node.operation, node.inputs.count == 2 else { continue }
             for (conv, skip) in [(node.inputs[1], node.inputs[0]), (node.inputs[0], node.inputs[1])] {
-                guard conv >= 0, skip >= 0, conv != skip, skip < conv, fused[conv] == nil, !skips.contains(skip),
+                // A convolution whose own value is a graph output keeps its own buffer.
+                guard conv >= 0, skip >= 0, conv != skip, skip < conv, fused[conv] == nil, !skips.contains(skip), !graph.outputs.contains(conv),
                       executor.readers[conv] == [index], executor.lastUse[skip] == index else { continue }
                 let linear: Bool
                 switch graph.nodes[conv].operation {

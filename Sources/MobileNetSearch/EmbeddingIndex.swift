@@ -163,9 +163,17 @@ public final class EmbeddingIndex: Sendable {
     public func search(_ query: [Float], top: Int, minimumSimilarity: Float? = nil) throws(SearchError) -> [SimilarityMatch] {
         let scores = try similarities(to: query)
         return Self.best(scores, top: top, minimum: minimumSimilarity).map {
-            SimilarityMatch(index: $0, identifier: identifiers[$0], similarity: scores[$0])
+            SimilarityMatch(index: $0, identifier: identifiers[$0], similarity: Self.clamped(scores[$0]))
         }
     }
+
+    /// Cosine similarity of stored rows `i` and `j`, in -1...1.
+    public func similarity(_ i: Int, _ j: Int) -> Float {
+        Self.clamped(zip(vector(at: i), vector(at: j)).reduce(0) { $0 + $1.0 * $1.1 })
+    }
+
+    /// A float cosine clamped to -1...1 (rounding can give 1.0000004 for identical vectors).
+    static func clamped(_ cosine: Float) -> Float { min(1, max(-1, cosine)) }
 
     /// Groups of near-duplicates: connected components of the graph whose edges join vectors
     /// with cosine similarity of at least `threshold`. Only groups of two or more are returned,
@@ -222,6 +230,7 @@ public final class EmbeddingIndex: Sendable {
     /// Indices of the `top` highest scores at or above `minimum`, best first, ties by index.
     static func best(_ scores: [Float], top: Int, minimum: Float?) -> [Int] {
         guard top > 0 else { return [] }
+        let top = min(top, scores.count)
         // A bounded selection: keep the current best `top` in a sorted array.
         var kept: [Int] = []
         kept.reserveCapacity(top + 1)

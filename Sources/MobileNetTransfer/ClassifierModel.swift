@@ -1,4 +1,5 @@
 import Foundation
+import MobileNetPipeline
 import MobileNetIO
 import MobileNetStore
 
@@ -43,6 +44,9 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
     public var backboneWeightsPath: String?
     /// How images were turned into network input.
     public var preprocessing: PreprocessingIdentity
+    /// The preprocessing settings the head was trained with, when recorded (files written
+    /// before this field have only ``preprocessing``; ``recordedPreprocessing`` recovers the default).
+    public var preprocessingConfiguration: PreprocessingConfiguration?
     /// The head (weights already rounded to Float32).
     public var head: ClassifierHead
     /// How it was trained.
@@ -63,7 +67,9 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
 
     /// Creates a model.
     public init(classNames: [String], backbone: BackboneIdentity, backboneWeightsPath: String?, preprocessing: PreprocessingIdentity,
+                preprocessingConfiguration: PreprocessingConfiguration? = nil,
                 head: ClassifierHead, training: TrainingSettings?, history: [EpochRecord], bestEpoch: Int?, validation: EvaluationReport?) {
+        self.preprocessingConfiguration = preprocessingConfiguration
         self.classNames = classNames
         self.backbone = backbone
         self.backboneWeightsPath = backboneWeightsPath
@@ -74,6 +80,15 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
         self.bestEpoch = bestEpoch
         self.validation = validation
         self.created = ISO8601DateFormatter().string(from: Date())
+    }
+
+    /// The preprocessing the head was trained with: ``preprocessingConfiguration``, or for an
+    /// older file whose ``preprocessing`` identity is the default's, the default; nil when
+    /// unknown (then only the identity can be checked).
+    public var recordedPreprocessing: PreprocessingConfiguration? {
+        if let preprocessingConfiguration { return preprocessingConfiguration }
+        let standard = PreprocessingConfiguration.standard
+        return preprocessing.settings == standard.identitySettings(height: backbone.inputHeight, width: backbone.inputWidth) ? standard : nil
     }
 
     /// Writes the model as pretty JSON, atomically.

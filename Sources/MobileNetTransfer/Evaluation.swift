@@ -1,4 +1,5 @@
 import Foundation
+import MobileNetPipeline
 
 /// Precision, recall and F1 of one class.
 public struct ClassMetrics: Sendable, Equatable, Codable {

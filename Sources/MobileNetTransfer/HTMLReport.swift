@@ -1,4 +1,5 @@
 import Foundation
+import MobileNetPipeline
 
 /// A self-contained HTML report (inline SVG, no scripts or external files): the training curves
 /// (loss and accuracy, training and validation, per epoch) and the confusion matrix as a heat map,

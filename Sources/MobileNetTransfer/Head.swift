@@ -1,4 +1,5 @@
 import Foundation
+import MobileNetPipeline
 
 /// A row-major matrix of Doubles: `rows` samples × `columns` features. Training runs in Double
 /// so gradients can be checked by finite differences; weights are saved as Float32 like Keras.

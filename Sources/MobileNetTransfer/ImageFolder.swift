@@ -1,4 +1,5 @@
 import Foundation
+import MobileNetPipeline
 import MobileNetIO
 
 /// Errors about a training or evaluation data folder. Each names the folder or file.

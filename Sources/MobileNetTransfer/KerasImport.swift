@@ -1,4 +1,5 @@
 import Foundation
+import MobileNetPipeline
 import MobileNetIO
 import MobileNetModel
 import ZIPFoundation

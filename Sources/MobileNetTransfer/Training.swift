@@ -1,4 +1,5 @@
 import Foundation
+import MobileNetPipeline
 
 /// The optimiser and its hyper-parameters, with Keras's defaults and update rules.
 public enum OptimizerSettings: Sendable, Equatable, Codable {

@@ -49,8 +49,8 @@ struct KerasParityTests {
         let unfolded = try MobileNetV2.makeGraph(configuration: configuration, weights: weights, foldBatchNorm: false)
         #expect(unfolded.nodes.count > folded.nodes.count)
         let input = FormulaWeights.input(seed: 11, batch: 2, height: 64, width: 48)
-        let a = try ReferenceBackend().makeExecutor(for: folded).run(input)
-        let b = try ReferenceBackend().makeExecutor(for: unfolded).run(input)
+        let a = try ReferenceBackend().makeExecutor(for: folded).run(input)[0]
+        let b = try ReferenceBackend().makeExecutor(for: unfolded).run(input)[0]
         #expect(a.maxAbsoluteDifference(to: b) <= 1e-5)
     }
 }

@@ -14,7 +14,7 @@ final class InterruptingBackend: InferenceBackend {
     struct Executor: GraphExecutor {
         let inner: any GraphExecutor
         let backend: InterruptingBackend
-        func run(_ input: Tensor) throws -> Tensor {
+        func run(_ input: Tensor) throws -> [Tensor] {
             let n = backend.calls.withLock { $0 += 1; return $0 }
             if n > backend.limit { throw Interrupted() }
             return try inner.run(input)
@@ -62,7 +62,7 @@ struct CachedEmbedderTests {
         let model = try MobileNetV2(configuration: Self.configuration, weights: weights)
         let resumed = try CachedEmbedder(model: model, backbone: identity, store: try EmbeddingStore(url: storeURL), batchSize: 2)
         let result = try resumed.embed(files)
-        #expect(resumed.lastStatistics.cached == 4 && resumed.lastStatistics.computed == 2, "\(resumed.lastStatistics)")
+        #expect(result.cached == 4 && result.computed == 2, "\(result.cached) cached, \(result.computed) computed")
         #expect(result.embeddings.count == 7 && result.failures.isEmpty)
         #expect(result.embeddings[files[0]]?.vector == result.embeddings[files[6]]?.vector)
 
@@ -82,8 +82,8 @@ struct CachedEmbedderTests {
         // A third run computes nothing; a changed file is embedded again.
         try (Data(contentsOf: files[1]) + Data(repeating: 0, count: 16)).write(to: files[1])
         let third = try CachedEmbedder(model: model, backbone: identity, store: try EmbeddingStore(url: storeURL), batchSize: 2)
-        _ = try third.embed(files)
-        #expect(third.lastStatistics.cached == 5 && third.lastStatistics.computed == 1)
+        let thirdResult = try third.embed(files)
+        #expect(thirdResult.cached == 5 && thirdResult.computed == 1)
     }
 
     @Test func augmentedViewsAreSeededAndCached() throws {
@@ -96,16 +96,17 @@ struct CachedEmbedderTests {
         let originals = try embedder.embed(files).embeddings
         let images = files.compactMap { url in originals[url].map { (url: url, contentSHA256: $0.contentSHA256) } }
         var computed = 0
-        let first = try embedder.embedAugmented(images, count: 2, seed: 7) { done, _ in computed = done }
-        #expect(computed == 4)
+        let firstRun = try embedder.embedAugmented(images, count: 2, seed: 7) { done, _ in computed = done }
+        let first = firstRun.views
+        #expect(computed == 4 && firstRun.computed == 4 && firstRun.cached == 0 && firstRun.failures.isEmpty)
         #expect(first.count == 2 && first.values.allSatisfy { $0.count == 2 })
         #expect(first[files[0]]?[0] != first[files[0]]?[1])
         #expect(first[files[0]]?[0] != originals[files[0]]?.vector)
         computed = 0
         let again = try CachedEmbedder(model: model, backbone: identity, store: try EmbeddingStore(url: storeURL), batchSize: 4)
             .embedAugmented(images, count: 2, seed: 7) { done, _ in computed = done }
-        #expect(computed == 0)
-        #expect(again == first)
+        #expect(computed == 0 && again.cached == 4)
+        #expect(again.views == first)
         #expect(try EmbeddingStore(url: storeURL).count() == 6)
     }
 }

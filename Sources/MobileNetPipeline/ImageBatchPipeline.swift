@@ -12,6 +12,9 @@ public struct ImageBatch: Sendable {
     /// embedding (`[channels]`), or without pooling the flattened NHWC feature map
     /// (`[H * W * C]`).
     public var outputs: [[Float]]
+    /// The pooled embedding of each of ``files`` (`[C]`, 0...6), from the same network pass, when
+    /// the pipeline was made with `embeddings: true`; empty otherwise.
+    public var embeddings: [[Float]]
     /// The files of this batch that could not be read or decoded, with their typed errors.
     public var failures: [EmbeddingFailure]
     /// How many input files have been handled so far, this batch included (successes and failures).
@@ -44,6 +47,9 @@ public struct ImageBatchPipeline {
     public let decodeThreads: Int
     /// Batches decoded ahead of the one the network is running (at least 1).
     public let lookahead: Int
+    /// Whether each batch also carries the pooled embeddings (``ImageBatch/embeddings``), from
+    /// the same pass (``MobileNetModel/MobileNetV2/forward(_:)``).
+    public let embeddings: Bool
 
     /// Decoding threads used by default: half the cores (at least one), leaving the others to
     /// the network's threads. On a 2-core machine: one.
@@ -55,13 +61,20 @@ public struct ImageBatchPipeline {
     ///   - preprocessor: by default ``MobileNetIO/ImagePreprocessor`` with its defaults at the
     ///     model's input size (`tf.image.resize` bilinear, EXIF applied, `x / 127.5 - 1`).
     ///   - decodeThreads: by default ``defaultDecodeThreads``.
+    ///   - embeddings: also deliver the pooled embeddings of each batch (one pass).
     public init(model: MobileNetV2, preprocessor: ImagePreprocessor? = nil, batchSize: Int = 16,
-                decodeThreads: Int? = nil, lookahead: Int = 2) {
+                decodeThreads: Int? = nil, lookahead: Int = 2, embeddings: Bool = false) {
         self.model = model
         self.preprocessor = preprocessor ?? ImagePreprocessor(height: model.configuration.inputHeight, width: model.configuration.inputWidth)
         self.batchSize = max(1, batchSize)
         self.decodeThreads = max(0, decodeThreads ?? Self.defaultDecodeThreads)
         self.lookahead = max(1, lookahead)
+        self.embeddings = embeddings
+    }
+
+    /// Creates a pipeline with the batch size and decoding threads of `runtime`.
+    public init(model: MobileNetV2, preprocessor: ImagePreprocessor? = nil, runtime: RuntimeOptions, embeddings: Bool = false) {
+        self.init(model: model, preprocessor: preprocessor, batchSize: runtime.batchSize, decodeThreads: runtime.decodeThreads, embeddings: embeddings)
     }
 
     /// Runs the network over `files`, calling `body` once per batch in input order (also for a
@@ -70,70 +83,102 @@ public struct ImageBatchPipeline {
     /// - Throws: errors thrown by the network or by `body` (never for a bad image). The
     ///   workers are stopped and joined before the error propagates.
     public func run(_ files: [URL], body: (ImageBatch) throws -> Void) throws {
-        guard !files.isEmpty else { return }
-        // No batch can be larger than the input (also keeps the window arithmetic far from overflow).
-        let batchSize = min(self.batchSize, files.count)
-        let batches = (files.count + batchSize - 1) / batchSize
+        let preprocessor = self.preprocessor
+        try runItems(files, chunk: batchSize, prepare: { (url: URL) throws(ImageError) -> [Tensor] in [try preprocessor.tensor(contentsOf: url)] }) { range, slots, outputs in
+            var batch = ImageBatch(files: [], outputs: [], embeddings: [], failures: [], processed: range.upperBound, total: files.count)
+            var row = 0
+            for (index, slot) in zip(range, slots) {
+                switch slot {
+                case .inputs:
+                    batch.files.append(files[index])
+                    batch.outputs.append(outputs.output[row])
+                    if self.embeddings { batch.embeddings.append(outputs.embedding[row]) }
+                    row += 1
+                case .failure(let error):
+                    batch.failures.append(EmbeddingFailure(url: files[index], error: error))
+                }
+            }
+            try body(batch)
+        }
+    }
+
+    /// Network outputs of one batch, one row per prepared input tensor.
+    struct Rows {
+        var output: [[Float]] = []
+        var embedding: [[Float]] = []
+    }
+
+    /// The engine behind ``run(_:body:)`` and the augmented-view embedding: `items` (files, or
+    /// files with view numbers) are prepared into zero or more input tensors each on the
+    /// workers, `chunk` items at a time, and each chunk's tensors go through the network at once.
+    ///
+    /// - Parameters:
+    ///   - prepare: decodes an item into its `[1, H, W, 3]` inputs; called concurrently.
+    ///   - body: per chunk, its item range, the slots (in item order) and the network rows of
+    ///     the successful slots' tensors, in order.
+    func runItems<Item: Sendable>(_ items: [Item], chunk: Int, prepare: @escaping @Sendable (Item) throws(ImageError) -> [Tensor],
+                                  body: (Range<Int>, [Slot], Rows) throws -> Void) throws {
+        guard !items.isEmpty else { return }
+        // No chunk can be larger than the input (also keeps the window arithmetic far from overflow).
+        let chunk = max(1, min(chunk, items.count))
+        let chunks = (items.count + chunk - 1) / chunk
+        let work: @Sendable (Int) -> Slot = { index in
+            do throws(ImageError) {
+                return .inputs(try prepare(items[index]))
+            } catch {
+                return .failure(error)
+            }
+        }
+        func deliver(_ range: Range<Int>, _ slots: [Slot]) throws {
+            var inputs: [Tensor] = []
+            for slot in slots { if case .inputs(let tensors) = slot { inputs += tensors } }
+            var rows = Rows()
+            if !inputs.isEmpty {
+                let batch = Tensor.concatenatingBatches(inputs)
+                if embeddings {
+                    let out = try model.forward(batch)
+                    rows = Rows(output: out.output.rows, embedding: out.embedding.rows)
+                } else {
+                    rows.output = try model(batch).rows
+                }
+            }
+            try body(range, slots, rows)
+        }
         if decodeThreads == 0 {
-            for b in 0..<batches {
-                let range = b * batchSize..<min((b + 1) * batchSize, files.count)
-                let slots = range.map { Self.prepare(files[$0], preprocessor) }
-                try deliver(batch: range, slots: slots, files: files, body: body)
+            for c in 0..<chunks {
+                let range = c * chunk..<min((c + 1) * chunk, items.count)
+                try deliver(range, range.map(work))
             }
             return
         }
-        let queue = DecodeQueue(files: files, batchSize: batchSize, lookahead: lookahead, preprocessor: preprocessor)
-        let workers = min(decodeThreads, files.count)
+        let queue = DecodeQueue(count: items.count, batchSize: chunk, lookahead: lookahead, prepare: work)
+        let workers = min(decodeThreads, items.count)
         for _ in 0..<workers {
             let thread = Thread { queue.work() }
             thread.stackSize = 4 << 20
             thread.start()
         }
         defer { queue.stopAndJoin(workers: workers) }
-        for b in 0..<batches {
-            let range = b * batchSize..<min((b + 1) * batchSize, files.count)
-            let slots = queue.take(batch: b, range: range)
-            try deliver(batch: range, slots: slots, files: files, body: body)
+        for c in 0..<chunks {
+            let range = c * chunk..<min((c + 1) * chunk, items.count)
+            try deliver(range, queue.take(batch: c, range: range))
         }
     }
 
-    private func deliver(batch range: Range<Int>, slots: [Slot], files: [URL], body: (ImageBatch) throws -> Void) throws {
-        var inputs: [Tensor] = []
-        var batch = ImageBatch(files: [], outputs: [], failures: [], processed: range.upperBound, total: files.count)
-        for (index, slot) in zip(range, slots) {
-            switch slot {
-            case .input(let tensor):
-                inputs.append(tensor)
-                batch.files.append(files[index])
-            case .failure(let failure):
-                batch.failures.append(failure)
-            }
-        }
-        if !inputs.isEmpty { batch.outputs = try model(Tensor.concatenatingBatches(inputs)).rows }
-        try body(batch)
-    }
-
+    /// One prepared item: its input tensors, or why it failed.
     enum Slot: Sendable {
-        case input(Tensor)
-        case failure(EmbeddingFailure)
-    }
-
-    static func prepare(_ url: URL, _ preprocessor: ImagePreprocessor) -> Slot {
-        do {
-            return .input(try preprocessor.tensor(contentsOf: url))
-        } catch {
-            return .failure(EmbeddingFailure(url: url, message: error.description))
-        }
+        case inputs([Tensor])
+        case failure(ImageError)
     }
 }
 
 /// The work shared by the decoding threads: a next-file counter bounded by the batch the
 /// consumer is on, and one slot per file, all under one condition variable.
 private final class DecodeQueue: @unchecked Sendable {
-    let files: [URL]
+    let count: Int
     let batchSize: Int
     let lookahead: Int
-    let preprocessor: ImagePreprocessor
+    let prepare: @Sendable (Int) -> ImageBatchPipeline.Slot
     let condition = NSCondition()
     var next = 0
     var consumerBatch = 0
@@ -141,26 +186,26 @@ private final class DecodeQueue: @unchecked Sendable {
     var stopped = false
     var finishedWorkers = 0
 
-    init(files: [URL], batchSize: Int, lookahead: Int, preprocessor: ImagePreprocessor) {
-        self.files = files
+    init(count: Int, batchSize: Int, lookahead: Int, prepare: @escaping @Sendable (Int) -> ImageBatchPipeline.Slot) {
+        self.count = count
         self.batchSize = batchSize
         self.lookahead = lookahead
-        self.preprocessor = preprocessor
-        self.slots = Array(repeating: nil, count: files.count)
+        self.prepare = prepare
+        self.slots = Array(repeating: nil, count: count)
     }
 
-    /// A worker's loop: take the next file within the look-ahead window, decode it, store it.
+    /// A worker's loop: take the next item within the look-ahead window, prepare it, store it.
     func work() {
         condition.lock()
         while true {
-            while !stopped && next < files.count && next >= (consumerBatch + 1 + lookahead) * batchSize {
+            while !stopped && next < count && next >= (consumerBatch + 1 + lookahead) * batchSize {
                 condition.wait()
             }
-            if stopped || next >= files.count { break }
+            if stopped || next >= count { break }
             let index = next
             next += 1
             condition.unlock()
-            let slot = ImageBatchPipeline.prepare(files[index], preprocessor)
+            let slot = prepare(index)
             condition.lock()
             slots[index] = slot
             condition.broadcast()
@@ -177,7 +222,7 @@ private final class DecodeQueue: @unchecked Sendable {
         consumerBatch = b
         condition.broadcast()
         while range.contains(where: { slots[$0] == nil }) { condition.wait() }
-        let taken = range.map { slots[$0]! }
+        let taken = range.compactMap { slots[$0] }
         for i in range { slots[i] = nil }
         return taken
     }

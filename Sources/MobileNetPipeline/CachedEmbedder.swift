@@ -35,12 +35,39 @@ public struct EmbeddingFailure: Sendable, Equatable, CustomStringConvertible {
     public var url: URL
     /// Why (decoder or file-system message, naming the file).
     public var message: String
+    /// The decoder's typed error, when decoding failed (nil for a file that could not be read).
+    public var error: ImageError?
     /// The message.
     public var description: String { message }
+
+    /// A failure with a message naming the file.
+    public init(url: URL, message: String) {
+        self.url = url
+        self.message = message
+    }
+
+    /// A decoding failure.
+    public init(url: URL, error: ImageError) {
+        self.url = url
+        self.message = error.description
+        self.error = error
+    }
+}
+
+/// What ``CachedEmbedder/embed(_:progress:)`` returns.
+public struct EmbeddingResult: Sendable {
+    /// An embedding for every file that worked, keyed by URL.
+    public var embeddings: [URL: ImageEmbedding]
+    /// The files that failed, with their reasons, in input order.
+    public var failures: [EmbeddingFailure]
+    /// How many distinct contents came from the cache.
+    public var cached: Int
+    /// How many distinct contents went through the network.
+    public var computed: Int
 }
 
 /// The input pipeline differs from the one a model was trained with.
-public struct PreprocessingMismatch: Error, Equatable, CustomStringConvertible {
+public struct PreprocessingMismatch: Error, Equatable, CustomStringConvertible, LocalizedError {
     /// What the model file records.
     public var expected: PreprocessingIdentity
     /// What this pipeline does.
@@ -49,9 +76,12 @@ public struct PreprocessingMismatch: Error, Equatable, CustomStringConvertible {
     public var description: String {
         "the model was trained with preprocessing \(expected.key), but this pipeline does \(actual.key); predictions would not be comparable"
     }
+
+    /// The same as ``description``.
+    public var errorDescription: String? { description }
 }
 
-/// Embeds image files through an ``EmbeddingStore``: files are hashed (SHA-256 of their bytes),
+/// Embeds image files through an ``MobileNetStore/EmbeddingStore``: files are hashed (SHA-256 of their bytes),
 /// embeddings already stored for the same content, backbone and preprocessing are reused, and
 /// only the others go through the network, in batches; each batch is committed as soon as it is
 /// computed, so an interrupted run loses at most one batch and the next run resumes.
@@ -73,18 +103,25 @@ public final class CachedEmbedder {
     /// Decoding threads (see ``ImageBatchPipeline/decodeThreads``); nil for the default.
     public let decodeThreads: Int?
 
-    /// Creates an embedder.
+    /// Creates an embedder for a backbone.
     ///
-    /// - Throws: ``StoreError`` when the backbone cannot be registered in the store.
     /// - Parameters:
     ///   - preprocessor: the input pipeline; by default `ImagePreprocessor` with its defaults at
     ///     the model's input size. Its ``MobileNetStore/PreprocessingIdentity`` is part of the cache key.
-    ///   - decodeThreads: threads that decode while the network runs; nil for
-    ///     ``ImageBatchPipeline/defaultDecodeThreads``, 0 to decode in line.
     ///   - expectedPreprocessing: when given (for example from a saved model file), the
     ///     pipeline must have exactly this identity.
+    ///   - runtime: network batch size and decoding threads (the backend is the backbone's).
     /// - Throws: ``StoreError`` when the backbone cannot be registered in the store;
     ///   ``PreprocessingMismatch`` when `expectedPreprocessing` differs from the pipeline's.
+    public convenience init(backbone: Backbone, preprocessor: ImagePreprocessor? = nil, expectedPreprocessing: PreprocessingIdentity? = nil,
+                            store: EmbeddingStore?, runtime: RuntimeOptions) throws {
+        try self.init(model: backbone.network, backbone: backbone.identity, preprocessor: preprocessor, expectedPreprocessing: expectedPreprocessing,
+                      store: store, batchSize: runtime.batchSize, decodeThreads: runtime.decodeThreads)
+    }
+
+    /// Creates an embedder from its parts (see ``init(backbone:preprocessor:expectedPreprocessing:store:runtime:)``).
+    ///
+    /// - Throws: as the other initialiser.
     public init(model: MobileNetV2, backbone: BackboneIdentity, preprocessor: ImagePreprocessor? = nil,
                 expectedPreprocessing: PreprocessingIdentity? = nil, store: EmbeddingStore?, batchSize: Int = 16, decodeThreads: Int? = nil) throws {
         self.model = model
@@ -100,9 +137,6 @@ public final class CachedEmbedder {
         try store?.register(backbone)
     }
 
-    /// Counts from the last ``embed(_:progress:)``.
-    public private(set) var lastStatistics: (cached: Int, computed: Int) = (0, 0)
-
     /// Embeds `files`.
     ///
     /// Files that are not cached are decoded on worker threads while the network runs
@@ -110,10 +144,11 @@ public final class CachedEmbedder {
     ///
     /// - Parameter progress: called after each batch with (images handled, images to compute),
     ///   where handled counts the batch's failures too, so it reaches the total at the end.
-    /// - Returns: an embedding for every file that worked (keyed by URL) and the failures.
+    /// - Returns: an embedding for every file that worked (keyed by URL), the failures, and how
+    ///   many contents came from the cache and from the network.
     /// - Throws: ``StoreError`` when the cache cannot be read or written (never for a bad image),
     ///   and errors of the network itself.
-    public func embed(_ files: [URL], progress: ((Int, Int) -> Void)? = nil) throws -> (embeddings: [URL: ImageEmbedding], failures: [EmbeddingFailure]) {
+    public func embed(_ files: [URL], progress: ((Int, Int) -> Void)? = nil) throws -> EmbeddingResult {
         var failures: [EmbeddingFailure] = []
         var hashes: [URL: FileRecord] = [:]
         for url in files where hashes[url] == nil {
@@ -165,7 +200,6 @@ public final class CachedEmbedder {
                 failures.append(EmbeddingFailure(url: url, message: "\(url.path): not decodable (same content as another file that failed)"))
             }
         }
-        lastStatistics = (cachedCount, computed)
-        return (result, failures)
+        return EmbeddingResult(embeddings: result, failures: failures, cached: cachedCount, computed: computed)
     }
 }

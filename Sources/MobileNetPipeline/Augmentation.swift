@@ -77,55 +77,81 @@ public struct ImageAugmenter: Sendable, Hashable {
     }
 }
 
+/// What ``CachedEmbedder/embedAugmented(_:count:seed:augmenter:progress:)`` returns.
+public struct AugmentedEmbeddings: Sendable {
+    /// Per file, its `count` view embeddings in view order (files that failed are left out).
+    public var views: [URL: [[Float]]]
+    /// The files whose views could not be made (the file no longer decodes), with the reason.
+    public var failures: [EmbeddingFailure]
+    /// Views found in the cache.
+    public var cached: Int
+    /// Views computed by the network.
+    public var computed: Int
+}
+
 extension CachedEmbedder {
     /// Embeds `count` augmented views of each image (see ``ImageAugmenter``), through the store
-    /// like the originals (view ids from ``ImageAugmenter/viewID(seed:index:)``), committing each batch.
+    /// like the originals (view ids from ``ImageAugmenter/viewID(seed:index:)``), committing each
+    /// batch. Runs on the same pipeline as ``embed(_:progress:)``: each file is decoded once on a
+    /// worker thread, its missing views are made there, and the network runs on the caller's thread.
     ///
-    /// - Parameter images: the files with their content hashes (from ``embed(_:progress:)``).
-    /// - Returns: per file, its `count` view embeddings in view order (files that fail to decode are left out).
+    /// - Parameters:
+    ///   - images: the files with their content hashes (from ``embed(_:progress:)``).
+    ///   - progress: called after each batch with (views computed so far, views to compute).
+    /// - Returns: the views per file, the files that failed to decode, and the cache counts.
     /// - Throws: ``StoreError`` and network errors (never for a bad image).
     public func embedAugmented(_ images: [(url: URL, contentSHA256: String)], count: Int, seed: UInt64,
                                augmenter: ImageAugmenter = ImageAugmenter(),
-                               progress: ((Int, Int) -> Void)? = nil) throws -> [URL: [[Float]]] {
-        guard count > 0 else { return [:] }
+                               progress: ((Int, Int) -> Void)? = nil) throws -> AugmentedEmbeddings {
+        guard count > 0 else { return AugmentedEmbeddings(views: [:], failures: [], cached: 0, computed: 0) }
         var known: [String: [Int: [Float]]] = [:]   // hash → view index → vector
+        var cached = 0
         for index in 0..<count {
             let found = try store?.embeddings(for: images.map(\.contentSHA256), backbone: backbone, preprocessing: preprocessing,
                                                view: augmenter.viewID(seed: seed, index: index)) ?? [:]
             for (hash, vector) in found { known[hash, default: [:]][index] = vector }
+            cached += found.count
         }
-        var jobs: [(url: URL, hash: String, index: Int)] = []
+        struct Job: Sendable { var url: URL; var hash: String; var views: [Int] }
+        var jobs: [Job] = []
         var queued = Set<String>()
         for image in images where !queued.contains(image.contentSHA256) {
             queued.insert(image.contentSHA256)
-            for index in 0..<count where known[image.contentSHA256]?[index] == nil { jobs.append((image.url, image.contentSHA256, index)) }
+            let missing = (0..<count).filter { known[image.contentSHA256]?[$0] == nil }
+            if !missing.isEmpty { jobs.append(Job(url: image.url, hash: image.contentSHA256, views: missing)) }
         }
+        let total = jobs.reduce(0) { $0 + $1.views.count }
         var done = 0
-        var start = 0
-        var decoded: (url: URL, image: RGBImage?)?
-        while start < jobs.count {
-            let batch = jobs[start..<min(start + batchSize, jobs.count)]
-            start += batchSize
-            var inputs: [Tensor] = []
-            var keys: [(hash: String, index: Int)] = []
-            for job in batch {
-                if decoded?.url != job.url { decoded = (job.url, try? preprocessor.decoder.decode(contentsOf: job.url)) }
-                guard let image = decoded?.image else { continue }
-                var random = ImageAugmenter.random(seed: seed, contentSHA256: job.hash, index: job.index)
-                inputs.append(preprocessor.tensor(for: augmenter.augment(image, random: &random)))
-                keys.append((job.hash, job.index))
+        var failures: [EmbeddingFailure] = []
+        let preprocessor = self.preprocessor
+        let pipeline = ImageBatchPipeline(model: model, preprocessor: preprocessor, batchSize: batchSize, decodeThreads: decodeThreads)
+        // About `batchSize` views per network batch.
+        try pipeline.runItems(jobs, chunk: max(1, batchSize / count), prepare: { job throws(ImageError) in
+            let image = try preprocessor.decoder.decode(contentsOf: job.url, target: nil)
+            return job.views.map { index in
+                var random = ImageAugmenter.random(seed: seed, contentSHA256: job.hash, index: index)
+                return preprocessor.tensor(for: augmenter.augment(image, random: &random))
             }
-            guard !inputs.isEmpty else { continue }
-            let output = try model(Tensor.concatenatingBatches(inputs))
+        }) { range, slots, rows in
             var records: [EmbeddingRecord] = []
-            for (key, row) in zip(keys, output.rows) {
-                known[key.hash, default: [:]][key.index] = row
-                records.append(EmbeddingRecord(contentSHA256: key.hash, backbone: backbone.key, preprocessing: preprocessing.key,
-                                               view: augmenter.viewID(seed: seed, index: key.index), vector: row))
+            var row = 0
+            for (job, slot) in zip(jobs[range], slots) {
+                switch slot {
+                case .inputs:
+                    for index in job.views {
+                        let vector = rows.output[row]
+                        row += 1
+                        known[job.hash, default: [:]][index] = vector
+                        records.append(EmbeddingRecord(contentSHA256: job.hash, backbone: backbone.key, preprocessing: preprocessing.key,
+                                                       view: augmenter.viewID(seed: seed, index: index), vector: vector))
+                    }
+                case .failure(let error):
+                    failures.append(EmbeddingFailure(url: job.url, error: error))
+                }
             }
             try store?.insert(records)
             done += records.count
-            progress?(done, jobs.count)
+            progress?(done, total)
         }
         var result: [URL: [[Float]]] = [:]
         for image in images {
@@ -133,6 +159,6 @@ extension CachedEmbedder {
             let vectors = (0..<count).compactMap { views[$0] }
             if vectors.count == count { result[image.url] = vectors }
         }
-        return result
+        return AugmentedEmbeddings(views: result, failures: failures, cached: cached, computed: done)
     }
 }

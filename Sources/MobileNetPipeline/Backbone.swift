@@ -1,0 +1,89 @@
+import Foundation
+import MobileNetIO
+import MobileNetKernels
+import MobileNetModel
+import MobileNetStore
+
+/// The frozen embedding network of transfer learning and search: MobileNetV2 without the top,
+/// globally pooled, with its identity (configuration and weight-file hash, the cache key of its
+/// embeddings) and the weight file it came from.
+public struct Backbone: Sendable {
+    /// The embedding network (`include_top=False`, pooled): `[N, H, W, 3]` in -1...1 to `[N, C]`, 0...6.
+    public let network: MobileNetV2
+    /// Identity of the network and its weights.
+    public let identity: BackboneIdentity
+    /// The weight file.
+    public let weightsURL: URL
+
+    /// Creates a backbone from its parts.
+    public init(network: MobileNetV2, identity: BackboneIdentity, weightsURL: URL) {
+        self.network = network
+        self.identity = identity
+        self.weightsURL = weightsURL
+    }
+
+    /// Resolves the weight file (a file without the top is looked for first; either works) and
+    /// builds the pooled embedding network of `alpha` at `inputHeight` x `inputWidth`.
+    ///
+    /// - Parameters:
+    ///   - weightsPath: an explicit weight file; nil for ``MobileNetIO/WeightsResolver``'s search
+    ///     (a non-official size uses the 224 file).
+    ///   - pooling: `.avg` (Keras `pooling="avg"`, the usual embedding) or `.max`.
+    /// - Throws: ``MobileNetIO/WeightsResolutionError``, ``MobileNetIO/WeightFileError``,
+    ///   ``MobileNetModel/ModelError``, the backend's errors, and the file-system error when the
+    ///   weight file cannot be hashed.
+    public static func load(weightsPath: String? = nil, alpha: Double = 1.0, inputHeight: Int = 224, inputWidth: Int = 224,
+                            pooling: Pooling = .avg, backend: any InferenceBackend,
+                            resolver: WeightsResolver = WeightsResolver()) async throws -> Backbone {
+        let url = try await resolver.resolve(alpha: alpha, inputHeight: inputHeight, inputWidth: inputWidth, includeTop: false, explicitPath: weightsPath)
+        return try load(contentsOf: url, alpha: alpha, inputHeight: inputHeight, inputWidth: inputWidth, pooling: pooling, backend: backend)
+    }
+
+    /// Builds the backbone from the weight file at `url` (any Keras layout, a nested MobileNetV2 included).
+    ///
+    /// - Throws: as ``load(weightsPath:alpha:inputHeight:inputWidth:pooling:backend:resolver:)``.
+    public static func load(contentsOf url: URL, alpha: Double, inputHeight: Int, inputWidth: Int, pooling: Pooling = .avg,
+                            backend: any InferenceBackend) throws -> Backbone {
+        let configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: inputHeight, inputWidth: inputWidth, includeTop: false, pooling: pooling)
+        let network = try MobileNetV2.load(configuration: configuration, contentsOf: url, backend: backend)
+        return Backbone(network: network, identity: try BackboneIdentity(configuration: configuration, weightsFile: url), weightsURL: url)
+    }
+
+    /// Loads the backbone an identity describes (for a saved classifier or an index): the file
+    /// `weightsPath` when given, else `recordedPath` when it still exists, else the resolver's
+    /// search; its SHA-256 must be the identity's.
+    ///
+    /// - Parameter source: what recorded the identity (a model file or index path), for messages.
+    /// - Throws: ``BackboneMismatch`` when the file found is another backbone; otherwise as
+    ///   ``load(weightsPath:alpha:inputHeight:inputWidth:pooling:backend:resolver:)``.
+    public static func load(matching identity: BackboneIdentity, weightsPath: String? = nil, recordedPath: String? = nil, source: String,
+                            backend: any InferenceBackend, resolver: WeightsResolver = WeightsResolver()) async throws -> Backbone {
+        var path = weightsPath
+        if path == nil, let recordedPath, FileManager.default.fileExists(atPath: recordedPath) { path = recordedPath }
+        let backbone = try await load(weightsPath: path, alpha: identity.alpha, inputHeight: identity.inputHeight, inputWidth: identity.inputWidth,
+                                      pooling: Pooling(rawValue: identity.pooling) ?? .avg, backend: backend, resolver: resolver)
+        guard backbone.identity == identity else {
+            throw BackboneMismatch(source: source, expected: identity, found: backbone.identity, weightsFile: backbone.weightsURL.path)
+        }
+        return backbone
+    }
+}
+
+/// A weight file that is not the backbone a model file or index was made with.
+public struct BackboneMismatch: Error, Equatable, CustomStringConvertible, LocalizedError {
+    /// The model file or index that recorded the backbone.
+    public var source: String
+    /// The recorded backbone.
+    public var expected: BackboneIdentity
+    /// The backbone of the weight file found.
+    public var found: BackboneIdentity
+    /// The weight file found.
+    public var weightsFile: String
+
+    public var description: String {
+        "\(source): made with backbone \(expected.key), but the weight file \(weightsFile) gives \(found.key); pass the weight file it was made with (--weights)"
+    }
+
+    /// The same as ``description``.
+    public var errorDescription: String? { description }
+}

@@ -25,7 +25,7 @@ enum CropChoice: String, ExpressibleByArgument, CaseIterable {
 /// Options that choose how image files become model input, shared by `classify` and `embed`.
 struct ImageOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(
-        "Resize: bilinear (tf.image.resize, the default), nearest (Pillow, load_img's default), pil-bilinear (Pillow BILINEAR, antialiased: load_img(interpolation=\"bilinear\")), tf-antialias (tf.image.resize antialias=True) or area.",
+        "Resize: bilinear (tf.image.resize, the default), nearest (Pillow, load_img's default), pil-bilinear (Pillow BILINEAR, antialiased: load_img(interpolation=\"bilinear\")), pil-bicubic (Pillow BICUBIC, antialiased: PIL Image.resize's default, load_img(interpolation=\"bicubic\")), tf-antialias (tf.image.resize antialias=True) or area.",
         valueName: "mode"))
     var resize: ResizeMethod = .bilinear
 

@@ -153,8 +153,37 @@ struct ImageResizeModeTests {
             #expect(diff <= 1, "\(entry.file): max |diff| \(diff)")
         }
         for (key, value) in worst.sorted(by: { $0.key < $1.key }) { print("resize \(key): max |diff| = \(value)") }
-        // The Pillow modes are integer pipelines and must be bit-exact.
-        #expect(worst.filter { $0.key.hasPrefix("nearest") || $0.key.hasPrefix("pil-") }.values.allSatisfy { $0 == 0 })
+        // Every mode has fixtures, with every crop.
+        #expect(Set(manifest.resize.map(\.mode)) == Set(ResizeMethod.allCases.map(\.rawValue)))
+        // The Pillow modes (nearest, pil-bilinear, pil-bicubic) are integer pipelines and must be
+        // bit-exact with every crop.
+        for method in ResizeMethod.allCases where method.isPillow {
+            for crop in ["none", "aspect", "shorter"] {
+                let key = "\(method.rawValue)/\(crop)"
+                #expect(worst[key] == 0, "\(key): max |diff| \(worst[key].map { "\($0)" } ?? "(no fixture)")")
+            }
+        }
+    }
+
+    @Test("pil-bicubic is wired: Pillow BICUBIC, not BILINEAR, on a downscale")
+    func bicubicIsNotBilinear() throws {
+        #expect(ResizeMethod(rawValue: "pil-bicubic") == .pilBicubic)
+        #expect(ResizeMethod.pilBicubic.isPillow)
+        let source = try StandardImageDecoder().decode(contentsOf: ImageFixtures.resize.appendingPathComponent("photo.png"))
+        // 120x90 -> 31x23: the filters are widened about 3.9 times.
+        let bicubic = ImageResizer.resize(source, height: 23, width: 31, method: .pilBicubic)
+        let bilinear = ImageResizer.resize(source, height: 23, width: 31, method: .pilBilinear)
+        let expected = try ImageFixtures.array(ImageFixtures.resize.appendingPathComponent("photo_pil-bicubic_none_23x31.npy"))
+        let expectedBilinear = try ImageFixtures.array(ImageFixtures.resize.appendingPathComponent("photo_pil-bilinear_none_23x31.npy"))
+        #expect(ImageFixtures.maxDiff(bicubic, expected.values) == 0)
+        #expect(ImageFixtures.maxDiff(bilinear, expectedBilinear.values) == 0)
+        let between = ImageFixtures.maxDiff(bicubic, bilinear)
+        let changed = zip(bicubic, bilinear).filter { $0 != $1 }.count
+        print("pil-bicubic vs pil-bilinear, 120x90 -> 31x23: max |diff| \(between), \(changed) of \(bicubic.count) values differ")
+        #expect(between >= 2)
+        #expect(changed > bicubic.count / 4)
+        // The public entry point gives the same pixels.
+        #expect(ImageResizer.pillowBicubic(source, height: 23, width: 31).pixels.map(Float.init) == bicubic)
     }
 
     @Test("pixel scaling modes, and the caller's buffer is never changed")
@@ -329,7 +358,7 @@ struct ImageFuzzTests {
                 let image = try decoder.decode(data, source: "fuzz-\(done)", target: done % 2 == 0 ? nil : DecodeTarget(height: 8, width: 8))
                 #expect(image.pixels.count == image.width * image.height * 3)
                 if image.width > 0 && image.height > 0 {
-                    _ = ImageResizer.resize(image, height: 7, width: 9, method: ResizeMethod.allCases[done % 5], crop: done % 3 == 0 ? .aspectRatio : .none)
+                    _ = ImageResizer.resize(image, height: 7, width: 9, method: ResizeMethod.allCases[done % ResizeMethod.allCases.count], crop: done % 3 == 0 ? .aspectRatio : .none)
                 }
                 decoded += 1
             } catch {

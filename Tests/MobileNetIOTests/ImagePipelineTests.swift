@@ -228,6 +228,39 @@ struct KerasLoadImgParityTests {
         print("load_img(interpolation='bilinear') parity: \(exact)/\(ids.count) photos within 1e-4, max |diff| = \(worst)")
         #expect(exact == ids.count)
     }
+
+    @Test("pil-bicubic of shared JPEG photos equals Pillow's Image.resize((224, 224)) (presets fixtures)")
+    func pillowBicubicPhotos() throws {
+        // Made by scripts/fixtures/make_preset_fixtures.py: a grayscale, an EXIF and a colour JPEG.
+        let directory = TestData.fixtures.appendingPathComponent("presets")
+        let photos = ["n03908714_pencil_sharpener": "data/imagenet-sample/n03908714_pencil_sharpener.JPEG",
+                      "n02102480_Sussex_spaniel": "data/imagenet-sample/n02102480_Sussex_spaniel.JPEG",
+                      "grace_hopper": "data/images/grace_hopper.jpg"]
+        for (stem, path) in photos.sorted(by: { $0.key < $1.key }) {
+            let image = try StandardImageDecoder(orientation: .ignore).decode(contentsOf: TestData.shared(path))
+            let ours = ImageResizer.resize(image, height: 224, width: 224, method: .pilBicubic)
+            let expected = try ImageFixtures.array(directory.appendingPathComponent("pillow-bicubic__\(stem).npy"))
+            let diff = ImageFixtures.maxDiff(ours, expected.values)
+            print("pil-bicubic \(path) (\(image.width)x\(image.height) -> 224x224) vs Pillow: max |diff| = \(diff)")
+            #expect(diff == 0, "\(path): max |diff| \(diff)")
+        }
+        // Every photo: the sum of whole numbers is exact, so Pillow's mean must be equal to the last bit.
+        struct Stats: Decodable { let min: Double, max: Double, mean: Double }
+        struct Manifest: Decodable { let results: [String: [String: Stats]] }
+        let manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: directory.appendingPathComponent("manifest.json")))
+        let pillow = try #require(manifest.results["pillow-bicubic"])
+        #expect(pillow.count >= 100)
+        var equal = 0
+        for (path, stats) in pillow.sorted(by: { $0.key < $1.key }) {
+            let image = try StandardImageDecoder(orientation: .ignore).decode(contentsOf: TestData.shared(path))
+            let ours = ImageResizer.pillowBicubic(image, height: 224, width: 224).pixels
+            let mean = Double(ours.reduce(0) { $0 + Int($1) }) / Double(ours.count)
+            let same = mean == stats.mean && Double(ours.min()!) == stats.min && Double(ours.max()!) == stats.max
+            if same { equal += 1 }
+            #expect(same, "\(path): mean \(mean) vs Pillow \(stats.mean)")
+        }
+        print("pil-bicubic vs Pillow on \(pillow.count) shared JPEGs: min, max and mean identical on \(equal)")
+    }
 }
 
 @Suite("Bad image files give typed errors naming the file")

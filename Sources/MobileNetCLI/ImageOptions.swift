@@ -33,7 +33,7 @@ struct ImageOptions: ParsableArguments {
     var preset: PreprocessingPreset?
 
     @Option(name: .long, help: ArgumentHelp(
-        "Resize: bilinear (tf.image.resize, the default), nearest (Pillow, load_img's default), pil-bilinear (Pillow BILINEAR, antialiased: load_img(interpolation=\"bilinear\")), tf-antialias (tf.image.resize antialias=True) or area.",
+        "Resize: bilinear (tf.image.resize, the default), nearest (Pillow, load_img's default), pil-bilinear (Pillow BILINEAR, antialiased: load_img(interpolation=\"bilinear\")), pil-bicubic (Pillow BICUBIC, antialiased: PIL Image.resize's default, load_img(interpolation=\"bicubic\")), tf-antialias (tf.image.resize antialias=True) or area.",
         valueName: "mode"))
     var resize: ResizeMethod?
 

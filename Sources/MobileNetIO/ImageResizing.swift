@@ -8,6 +8,7 @@ import Foundation
 /// | ``bilinear`` | `tf.image.resize(method="bilinear")` (half-pixel centres, no antialiasing); Keras `image_dataset_from_directory`'s default | floats |
 /// | ``nearest`` | Pillow `NEAREST`; `keras.utils.load_img(target_size=)`'s default | integers |
 /// | ``pilBilinear`` | Pillow `BILINEAR` (filter support widened when downscaling, 8-bit fixed point); `load_img(interpolation="bilinear")` | integers |
+/// | ``pilBicubic`` | Pillow `BICUBIC` (same machinery, cubic kernel a = -0.5); `PIL.Image.resize`'s default, `load_img(interpolation="bicubic")` | integers |
 /// | ``tfAntialias`` | `tf.image.resize(method="bilinear", antialias=True)` | floats |
 /// | ``area`` | `tf.image.resize(method="area")` | floats |
 public enum ResizeMethod: String, Sendable, Hashable, CaseIterable, Codable {
@@ -17,13 +18,17 @@ public enum ResizeMethod: String, Sendable, Hashable, CaseIterable, Codable {
     case nearest
     /// Pillow's antialiased bilinear (`Image.resize(size, BILINEAR)`), fixed-point as Pillow.
     case pilBilinear = "pil-bilinear"
+    /// Pillow's antialiased bicubic (`Image.resize(size, BICUBIC)`, the default of
+    /// `PIL.Image.resize` and `keras.utils.load_img(interpolation="bicubic")`), fixed-point as
+    /// Pillow; whole numbers in 0...255.
+    case pilBicubic = "pil-bicubic"
     /// `tf.image.resize(..., antialias=True)` with the bilinear (triangle) kernel.
     case tfAntialias = "tf-antialias"
     /// `tf.image.resize(method="area")`: the average over each output pixel's footprint.
     case area
 
     /// Whether the mode is Pillow's (works on 8-bit pixels and takes a crop box).
-    public var isPillow: Bool { self == .nearest || self == .pilBilinear }
+    public var isPillow: Bool { self == .nearest || self == .pilBilinear || self == .pilBicubic }
 }
 
 /// Cropping done with the resize.
@@ -121,6 +126,7 @@ extension ImageResizer {
         case .bilinear: return bilinear(image, height: height, width: width)
         case .nearest: return pillowNearest(image, height: height, width: width, box: box).pixels.map(Float.init)
         case .pilBilinear: return pillowBilinear(image, height: height, width: width, box: box).pixels.map(Float.init)
+        case .pilBicubic: return pillowBicubic(image, height: height, width: width, box: box).pixels.map(Float.init)
         case .tfAntialias: return bilinearAntialiased(image, height: height, width: width)
         case .area: return area(image, height: height, width: width)
         }
@@ -164,15 +170,40 @@ extension ImageResizer {
         return RGBImage(width: width, height: height, pixels: out)
     }
 
+    /// One separable filter of Pillow's `ImagingResample` (`src/libImaging/Resample.c`): the
+    /// kernel and its support (half-width in source pixels at scale 1, widened by the scale
+    /// factor when downscaling).
+    struct PillowFilter: Sendable {
+        /// Half-width of the kernel in source pixels at scale 1.
+        let support: Double
+        /// The kernel, evaluated in `Double` in the same operation order as Pillow.
+        let kernel: @Sendable (Double) -> Double
+
+        /// Pillow's `BILINEAR`: the triangle `1 - |x|` on (-1, 1).
+        static let bilinear = PillowFilter(support: 1) { x in
+            let a = abs(x)
+            return a < 1 ? 1 - a : 0
+        }
+
+        /// Pillow's `BICUBIC`: the Keys cubic convolution kernel with a = -0.5 on (-2, 2).
+        static let bicubic = PillowFilter(support: 2) { x in
+            let a = -0.5, t = abs(x)
+            // Same grouping of operations as Pillow, so the Double results are identical.
+            if t < 1 { return ((a + 2) * t - (a + 3)) * t * t + 1 }
+            if t < 2 { return (((t - 5) * t + 8) * t - 4) * a }
+            return 0
+        }
+    }
+
     /// Pillow's fixed-point precision for 8-bit resampling (`PRECISION_BITS = 32 - 8 - 2`).
     static let pillowPrecisionBits = 22
 
     /// Pillow's `precompute_coeffs` then `normalize_coeffs_8bpc` for one axis.
     static func pillowCoefficients(inSize: Int, in0: Double, in1: Double, outSize: Int,
-                                   support filterSupport: Double, filter: (Double) -> Double) -> (ksize: Int, bounds: [Int], kk: [Int32]) {
+                                   filter: PillowFilter) -> (ksize: Int, bounds: [Int], kk: [Int32]) {
         let scale = (in1 - in0) / Double(outSize)
         let filterScale = max(scale, 1.0)
-        let support = filterSupport * filterScale
+        let support = filter.support * filterScale
         let ksize = Int(support.rounded(.up)) * 2 + 1
         var bounds = [Int](repeating: 0, count: outSize * 2)
         var kk = [Int32](repeating: 0, count: outSize * ksize)
@@ -186,7 +217,7 @@ extension ImageResizer {
             for x in 0..<ksize { k[x] = 0 }
             if xmax > 0 {
                 for x in 0..<xmax {
-                    let w = filter((Double(x + xmin) - center + 0.5) * ss)
+                    let w = filter.kernel((Double(x + xmin) - center + 0.5) * ss)
                     k[x] = w
                     ww += w
                 }
@@ -202,6 +233,8 @@ extension ImageResizer {
         return (ksize, bounds, kk)
     }
 
+    /// Pillow's `clip8`: drops the fixed-point fraction and clamps to 0...255 (the bicubic
+    /// kernel's negative lobes can push sums outside it).
     @inline(__always) static func pillowClip8(_ v: Int) -> UInt8 {
         let shifted = v >> pillowPrecisionBits
         return shifted < 0 ? 0 : shifted > 255 ? 255 : UInt8(shifted)
@@ -214,8 +247,26 @@ extension ImageResizer {
     /// 8 bits as Pillow does.
     ///
     /// - Parameter box: the source rectangle `(x0, y0, x1, y1)`; the whole image when nil.
-    /// - Returns: a new 8-bit image of `width` x `height`.
+    /// - Returns: a new 8-bit image of `width` x `height` (values 0...255).
     public static func pillowBilinear(_ image: RGBImage, height: Int, width: Int, box: (Double, Double, Double, Double)? = nil) -> RGBImage {
+        pillowResample(image, height: height, width: width, box: box, filter: .bilinear)
+    }
+
+    /// Pillow's `Image.resize(size, BICUBIC, box)` (`ImagingResample`): the default of
+    /// `PIL.Image.resize`, and what `keras.utils.load_img(interpolation="bicubic")` gives. The
+    /// same machinery as ``pillowBilinear(_:height:width:box:)`` with the cubic convolution
+    /// kernel (a = -0.5, support 2 source pixels, widened by the scale factor when downscaling),
+    /// coefficients normalised and in 22-bit fixed point, each pass rounded and clipped to 8 bits.
+    ///
+    /// - Parameter box: the source rectangle `(x0, y0, x1, y1)`; the whole image when nil.
+    /// - Returns: a new 8-bit image of `width` x `height` (values 0...255).
+    public static func pillowBicubic(_ image: RGBImage, height: Int, width: Int, box: (Double, Double, Double, Double)? = nil) -> RGBImage {
+        pillowResample(image, height: height, width: width, box: box, filter: .bicubic)
+    }
+
+    /// Pillow's `ImagingResample` for 8-bit RGB with `filter`: box handling and pass order.
+    static func pillowResample(_ image: RGBImage, height: Int, width: Int, box: (Double, Double, Double, Double)?,
+                               filter: PillowFilter) -> RGBImage {
         // Pillow passes the box to C as `float box[4]`.
         let b0 = box ?? (0, 0, Double(image.width), Double(image.height))
         let b = (Double(Float(b0.0)), Double(Float(b0.1)), Double(Float(b0.2)), Double(Float(b0.3)))
@@ -227,13 +278,14 @@ extension ImageResizer {
         // Each pass rounds to 8 bits, so the order changes results by up to one level.
         let verticalFirst = image.height - height > 0 && image.height - height > (image.width - width) * 2
         if needVertical && needHorizontal && verticalFirst {
-            let transposed = transpose(pillowBilinearPasses(transpose(image), outWidth: height, outHeight: width,
-                                                            box: (b.1, b.0, b.3, b.2), needHorizontal: true, needVertical: true))
-            return transposed
+            return transpose(pillowPasses(transpose(image), outWidth: height, outHeight: width, box: (b.1, b.0, b.3, b.2),
+                                          filter: filter, needHorizontal: true, needVertical: true))
         }
-        return pillowBilinearPasses(image, outWidth: width, outHeight: height, box: b, needHorizontal: needHorizontal, needVertical: needVertical)
+        return pillowPasses(image, outWidth: width, outHeight: height, box: b, filter: filter,
+                            needHorizontal: needHorizontal, needVertical: needVertical)
     }
 
+    /// The image with rows and columns swapped.
     static func transpose(_ image: RGBImage) -> RGBImage {
         var out = [UInt8](repeating: 0, count: image.pixels.count)
         for y in 0..<image.height {
@@ -246,11 +298,11 @@ extension ImageResizer {
     }
 
     /// Pillow's `ImagingResampleInner`: horizontal pass (rows the vertical pass needs), then vertical.
-    static func pillowBilinearPasses(_ image: RGBImage, outWidth width: Int, outHeight height: Int,
-                                     box b: (Double, Double, Double, Double), needHorizontal: Bool, needVertical: Bool) -> RGBImage {
-        let triangle: (Double) -> Double = { x in let a = abs(x); return a < 1 ? 1 - a : 0 }
-        let horizontal = pillowCoefficients(inSize: image.width, in0: b.0, in1: b.2, outSize: width, support: 1, filter: triangle)
-        var vertical = pillowCoefficients(inSize: image.height, in0: b.1, in1: b.3, outSize: height, support: 1, filter: triangle)
+    static func pillowPasses(_ image: RGBImage, outWidth width: Int, outHeight height: Int,
+                             box b: (Double, Double, Double, Double), filter: PillowFilter,
+                             needHorizontal: Bool, needVertical: Bool) -> RGBImage {
+        let horizontal = pillowCoefficients(inSize: image.width, in0: b.0, in1: b.2, outSize: width, filter: filter)
+        var vertical = pillowCoefficients(inSize: image.height, in0: b.1, in1: b.3, outSize: height, filter: filter)
         let half = 1 << (pillowPrecisionBits - 1)
         var current = image
         if needHorizontal {

@@ -153,8 +153,37 @@ struct ImageResizeModeTests {
             #expect(diff <= 1, "\(entry.file): max |diff| \(diff)")
         }
         for (key, value) in worst.sorted(by: { $0.key < $1.key }) { print("resize \(key): max |diff| = \(value)") }
-        // The Pillow modes are integer pipelines and must be bit-exact.
-        #expect(worst.filter { $0.key.hasPrefix("nearest") || $0.key.hasPrefix("pil-") }.values.allSatisfy { $0 == 0 })
+        // Every mode has fixtures, with every crop.
+        #expect(Set(manifest.resize.map(\.mode)) == Set(ResizeMethod.allCases.map(\.rawValue)))
+        // The Pillow modes (nearest, pil-bilinear, pil-bicubic) are integer pipelines and must be
+        // bit-exact with every crop.
+        for method in ResizeMethod.allCases where method.isPillow {
+            for crop in ["none", "aspect", "shorter"] {
+                let key = "\(method.rawValue)/\(crop)"
+                #expect(worst[key] == 0, "\(key): max |diff| \(worst[key].map { "\($0)" } ?? "(no fixture)")")
+            }
+        }
+    }
+
+    @Test("pil-bicubic is wired: Pillow BICUBIC, not BILINEAR, on a downscale")
+    func bicubicIsNotBilinear() throws {
+        #expect(ResizeMethod(rawValue: "pil-bicubic") == .pilBicubic)
+        #expect(ResizeMethod.pilBicubic.isPillow)
+        let source = try StandardImageDecoder().decode(contentsOf: ImageFixtures.resize.appendingPathComponent("photo.png"))
+        // 120x90 -> 31x23: the filters are widened about 3.9 times.
+        let bicubic = ImageResizer.resize(source, height: 23, width: 31, method: .pilBicubic)
+        let bilinear = ImageResizer.resize(source, height: 23, width: 31, method: .pilBilinear)
+        let expected = try ImageFixtures.array(ImageFixtures.resize.appendingPathComponent("photo_pil-bicubic_none_23x31.npy"))
+        let expectedBilinear = try ImageFixtures.array(ImageFixtures.resize.appendingPathComponent("photo_pil-bilinear_none_23x31.npy"))
+        #expect(ImageFixtures.maxDiff(bicubic, expected.values) == 0)
+        #expect(ImageFixtures.maxDiff(bilinear, expectedBilinear.values) == 0)
+        let between = ImageFixtures.maxDiff(bicubic, bilinear)
+        let changed = zip(bicubic, bilinear).filter { $0 != $1 }.count
+        print("pil-bicubic vs pil-bilinear, 120x90 -> 31x23: max |diff| \(between), \(changed) of \(bicubic.count) values differ")
+        #expect(between >= 2)
+        #expect(changed > bicubic.count / 4)
+        // The public entry point gives the same pixels.
+        #expect(ImageResizer.pillowBicubic(source, height: 23, width: 31).pixels.map(Float.init) == bicubic)
     }
 
     @Test("pixel scaling modes, and the caller's buffer is never changed")
@@ -198,6 +227,39 @@ struct KerasLoadImgParityTests {
         }
         print("load_img(interpolation='bilinear') parity: \(exact)/\(ids.count) photos within 1e-4, max |diff| = \(worst)")
         #expect(exact == ids.count)
+    }
+
+    @Test("pil-bicubic of shared JPEG photos equals Pillow's Image.resize((224, 224)) (presets fixtures)")
+    func pillowBicubicPhotos() throws {
+        // Made by scripts/fixtures/make_preset_fixtures.py: a grayscale, an EXIF and a colour JPEG.
+        let directory = TestData.fixtures.appendingPathComponent("presets")
+        let photos = ["n03908714_pencil_sharpener": "data/imagenet-sample/n03908714_pencil_sharpener.JPEG",
+                      "n02102480_Sussex_spaniel": "data/imagenet-sample/n02102480_Sussex_spaniel.JPEG",
+                      "grace_hopper": "data/images/grace_hopper.jpg"]
+        for (stem, path) in photos.sorted(by: { $0.key < $1.key }) {
+            let image = try StandardImageDecoder(orientation: .ignore).decode(contentsOf: TestData.shared(path))
+            let ours = ImageResizer.resize(image, height: 224, width: 224, method: .pilBicubic)
+            let expected = try ImageFixtures.array(directory.appendingPathComponent("pillow-bicubic__\(stem).npy"))
+            let diff = ImageFixtures.maxDiff(ours, expected.values)
+            print("pil-bicubic \(path) (\(image.width)x\(image.height) -> 224x224) vs Pillow: max |diff| = \(diff)")
+            #expect(diff == 0, "\(path): max |diff| \(diff)")
+        }
+        // Every photo: the sum of whole numbers is exact, so Pillow's mean must be equal to the last bit.
+        struct Stats: Decodable { let min: Double, max: Double, mean: Double }
+        struct Manifest: Decodable { let results: [String: [String: Stats]] }
+        let manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: directory.appendingPathComponent("manifest.json")))
+        let pillow = try #require(manifest.results["pillow-bicubic"])
+        #expect(pillow.count >= 100)
+        var equal = 0
+        for (path, stats) in pillow.sorted(by: { $0.key < $1.key }) {
+            let image = try StandardImageDecoder(orientation: .ignore).decode(contentsOf: TestData.shared(path))
+            let ours = ImageResizer.pillowBicubic(image, height: 224, width: 224).pixels
+            let mean = Double(ours.reduce(0) { $0 + Int($1) }) / Double(ours.count)
+            let same = mean == stats.mean && Double(ours.min()!) == stats.min && Double(ours.max()!) == stats.max
+            if same { equal += 1 }
+            #expect(same, "\(path): mean \(mean) vs Pillow \(stats.mean)")
+        }
+        print("pil-bicubic vs Pillow on \(pillow.count) shared JPEGs: min, max and mean identical on \(equal)")
     }
 }
 
@@ -329,7 +391,7 @@ struct ImageFuzzTests {
                 let image = try decoder.decode(data, source: "fuzz-\(done)", target: done % 2 == 0 ? nil : DecodeTarget(height: 8, width: 8))
                 #expect(image.pixels.count == image.width * image.height * 3)
                 if image.width > 0 && image.height > 0 {
-                    _ = ImageResizer.resize(image, height: 7, width: 9, method: ResizeMethod.allCases[done % 5], crop: done % 3 == 0 ? .aspectRatio : .none)
+                    _ = ImageResizer.resize(image, height: 7, width: 9, method: ResizeMethod.allCases[done % ResizeMethod.allCases.count], crop: done % 3 == 0 ? .aspectRatio : .none)
                 }
                 decoded += 1
             } catch {

@@ -29,7 +29,7 @@ enum CropChoice: String, ExpressibleByArgument, CaseIterable {
 /// left out keeps the value of `--preset`, else of the model file's recorded preprocessing
 /// (predict, evaluate), else the default.
 struct ImageOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("A named pipeline: tensorflow (tf.io.decode_image + tf.image.resize, as image_dataset_from_directory), keras-load-img (load_img, nearest), keras-load-img-bilinear. Single options below override it.", valueName: "name"))
+    @Option(name: .long, help: ArgumentHelp("A named pipeline: tensorflow (tf.io.decode_image + tf.image.resize, as image_dataset_from_directory), keras-load-img (load_img, nearest), keras-load-img-bilinear, pillow-bicubic (PIL Image.resize's default). Single options below override it.", valueName: "name"))
     var preset: PreprocessingPreset?
 
     @Option(name: .long, help: ArgumentHelp(

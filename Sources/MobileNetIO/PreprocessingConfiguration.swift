@@ -54,6 +54,8 @@ public struct PreprocessingConfiguration: Sendable, Hashable, Codable {
             PreprocessingConfiguration(orientation: .ignore, resize: .nearest)
         case .kerasLoadImgBilinear:
             PreprocessingConfiguration(orientation: .ignore, resize: .pilBilinear)
+        case .pillowBicubic:
+            PreprocessingConfiguration(orientation: .ignore, resize: .pilBicubic)
         }
     }
 
@@ -129,6 +131,10 @@ public enum PreprocessingPreset: String, Sendable, Hashable, Codable, CaseIterab
     /// `keras.utils.load_img(path, target_size=size, interpolation="bilinear")`: Pillow BILINEAR
     /// (antialiased when downscaling), EXIF ignored; how `data/reference` inputs were made.
     case kerasLoadImgBilinear = "keras-load-img-bilinear"
+    /// `PIL.Image.open(path).convert("RGB").resize(size)`: Pillow's default BICUBIC (antialiased
+    /// when downscaling), EXIF ignored; also `load_img(interpolation="bicubic")`. Many
+    /// third-party Keras models were trained on such inputs.
+    case pillowBicubic = "pillow-bicubic"
 }
 
 extension ImagePreprocessor {

@@ -1,0 +1,107 @@
+import Foundation
+import MobileNet
+import MobileNetTestSupport
+import Testing
+
+/// The CLI as a face of the library: one pass for classes and embeddings, presets on every image
+/// command, the model file's recorded preprocessing, helpful empty-input errors.
+@Suite("mobilenet: one pass, presets, recorded preprocessing", .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
+struct LibraryFacesCLITests {
+    @Test("classify --embeddings writes the embeddings of the same pass; they equal embed's")
+    func classifyWithEmbeddings() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let npy = dir.appendingPathComponent("e.npy").path
+        let classified = try CLI.run(["classify", CLI.example, CLI.exampleJPEG, "--weights", CLI.topWeights, "--embeddings", npy, "--json"])
+        #expect(classified.status == 0, "\(classified.stderr)")
+        #expect(classified.stdout.contains("Egyptian_cat"))
+        let fromClassify = try NPY.read(contentsOf: URL(fileURLWithPath: npy))
+        #expect(fromClassify.shape == [2, 1280])
+        let names = try String(contentsOfFile: npy + ".files.txt", encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(names == [CLI.example, CLI.exampleJPEG].map { URL(fileURLWithPath: $0).relativePath })
+        let embedded = dir.appendingPathComponent("f.npy").path
+        let embed = try CLI.run(["embed", CLI.example, CLI.exampleJPEG, "--weights", CLI.noTopWeights, "-o", embedded])
+        #expect(embed.status == 0, "\(embed.stderr)")
+        let diff = fromClassify.maxAbsoluteDifference(to: try NPY.read(contentsOf: URL(fileURLWithPath: embedded)))
+        #expect(diff <= 1e-5, "max |diff| \(diff)")
+        // Never replaced without --overwrite.
+        let again = try CLI.run(["classify", CLI.example, "--weights", CLI.topWeights, "--embeddings", npy])
+        #expect(again.status == 64 && again.stderr.contains("already exists"))
+    }
+
+    @Test("--preset tensorflow equals --exif ignore --jpeg-idct ifast; a single option overrides the preset")
+    func presetOnTheCommandLine() throws {
+        let base = ["embed", CLI.exampleJPEG, "--weights", CLI.noTopWeights, "--input-size", "96"]
+        let preset = try CLI.run(base + ["--preset", "tensorflow"])
+        let spelled = try CLI.run(base + ["--exif", "ignore", "--jpeg-idct", "ifast"])
+        let standard = try CLI.run(base)
+        #expect(preset.status == 0 && spelled.status == 0 && standard.status == 0, "\(preset.stderr)")
+        #expect(preset.stdout == spelled.stdout)
+        #expect(preset.stdout != standard.stdout)
+        let overridden = try CLI.run(base + ["--preset", "tensorflow", "--jpeg-idct", "islow", "--exif", "apply"])
+        #expect(overridden.stdout == standard.stdout)
+    }
+
+    @Test("a folder of class sub-folders without --recursive: a clear error, exit 1")
+    func folderOfSubfolders() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for name in ["cats", "dogs"] {
+            try FileManager.default.createDirectory(at: dir.appendingPathComponent(name), withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: CLI.example, toPath: dir.appendingPathComponent("\(name)/a.png").path)
+        }
+        let out = dir.appendingPathComponent("x.npy").path
+        let result = try CLI.run(["embed", dir.path, "--weights", CLI.noTopWeights, "-o", out])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("2 sub-folders") && result.stderr.contains("--recursive") && result.stderr.contains("no image found"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+        let recursive = try CLI.run(["embed", dir.path, "--recursive", "--weights", CLI.noTopWeights, "--input-size", "96", "-o", out])
+        #expect(recursive.status == 0, "\(recursive.stderr)")
+        #expect(try NPY.read(contentsOf: URL(fileURLWithPath: out)).shape == [2, 1280])
+    }
+
+    @Test("predict uses the preprocessing recorded at training, and warns when options override it")
+    func recordedPreprocessing() throws {
+        let root = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let data = root.appendingPathComponent("data")
+        let flowers = TestData.shared("data/flowers/train")
+        for name in ["daisy", "roses"] {
+            let target = data.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: target, withIntermediateDirectories: true)
+            let files = try FileManager.default.contentsOfDirectory(atPath: flowers.appendingPathComponent(name).path).sorted().prefix(4)
+            for file in files { try FileManager.default.copyItem(at: flowers.appendingPathComponent("\(name)/\(file)"), to: target.appendingPathComponent(file)) }
+        }
+        let model = root.appendingPathComponent("m.json").path
+        let common = ["--weights", CLI.noTopWeights, "--input-size", "64", "--no-cache"]
+        let train = try CLI.run(["train", data.path, "-o", model, "--epochs", "2", "--validation-split", "0.5", "--preset", "keras-load-img-bilinear"] + common)
+        #expect(train.status == 0, "\(train.stderr)")
+        let saved = try ClassifierModel.read(contentsOf: URL(fileURLWithPath: model))
+        #expect(saved.preprocessingConfiguration == .preset(.kerasLoadImgBilinear))
+        let photo = data.appendingPathComponent("daisy").path
+        let plain = try CLI.run(["predict", "--model", model, photo, "--json"] + common)
+        let explicit = try CLI.run(["predict", "--model", model, photo, "--json", "--preset", "keras-load-img-bilinear"] + common)
+        #expect(plain.status == 0 && explicit.status == 0, "\(plain.stderr)")
+        #expect(plain.stdout == explicit.stdout)
+        #expect(!plain.stderr.contains("override"))
+        let overridden = try CLI.run(["predict", "--model", model, photo, "--json", "--resize", "nearest"] + common)
+        #expect(overridden.status == 0, "\(overridden.stderr)")
+        #expect(overridden.stderr.contains("override") && overridden.stderr.contains("resize"), "\(overridden.stderr)")
+        #expect(overridden.stdout != plain.stdout)
+    }
+
+    @Test("similar never prints a cosine above 1; --cache and --index name the same database")
+    func similarityClamped() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let db = dir.appendingPathComponent("i.db").path
+        let add = try CLI.run(["index", "add", CLI.example, CLI.exampleJPEG, "--cache", db, "--weights", CLI.noTopWeights, "--input-size", "96"])
+        #expect(add.status == 0, "\(add.stderr)")
+        let similar = try CLI.run(["similar", CLI.example, "--index", db, "--weights", CLI.noTopWeights, "--input-size", "96", "--json"])
+        #expect(similar.status == 0, "\(similar.stderr)")
+        struct Report: Decodable { struct R: Decodable { let matches: [SimilarityMatch] }; let results: [R] }
+        let report = try JSONDecoder().decode(Report.self, from: Data(similar.stdout.utf8))
+        let best = try #require(report.results.first?.matches.first)
+        #expect(best.similarity <= 1 && best.similarity > 0.999)
+    }
+}

@@ -105,21 +105,25 @@ struct ImageBatchPipelineTests {
     }
 
     @Test("the README's library example runs as written (paths aside)", .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
-    func readmeLibraryExample() throws {
-        let weights = try KerasWeightFile.read(contentsOf: TestData.shared("data/weights/mobilenet_v2_1.0_224_dequant.h5")).weights
-        let model = try MobileNetV2(configuration: MobileNetV2Configuration(), weights: weights.mobileNetV2Part())
-        let input = try ImagePreprocessor(height: 224, width: 224).tensor(contentsOf: TestData.repositoryRoot.appendingPathComponent("Examples/chelsea.png"))
-        let probabilities = try model(input)
-        #expect(ImageNetClasses.topK(probabilities.rows[0], k: 5).first?.name == "Egyptian_cat")
-        let embedder = try MobileNetV2(configuration: MobileNetV2Configuration(includeTop: false, pooling: .avg),
-                                       weights: weights.droppingClassifier())
-        #expect(try embedder(input).shape == [1, 1280])
-        let files = try FileManager.default.contentsOfDirectory(at: TestData.repositoryRoot.appendingPathComponent("Examples"), includingPropertiesForKeys: nil)
-            .filter { ["png", "jpg"].contains($0.pathExtension) }
+    func readmeLibraryExample() async throws {
+        let weightsPath = TestData.shared("data/weights/mobilenet_v2_1.0_224_dequant.h5").path
+        let (model, _) = try await MobileNetV2.load(configuration: MobileNetV2Configuration(), weightsPath: weightsPath, backend: OneDNNBackend())
+        let input = try ImagePreprocessor(configuration: .preset(.tensorflow), height: 224, width: 224)
+            .tensor(contentsOf: TestData.repositoryRoot.appendingPathComponent("Examples/chelsea.png"))
+        let out = try model.forward(input)
+        #expect(out.features.shape == [1, 7, 7, 1280] && out.embedding.shape == [1, 1280])
+        #expect(ImageNetClasses.topK(try #require(out.probabilities).rows[0], k: 5).first?.name == "Egyptian_cat")
+        let taps = try model.activations(input, layers: ["block_13_expand_relu"])
+        #expect(taps["block_13_expand_relu"]?.shape == [1, 14, 14, 576])
+        let embedder = try model.withoutClassifier()
+        #expect(try embedder(input).maxAbsoluteDifference(to: out.embedding) <= 1e-5)
+
+        let files = ImageFileList([TestData.repositoryRoot.appendingPathComponent("Examples").path], recursive: true).files
         #expect(files.count == 2)
         var count = 0
-        try ImageBatchPipeline(model: embedder, batchSize: 16).run(files) { batch in
-            for (_, vector) in zip(batch.files, batch.outputs) { #expect(vector.count == 1280); count += 1 }
+        try ImageBatchPipeline(model: model, runtime: .default, embeddings: true).run(files) { batch in
+            for (_, probabilities) in zip(batch.files, batch.outputs) { #expect(probabilities.count == 1000); count += 1 }
+            #expect(batch.embeddings.count == batch.files.count)
             #expect(batch.failures.isEmpty)
         }
         #expect(count == files.count)

@@ -64,7 +64,7 @@ struct RuntimeOptionGroup: ParsableArguments {
     /// The backend chosen with `--backend`, `--threads` and `--micro-batch`.
     func inferenceBackend() -> any InferenceBackend {
         switch backend {
-        case .onednn: OneDNNBackend(threads: threads, microBatch: microBatch)
+        case .onednn: OneDNNBackend(threads: threads, microBatch: microBatch ?? ProcessInfo.processInfo.environment["MOBILENET_MICRO_BATCH"].flatMap { Int($0) })
         case .reference: ReferenceBackend()
         }
     }

@@ -114,3 +114,8 @@ public final class HDF5Writer {
         guard mn_h5_close_file(file) == 0 else { throw .writeFailed(path: url.path, object: "/") }
     }
 }
+
+extension HDF5WriteError: LocalizedError {
+    /// The same as ``description``: a complete sentence naming the file or value concerned.
+    public var errorDescription: String? { description }
+}

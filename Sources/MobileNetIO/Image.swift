@@ -334,3 +334,8 @@ public struct StandardImageDecoder: ImageDecoding {
         return exifOrientation.apply(to: image)
     }
 }
+
+extension ImageError: LocalizedError {
+    /// The same as ``description``: a complete sentence naming the file or value concerned.
+    public var errorDescription: String? { description }
+}

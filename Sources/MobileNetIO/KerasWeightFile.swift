@@ -204,3 +204,8 @@ public enum KerasWeightFile {
         return layers
     }
 }
+
+extension WeightFileError: LocalizedError {
+    /// The same as ``description``: a complete sentence naming the file or value concerned.
+    public var errorDescription: String? { description }
+}

@@ -102,3 +102,8 @@ public enum NPY {
         return data
     }
 }
+
+extension NPYError: LocalizedError {
+    /// The same as ``description``: a complete sentence naming the file or value concerned.
+    public var errorDescription: String? { description }
+}

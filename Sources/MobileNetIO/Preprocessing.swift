@@ -55,19 +55,27 @@ public enum PixelScaling: Sendable, Hashable, Codable {
     /// No scaling: 0...255 as floats.
     case none
 
+    /// Whether the scaling can be applied as stated: three means and three finite, non-zero
+    /// deviations for ``meanStd(mean:std:)``; always true for the other cases.
+    public var isValid: Bool {
+        guard case .meanStd(let mean, let std) = self else { return true }
+        return mean.count == 3 && std.count == 3 && !std.contains(0) && (mean + std).allSatisfy(\.isFinite)
+    }
+
     /// torchvision's ImageNet statistics: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225).
     public static let imageNetMeanStd = PixelScaling.meanStd(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225])
 
     /// The scaled copy of interleaved RGB `pixels` (0...255); the input is not changed.
     ///
-    /// - Precondition: for ``meanStd(mean:std:)``, three means and three non-zero deviations.
+    /// For ``meanStd(mean:std:)`` with other than three means and three non-zero deviations
+    /// (see ``isValid``), the pixels are only divided by 255.
     public func apply(_ pixels: [Float]) -> [Float] {
         switch self {
         case .minusOneToOne: return pixels.map { $0 / 127.5 - 1 }
         case .zeroToOne: return pixels.map { $0 / 255 }
         case .none: return pixels
         case .meanStd(let mean, let std):
-            precondition(mean.count == 3 && std.count == 3 && !std.contains(0), "mean/std need 3 values, std non-zero")
+            guard isValid else { return pixels.map { $0 / 255 } }
             var out = pixels
             for i in out.indices { out[i] = (pixels[i] / 255 - mean[i % 3]) / std[i % 3] }
             return out

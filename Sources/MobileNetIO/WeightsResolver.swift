@@ -574,3 +574,8 @@ private final class DownloadDelegate: NSObject, URLSessionDataDelegate, @uncheck
         continuation?.resume(returning: outcome)
     }
 }
+
+extension WeightsResolutionError: LocalizedError {
+    /// The same as ``description``: a complete sentence naming the file or value concerned.
+    public var errorDescription: String? { description }
+}

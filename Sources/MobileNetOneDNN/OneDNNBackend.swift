@@ -81,14 +81,14 @@ public struct OneDNNBackend: InferenceBackend {
     ///   - threads: OpenMP threads per inference; `nil` (the default) uses all cores
     ///     (``defaultThreads``). Values below 1 are treated as 1.
     ///   - layoutPolicy: how memory formats are chosen (keep ``LayoutPolicy/library``).
-    ///   - microBatch: the largest batch run at once (``defaultMicroBatch`` when nil; the
-    ///     environment variable `MOBILENET_MICRO_BATCH` overrides the default). Values below 1
-    ///     are treated as 1. It changes speed and memory, not results beyond float rounding.
+    ///   - microBatch: the largest batch run at once (``defaultMicroBatch`` when nil). Values
+    ///     below 1 are treated as 1. It changes speed and memory, not results beyond float
+    ///     rounding. (The `mobilenet` command reads `$MOBILENET_MICRO_BATCH`; the library reads
+    ///     no environment variable.)
     public init(threads: Int? = nil, layoutPolicy: LayoutPolicy = .library, microBatch: Int? = nil) {
         self.threads = max(1, threads ?? Self.defaultThreads)
         self.layoutPolicy = layoutPolicy
-        let fromEnvironment = ProcessInfo.processInfo.environment["MOBILENET_MICRO_BATCH"].flatMap { Int($0) }
-        self.microBatch = max(1, microBatch ?? fromEnvironment ?? Self.defaultMicroBatch)
+        self.microBatch = max(1, microBatch ?? Self.defaultMicroBatch)
     }
 
     /// Validates `graph`, reorders its weights for oneDNN and plans the buffers for batch size 1
@@ -126,4 +126,9 @@ public enum OneDNNError: Error, Equatable, CustomStringConvertible {
         case .graph(let error): error.description
         }
     }
+}
+
+extension OneDNNError: LocalizedError {
+    /// The same as ``description``: a complete sentence naming the file or value concerned.
+    public var errorDescription: String? { description }
 }

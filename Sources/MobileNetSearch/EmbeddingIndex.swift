@@ -249,3 +249,8 @@ public final class EmbeddingIndex: Sendable {
         return kept
     }
 }
+
+extension SearchError: LocalizedError {
+    /// The same as ``description``: a complete sentence naming the file or value concerned.
+    public var errorDescription: String? { description }
+}

@@ -104,3 +104,8 @@ public final class ImageIndex {
         return (try EmbeddingIndex(identifiers: identifiers, vectors: flat, dimension: dimension, precision: precision), missing)
     }
 }
+
+extension ImageIndexError: LocalizedError {
+    /// The same as ``description``: a complete sentence naming the file or value concerned.
+    public var errorDescription: String? { description }
+}

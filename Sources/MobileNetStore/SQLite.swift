@@ -176,3 +176,8 @@ final class SQLiteConnection {
         }
     }
 }
+
+extension StoreError: LocalizedError {
+    /// The same as ``description``: a complete sentence naming the file or value concerned.
+    public var errorDescription: String? { description }
+}

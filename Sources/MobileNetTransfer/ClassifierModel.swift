@@ -123,6 +123,9 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
             if let problem = model.head.inconsistency {
                 throw ClassifierModelError.invalid(path: url.path, message: "inconsistent head: \(problem)")
             }
+            if let scaling = model.preprocessingConfiguration?.scaling, !scaling.isValid {
+                throw ClassifierModelError.invalid(path: url.path, message: "preprocessing scaling \(scaling) needs three means and three non-zero deviations")
+            }
             guard model.head.classes == model.classNames.count else {
                 throw ClassifierModelError.invalid(path: url.path, message: "head has \(model.head.classes) outputs for \(model.classNames.count) classes")
             }
@@ -133,4 +136,9 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
             throw .invalid(path: url.path, message: "\(error)")
         }
     }
+}
+
+extension ClassifierModelError: LocalizedError {
+    /// The same as ``description``: a complete sentence naming the file or value concerned.
+    public var errorDescription: String? { description }
 }

@@ -157,3 +157,8 @@ public struct ImageFolder: Sendable {
         return (train, validation)
     }
 }
+
+extension DatasetError: LocalizedError {
+    /// The same as ``description``: a complete sentence naming the file or value concerned.
+    public var errorDescription: String? { description }
+}

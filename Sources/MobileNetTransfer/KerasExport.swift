@@ -517,3 +517,8 @@ public struct KerasTransferExport: Sendable {
         }
     }
 }
+
+extension KerasExportError: LocalizedError {
+    /// The same as ``description``: a complete sentence naming the file or value concerned.
+    public var errorDescription: String? { description }
+}

@@ -90,3 +90,8 @@ public struct KerasTransferModel: Sendable {
         return (h, w)
     }
 }
+
+extension KerasImportError: LocalizedError {
+    /// The same as ``description``: a complete sentence naming the file or value concerned.
+    public var errorDescription: String? { description }
+}

@@ -73,7 +73,7 @@ struct Classify: AsyncParsableCommand {
         let (files, missing) = collectImageFiles(images, recursive: recursive)
         var failures = missing.map { Failure(file: $0.path, error: $0.description) }
         let configuration = try model.configuration(includeTop: true)
-        try requireImages(files, images)
+        try requireImages(files, images, problems: missing)
         let network: MobileNetV2
         let weightsFile: URL
         do {
@@ -112,7 +112,7 @@ struct Classify: AsyncParsableCommand {
         if let embeddings {
             do {
                 try Embed.writeNPY(names: embeddingNames, rows: embeddingRows, width: network.embeddingWidth, to: URL(fileURLWithPath: embeddings), overwrite: overwrite)
-                printError("wrote \(embeddingRows.count) embeddings of \(network.embeddingWidth) values to \(embeddings)")
+                printError("wrote \(counted(embeddingRows.count, "embedding")) of \(network.embeddingWidth) values to \(embeddings)")
             } catch {
                 printError("error: \(embeddings): cannot write (\(error.localizedDescription))")
                 throw ExitCode(1)

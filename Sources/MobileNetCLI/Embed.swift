@@ -70,7 +70,7 @@ struct Embed: AsyncParsableCommand {
     func run() async throws {
         let (files, missing) = collectImageFiles(images, recursive: recursive)
         var failed = !missing.isEmpty
-        try requireImages(files, images)
+        try requireImages(files, images, problems: missing)
         let configuration = try model.configuration(includeTop: false, pooling: Pooling(rawValue: pooling))
         let network: MobileNetV2
         do {
@@ -110,7 +110,7 @@ struct Embed: AsyncParsableCommand {
                 printError("error: \(output): cannot write (\(error.localizedDescription))")
                 throw ExitCode(1)
             }
-            printError("wrote \(rows.count) embeddings of \(network.embeddingWidth) values to \(output)")
+            printError("wrote \(counted(rows.count, "embedding")) of \(network.embeddingWidth) values to \(output)")
         }
         if failed { throw ExitCode(1) }
     }

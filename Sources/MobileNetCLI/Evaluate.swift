@@ -51,6 +51,7 @@ struct Evaluate: AsyncParsableCommand {
             let root = URL(fileURLWithPath: dataDir, isDirectory: true)
             let classifier = try await TrainedClassifier.load(contentsOf: URL(fileURLWithPath: modelFile), weightsPath: model.weights, classNamesFrom: root,
                                                               inputSize: try model.inputDimensions(), backend: runtime.inferenceBackend())
+            try model.check(against: classifier, model: modelFile)
             let progress = ProgressReporter()
             let (evaluation, failures, warnings) = try classifier.evaluate(folder: root, k: topK, preprocessor: image.preprocessor(for: classifier),
                                                                            allowOtherPreprocessing: image.isSet, store: try database.openCache(),

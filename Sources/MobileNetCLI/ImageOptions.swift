@@ -52,8 +52,8 @@ struct ImageOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Refuse images with more pixels than this (decompression bombs).", valueName: "n"))
     var maxPixels: Int = 100_000_000
 
-    @Flag(name: .long, help: "Speed mode: decode large JPEGs at 1/2, 1/4 or 1/8 size in the DCT domain (slightly different pixels; see the README).")
-    var jpegDctScaling = false
+    @Flag(name: .long, inversion: .prefixedNo, help: "Speed mode: decode large JPEGs at 1/2, 1/4 or 1/8 size in the DCT domain (slightly different pixels; see the README).")
+    var jpegDctScaling: Bool?
 
     func validate() throws {
         guard maxPixels >= 1 else { throw ValidationError("--max-pixels must be at least 1") }
@@ -63,7 +63,7 @@ struct ImageOptions: ParsableArguments {
     }
 
     /// Whether any option was given (a preset or a single setting).
-    var isSet: Bool { preset != nil || resize != nil || crop != nil || exif != nil || background != nil || jpegIdct != nil || jpegDctScaling }
+    var isSet: Bool { preset != nil || resize != nil || crop != nil || exif != nil || background != nil || jpegIdct != nil || jpegDctScaling != nil }
 
     /// The settings: `base` (the recorded or default preprocessing), replaced by `--preset`,
     /// then each single option given.
@@ -74,7 +74,7 @@ struct ImageOptions: ParsableArguments {
         if let exif { c.orientation = exif }
         if let background { c.background = RGBColor(parsing: background) }
         if let jpegIdct { c.jpegIDCT = jpegIdct }
-        if jpegDctScaling { c.jpegDCTScaling = true }
+        if let jpegDctScaling { c.jpegDCTScaling = jpegDctScaling }
         return c
     }
 

@@ -9,11 +9,28 @@ struct BackboneOptions: ParsableArguments {
         valueName: "path"))
     var weights: String?
 
-    @Option(name: .long, help: "Width multiplier: 0.35, 0.5, 0.75, 1.0, 1.3 or 1.4 for the ImageNet weights.")
-    var alpha: Double = 1.0
+    @Option(name: .customLong("alpha"), help: "Width multiplier: 0.35, 0.5, 0.75, 1.0, 1.3 or 1.4 for the ImageNet weights (default 1.0; predict/evaluate/export: the model file's).")
+    var alphaOption: Double?
 
-    @Option(name: .long, help: ArgumentHelp("Model input size: N for NxN, or HxW.", valueName: "size"))
-    var inputSize: String = "224"
+    @Option(name: .customLong("input-size"), help: ArgumentHelp("Model input size: N for NxN, or HxW (default 224; predict/evaluate: the model file's).", valueName: "size"))
+    var inputSizeOption: String?
+
+    /// The width multiplier (1.0 unless given).
+    var alpha: Double { alphaOption ?? 1.0 }
+    /// The input size text (`224` unless given).
+    var inputSize: String { inputSizeOption ?? "224" }
+
+    /// For a trained classifier, which records its own backbone: an explicit `--alpha` or
+    /// `--input-size` that disagrees with the model is an error, not silently ignored.
+    func check(against classifier: TrainedClassifier, model path: String) throws {
+        let c = classifier.backbone.network.configuration
+        if let alphaOption, alphaOption != c.alpha {
+            throw ValidationError("\(path) was trained with alpha \(formatAlpha(c.alpha)); --alpha \(formatAlpha(alphaOption)) does not apply (leave it out)")
+        }
+        if inputSizeOption != nil, let (h, w) = try? inputDimensions(), (h, w) != (c.inputHeight, c.inputWidth) {
+            throw ValidationError("\(path) was trained at \(c.inputHeight)x\(c.inputWidth); --input-size \(inputSize) does not apply (leave it out)")
+        }
+    }
 
     func inputDimensions() throws -> (height: Int, width: Int) {
         let parts = inputSize.lowercased().split(separator: "x").map { Int($0) }
@@ -96,6 +113,10 @@ struct EmbeddingDatabaseOptions: ParsableArguments {
     @Flag(name: .long, help: "train/evaluate/predict: do not read or write the embedding cache.")
     var noCache = false
 
+    func validate() throws {
+        if noCache, database != nil { throw ValidationError("--no-cache and --cache/--index exclude each other") }
+    }
+
     /// The index path, required by the index commands.
     func requiredPath() throws -> String {
         guard let database else { throw ValidationError("give the index database with --index FILE") }
@@ -130,12 +151,16 @@ func collectImageFiles(_ arguments: [String], recursive: Bool) -> (files: [URL],
     return (list.files, list.problems.filter(\.isError))
 }
 
-/// Fails when nothing can be processed: no image was found in the arguments.
-func requireImages(_ files: [URL], _ arguments: [String]) throws {
+/// Fails when nothing can be processed: no image was found in the arguments (the problems
+/// were already printed by ``collectImageFiles(_:recursive:)``).
+func requireImages(_ files: [URL], _ arguments: [String], problems: [ImageFileProblem] = []) throws {
     guard files.isEmpty else { return }
-    printError("error: no image found in \(arguments.joined(separator: " "))")
+    if problems.isEmpty { printError("error: no image found in \(arguments.joined(separator: " "))") }
     throw ExitCode(1)
 }
+
+/// `1 image`, `2 images`.
+func counted(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
 
 /// A progress bar on standard error (a terminal only) for a library call's (done, total) reports.
 final class ProgressReporter {

@@ -53,13 +53,14 @@ struct Predict: AsyncParsableCommand {
     func run() async throws {
         let (files, missing) = collectImageFiles(images, recursive: recursive)
         var errors = missing.map(\.description)
-        try requireImages(files, images)
+        try requireImages(files, images, problems: missing)
         var results: [Result] = []
         let classNames: [String]
         do {
             let names = self.classNames.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
             let classifier = try await TrainedClassifier.load(contentsOf: URL(fileURLWithPath: modelFile), weightsPath: model.weights, classNames: names,
                                                               inputSize: try model.inputDimensions(), backend: runtime.inferenceBackend())
+            try model.check(against: classifier, model: modelFile)
             classNames = classifier.classNames
             let progress = ProgressReporter()
             let (predictions, failures) = try classifier.predict(files, k: topK, preprocessor: image.preprocessor(for: classifier),

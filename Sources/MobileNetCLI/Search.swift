@@ -21,6 +21,7 @@ struct Index: AsyncParsableCommand {
             abstract: "Embed new or changed images of files and directories into the index.")
 
         @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
+        func validate() throws { _ = try database.requiredPath() }
         @OptionGroup(title: "Model") var model: BackboneOptions
         @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
         @OptionGroup var decode: DecodeOptions
@@ -32,7 +33,7 @@ struct Index: AsyncParsableCommand {
 
         func run() async throws {
             let (files, missing) = collectImageFiles(images, recursive: recursive)
-            try requireImages(files, images)
+            try requireImages(files, images, problems: missing)
             do {
                 let path = try database.requiredPath()
                 let options = runtime.runtime(decode)
@@ -58,6 +59,7 @@ struct Index: AsyncParsableCommand {
     struct Sync: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Forget indexed files that no longer exist.")
         @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
+        func validate() throws { _ = try database.requiredPath() }
 
         func run() throws {
             do {
@@ -74,6 +76,7 @@ struct Index: AsyncParsableCommand {
     struct Stats: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show what the index holds.")
         @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
+        func validate() throws { _ = try database.requiredPath() }
         @Flag(name: .long, help: "Print JSON.")
         var json = false
 
@@ -116,6 +119,7 @@ struct Index: AsyncParsableCommand {
                 without --overwrite.
                 """)
         @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
+        func validate() throws { _ = try database.requiredPath() }
         @OptionGroup(title: "Image preprocessing (the one the index was built with)") var image: ImageOptions
         @Option(name: [.short, .long], help: ArgumentHelp("Output .npy file.", valueName: "path"))
         var output: String
@@ -172,7 +176,7 @@ struct Similar: AsyncParsableCommand {
     var precision: String = "float32"
     @Flag(name: .long, help: "Print JSON.")
     var json = false
-    @Argument(help: ArgumentHelp("Query image files.", valueName: "image"))
+    @Argument(help: ArgumentHelp("Query image files or directories (their images).", valueName: "image"))
     var queries: [String]
 
     struct Result: Encodable { let query: String; let matches: [SimilarityMatch] }
@@ -180,6 +184,7 @@ struct Similar: AsyncParsableCommand {
     struct Report: Encodable { let index: String; let results: [Result]; let errors: [Failure] }
 
     func validate() throws {
+        _ = try database.requiredPath()
         guard top >= 1 else { throw ValidationError("--top must be at least 1") }
         guard VectorPrecision(rawValue: precision) != nil else { throw ValidationError("--precision must be float32 or float16") }
     }
@@ -195,7 +200,10 @@ struct Similar: AsyncParsableCommand {
             let options = runtime.runtime(decode)
             let backbone = try await model.loadBackbone(runtime: options)
             let c = backbone.network.configuration
-            let found = try index.similar(to: queries.map { URL(fileURLWithPath: $0) }, top: top, minimumSimilarity: minSimilarity,
+            let (queryFiles, missing) = collectImageFiles(queries, recursive: false)
+            failures += missing.map { Failure(file: $0.path, error: $0.description) }
+            try requireImages(queryFiles, queries, problems: missing)
+            let found = try index.similar(to: queryFiles, top: top, minimumSimilarity: minSimilarity,
                                           precision: VectorPrecision(rawValue: precision) ?? .float32, backbone: backbone,
                                           preprocessor: image.preprocessor(height: c.inputHeight, width: c.inputWidth), runtime: options)
             for failure in found.failures {
@@ -212,6 +220,8 @@ struct Similar: AsyncParsableCommand {
                     if matches.isEmpty { print("  (no match\(minSimilarity.map { " at or above \($0)" } ?? ""))") }
                 }
             }
+        } catch let exit as ExitCode {
+            throw exit
         } catch {
             printError("error: \(errorMessage(error))")
             throw ExitCode(1)
@@ -263,7 +273,7 @@ struct Duplicates: AsyncParsableCommand {
             if !images.isEmpty {
                 let (found, missing) = collectImageFiles(images, recursive: recursive)
                 failed = !missing.isEmpty
-                try requireImages(found, images)
+                try requireImages(found, images, problems: missing)
                 files = found
             }
             let options = runtime.runtime(decode)
@@ -308,7 +318,7 @@ struct Duplicates: AsyncParsableCommand {
                 print("group \(number + 1) (\(group.count) images)")
                 for member in group { print(String(format: "  %.4f  ", member.similarityToFirst) + member.file) }
             }
-            printError("duplicates: \(groups.count) groups among \(search.count) images (threshold \(threshold))")
+            printError("duplicates: \(counted(groups.count, "group")) among \(counted(search.count, "image")) (threshold \(threshold))")
         }
         if failed { throw ExitCode(1) }
     }

@@ -103,6 +103,56 @@ public struct PreprocessingConfiguration: Sendable, Hashable, Codable {
         return settings
     }
 
+    /// The configuration whose ``identitySettings(height:width:)`` are `settings` (for model
+    /// files that recorded only the identity); nil when a value is not one this build writes.
+    public init?(identitySettings settings: [String: String]) {
+        var c = PreprocessingConfiguration()
+        guard let decode = settings["decode"], decode.hasSuffix(",png,webp,gif,bmp") else { return nil }
+        let jpeg = decode.dropLast(",png,webp,gif,bmp".count).split(separator: "-").map(String.init)
+        guard jpeg.first == "jpeg", jpeg.count >= 2, let idct = StandardImageDecoder.DCTMethod(rawValue: jpeg[1]) else { return nil }
+        c.jpegIDCT = idct
+        for flag in jpeg.dropFirst(2) {
+            switch flag {
+            case "dctscaled": c.jpegDCTScaling = true
+            case "truncated": c.allowTruncatedJPEG = true
+            default: return nil
+            }
+        }
+        guard let exif = settings["exif"].flatMap(StandardImageDecoder.OrientationHandling.init(rawValue:)) else { return nil }
+        c.orientation = exif
+        switch settings["alpha"] {
+        case "drop": c.background = nil
+        case let value? where value.hasPrefix("composite-"):
+            let parts = value.dropFirst("composite-".count).split(separator: ",").compactMap { UInt8($0) }
+            guard parts.count == 3 else { return nil }
+            c.background = RGBColor(red: parts[0], green: parts[1], blue: parts[2])
+        default: return nil
+        }
+        switch settings["crop"] {
+        case "none": c.crop = .none
+        case "aspect": c.crop = .aspectRatio
+        case let value? where value.hasPrefix("center-"):
+            guard let side = Int(value.dropFirst("center-".count)) else { return nil }
+            c.crop = .resizeShorterSide(side)
+        default: return nil
+        }
+        switch settings["resize"] {
+        case "bilinear-half-pixel": c.resize = .bilinear
+        case let value?:
+            guard let method = ResizeMethod(rawValue: value), method != .bilinear else { return nil }
+            c.resize = method
+        case nil: return nil
+        }
+        switch settings["scale"] {
+        case "x/127.5-1": c.scaling = .minusOneToOne
+        case "x/255": c.scaling = .zeroToOne
+        case "none": c.scaling = .none
+        default: return nil
+        }
+        guard settings.count == 6 else { return nil }
+        self = c
+    }
+
     /// A one-line description for messages, such as
     /// `resize bilinear, crop none, EXIF apply, JPEG islow, alpha drop, scale x/127.5-1`.
     public var summary: String {

@@ -59,11 +59,20 @@ public struct Backbone: Sendable {
     public static func load(matching identity: BackboneIdentity, weightsPath: String? = nil, recordedPath: String? = nil, source: String,
                             backend: any InferenceBackend, resolver: WeightsResolver = WeightsResolver()) async throws -> Backbone {
         var path = weightsPath
-        if path == nil, let recordedPath, FileManager.default.fileExists(atPath: recordedPath) { path = recordedPath }
-        let backbone = try await load(weightsPath: path, alpha: identity.alpha, inputHeight: identity.inputHeight, inputWidth: identity.inputWidth,
+        var recordedMissing: String?
+        if path == nil, let recordedPath {
+            if FileManager.default.fileExists(atPath: recordedPath) { path = recordedPath } else { recordedMissing = recordedPath }
+        }
+        let backbone: Backbone
+        do {
+            backbone = try await load(weightsPath: path, alpha: identity.alpha, inputHeight: identity.inputHeight, inputWidth: identity.inputWidth,
                                       pooling: Pooling(rawValue: identity.pooling) ?? .avg, backend: backend, resolver: resolver)
+        } catch let error as WeightsResolutionError where recordedMissing != nil {
+            throw BackboneWeightsMissing(source: source, recordedPath: recordedMissing ?? "", reason: error.description)
+        }
         guard backbone.identity == identity else {
-            throw BackboneMismatch(source: source, expected: identity, found: backbone.identity, weightsFile: backbone.weightsURL.path)
+            throw BackboneMismatch(source: source, expected: identity, found: backbone.identity, weightsFile: backbone.weightsURL.path,
+                                   recordedPath: recordedMissing)
         }
         return backbone
     }
@@ -79,9 +88,34 @@ public struct BackboneMismatch: Error, Equatable, CustomStringConvertible, Local
     public var found: BackboneIdentity
     /// The weight file found.
     public var weightsFile: String
+    /// The recorded weight file, when it no longer exists (the file found replaced it).
+    public var recordedPath: String?
+
+    /// Creates the error.
+    public init(source: String, expected: BackboneIdentity, found: BackboneIdentity, weightsFile: String, recordedPath: String? = nil) {
+        (self.source, self.expected, self.found, self.weightsFile, self.recordedPath) = (source, expected, found, weightsFile, recordedPath)
+    }
 
     public var description: String {
-        "\(source): made with backbone \(expected.key), but the weight file \(weightsFile) gives \(found.key); pass the weight file it was made with (--weights)"
+        let missing = recordedPath.map { " (the recorded weight file \($0) no longer exists)" } ?? ""
+        return "\(source): made with backbone \(expected.key), but the weight file \(weightsFile) gives \(found.key)\(missing); pass the weight file it was made with (--weights)"
+    }
+
+    /// The same as ``description``.
+    public var errorDescription: String? { description }
+}
+
+/// The weight file a model file or index recorded no longer exists, and none could be found instead.
+public struct BackboneWeightsMissing: Error, Equatable, CustomStringConvertible, LocalizedError {
+    /// The model file or index that recorded the path.
+    public var source: String
+    /// The recorded weight file.
+    public var recordedPath: String
+    /// Why the usual search failed.
+    public var reason: String
+
+    public var description: String {
+        "\(source): the weight file it was made with, \(recordedPath), no longer exists, and no other was found (\(reason)); pass it with --weights"
     }
 
     /// The same as ``description``.

@@ -74,7 +74,9 @@ public struct PreprocessingMismatch: Error, Equatable, CustomStringConvertible, 
     public var actual: PreprocessingIdentity
 
     public var description: String {
-        "the model was trained with preprocessing \(expected.key), but this pipeline does \(actual.key); predictions would not be comparable"
+        let keys = Set(expected.settings.keys).union(actual.settings.keys).sorted().filter { expected.settings[$0] != actual.settings[$0] }
+        let changes = keys.map { "\($0): trained \(expected.settings[$0] ?? "-"), here \(actual.settings[$0] ?? "-")" }.joined(separator: "; ")
+        return "the model was trained with other preprocessing (\(changes)); predictions would not be comparable: use the image options it was trained with"
     }
 
     /// The same as ``description``.

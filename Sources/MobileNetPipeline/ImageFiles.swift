@@ -20,8 +20,9 @@ public struct ImageFileProblem: Sendable, Hashable, CustomStringConvertible {
     public var path: String
     /// What kind of problem.
     public var kind: Kind
-    /// Whether it is an error (a missing path) rather than a warning.
-    public var isError: Bool { kind == .missing }
+    /// Whether it is an error (a missing path, a directory of sub-folders only) rather than a
+    /// warning (a skipped file).
+    public var isError: Bool { kind != .notAnImage }
 
     public var description: String {
         switch kind {
@@ -34,8 +35,8 @@ public struct ImageFileProblem: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// The image files named by a list of paths: files as given, directories expanded to the regular
-/// files they contain (sorted by path; recursively when asked), hidden files skipped, non-image
-/// files skipped with a warning (a file counts as an image when its extension is one of
+/// files they contain (sorted by path; recursively when asked; named relative to the argument
+/// as spelled), hidden files skipped, non-image files skipped with a warning (a file counts as an image when its extension is one of
 /// ``imageFileExtensions`` or its first bytes are an image signature).
 public struct ImageFileList: Sendable {
     /// The files, in argument order, each directory's files sorted by path.
@@ -62,9 +63,17 @@ public struct ImageFileList: Sendable {
             var found: [URL] = []
             var subdirectories = 0
             if recursive {
+                // Paths keep the spelling of the argument (relative stays relative), as without --recursive.
+                let rootPath = root.standardizedFileURL.path
                 let enumerator = manager.enumerator(at: root, includingPropertiesForKeys: [.isRegularFileKey], options: [.skipsHiddenFiles])
                 while let url = enumerator?.nextObject() as? URL {
-                    if (try? url.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true { found.append(url) }
+                    guard (try? url.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true else { continue }
+                    let path = url.standardizedFileURL.path
+                    if path.hasPrefix(rootPath + "/") {
+                        found.append(root.appendingPathComponent(String(path.dropFirst(rootPath.count + 1))))
+                    } else {
+                        found.append(url)
+                    }
                 }
             } else {
                 let names = (try? manager.contentsOfDirectory(atPath: root.path)) ?? []

@@ -10,6 +10,8 @@ public enum ImageIndexError: Error, Equatable, CustomStringConvertible {
     case ambiguousBackbone(path: String, backbones: [String])
     /// The index has no images yet.
     case empty(path: String)
+    /// The index has images, but none embedded with the requested preprocessing.
+    case noEmbeddings(path: String, images: Int, preprocessing: String)
 
     public var description: String {
         switch self {
@@ -19,6 +21,8 @@ public enum ImageIndexError: Error, Equatable, CustomStringConvertible {
             "\(path): the database holds embeddings of \(backbones.count) backbones (\(backbones.joined(separator: ", "))); an index needs exactly one"
         case .empty(path: let path):
             "\(path): the index holds no images; add some with `mobilenet index add DIR --index \(path)`"
+        case .noEmbeddings(let path, let images, let preprocessing):
+            "\(path): the index holds \(images) images, but none embedded with preprocessing \(preprocessing); use the image options the index was built with (or add the images again with these)"
         }
     }
 }
@@ -100,7 +104,9 @@ public final class ImageIndex {
             identifiers.append(file.path)
             flat += vector
         }
-        guard !identifiers.isEmpty else { throw ImageIndexError.empty(path: store.url.path) }
+        guard !identifiers.isEmpty else {
+            throw ImageIndexError.noEmbeddings(path: store.url.path, images: files.count, preprocessing: preprocessing.key)
+        }
         return (try EmbeddingIndex(identifiers: identifiers, vectors: flat, dimension: dimension, precision: precision), missing)
     }
 }

@@ -83,12 +83,10 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
     }
 
     /// The preprocessing the head was trained with: ``preprocessingConfiguration``, or for an
-    /// older file whose ``preprocessing`` identity is the default's, the default; nil when
-    /// unknown (then only the identity can be checked).
+    /// older file the configuration its ``preprocessing`` identity describes; nil when unknown
+    /// (then only the identity can be checked).
     public var recordedPreprocessing: PreprocessingConfiguration? {
-        if let preprocessingConfiguration { return preprocessingConfiguration }
-        let standard = PreprocessingConfiguration.standard
-        return preprocessing.settings == standard.identitySettings(height: backbone.inputHeight, width: backbone.inputWidth) ? standard : nil
+        preprocessingConfiguration ?? PreprocessingConfiguration(identitySettings: preprocessing.settings)
     }
 
     /// Writes the model as pretty JSON, atomically.
@@ -108,13 +106,21 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
     ///
     /// - Throws: ``ClassifierModelError`` naming the file.
     public static func read(contentsOf url: URL) throws(ClassifierModelError) -> ClassifierModel {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else { throw .unreadable(path: url.path, message: "no such file") }
+        guard !isDirectory.boolValue else { throw .unreadable(path: url.path, message: "it is a directory") }
         let data: Data
         do { data = try Data(contentsOf: url) } catch { throw .unreadable(path: url.path, message: error.localizedDescription) }
+        guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
+            throw .invalid(path: url.path, message: "not valid JSON, or not a JSON object")
+        }
         struct Header: Decodable { var format: String?; var version: Int? }
         guard let header = try? JSONDecoder().decode(Header.self, from: data) else {
-            throw .invalid(path: url.path, message: "not a JSON object")
+            throw .invalid(path: url.path, message: "\"format\" and \"version\" must be a string and an integer")
         }
-        guard header.format == formatName else { throw .invalid(path: url.path, message: "format is \(header.format ?? "missing")") }
+        guard header.format == formatName else {
+            throw .invalid(path: url.path, message: "\"format\" is \(header.format.map { "'\($0)'" } ?? "missing"), expected '\(formatName)'")
+        }
         guard let version = header.version, version <= currentVersion else {
             throw .unsupportedVersion(path: url.path, found: header.version ?? -1, supported: currentVersion)
         }
@@ -132,8 +138,32 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
             return model
         } catch let error as ClassifierModelError {
             throw error
+        } catch let error as DecodingError {
+            throw .invalid(path: url.path, message: Self.describe(error))
         } catch {
             throw .invalid(path: url.path, message: "\(error)")
+        }
+    }
+}
+
+extension ClassifierModel {
+    /// A decoding error as one line: what is wrong, at which key path.
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ context: DecodingError.Context) -> String {
+            let keys = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
+            return keys.isEmpty ? "the top level" : "'" + keys.joined(separator: ".").replacingOccurrences(of: ".[", with: "[") + "'"
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            return "missing '\(key.stringValue)' in \(path(context))"
+        case .valueNotFound(_, let context):
+            return "missing value at \(path(context))"
+        case .typeMismatch(let type, let context):
+            return "\(path(context)) is not a \(type)"
+        case .dataCorrupted(let context):
+            return "invalid value at \(path(context)): \(context.debugDescription)"
+        @unknown default:
+            return "\(error)"
         }
     }
 }

@@ -20,7 +20,8 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
     /// A one-line message naming the folder.
     public var description: String {
         switch self {
-        case .notADirectory(let path): return "\(path): not a directory"
+        case .notADirectory(let path):
+            return FileManager.default.fileExists(atPath: path) ? "\(path): not a directory (give a folder with one sub-folder of images per class)" : "\(path): no such directory"
         case .tooFewClasses(let path, let found):
             return "\(path): found \(found.count) class folder(s) \(found); a classifier needs at least 2 (one subfolder of images per class)"
         case .emptyClass(let path, let name): return "\(path): class folder '\(name)' contains no images"

@@ -53,7 +53,7 @@ struct LibraryFacesCLITests {
         let out = dir.appendingPathComponent("x.npy").path
         let result = try CLI.run(["embed", dir.path, "--weights", CLI.noTopWeights, "-o", out])
         #expect(result.status == 1)
-        #expect(result.stderr.contains("2 sub-folders") && result.stderr.contains("--recursive") && result.stderr.contains("no image found"), "\(result.stderr)")
+        #expect(result.stderr.contains("error:") && result.stderr.contains("2 sub-folders") && result.stderr.contains("--recursive"), "\(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: out))
         let recursive = try CLI.run(["embed", dir.path, "--recursive", "--weights", CLI.noTopWeights, "--input-size", "96", "-o", out])
         #expect(recursive.status == 0, "\(recursive.stderr)")
@@ -103,5 +103,66 @@ struct LibraryFacesCLITests {
         let report = try JSONDecoder().decode(Report.self, from: Data(similar.stdout.utf8))
         let best = try #require(report.results.first?.matches.first)
         #expect(best.similarity <= 1 && best.similarity > 0.999)
+    }
+}
+
+@Suite("Library inputs: file lists and model-file messages")
+struct LibraryInputMessagesTests {
+    @Test("ImageFileList: recursive paths keep the argument's spelling; a folder of sub-folders only is an error")
+    func fileList() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("a/b"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: CLI.example, toPath: dir.appendingPathComponent("a/b/x.png").path)
+        try Data("note".utf8).write(to: dir.appendingPathComponent("a/b/readme.txt"))
+        let previous = FileManager.default.currentDirectoryPath
+        FileManager.default.changeCurrentDirectoryPath(dir.path)
+        defer { FileManager.default.changeCurrentDirectoryPath(previous) }
+        let recursive = ImageFileList(["a"], recursive: true)
+        #expect(recursive.files.map(\.relativePath) == ["a/b/x.png"])
+        #expect(recursive.problems.map(\.kind) == [.notAnImage] && !recursive.problems[0].isError)
+        let flat = ImageFileList(["a", "missing"], recursive: false)
+        #expect(flat.files.isEmpty)
+        #expect(flat.problems.map(\.kind) == [.onlySubdirectories(count: 1), .missing])
+        #expect(flat.problems.allSatisfy { $0.isError })
+    }
+
+    @Test("model files: a directory, invalid JSON, another format, a missing key — each a one-line message naming the file")
+    func modelFileMessages() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func message(_ text: String?) -> String {
+            let url = dir.appendingPathComponent("m\(UUID().uuidString).json")
+            if let text { try? Data(text.utf8).write(to: url) }
+            do {
+                _ = try ClassifierModel.read(contentsOf: text == nil ? dir : url)
+                return "accepted"
+            } catch {
+                return error.description
+            }
+        }
+        #expect(message(nil).contains("is a directory"))
+        #expect(message("{\"format\": ").contains("not valid JSON"))
+        #expect(message("{\"format\": \"mobilenet-classifier\", \"version\": 1}").contains("expected 'swift-mobilenet-classifier'"))
+        let noHead = message("{\"format\": \"swift-mobilenet-classifier\", \"version\": 1, \"classNames\": [\"a\"]}")
+        #expect(noHead.contains("missing '") && !noHead.contains("DecodingError"), "\(noHead)")
+    }
+
+    @Test("predict: an explicit --input-size the model was not trained at is refused, not ignored", .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
+    func inputSizeMismatch() throws {
+        let root = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let data = root.appendingPathComponent("data")
+        for name in ["a", "b"] {
+            try FileManager.default.createDirectory(at: data.appendingPathComponent(name), withIntermediateDirectories: true)
+            for i in 0..<2 { try FileManager.default.copyItem(atPath: i == 0 ? CLI.example : CLI.exampleJPEG, toPath: data.appendingPathComponent("\(name)/\(i).img").path) }
+        }
+        let model = root.appendingPathComponent("m.json").path
+        let train = try CLI.run(["train", data.path, "-o", model, "--epochs", "1", "--validation-split", "0.5", "--weights", CLI.noTopWeights, "--input-size", "64", "--no-cache"])
+        #expect(train.status == 0, "\(train.stderr)")
+        let wrong = try CLI.run(["predict", "--model", model, CLI.example, "--input-size", "224", "--weights", CLI.noTopWeights, "--no-cache"])
+        #expect(wrong.status != 0 && wrong.stderr.contains("trained at 64x64"), "\(wrong.stderr)")
+        let right = try CLI.run(["predict", "--model", model, CLI.example, "--weights", CLI.noTopWeights, "--no-cache"])
+        #expect(right.status == 0, "\(right.stderr)")
     }
 }

@@ -62,3 +62,22 @@ struct PresetTests {
         #expect(data.flatMap { try? JSONDecoder().decode(PreprocessingConfiguration.self, from: $0) } == .preset(.kerasLoadImgBilinear))
     }
 }
+
+@Suite("Preprocessing configuration: identity round trip")
+struct PreprocessingIdentityRoundTripTests {
+    @Test("every preset and some hand-made settings are recovered from their identity settings (old model files)")
+    func roundTrip() {
+        var configurations = PreprocessingPreset.allCases.map { PreprocessingConfiguration.preset($0) } + [.standard]
+        configurations.append(PreprocessingConfiguration(jpegIDCT: .fastInteger, allowTruncatedJPEG: true, background: RGBColor(red: 1, green: 2, blue: 3),
+                                                         jpegDCTScaling: true, crop: .aspectRatio, resize: .area, scaling: .zeroToOne))
+        for c in configurations {
+            let settings = c.identitySettings(height: 224, width: 224)
+            #expect(PreprocessingConfiguration(identitySettings: settings) == c, "\(settings)")
+        }
+        // Centre crops record the side length; mean/std scalings are not recovered (nil, not a guess).
+        let centre = PreprocessingConfiguration(crop: .resizeShorterSide(nil))
+        #expect(PreprocessingConfiguration(identitySettings: centre.identitySettings(height: 224, width: 224))?.crop == .resizeShorterSide(256))
+        #expect(PreprocessingConfiguration(identitySettings: PreprocessingConfiguration(scaling: .imageNetMeanStd).identitySettings(height: 224, width: 224)) == nil)
+        #expect(PreprocessingConfiguration(identitySettings: ["decode": "custom-X"]) == nil)
+    }
+}

@@ -54,6 +54,6 @@ import Testing
             try ClassifierModel.read(contentsOf: url)
         }
         try Data("hello".utf8).write(to: url)
-        #expect(throws: ClassifierModelError.invalid(path: url.path, message: "not a JSON object")) { try ClassifierModel.read(contentsOf: url) }
+        #expect(throws: ClassifierModelError.invalid(path: url.path, message: "not valid JSON, or not a JSON object")) { try ClassifierModel.read(contentsOf: url) }
     }
 }

@@ -7,7 +7,10 @@
 # official Keras download).
 WEIGHTS ?= $(firstword $(wildcard $(or $(MOBILENET_SHARED_DIR),../shared)/data/weights/mobilenet_v2_1.0_224_dequant.h5))
 
-.PHONY: setup build example test
+# The shared data folder for `make tour` (the library tour, Examples/LibraryTour).
+SHARED ?= $(or $(MOBILENET_SHARED_DIR),../shared)
+
+.PHONY: setup build example test tour docs
 
 setup:
 	scripts/setup.sh
@@ -20,3 +23,13 @@ example: build
 
 test: setup
 	swift test -c release
+
+tour: setup
+	swift run -c release LibraryTour "$(SHARED)"
+
+# The DocC catalog (Sources/MobileNet/MobileNet.docc) links into the re-exported modules, so
+# they are documented together: .build-docs/plugins/Swift-DocC/outputs/swift-mobilenet.doccarchive
+DOC_TARGETS = MobileNet MobileNetKernels MobileNetOneDNN MobileNetModel MobileNetIO MobileNetStore MobileNetPipeline MobileNetTransfer MobileNetSearch
+
+docs: setup
+	swift package --scratch-path .build-docs --disable-sandbox generate-documentation $(addprefix --target ,$(DOC_TARGETS)) --enable-experimental-combined-documentation

@@ -51,6 +51,17 @@ func tour() async throws {
         print("    \(photo.lastPathComponent): \(top3.joined(separator: ", "))")
     }
 
+    // Many files: decoded on worker threads while the network runs, batches in input order;
+    // `embeddings: true` adds the pooled embedding of the same pass. A bad file never stops the run.
+    let listing = ImageFileList([images.path], recursive: false)   // skips manifest.json with a warning
+    var classified = 0, embedded = 0
+    try ImageBatchPipeline(model: classifier, preprocessor: preprocessor, runtime: runtime, embeddings: true).run(listing.files) { batch in
+        classified += batch.outputs.count
+        embedded += batch.embeddings.count
+        for failure in batch.failures { print("    skipped: \(failure.message)") }
+    }
+    print("    pipeline over data/images: \(classified) photos classified and \(embedded) embedded")
+
     // (b) Any Keras layer's output by name, as `keras.Model(model.input, model.get_layer(name).output)`.
     let taps = try classifier.activations(batch, layers: ["block_13_expand_relu"])
     print("(b) tap block_13_expand_relu: shape \(taps["block_13_expand_relu"]?.shape ?? [])")
@@ -77,6 +88,7 @@ func tour() async throws {
             }
         }
     }
+    print("(d) transfer learning: daisy vs roses, 2 x 12 training and 2 x 6 validation images")
     var settings = TrainingSettings()   // Dropout(0.2) -> Dense(softmax), Adam 1e-3, seed 42
     settings.epochs = 20                // early stopping (patience 3) may end sooner
     let training = ClassifierTraining(dataDirectory: scratch.appendingPathComponent("flowers/train"),
@@ -88,7 +100,12 @@ func tour() async throws {
     }
     let modelFile = scratch.appendingPathComponent("flowers.json")
     try outcome.model.write(to: modelFile, overwrite: false)   // records classes, backbone, preprocessing, head
-    print("(d) trained on \(outcome.trainingImages) images: validation accuracy \(String(format: "%.3f", outcome.evaluation.accuracy)), saved \(modelFile.lastPathComponent)")
+    print("    validation accuracy \(String(format: "%.3f", outcome.evaluation.accuracy)) on \(outcome.validationImages) images; saved \(modelFile.lastPathComponent)")
+
+    // The same classifier as the standard Keras 3 transfer model (`keras.models.load_model` reads it).
+    let backboneWeights = try KerasWeightFile.read(contentsOf: weightsFile).weights.mobileNetV2Part().droppingClassifier()
+    try KerasTransferExport.write(outcome.model, backbone: backboneWeights, to: scratch.appendingPathComponent("flowers.keras"), overwrite: false)
+    print("    exported flowers.keras (\(KerasTransferExport.kerasVersion) format)")
 
     // Load it back (the backbone weight file must have the recorded SHA-256) and predict.
     let trained = try await TrainedClassifier.load(contentsOf: modelFile, backend: backend)
@@ -98,12 +115,12 @@ func tour() async throws {
     }
     let (predictions, failures) = try trained.predict(queries, k: 1, store: nil, runtime: runtime)
     for (file, classes) in predictions {
-        print("    \(file.deletingLastPathComponent().lastPathComponent)/\(file.lastPathComponent) -> \(classes.map { "\($0.className) \(String(format: "%.3f", $0.probability))" }.joined())")
+        let best = classes.first.map { "\($0.className) \(String(format: "%.3f", $0.probability))" } ?? "-"
+        print("    predict \(file.deletingLastPathComponent().lastPathComponent)/\(file.lastPathComponent): \(best)")
     }
     for failure in failures { print("    skipped: \(failure.message)") }
 
     // (e) A persistent image index (SQLite): add the photos of data/images, search, find near-duplicates.
-    let listing = ImageFileList([images.path], recursive: false)   // skips manifest.json with a warning
     let index = try ImageIndex(url: scratch.appendingPathComponent("photos.db"))
     let added = try index.add(listing.files, backbone: backbone, preprocessor: preprocessor, runtime: runtime)
     print("(e) indexed \(added.embeddings.count) photos (\(added.failures.count) failed)")

@@ -11,11 +11,11 @@
 @_exported import MobileNetTransfer
 
 extension MobileNetV2 {
-    /// Builds the network on the default backend: oneDNN (``MobileNetOneDNN/OneDNNBackend``) with
-    /// all cores. See ``MobileNetModel/MobileNetV2/init(configuration:weights:backend:foldBatchNorm:)``
+    /// Builds the network on the default backend: oneDNN (``/MobileNetOneDNN/OneDNNBackend``) with
+    /// all cores. See ``/MobileNetModel/MobileNetV2/init(configuration:weights:backend:foldBatchNorm:)``
     /// for the parameters and errors; pass `backend: ReferenceBackend()` for the plain-Swift kernels.
     ///
-    /// - Throws: ``MobileNetModel/ModelError`` for weights that do not fit, `OneDNNError` when oneDNN
+    /// - Throws: ``/MobileNetModel/ModelError`` for weights that do not fit, `OneDNNError` when oneDNN
     ///   cannot prepare the graph.
     public convenience init(configuration: MobileNetV2Configuration, weights: KerasWeightSet) throws {
         try self.init(configuration: configuration, weights: weights, backend: OneDNNBackend())

@@ -40,7 +40,14 @@ struct Bench: AsyncParsableCommand {
     }
 
     func validate() throws {
-        guard iterations >= 1, warmup >= 0 else { throw ValidationError("--iterations must be at least 1 and --warmup at least 0") }
+        guard (1...1_000_000).contains(iterations), (0...1_000_000).contains(warmup) else {
+            throw ValidationError("--iterations must be between 1 and 1000000 and --warmup between 0 and 1000000")
+        }
+        let (h, w) = try model.inputDimensions()
+        let bytes = Double(runtime.batchSize) * Double(h * w * 3 * 4)
+        guard bytes <= Double(ImageBatchPipeline.maximumBatchBytes) else {
+            throw ValidationError("--batch-size \(runtime.batchSize) at \(h)x\(w) needs \(String(format: "%.1f", bytes / 1e9)) GB of input; at most 1 GB: use a smaller batch")
+        }
     }
 
     func run() async throws {

@@ -59,7 +59,7 @@ struct Classify: AsyncParsableCommand {
     }
 
     func validate() throws {
-        guard topK >= 1 else { throw ValidationError("--top-k must be at least 1") }
+        guard (1...1_000_000).contains(topK) else { throw ValidationError("--top-k must be between 1 and 1000000, got \(topK)") }
         guard !images.isEmpty else { throw ValidationError("give at least one image file or directory") }
         if let embeddings {
             guard embeddings.lowercased().hasSuffix(".npy") else { throw ValidationError("--embeddings must name a .npy file") }

@@ -41,8 +41,11 @@ struct BackboneOptions: ParsableArguments {
 
     func validate() throws {
         let (h, w) = try inputDimensions()
-        guard h >= 32, w >= 32 else { throw ValidationError("--input-size must be at least 32x32") }
-        guard alpha > 0, alpha.isFinite else { throw ValidationError("--alpha must be positive") }
+        let maximum = MobileNetV2Configuration.maximumInputSide
+        guard h >= 32, w >= 32, h <= maximum, w <= maximum else { throw ValidationError("--input-size must be between 32x32 and \(maximum)x\(maximum), got \(inputSize)") }
+        guard alpha > 0, alpha.isFinite, alpha <= MobileNetV2Configuration.maximumAlpha else {
+            throw ValidationError("--alpha must be positive and at most \(MobileNetV2Configuration.maximumAlpha) (ImageNet weights exist for 0.35 ... 1.4), got \(alpha)")
+        }
     }
 
     /// The configuration of the network with these options.
@@ -73,10 +76,17 @@ struct RuntimeOptionGroup: ParsableArguments {
     var microBatch: Int?
 
     func validate() throws {
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
-        if let microBatch, microBatch < 1 { throw ValidationError("--micro-batch must be at least 1") }
+        guard (1...RuntimeOptionGroup.maximumBatchSize).contains(batchSize) else {
+            throw ValidationError("--batch-size must be between 1 and \(RuntimeOptionGroup.maximumBatchSize), got \(batchSize)")
+        }
+        if let threads, !(1...1024).contains(threads) { throw ValidationError("--threads must be between 1 and 1024, got \(threads)") }
+        if let microBatch, !(1...RuntimeOptionGroup.maximumBatchSize).contains(microBatch) {
+            throw ValidationError("--micro-batch must be between 1 and \(RuntimeOptionGroup.maximumBatchSize), got \(microBatch)")
+        }
     }
+
+    /// The largest `--batch-size` (the pipeline also keeps one batch under 1 GB of input).
+    static let maximumBatchSize = 4096
 
     /// The backend chosen with `--backend`, `--threads` and `--micro-batch`.
     func inferenceBackend() -> any InferenceBackend {
@@ -98,7 +108,7 @@ struct DecodeOptions: ParsableArguments {
     var threads: Int?
 
     func validate() throws {
-        if let threads, threads < 0 { throw ValidationError("--decode-threads must be 0 or more") }
+        if let threads, !(0...256).contains(threads) { throw ValidationError("--decode-threads must be between 0 and 256, got \(threads)") }
     }
 }
 

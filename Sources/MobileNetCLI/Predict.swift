@@ -43,7 +43,7 @@ struct Predict: AsyncParsableCommand {
     func validate() throws {
         guard !images.isEmpty else { throw ValidationError("give at least one image file or directory") }
         guard !(json && csv) else { throw ValidationError("--json and --csv are exclusive") }
-        guard topK >= 1 else { throw ValidationError("--top-k must be at least 1") }
+        guard (1...1_000_000).contains(topK) else { throw ValidationError("--top-k must be between 1 and 1000000, got \(topK)") }
     }
 
     struct Prediction: Encodable { let className: String; let probability: Double }

@@ -185,7 +185,7 @@ struct Similar: AsyncParsableCommand {
 
     func validate() throws {
         _ = try database.requiredPath()
-        guard top >= 1 else { throw ValidationError("--top must be at least 1") }
+        guard (1...1_000_000).contains(top) else { throw ValidationError("--top must be between 1 and 1000000, got \(top)") }
         guard VectorPrecision(rawValue: precision) != nil else { throw ValidationError("--precision must be float32 or float16") }
     }
 

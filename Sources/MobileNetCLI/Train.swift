@@ -92,6 +92,11 @@ struct Train: AsyncParsableCommand {
     var json = false
 
     func validate() throws {
+        if let hidden, !(1...65_536).contains(hidden) { throw ValidationError("--hidden must be between 1 and 65536 units, got \(hidden)") }
+        guard epochs <= 100_000 else { throw ValidationError("--epochs must be at most 100000, got \(epochs)") }
+        guard augment <= 100 else { throw ValidationError("--augment must be at most 100 views per image, got \(augment)") }
+        guard trainBatchSize <= 1_000_000 else { throw ValidationError("--train-batch-size must be at most 1000000, got \(trainBatchSize)") }
+        guard (1...1000).contains(topK) else { throw ValidationError("--top-k must be between 1 and 1000, got \(topK)") }
         guard ["adam", "sgd"].contains(optimizer) else { throw ValidationError("--optimizer must be adam or sgd") }
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
         guard augment >= 0 else { throw ValidationError("--augment must be 0 or more") }

@@ -121,6 +121,9 @@ public protocol ImageDecoding: Sendable {
     func decode(_ data: Data, source: String, target: DecodeTarget?) throws(ImageError) -> RGBImage
 }
 
+/// The largest image file read (1 GiB): a bigger file is refused before it is read.
+public let maximumImageFileBytes: Int64 = 1 << 30
+
 extension ImageDecoding {
     /// Calls ``decode(_:source:)``, ignoring `target`.
     public func decode(_ data: Data, source: String, target: DecodeTarget?) throws(ImageError) -> RGBImage {
@@ -132,9 +135,14 @@ extension ImageDecoding {
     /// - Throws: ``ImageError`` naming the file.
     public func decode(contentsOf url: URL, target: DecodeTarget? = nil) throws(ImageError) -> RGBImage {
         let path = url.path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw .notFound(path: path) }
-        guard !isDirectory.boolValue else { throw .unreadable(path: path, reason: "it is a directory") }
+        switch FileKind(path: path) {
+        case .missing: throw .notFound(path: path)
+        case .regular(let bytes):
+            guard bytes <= maximumImageFileBytes else {
+                throw .tooLarge(path: path, reason: "the file has \(bytes) bytes, more than the \(maximumImageFileBytes >> 20) MiB an image file may have")
+            }
+        case let other: throw .unreadable(path: path, reason: other.description)
+        }
         let data: Data
         do { data = try Data(contentsOf: url) } catch { throw .unreadable(path: path, reason: error.localizedDescription) }
         return try decode(data, source: path, target: target)

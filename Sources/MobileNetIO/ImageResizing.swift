@@ -138,8 +138,13 @@ extension ImageResizer {
     /// (`ImagingScaleAffine`): source column `int(box.x0 + (x + 0.5) * sx)` accumulated in
     /// double precision exactly as Pillow steps it.
     ///
-    /// - Parameter box: the source rectangle `(x0, y0, x1, y1)`; the whole image when nil.
-    /// - Returns: a new 8-bit image of `width` x `height`.
+    /// - Parameters:
+    ///   - image: the 8-bit RGB source image (values 0...255).
+    ///   - height: output height in pixels.
+    ///   - width: output width in pixels.
+    ///   - box: the source rectangle `(x0, y0, x1, y1)`; the whole image when nil.
+    /// - Returns: a new 8-bit image of `width` x `height` (`image` itself when `box` is nil and
+    ///   the size is unchanged).
     public static func pillowNearest(_ image: RGBImage, height: Int, width: Int, box: (Double, Double, Double, Double)? = nil) -> RGBImage {
         let b = box ?? (0, 0, Double(image.width), Double(image.height))
         if box == nil, width == image.width, height == image.height { return image }
@@ -246,7 +251,11 @@ extension ImageResizer {
     /// 22-bit fixed point, a horizontal pass then a vertical pass, each rounded and clipped to
     /// 8 bits as Pillow does.
     ///
-    /// - Parameter box: the source rectangle `(x0, y0, x1, y1)`; the whole image when nil.
+    /// - Parameters:
+    ///   - image: the 8-bit RGB source image (values 0...255).
+    ///   - height: output height in pixels.
+    ///   - width: output width in pixels.
+    ///   - box: the source rectangle `(x0, y0, x1, y1)`; the whole image when nil.
     /// - Returns: a new 8-bit image of `width` x `height` (values 0...255).
     public static func pillowBilinear(_ image: RGBImage, height: Int, width: Int, box: (Double, Double, Double, Double)? = nil) -> RGBImage {
         pillowResample(image, height: height, width: width, box: box, filter: .bilinear)
@@ -258,7 +267,11 @@ extension ImageResizer {
     /// kernel (a = -0.5, support 2 source pixels, widened by the scale factor when downscaling),
     /// coefficients normalised and in 22-bit fixed point, each pass rounded and clipped to 8 bits.
     ///
-    /// - Parameter box: the source rectangle `(x0, y0, x1, y1)`; the whole image when nil.
+    /// - Parameters:
+    ///   - image: the 8-bit RGB source image (values 0...255).
+    ///   - height: output height in pixels.
+    ///   - width: output width in pixels.
+    ///   - box: the source rectangle `(x0, y0, x1, y1)`; the whole image when nil.
     /// - Returns: a new 8-bit image of `width` x `height` (values 0...255).
     public static func pillowBicubic(_ image: RGBImage, height: Int, width: Int, box: (Double, Double, Double, Double)? = nil) -> RGBImage {
         pillowResample(image, height: height, width: width, box: box, filter: .bicubic)

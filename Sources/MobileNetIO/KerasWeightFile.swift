@@ -72,9 +72,11 @@ public enum KerasWeightFile {
     /// - Throws: ``WeightFileError`` naming the file.
     static func openRoot(_ url: URL) throws(WeightFileError) -> (root: HDF5Group, archive: Bool) {
         let path = url.path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw .notFound(path: path) }
-        guard !isDirectory.boolValue else { throw .unreadable(path: path, reason: "it is a directory") }
+        switch FileKind(path: path) {
+        case .missing: throw .notFound(path: path)
+        case .regular: break
+        case let other: throw .unreadable(path: path, reason: other.description)
+        }
         let header: Data
         do {
             let handle = try FileHandle(forReadingFrom: url)

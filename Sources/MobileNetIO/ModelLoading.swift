@@ -20,7 +20,7 @@ extension MobileNetV2 {
     ///   - resolver: where to look when no file is given.
     /// - Returns: the network and the weight file it was built from.
     /// - Throws: ``WeightsResolutionError`` (no file), ``WeightFileError`` (unreadable file),
-    ///   ``MobileNetModel/ModelError`` (weights that do not fit), the backend's errors.
+    ///   ``/MobileNetModel/ModelError`` (weights that do not fit), the backend's errors.
     public static func load(configuration: MobileNetV2Configuration, weightsPath: String? = nil, backend: any InferenceBackend,
                             resolver: WeightsResolver = WeightsResolver()) async throws -> (model: MobileNetV2, weightsFile: URL) {
         let url = try await resolver.resolve(alpha: configuration.alpha, inputHeight: configuration.inputHeight, inputWidth: configuration.inputWidth,
@@ -30,7 +30,7 @@ extension MobileNetV2 {
 
     /// Reads the weight file at `url` and builds the network (see ``load(configuration:weightsPath:backend:resolver:)``).
     ///
-    /// - Throws: ``WeightFileError``, ``MobileNetModel/ModelError``, the backend's errors.
+    /// - Throws: ``WeightFileError``, ``/MobileNetModel/ModelError``, the backend's errors.
     public static func load(configuration: MobileNetV2Configuration, contentsOf url: URL, backend: any InferenceBackend) throws -> MobileNetV2 {
         var weights = try KerasWeightFile.read(contentsOf: url).weights.mobileNetV2Part()
         if !configuration.includeTop { weights = weights.droppingClassifier() }

@@ -4,7 +4,7 @@ import Foundation
 /// (JPEG IDCT, truncated JPEGs, EXIF orientation, alpha, DCT-domain scaling), cropped, resized
 /// and scaled. It is recorded in model files (so a classifier is run with the preprocessing it
 /// was trained with, as timm's pretrained configs carry theirs) and is the preprocessing part of
-/// the embedding cache key (``identitySettings``).
+/// the embedding cache key (``identitySettings(height:width:)``).
 ///
 /// The default is the `mobilenet` default: accurate integer IDCT (Pillow's), EXIF orientation
 /// applied, alpha dropped, `tf.image.resize` bilinear without crop, then `x / 127.5 - 1`
@@ -190,7 +190,11 @@ public enum PreprocessingPreset: String, Sendable, Hashable, Codable, CaseIterab
 extension ImagePreprocessor {
     /// A preprocessor for a `height` x `width` model with the given settings.
     ///
-    /// - Parameter maxPixels: refuse images with more pixels (decompression bombs).
+    /// - Parameters:
+    ///   - configuration: the decoder, resize, crop and scaling settings.
+    ///   - height: model input height in pixels.
+    ///   - width: model input width in pixels.
+    ///   - maxPixels: refuse images with more pixels (decompression bombs; default 100,000,000).
     public init(configuration: PreprocessingConfiguration, height: Int, width: Int, maxPixels: Int = 100_000_000) {
         self.init(height: height, width: width, decoder: configuration.decoder(maxPixels: maxPixels),
                   resize: configuration.resize, crop: configuration.crop, scaling: configuration.scaling)

@@ -47,6 +47,8 @@ public struct OfficialWeightsFile: Sendable, Hashable, CustomStringConvertible {
 public enum WeightsResolutionError: Error, Equatable, CustomStringConvertible {
     /// The path given explicitly by the caller (the CLI's `--weights`) is not a file.
     case explicitFileNotFound(path: String)
+    /// The weight file given explicitly is not a regular file (a directory, FIFO, device).
+    case explicitFileUnusable(path: String, reason: String)
     /// The path in an environment variable (`MOBILENET_WEIGHTS`) is not a file.
     case environmentFileNotFound(variable: String, path: String)
     /// Keras publishes no ImageNet weights for this width multiplier and input size, so
@@ -70,6 +72,8 @@ public enum WeightsResolutionError: Error, Equatable, CustomStringConvertible {
     /// `MOBILENET_WEIGHTS`).
     public var description: String {
         switch self {
+        case .explicitFileUnusable(let path, let reason):
+            return "\(path): not a weight file: \(reason). Give the path of a .h5, .weights.h5 or .keras file"
         case .explicitFileNotFound(let path):
             return "\(path): no such weight file (given with --weights). Give the path of an existing .h5, .weights.h5 or .keras file, "
                 + "or leave the option out to use the official Keras weights."
@@ -192,7 +196,7 @@ public struct WeightsResolver: Sendable {
     }
 
     /// Whether Keras publishes ImageNet weights for this alpha and square input size
-    /// (``MobileNetV2Configuration/officialAlphas`` and ``MobileNetV2Configuration/officialInputSizes``).
+    /// (``/MobileNetModel/MobileNetV2Configuration/officialAlphas`` and ``/MobileNetModel/MobileNetV2Configuration/officialInputSizes``).
     public static func hasOfficialWeights(alpha: Double, inputSize: Int) -> Bool {
         MobileNetV2Configuration.officialAlphas.contains(alpha) && MobileNetV2Configuration.officialInputSizes.contains(inputSize)
     }
@@ -259,7 +263,7 @@ public struct WeightsResolver: Sendable {
     /// - Parameters:
     ///   - alpha: the width multiplier.
     ///   - inputSize: the square input size in pixels. Keras publishes files for
-    ///     ``MobileNetV2Configuration/officialInputSizes`` only; without the top, Keras itself
+    ///     ``/MobileNetModel/MobileNetV2Configuration/officialInputSizes`` only; without the top, Keras itself
     ///     loads the 224 file for other sizes, which a caller can do by passing 224.
     ///   - includeTop: whether the classifier is needed (`..._no_top.h5` otherwise).
     ///   - explicitPath: a file given by the user; it must exist. A leading `~/` means the
@@ -273,7 +277,11 @@ public struct WeightsResolver: Sendable {
     ) async throws(WeightsResolutionError) -> URL {
         if let explicitPath {
             let url = fileURL(explicitPath, isDirectory: false)
-            guard isRegularFile(url) else { throw .explicitFileNotFound(path: url.path) }
+            switch FileKind(path: url.path) {
+            case .missing: throw .explicitFileNotFound(path: url.path)
+            case .regular: break
+            case let other: throw .explicitFileUnusable(path: url.path, reason: other.description)
+            }
             return url
         }
         if let path = variable(Self.weightsVariable) {
@@ -319,8 +327,8 @@ public struct WeightsResolver: Sendable {
     /// temporary file is deleted and an existing cached file is left untouched.
     ///
     /// - Parameters:
-    ///   - alpha: the width multiplier, one of ``MobileNetV2Configuration/officialAlphas``.
-    ///   - inputSize: the square input size, one of ``MobileNetV2Configuration/officialInputSizes``.
+    ///   - alpha: the width multiplier, one of ``/MobileNetModel/MobileNetV2Configuration/officialAlphas``.
+    ///   - inputSize: the square input size, one of ``/MobileNetModel/MobileNetV2Configuration/officialInputSizes``.
     ///   - includeTop: whether to get the file with the classifier.
     ///   - progress: called as bytes arrive.
     /// - Returns: the cached file.

@@ -154,7 +154,13 @@ public struct Graph: Sendable, Equatable {
 
     /// Creates a graph.
     ///
-    /// - Parameter outputs: the nodes returned by executors, in order; `nil` for the last node.
+    /// - Parameters:
+    ///   - inputShape: the shape of one input example, `[height, width, channels]` (no batch
+    ///     dimension).
+    ///   - nodes: the nodes in topological order; ``Graph/inputIndex`` in ``Node/inputs``
+    ///     denotes the graph input.
+    ///   - outputs: the nodes returned by executors, in order; `nil` for the last node (the
+    ///     input itself when `nodes` is empty).
     public init(inputShape: [Int], nodes: [Node], outputs: [Int]? = nil) {
         self.inputShape = inputShape
         self.nodes = nodes

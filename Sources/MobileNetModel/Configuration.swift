@@ -41,6 +41,15 @@ public struct MobileNetV2Configuration: Sendable, Hashable, Codable, CustomStrin
     /// The square input sizes for which Keras publishes ImageNet weights.
     public static let officialInputSizes: [Int] = [96, 128, 160, 192, 224]
 
+    /// The largest input side accepted: at 4096x4096 the widest activation (block 1's expansion,
+    /// 2048x2048x96 floats) is 1.6 GB per image, most of what a machine can hold.
+    public static let maximumInputSide = 4096
+    /// The largest width multiplier accepted (Keras publishes weights up to 1.4; at 10 the
+    /// network has about 300 million parameters).
+    public static let maximumAlpha = 10.0
+    /// The largest classifier accepted (the 1280 x classes kernel is 2.6 GB at this size).
+    public static let maximumClasses = 500_000
+
     /// Creates a configuration with the Keras defaults: alpha 1.0, 224x224, with the
     /// 1000-class softmax classifier.
     ///
@@ -70,10 +79,15 @@ public struct MobileNetV2Configuration: Sendable, Hashable, Codable, CustomStrin
     /// - Throws: ``ModelError/invalidConfiguration(_:)`` naming the bad value.
     public func validate() throws(ModelError) {
         guard alpha > 0, alpha.isFinite else { throw .invalidConfiguration("alpha must be a positive number, got \(alpha)") }
+        guard alpha <= Self.maximumAlpha else { throw .invalidConfiguration("alpha must be at most \(Self.maximumAlpha), got \(alpha)") }
         guard inputHeight >= 32, inputWidth >= 32 else {
             throw .invalidConfiguration("input size must be at least 32x32, got \(inputHeight)x\(inputWidth)")
         }
+        guard inputHeight <= Self.maximumInputSide, inputWidth <= Self.maximumInputSide else {
+            throw .invalidConfiguration("input size must be at most \(Self.maximumInputSide)x\(Self.maximumInputSide), got \(inputHeight)x\(inputWidth)")
+        }
         guard classes >= 1 else { throw .invalidConfiguration("classes must be at least 1, got \(classes)") }
+        guard classes <= Self.maximumClasses else { throw .invalidConfiguration("classes must be at most \(Self.maximumClasses), got \(classes)") }
     }
 
     /// The Keras model name, e.g. `mobilenetv2_1.00_224` (Keras uses the input rows).

@@ -1,7 +1,7 @@
 import MobileNetKernels
 
 /// Turns the Keras layers emitted by ``MobileNetV2Architecture/build(_:into:)`` into an inference
-/// ``MobileNetKernels/Graph``, with the weights already matched by ``WeightMatcher``.
+/// ``/MobileNetKernels/Graph``, with the weights already matched by ``WeightMatcher``.
 ///
 /// With folding on, each BatchNorm is folded into the convolution it follows and each ReLU6 is
 /// fused into the node that produces its input, so one node stands for conv + BN + ReLU6; a

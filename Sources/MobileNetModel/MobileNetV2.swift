@@ -34,7 +34,7 @@ public struct MobileNetV2Output: Sendable {
 /// One instance gives all of these from one pass (``forward(_:)``, ``features(_:)``,
 /// ``embedding(_:)``), the output of any Keras layer by name (``activations(_:layers:)``), and
 /// models with another top without reading weights again (``withClassifier(kernel:bias:activation:)``,
-/// ``withClassifier(classes:seed:)``, ``withoutClassifier(pooling:)``).
+/// ``withClassifier(classes:seed:activation:)``, ``withoutClassifier(pooling:)``).
 ///
 /// BatchNorm is folded into the preceding convolution when the model is built, and ReLU6 is
 /// fused into it; ``makeGraph(configuration:weights:foldBatchNorm:)`` can also build the
@@ -79,7 +79,7 @@ public final class MobileNetV2: Sendable {
     ///   - configuration: alpha, input size, top, pooling, classes, classifier activation.
     ///   - weights: the MobileNetV2 layers (use ``KerasWeightSet/mobileNetV2Part()`` for a
     ///     model nested in a larger one).
-    ///   - backend: the kernels that run the graph: ``MobileNetKernels/ReferenceBackend`` (the
+    ///   - backend: the kernels that run the graph: ``/MobileNetKernels/ReferenceBackend`` (the
     ///     plain-Swift oracle) or a fast one such as `OneDNNBackend`; the umbrella module
     ///     `MobileNet` adds an initialiser that chooses oneDNN.
     ///   - foldBatchNorm: fold BatchNorm into the convolutions and fuse ReLU6 (the default);
@@ -138,7 +138,7 @@ public final class MobileNetV2: Sendable {
     ///
     /// - Parameter input: `[N, inputHeight, inputWidth, 3]`, NHWC, preprocessed to -1...1.
     /// - Returns: `[N, classes]`, `[N, C]` or `[N, h, w, C]` (see the type's discussion).
-    /// - Throws: ``MobileNetKernels/GraphError/inputShape(expected:got:)`` for a wrongly shaped
+    /// - Throws: ``/MobileNetKernels/GraphError/inputShape(expected:got:)`` for a wrongly shaped
     ///   input, or the backend's error.
     public func callAsFunction(_ input: Tensor) throws -> Tensor {
         try executor.run(input)[slots.output]
@@ -192,7 +192,7 @@ public final class MobileNetV2: Sendable {
     ///
     /// - Parameters:
     ///   - input: `[N, inputHeight, inputWidth, 3]`, NHWC, -1...1.
-    ///   - layers: Keras layer names (see ``tappableLayers``).
+    ///   - names: Keras layer names (see ``tappableLayers``).
     /// - Returns: per name, the layer's output, `[N, H, W, C]` NHWC or `[N, C]`.
     /// - Throws: ``ModelError/unknownLayer(_:)`` for a name that is not a layer of this network,
     ///   ``ModelError/layerNotTappable(layer:reason:)`` for a layer folded into another one; the
@@ -314,9 +314,13 @@ public final class MobileNetV2: Sendable {
     /// Builds the inference graph for `configuration` from `weights`, validating them strictly.
     /// The graph's one output is the network output.
     ///
-    /// - Parameter foldBatchNorm: fold every BatchNorm into its convolution
-    ///   (`kernel * gamma / sqrt(var + eps)`, bias `beta - mean * gamma / sqrt(var + eps)`) and
-    ///   fuse ReLU6; `false` keeps one graph node per Keras layer.
+    /// - Parameters:
+    ///   - configuration: alpha, input size, top, pooling, classes, classifier activation.
+    ///   - weights: the MobileNetV2 layers by Keras name, matched strictly against the
+    ///     architecture.
+    ///   - foldBatchNorm: fold every BatchNorm into its convolution
+    ///     (`kernel * gamma / sqrt(var + eps)`, bias `beta - mean * gamma / sqrt(var + eps)`) and
+    ///     fuse ReLU6; `false` keeps one graph node per Keras layer.
     /// - Throws: ``ModelError`` as ``init(configuration:weights:backend:foldBatchNorm:)`` describes.
     public static func makeGraph(configuration: MobileNetV2Configuration, weights: KerasWeightSet, foldBatchNorm: Bool) throws(ModelError) -> Graph {
         let layers = try MobileNetV2Architecture.layers(for: configuration)

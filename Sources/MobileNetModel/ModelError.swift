@@ -20,6 +20,8 @@ public enum ModelError: Error, Equatable, CustomStringConvertible, LocalizedErro
     case shapeMismatch(layer: String, variable: String, expected: [Int], found: [Int], source: String)
     /// A layer has a different number of weight variables (for example a bias where Keras has none).
     case variableCountMismatch(layer: String, expected: [String], found: [String], source: String)
+    /// A weight holds a NaN or infinite value, or a BatchNorm moving variance is negative.
+    case invalidWeights(layer: String, variable: String, reason: String, source: String)
     /// The file holds layers the model does not use (strict loading: every weight is used once).
     case unusedLayers([String], source: String)
     /// The same layer name appears twice in the weights.
@@ -52,6 +54,8 @@ public enum ModelError: Error, Equatable, CustomStringConvertible, LocalizedErro
             return "\(source): layer '\(layer)' weight '\(variable)' has shape \(found), the model expects \(expected)"
         case .variableCountMismatch(let layer, let expected, let found, let source):
             return "\(source): layer '\(layer)' has weights \(found), the model expects \(expected)"
+        case .invalidWeights(let layer, let variable, let reason, let source):
+            return "\(source): layer '\(layer)' weight '\(variable)': \(reason); the file is damaged"
         case .unusedLayers(let layers, let source):
             let shown = layers.prefix(5).map { "'\($0)'" }.joined(separator: ", ")
             return "\(source): \(layers.count) layer(s) in the file are not part of this model: \(shown)\(layers.count > 5 ? ", ..." : "")"

@@ -44,6 +44,9 @@ struct WeightMatcher {
                     }
                     throw .shapeMismatch(layer: layer.name, variable: spec.name, expected: spec.shape, found: array.shape, source: source)
                 }
+                if let problem = Self.valueProblem(array.values, variable: spec.name) {
+                    throw .invalidWeights(layer: layer.name, variable: spec.name, reason: problem, source: source)
+                }
                 values.append(array.values)
             }
             result[layer.name] = values
@@ -53,6 +56,16 @@ struct WeightMatcher {
             throw .unusedLayers(order, source: source)
         }
         return result
+    }
+
+    /// Why `values` cannot be used: a NaN or infinite value, or a negative moving variance (whose
+    /// square root is NaN) would make every output NaN or garbage without an error. Nil when fine.
+    static func valueProblem(_ values: [Float], variable: String) -> String? {
+        for (i, v) in values.enumerated() {
+            if !v.isFinite { return "value \(v) at index \(i) is not a finite number" }
+            if variable == "moving_variance", v < 0 { return "variance \(v) at channel \(i) is negative" }
+        }
+        return nil
     }
 
     /// When the stored layer widths disagree with the configuration but agree with another

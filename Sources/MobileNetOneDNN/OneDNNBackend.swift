@@ -2,15 +2,15 @@ import CDNNL
 import Foundation
 import MobileNetKernels
 
-/// The fast CPU backend: runs a ``MobileNetKernels/Graph`` with oneDNN 2.x (Intel's deep-learning
+/// The fast CPU backend: runs a ``/MobileNetKernels/Graph`` with oneDNN 2.x (Intel's deep-learning
 /// primitives library, Debian package `libdnnl-dev`; the C API of 2.x is used, which oneDNN 3.x
 /// changed).
 ///
 /// How a graph is prepared (in ``makeExecutor(for:)``, once per batch size):
 /// - every convolution becomes one oneDNN convolution primitive (a depthwise convolution is a
-///   grouped one, groups = channels) with its explicit ``MobileNetKernels/Padding``, the folded
+///   grouped one, groups = channels) with its explicit ``/MobileNetKernels/Padding``, the folded
 ///   BatchNorm as bias, and ReLU6 as an `eltwise_clip` 0...6 post-op;
-/// - a residual ``MobileNetKernels/Operation/add`` whose one input is a linear convolution read
+/// - a residual ``/MobileNetKernels/Operation/add`` whose one input is a linear convolution read
 ///   by nothing else becomes a `sum` post-op of that convolution, which writes in place into the
 ///   buffer of the other input (oneDNN `binary_add` otherwise);
 /// - oneDNN chooses the memory formats (`format_tag any`): activations stay in its blocked

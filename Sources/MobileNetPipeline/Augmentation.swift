@@ -97,9 +97,13 @@ extension CachedEmbedder {
     ///
     /// - Parameters:
     ///   - images: the files with their content hashes (from ``embed(_:progress:)``).
+    ///   - count: augmented views per image (`train --augment N`); 0 or less returns no views.
+    ///   - seed: the augmentation seed; with the image content and view index it fixes each view,
+    ///     and it is part of the cache view id.
+    ///   - augmenter: the augmentation ranges (default ``ImageAugmenter/init()``).
     ///   - progress: called after each batch with (views computed so far, views to compute).
     /// - Returns: the views per file, the files that failed to decode, and the cache counts.
-    /// - Throws: ``StoreError`` and network errors (never for a bad image).
+    /// - Throws: ``/MobileNetStore/StoreError`` and network errors (never for a bad image).
     public func embedAugmented(_ images: [(url: URL, contentSHA256: String)], count: Int, seed: UInt64,
                                augmenter: ImageAugmenter = ImageAugmenter(),
                                progress: ((Int, Int) -> Void)? = nil) throws -> AugmentedEmbeddings {

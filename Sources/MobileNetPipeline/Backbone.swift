@@ -26,11 +26,17 @@ public struct Backbone: Sendable {
     /// builds the pooled embedding network of `alpha` at `inputHeight` x `inputWidth`.
     ///
     /// - Parameters:
-    ///   - weightsPath: an explicit weight file; nil for ``MobileNetIO/WeightsResolver``'s search
+    ///   - weightsPath: an explicit weight file; nil for ``/MobileNetIO/WeightsResolver``'s search
     ///     (a non-official size uses the 224 file).
+    ///   - alpha: the width multiplier (default 1.0).
+    ///   - inputHeight: network input height in pixels (default 224).
+    ///   - inputWidth: network input width in pixels (default 224).
     ///   - pooling: `.avg` (Keras `pooling="avg"`, the usual embedding) or `.max`.
-    /// - Throws: ``MobileNetIO/WeightsResolutionError``, ``MobileNetIO/WeightFileError``,
-    ///   ``MobileNetModel/ModelError``, the backend's errors, and the file-system error when the
+    ///   - backend: the kernels that run the network.
+    ///   - resolver: where to look when `weightsPath` is nil (default: the environment, the
+    ///     cache, the official download).
+    /// - Throws: ``/MobileNetIO/WeightsResolutionError``, ``/MobileNetIO/WeightFileError``,
+    ///   ``/MobileNetModel/ModelError``, the backend's errors, and the file-system error when the
     ///   weight file cannot be hashed.
     public static func load(weightsPath: String? = nil, alpha: Double = 1.0, inputHeight: Int = 224, inputWidth: Int = 224,
                             pooling: Pooling = .avg, backend: any InferenceBackend,
@@ -53,7 +59,14 @@ public struct Backbone: Sendable {
     /// `weightsPath` when given, else `recordedPath` when it still exists, else the resolver's
     /// search; its SHA-256 must be the identity's.
     ///
-    /// - Parameter source: what recorded the identity (a model file or index path), for messages.
+    /// - Parameters:
+    ///   - identity: the recorded backbone (configuration and weight-file SHA-256).
+    ///   - weightsPath: an explicit weight file, tried first.
+    ///   - recordedPath: the weight file the identity was recorded with, used when it still exists.
+    ///   - source: what recorded the identity (a model file or index path), for messages.
+    ///   - backend: the kernels that run the network.
+    ///   - resolver: where to look when neither file is used (default: the environment, the
+    ///     cache, the official download).
     /// - Throws: ``BackboneMismatch`` when the file found is another backbone; otherwise as
     ///   ``load(weightsPath:alpha:inputHeight:inputWidth:pooling:backend:resolver:)``.
     public static func load(matching identity: BackboneIdentity, weightsPath: String? = nil, recordedPath: String? = nil, source: String,

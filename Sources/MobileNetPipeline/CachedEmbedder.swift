@@ -83,7 +83,7 @@ public struct PreprocessingMismatch: Error, Equatable, CustomStringConvertible, 
     public var errorDescription: String? { description }
 }
 
-/// Embeds image files through an ``MobileNetStore/EmbeddingStore``: files are hashed (SHA-256 of their bytes),
+/// Embeds image files through an ``/MobileNetStore/EmbeddingStore``: files are hashed (SHA-256 of their bytes),
 /// embeddings already stored for the same content, backbone and preprocessing are reused, and
 /// only the others go through the network, in batches; each batch is committed as soon as it is
 /// computed, so an interrupted run loses at most one batch and the next run resumes.
@@ -108,12 +108,15 @@ public final class CachedEmbedder {
     /// Creates an embedder for a backbone.
     ///
     /// - Parameters:
+    ///   - backbone: the frozen embedding network; its identity is part of the cache key.
     ///   - preprocessor: the input pipeline; by default `ImagePreprocessor` with its defaults at
-    ///     the model's input size. Its ``MobileNetStore/PreprocessingIdentity`` is part of the cache key.
+    ///     the model's input size. Its ``/MobileNetStore/PreprocessingIdentity`` is part of the cache key.
     ///   - expectedPreprocessing: when given (for example from a saved model file), the
     ///     pipeline must have exactly this identity.
+    ///   - store: the embedding cache (the backbone is registered in it), or nil to compute
+    ///     everything.
     ///   - runtime: network batch size and decoding threads (the backend is the backbone's).
-    /// - Throws: ``StoreError`` when the backbone cannot be registered in the store;
+    /// - Throws: ``/MobileNetStore/StoreError`` when the backbone cannot be registered in the store;
     ///   ``PreprocessingMismatch`` when `expectedPreprocessing` differs from the pipeline's.
     public convenience init(backbone: Backbone, preprocessor: ImagePreprocessor? = nil, expectedPreprocessing: PreprocessingIdentity? = nil,
                             store: EmbeddingStore?, runtime: RuntimeOptions) throws {
@@ -144,11 +147,13 @@ public final class CachedEmbedder {
     /// Files that are not cached are decoded on worker threads while the network runs
     /// (``ImageBatchPipeline``).
     ///
-    /// - Parameter progress: called after each batch with (images handled, images to compute),
-    ///   where handled counts the batch's failures too, so it reaches the total at the end.
+    /// - Parameters:
+    ///   - files: the images to embed; files with the same content are computed once.
+    ///   - progress: called after each batch with (images handled, images to compute),
+    ///     where handled counts the batch's failures too, so it reaches the total at the end.
     /// - Returns: an embedding for every file that worked (keyed by URL), the failures, and how
     ///   many contents came from the cache and from the network.
-    /// - Throws: ``StoreError`` when the cache cannot be read or written (never for a bad image),
+    /// - Throws: ``/MobileNetStore/StoreError`` when the cache cannot be read or written (never for a bad image),
     ///   and errors of the network itself.
     public func embed(_ files: [URL], progress: ((Int, Int) -> Void)? = nil) throws -> EmbeddingResult {
         var failures: [EmbeddingFailure] = []

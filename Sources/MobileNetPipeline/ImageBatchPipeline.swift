@@ -48,8 +48,12 @@ public struct ImageBatchPipeline {
     /// Batches decoded ahead of the one the network is running (at least 1).
     public let lookahead: Int
     /// Whether each batch also carries the pooled embeddings (``ImageBatch/embeddings``), from
-    /// the same pass (``MobileNetModel/MobileNetV2/forward(_:)``).
+    /// the same pass (``/MobileNetModel/MobileNetV2/forward(_:)``).
     public let embeddings: Bool
+
+    /// The most input bytes one network batch may hold (1 GB): a larger batch size is reduced
+    /// to fit. With the look-ahead, at most `(lookahead + 1)` batches of decoded input are held.
+    public static let maximumBatchBytes = 1 << 30
 
     /// Decoding threads used by default: half the cores (at least one), leaving the others to
     /// the network's threads. On a 2-core machine: one.
@@ -58,15 +62,22 @@ public struct ImageBatchPipeline {
     /// Creates a pipeline.
     ///
     /// - Parameters:
-    ///   - preprocessor: by default ``MobileNetIO/ImagePreprocessor`` with its defaults at the
+    ///   - model: the network, run on the calling thread.
+    ///   - preprocessor: by default ``/MobileNetIO/ImagePreprocessor`` with its defaults at the
     ///     model's input size (`tf.image.resize` bilinear, EXIF applied, `x / 127.5 - 1`).
-    ///   - decodeThreads: by default ``defaultDecodeThreads``.
+    ///   - batchSize: files per network batch (default 16; at least 1, and reduced so one batch
+    ///     holds at most ``maximumBatchBytes`` of input).
+    ///   - decodeThreads: by default ``defaultDecodeThreads``; 0 decodes inline.
+    ///   - lookahead: batches decoded ahead of the running one (default 2, at least 1).
     ///   - embeddings: also deliver the pooled embeddings of each batch (one pass).
     public init(model: MobileNetV2, preprocessor: ImagePreprocessor? = nil, batchSize: Int = 16,
                 decodeThreads: Int? = nil, lookahead: Int = 2, embeddings: Bool = false) {
         self.model = model
         self.preprocessor = preprocessor ?? ImagePreprocessor(height: model.configuration.inputHeight, width: model.configuration.inputWidth)
-        self.batchSize = max(1, batchSize)
+        // One batch's input never exceeds ``maximumBatchBytes`` (the batch size changes speed and
+        // memory, not results).
+        let imageBytes = max(1, model.configuration.inputHeight * model.configuration.inputWidth * 3 * MemoryLayout<Float>.size)
+        self.batchSize = max(1, min(batchSize, Self.maximumBatchBytes / imageBytes))
         self.decodeThreads = max(0, decodeThreads ?? Self.defaultDecodeThreads)
         self.lookahead = max(1, lookahead)
         self.embeddings = embeddings

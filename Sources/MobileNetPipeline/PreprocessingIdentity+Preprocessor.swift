@@ -2,10 +2,10 @@ import MobileNetIO
 import MobileNetStore
 
 extension PreprocessingIdentity {
-    /// The identity of an ``MobileNetIO/ImagePreprocessor``: its
-    /// ``MobileNetIO/PreprocessingConfiguration/identitySettings(height:width:)``. Two pipelines
+    /// The identity of an ``/MobileNetIO/ImagePreprocessor``: its
+    /// ``/MobileNetIO/PreprocessingConfiguration/identitySettings(height:width:)``. Two pipelines
     /// with equal identities produce the same input tensors, so their embeddings may share a
-    /// cache entry. A decoder other than ``MobileNetIO/StandardImageDecoder`` is identified by
+    /// cache entry. A decoder other than ``/MobileNetIO/StandardImageDecoder`` is identified by
     /// its type name.
     public init(_ preprocessor: ImagePreprocessor) {
         if let configuration = preprocessor.configuration {

@@ -9,7 +9,7 @@ public struct SeededRandom: RandomNumberGenerator, Sendable {
     /// A generator started from `seed`.
     public init(seed: UInt64) { generator = SplitMix64(seed: seed) }
 
-    /// The next 64 random bits (``MobileNetModel/SplitMix64``).
+    /// The next 64 random bits (``/MobileNetModel/SplitMix64``).
     public mutating func next() -> UInt64 { generator.next() }
 
     /// A uniform Double in [0, 1) (53 random bits).

@@ -1,7 +1,7 @@
 import Foundation
 import MobileNetStore
 
-/// Errors of an ``ImageIndex`` beyond the database's own ``MobileNetStore/StoreError``.
+/// Errors of an ``ImageIndex`` beyond the database's own ``/MobileNetStore/StoreError``.
 public enum ImageIndexError: Error, Equatable, CustomStringConvertible {
     /// The index was built with another backbone (network, input size, pooling or weights):
     /// its embeddings cannot be compared with this one's.
@@ -27,7 +27,7 @@ public enum ImageIndexError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// A persistent image index: an ``MobileNetStore/EmbeddingStore`` file (SQLite) whose `files`
+/// A persistent image index: an ``/MobileNetStore/EmbeddingStore`` file (SQLite) whose `files`
 /// table lists the indexed images (path, content hash, size, modification time) and whose
 /// embeddings all come from one backbone. The same storage layer as the transfer-learning
 /// embedding cache; an index file is simply a store used for one backbone.
@@ -40,7 +40,7 @@ public final class ImageIndex {
 
     /// Opens (or, unless `readOnly`, creates) the index file.
     ///
-    /// - Throws: ``MobileNetStore/StoreError`` naming the file (corrupt, locked, another application's database).
+    /// - Throws: ``/MobileNetStore/StoreError`` naming the file (corrupt, locked, another application's database).
     public init(url: URL, readOnly: Bool = false) throws(StoreError) {
         store = try EmbeddingStore(url: url, readOnly: readOnly)
     }

@@ -11,9 +11,10 @@ extension ImageIndex {
     ///   - files: image files (absolute paths are stored as given; pass standardised URLs).
     ///   - backbone: must be the index's backbone (``checkCompatible(_:)``).
     ///   - preprocessor: how images become input; its identity is stored with each embedding.
+    ///   - runtime: network batch size and decoding threads (the backend is the backbone's).
     ///   - progress: (images handled, images to compute) after each batch.
     /// - Returns: the embeddings and failures (a bad image is reported, the others are added).
-    /// - Throws: ``ImageIndexError/backboneMismatch(path:index:requested:)``, ``MobileNetStore/StoreError``, network errors.
+    /// - Throws: ``ImageIndexError/backboneMismatch(path:index:requested:)``, ``/MobileNetStore/StoreError``, network errors.
     public func add(_ files: [URL], backbone: Backbone, preprocessor: ImagePreprocessor, runtime: RuntimeOptions,
                     progress: ((Int, Int) -> Void)? = nil) throws -> EmbeddingResult {
         try checkCompatible(backbone.identity)

@@ -83,7 +83,9 @@ public final class EmbeddingStore {
 
     /// Opens the store at `url`, creating it (and the schema) when the file does not exist.
     ///
-    /// - Parameter readOnly: open without write access (the file must exist).
+    /// - Parameters:
+    ///   - url: the SQLite database file.
+    ///   - readOnly: open without write access (the file must exist; default false).
     /// - Throws: ``StoreError`` naming the file: `.corrupt` for a damaged or non-SQLite file,
     ///   `.notAnEmbeddingStore` for another application's database, `.unsupportedSchemaVersion`.
     public init(url: URL, readOnly: Bool = false) throws(StoreError) {

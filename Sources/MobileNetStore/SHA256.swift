@@ -2,7 +2,7 @@ import Foundation
 
 /// SHA-256 (FIPS 180-4) in plain Swift: the content hash that keys the embedding store.
 ///
-/// Streaming: ``update(_:)`` any number of times, then ``finalize()``. Checked in the tests
+/// Streaming: `update(_:)` any number of times, then ``finalize()``. Checked in the tests
 /// against the FIPS 180-4 / NIST test vectors and against `sha256sum`.
 public struct SHA256: Sendable {
     private var state: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) =

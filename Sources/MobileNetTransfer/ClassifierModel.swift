@@ -91,7 +91,9 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
 
     /// Writes the model as pretty JSON, atomically.
     ///
-    /// - Parameter overwrite: replace an existing file; without it an existing file is an error.
+    /// - Parameters:
+    ///   - url: the model file to write (pretty JSON).
+    ///   - overwrite: replace an existing file; without it an existing file is an error.
     /// - Throws: `CocoaError(.fileWriteFileExists)` or the file-system error.
     public func write(to url: URL, overwrite: Bool) throws {
         if !overwrite, FileManager.default.fileExists(atPath: url.path) {

@@ -91,12 +91,13 @@ public struct ClassifierTraining: Sendable {
     /// Runs the whole workflow.
     ///
     /// - Parameters:
-    ///   - backbone: the frozen embedding network (``MobileNetPipeline/Backbone/load(weightsPath:alpha:inputHeight:inputWidth:pooling:backend:resolver:)``).
+    ///   - backbone: the frozen embedding network (``/MobileNetPipeline/Backbone/load(weightsPath:alpha:inputHeight:inputWidth:pooling:backend:resolver:)``).
     ///   - store: the embedding cache, or nil to compute everything.
+    ///   - runtime: network batch size and decoding threads (the backend is the backbone's).
     ///   - events: called on the calling thread as the run goes.
     /// - Returns: the model, its evaluation and the failures (a bad image never stops the run).
     /// - Throws: ``DatasetError`` (missing or unusable folders), ``ClassifierTrainingError``,
-    ///   ``MobileNetStore/StoreError``, network errors.
+    ///   ``/MobileNetStore/StoreError``, network errors.
     public func run(backbone: Backbone, store: EmbeddingStore?, runtime: RuntimeOptions,
                     events: @escaping (ClassifierTrainingEvent) -> Void = { _ in }) throws -> Outcome {
         let folder = try ImageFolder(root: dataDirectory)
@@ -185,7 +186,7 @@ extension TrainedClassifier {
     ///
     /// - Returns: the report, the failures, and the folder's warnings.
     /// - Throws: ``DatasetError`` (the folder's classes differ), ``ClassifierTrainingError/noValidationImage``
-    ///   when no image could be embedded, ``MobileNetPipeline/PreprocessingMismatch``, store and network errors.
+    ///   when no image could be embedded, ``/MobileNetPipeline/PreprocessingMismatch``, store and network errors.
     public func evaluate(folder root: URL, k: Int, preprocessor: ImagePreprocessor? = nil, allowOtherPreprocessing: Bool = false,
                          store: EmbeddingStore?, runtime: RuntimeOptions,
                          progress: ((Int, Int) -> Void)? = nil) throws -> (report: EvaluationReport, failures: [EmbeddingFailure], warnings: [String]) {

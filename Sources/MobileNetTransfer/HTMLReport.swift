@@ -10,6 +10,8 @@ public enum HTMLReport {
     /// - Parameters:
     ///   - title: heading (e.g. the model file name).
     ///   - history: per-epoch metrics (empty for an evaluation-only report).
+    ///   - bestEpoch: the epoch whose weights were kept (1-based), marked on the curves; nil for
+    ///     no mark.
     ///   - evaluation: the metrics shown as the confusion matrix and table.
     public static func render(title: String, history: [EpochRecord], bestEpoch: Int?, evaluation: EvaluationReport) -> String {
         var html = """

@@ -148,7 +148,8 @@ public struct ClassifierHead: Sendable, Equatable, Codable {
     ///   - inputs: embedding size (1280 for MobileNetV2 at alpha ≤ 1).
     ///   - classes: number of classes.
     ///   - hidden: units of an optional hidden ReLU layer.
-    ///   - dropout: dropout rate before each Dense (Keras guide: 0.2).
+    ///   - dropout: dropout rate before each Dense (Keras guide: 0.2); 0 adds no dropout layers.
+    ///   - random: the seeded generator the kernels are drawn from (advanced in place).
     public init(inputs: Int, classes: Int, hidden: Int? = nil, dropout: Double = 0.2, random: inout SeededRandom) {
         var layers: [HeadLayer] = []
         var width = inputs

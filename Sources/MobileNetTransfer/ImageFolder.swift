@@ -67,10 +67,12 @@ public struct ImageFolder: Sendable {
 
     /// Reads the folder structure (no image is decoded here).
     ///
-    /// - Parameter classNames: when given (for a validation or evaluation folder), the folder's
-    ///   classes must be exactly these.
+    /// - Parameters:
+    ///   - root: the folder with one subfolder of images per class (hidden entries ignored).
+    ///   - expected: when given (for a validation or evaluation folder), the folder's classes
+    ///     must be exactly these, in sorted order.
     /// - Throws: ``DatasetError`` naming the folder: not a directory, fewer than two classes, an
-    ///   empty class folder, classes different from `classNames`.
+    ///   empty class folder, classes different from `expected`.
     public init(root: URL, classNames expected: [String]? = nil) throws(DatasetError) {
         self.root = root
         let manager = FileManager.default

@@ -33,7 +33,7 @@ public enum KerasExportError: Error, Equatable, CustomStringConvertible {
 /// frozen) → GlobalAveragePooling2D (or GlobalMaxPooling2D) → Dropout → [Dense(hidden, relu) →
 /// Dropout →] Dense(classes, softmax)`.
 ///
-/// `config.json` is generated from ``MobileNetV2Architecture/layers(for:)`` with every layer's
+/// `config.json` is generated from ``/MobileNetModel/MobileNetV2Architecture/layers(for:)`` with every layer's
 /// Keras 3.15.1 config (the base called with `training=False`, as in the Keras guide);
 /// `model.weights.h5` has the Keras 3 layout: a group per layer, weightless ones included,
 /// named by the snake-case class name with a per-class counter in layer order
@@ -191,7 +191,7 @@ public struct KerasTransferExport: Sendable {
 
     /// Writes `model.weights.h5` (a new file) with every group of ``variableGroups``.
     ///
-    /// - Throws: ``HDF5WriteError`` naming the file.
+    /// - Throws: ``/MobileNetIO/HDF5WriteError`` naming the file.
     public func writeWeights(to url: URL) throws(HDF5WriteError) {
         let writer = try HDF5Writer(creating: url)
         for group in variableGroups {
@@ -209,8 +209,12 @@ public struct KerasTransferExport: Sendable {
     /// uncompressed like Keras does) atomically: everything is written next to `url` first and
     /// then renamed into place, so readers never see a partial file.
     ///
-    /// - Parameter overwrite: replace an existing file; without it an existing file is an error
-    ///   (checked again at the final rename, without replacing).
+    /// - Parameters:
+    ///   - url: the `.keras` file to write.
+    ///   - overwrite: replace an existing file; without it an existing file is an error
+    ///     (checked again at the final rename, without replacing).
+    ///   - date: the `date_saved` of `metadata.json` and the archive entries' modification date
+    ///     (default now).
     /// - Throws: ``KerasExportError`` naming the destination.
     public func writeArchive(to url: URL, overwrite: Bool, date: Date = Date()) throws(KerasExportError) {
         let path = url.path
@@ -287,7 +291,7 @@ public struct KerasTransferExport: Sendable {
     /// The members of a `.keras` archive in archive order, each with its bytes and whether it is
     /// stored uncompressed (as Keras stores them); for checking an exported file.
     ///
-    /// - Throws: ``WeightFileError/corruptArchive(path:reason:)`` naming the file.
+    /// - Throws: ``/MobileNetIO/WeightFileError/corruptArchive(path:reason:)`` naming the file.
     public static func archiveMembers(of url: URL) throws(WeightFileError) -> [(name: String, data: Data, stored: Bool)] {
         let archive: Archive
         do { archive = try Archive(url: url, accessMode: .read) } catch {

@@ -38,7 +38,7 @@ public struct KerasTransferModel: Sendable {
 
     /// Reads the file.
     ///
-    /// - Throws: ``WeightFileError`` for an unreadable file, ``ModelError`` when there is no
+    /// - Throws: ``/MobileNetIO/WeightFileError`` for an unreadable file, ``/MobileNetModel/ModelError`` when there is no
     ///   MobileNetV2 base, ``KerasImportError`` for a missing or unsupported head.
     public static func read(contentsOf url: URL) throws -> KerasTransferModel {
         let weights = try KerasWeightFile.read(contentsOf: url).weights

@@ -65,9 +65,18 @@ public struct TrainedClassifier: Sendable {
     /// `class1`, ...
     ///
     /// - Parameters:
+    ///   - url: a `mobilenet train` model file, or a Keras `.keras` or `.h5` model (recognised by
+    ///     its zip or HDF5 signature).
+    ///   - weightsPath: for a model file, an explicit backbone weight file (ignored for a Keras model).
+    ///   - classNames: for a Keras model, the class names, one per output unit.
+    ///   - root: for a Keras model without `classNames`, a folder whose sorted sub-folders give
+    ///     the class names (the `classNamesFrom` argument).
     ///   - inputSize: the input size for a Keras model that does not record one (default 224x224).
+    ///   - backend: the kernels that run the network.
+    ///   - resolver: for a model file, where to look for the backbone weights when neither
+    ///     `weightsPath` nor the recorded path gives a file.
     /// - Throws: ``ClassifierModelError``, ``KerasImportError``, ``TrainedClassifierError``,
-    ///   ``MobileNetPipeline/BackboneMismatch``, weight-file and model errors, ``DatasetError``
+    ///   ``/MobileNetPipeline/BackboneMismatch``, weight-file and model errors, ``DatasetError``
     ///   for an unreadable `classNamesFrom`.
     public static func load(contentsOf url: URL, weightsPath: String? = nil, classNames: [String]? = nil, classNamesFrom root: URL? = nil,
                             inputSize: (height: Int, width: Int)? = nil, backend: any InferenceBackend,
@@ -141,11 +150,15 @@ public struct TrainedClassifier: Sendable {
     ///
     /// - Parameters:
     ///   - files: images; a file that fails is reported in the result, the others go on.
+    ///   - k: how many classes to return per file (all when larger than the class count).
     ///   - preprocessor: by default ``preprocessor(override:maxPixels:)`` (the recorded one).
+    ///   - allowOtherPreprocessing: accept a `preprocessor` whose identity differs from the
+    ///     recorded preprocessing (default false: such a preprocessor is an error).
     ///   - store: the embedding cache, or nil.
+    ///   - runtime: network batch size and decoding threads (the backend is the backbone's).
     ///   - progress: (images handled, images to compute) after each batch.
     /// - Returns: per file that worked, in input order, its top-`k` classes; the failures.
-    /// - Throws: ``MobileNetPipeline/PreprocessingMismatch`` when `preprocessor` is not the
+    /// - Throws: ``/MobileNetPipeline/PreprocessingMismatch`` when `preprocessor` is not the
     ///   recorded preprocessing and `allowOtherPreprocessing` is false; store and network errors.
     public func predict(_ files: [URL], k: Int, preprocessor: ImagePreprocessor? = nil, allowOtherPreprocessing: Bool = false,
                         store: EmbeddingStore?, runtime: RuntimeOptions,

@@ -41,7 +41,7 @@ public struct TrainingSettings: Sendable, Equatable, Codable {
     public var patience: Int? = 3
 
     /// Augmented views per training image (`train --augment N`); nil or 0: none. Recorded for
-    /// the model file; the views themselves are made by ``ImageAugmenter``.
+    /// the model file; the views themselves are made by ``/MobileNetPipeline/ImageAugmenter``.
     public var augmentedViews: Int?
 
     /// The defaults.
@@ -103,7 +103,11 @@ public struct HeadObjective: Sendable {
     /// Loss, gradients (per Dense layer: kernel then bias, input first) and logits.
     ///
     /// - Parameters:
+    ///   - head: the classifier head to run.
+    ///   - x: the batch of embeddings, `[n, inputs]`, one row per example.
+    ///   - labels: the class index (0-based) of each row of `x`.
     ///   - training: dropout active (masks drawn from `random`) and class weights applied.
+    ///   - random: the seeded generator for the dropout masks (advanced only when `training`).
     public func evaluate(head: ClassifierHead, x: Matrix, labels: [Int], training: Bool, random: inout SeededRandom) -> (loss: Double, gradients: [[Double]], logits: Matrix) {
         var inputs: [Matrix] = []
         var masks: [[Double]?] = []

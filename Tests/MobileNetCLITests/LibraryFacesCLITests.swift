@@ -166,3 +166,23 @@ struct LibraryInputMessagesTests {
         #expect(right.status == 0, "\(right.stderr)")
     }
 }
+
+@Suite("Absurd numbers on the command line are usage errors naming the limit")
+struct AbsurdNumbersCLITests {
+    @Test("summary, classify, bench, similar, train", arguments: [
+        ["summary", "--alpha", "1e9"],
+        ["summary", "--input-size", "100000"],
+        ["classify", "x.png", "--input-size", "2147483648"],
+        ["bench", "--batch-size", "1000000"],
+        ["bench", "--input-size", "4096", "--batch-size", "64"],
+        ["similar", "x.png", "--index", "i.db", "--top", "1000000000000"],
+        ["train", "data", "--hidden", "1000000000"],
+        ["embed", "x.png", "--threads", "100000"],
+    ])
+    func refused(arguments: [String]) throws {
+        let result = try CLI.run(arguments)
+        #expect(result.status == 64, "\(arguments): status \(result.status), \(result.stderr)")
+        #expect(result.stderr.contains("must be") || result.stderr.contains("at most"), "\(arguments): \(result.stderr)")
+        #expect(!result.stderr.contains("Fatal error"))
+    }
+}

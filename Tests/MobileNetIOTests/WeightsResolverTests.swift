@@ -405,7 +405,7 @@ struct WeightsResolverTests {
         let directoryError = await Self.failure { () async throws(WeightsResolutionError) -> URL in
             try await resolver.resolve(alpha: 0.35, inputSize: 96, includeTop: false, explicitPath: sandbox.cache.path)
         }
-        #expect(directoryError == .explicitFileNotFound(path: sandbox.cache.path))
+        #expect(directoryError == .explicitFileUnusable(path: sandbox.cache.path, reason: "it is a directory"))
         let environmentError = await Self.failure { () async throws(WeightsResolutionError) -> URL in
             try await resolver.resolve(alpha: 0.35, inputSize: 96, includeTop: false)
         }

@@ -1,0 +1,62 @@
+import Foundation
+import MobileNet
+import MobileNetTestSupport
+import Testing
+
+/// Damaged weights and non-regular files: typed errors naming the layer or the file, never a
+/// hang, a crash or a NaN result.
+@Suite("Hostile input: damaged weights, FIFOs, devices, absurd sizes")
+struct HostileInputTests {
+    static let configuration = MobileNetV2Configuration(alpha: 0.35, inputHeight: 32, inputWidth: 32, includeTop: false, pooling: .avg)
+
+    @Test("NaN, infinite weights and negative variances are refused with the layer's name")
+    func nonFiniteWeights() throws {
+        for (layer, variable, value) in [("block_3_expand", 0, Float.nan), ("Conv1", 0, Float.infinity), ("bn_Conv1", 3, Float(-0.5))] {
+            var weights = try FormulaWeights.weights(for: Self.configuration, seed: 4)
+            let index = try #require(weights.layers.firstIndex { $0.name == layer })
+            weights.layers[index].arrays[variable].values[1] = value
+            do {
+                _ = try MobileNetV2(configuration: Self.configuration, weights: weights, backend: ReferenceBackend())
+                Issue.record("\(layer): a weight \(value) was accepted")
+            } catch let error as ModelError {
+                guard case .invalidWeights(let name, _, let reason, _) = error else { Issue.record("\(error)"); continue }
+                #expect(name == layer && (reason.contains("index 1") || reason.contains("channel 1")), "\(error)")
+            }
+        }
+    }
+
+    @Test("a FIFO or a device given as an image or a weight file is refused at once, not read")
+    func nonRegularFiles() async throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fifo = dir.appendingPathComponent("pipe.jpg")
+        #expect(mkfifo(fifo.path, 0o600) == 0)
+        #expect(throws: ImageError.unreadable(path: fifo.path, reason: "it is a FIFO (named pipe), not a regular file")) {
+            try StandardImageDecoder().decode(contentsOf: fifo)
+        }
+        #expect(throws: ImageError.unreadable(path: "/dev/zero", reason: "it is a device, not a regular file")) {
+            try StandardImageDecoder().decode(contentsOf: URL(fileURLWithPath: "/dev/zero"))
+        }
+        #expect(throws: WeightFileError.unreadable(path: fifo.path, reason: "it is a FIFO (named pipe), not a regular file")) {
+            try KerasWeightFile.read(contentsOf: fifo)
+        }
+        do {
+            _ = try await WeightsResolver().resolve(alpha: 1, inputSize: 224, includeTop: true, explicitPath: dir.path)
+            Issue.record("a directory was accepted as a weight file")
+        } catch {
+            #expect(error == .explicitFileUnusable(path: dir.path, reason: "it is a directory"))
+            #expect(error.description.contains("not a weight file"))
+        }
+    }
+
+    @Test("absurd configurations are typed errors naming the limit, not traps")
+    func absurdConfigurations() {
+        for configuration in [MobileNetV2Configuration(alpha: 1e9), MobileNetV2Configuration(inputHeight: 100_000, inputWidth: 224),
+                              MobileNetV2Configuration(inputHeight: 2_147_483_648, inputWidth: 2_147_483_648), MobileNetV2Configuration(classes: 1 << 40)] {
+            #expect(throws: ModelError.self) { try MobileNetV2Architecture.layers(for: configuration) }
+        }
+        // The pipeline keeps one batch under its memory bound, whatever the batch size asked.
+        let model = try? MobileNetV2(configuration: Self.configuration, weights: FormulaWeights.weights(for: Self.configuration, seed: 1), backend: ReferenceBackend())
+        if let model { #expect(ImageBatchPipeline(model: model, batchSize: .max).batchSize <= ImageBatchPipeline.maximumBatchBytes / (32 * 32 * 12)) }
+    }
+}

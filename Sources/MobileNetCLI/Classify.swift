@@ -114,7 +114,7 @@ struct Classify: AsyncParsableCommand {
                 try Embed.writeNPY(names: embeddingNames, rows: embeddingRows, width: network.embeddingWidth, to: URL(fileURLWithPath: embeddings), overwrite: overwrite)
                 printError("wrote \(counted(embeddingRows.count, "embedding")) of \(network.embeddingWidth) values to \(embeddings)")
             } catch {
-                printError("error: \(embeddings): cannot write (\(error.localizedDescription))")
+                printError("error: \(errorMessage(error))")
                 throw ExitCode(1)
             }
         }

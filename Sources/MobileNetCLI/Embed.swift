@@ -56,8 +56,10 @@ struct Embed: AsyncParsableCommand {
         if output != nil, resolvedFormat == nil {
             throw ValidationError("cannot tell the format from '\(output ?? "")': use --format npy|csv|jsonl")
         }
-        if let output, !overwrite, FileManager.default.fileExists(atPath: output) {
-            throw ValidationError("\(output) already exists; pass --overwrite to replace it")
+        if let output, !overwrite {
+            for path in [output] + (resolvedFormat == .npy ? [output + ".files.txt"] : []) where FileKind(path: path) != .missing || (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) != nil {
+                throw ValidationError("\(path) already exists; pass --overwrite to replace it")
+            }
         }
     }
 
@@ -107,7 +109,7 @@ struct Embed: AsyncParsableCommand {
             do {
                 try write(format: format, names: names, rows: rows, width: network.embeddingWidth, to: url)
             } catch {
-                printError("error: \(output): cannot write (\(error.localizedDescription))")
+                printError("error: \(errorMessage(error))")
                 throw ExitCode(1)
             }
             printError("wrote \(counted(rows.count, "embedding")) of \(network.embeddingWidth) values to \(output)")
@@ -124,10 +126,10 @@ struct Embed: AsyncParsableCommand {
             for (name, row) in zip(names, rows) {
                 text += Self.csvField(name) + "," + row.map { "\($0)" }.joined(separator: ",") + "\n"
             }
-            try AtomicFile.write(Data(text.utf8), to: url)
+            try AtomicFile.write(Data(text.utf8), to: url, overwrite: overwrite)
         case .jsonl:
             let lines = try zip(names, rows).map { try Self.jsonLine(file: $0, row: $1) }
-            try AtomicFile.write(Data(lines.map { $0 + "\n" }.joined().utf8), to: url)
+            try AtomicFile.write(Data(lines.map { $0 + "\n" }.joined().utf8), to: url, overwrite: overwrite)
         }
     }
 
@@ -136,11 +138,20 @@ struct Embed: AsyncParsableCommand {
     static func writeNPY(names: [String], rows: [[Float]], width: Int, to url: URL, overwrite: Bool) throws {
         let tensor = Tensor(shape: [rows.count, width], scalars: rows.flatMap { $0 })
         let namesURL = URL(fileURLWithPath: url.path + ".files.txt")
-        if !overwrite, FileManager.default.fileExists(atPath: namesURL.path) {
-            throw CocoaError(.fileWriteFileExists, userInfo: [NSFilePathErrorKey: namesURL.path])
+        // A name with a line break would shift every later row: refuse it (the .csv and JSON
+        // lines formats quote such names).
+        if let bad = names.first(where: { $0.contains(where: \.isNewline) }) {
+            throw AtomicFileError.io(path: namesURL.path, reason: "the file name \(bad.debugDescription) contains a line break; use --format csv or jsonl")
         }
-        try AtomicFile.write(NPY.encode(tensor), to: url)
-        try AtomicFile.write(Data((names.joined(separator: "\n") + (names.isEmpty ? "" : "\n")).utf8), to: namesURL)
+        if !overwrite, FileKind(path: namesURL.path) != .missing { throw AtomicFileError.exists(path: namesURL.path) }
+        try AtomicFile.write(NPY.encode(tensor), to: url, overwrite: overwrite)
+        do {
+            try AtomicFile.write(Data((names.joined(separator: "\n") + (names.isEmpty ? "" : "\n")).utf8), to: namesURL, overwrite: overwrite)
+        } catch {
+            // Without --overwrite the .npy just written is ours: never leave it without its names.
+            if !overwrite { try? FileManager.default.removeItem(at: url) }
+            throw error
+        }
     }
 
     /// `{"file": ..., "embedding": [...]}`, always in that key order (JSONEncoder on Linux

@@ -61,7 +61,7 @@ struct Evaluate: AsyncParsableCommand {
             for failure in failures { printError("error: \(failure.message) (skipped)") }
             if let report {
                 let html = HTMLReport.render(title: "mobilenet evaluate \(modelFile) \(dataDir)", history: [], bestEpoch: nil, evaluation: evaluation)
-                try AtomicFile.write(Data(html.utf8), to: URL(fileURLWithPath: report))
+                try AtomicFile.write(Data(html.utf8), to: URL(fileURLWithPath: report), overwrite: overwrite)
             }
             print(json ? try jsonText(evaluation) : evaluation.table)
             if !failures.isEmpty { throw ExitCode(1) }

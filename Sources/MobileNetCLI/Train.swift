@@ -153,7 +153,7 @@ struct Train: AsyncParsableCommand {
             printError(String(format: "head trained in %.2f s (%d epochs, best epoch %d)", outcome.headSeconds, outcome.model.history.count, outcome.model.bestEpoch ?? 0))
             try outcome.model.write(to: URL(fileURLWithPath: output), overwrite: overwrite)
             if let report {
-                try AtomicFile.write(Data(outcome.htmlReport(title: "mobilenet train \(dataDir)").utf8), to: URL(fileURLWithPath: report))
+                try AtomicFile.write(Data(outcome.htmlReport(title: "mobilenet train \(dataDir)").utf8), to: URL(fileURLWithPath: report), overwrite: overwrite)
             }
             print(json ? try jsonText(outcome.evaluation) : outcome.evaluation.table)
             printError("wrote \(output)\(report.map { " and \($0)" } ?? "") in \(String(format: "%.1f", Date().timeIntervalSince(started))) s total")

@@ -96,12 +96,9 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
     ///   - overwrite: replace an existing file; without it an existing file is an error.
     /// - Throws: `CocoaError(.fileWriteFileExists)` or the file-system error.
     public func write(to url: URL, overwrite: Bool) throws {
-        if !overwrite, FileManager.default.fileExists(atPath: url.path) {
-            throw CocoaError(.fileWriteFileExists, userInfo: [NSFilePathErrorKey: url.path])
-        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try AtomicFile.write(try encoder.encode(self), to: url)
+        try AtomicFile.write(try encoder.encode(self), to: url, overwrite: overwrite)
     }
 
     /// Reads a model file.

@@ -221,7 +221,10 @@ public struct KerasTransferExport: Sendable {
         let fileManager = FileManager.default
         if !overwrite, fileManager.fileExists(atPath: path) { throw .exists(path: path) }
         let directory = url.deletingLastPathComponent()
-        let staging = directory.appendingPathComponent(".\(url.lastPathComponent).export-\(UUID().uuidString)", isDirectory: true)
+        // The staging folder carries the process id, so one left by a killed export is removed here.
+        let prefix = ".\(url.lastPathComponent).export-"
+        AtomicFile.removeStaleTemporaries(in: directory.path, prefix: prefix)
+        let staging = directory.appendingPathComponent("\(prefix)\(getpid())-\(UUID().uuidString)", isDirectory: true)
         do {
             try fileManager.createDirectory(at: staging, withIntermediateDirectories: false)
         } catch {

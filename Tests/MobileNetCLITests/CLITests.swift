@@ -40,11 +40,15 @@ enum CLI {
 struct SubprocessHarnessTests {
     /// A child that writes 1.3 MB to standard error (twenty times the 64 KiB a pipe holds) and
     /// some lines to standard output, interleaved: a harness reading stdout to the end before
-    /// stderr deadlocks here. `timeout` kills the child after 60 s, so a deadlock fails the test
-    /// (status 124, stderr cut short) instead of hanging the suite.
+    /// stderr deadlocks here. A watchdog process SIGKILLs the child after 60 s, so a deadlock
+    /// fails the test (killed, stderr cut short) instead of hanging the suite. (Not
+    /// `timeout(1)`: children of the test process were seen to inherit SIGALRM and SIGTERM
+    /// blocked, so `timeout` never fired; SIGKILL cannot be blocked.)
     @Test("a child filling the stderr pipe while writing stdout does not deadlock; both streams arrive whole")
     func largeStderrDoesNotDeadlock() throws {
         let script = """
+            (sleep 60; kill -9 $$) >/dev/null 2>&1 </dev/null &
+            watchdog=$!
             line=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde
             i=0
             while [ $i -lt 20000 ]; do
@@ -53,12 +57,13 @@ struct SubprocessHarnessTests {
                 i=$((i + 1))
             done
             echo finished
+            kill -9 $watchdog
             exit 3
             """
         let start = Date()
-        let result = try Subprocess.run(URL(fileURLWithPath: "/usr/bin/timeout"), ["60", "/bin/sh", "-c", script])
+        let result = try Subprocess.run(URL(fileURLWithPath: "/bin/sh"), ["-c", script])
         let seconds = Date().timeIntervalSince(start)
-        #expect(result.status == 3, "status \(result.status) after \(seconds) s (124: killed by timeout, the harness deadlocked)")
+        #expect(result.status == 3, "status \(result.status) after \(seconds) s (9: killed by the watchdog, the harness deadlocked)")
         #expect(result.stderr.utf8.count == 20000 * 64)
         #expect(result.stderr.split(separator: "\n").allSatisfy { $0 == "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde" })
         #expect(result.stdout == (0..<20).map { "out \($0 * 1000)\n" }.joined() + "finished\n")

@@ -43,11 +43,13 @@ struct SubprocessHarnessTests {
     /// stderr deadlocks here. A watchdog process SIGKILLs the child after 60 s, so a deadlock
     /// fails the test (killed, stderr cut short) instead of hanging the suite. (Not
     /// `timeout(1)`: children of the test process were seen to inherit SIGALRM and SIGTERM
-    /// blocked, so `timeout` never fired; SIGKILL cannot be blocked.)
+    /// blocked, so `timeout` never fired; SIGKILL cannot be blocked. The watchdog polls in
+    /// 0.1 s steps rather than sleeping 60 s: a long `sleep` kept the harness waiting, probably
+    /// because the pipe's write end leaks into the shell's children as an extra descriptor.)
     @Test("a child filling the stderr pipe while writing stdout does not deadlock; both streams arrive whole")
     func largeStderrDoesNotDeadlock() throws {
         let script = """
-            (sleep 60; kill -9 $$) >/dev/null 2>&1 </dev/null &
+            (i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done; kill -9 $$) >/dev/null 2>&1 </dev/null &
             watchdog=$!
             line=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde
             i=0

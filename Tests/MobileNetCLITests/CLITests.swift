@@ -5,11 +5,7 @@ import Testing
 
 /// Runs the built `mobilenet` executable.
 enum CLI {
-    struct Result {
-        let status: Int32
-        let stdout: String
-        let stderr: String
-    }
+    typealias Result = Subprocess.Result
 
     /// The executable next to the test bundle (the build's products directory).
     static let executable: URL = {
@@ -22,31 +18,63 @@ enum CLI {
         return TestData.repositoryRoot.appendingPathComponent(".build/release/mobilenet")
     }()
 
+    /// Runs `mobilenet` with no weights configured, an empty cache, an unreachable download
+    /// server and a fresh HOME, plus `environment`.
     static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env["MOBILENET_WEIGHTS"] = nil
         env["MOBILENET_CACHE_DIR"] = FileManager.default.temporaryDirectory.appendingPathComponent("mobilenet-cli-empty-cache").path
         env["MOBILENET_WEIGHTS_BASE_URL"] = "http://127.0.0.1:9/"
         env["HOME"] = FileManager.default.temporaryDirectory.appendingPathComponent("mobilenet-cli-home").path
         for (k, v) in environment { env[k] = v }
-        process.environment = env
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+        return try Subprocess.run(executable, arguments, environment: env)
     }
 
     static let topWeights = TestData.shared("data/weights/mobilenet_v2_1.0_224_dequant.h5").path
     static let noTopWeights = TestData.shared("data/weights/mobilenet_v2_1.0_224_dequant_no_top.h5").path
     static let example = TestData.repositoryRoot.appendingPathComponent("Examples/chelsea.png").path
     static let exampleJPEG = TestData.repositoryRoot.appendingPathComponent("Examples/coffee.jpg").path
+}
+
+@Suite("the test harness that runs executables")
+struct SubprocessHarnessTests {
+    /// A child that writes 1.3 MB to standard error (twenty times the 64 KiB a pipe holds) and
+    /// some lines to standard output, interleaved: a harness reading stdout to the end before
+    /// stderr deadlocks here. A watchdog process SIGKILLs the child after 60 s, so a deadlock
+    /// fails the test (killed, stderr cut short) instead of hanging the suite. (Not
+    /// `timeout(1)`: children of the test process were seen to inherit SIGALRM and SIGTERM
+    /// blocked, so `timeout` never fired; SIGKILL cannot be blocked. The watchdog polls in
+    /// 0.1 s steps rather than sleeping 60 s: a long `sleep` kept the harness waiting, probably
+    /// because the pipe's write end leaks into the shell's children as an extra descriptor.)
+    @Test("a child filling the stderr pipe while writing stdout does not deadlock; both streams arrive whole")
+    func largeStderrDoesNotDeadlock() throws {
+        let script = """
+            (i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done; kill -9 $$) >/dev/null 2>&1 </dev/null &
+            watchdog=$!
+            line=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde
+            i=0
+            while [ $i -lt 20000 ]; do
+                echo "$line" >&2
+                if [ $((i % 1000)) -eq 0 ]; then echo "out $i"; fi
+                i=$((i + 1))
+            done
+            echo finished
+            kill -9 $watchdog
+            exit 3
+            """
+        let start = Date()
+        let result = try Subprocess.run(URL(fileURLWithPath: "/bin/sh"), ["-c", script])
+        let seconds = Date().timeIntervalSince(start)
+        #expect(result.status == 3, "status \(result.status) after \(seconds) s (9: killed by the watchdog, the harness deadlocked)")
+        #expect(result.stderr.utf8.count == 20000 * 64)
+        #expect(result.stderr.split(separator: "\n").allSatisfy { $0 == "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde" })
+        #expect(result.stdout == (0..<20).map { "out \($0 * 1000)\n" }.joined() + "finished\n")
+    }
+
+    @Test("a missing executable is an error naming it")
+    func missingExecutable() {
+        #expect(throws: Subprocess.MissingExecutable.self) { try Subprocess.run(URL(fileURLWithPath: "/nonexistent/tool"), []) }
+    }
 }
 
 @Suite("mobilenet summary")
@@ -275,16 +303,9 @@ struct ProgressCLITests {
         // script(1) runs the command on a pseudo-terminal; everything it prints comes back on stdout.
         let command = [CLI.executable.path, "embed", Self.daisies, "--weights", CLI.noTopWeights, "--input-size", "96",
                        "--batch-size", "2", "-o", output].map { "'\($0)'" }.joined(separator: " ")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
-        process.arguments = ["-qec", command, "/dev/null"]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(text)")
+        let result = try Subprocess.run(URL(fileURLWithPath: "/usr/bin/script"), ["-qec", command, "/dev/null"])
+        let text = result.stdout
+        #expect(result.status == 0, "\(text)\(result.stderr)")
         let total = try FileManager.default.contentsOfDirectory(atPath: Self.daisies).count
         #expect(text.contains("\r\u{1B}[K["), "no progress line drawn: \(text.debugDescription)")
         #expect(text.contains("\(total)/\(total) images"))

@@ -20,7 +20,7 @@ struct ImageTests {
         #expect(image.pixels.map(Float.init) == expected.scalars)
     }
 
-    @Test("bilinear resize equals tf.image.resize (half-pixel centres, no antialias)")
+    @Test("bilinear resize equals tf.image.resize (half-pixel centres, no antialias) exactly (README: max |diff| 0.0)")
     func bilinearResize() throws {
         let image = try StandardImageDecoder().decode(contentsOf: Self.resizeDirectory.appendingPathComponent("source.png"))
         let manifest = try JSONDecoder().decode(ResizeManifest.self, from: Data(contentsOf: Self.resizeDirectory.appendingPathComponent("manifest.json")))
@@ -30,7 +30,7 @@ struct ImageTests {
             let ours = Tensor(shape: [output.height, output.width, 3], scalars: ImageResizer.bilinear(image, height: output.height, width: output.width))
             let diff = ours.maxAbsoluteDifference(to: expected)
             print("resize \(output.height)x\(output.width): max |diff| vs tf.image.resize = \(diff)")
-            #expect(diff <= 1e-3, "\(output.file)")
+            #expect(diff == 0, "\(output.file): max |diff| \(diff)")
         }
     }
 
@@ -69,19 +69,35 @@ struct ImageTests {
         }
     }
 
-    @Test("truncated and corrupt JPEGs give errors, not crashes", .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
+    @Test("truncated and corrupt JPEGs: typed errors naming the file by default; allowTruncatedJPEG pads with grey",
+          .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
     func badJPEG() throws {
         let dir = try TestData.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let jpeg = try Data(contentsOf: TestData.shared("data/images/cat.jpg"))
         let header = dir.appendingPathComponent("header-only.jpg")
         try jpeg.prefix(200).write(to: header)
-        #expect(throws: ImageError.self) { try StandardImageDecoder().decode(contentsOf: header) }
-        // libjpeg pads a stream that ends early with grey: it decodes with a warning, as in Pillow
-        // with LOAD_TRUNCATED_IMAGES; it must not crash.
+        #expect { try StandardImageDecoder().decode(contentsOf: header) } throws: {
+            ($0 as? ImageError).map { if case .corrupt(header.path, _) = $0 { true } else { false } } ?? false
+        }
+        // A stream that ends early: refused by default (allowTruncatedJPEG is false, like Pillow
+        // without LOAD_TRUNCATED_IMAGES), with the error naming the file and saying why.
         let half = dir.appendingPathComponent("half.jpg")
         try jpeg.prefix(jpeg.count / 2).write(to: half)
-        _ = try? StandardImageDecoder().decode(contentsOf: half)
+        #expect(StandardImageDecoder().allowTruncatedJPEG == false)
+        #expect(throws: ImageError.corrupt(path: half.path, reason: "the JPEG data ends early (truncated file)")) {
+            try StandardImageDecoder().decode(contentsOf: half)
+        }
+        // Opted in: libjpeg's behaviour, the full-size image with the missing rows grey, and the
+        // rows that were present equal to a full decode's.
+        let full = try StandardImageDecoder().decode(contentsOf: TestData.shared("data/images/cat.jpg"))
+        let padded = try StandardImageDecoder(allowTruncatedJPEG: true).decode(contentsOf: half)
+        #expect(padded.width == full.width && padded.height == full.height)
+        let rowBytes = full.width * 3
+        #expect(padded.pixels.prefix(rowBytes * 8) == full.pixels.prefix(rowBytes * 8), "the first rows differ from a full decode")
+        let lastRow = padded.pixels.suffix(rowBytes)
+        #expect(lastRow.allSatisfy { $0 == 128 }, "the missing last row is not libjpeg's grey (128)")
+        #expect(padded.pixels != full.pixels)
     }
 }
 

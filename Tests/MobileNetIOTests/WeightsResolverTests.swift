@@ -215,19 +215,21 @@ struct WeightsResolverTests {
     }
 
     /// Bodies served with a matching Content-Length that are not valid weight files.
-    static let invalidBodies: [(String, Data)] = {
-        let fixture = (try? Data(contentsOf: WeightsResolverTests.fixture)) ?? Data()
+    /// (Read with `try`: a missing fixture used to turn the last case into a second "empty".)
+    static func invalidBodies() throws -> [(String, Data)] {
+        let fixture = try Data(contentsOf: WeightsResolverTests.fixture)
+        #expect(fixture.count > 1000)
         return [
             ("text", Data("<html>not a weight file</html>".utf8)),
             ("empty", Data()),
             ("HDF5 signature then garbage", Data([0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) + Data(repeating: 7, count: 4096)),
             ("first half of a valid file", fixture.prefix(fixture.count / 2)),
         ]
-    }()
+    }
 
     @Test("content that is not a valid weight file is rejected and not kept", arguments: 0..<4)
     func invalidContent(index: Int) async throws {
-        let (label, body) = Self.invalidBodies[index]
+        let (label, body) = try Self.invalidBodies()[index]
         let sandbox = try Sandbox()
         defer { sandbox.cleanUp() }
         let server = try LocalHTTPServer(routes: ["/" + Self.fixtureName: .body(body)])

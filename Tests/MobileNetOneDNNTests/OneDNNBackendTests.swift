@@ -37,6 +37,8 @@ struct OneDNNBackendTests {
         let reference = try MobileNetV2(configuration: configuration, weights: weights, backend: ReferenceBackend())
         let big = FormulaWeights.input(seed: 5, batch: 32, height: 96, width: 96)
         let expected = try reference(big)
+        // Every example on its own (batch 1) through the same oneDNN model.
+        let singles = try big.rows.map { try model(Tensor(shape: [1, 96, 96, 3], scalars: $0)).scalars }
         for batch in [1, 3, 32, 3, 1] {  // repeated sizes reuse their cached plans
             let input = Tensor(shape: [batch, 96, 96, 3], scalars: Array(big.scalars.prefix(batch * 96 * 96 * 3)))
             let output = try model(input)
@@ -45,6 +47,8 @@ struct OneDNNBackendTests {
             let diff = output.maxAbsoluteDifference(to: want)
             print("onednn batch \(batch), threads \(threads): max |diff| vs reference \(diff)")
             #expect(diff <= 1e-4, "batch \(batch): \(diff)")
+            let vsSingle = zip(output.rows, singles).map { zip($0, $1).map { abs($0 - $1) }.max() ?? .infinity }.max() ?? .infinity
+            #expect(vsSingle <= 1e-5, "batch \(batch): max |diff| vs the batch-1 runs \(vsSingle)")
         }
     }
 

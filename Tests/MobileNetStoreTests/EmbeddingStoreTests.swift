@@ -15,15 +15,53 @@ import Testing
         hasher.update([UInt8](repeating: 0x61, count: 1))
         hasher.update(Data(repeating: 0x61, count: 666_666))
         #expect(hasher.hexDigest() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+        #expect(SHA256.hex(Data(repeating: 0x61, count: 1_000_000)) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
     }
 
     @Test func fileHashMatchesSha256sum() throws {
         let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // 2.5 MiB + 3 bytes: several of the 1 MiB reads of `hex(contentsOf:)`, the last one partial.
         let url = dir.appendingPathComponent("x.bin")
-        try Data((0..<1000).map { UInt8($0 % 251) }).write(to: url)
-        // Computed with `sha256sum`.
-        #expect(try SHA256.hex(contentsOf: url) == SHA256.hex(Data((0..<1000).map { UInt8($0 % 251) })))
-        #expect(try SHA256.hex(contentsOf: url).count == 64)
+        let count = (5 << 19) + 3
+        try Data((0..<count).map { UInt8(truncatingIfNeeded: ($0 &* 2_654_435_761) >> 13) }).write(to: url)
+        let output = try Tool.run(Tool.sha256sum, [url.path])
+        #expect(output.status == 0, "\(output.stderr)")
+        let expected = String(output.stdout.prefix { $0 != " " })
+        #expect(expected.count == 64, "unexpected sha256sum output: \(output.stdout)")
+        #expect(try SHA256.hex(contentsOf: url) == expected)
+        // The empty file, and a file of exactly one read (1 MiB).
+        let empty = dir.appendingPathComponent("empty.bin")
+        try Data().write(to: empty)
+        #expect(try SHA256.hex(contentsOf: empty) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        let exact = dir.appendingPathComponent("one-mib.bin")
+        try Data(repeating: 0x61, count: 1 << 20).write(to: exact)
+        let exactOutput = try Tool.run(Tool.sha256sum, [exact.path])
+        #expect(try SHA256.hex(contentsOf: exact) == String(exactOutput.stdout.prefix { $0 != " " }))
+    }
+}
+
+/// External tools the store tests compare with. `scripts/setup.sh` installs them (sqlite3) or
+/// they are part of every Debian system (coreutils' sha256sum): a missing one is a failure.
+enum Tool {
+    static let sqlite3 = "/usr/bin/sqlite3"
+    static let sha256sum = "/usr/bin/sha256sum"
+
+    /// Runs `executable`; a missing tool is recorded as a failure saying how to install it.
+    static func run(_ executable: String, _ arguments: [String]) throws -> Subprocess.Result {
+        guard FileManager.default.isExecutableFile(atPath: executable) else {
+            let package = executable.hasSuffix("sqlite3") ? "sqlite3" : "coreutils"
+            Issue.record("\(executable) is missing: scripts/setup.sh installs it (Debian package \(package)); run scripts/setup.sh")
+            throw Subprocess.MissingExecutable(path: executable)
+        }
+        return try Subprocess.run(URL(fileURLWithPath: executable), arguments)
+    }
+
+    /// Runs sqlite3 on `database` with `sql`; a non-zero exit status is a test failure.
+    static func sqlite(_ database: String, _ sql: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+        let result = try run(sqlite3, [database, sql])
+        #expect(result.status == 0, "sqlite3 \(sql): \(result.stderr)", sourceLocation: sourceLocation)
+        return result.stdout
     }
 }
 
@@ -60,7 +98,7 @@ import Testing
         let dir = try TestData.temporaryDirectory()
         let url = dir.appendingPathComponent("cache.sqlite")
         _ = try EmbeddingStore(url: url)
-        let output = try shell("/usr/bin/sqlite3", [url.path, "PRAGMA journal_mode; PRAGMA user_version; PRAGMA application_id; SELECT value FROM meta WHERE key='format';"])
+        let output = try Tool.sqlite(url.path, "PRAGMA journal_mode; PRAGMA user_version; PRAGMA application_id; SELECT value FROM meta WHERE key='format';")
         #expect(output == "wal\n1\n\(EmbeddingStore.applicationID)\nswift-mobilenet-embeddings\n")
     }
 
@@ -85,7 +123,7 @@ import Testing
             let store = try EmbeddingStore(url: url)
             try store.insert((0..<200).map { EmbeddingRecord(contentSHA256: "h\($0)", backbone: backbone.key, preprocessing: "p", vector: [Float](repeating: Float($0), count: 1280)) })
         }
-        _ = try shell("/usr/bin/sqlite3", [url.path, "PRAGMA wal_checkpoint(TRUNCATE);"])
+        _ = try Tool.sqlite(url.path, "PRAGMA wal_checkpoint(TRUNCATE);")
         let data = try Data(contentsOf: url)
         // Overwrite the middle pages with garbage, keeping the header.
         var damaged = data
@@ -101,33 +139,34 @@ import Testing
     @Test func foreignSQLiteDatabaseIsRefused() throws {
         let dir = try TestData.temporaryDirectory()
         let url = dir.appendingPathComponent("other.db")
-        _ = try shell("/usr/bin/sqlite3", [url.path, "CREATE TABLE t(x); INSERT INTO t VALUES (1);"])
+        _ = try Tool.sqlite(url.path, "CREATE TABLE t(x); INSERT INTO t VALUES (1);")
         #expect(throws: StoreError.notAnEmbeddingStore(path: url.path)) { _ = try EmbeddingStore(url: url) }
     }
 
     @Test func fileRecordsReuseHashes() throws {
         let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
         let store = try EmbeddingStore(url: dir.appendingPathComponent("c.sqlite"))
         let file = dir.appendingPathComponent("a.jpg")
         try Data("hello".utf8).write(to: file)
+        let stamp = Date(timeIntervalSince1970: 1_700_000_000)
+        try FileManager.default.setAttributes([.modificationDate: stamp], ofItemAtPath: file.path)
         let record = try store.hashFile(at: file)
-        #expect(record.contentSHA256 == SHA256.hex(Data("hello".utf8)))
+        // sha256sum of "hello" (no newline).
+        #expect(record.contentSHA256 == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
+        #expect(record.size == 5 && record.modificationTime == stamp.timeIntervalSince1970)
         try store.recordFiles([record])
         #expect(try store.file(atPath: file.path) == record)
         #expect(try store.allFiles() == [record])
+        // Same size and modification time: the recorded hash is reused without reading the file
+        // (shown by changing the bytes behind its back).
+        try Data("jello".utf8).write(to: file)
+        try FileManager.default.setAttributes([.modificationDate: stamp], ofItemAtPath: file.path)
+        #expect(try store.hashFile(at: file) == record)
+        // Another modification time: hashed again.
+        try FileManager.default.setAttributes([.modificationDate: stamp.addingTimeInterval(60)], ofItemAtPath: file.path)
+        #expect(try store.hashFile(at: file).contentSHA256 == SHA256.hex(Data("jello".utf8)))
         try store.removeFiles(atPaths: [file.path])
         #expect(try store.allFiles().isEmpty)
-    }
-
-    func shell(_ executable: String, _ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
     }
 }

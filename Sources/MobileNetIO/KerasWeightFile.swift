@@ -101,20 +101,8 @@ public enum KerasWeightFile {
     }
 
     static func archiveWeights(url: URL) throws(WeightFileError) -> Data {
-        let archive: Archive
-        do {
-            archive = try Archive(url: url, accessMode: .read)
-        } catch {
-            throw .corruptArchive(path: url.path, reason: "not a readable ZIP archive")
-        }
-        guard let entry = archive["model.weights.h5"] else {
+        guard let data = try KerasArchive.member("model.weights.h5", of: url, limit: KerasArchive.maximumWeightsBytes) else {
             throw .corruptArchive(path: url.path, reason: "it has no model.weights.h5 member")
-        }
-        var data = Data()
-        do {
-            _ = try archive.extract(entry, skipCRC32: false) { data.append($0) }
-        } catch {
-            throw .corruptArchive(path: url.path, reason: "model.weights.h5 cannot be extracted (\(error))")
         }
         return data
     }

@@ -8,14 +8,18 @@ import ZIPFoundation
 public enum KerasImportError: Error, Equatable, CustomStringConvertible {
     /// No Dense layer outside the MobileNetV2 base.
     case noHead(path: String)
-    /// A Dense layer's arrays are not `[kernel [in, out], bias [out]]`, or the layers do not chain.
+    /// A Dense layer's arrays are not `[kernel [in, out], bias [out]]`, the layers do not chain,
+    /// or the config asks for something this head does not compute (another activation).
     case unsupportedHead(path: String, message: String)
+    /// The archive's `config.json` is missing, not JSON, or disagrees with the weights.
+    case invalidConfig(path: String, message: String)
 
     /// A one-line message naming the file.
     public var description: String {
         switch self {
         case .noHead(let path): return "\(path): no Dense layer outside the MobileNetV2 base; not a transfer-learning classifier"
         case .unsupportedHead(let path, let message): return "\(path): unsupported classifier head (\(message))"
+        case .invalidConfig(let path, let message): return "\(path): invalid Keras model config (\(message))"
         }
     }
 }
@@ -41,7 +45,7 @@ public struct KerasTransferModel: Sendable {
     /// - Throws: ``/MobileNetIO/WeightFileError`` for an unreadable file, ``/MobileNetModel/ModelError`` when there is no
     ///   MobileNetV2 base, ``KerasImportError`` for a missing or unsupported head.
     public static func read(contentsOf url: URL) throws -> KerasTransferModel {
-        let weights = try KerasWeightFile.read(contentsOf: url).weights
+        let (weights, format) = try KerasWeightFile.read(contentsOf: url)
         let base = try weights.mobileNetV2Part()
         var alpha = 1.0
         do {
@@ -66,16 +70,59 @@ public struct KerasTransferModel: Sendable {
             layers.append(.dense(DenseLayer(inputs: inputs, outputs: outputs, kernel: layer.arrays[0].values.map(Double.init), bias: layer.arrays[1].values.map(Double.init))))
         }
         guard !layers.isEmpty else { throw KerasImportError.noHead(path: url.path) }
-        return KerasTransferModel(backboneWeights: base, alpha: alpha, inputSize: try? archiveInputSize(url), head: ClassifierHead(layers: layers))
+        var inputSize: (height: Int, width: Int)?
+        if format == .kerasArchive {
+            // The architecture is in config.json: honour it, or refuse what this head cannot do.
+            guard let data = try KerasArchive.member("config.json", of: url, limit: KerasArchive.maximumJSONBytes),
+                  let config = try? JSONSerialization.jsonObject(with: data) else {
+                throw KerasImportError.invalidConfig(path: url.path, message: "config.json is missing or not JSON")
+            }
+            try checkHead(config: config, dense: layers.compactMap { if case .dense(let d) = $0 { d } else { nil } }, path: url.path)
+            inputSize = inputShape(in: config)
+        }
+        return KerasTransferModel(backboneWeights: base, alpha: alpha, inputSize: inputSize, head: ClassifierHead(layers: layers))
+    }
+
+    /// Every `Dense` layer config of a Keras `config.json`, in order of appearance (outside the
+    /// MobileNetV2 base there is no other: the base is built without its top).
+    static func denseConfigs(_ value: Any) -> [[String: Any]] {
+        if let dict = value as? [String: Any] {
+            if dict["class_name"] as? String == "Dense", let config = dict["config"] as? [String: Any] { return [config] }
+            return dict.keys.sorted { a, b in
+                // Keras keeps layers in a list; dictionary keys are visited in a stable order.
+                a < b
+            }.flatMap { denseConfigs(dict[$0] as Any) }
+        }
+        if let array = value as? [Any] { return array.flatMap(denseConfigs) }
+        return []
+    }
+
+    /// The head's Dense layers must be the config's: the same units, `relu` between them and
+    /// `softmax` at the end (what this head computes).
+    static func checkHead(config: Any, dense: [DenseLayer], path: String) throws(KerasImportError) {
+        let configs = denseConfigs(config)
+        guard configs.count == dense.count else {
+            throw .invalidConfig(path: path, message: "config.json has \(configs.count) Dense layers, the weights \(dense.count)")
+        }
+        for (index, (config, layer)) in zip(configs, dense).enumerated() {
+            let name = config["name"] as? String ?? "Dense \(index)"
+            guard let units = (config["units"] as? NSNumber)?.intValue, units == layer.outputs else {
+                throw .invalidConfig(path: path, message: "layer '\(name)' declares \(config["units"].map { "\($0)" } ?? "no") units, its weights have \(layer.outputs) outputs")
+            }
+            let activation = config["activation"] as? String ?? "linear"
+            let expected = index == dense.count - 1 ? "softmax" : "relu"
+            guard activation == expected else {
+                throw .unsupportedHead(path: path, message: "layer '\(name)' has activation '\(activation)'; this classifier supports \(expected) there")
+            }
+            if let useBias = config["use_bias"] as? Bool, !useBias {
+                throw .unsupportedHead(path: path, message: "layer '\(name)' has use_bias false")
+            }
+        }
     }
 
     /// The input height and width recorded in a `.keras` archive's `config.json` (the first
     /// `batch_shape` `[null, H, W, 3]`), or nil.
-    static func archiveInputSize(_ url: URL) throws -> (height: Int, width: Int)? {
-        let archive = try Archive(url: url, accessMode: .read)
-        guard let entry = archive["config.json"] else { return nil }
-        var data = Data()
-        _ = try archive.extract(entry) { data.append($0) }
+    static func inputShape(in config: Any) -> (height: Int, width: Int)? {
         func search(_ value: Any) -> [Any]? {
             if let dict = value as? [String: Any] {
                 if let shape = dict["batch_shape"] as? [Any], shape.count == 4 { return shape }
@@ -85,8 +132,7 @@ public struct KerasTransferModel: Sendable {
             }
             return nil
         }
-        guard let shape = search(try JSONSerialization.jsonObject(with: data)),
-              let h = (shape[1] as? NSNumber)?.intValue, let w = (shape[2] as? NSNumber)?.intValue else { return nil }
+        guard let shape = search(config), let h = (shape[1] as? NSNumber)?.intValue, let w = (shape[2] as? NSNumber)?.intValue else { return nil }
         return (h, w)
     }
 }

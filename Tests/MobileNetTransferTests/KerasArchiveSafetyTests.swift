@@ -1,0 +1,118 @@
+import Foundation
+import MobileNet
+import MobileNetTestSupport
+import Testing
+import ZIPFoundation
+
+/// `.keras` archives from the internet: damaged members, members that inflate without bound,
+/// and configs that disagree with the weights are refused with the file's name.
+@Suite("Hostile .keras archives: CRC, inflate limit, config honoured")
+struct KerasArchiveSafetyTests {
+    static let fixture = TestData.fixtures.appendingPathComponent("keras-transfer/transfer_a035_96.keras")
+
+    /// A copy of the fixture with members replaced (`nil` removes one).
+    static func rewritten(_ replace: [String: Data?], in directory: URL, name: String) throws -> URL {
+        let source = try Archive(url: fixture, accessMode: .read)
+        let url = directory.appendingPathComponent(name)
+        let archive = try Archive(url: url, accessMode: .create)
+        for entry in source {
+            var data = Data()
+            _ = try source.extract(entry) { data.append($0) }
+            if let replacement = replace[entry.path] {
+                guard let replacement else { continue }
+                data = replacement
+            }
+            try archive.addEntry(with: entry.path, type: .file, uncompressedSize: Int64(data.count), compressionMethod: .deflate) { position, size in
+                data.subdata(in: Int(position)..<Int(position) + size)
+            }
+        }
+        return url
+    }
+
+    static func config() throws -> [String: Any] {
+        let data = try #require(try KerasArchive.member("config.json", of: fixture, limit: 1 << 24))
+        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
+    /// The config with every Dense layer's config changed by `change`.
+    static func changingDense(_ change: @escaping (inout [String: Any]) -> Void) throws -> Data {
+        func visit(_ value: Any) -> Any {
+            if var dict = value as? [String: Any] {
+                if dict["class_name"] as? String == "Dense", var config = dict["config"] as? [String: Any] {
+                    change(&config)
+                    dict["config"] = config
+                    return dict
+                }
+                for (key, item) in dict { dict[key] = visit(item) }
+                return dict
+            }
+            if let array = value as? [Any] { return array.map(visit) }
+            return value
+        }
+        return try JSONSerialization.data(withJSONObject: visit(try config()))
+    }
+
+    @Test("bytes overwritten inside model.weights.h5 are caught by the CRC-32, naming the file")
+    func damagedMember() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var bytes = try Data(contentsOf: Self.fixture)
+        // The weights member is stored (not deflated): overwrite 4 KB in its middle.
+        let range = (bytes.count / 2)..<(bytes.count / 2 + 4096)
+        bytes.replaceSubrange(range, with: Data(repeating: 0, count: range.count))
+        let damaged = dir.appendingPathComponent("damaged.keras")
+        try bytes.write(to: damaged)
+        do {
+            _ = try KerasWeightFile.read(contentsOf: damaged)
+            Issue.record("a damaged archive was accepted")
+        } catch {
+            #expect(error.description.hasPrefix(damaged.path) && error.description.contains("CRC-32"), "\(error)")
+        }
+    }
+
+    @Test("a member declaring more than the limit is refused before it is inflated")
+    func inflateLimit() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("bomb.keras")
+        let archive = try Archive(url: url, accessMode: .create)
+        let size = KerasArchive.maximumWeightsBytes + 1
+        let zeros = Data(repeating: 0, count: 1 << 20)
+        try archive.addEntry(with: "model.weights.h5", type: .file, uncompressedSize: size, compressionMethod: .deflate) { _, chunk in
+            zeros.prefix(chunk)
+        }
+        let start = Date()
+        do {
+            _ = try KerasWeightFile.read(contentsOf: url)
+            Issue.record("a 256 MiB + 1 member was accepted")
+        } catch {
+            #expect(error.description.contains("more than the 256 MiB"), "\(error)")
+        }
+        #expect(Date().timeIntervalSince(start) < 5)
+        // The streaming limit itself: a small limit stops a real member as it inflates.
+        #expect(throws: WeightFileError.self) { _ = try KerasArchive.member("model.weights.h5", of: Self.fixture, limit: 1000) }
+    }
+
+    @Test("config.json is honoured: another activation or unit count, or a garbage config, is refused")
+    func configHonoured() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // The fixture itself is accepted.
+        #expect(try KerasTransferModel.read(contentsOf: Self.fixture).head.classes == 5)
+        let relu = try Self.rewritten(["config.json": try Self.changingDense { $0["activation"] = "relu" }], in: dir, name: "relu.keras")
+        #expect(throws: KerasImportError.unsupportedHead(path: relu.path, message: "layer 'dense' has activation 'relu'; this classifier supports softmax there")) {
+            try KerasTransferModel.read(contentsOf: relu)
+        }
+        let units = try Self.rewritten(["config.json": try Self.changingDense { $0["units"] = 7 }], in: dir, name: "units.keras")
+        #expect(throws: KerasImportError.invalidConfig(path: units.path, message: "layer 'dense' declares 7 units, its weights have 5 outputs")) {
+            try KerasTransferModel.read(contentsOf: units)
+        }
+        let garbage = try Self.rewritten(["config.json": Data("{not json".utf8)], in: dir, name: "garbage.keras")
+        #expect(throws: KerasImportError.invalidConfig(path: garbage.path, message: "config.json is missing or not JSON")) {
+            try KerasTransferModel.read(contentsOf: garbage)
+        }
+        let removed: [String: Data?] = ["config.json": Data?.none]
+        let missing = try Self.rewritten(removed, in: dir, name: "missing.keras")
+        #expect(throws: KerasImportError.self) { try KerasTransferModel.read(contentsOf: missing) }
+    }
+}

@@ -52,7 +52,50 @@ void mn_h5_close(int64_t id) {
     }
 }
 
+int mn_h5_link_is_external(int64_t loc, const char *name) {
+    if (H5Lexists((hid_t)loc, name, H5P_DEFAULT) <= 0) return -1;
+    H5L_info_t info;
+    if (H5Lget_info((hid_t)loc, name, &info, H5P_DEFAULT) < 0) return -1;
+    return info.type == H5L_TYPE_EXTERNAL ? 1 : 0;
+}
+
+int mn_h5_dataset_info(int64_t loc, const char *name, uint64_t *dims, int max_rank, mn_h5_dataset_info_t *info) {
+    memset(info, 0, sizeof *info);
+    int link = mn_h5_link_is_external(loc, name);
+    if (link < 0) return -1;
+    if (link == 1) return -3;
+    hid_t dataset = H5Dopen2((hid_t)loc, name, H5P_DEFAULT);
+    if (dataset < 0) return -1;
+    int status = -1;
+    hid_t space = H5Dget_space(dataset);
+    hid_t type = H5Dget_type(dataset);
+    hid_t dcpl = H5Dget_create_plist(dataset);
+    if (space < 0 || type < 0 || dcpl < 0) goto done;
+    int rank = H5Sget_simple_extent_ndims(space);
+    if (rank < 0 || rank > max_rank || rank > 32) goto done;
+    hsize_t d[32];
+    if (H5Sget_simple_extent_dims(space, d, NULL) < 0) goto done;
+    for (int i = 0; i < rank; i++) dims[i] = (uint64_t)d[i];
+    info->rank = rank;
+    H5T_class_t cls = H5Tget_class(type);
+    info->is_numeric = (cls == H5T_FLOAT || cls == H5T_INTEGER);
+    info->element_size = (uint64_t)H5Tget_size(type);
+    info->external_files = H5Pget_external_count(dcpl);
+    info->is_virtual = H5Pget_layout(dcpl) == H5D_VIRTUAL;
+    info->filters = H5Pget_nfilters(dcpl);
+    info->storage_bytes = (uint64_t)H5Dget_storage_size(dataset);
+    status = 0;
+done:
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (type >= 0) H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+    H5Dclose(dataset);
+    return status;
+}
+
 int mn_h5_group_open(int64_t loc, const char *name, int64_t *out) {
+    // External links lead into other files: never followed.
+    if (mn_h5_link_is_external(loc, name) != 0) return -1;
     hid_t group = H5Gopen2((hid_t)loc, name, H5P_DEFAULT);
     if (group < 0) return -1;
     *out = (int64_t)group;
@@ -72,6 +115,7 @@ int64_t mn_h5_child_name(int64_t group, uint64_t index, char *buf, size_t buflen
 
 int mn_h5_child_kind(int64_t group, const char *name) {
     if (H5Lexists((hid_t)group, name, H5P_DEFAULT) <= 0) return -1;
+    if (mn_h5_link_is_external(group, name) != 0) return -3;
     hid_t object = H5Oopen((hid_t)group, name, H5P_DEFAULT);
     if (object < 0) return -1;
     H5I_type_t type = H5Iget_type(object);

@@ -15,10 +15,14 @@ final class HDF5Group: @unchecked Sendable {
     /// Keeps the file open as long as one of its groups is alive.
     private let parent: HDF5Group?
 
-    private init(id: Int64, path: String, parent: HDF5Group?) {
+    /// The bytes of the file (or in-memory image): no dataset may declare more data than that.
+    let byteLimit: UInt64
+
+    private init(id: Int64, path: String, parent: HDF5Group?, byteLimit: UInt64) {
         self.id = id
         self.path = path
         self.parent = parent
+        self.byteLimit = byteLimit
     }
 
     deinit {
@@ -33,7 +37,9 @@ final class HDF5Group: @unchecked Sendable {
         defer { hdf5Lock.unlock() }
         var id: Int64 = -1
         guard mn_h5_open_file(path, &id) == 0 else { return nil }
-        return HDF5Group(id: id, path: "/", parent: nil)
+        var info = stat()
+        let size = stat(path, &info) == 0 ? UInt64(max(0, info.st_size)) : 0
+        return HDF5Group(id: id, path: "/", parent: nil, byteLimit: size)
     }
 
     /// Opens an HDF5 file image held in memory (for example a `.keras` archive member).
@@ -43,7 +49,7 @@ final class HDF5Group: @unchecked Sendable {
         var id: Int64 = -1
         let status = image.withUnsafeBytes { raw in mn_h5_open_image(raw.baseAddress, raw.count, &id) }
         guard status == 0 else { return nil }
-        return HDF5Group(id: id, path: "/", parent: nil)
+        return HDF5Group(id: id, path: "/", parent: nil, byteLimit: UInt64(image.count))
     }
 
     /// The names of the children, in name order.
@@ -76,13 +82,79 @@ final class HDF5Group: @unchecked Sendable {
         }
     }
 
-    /// Opens the child group `name` (which may be a path such as `a/b`).
+    /// Opens the child group `name` (which may be a path such as `a/b`: each component is
+    /// opened in turn, so no external link — a link into another file — is ever followed).
     func group(_ name: String) -> HDF5Group? {
+        let components = name.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        guard !components.isEmpty else { return nil }
+        var current = self
+        for component in components {
+            hdf5Lock.lock()
+            var child: Int64 = -1
+            let status = mn_h5_group_open(current.id, component, &child)
+            hdf5Lock.unlock()
+            guard status == 0 else { return nil }
+            current = HDF5Group(id: child, path: current.path == "/" ? "/" + component : current.path + "/" + component, parent: current, byteLimit: byteLimit)
+        }
+        return current
+    }
+
+    /// The group holding dataset `name` (a path such as `block_1/kernel:0`) and its last component.
+    private func container(of name: String) -> (group: HDF5Group, name: String)? {
+        guard let slash = name.lastIndex(of: "/") else { return (self, name) }
+        guard let group = group(String(name[..<slash])) else { return nil }
+        return (group, String(name[name.index(after: slash)...]))
+    }
+
+    /// Why a dataset is refused before its data is read.
+    enum DatasetProblem: Error, Equatable {
+        /// Not a numeric dataset (or not there).
+        case notNumeric
+        /// An external link, external raw-data files or a virtual dataset: data from other files.
+        case external(String)
+        /// The declared size cannot be: more elements than fit, or more bytes than the file holds.
+        case implausibleSize(String)
+        /// HDF5 could not read the data (truncated or damaged file).
+        case unreadable
+    }
+
+    /// Reads numeric dataset `name` as `Float` after checking what it declares: no data from
+    /// other files, an element count that does not overflow and whose bytes fit the file
+    /// (contiguous data) or the file times the best compression ratio (filtered data), and at
+    /// most 2^28 elements (1 GiB as float32; MobileNetV2's largest weight has 1.6 million).
+    func readDataset(_ name: String) -> Result<(shape: [Int], values: [Float]), DatasetProblem> {
+        guard let (group, leaf) = container(of: name) else { return .failure(.notNumeric) }
+        var dims = [UInt64](repeating: 0, count: 8)
+        var info = mn_h5_dataset_info_t()
         hdf5Lock.lock()
-        defer { hdf5Lock.unlock() }
-        var child: Int64 = -1
-        guard mn_h5_group_open(id, name, &child) == 0 else { return nil }
-        return HDF5Group(id: child, path: path == "/" ? "/" + name : path + "/" + name, parent: self)
+        let status = mn_h5_dataset_info(group.id, leaf, &dims, 8, &info)
+        hdf5Lock.unlock()
+        if status == -3 { return .failure(.external("\(name) is an external link into another file")) }
+        guard status == 0, info.is_numeric == 1 else { return .failure(.notNumeric) }
+        if info.external_files != 0 { return .failure(.external("\(name) keeps its data in \(info.external_files) external file(s)")) }
+        if info.is_virtual != 0 { return .failure(.external("\(name) is a virtual dataset (data in other files)")) }
+        var count: UInt64 = 1
+        for d in dims.prefix(Int(info.rank)) {
+            let (product, overflow) = count.multipliedReportingOverflow(by: d)
+            guard !overflow else { return .failure(.implausibleSize("\(name) declares shape \(dims.prefix(Int(info.rank)).map { $0 }), too many elements")) }
+            count = product
+        }
+        let maximumElements: UInt64 = 1 << 28
+        guard count <= maximumElements else {
+            return .failure(.implausibleSize("\(name) declares \(count) elements, more than the \(maximumElements) a weight may have"))
+        }
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: max(info.element_size, 1))
+        // Deflate cannot compress better than about 1032:1.
+        let fileBound = info.filters > 0 ? byteLimit.multipliedReportingOverflow(by: 1032).partialValue : byteLimit
+        guard !overflow, bytes <= max(fileBound, 1 << 16) else {
+            return .failure(.implausibleSize("\(name) declares \(count) elements of \(info.element_size) bytes, more than the \(byteLimit)-byte file can hold"))
+        }
+        var values = [Float](repeating: 0, count: Int(count))
+        hdf5Lock.lock()
+        let read = values.withUnsafeMutableBufferPointer { mn_h5_dataset_read_float(group.id, leaf, $0.baseAddress, Int(count)) }
+        hdf5Lock.unlock()
+        guard read == 0 else { return .failure(.unreadable) }
+        return .success((dims.prefix(Int(info.rank)).map { Int($0) }, values))
     }
 
     /// Whether this object has the attribute `name`.

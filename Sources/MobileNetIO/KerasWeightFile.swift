@@ -21,6 +21,9 @@ public enum WeightFileError: Error, Equatable, CustomStringConvertible {
     case unrecognisedLayout(path: String, reason: String)
     /// A dataset that cannot be read (its data lies past the end of a truncated file, say).
     case unreadableDataset(path: String, dataset: String)
+    /// A dataset refused before its data is read: data from other files (an external link,
+    /// external storage, a virtual dataset) or a declared size the file cannot hold.
+    case unsafeDataset(path: String, dataset: String, reason: String)
 
     public var description: String {
         switch self {
@@ -32,6 +35,7 @@ public enum WeightFileError: Error, Equatable, CustomStringConvertible {
         case .corruptArchive(let path, let reason): "\(path): damaged .keras archive: \(reason)"
         case .unrecognisedLayout(let path, let reason): "\(path): not a Keras weights layout: \(reason)"
         case .unreadableDataset(let path, let dataset): "\(path): cannot read dataset '\(dataset)'; the file is probably truncated"
+        case .unsafeDataset(let path, let dataset, let reason): "\(path): refusing dataset '\(dataset)': \(reason)"
         }
     }
 }
@@ -141,12 +145,8 @@ public enum KerasWeightFile {
                 var variable = components.last ?? weightName
                 if let colon = variable.firstIndex(of: ":") { variable = String(variable[..<colon]) }
                 let owner = components.count >= 2 ? components[components.count - 2] : layerName
-                guard let shape = layerGroup.datasetShape(weightName) else {
-                    throw .unrecognisedLayout(path: path, reason: "weight '\(weightName)' of layer '\(layerName)' is not a numeric dataset")
-                }
-                guard let values = layerGroup.readFloats(weightName, count: shape.reduce(1, *)) else {
-                    throw .unreadableDataset(path: path, dataset: "\(layerGroup.path)/\(weightName)")
-                }
+                let (shape, values) = try dataset(layerGroup, weightName, path: path,
+                                                  notNumeric: "weight '\(weightName)' of layer '\(layerName)' is not a numeric dataset")
                 // Keras 3's legacy writer lists a nested model's trainable weights first and
                 // its BatchNorm moving statistics after them: gather by owner, in order.
                 let array = WeightArray(name: variable, shape: shape, values: values)
@@ -165,6 +165,17 @@ public enum KerasWeightFile {
         return layers
     }
 
+    /// Reads one weight dataset, mapping what ``HDF5Group/readDataset(_:)`` refuses to typed errors.
+    static func dataset(_ group: HDF5Group, _ name: String, path: String, notNumeric: String) throws(WeightFileError) -> (shape: [Int], values: [Float]) {
+        switch group.readDataset(name) {
+        case .success(let read): return read
+        case .failure(.notNumeric): throw .unrecognisedLayout(path: path, reason: notNumeric)
+        case .failure(.external(let reason)), .failure(.implausibleSize(let reason)):
+            throw .unsafeDataset(path: path, dataset: "\(group.path)/\(name)", reason: reason)
+        case .failure(.unreadable): throw .unreadableDataset(path: path, dataset: "\(group.path)/\(name)")
+        }
+    }
+
     /// Keras 3 layout: `layers/<key>/vars/<i>` with the Keras layer name in the `name`
     /// attribute of `vars`; a nested model has its own `layers` group.
     static func readKeras3(_ group: HDF5Group, modelPath: [String], path: String) throws(WeightFileError) -> [KerasLayerWeights] {
@@ -181,12 +192,7 @@ public enum KerasWeightFile {
             let indices = vars.childNames().compactMap { Int($0) }.sorted()
             var arrays: [WeightArray] = []
             for i in indices {
-                guard let shape = vars.datasetShape(String(i)) else {
-                    throw .unrecognisedLayout(path: path, reason: "\(vars.path)/\(i) is not a numeric dataset")
-                }
-                guard let values = vars.readFloats(String(i), count: shape.reduce(1, *)) else {
-                    throw .unreadableDataset(path: path, dataset: "\(vars.path)/\(i)")
-                }
+                let (shape, values) = try dataset(vars, String(i), path: path, notNumeric: "\(vars.path)/\(i) is not a numeric dataset")
                 arrays.append(WeightArray(name: String(i), shape: shape, values: values))
             }
             if !arrays.isEmpty { layers.append(KerasLayerWeights(name: name, modelPath: modelPath, arrays: arrays)) }

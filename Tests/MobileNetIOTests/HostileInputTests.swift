@@ -60,3 +60,33 @@ struct HostileInputTests {
         if let model { #expect(ImageBatchPipeline(model: model, batchSize: .max).batchSize <= ImageBatchPipeline.maximumBatchBytes / (32 * 32 * 12)) }
     }
 }
+
+/// HDF5 files that point elsewhere or declare impossible sizes (`scripts/fixtures/make_hostile_hdf5.py`).
+@Suite("Hostile HDF5 weight files: external data and impossible sizes are refused before reading")
+struct HostileHDF5Tests {
+    static let directory = TestData.fixtures.appendingPathComponent("hostile-hdf5")
+
+    @Test("external links, external storage (/dev/zero), huge and oversized datasets", arguments: [
+        ("external_link.h5", "external link"),
+        ("external_storage.h5", "external file"),
+        ("huge_dims.h5", "more than the 268435456 a weight may have"),
+        ("oversized.h5", "more than the"),
+    ])
+    func refused(file: String, reason: String) throws {
+        let url = Self.directory.appendingPathComponent(file)
+        let start = Date()
+        do {
+            let (weights, _) = try KerasWeightFile.read(contentsOf: url)
+            Issue.record("\(file) was read: \(weights.layers.map(\.name))")
+        } catch {
+            guard case .unsafeDataset(let path, let dataset, let message) = error else {
+                Issue.record("\(file): \(error)")
+                return
+            }
+            #expect(path == url.path && dataset.hasSuffix("kernel:0"))
+            #expect(message.contains(reason), "\(file): \(message)")
+            #expect(error.description.hasPrefix(url.path))
+        }
+        #expect(Date().timeIntervalSince(start) < 2, "\(file) took too long")
+    }
+}

@@ -36,6 +36,21 @@ int mn_h5_attr_exists(int64_t object, const char *name);
 int mn_h5_attr_read_strings(int64_t object, const char *name, char **out, size_t *total_bytes, size_t *count);
 /// Shape of a dataset: up to 8 dims. Returns the rank, or negative.
 int mn_h5_dataset_shape(int64_t loc, const char *name, uint64_t *dims, int max_rank);
+/// What a dataset is made of, read before any of its data.
+typedef struct {
+    int rank;                  // number of dimensions (dims filled up to max_rank)
+    int is_numeric;            // a float or integer element type
+    uint64_t element_size;     // bytes per stored element
+    int external_files;        // external raw-data files (H5Pset_external): refused by callers
+    int is_virtual;            // a virtual dataset (data in other files): refused by callers
+    int filters;               // compression or other filters in the pipeline
+    uint64_t storage_bytes;    // bytes allocated in the file
+} mn_h5_dataset_info_t;
+/// Fills `info` and `dims` for dataset `name` of `loc`. Returns 0, -1 on error, -3 when `name`
+/// is an external link (a link into another file, never followed).
+int mn_h5_dataset_info(int64_t loc, const char *name, uint64_t *dims, int max_rank, mn_h5_dataset_info_t *info);
+/// 1 when the link `name` of `loc` is an external link (into another file), 0 when not, negative on error.
+int mn_h5_link_is_external(int64_t loc, const char *name);
 /// Reads a whole numeric dataset converted to float32. `count` must equal the element count.
 int mn_h5_dataset_read_float(int64_t loc, const char *name, float *out, size_t count);
 /// 1 when the dataset's stored type is a floating-point or integer type, 0 otherwise.

@@ -15,6 +15,8 @@ public struct ImageFileProblem: Sendable, Hashable, CustomStringConvertible {
         case notAnImage
         /// A directory without image files but with sub-directories (a hint to descend).
         case onlySubdirectories(count: Int)
+        /// A directory entry whose name is not valid UTF-8 (an error: it cannot be processed).
+        case undecodableName
     }
     /// The path concerned.
     public var path: String
@@ -28,6 +30,8 @@ public struct ImageFileProblem: Sendable, Hashable, CustomStringConvertible {
         switch kind {
         case .missing: "\(path): no such file or directory"
         case .notAnImage: "skipping \(path): not an image"
+        case .undecodableName:
+            "\(path): a file name that is not valid UTF-8 (shown with its bytes escaped); rename it to process it"
         case .onlySubdirectories(let count):
             "\(path) holds no image files but \(count) sub-folder\(count == 1 ? "" : "s") (such as class folders); descend into them with --recursive"
         }
@@ -62,28 +66,7 @@ public struct ImageFileList: Sendable {
             let root = URL(fileURLWithPath: argument, isDirectory: true)
             var found: [URL] = []
             var subdirectories = 0
-            if recursive {
-                // Paths keep the spelling of the argument (relative stays relative), as without --recursive.
-                let rootPath = root.standardizedFileURL.path
-                let enumerator = manager.enumerator(at: root, includingPropertiesForKeys: [.isRegularFileKey], options: [.skipsHiddenFiles])
-                while let url = enumerator?.nextObject() as? URL {
-                    guard (try? url.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true else { continue }
-                    let path = url.standardizedFileURL.path
-                    if path.hasPrefix(rootPath + "/") {
-                        found.append(root.appendingPathComponent(String(path.dropFirst(rootPath.count + 1))))
-                    } else {
-                        found.append(url)
-                    }
-                }
-            } else {
-                let names = (try? manager.contentsOfDirectory(atPath: root.path)) ?? []
-                for name in names where !name.hasPrefix(".") {
-                    let url = root.appendingPathComponent(name)
-                    var childIsDirectory: ObjCBool = false
-                    guard manager.fileExists(atPath: url.path, isDirectory: &childIsDirectory) else { continue }
-                    if childIsDirectory.boolValue { subdirectories += 1 } else { found.append(url) }
-                }
-            }
+            Self.walk(root, recursive: recursive, found: &found, subdirectories: &subdirectories, problems: &problems)
             var images = 0
             for url in found.sorted(by: { $0.path < $1.path }) {
                 if Self.looksLikeImage(url) {
@@ -95,6 +78,43 @@ public struct ImageFileList: Sendable {
             }
             if images == 0, subdirectories > 0 {
                 problems.append(ImageFileProblem(path: argument, kind: .onlySubdirectories(count: subdirectories)))
+            }
+        }
+    }
+
+    /// Lists `directory` with `readdir(3)` (so names that are not UTF-8 are reported, not lost):
+    /// regular files (links to files followed) into `found`, hidden entries skipped; with
+    /// `recursive`, real sub-directories are descended into (links to directories are not, so
+    /// a link loop cannot recurse), otherwise counted in `subdirectories`.
+    static func walk(_ directory: URL, recursive: Bool, found: inout [URL], subdirectories: inout Int, problems: inout [ImageFileProblem]) {
+        guard let handle = opendir(directory.path) else { return }
+        defer { closedir(handle) }
+        var children: [String] = []
+        while let entry = readdir(handle) {
+            let bytes = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix(while: { $0 != 0 })) }
+            guard let name = String(validating: bytes, as: UTF8.self) else {
+                let escaped = bytes.map { $0 < 0x80 && $0 >= 0x20 ? String(UnicodeScalar($0)) : String(format: "\\x%02x", $0) }.joined()
+                problems.append(ImageFileProblem(path: directory.appendingPathComponent(escaped).relativePath, kind: .undecodableName))
+                continue
+            }
+            if name.hasPrefix(".") { continue }
+            children.append(name)
+        }
+        for name in children.sorted() {
+            let url = directory.appendingPathComponent(name)
+            switch FileKind(path: url.path) {
+            case .regular:
+                found.append(url)
+            case .directory:
+                var info = stat()
+                let isLink = lstat(url.path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFLNK
+                if recursive {
+                    if !isLink { walk(url, recursive: true, found: &found, subdirectories: &subdirectories, problems: &problems) }
+                } else {
+                    subdirectories += 1
+                }
+            default:
+                continue
             }
         }
     }

@@ -189,7 +189,8 @@ public struct ClassifierHead: Sendable, Equatable, Codable {
         for (index, layer) in layers.enumerated() {
             switch layer {
             case .dense(let d):
-                guard d.inputs > 0, d.outputs > 0, d.kernel.count == d.inputs * d.outputs, d.bias.count == d.outputs else {
+                let (size, overflow) = d.inputs.multipliedReportingOverflow(by: d.outputs)
+                guard d.inputs > 0, d.outputs > 0, !overflow, d.kernel.count == size, d.bias.count == d.outputs else {
                     return "layer \(index): Dense \(d.inputs)→\(d.outputs) with \(d.kernel.count) kernel and \(d.bias.count) bias values"
                 }
                 if let width, width != d.inputs { return "layer \(index): Dense takes \(d.inputs) inputs after \(width) outputs" }

@@ -127,6 +127,27 @@ struct LibraryInputMessagesTests {
         #expect(flat.problems.allSatisfy { $0.isError })
     }
 
+    @Test("ImageFileList: names that are not UTF-8 are reported, links to files are followed in both listings, link loops do not recurse")
+    func namesAndLinks() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let sub = dir.appendingPathComponent("sub")
+        try FileManager.default.createDirectory(at: sub, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: CLI.example, toPath: dir.appendingPathComponent("real.png").path)
+        try FileManager.default.createSymbolicLink(atPath: sub.appendingPathComponent("link.png").path, withDestinationPath: dir.appendingPathComponent("real.png").path)
+        try FileManager.default.createSymbolicLink(atPath: sub.appendingPathComponent("loop").path, withDestinationPath: dir.path)
+        // A name with the byte 0xff (not UTF-8).
+        var raw = Array((sub.path + "/bad-").utf8) + [0xFF] + Array(".png".utf8) + [0]
+        let fd = raw.withUnsafeMutableBufferPointer { open(UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), O_CREAT | O_WRONLY, 0o644) }
+        #expect(fd >= 0)
+        close(fd)
+        let flat = ImageFileList([sub.path], recursive: false)
+        #expect(flat.files.map(\.lastPathComponent) == ["link.png"])
+        #expect(flat.problems.contains { $0.kind == .undecodableName && $0.path.contains("bad-\\xff.png") && $0.isError }, "\(flat.problems)")
+        let recursive = ImageFileList([dir.path], recursive: true)
+        #expect(recursive.files.map(\.lastPathComponent).sorted() == ["link.png", "real.png"], "\(recursive.files)")
+    }
+
     @Test("model files: a directory, invalid JSON, another format, a missing key — each a one-line message naming the file")
     func modelFileMessages() throws {
         let dir = try TestData.temporaryDirectory()

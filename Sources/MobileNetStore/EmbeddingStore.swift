@@ -1,3 +1,4 @@
+import CSQLite
 import Foundation
 
 /// One stored embedding.
@@ -91,23 +92,49 @@ public final class EmbeddingStore {
     public init(url: URL, readOnly: Bool = false) throws(StoreError) {
         self.url = url
         let path = url.path
-        connection = try SQLiteConnection(path: path, readOnly: readOnly)
-        let appID = try Self.scalarInt(connection, "PRAGMA application_id")
-        let version = try Self.scalarInt(connection, "PRAGMA user_version")
-        let tableCount = try Self.scalarInt(connection, "SELECT count(*) FROM sqlite_master")
-        if appID == 0 && version == 0 && tableCount == 0 {
+        // An existing file is checked through a read-only connection first, so a damaged or
+        // foreign database is never written to (not even a journal-mode change).
+        var info = stat()
+        let existing: Bool
+        if stat(path, &info) != 0 {
+            existing = false
+        } else if (info.st_mode & S_IFMT) == S_IFREG {
+            existing = info.st_size > 0
+            if existing { try Self.validate(path: path) }
+        } else {
+            throw .sqlite(path: path, code: SQLITE_CANTOPEN, message: "not a regular file")
+        }
+        if !existing {
             guard !readOnly else { throw .notAnEmbeddingStore(path: path) }
+            let folder = url.deletingLastPathComponent().path
+            if access(folder, W_OK) != 0 {
+                throw .sqlite(path: path, code: SQLITE_CANTOPEN, message: "cannot create the database: the folder \(folder) is not writable (\(String(cString: strerror(errno))))")
+            }
+        } else if !readOnly, access(path, W_OK) != 0 {
+            throw .sqlite(path: path, code: SQLITE_READONLY, message: "the database is not writable (\(String(cString: strerror(errno)))); open it read-only or copy it")
+        }
+        connection = try SQLiteConnection(path: path, readOnly: readOnly)
+        if !existing {
             try connection.execute("PRAGMA journal_mode=WAL")
             try connection.execute(Self.schemaSQL)
             return
         }
-        guard appID == Int(Self.applicationID) else { throw .notAnEmbeddingStore(path: path) }
-        guard version <= Self.schemaVersion else {
-            throw .unsupportedSchemaVersion(path: path, found: version, supported: Self.schemaVersion)
-        }
         if !readOnly { try connection.execute("PRAGMA journal_mode=WAL") }
+    }
+
+    /// Checks an existing database without writing to it: an SQLite file, this application's
+    /// id, a schema version this build reads, and tables that can be read.
+    private static func validate(path: String) throws(StoreError) {
+        let connection = try SQLiteConnection(path: path, readOnly: true)
+        let appID = try scalarInt(connection, "PRAGMA application_id")
+        let version = try scalarInt(connection, "PRAGMA user_version")
+        guard appID == Int(applicationID) else { throw .notAnEmbeddingStore(path: path) }
+        guard version <= schemaVersion else {
+            throw .unsupportedSchemaVersion(path: path, found: version, supported: schemaVersion)
+        }
         // A cheap structural check: reading the tables fails on a damaged file.
-        _ = try Self.scalarInt(connection, "SELECT count(*) FROM embeddings")
+        _ = try scalarInt(connection, "SELECT count(*) FROM embeddings")
+        _ = try scalarInt(connection, "SELECT count(*) FROM files")
     }
 
     static let schemaSQL = """

@@ -116,6 +116,30 @@ enum Tool {
         #expect(try Data(contentsOf: url) == garbage)
     }
 
+    @Test("a damaged store with a valid header is refused without writing a byte or creating a -wal/-shm file")
+    func damagedStoreIsNotModified() throws {
+        let dir = try TestData.temporaryDirectory()
+        let url = dir.appendingPathComponent("index.db")
+        do {
+            let store = try EmbeddingStore(url: url)
+            try store.insert((0..<50).map { EmbeddingRecord(contentSHA256: "h\($0)", backbone: backbone.key, preprocessing: "p", vector: [Float](repeating: 1, count: 1280)) })
+        }
+        _ = try Tool.sqlite(url.path, "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE;")
+        for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: url.path + suffix) }
+        var damaged = try Data(contentsOf: url)
+        for i in 4096..<(damaged.count - 1024) { damaged[i] = UInt8((i * 31) % 256) }
+        try damaged.write(to: url)
+        #expect(throws: StoreError.self) { _ = try EmbeddingStore(url: url) }
+        #expect(try Data(contentsOf: url) == damaged)
+        #expect(!FileManager.default.fileExists(atPath: url.path + "-wal") && !FileManager.default.fileExists(atPath: url.path + "-shm"))
+        // Another application's (empty) SQLite database is not written to either.
+        let foreign = dir.appendingPathComponent("foreign.db")
+        _ = try Tool.sqlite(foreign.path, "PRAGMA user_version = 0; CREATE TABLE t(x); DROP TABLE t; VACUUM;")
+        let before = try Data(contentsOf: foreign)
+        #expect(throws: StoreError.notAnEmbeddingStore(path: foreign.path)) { _ = try EmbeddingStore(url: foreign) }
+        #expect(try Data(contentsOf: foreign) == before)
+    }
+
     @Test func truncatedStoreIsReported() throws {
         let dir = try TestData.temporaryDirectory()
         let url = dir.appendingPathComponent("cache.sqlite")

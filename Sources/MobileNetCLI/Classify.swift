@@ -63,9 +63,7 @@ struct Classify: AsyncParsableCommand {
         guard !images.isEmpty else { throw ValidationError("give at least one image file or directory") }
         if let embeddings {
             guard embeddings.lowercased().hasSuffix(".npy") else { throw ValidationError("--embeddings must name a .npy file") }
-            if !overwrite, FileManager.default.fileExists(atPath: embeddings) {
-                throw ValidationError("\(embeddings) already exists; pass --overwrite to replace it")
-            }
+            try validateOutputs([embeddings, embeddings + ".files.txt"], overwrite: overwrite, needsSideFile: [embeddings])
         }
     }
 
@@ -74,6 +72,7 @@ struct Classify: AsyncParsableCommand {
         var failures = missing.map { Failure(file: $0.path, error: $0.description) }
         let configuration = try model.configuration(includeTop: true)
         try requireImages(files, images, problems: missing)
+        if embeddings != nil { try validateListableNames(files) }
         let network: MobileNetV2
         let weightsFile: URL
         do {

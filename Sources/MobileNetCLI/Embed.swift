@@ -56,10 +56,9 @@ struct Embed: AsyncParsableCommand {
         if output != nil, resolvedFormat == nil {
             throw ValidationError("cannot tell the format from '\(output ?? "")': use --format npy|csv|jsonl")
         }
-        if let output, !overwrite {
-            for path in [output] + (resolvedFormat == .npy ? [output + ".files.txt"] : []) where FileKind(path: path) != .missing || (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) != nil {
-                throw ValidationError("\(path) already exists; pass --overwrite to replace it")
-            }
+        if let output {
+            let npy = resolvedFormat == .npy
+            try validateOutputs([output] + (npy ? [output + ".files.txt"] : []), overwrite: overwrite, needsSideFile: npy ? [output] : [])
         }
     }
 
@@ -73,6 +72,7 @@ struct Embed: AsyncParsableCommand {
         let (files, missing) = collectImageFiles(images, recursive: recursive)
         var failed = !missing.isEmpty
         try requireImages(files, images, problems: missing)
+        if output != nil, resolvedFormat == .npy { try validateListableNames(files) }
         let configuration = try model.configuration(includeTop: false, pooling: Pooling(rawValue: pooling))
         let network: MobileNetV2
         do {

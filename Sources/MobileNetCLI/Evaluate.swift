@@ -41,9 +41,7 @@ struct Evaluate: AsyncParsableCommand {
     var overwrite = false
 
     func validate() throws {
-        if let report, !overwrite, FileManager.default.fileExists(atPath: report) {
-            throw ValidationError("\(report) already exists; pass --overwrite to replace it")
-        }
+        if let report { try validateOutputs([report], overwrite: overwrite) }
     }
 
     func run() async throws {

@@ -186,6 +186,33 @@ final class ProgressReporter {
     deinit { bar?.finish() }
 }
 
+/// Whether anything is at `path`, a dangling symbolic link included.
+func pathIsTaken(_ path: String) -> Bool {
+    var info = stat()
+    return lstat(path, &info) == 0
+}
+
+/// Usage checks for output paths, before any work: each must be free unless `overwrite`, two
+/// outputs may not be one file, and a file that needs a side file cannot be a stream.
+func validateOutputs(_ paths: [String], overwrite: Bool, needsSideFile: [String] = []) throws {
+    let resolved = paths.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+    if Set(resolved).count < resolved.count { throw ValidationError("two outputs name the same file: \(paths.joined(separator: ", "))") }
+    for path in needsSideFile where AtomicFile.isStreamPath(path) {
+        throw ValidationError("\(path) is a stream: this output needs a side file beside it; give a file")
+    }
+    for path in paths where !overwrite && pathIsTaken(path) {
+        throw ValidationError("\(path) already exists\(FileKind(path: path) == .missing ? " (a dangling symbolic link)" : ""); pass --overwrite to replace it")
+    }
+}
+
+/// An `.npy` output lists its rows' file names one per line in `.files.txt`: a name with a line
+/// break cannot be listed, so it is refused before any work.
+func validateListableNames(_ files: [URL]) throws {
+    if let bad = files.first(where: { $0.relativePath.contains(where: \.isNewline) }) {
+        throw ValidationError("the file name \(bad.relativePath.debugDescription) contains a line break, which a .files.txt list cannot hold; use --format csv or jsonl")
+    }
+}
+
 /// Encodes a value as JSON text with sorted keys.
 func jsonText<T: Encodable>(_ value: T, pretty: Bool = true) throws -> String {
     let encoder = JSONEncoder()

@@ -119,19 +119,19 @@ struct Index: AsyncParsableCommand {
                 without --overwrite.
                 """)
         @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
-        func validate() throws { _ = try database.requiredPath() }
         @OptionGroup(title: "Image preprocessing (the one the index was built with)") var image: ImageOptions
         @Option(name: [.short, .long], help: ArgumentHelp("Output .npy file.", valueName: "path"))
         var output: String
         @Flag(name: .long, help: "Replace existing output files.")
         var overwrite = false
 
+        func validate() throws {
+            _ = try database.requiredPath()
+            try validateOutputs([output, output + ".json"], overwrite: overwrite, needsSideFile: [output])
+        }
+
         func run() throws {
             let sidecar = output + ".json"
-            for path in [output, sidecar] where !overwrite && FileManager.default.fileExists(atPath: path) {
-                printError("error: \(path) already exists; pass --overwrite to replace it")
-                throw ExitCode(1)
-            }
             do {
                 let index = try ImageIndex(url: URL(fileURLWithPath: try database.requiredPath()), readOnly: true)
                 guard let backbone = try index.backbone() else { throw ImageIndexError.empty(path: try database.requiredPath()) }

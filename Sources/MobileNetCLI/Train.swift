@@ -92,6 +92,11 @@ struct Train: AsyncParsableCommand {
     var json = false
 
     func validate() throws {
+        for (name, value) in [("--learning-rate", learningRate ?? 1e-3), ("--momentum", momentum), ("--l2", l2), ("--validation-split", validationSplit)] where !value.isFinite {
+            throw ValidationError("\(name) must be a finite number, got \(value)")
+        }
+        if let learningRate, !(learningRate > 0 && learningRate <= 10) { throw ValidationError("--learning-rate must be in (0, 10], got \(learningRate)") }
+        guard l2 >= 0, (0..<1).contains(momentum) || momentum == 0 else { throw ValidationError("--l2 must be at least 0 and --momentum in [0, 1)") }
         if let hidden, !(1...65_536).contains(hidden) { throw ValidationError("--hidden must be between 1 and 65536 units, got \(hidden)") }
         guard epochs <= 100_000 else { throw ValidationError("--epochs must be at most 100000, got \(epochs)") }
         guard augment <= 100 else { throw ValidationError("--augment must be at most 100 views per image, got \(augment)") }
@@ -106,9 +111,7 @@ struct Train: AsyncParsableCommand {
         guard validationDir != nil || (validationSplit > 0 && validationSplit < 1) else {
             throw ValidationError("--validation-split must be in (0, 1), or give --validation-dir")
         }
-        for path in [output] + (report.map { [$0] } ?? []) where !overwrite && FileManager.default.fileExists(atPath: path) {
-            throw ValidationError("\(path) already exists; pass --overwrite to replace it")
-        }
+        try validateOutputs([output] + (report.map { [$0] } ?? []), overwrite: overwrite)
     }
 
     var settings: TrainingSettings {

@@ -24,7 +24,9 @@ public enum AtomicFileError: Error, Equatable, CustomStringConvertible, Localize
 /// place in one step — `rename(2)` when replacing is allowed, a hard link (which fails if
 /// anything appeared at the destination meanwhile) when it is not. A destination that is not a
 /// regular file — a FIFO, `/dev/stdout`, `/dev/null` — is written through, never replaced by a
-/// regular file. On any failure the temporary file is removed.
+/// regular file; so is a path under `/dev` or `/proc` (`-o /dev/stdout` when the shell
+/// redirected standard output to a file). A symbolic link is kept and its target written. On any
+/// failure the temporary file is removed.
 public enum AtomicFile {
     /// Writes `data` to `url`.
     ///
@@ -35,10 +37,22 @@ public enum AtomicFile {
     ///     the destination, checked atomically when the file is put in place.
     /// - Throws: ``AtomicFileError``; the destination is then untouched.
     public static func write(_ data: Data, to url: URL, overwrite: Bool = true) throws(AtomicFileError) {
-        let path = url.path
+        var path = url.path
         var info = stat()
         let exists = lstat(path, &info) == 0
         if exists, !overwrite { throw .exists(path: path) }
+        // /dev/stdout, /dev/fd/N, /proc/self/fd/N: a stream, whatever is behind it (a pipe, a
+        // terminal, a file the shell redirected to): written through, never renamed over.
+        if isStreamPath(path) {
+            try writeThrough(data, path: path)
+            return
+        }
+        // A symbolic link is kept: its target is what gets written (or replaced).
+        if exists, (info.st_mode & S_IFMT) == S_IFLNK, let resolved = realpath(path, nil) {
+            path = String(cString: resolved)
+            free(resolved)
+        }
+        let url = URL(fileURLWithPath: path)
         switch FileKind(path: path) {
         case .fifo, .device, .socket:
             guard overwrite else { throw .exists(path: path) }
@@ -80,6 +94,14 @@ public enum AtomicFile {
         }
         moved = overwrite
         if !overwrite { unlink(temporary); moved = true }
+    }
+
+    /// Whether `path` names a stream of this process rather than a file: `/dev/...`, `/proc/...`.
+    /// Side files (`x.npy.files.txt`) cannot be put next to such a path.
+    public static func isStreamPath(_ path: String) -> Bool {
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        let standardized = URL(fileURLWithPath: absolute).standardizedFileURL.path
+        return standardized.hasPrefix("/dev/") || standardized.hasPrefix("/proc/")
     }
 
     /// Removes what a killed writer left: entries of `folder` named `<prefix><pid>-...` whose

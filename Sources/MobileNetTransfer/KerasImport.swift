@@ -100,6 +100,19 @@ public struct KerasTransferModel: Sendable {
     /// The head's Dense layers must be the config's: the same units, `relu` between them and
     /// `softmax` at the end (what this head computes).
     static func checkHead(config: Any, dense: [DenseLayer], path: String) throws(KerasImportError) {
+        // The embedding is global average pooling; a model that pools otherwise computes
+        // something else.
+        func classNames(_ value: Any) -> [String] {
+            if let dict = value as? [String: Any] {
+                return ((dict["class_name"] as? String).map { [$0] } ?? []) + dict.values.flatMap(classNames)
+            }
+            if let array = value as? [Any] { return array.flatMap(classNames) }
+            return []
+        }
+        let used = Set(classNames(config))
+        for unsupported in ["GlobalMaxPooling2D", "GlobalMaxPool2D", "Flatten"] where used.contains(unsupported) {
+            throw .unsupportedHead(path: path, message: "the model uses \(unsupported); this classifier computes GlobalAveragePooling2D → Dropout → Dense")
+        }
         let configs = denseConfigs(config)
         guard configs.count == dense.count else {
             throw .invalidConfig(path: path, message: "config.json has \(configs.count) Dense layers, the weights \(dense.count)")

@@ -81,6 +81,12 @@ public struct TrainedClassifier: Sendable {
     public static func load(contentsOf url: URL, weightsPath: String? = nil, classNames: [String]? = nil, classNamesFrom root: URL? = nil,
                             inputSize: (height: Int, width: Int)? = nil, backend: any InferenceBackend,
                             resolver: WeightsResolver = WeightsResolver()) async throws -> TrainedClassifier {
+        // A FIFO or device would block or never end: only regular files are opened.
+        switch FileKind(path: url.path) {
+        case .regular: break
+        case .missing: throw ClassifierModelError.unreadable(path: url.path, message: "no such file")
+        case let other: throw ClassifierModelError.unreadable(path: url.path, message: other.description)
+        }
         let head = (try? FileHandle(forReadingFrom: url)).flatMap { handle in
             defer { try? handle.close() }
             return try? handle.read(upToCount: 8)

@@ -207,3 +207,22 @@ struct AbsurdNumbersCLITests {
         #expect(!result.stderr.contains("Fatal error"))
     }
 }
+
+@Suite("Outputs refused before the work: same file twice, streams that need side files, FIFOs as model files")
+struct OutputValidationCLITests {
+    @Test func refusals() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let same = dir.appendingPathComponent("same.x").path
+        let train = try CLI.run(["train", dir.path, "-o", same, "--report", same, "--overwrite"])
+        #expect(train.status == 64 && train.stderr.contains("same file"), "\(train.stderr)")
+        let npyStream = try CLI.run(["embed", CLI.example, "-o", "/dev/stdout", "--format", "npy", "--overwrite"])
+        #expect(npyStream.status == 64 && npyStream.stderr.contains("stream"), "\(npyStream.stderr)")
+        let fifo = dir.appendingPathComponent("model.json").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let start = Date()
+        let predict = try CLI.run(["predict", "--model", fifo, CLI.example])
+        #expect(predict.status == 1 && predict.stderr.contains("FIFO"), "\(predict.stderr)")
+        #expect(Date().timeIntervalSince(start) < 10)
+    }
+}

@@ -90,3 +90,37 @@ struct HostileHDF5Tests {
         #expect(Date().timeIntervalSince(start) < 2, "\(file) took too long")
     }
 }
+
+@Suite("AtomicFile: links kept, streams written through, nothing replaced without leave")
+struct AtomicFileTests {
+    @Test("a symbolic link stays a link and its target is replaced; a dangling link is not replaced without overwrite")
+    func links() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let target = dir.appendingPathComponent("target.txt"), link = dir.appendingPathComponent("link.txt")
+        try Data("old".utf8).write(to: target)
+        try FileManager.default.createSymbolicLink(at: link, withDestinationURL: target)
+        try AtomicFile.write(Data("new".utf8), to: link, overwrite: true)
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link.path) == target.path)
+        #expect(try String(contentsOf: target, encoding: .utf8) == "new")
+        let dangling = dir.appendingPathComponent("dangling.txt")
+        try FileManager.default.createSymbolicLink(atPath: dangling.path, withDestinationPath: dir.appendingPathComponent("nowhere").path)
+        #expect(throws: AtomicFileError.exists(path: dangling.path)) { try AtomicFile.write(Data("x".utf8), to: dangling, overwrite: false) }
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: dangling.path)) != nil)
+        // No temporary file is left behind.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".tmp-") }.isEmpty)
+    }
+
+    @Test("/dev/fd/N and FIFOs are written through, never replaced by a regular file")
+    func streams() throws {
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        defer { close(fds[0]) }
+        try AtomicFile.write(Data("through the pipe".utf8), to: URL(fileURLWithPath: "/dev/fd/\(fds[1])"), overwrite: true)
+        close(fds[1])
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let n = read(fds[0], &buffer, 64)
+        #expect(String(decoding: buffer.prefix(max(0, n)), as: UTF8.self) == "through the pipe")
+        #expect(AtomicFile.isStreamPath("/dev/stdout") && AtomicFile.isStreamPath("/proc/self/fd/1") && !AtomicFile.isStreamPath("out.npy"))
+    }
+}

@@ -111,6 +111,12 @@ struct KerasArchiveSafetyTests {
         #expect(throws: KerasImportError.invalidConfig(path: garbage.path, message: "config.json is missing or not JSON")) {
             try KerasTransferModel.read(contentsOf: garbage)
         }
+        // Max pooling instead of average pooling would be run as something else: refused.
+        var text = String(decoding: try #require(try KerasArchive.member("config.json", of: Self.fixture, limit: 1 << 24)), as: UTF8.self)
+        #expect(text.contains("GlobalAveragePooling2D"))
+        text = text.replacingOccurrences(of: "GlobalAveragePooling2D", with: "GlobalMaxPooling2D")
+        let maxPooled = try Self.rewritten(["config.json": Data(text.utf8)], in: dir, name: "max.keras")
+        #expect(throws: KerasImportError.self) { try KerasTransferModel.read(contentsOf: maxPooled) }
         let removed: [String: Data?] = ["config.json": Data?.none]
         let missing = try Self.rewritten(removed, in: dir, name: "missing.keras")
         #expect(throws: KerasImportError.self) { try KerasTransferModel.read(contentsOf: missing) }

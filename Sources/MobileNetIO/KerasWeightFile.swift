@@ -4,7 +4,7 @@ import ZIPFoundation
 
 /// A weight file that cannot be read. Every case names the file; ``description`` is the
 /// sentence shown to users.
-public enum WeightFileError: Error, Equatable, CustomStringConvertible {
+public enum WeightFileError: Error, Equatable, CustomStringConvertible, Codable {
     /// No file at the path.
     case notFound(path: String)
     /// The file exists but cannot be read (permissions, a directory, an I/O error).
@@ -24,6 +24,8 @@ public enum WeightFileError: Error, Equatable, CustomStringConvertible {
     /// A dataset refused before its data is read: data from other files (an external link,
     /// external storage, a virtual dataset) or a declared size the file cannot hold.
     case unsafeDataset(path: String, dataset: String, reason: String)
+    /// The process reading the file died (libhdf5 crashed on it, ran out of memory or time).
+    case parserCrashed(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -36,6 +38,7 @@ public enum WeightFileError: Error, Equatable, CustomStringConvertible {
         case .unrecognisedLayout(let path, let reason): "\(path): not a Keras weights layout: \(reason)"
         case .unreadableDataset(let path, let dataset): "\(path): cannot read dataset '\(dataset)'; the file is probably truncated"
         case .unsafeDataset(let path, let dataset, let reason): "\(path): refusing dataset '\(dataset)': \(reason)"
+        case .parserCrashed(let path, let reason): "\(path): cannot read the weight file: \(reason); the file is damaged"
         }
     }
 }
@@ -60,11 +63,18 @@ public enum KerasWeightFileFormat: String, Sendable, Codable {
 /// MobileNetV2 nested inside a larger functional model.
 public enum KerasWeightFile {
     /// Reads all layer weights of a file, detecting the layout from its bytes (not its name).
+    /// libhdf5 runs in a child process (``WeightFileIsolation/default``): a file that crashes
+    /// the library is an error, not the end of this process.
     ///
     /// - Parameter url: a local file.
     /// - Returns: the weights, with `source` set to the path, and the detected format.
     /// - Throws: ``WeightFileError`` naming the file and the problem.
     public static func read(contentsOf url: URL) throws(WeightFileError) -> (weights: KerasWeightSet, format: KerasWeightFileFormat) {
+        try read(contentsOf: url, isolation: .default)
+    }
+
+    /// The parser itself, in this process.
+    static func readInProcess(_ url: URL) throws(WeightFileError) -> (weights: KerasWeightSet, format: KerasWeightFileFormat) {
         let (root, archive) = try openRoot(url)
         return try read(root: root, path: url.path, archive: archive)
     }

@@ -124,3 +124,50 @@ struct AtomicFileTests {
         #expect(AtomicFile.isStreamPath("/dev/stdout") && AtomicFile.isStreamPath("/proc/self/fd/1") && !AtomicFile.isStreamPath("out.npy"))
     }
 }
+
+@Suite("Weight files read in a child process", .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
+struct IsolatedWeightReaderTests {
+    @Test("the child's weights equal an in-process read, for every shared layout; the cost of the fork is printed")
+    func sameWeights() throws {
+        for (name, _) in TestData.sharedWeightFiles {
+            let url = TestData.shared("data/weights/\(name)")
+            let clock = ContinuousClock()
+            var times: ([Duration], [Duration]) = ([], [])
+            for _ in 0..<5 {
+                let t0 = clock.now
+                let inProcess = try KerasWeightFile.read(contentsOf: url, isolation: .inProcess)
+                let t1 = clock.now
+                let isolated = try KerasWeightFile.read(contentsOf: url, isolation: .default)
+                let t2 = clock.now
+                #expect(isolated.weights == inProcess.weights && isolated.format == inProcess.format, "\(name)")
+                times.0.append(t1 - t0)
+                times.1.append(t2 - t1)
+            }
+            // Printed, not asserted: timings on a shared machine are for the README, not a gate.
+            print("weights \(name): median of 5 in process \(times.0.sorted()[2]), in a child process \(times.1.sorted()[2])")
+        }
+    }
+
+    @Test("single-byte mutations of the header that crash libhdf5 are typed errors; this process goes on")
+    func crashesAreErrors() throws {
+        let original = try Data(contentsOf: TestData.shared("data/weights/mobilenet_v2_1.0_224_dequant.h5"))
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var crashed = 0
+        // Offsets found by a fresh reviewer's byte-flip run: SIGSEGV inside libhdf5 1.10.8 (H5Aexists, H5HG_read).
+        for (offset, value) in [(837, 0xFF), (965, 0xFF), (3409, 0xDF), (9_286_070, 0xFF), (6_273_837, 0x40)] where offset < original.count {
+            var bytes = original
+            bytes[offset] = UInt8(value)
+            let url = dir.appendingPathComponent("mutated-\(offset).h5")
+            try bytes.write(to: url)
+            do {
+                _ = try KerasWeightFile.read(contentsOf: url)
+            } catch {
+                #expect(error.description.hasPrefix(url.path), "\(error)")
+                if case .parserCrashed = error { crashed += 1 }
+                print("mutation \(offset)=\(value): \(error)")
+            }
+        }
+        print("\(crashed) of 5 mutations crashed the HDF5 library in the child")
+    }
+}

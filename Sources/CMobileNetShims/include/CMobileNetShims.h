@@ -124,6 +124,14 @@ int mn_gif_decode_rgba(const uint8_t *data, size_t length, uint64_t max_pixels,
 int mn_bmp_decode_rgba(const uint8_t *data, size_t length, uint64_t max_pixels,
                        uint8_t **out, int *width, int *height, int *had_alpha, char *error, size_t error_length);
 
+// MARK: Process isolation (reading untrusted weight files in a child process)
+
+/// fork(2), which Swift does not import. Returns the child's pid in the parent, 0 in the child,
+/// -1 on failure.
+int mn_fork(void);
+/// Sets the child's address-space limit (RLIMIT_AS) in bytes. Returns 0 or -1.
+int mn_limit_address_space(unsigned long long bytes);
+
 #ifdef __cplusplus
 }
 #endif

@@ -10,7 +10,7 @@ WEIGHTS ?= $(firstword $(wildcard $(or $(MOBILENET_SHARED_DIR),../shared)/data/w
 # The shared data folder for `make tour` (the library tour, Examples/LibraryTour).
 SHARED ?= $(or $(MOBILENET_SHARED_DIR),../shared)
 
-.PHONY: setup build example test tour docs
+.PHONY: setup build example test tour docs fuzz fuzz-build
 
 setup:
 	scripts/setup.sh
@@ -33,3 +33,19 @@ DOC_TARGETS = MobileNet MobileNetKernels MobileNetOneDNN MobileNetModel MobileNe
 
 docs: setup
 	swift package --scratch-path .build-docs --disable-sandbox generate-documentation $(addprefix --target ,$(DOC_TARGETS)) --enable-experimental-combined-documentation
+
+# Coverage-guided fuzzing with libFuzzer and AddressSanitizer: `make fuzz TARGET=image SECONDS=300`
+# (targets: image, keras-archive, model-file, store, weight-payload). New interesting inputs are
+# kept in Tests/Fixtures/fuzz-corpus/$(TARGET), which `make test` replays; a crasher is written
+# to .fuzz-artifacts/.
+TARGET ?= image
+SECONDS ?= 60
+FUZZ_BIN = .build-fuzz/release/mobilenet-fuzz
+
+fuzz-build: setup
+	swift build -c release --product mobilenet-fuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xswiftc -use-ld=lld
+
+fuzz: fuzz-build
+	mkdir -p .fuzz-artifacts
+	SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 $(FUZZ_BIN) $(TARGET) -max_total_time=$(SECONDS) -rss_limit_mb=4096 -timeout=20 \
+		-artifact_prefix=.fuzz-artifacts/ Tests/Fixtures/fuzz-corpus/$(TARGET)

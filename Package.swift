@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .library(name: "MobileNet", targets: ["MobileNet"]),
         .executable(name: "mobilenet", targets: ["MobileNetCLI"]),
+        .executable(name: "mobilenet-fuzz", targets: ["MobileNetFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -86,10 +87,14 @@ let package = Package(
         ),
         // A runnable tour of the library API on the shared data (`make tour`).
         .executableTarget(name: "LibraryTour", dependencies: ["MobileNet"], path: "Examples/LibraryTour"),
+        // Coverage-guided fuzzing (libFuzzer): the targets, and a driver that replays a corpus in
+        // normal builds and fuzzes when built with -sanitize=fuzzer -DFUZZING (`make fuzz`).
+        .target(name: "MobileNetFuzzTargets", dependencies: ["MobileNet"]),
+        .executableTarget(name: "MobileNetFuzz", dependencies: ["MobileNetFuzzTargets"]),
         .target(name: "MobileNetTestSupport", dependencies: ["MobileNet"], path: "Tests/MobileNetTestSupport"),
         .testTarget(name: "MobileNetKernelsTests", dependencies: ["MobileNetKernels", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetModelTests", dependencies: ["MobileNet", "MobileNetModel", "MobileNetTestSupport"]),
-        .testTarget(name: "MobileNetIOTests", dependencies: ["MobileNet", "MobileNetTestSupport"]),
+        .testTarget(name: "MobileNetIOTests", dependencies: ["MobileNet", "MobileNetFuzzTargets", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetStoreTests", dependencies: ["MobileNetStore", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetTransferTests", dependencies: ["MobileNet", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetSearchTests", dependencies: ["MobileNetSearch", "MobileNetTestSupport"]),

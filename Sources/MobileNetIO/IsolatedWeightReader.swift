@@ -197,3 +197,11 @@ enum WeightPayload {
         return .success((KerasWeightSet(source: source, layers: layers), format))
     }
 }
+
+extension KerasWeightFile {
+    /// Decodes bytes as the reader child's answer (for the fuzzing target): nil when they are
+    /// not a complete answer.
+    public static func decodePayloadForFuzzing(_ data: Data) -> Bool? {
+        WeightPayload.decode(data).map { if case .success = $0 { true } else { false } }
+    }
+}

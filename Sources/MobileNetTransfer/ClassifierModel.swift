@@ -110,6 +110,17 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
         guard !isDirectory.boolValue else { throw .unreadable(path: url.path, message: "it is a directory") }
         let data: Data
         do { data = try Data(contentsOf: url) } catch { throw .unreadable(path: url.path, message: error.localizedDescription) }
+        return try decode(data, path: url.path)
+    }
+
+    /// Decodes a model file's bytes (see ``read(contentsOf:)``).
+    ///
+    /// - Parameters:
+    ///   - data: the JSON bytes.
+    ///   - path: the file, for messages.
+    /// - Throws: ``ClassifierModelError`` naming `path`.
+    public static func decode(_ data: Data, path: String) throws(ClassifierModelError) -> ClassifierModel {
+        let url = URL(fileURLWithPath: path)
         guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
             throw .invalid(path: url.path, message: "not valid JSON, or not a JSON object")
         }

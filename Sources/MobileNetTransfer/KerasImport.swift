@@ -98,8 +98,14 @@ public struct KerasTransferModel: Sendable {
     }
 
     /// The head's Dense layers must be the config's: the same units, `relu` between them and
-    /// `softmax` at the end (what this head computes).
-    static func checkHead(config: Any, dense: [DenseLayer], path: String) throws(KerasImportError) {
+    /// `softmax` at the end (what this head computes), and the pooling must be average pooling.
+    ///
+    /// - Parameters:
+    ///   - config: the parsed `config.json`.
+    ///   - dense: the head's Dense layers read from the weights, in order.
+    ///   - path: the file, for messages.
+    /// - Throws: ``KerasImportError`` naming the layer that disagrees.
+    public static func checkHead(config: Any, dense: [DenseLayer], path: String) throws(KerasImportError) {
         // The embedding is global average pooling; a model that pools otherwise computes
         // something else.
         func classNames(_ value: Any) -> [String] {
@@ -135,7 +141,7 @@ public struct KerasTransferModel: Sendable {
 
     /// The input height and width recorded in a `.keras` archive's `config.json` (the first
     /// `batch_shape` `[null, H, W, 3]`), or nil.
-    static func inputShape(in config: Any) -> (height: Int, width: Int)? {
+    public static func inputShape(in config: Any) -> (height: Int, width: Int)? {
         func search(_ value: Any) -> [Any]? {
             if let dict = value as? [String: Any] {
                 if let shape = dict["batch_shape"] as? [Any], shape.count == 4 { return shape }

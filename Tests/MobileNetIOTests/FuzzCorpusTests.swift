@@ -1,0 +1,41 @@
+import Foundation
+import MobileNet
+import MobileNetFuzzTargets
+import MobileNetTestSupport
+import Testing
+
+/// The committed libFuzzer corpus (`Tests/Fixtures/fuzz-corpus/<target>/`: seeds from
+/// `scripts/fixtures/make_fuzz_seeds.py` and inputs kept by `make fuzz`) replayed through the
+/// same targets the fuzzer runs: none may crash.
+@Suite("libFuzzer corpus replay")
+struct FuzzCorpusTests {
+    static let root = TestData.fixtures.appendingPathComponent("fuzz-corpus")
+
+    static func inputs(_ target: FuzzTarget) throws -> [Data] {
+        let directory = root.appendingPathComponent(target.rawValue)
+        return try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted().compactMap {
+            FileManager.default.contents(atPath: directory.appendingPathComponent($0).path)
+        }
+    }
+
+    @Test("every corpus input of every target runs without a crash", arguments: FuzzTarget.allCases)
+    func replay(target: FuzzTarget) throws {
+        let inputs = try Self.inputs(target)
+        #expect(!inputs.isEmpty, "no corpus for \(target.rawValue)")
+        for data in inputs { target.run(data) }
+        print("fuzz corpus \(target.rawValue): \(inputs.count) inputs")
+    }
+
+    @Test("the seeds reach deep: they are valid inputs of each parser")
+    func seedsAreValid() throws {
+        let seeds = Self.root
+        let model = try ClassifierModel.read(contentsOf: seeds.appendingPathComponent("model-file/small.json"))
+        #expect(model.classNames == ["a", "b"])
+        let archive = try Data(contentsOf: seeds.appendingPathComponent("keras-archive/deflated.keras"))
+        #expect(try KerasArchive.member("config.json", in: archive, source: "seed", limit: 1 << 20) != nil)
+        let store = try EmbeddingStore(url: seeds.appendingPathComponent("store/small.db"), readOnly: true)
+        #expect(try store.count() == 1)
+        #expect(KerasWeightFile.decodePayloadForFuzzing(try Data(contentsOf: seeds.appendingPathComponent("weight-payload/ok.bin"))) == true)
+        #expect(KerasWeightFile.decodePayloadForFuzzing(try Data(contentsOf: seeds.appendingPathComponent("weight-payload/error.bin"))) == false)
+    }
+}

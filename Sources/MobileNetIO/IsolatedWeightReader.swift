@@ -166,9 +166,15 @@ enum WeightPayload {
             offset += 8
             return UInt64(littleEndian: v)
         }
+        // A count read from the bytes, at most `bound`.
         func count(_ bound: Int) -> Int? { integer().flatMap { $0 <= UInt64(bound) ? Int($0) : nil } }
+        // A count of items of `size` bytes that must still fit in the bytes left after it.
+        func fitting(_ size: Int) -> Int? {
+            guard let n = integer() else { return nil }
+            return n <= UInt64((data.endIndex - offset) / size) ? Int(n) : nil
+        }
         func string() -> String? {
-            guard let n = count(data.endIndex - offset) else { return nil }
+            guard let n = fitting(1) else { return nil }
             defer { offset += n }
             return String(decoding: data[offset..<offset + n], as: UTF8.self)
         }
@@ -185,7 +191,7 @@ enum WeightPayload {
                 guard let arrayName = string(), let rank = count(64) else { return nil }
                 var shape: [Int] = []
                 for _ in 0..<rank { guard let d = count(Int(Int32.max)) else { return nil }; shape.append(d) }
-                guard let n = count((data.endIndex - offset) / 4), shape.reduce(1, { $0.multipliedReportingOverflow(by: $1).partialValue }) == n else { return nil }
+                guard let n = fitting(4), shape.reduce(1, { $0.multipliedReportingOverflow(by: $1).partialValue }) == n else { return nil }
                 var values = [Float](repeating: 0, count: n)
                 values.withUnsafeMutableBytes { $0.copyBytes(from: data[offset..<offset + n * 4]) }
                 offset += n * 4

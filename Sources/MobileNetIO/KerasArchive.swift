@@ -32,24 +32,6 @@ public enum KerasArchive {
         return try member(name, of: archive, path: url.path, limit: limit)
     }
 
-    /// The bytes of member `name` of an archive held in memory (see ``member(_:of:limit:)``).
-    ///
-    /// - Parameters:
-    ///   - name: the member's path in the archive.
-    ///   - data: the archive's bytes.
-    ///   - source: what to name in errors.
-    ///   - limit: the most bytes the member may inflate to.
-    /// - Throws: as ``member(_:of:limit:)``.
-    public static func member(_ name: String, in data: Data, source: String, limit: Int64) throws(WeightFileError) -> Data? {
-        let archive: Archive
-        do {
-            archive = try Archive(data: data, accessMode: .read)
-        } catch {
-            throw .corruptArchive(path: source, reason: "not a readable ZIP archive")
-        }
-        return try member(name, of: archive, path: source, limit: limit)
-    }
-
     static func member(_ name: String, of archive: Archive, path: String, limit: Int64) throws(WeightFileError) -> Data? {
         let url = URL(fileURLWithPath: path)
         guard let entry = archive[name] else { return nil }

@@ -31,8 +31,7 @@ struct FuzzCorpusTests {
         let seeds = Self.root
         let model = try ClassifierModel.read(contentsOf: seeds.appendingPathComponent("model-file/small.json"))
         #expect(model.classNames == ["a", "b"])
-        let archive = try Data(contentsOf: seeds.appendingPathComponent("keras-archive/deflated.keras"))
-        #expect(try KerasArchive.member("config.json", in: archive, source: "seed", limit: 1 << 20) != nil)
+        #expect(try KerasArchive.member("config.json", of: seeds.appendingPathComponent("keras-archive/deflated.keras"), limit: 1 << 20) != nil)
         let store = try EmbeddingStore(url: seeds.appendingPathComponent("store/small.db"), readOnly: true)
         #expect(try store.count() == 1)
         #expect(KerasWeightFile.decodePayloadForFuzzing(try Data(contentsOf: seeds.appendingPathComponent("weight-payload/ok.bin"))) == true)

@@ -44,6 +44,24 @@ extension KerasWeightFile {
         case .regular: break
         case let other: throw .unreadable(path: path, reason: other.description)
         }
+        let output = try runInChild(path: path, timeout: timeout) {
+            do throws(WeightFileError) {
+                return WeightPayload.encode(try readInProcess(url))
+            } catch {
+                return WeightPayload.encode(error)
+            }
+        }
+        switch WeightPayload.decode(output) {
+        case .some(.success(let result)): return result
+        case .some(.failure(let error)): throw error
+        case nil: throw .parserCrashed(path: path, reason: "the reader process ended without a result (out of memory?)")
+        }
+    }
+
+    /// Runs `body` in a forked child process (address space limited to this process's plus
+    /// ``childAddressSpaceAllowance``, killed after `timeout` seconds) and returns the bytes it
+    /// produced. A crash or timeout is ``WeightFileError/parserCrashed(path:reason:)`` naming `path`.
+    static func runInChild(path: String, timeout: Double, _ body: () -> Data) throws(WeightFileError) -> Data {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw .unreadable(path: path, reason: "cannot create a pipe: \(String(cString: strerror(errno)))") }
         // No other thread may be inside libhdf5 at the fork: the child inherits its state.
@@ -56,12 +74,7 @@ extension KerasWeightFile {
             hdf5Lock.unlock()
             close(fds[0])
             if addressSpace > 0 { _ = mn_limit_address_space(addressSpace + childAddressSpaceAllowance) }
-            let payload: Data
-            do {
-                payload = WeightPayload.encode(try readInProcess(url))
-            } catch {
-                payload = WeightPayload.encode(error)
-            }
+            let payload = body()
             payload.withUnsafeBytes { raw in
                 var offset = 0
                 while offset < raw.count {
@@ -88,13 +101,9 @@ extension KerasWeightFile {
         let signal = status & 0x7f
         if signal != 0 {
             let name = signal == SIGSEGV ? "a segmentation fault" : signal == SIGABRT ? "an abort" : signal == SIGBUS ? "a bus error" : "signal \(signal)"
-            throw .parserCrashed(path: path, reason: "the HDF5 library crashed (\(name)) on this file")
+            throw .parserCrashed(path: path, reason: "the HDF5 library or the archive reader crashed (\(name)) on this file")
         }
-        switch WeightPayload.decode(output) {
-        case .some(.success(let result)): return result
-        case .some(.failure(let error)): throw error
-        case nil: throw .parserCrashed(path: path, reason: "the reader process ended without a result (exit status \((status >> 8) & 0xff); out of memory?)")
-        }
+        return output
     }
 
     /// The process's virtual memory size in bytes (`/proc/self/statm`), 0 if unknown.
@@ -191,7 +200,13 @@ enum WeightPayload {
                 guard let arrayName = string(), let rank = count(64) else { return nil }
                 var shape: [Int] = []
                 for _ in 0..<rank { guard let d = count(Int(Int32.max)) else { return nil }; shape.append(d) }
-                guard let n = fitting(4), shape.reduce(1, { $0.multipliedReportingOverflow(by: $1).partialValue }) == n else { return nil }
+                var product = 1
+                for d in shape {
+                    let (p, overflow) = product.multipliedReportingOverflow(by: d)
+                    guard !overflow else { return nil }
+                    product = p
+                }
+                guard let n = fitting(4), product == n else { return nil }
                 var values = [Float](repeating: 0, count: n)
                 values.withUnsafeMutableBytes { $0.copyBytes(from: data[offset..<offset + n * 4]) }
                 offset += n * 4

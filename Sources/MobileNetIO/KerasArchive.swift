@@ -23,6 +23,29 @@ public enum KerasArchive {
     ///   whose declared or actual size exceeds `limit`, a CRC-32 mismatch (damaged bytes), or a
     ///   member that cannot be inflated.
     public static func member(_ name: String, of url: URL, limit: Int64) throws(WeightFileError) -> Data? {
+        // ZIPFoundation loops forever on an entry whose compressed data runs past the end of the
+        // file (found by fuzzing): members are read in a child process with a time limit.
+        let output = try KerasWeightFile.runInChild(path: url.path, timeout: 10) {
+            do throws(WeightFileError) {
+                guard let data = try memberInProcess(name, of: url, limit: limit) else { return Data([2]) }
+                return Data([0]) + data
+            } catch {
+                return Data([1]) + ((try? JSONEncoder().encode(error)) ?? Data())
+            }
+        }
+        switch output.first {
+        case 0: return output.dropFirst()
+        case 2: return nil
+        case 1:
+            if let error = try? JSONDecoder().decode(WeightFileError.self, from: output.dropFirst()) { throw error }
+            fallthrough
+        default:
+            throw .parserCrashed(path: url.path, reason: "the archive reader ended without a result")
+        }
+    }
+
+    /// ``member(_:of:limit:)`` in this process (inside the weight reader's child).
+    static func memberInProcess(_ name: String, of url: URL, limit: Int64) throws(WeightFileError) -> Data? {
         let archive: Archive
         do {
             archive = try Archive(url: url, accessMode: .read)

@@ -115,7 +115,8 @@ public enum KerasWeightFile {
     }
 
     static func archiveWeights(url: URL) throws(WeightFileError) -> Data {
-        guard let data = try KerasArchive.member("model.weights.h5", of: url, limit: KerasArchive.maximumWeightsBytes) else {
+        // Already inside the reader's child process (see readInChild).
+        guard let data = try KerasArchive.memberInProcess("model.weights.h5", of: url, limit: KerasArchive.maximumWeightsBytes) else {
             throw .corruptArchive(path: url.path, reason: "it has no model.weights.h5 member")
         }
         return data

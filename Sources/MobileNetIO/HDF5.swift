@@ -208,14 +208,4 @@ final class HDF5Group: @unchecked Sendable {
         guard rank >= 0 else { return nil }
         return dims.prefix(Int(rank)).map { Int($0) }
     }
-
-    /// Reads dataset `name` converted to `Float`, or `nil` when it cannot be read (for example
-    /// a truncated file whose data lies past the end).
-    func readFloats(_ name: String, count: Int) -> [Float]? {
-        hdf5Lock.lock()
-        defer { hdf5Lock.unlock() }
-        var values = [Float](repeating: 0, count: count)
-        let status = values.withUnsafeMutableBufferPointer { mn_h5_dataset_read_float(id, name, $0.baseAddress, count) }
-        return status == 0 ? values : nil
-    }
 }

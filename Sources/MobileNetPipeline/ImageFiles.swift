@@ -121,9 +121,12 @@ public struct ImageFileList: Sendable {
 
     /// Whether a file found in a directory should be processed: an image extension, or bytes
     /// that start like an image (a PNG named `.JPEG`, a JPEG without extension).
-    public static func looksLikeImage(_ url: URL) -> Bool {
+    ///
+    /// - Parameter unreadable: the answer for a file that cannot be opened (true: process it, so
+    ///   its error is reported; false: skip it).
+    public static func looksLikeImage(_ url: URL, unreadable: Bool = true) -> Bool {
         if imageFileExtensions.contains(url.pathExtension.lowercased()) { return true }
-        guard let handle = try? FileHandle(forReadingFrom: url) else { return true }
+        guard let handle = try? FileHandle(forReadingFrom: url) else { return unreadable }
         defer { try? handle.close() }
         let head = (try? handle.read(upToCount: 16)) ?? Data()
         return ImageFormat.detect(head) != nil

@@ -63,7 +63,7 @@ public struct ImageFolder: Sendable {
     public var warnings: [String]
 
     /// File extensions treated as images (Keras: bmp, gif, jpeg, jpg, png).
-    public static let imageExtensions: Set<String> = ["jpg", "jpeg", "jpe", "png", "gif", "bmp", "webp", "tif", "tiff"]
+    public static let imageExtensions: Set<String> = imageFileExtensions
 
     /// Reads the folder structure (no image is decoded here).
     ///
@@ -117,11 +117,7 @@ public struct ImageFolder: Sendable {
     /// Whether a file should be treated as an image: an image extension, or bytes that start like
     /// a JPEG or PNG. A file with an image extension that fails to decode is reported later, not skipped.
     public static func looksLikeImage(_ url: URL) -> Bool {
-        if imageExtensions.contains(url.pathExtension.lowercased()) { return true }
-        guard let handle = try? FileHandle(forReadingFrom: url) else { return false }
-        defer { try? handle.close() }
-        let head = (try? handle.read(upToCount: 16)) ?? Data()
-        return ImageFormat.detect(head) != nil
+        ImageFileList.looksLikeImage(url, unreadable: false)
     }
 
     /// Number of images per class, in class order.

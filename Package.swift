@@ -12,7 +12,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
         // `swift package generate-documentation` (the DocC catalog in Sources/MobileNet/MobileNet.docc).
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
@@ -46,9 +45,15 @@ let package = Package(
         .target(
             name: "MobileNetIO",
             dependencies: [
-                "MobileNetModel", "CMobileNetShims",
-                .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+                "MobileNetModel", "CMobileNetShims", "CZip",
             ]
+        ),
+        // libzip (Debian libzip-dev), found through pkg-config: the ZIP container of .keras files.
+        .systemLibrary(
+            name: "CZip",
+            path: "Sources/CZip",
+            pkgConfig: "libzip",
+            providers: [.apt(["libzip-dev"])]
         ),
         // SQLite 3 (Debian libsqlite3-dev), found through pkg-config.
         .systemLibrary(
@@ -67,8 +72,7 @@ let package = Package(
         // evaluation, the model file, Keras import and export, the training workflow.
         .target(
             name: "MobileNetTransfer",
-            dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "CMobileNetShims",
-                           .product(name: "ZIPFoundation", package: "ZIPFoundation")]
+            dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "CMobileNetShims"]
         ),
         // OpenBLAS (Debian libopenblas-dev), found through pkg-config: similarity search.
         .systemLibrary(

@@ -110,7 +110,7 @@ struct Classify: AsyncParsableCommand {
         progress.finish()
         if let embeddings {
             do {
-                try Embed.writeNPY(names: embeddingNames, rows: embeddingRows, width: network.embeddingWidth, to: URL(fileURLWithPath: embeddings), overwrite: overwrite)
+                try EmbeddingFiles.writeNPY(names: embeddingNames, rows: embeddingRows, width: network.embeddingWidth, to: URL(fileURLWithPath: embeddings), overwrite: overwrite)
                 printError("wrote \(counted(embeddingRows.count, "embedding")) of \(network.embeddingWidth) values to \(embeddings)")
             } catch {
                 printError("error: \(errorMessage(error))")

@@ -120,7 +120,7 @@ struct Embed: AsyncParsableCommand {
     func write(format: Format, names: [String], rows: [[Float]], width: Int, to url: URL) throws {
         switch format {
         case .npy:
-            try Self.writeNPY(names: names, rows: rows, width: width, to: url, overwrite: overwrite)
+            try EmbeddingFiles.writeNPY(names: names, rows: rows, width: width, to: url, overwrite: overwrite)
         case .csv:
             var text = "file," + (0..<width).map { "e\($0)" }.joined(separator: ",") + "\n"
             for (name, row) in zip(names, rows) {
@@ -130,27 +130,6 @@ struct Embed: AsyncParsableCommand {
         case .jsonl:
             let lines = try zip(names, rows).map { try Self.jsonLine(file: $0, row: $1) }
             try AtomicFile.write(Data(lines.map { $0 + "\n" }.joined().utf8), to: url, overwrite: overwrite)
-        }
-    }
-
-    /// float32 `[N, width]` (an empty result keeps its width: `(0, width)`), with the names in
-    /// `<url>.files.txt`.
-    static func writeNPY(names: [String], rows: [[Float]], width: Int, to url: URL, overwrite: Bool) throws {
-        let tensor = Tensor(shape: [rows.count, width], scalars: rows.flatMap { $0 })
-        let namesURL = URL(fileURLWithPath: url.path + ".files.txt")
-        // A name with a line break would shift every later row: refuse it (the .csv and JSON
-        // lines formats quote such names).
-        if let bad = names.first(where: { $0.contains(where: \.isNewline) }) {
-            throw AtomicFileError.io(path: namesURL.path, reason: "the file name \(bad.debugDescription) contains a line break; use --format csv or jsonl")
-        }
-        if !overwrite, FileKind(path: namesURL.path) != .missing { throw AtomicFileError.exists(path: namesURL.path) }
-        try AtomicFile.write(NPY.encode(tensor), to: url, overwrite: overwrite)
-        do {
-            try AtomicFile.write(Data((names.joined(separator: "\n") + (names.isEmpty ? "" : "\n")).utf8), to: namesURL, overwrite: overwrite)
-        } catch {
-            // Without --overwrite the .npy just written is ours: never leave it without its names.
-            if !overwrite { try? FileManager.default.removeItem(at: url) }
-            throw error
         }
     }
 

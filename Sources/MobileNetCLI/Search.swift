@@ -138,10 +138,10 @@ struct Index: AsyncParsableCommand {
                 let preprocessing = PreprocessingIdentity(image.configuration(), height: backbone.inputHeight, width: backbone.inputWidth)
                 let (search, _) = try index.searchIndex(preprocessing: preprocessing)
                 let rows = (0..<search.count).flatMap { search.vector(at: $0) }
-                try AtomicFile.write(NPY.encode(Tensor(shape: [search.count, search.dimension], scalars: rows)), to: URL(fileURLWithPath: output), overwrite: overwrite)
                 struct Sidecar: Encodable { let backbone: String?; let paths: [String] }
-                try AtomicFile.write(Data(try jsonText(Sidecar(backbone: try index.backbone()?.key, paths: search.identifiers)).utf8),
-                                     to: URL(fileURLWithPath: sidecar), overwrite: overwrite)
+                let matrix = NPY.encode(Tensor(shape: [search.count, search.dimension], scalars: rows))
+                let names = Data(try jsonText(Sidecar(backbone: backbone.key, paths: search.identifiers)).utf8)
+                try AtomicFile.writeGroup([(matrix, URL(fileURLWithPath: output)), (names, URL(fileURLWithPath: sidecar))], overwrite: overwrite)
                 printError("export: \(search.count) vectors of \(search.dimension) values to \(output) and \(sidecar)")
             } catch {
                 printError("error: \(error)")

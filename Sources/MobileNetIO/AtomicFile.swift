@@ -37,6 +37,78 @@ public enum AtomicFile {
     ///     the destination, checked atomically when the file is put in place.
     /// - Throws: ``AtomicFileError``; the destination is then untouched.
     public static func write(_ data: Data, to url: URL, overwrite: Bool = true) throws(AtomicFileError) {
+        try writeGroup([(data, url)], overwrite: overwrite)
+    }
+
+    /// Writes a file and the side files that describe it (`x.npy` and `x.npy.files.txt`, an
+    /// export and its `.json`) so that they can never be out of step: every file is written and
+    /// flushed to a temporary first; then the side files already at their destinations are
+    /// removed, the first file is moved into place, and the side files after it. A reader, or a
+    /// run killed at any instant, sees the old group, the new group, or the new first file with
+    /// a side file missing — never a first file paired with a side file of another write.
+    ///
+    /// - Parameters:
+    ///   - files: the first file, then its side files, each with its complete contents. A
+    ///     destination that is a stream (`/dev/stdout`) or a FIFO is only allowed as the only
+    ///     file of a group.
+    ///   - overwrite: replace existing regular files; `false` refuses anything at any of the
+    ///     destinations, checked atomically when each file is put in place (a file put in place
+    ///     before the refusal is removed again).
+    /// - Throws: ``AtomicFileError``; destinations are then as they were, except that with
+    ///   `overwrite` a side file may already have been removed when moving the first file in fails.
+    public static func writeGroup(_ files: [(data: Data, url: URL)], overwrite: Bool) throws(AtomicFileError) {
+        var staged: [Staged] = []
+        defer { for file in staged where !file.placed { unlink(file.temporary) } }
+        for (data, url) in files {
+            guard let file = try stage(data, to: url, overwrite: overwrite, alone: files.count == 1) else { return }
+            staged.append(file)
+        }
+        if overwrite {
+            for index in staged.indices.dropFirst() {
+                guard unlink(staged[index].destination) == 0 || errno == ENOENT else {
+                    throw .io(path: staged[index].destination, reason: String(cString: strerror(errno)))
+                }
+            }
+            for index in staged.indices {
+                beforePlacing?(staged[index].destination)
+                guard rename(staged[index].temporary, staged[index].destination) == 0 else {
+                    throw .io(path: staged[index].destination, reason: String(cString: strerror(errno)))
+                }
+                staged[index].placed = true
+            }
+        } else {
+            for index in staged.indices {
+                beforePlacing?(staged[index].destination)
+                guard link(staged[index].temporary, staged[index].destination) == 0 else {
+                    let failure: AtomicFileError = errno == EEXIST
+                        ? .exists(path: staged[index].destination)
+                        : .io(path: staged[index].destination, reason: String(cString: strerror(errno)))
+                    // What this call linked into place is removed again: nothing half-written stays.
+                    for earlier in staged[..<index] { unlink(earlier.destination) }
+                    throw failure
+                }
+            }
+            for index in staged.indices {
+                unlink(staged[index].temporary)
+                staged[index].placed = true
+            }
+        }
+    }
+
+    /// Tests observe the destinations between the steps of a group write (as a killed process
+    /// would leave them) through this hook, called before each file is moved into place.
+    @_spi(Testing) nonisolated(unsafe) public static var beforePlacing: ((String) -> Void)?
+
+    /// A file written to its temporary, ready to be moved to `destination`.
+    private struct Staged {
+        var temporary: String
+        var destination: String
+        var placed = false
+    }
+
+    /// Writes `data` next to `url` in a flushed temporary file; or, for a stream or FIFO target
+    /// (only when `alone`), writes it through and returns nil.
+    private static func stage(_ data: Data, to url: URL, overwrite: Bool, alone: Bool) throws(AtomicFileError) -> Staged? {
         var path = url.path
         var info = stat()
         let exists = lstat(path, &info) == 0
@@ -44,8 +116,9 @@ public enum AtomicFile {
         // /dev/stdout, /dev/fd/N, /proc/self/fd/N: a stream, whatever is behind it (a pipe, a
         // terminal, a file the shell redirected to): written through, never renamed over.
         if isStreamPath(path) {
+            guard alone else { throw .io(path: path, reason: "a stream cannot be written together with side files") }
             try writeThrough(data, path: path)
-            return
+            return nil
         }
         // A symbolic link is kept: its target is what gets written (or replaced).
         if exists, (info.st_mode & S_IFMT) == S_IFLNK, let resolved = realpath(path, nil) {
@@ -56,8 +129,9 @@ public enum AtomicFile {
         switch FileKind(path: path) {
         case .fifo, .device, .socket:
             guard overwrite else { throw .exists(path: path) }
+            guard alone else { throw .io(path: path, reason: "it is not a regular file, and side files cannot be written beside it") }
             try writeThrough(data, path: path)
-            return
+            return nil
         case .directory:
             throw .io(path: path, reason: "it is a directory")
         default:
@@ -69,31 +143,21 @@ public enum AtomicFile {
         var template = Array("\(folder)/\(prefix)\(getpid())-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard fd >= 0 else { throw .io(path: path, reason: String(cString: strerror(errno))) }
-        let temporary = String(cString: template)
-        var moved = false
-        defer { if !moved { unlink(temporary) } }
+        let temporary = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
         do throws(AtomicFileError) {
             try writeAll(data, fd: fd, path: path)
             guard fsync(fd) == 0 else { throw AtomicFileError.io(path: path, reason: String(cString: strerror(errno))) }
             close(fd)
         } catch {
             close(fd)
+            unlink(temporary)
             throw error
         }
         // mkstemp makes the file 0600; give it the usual mode for new files.
         let mask = umask(0)
         umask(mask)
         chmod(temporary, 0o666 & ~mask)
-        if overwrite {
-            guard rename(temporary, path) == 0 else { throw .io(path: path, reason: String(cString: strerror(errno))) }
-        } else {
-            guard link(temporary, path) == 0 else {
-                if errno == EEXIST { throw .exists(path: path) }
-                throw .io(path: path, reason: String(cString: strerror(errno)))
-            }
-        }
-        moved = overwrite
-        if !overwrite { unlink(temporary); moved = true }
+        return Staged(temporary: temporary, destination: path)
     }
 
     /// Whether `path` names a stream of this process rather than a file: `/dev/...`, `/proc/...`.

@@ -1,5 +1,4 @@
 import Foundation
-import ZIPFoundation
 
 /// Reading members of a Keras 3 `.keras` archive (a ZIP file) safely: each member's CRC-32 is
 /// checked against the archive's central directory, and a member may not inflate beyond a
@@ -18,14 +17,20 @@ public enum KerasArchive {
     ///   - name: the member's path in the archive, such as `model.weights.h5`.
     ///   - url: the `.keras` file.
     ///   - limit: the most bytes the member may inflate to.
+    ///   - isolation: where the ZIP parser runs: by default in a child process killed after 10
+    ///     seconds, so that a parser trap or hang on a damaged archive becomes an error naming
+    ///     the file; ``WeightFileIsolation/inProcess`` for trusted files (and for fuzzing, where
+    ///     a trap or hang is the finding).
     /// - Returns: the member's bytes, or nil when the archive has no such member.
     /// - Throws: ``WeightFileError/corruptArchive(path:reason:)``: not a ZIP archive, a member
-    ///   whose declared or actual size exceeds `limit`, a CRC-32 mismatch (damaged bytes), or a
-    ///   member that cannot be inflated.
-    public static func member(_ name: String, of url: URL, limit: Int64) throws(WeightFileError) -> Data? {
-        // ZIPFoundation loops forever on an entry whose compressed data runs past the end of the
-        // file (found by fuzzing): members are read in a child process with a time limit.
-        let output = try KerasWeightFile.runInChild(path: url.path, timeout: 10) {
+    ///   whose declared or actual size exceeds `limit` or the file, a CRC-32 mismatch (damaged
+    ///   bytes), or a member that cannot be inflated; ``WeightFileError/parserCrashed(path:reason:)``
+    ///   when the isolated parser died or ran out of time.
+    public static func member(_ name: String, of url: URL, limit: Int64, isolation: WeightFileIsolation = .childProcess(timeout: 10)) throws(WeightFileError) -> Data? {
+        guard case .childProcess(let timeout) = isolation else { return try memberInProcess(name, of: url, limit: limit) }
+        // Defence in depth: libzip is fuzzed by OSS-Fuzz, but it is C parsing a file from the
+        // internet, so by default it runs in a child process with a time limit.
+        let output = try KerasWeightFile.runInChild(path: url.path, timeout: timeout) {
             do throws(WeightFileError) {
                 guard let data = try memberInProcess(name, of: url, limit: limit) else { return Data([2]) }
                 return Data([0]) + data
@@ -44,43 +49,14 @@ public enum KerasArchive {
         }
     }
 
-    /// ``member(_:of:limit:)`` in this process (inside the weight reader's child).
+    /// ``member(_:of:limit:isolation:)`` in this process (inside the weight reader's child).
     static func memberInProcess(_ name: String, of url: URL, limit: Int64) throws(WeightFileError) -> Data? {
-        let archive: Archive
         do {
-            archive = try Archive(url: url, accessMode: .read)
+            return try ZipArchive(contentsOf: url).read(name, limit: limit)
+        } catch where error.isChecksumMismatch {
+            throw .corruptArchive(path: url.path, reason: "\(name) is damaged: its CRC-32 does not match the archive's record")
         } catch {
-            throw .corruptArchive(path: url.path, reason: "not a readable ZIP archive")
+            throw .corruptArchive(path: url.path, reason: error.reason)
         }
-        return try member(name, of: archive, path: url.path, limit: limit)
-    }
-
-    static func member(_ name: String, of archive: Archive, path: String, limit: Int64) throws(WeightFileError) -> Data? {
-        let url = URL(fileURLWithPath: path)
-        guard let entry = archive[name] else { return nil }
-        guard entry.uncompressedSize <= limit else {
-            throw .corruptArchive(path: url.path, reason: "\(name) declares \(entry.uncompressedSize) bytes, more than the \(limit >> 20) MiB such a member may have")
-        }
-        struct TooLarge: Error {}
-        var data = Data()
-        data.reserveCapacity(Int(max(0, entry.uncompressedSize)))
-        let checksum: CRC32
-        do {
-            checksum = try archive.extract(entry, skipCRC32: false) { chunk in
-                guard Int64(data.count + chunk.count) <= limit else { throw TooLarge() }
-                data.append(chunk)
-            }
-        } catch is TooLarge {
-            throw .corruptArchive(path: url.path, reason: "\(name) inflates to more than the \(limit >> 20) MiB such a member may have")
-        } catch {
-            throw .corruptArchive(path: url.path, reason: "\(name) cannot be extracted (\(error))")
-        }
-        guard checksum == entry.checksum else {
-            throw .corruptArchive(path: url.path, reason: String(format: "%@ is damaged: its CRC-32 is %08x, the archive records %08x", name, checksum, entry.checksum))
-        }
-        guard Int64(data.count) == entry.uncompressedSize else {
-            throw .corruptArchive(path: url.path, reason: "\(name) has \(data.count) bytes, the archive records \(entry.uncompressedSize)")
-        }
-        return data
     }
 }

@@ -1,6 +1,5 @@
 import Foundation
 import MobileNetModel
-import ZIPFoundation
 
 /// A weight file that cannot be read. Every case names the file; ``description`` is the
 /// sentence shown to users.

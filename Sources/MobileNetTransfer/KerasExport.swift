@@ -2,7 +2,6 @@ import Foundation
 import MobileNetPipeline
 import MobileNetIO
 import MobileNetModel
-import ZIPFoundation
 
 /// Errors exporting a classifier as a Keras `.keras` file. Each names the file.
 public enum KerasExportError: Error, Equatable, CustomStringConvertible {
@@ -239,17 +238,13 @@ public struct KerasTransferExport: Sendable {
             throw .writeFailed(path: path, message: error.description)
         }
         do {
-            let archive = try Archive(url: archiveURL, accessMode: .create)
-            for (name, text) in [("metadata.json", metadataJSON(date: date)), ("config.json", config.rendered)] {
-                let data = Data(text.utf8)
-                try archive.addEntry(with: name, type: .file, uncompressedSize: Int64(data.count), modificationDate: date,
-                                     compressionMethod: .none) { position, size in
-                    data.subdata(in: Int(position)..<(Int(position) + size))
-                }
-            }
-            try archive.addEntry(with: "model.weights.h5", fileURL: weightsURL, compressionMethod: .none)
+            try ZipArchive.write([
+                ("metadata.json", .data(Data(metadataJSON(date: date).utf8)), false),
+                ("config.json", .data(Data(config.rendered.utf8)), false),
+                ("model.weights.h5", .file(weightsURL), false),
+            ], to: archiveURL, modificationDate: date)
         } catch {
-            throw .writeFailed(path: path, message: "ZIP: \(error)")
+            throw .writeFailed(path: path, message: "ZIP: \(error.reason)")
         }
         if overwrite {
             guard rename(archiveURL.path, path) == 0 else {
@@ -296,19 +291,14 @@ public struct KerasTransferExport: Sendable {
     ///
     /// - Throws: ``/MobileNetIO/WeightFileError/corruptArchive(path:reason:)`` naming the file.
     public static func archiveMembers(of url: URL) throws(WeightFileError) -> [(name: String, data: Data, stored: Bool)] {
-        let archive: Archive
-        do { archive = try Archive(url: url, accessMode: .read) } catch {
-            throw .corruptArchive(path: url.path, reason: "not a readable ZIP archive")
-        }
-        var members: [(name: String, data: Data, stored: Bool)] = []
-        for entry in archive {
-            var data = Data()
-            do { _ = try archive.extract(entry, skipCRC32: false) { data.append($0) } } catch {
-                throw .corruptArchive(path: url.path, reason: "\(entry.path) cannot be extracted (\(error))")
+        do {
+            let archive = try ZipArchive(contentsOf: url)
+            return try archive.members.map { member throws(ZipArchiveError) in
+                (member.name, try archive.read(member.name, limit: KerasArchive.maximumWeightsBytes) ?? Data(), !member.isCompressed)
             }
-            members.append((entry.path, data, !entry.isCompressed))
+        } catch {
+            throw .corruptArchive(path: url.path, reason: error.reason)
         }
-        return members
     }
 
     // MARK: Head

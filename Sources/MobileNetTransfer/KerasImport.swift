@@ -2,7 +2,6 @@ import Foundation
 import MobileNetPipeline
 import MobileNetIO
 import MobileNetModel
-import ZIPFoundation
 
 /// Errors importing a Keras transfer model. Each names the file.
 public enum KerasImportError: Error, Equatable, CustomStringConvertible {

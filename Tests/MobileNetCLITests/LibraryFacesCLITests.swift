@@ -116,8 +116,8 @@ struct LibraryInputMessagesTests {
         try FileManager.default.copyItem(atPath: CLI.example, toPath: dir.appendingPathComponent("a/b/x.png").path)
         try Data("note".utf8).write(to: dir.appendingPathComponent("a/b/readme.txt"))
         let previous = FileManager.default.currentDirectoryPath
-        FileManager.default.changeCurrentDirectoryPath(dir.path)
-        defer { FileManager.default.changeCurrentDirectoryPath(previous) }
+        _ = FileManager.default.changeCurrentDirectoryPath(dir.path)
+        defer { _ = FileManager.default.changeCurrentDirectoryPath(previous) }
         let recursive = ImageFileList(["a"], recursive: true)
         #expect(recursive.files.map(\.relativePath) == ["a/b/x.png"])
         #expect(recursive.problems.map(\.kind) == [.notAnImage] && !recursive.problems[0].isError)

@@ -1,5 +1,6 @@
 import Foundation
 import MobileNet
+@_spi(Testing) import MobileNetIO
 import MobileNetTestSupport
 import Testing
 
@@ -108,6 +109,43 @@ struct AtomicFileTests {
         #expect(throws: AtomicFileError.exists(path: dangling.path)) { try AtomicFile.write(Data("x".utf8), to: dangling, overwrite: false) }
         #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: dangling.path)) != nil)
         // No temporary file is left behind.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".tmp-") }.isEmpty)
+    }
+
+    @Test("a matrix and its row names are never out of step: at every step of the write, the list on disk belongs to the matrix on disk")
+    func groupsStayInStep() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let npy = dir.appendingPathComponent("x.npy"), names = EmbeddingFiles.namesURL(for: npy)
+        try EmbeddingFiles.writeNPY(names: ["old.jpg"], rows: [[1, 2]], width: 2, to: npy, overwrite: false)
+        // What a kill at each step would leave: every state seen must pair the matrix with its
+        // own list, or with none (the old code renamed the new matrix in beside the old list).
+        var states: [(rows: Int, names: [String]?)] = []
+        AtomicFile.beforePlacing = { path in
+            guard path.hasPrefix(dir.path) else { return }  // other tests write files meanwhile
+            let rows = (try? NPY.read(contentsOf: npy))?.shape.first ?? -1
+            let list = (try? String(contentsOf: names, encoding: .utf8)).map { $0.split(separator: "\n").map(String.init) }
+            states.append((rows, list))
+        }
+        defer { AtomicFile.beforePlacing = nil }
+        try EmbeddingFiles.writeNPY(names: ["a.jpg", "b.jpg", "c.jpg"], rows: [[1, 2], [3, 4], [5, 6]], width: 2, to: npy, overwrite: true)
+        #expect(states.count == 2)
+        for state in states {
+            if let list = state.names { #expect(list.count == state.rows, "a list of \(list.count) names beside \(state.rows) rows") }
+        }
+        #expect(try NPY.read(contentsOf: npy).shape == [3, 2])
+        #expect(try String(contentsOf: names, encoding: .utf8) == "a.jpg\nb.jpg\nc.jpg\n")
+        // Without overwrite a clash with the side file (appearing after the check at start)
+        // leaves neither file behind: the matrix linked in first is removed again.
+        let other = dir.appendingPathComponent("y.npy")
+        AtomicFile.beforePlacing = { path in
+            if path.hasSuffix("y.npy.files.txt") { FileManager.default.createFile(atPath: path, contents: Data("theirs".utf8)) }
+        }
+        #expect(throws: AtomicFileError.exists(path: EmbeddingFiles.namesURL(for: other).path)) {
+            try EmbeddingFiles.writeNPY(names: ["a.jpg"], rows: [[1, 2]], width: 2, to: other, overwrite: false)
+        }
+        #expect(FileKind(path: other.path) == .missing)
+        #expect(try String(contentsOf: EmbeddingFiles.namesURL(for: other), encoding: .utf8) == "theirs")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".tmp-") }.isEmpty)
     }
 

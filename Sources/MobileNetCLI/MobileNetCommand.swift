@@ -23,6 +23,7 @@ struct MobileNetCommand: AsyncParsableCommand {
     /// would otherwise spin-wait; see `docs/performance.md`), then runs the command.
     static func main() async {
         OneDNNBackend.reexecWithPassiveWaitingIfNeeded()
+        RawArguments.record()
         await Self.main(nil)
     }
 }

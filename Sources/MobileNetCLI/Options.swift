@@ -153,10 +153,33 @@ func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
 }
 
+/// The command-line arguments that are not valid UTF-8, as Swift decoded them (bad bytes
+/// replaced by U+FFFD) mapped to their bytes escaped (``ImageFileProblem/escaped(_:)``).
+enum RawArguments {
+    nonisolated(unsafe) static var undecodable: [String: String] = [:]
+
+    /// Reads the process's raw `argv`; called once at start, before any command runs.
+    static func record() {
+        for index in 1..<Int(CommandLine.argc) {
+            guard let pointer = CommandLine.unsafeArgv[index] else { continue }
+            let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(pointer).assumingMemoryBound(to: UInt8.self), count: strlen(pointer)))
+            if String(validating: bytes, as: UTF8.self) == nil {
+                undecodable[String(decoding: bytes, as: UTF8.self)] = ImageFileProblem.escaped(bytes)
+            }
+        }
+    }
+}
+
 /// The image files of the command line (``ImageFileList``), with its problems printed on
 /// standard error; `missing` lists the paths that do not exist (errors).
 func collectImageFiles(_ arguments: [String], recursive: Bool) -> (files: [URL], missing: [ImageFileProblem]) {
-    let list = ImageFileList(arguments, recursive: recursive)
+    var list = ImageFileList(arguments, recursive: recursive)
+    // A path argument that is not UTF-8 reached us with its bad bytes replaced by U+FFFD, so it
+    // names no file: report it by its real bytes instead of "no such file".
+    list.problems = list.problems.map { problem in
+        guard problem.kind == .missing, let escaped = RawArguments.undecodable[problem.path] else { return problem }
+        return ImageFileProblem(path: escaped, kind: .undecodableName)
+    }
     for problem in list.problems { printError("\(problem.isError ? "error" : "warning"): \(problem)") }
     return (list.files, list.problems.filter(\.isError))
 }

@@ -391,9 +391,10 @@ public struct WeightsResolver: Sendable {
         return URL(fileURLWithPath: path, isDirectory: isDirectory).standardizedFileURL
     }
 
+    /// A regular file (links followed): a FIFO in the cache would block the signature read.
     private func isRegularFile(_ url: URL) -> Bool {
-        var isDirectory: ObjCBool = false
-        return FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) && !isDirectory.boolValue
+        if case .regular = FileKind(path: url.path) { return true }
+        return false
     }
 
     private static let hdf5Signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]

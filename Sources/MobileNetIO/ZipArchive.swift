@@ -45,7 +45,7 @@ public final class ZipArchive {
             var error = zip_error_t()
             zip_error_init_with_code(&error, code)
             defer { zip_error_fini(&error) }
-            throw ZipArchiveError(path: url.path, reason: String(cString: zip_error_strerror(&error)), isChecksumMismatch: code == ZIP_ER_CRC)
+            throw ZipArchiveError(path: url.path, reason: "not a readable ZIP archive (libzip: \(String(cString: zip_error_strerror(&error))))", isChecksumMismatch: code == ZIP_ER_CRC)
         }
         self.handle = handle
     }

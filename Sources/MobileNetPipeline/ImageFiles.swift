@@ -26,6 +26,18 @@ public struct ImageFileProblem: Sendable, Hashable, CustomStringConvertible {
     /// warning (a skipped file).
     public var isError: Bool { kind != .notAnImage }
 
+    /// A problem with `path`.
+    public init(path: String, kind: Kind) {
+        self.path = path
+        self.kind = kind
+    }
+
+    /// A file name's bytes as text: printable ASCII as is, every other byte as `\xNN` (how
+    /// ``Kind/undecodableName`` problems show a name that is not valid UTF-8).
+    public static func escaped(_ bytes: [UInt8]) -> String {
+        bytes.map { $0 < 0x80 && $0 >= 0x20 ? String(UnicodeScalar($0)) : String(format: "\\x%02x", $0) }.joined()
+    }
+
     public var description: String {
         switch kind {
         case .missing: "\(path): no such file or directory"
@@ -93,8 +105,7 @@ public struct ImageFileList: Sendable {
         while let entry = readdir(handle) {
             let bytes = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix(while: { $0 != 0 })) }
             guard let name = String(validating: bytes, as: UTF8.self) else {
-                let escaped = bytes.map { $0 < 0x80 && $0 >= 0x20 ? String(UnicodeScalar($0)) : String(format: "\\x%02x", $0) }.joined()
-                problems.append(ImageFileProblem(path: directory.appendingPathComponent(escaped).relativePath, kind: .undecodableName))
+                problems.append(ImageFileProblem(path: directory.appendingPathComponent(ImageFileProblem.escaped(bytes)).relativePath, kind: .undecodableName))
                 continue
             }
             if name.hasPrefix(".") { continue }

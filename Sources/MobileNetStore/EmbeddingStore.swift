@@ -106,12 +106,22 @@ public final class EmbeddingStore {
         }
         if !existing {
             guard !readOnly else { throw .notAnEmbeddingStore(path: path) }
+            // Create the (empty) file ourselves, so that a read-only mount, a missing folder or
+            // a permission is reported with the system's reason instead of SQLite's "unable to
+            // open database file" (access(2) does not tell: root passes it on a read-only folder).
             let folder = url.deletingLastPathComponent().path
-            if access(folder, W_OK) != 0 {
-                throw .sqlite(path: path, code: SQLITE_CANTOPEN, message: "cannot create the database: the folder \(folder) is not writable (\(String(cString: strerror(errno))))")
+            if stat(path, &info) != 0 {
+                let fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o666)
+                guard fd >= 0 else {
+                    throw .sqlite(path: path, code: SQLITE_CANTOPEN, message: "cannot create the database in \(folder) (\(String(cString: strerror(errno))))")
+                }
+                close(fd)
             }
         } else if !readOnly, access(path, W_OK) != 0 {
             throw .sqlite(path: path, code: SQLITE_READONLY, message: "the database is not writable (\(String(cString: strerror(errno)))); open it read-only or copy it")
+        } else if !readOnly, access(url.deletingLastPathComponent().path, W_OK) != 0 {
+            // Writing needs the write-ahead log beside the file.
+            throw .sqlite(path: path, code: SQLITE_READONLY, message: "its folder is not writable (\(String(cString: strerror(errno)))), and writing needs the -wal file beside it; open it read-only or copy it")
         }
         connection = try SQLiteConnection(path: path, readOnly: readOnly)
         if !existing {

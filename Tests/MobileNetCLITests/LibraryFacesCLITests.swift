@@ -60,6 +60,23 @@ struct LibraryFacesCLITests {
         #expect(try NPY.read(contentsOf: URL(fileURLWithPath: out)).shape == [2, 1280])
     }
 
+    @Test("a path argument that is not UTF-8 is reported by its bytes (not 'no such file'), and the other images still run")
+    func undecodableArgument() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var raw = Array((dir.path + "/caf").utf8) + [0xE9] + Array(".png".utf8) + [0]
+        let fd = raw.withUnsafeMutableBufferPointer { open(UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), O_CREAT | O_WRONLY, 0o644) }
+        #expect(fd >= 0)
+        close(fd)
+        let out = dir.appendingPathComponent("x.npy").path
+        // Foundation cannot pass bytes that are not UTF-8 as an argument: the shell spells them.
+        let script = "exec \"$0\" embed \"$1/caf$(printf '\\351').png\" \"$2\" --weights \"$3\" --input-size 96 -o \"$4\""
+        let result = try Subprocess.run(URL(fileURLWithPath: "/bin/sh"), ["-c", script, CLI.executable.path, dir.path, CLI.example, CLI.noTopWeights, out])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("caf\\xe9.png") && result.stderr.contains("not valid UTF-8") && !result.stderr.contains("no such file"), "\(result.stderr)")
+        #expect(try NPY.read(contentsOf: URL(fileURLWithPath: out)).shape == [1, 1280])
+    }
+
     @Test("predict uses the preprocessing recorded at training, and warns when options override it")
     func recordedPreprocessing() throws {
         let root = try TestData.temporaryDirectory()

@@ -102,6 +102,20 @@ enum Tool {
         #expect(output == "wal\n1\n\(EmbeddingStore.applicationID)\nswift-mobilenet-embeddings\n")
     }
 
+    @Test("a database that cannot be created says why, with the system's reason, not SQLite's 'unable to open database file'")
+    func uncreatableDatabase() throws {
+        // /sys refuses new files even to root (a read-only folder tested as root would not be);
+        // a missing folder is the other common case.
+        for path in ["/sys/index.db", "/nonexistent-folder/index.db"] {
+            do {
+                _ = try EmbeddingStore(url: URL(fileURLWithPath: path))
+                Issue.record("\(path) was created")
+            } catch {
+                #expect(error.description.contains("cannot create the database in") && !error.description.contains("unable to open"), "\(error)")
+            }
+        }
+    }
+
     @Test func corruptFileIsATypedErrorAndLeftUntouched() throws {
         let dir = try TestData.temporaryDirectory()
         let url = dir.appendingPathComponent("broken.sqlite")

@@ -119,3 +119,24 @@ struct KerasArchiveSafetyTests {
         #expect(throws: KerasImportError.self) { try KerasTransferModel.read(contentsOf: missing) }
     }
 }
+
+@Suite("Damaged deflate streams in .keras archives")
+struct KerasArchiveDeflateTests {
+    @Test("a member whose deflate stream ends early is a damaged-archive error at once (ZIPFoundation looped on it until the 10 s limit)")
+    func truncatedDeflateStream() throws {
+        // Found by the keras-archive fuzz target: config.json is deflated, and its stream stops
+        // before its end marker; the archive's first member also declares 1.3 GB of data
+        // (libzip's consistency checks refuse the archive when it is opened).
+        let url = TestData.fixtures.appendingPathComponent("fuzz-corpus/keras-archive/3db7ada2dd489d4a9dd643c57558e86526d3433a")
+        do {
+            _ = try KerasArchive.member("config.json", of: url, limit: 1 << 20)
+            Issue.record("a truncated deflate stream was accepted")
+        } catch {
+            guard case .corruptArchive(let path, let reason) = error else {
+                Issue.record("expected a damaged-archive error, got \(error)")
+                return
+            }
+            #expect(path == url.path && reason.contains("not a readable ZIP archive"), "\(reason)")
+        }
+    }
+}

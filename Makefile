@@ -49,3 +49,9 @@ fuzz: fuzz-build
 	mkdir -p .fuzz-artifacts
 	SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 $(FUZZ_BIN) $(TARGET) -max_total_time=$(SECONDS) -rss_limit_mb=4096 -timeout=20 \
 		-artifact_prefix=.fuzz-artifacts/ Tests/Fixtures/fuzz-corpus/$(TARGET)
+
+# The package-benchmark suite under both OpenMP waiting behaviours: GNU OpenMP's default
+# bounded spin (what the library gets when a program sets nothing) and OMP_WAIT_POLICY=passive.
+bench-waiting: setup
+	cd Benchmarks && swift package --allow-writing-to-package-directory benchmark
+	cd Benchmarks && OMP_WAIT_POLICY=passive swift package --allow-writing-to-package-directory benchmark

@@ -21,3 +21,10 @@ static inline int cdnnl_omp_set_num_threads(int n) {
     f(n);
     return 1;
 }
+
+/// The OpenMP thread count of the calling thread (`omp_get_max_threads`); 1 when there is no
+/// OpenMP runtime.
+static inline int cdnnl_omp_get_max_threads(void) {
+    int (*f)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "omp_get_max_threads");
+    return f ? f() : 1;
+}

@@ -19,10 +19,9 @@ struct MobileNetCommand: AsyncParsableCommand {
         subcommands: [Classify.self, Embed.self, Summary.self, Bench.self, Index.self, Similar.self, Duplicates.self, Train.self, Evaluate.self, Predict.self, Export.self]
     )
 
-    /// Re-executes once with `OMP_WAIT_POLICY=passive` unless it is set (oneDNN's OpenMP threads
-    /// would otherwise spin-wait; see `docs/performance.md`), then runs the command.
+    /// Records the raw arguments, then runs the command. (OpenMP's waiting is left at GNU
+    /// OpenMP's bounded spin; the oneDNN backend adapts its thread count to the machine's load.)
     static func main() async {
-        OneDNNBackend.reexecWithPassiveWaitingIfNeeded()
         RawArguments.record()
         await Self.main(nil)
     }

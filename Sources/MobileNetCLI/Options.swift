@@ -61,7 +61,9 @@ struct BackboneOptions: ParsableArguments {
     }
 }
 
-/// How the network runs: `--backend`, `--threads`, `--micro-batch`, `--batch-size`.
+extension OneDNNBackend.ThreadPolicy: ExpressibleByArgument {}
+
+/// How the network runs: `--backend`, `--threads`, `--thread-policy`, `--micro-batch`, `--batch-size`.
 struct RuntimeOptionGroup: ParsableArguments {
     @Option(name: .long, help: "Images per inference batch.")
     var batchSize: Int = 16
@@ -71,6 +73,9 @@ struct RuntimeOptionGroup: ParsableArguments {
 
     @Option(name: .long, help: ArgumentHelp("Inference threads for the onednn backend (default: all cores).", valueName: "n"))
     var threads: Int?
+
+    @Option(name: .long, help: ArgumentHelp("adaptive (the default): each batch size is timed at --threads and at one thread and the faster is used, so a core kept busy by another process does not stall every layer; fixed: always --threads.", valueName: "policy"))
+    var threadPolicy: OneDNNBackend.ThreadPolicy = .adaptive
 
     @Option(name: .long, help: ArgumentHelp("Largest batch the onednn backend runs at once; bigger batches are split (default: 4, or $MOBILENET_MICRO_BATCH). Changes speed and memory; results only within float rounding.", valueName: "n"))
     var microBatch: Int?
@@ -91,7 +96,8 @@ struct RuntimeOptionGroup: ParsableArguments {
     /// The backend chosen with `--backend`, `--threads` and `--micro-batch`.
     func inferenceBackend() -> any InferenceBackend {
         switch backend {
-        case .onednn: OneDNNBackend(threads: threads, microBatch: microBatch ?? ProcessInfo.processInfo.environment["MOBILENET_MICRO_BATCH"].flatMap { Int($0) })
+        case .onednn: OneDNNBackend(threads: threads, microBatch: microBatch ?? ProcessInfo.processInfo.environment["MOBILENET_MICRO_BATCH"].flatMap { Int($0) },
+                                    threadPolicy: threadPolicy)
         case .reference: ReferenceBackend()
         }
     }

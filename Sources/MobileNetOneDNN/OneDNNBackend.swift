@@ -25,11 +25,13 @@ import MobileNetKernels
 /// Implementations whose name contains `ref` (oneDNN's slow reference kernels, chosen silently
 /// when no optimised kernel fits) are rejected with ``OneDNNError/referenceImplementation(node:implementation:)``.
 ///
-/// OpenMP: the Debian build of oneDNN uses GNU OpenMP, whose worker threads spin-wait between
-/// parallel regions by default; on a busy machine that costs latency. Set
-/// `OMP_WAIT_POLICY=passive` in the environment of the process (libgomp reads it when it is
-/// loaded, before any Swift code runs), or call ``reexecWithPassiveWaitingIfNeeded()`` at the top
-/// of `main` as the `mobilenet` command does. See `docs/performance.md`.
+/// Threads: the Debian build of oneDNN uses GNU OpenMP, whose worker threads spin for a bounded
+/// time (`GOMP_SPINCOUNT`, 300,000 by default) before sleeping. That short spin is what makes a
+/// second thread pay off at batch 1 (each of the 55 primitives would otherwise wake a sleeping
+/// thread). A program needs to set nothing: with ``ThreadPolicy/adaptive`` (the default) the
+/// executor measures each micro-batch size at all threads and at one and uses the faster, so a
+/// core kept busy by another process makes it drop to one thread instead of waiting for the
+/// worker that shares that core. See `docs/performance.md` for both conditions.
 public struct OneDNNBackend: InferenceBackend {
     /// How memory formats are chosen.
     public enum LayoutPolicy: String, Sendable, Hashable {
@@ -58,13 +60,28 @@ public struct OneDNNBackend: InferenceBackend {
     /// The default ``microBatch``: 4.
     public static let defaultMicroBatch = 4
 
-    /// Makes the process wait passively in OpenMP: when `OMP_WAIT_POLICY` is not set, sets it to
+    /// How many threads each run uses.
+    public enum ThreadPolicy: String, Sendable, Hashable, CaseIterable {
+        /// Measure and choose per micro-batch size between ``OneDNNBackend/threads`` and one
+        /// thread, trying the other count every 16 runs (the default): all cores on a quiet
+        /// machine, one when another process keeps a core busy.
+        case adaptive
+        /// Always ``OneDNNBackend/threads``.
+        case fixed
+    }
+
+    /// How many threads each run uses; ``ThreadPolicy/adaptive`` by default.
+    public let threadPolicy: ThreadPolicy
+
+    /// Makes the process wait passively in OpenMP (no longer needed: ``ThreadPolicy/adaptive``
+    /// handles a busy machine, and passive waiting doubles batch-1 latency at 2 threads on a
+    /// quiet one). When `OMP_WAIT_POLICY` is not set, sets it to
     /// `passive` and re-executes the program (`execv` of `/proc/self/exe` with the same
     /// arguments), because libgomp reads the variable only once, when it is loaded, before any
     /// Swift code runs (setting it from a `.preinit_array` does not work either: glibc resets
     /// the environment after it). Call it first thing in `main`; it returns normally when the
     /// variable is already set or the re-execution fails. Costs one extra process start (a few
-    /// milliseconds). The `mobilenet` command calls it.
+    /// milliseconds).
     public static func reexecWithPassiveWaitingIfNeeded() {
         guard getenv("OMP_WAIT_POLICY") == nil else { return }
         setenv("OMP_WAIT_POLICY", "passive", 1)
@@ -85,7 +102,9 @@ public struct OneDNNBackend: InferenceBackend {
     ///     below 1 are treated as 1. It changes speed and memory, not results beyond float
     ///     rounding. (The `mobilenet` command reads `$MOBILENET_MICRO_BATCH`; the library reads
     ///     no environment variable.)
-    public init(threads: Int? = nil, layoutPolicy: LayoutPolicy = .library, microBatch: Int? = nil) {
+    ///   - threadPolicy: ``ThreadPolicy/adaptive`` (the default) or ``ThreadPolicy/fixed``.
+    public init(threads: Int? = nil, layoutPolicy: LayoutPolicy = .library, microBatch: Int? = nil, threadPolicy: ThreadPolicy = .adaptive) {
+        self.threadPolicy = threadPolicy
         self.threads = max(1, threads ?? Self.defaultThreads)
         self.layoutPolicy = layoutPolicy
         self.microBatch = max(1, microBatch ?? Self.defaultMicroBatch)
@@ -100,7 +119,7 @@ public struct OneDNNBackend: InferenceBackend {
     ///   when oneDNN offers only its reference kernel, ``OneDNNError/library(call:status:)`` when
     ///   a oneDNN call fails.
     public func makeExecutor(for graph: Graph) throws -> any GraphExecutor {
-        try OneDNNExecutor(graph: graph, threads: threads, layoutPolicy: layoutPolicy, microBatch: microBatch)
+        try OneDNNExecutor(graph: graph, threads: threads, layoutPolicy: layoutPolicy, microBatch: microBatch, threadPolicy: threadPolicy)
     }
 }
 

@@ -108,6 +108,9 @@ final class Plan {
 final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
     let graph: Graph
     let threads: Int
+    let threadPolicy: OneDNNBackend.ThreadPolicy
+    /// Chooses the thread count of each micro-batch (``OneDNNBackend/ThreadPolicy``).
+    private var threadChooser: ThreadCountChooser
     let layoutPolicy: OneDNNBackend.LayoutPolicy
     /// The largest batch one plan runs; bigger inputs are split.
     let microBatch: Int
@@ -121,19 +124,33 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
     private var engine: dnnl_engine_t?
     private var stream: dnnl_stream_t?
     private var weights: [Int: ConvolutionWeights] = [:]
-    private var plans: [Int: Plan] = [:]
+    private var plans: [PlanKey: Plan] = [:]
+    /// A plan is made for one batch size and one thread count: oneDNN's kernels split their work
+    /// by the thread count at creation, so a plan runs with the count it was made for.
+    struct PlanKey: Hashable {
+        var batch: Int
+        var threads: Int
+        /// Which lane of a data-parallel run owns it (each lane has its own buffers).
+        var lane = 0
+    }
+    /// One stream per lane (the first is made with the executor).
+    private var streams: [dnnl_stream_t] = []
     /// Batch sizes of ``plans``, least recently used first.
-    private var planOrder: [Int] = []
+    private var planOrder: [PlanKey] = []
     /// At most this many plans (each with its own activation buffers) are kept; the least
     /// recently used is dropped. Batches of every size from 1 to ``microBatch`` can occur (a
     /// batch shrinks when some of its files fail to decode), and keeping a plan for each would
     /// let memory grow with the number of distinct sizes.
-    static let maximumCachedPlans = 3
+    /// (With the adaptive thread policy a size can have a plan per thread count and per lane.)
+    static let maximumCachedPlans = 6
 
-    init(graph: Graph, threads: Int, layoutPolicy: OneDNNBackend.LayoutPolicy, microBatch: Int = OneDNNBackend.defaultMicroBatch) throws(OneDNNError) {
+    init(graph: Graph, threads: Int, layoutPolicy: OneDNNBackend.LayoutPolicy, microBatch: Int = OneDNNBackend.defaultMicroBatch,
+         threadPolicy: OneDNNBackend.ThreadPolicy = .adaptive) throws(OneDNNError) {
+        self.threadPolicy = threadPolicy
         self.graph = graph
         self.microBatch = max(1, microBatch)
         self.threads = threads
+        threadChooser = ThreadCountChooser(maximum: threads, adaptive: threadPolicy == .adaptive)
         self.layoutPolicy = layoutPolicy
         do {
             shapes = try graph.validate()
@@ -165,15 +182,16 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         var stream: dnnl_stream_t?
         try dnnlCheck(dnnl_stream_create(&stream, engine, UInt32(dnnl_stream_default_flags.rawValue)), "dnnl_stream_create")
         self.stream = stream
+        if let stream { streams = [stream] }
         try prepareWeights()
-        plans[1] = try makePlan(batch: 1)
-        planOrder = [1]
+        plans[PlanKey(batch: 1, threads: threads)] = try makePlan(batch: 1)
+        planOrder = [PlanKey(batch: 1, threads: threads)]
     }
 
     deinit {
         plans.removeAll()
         weights.removeAll()
-        if let stream { dnnl_stream_destroy(stream) }
+        for stream in streams { dnnl_stream_destroy(stream) }
         if let engine { dnnl_engine_destroy(engine) }
     }
 
@@ -183,47 +201,93 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         }
         lock.lock()
         defer { lock.unlock() }
-        _ = cdnnl_omp_set_num_threads(Int32(threads))
         let batch = input.shape[0]
         let imageCount = input.count / batch
         let outputCount = graph.outputs.count
-        var results = [[Float]](repeating: [], count: outputCount)
-        var imageShapes = [[Int]](repeating: [], count: outputCount)   // per output, the shape of one image
+        let chunks = stride(from: 0, to: batch, by: microBatch).map { (start: $0, count: min(microBatch, batch - $0)) }
+        // Several micro-batches: one lane per thread, each running whole micro-batches with
+        // single-threaded primitives on its own stream (no barrier between primitives at all).
+        // One micro-batch: all threads inside each primitive, or one (``ThreadCountChooser``).
+        let lanes = threadPolicy == .adaptive && threads > 1 && chunks.count > 1 ? min(threads, chunks.count) : 1
+        var plansByChunk: [Plan] = []
+        var threadCount = threads
+        if lanes == 1 {
+            threadCount = chunks.count == 1 ? threadChooser.next(batch: chunks[0].count) : threads
+            _ = cdnnl_omp_set_num_threads(Int32(threadCount))
+        } else {
+            _ = cdnnl_omp_set_num_threads(1)
+        }
+        for (index, chunk) in chunks.enumerated() {
+            let key = lanes == 1 ? PlanKey(batch: chunk.count, threads: threadCount) : PlanKey(batch: chunk.count, threads: 1, lane: index % lanes)
+            let plan = try self.plan(key)
+            guard plan.outputs.count == outputCount else { throw OneDNNError.library(call: "plan for batch \(chunk.count) has \(plan.outputs.count) outputs, the graph \(outputCount)", status: -1) }
+            plansByChunk.append(plan)
+        }
+        let imageShapes = plansByChunk[0].outputShapes.map { Array($0.dropFirst()) }   // per output, one image
+        let perImage = imageShapes.map { $0.reduce(1, *) }
+        var results = perImage.map { [Float](repeating: 0, count: batch * $0) }
+        while streams.count < lanes {
+            var stream: dnnl_stream_t?
+            try dnnlCheck(dnnl_stream_create(&stream, engine, UInt32(dnnl_stream_default_flags.rawValue)), "dnnl_stream_create")
+            guard let stream else { throw OneDNNError.library(call: "dnnl_stream_create", status: -1) }
+            streams.append(stream)
+        }
+        let laneStreams = streams
         try input.scalars.withUnsafeBufferPointer { (source) throws(OneDNNError) in
             guard let base = source.baseAddress else { return }
-            var start = 0
-            while start < batch {
-                let n = min(microBatch, batch - start)
-                let plan = try self.plan(batch: n)
-                guard plan.outputs.count == outputCount else { throw .library(call: "plan for batch \(n) has \(plan.outputs.count) outputs, the graph \(outputCount)", status: -1) }
-                plan.input.update(from: base + start * imageCount, count: min(plan.inputCount, n * imageCount))
-                try execute(plan)
-                for o in 0..<outputCount {
-                    imageShapes[o] = Array(plan.outputShapes[o].dropFirst())
-                    let count = n * imageShapes[o].reduce(1, *)
-                    if results[o].isEmpty { results[o].reserveCapacity(batch * (count / n)) }
-                    results[o].append(contentsOf: UnsafeBufferPointer(start: plan.outputs[o], count: count))
+            var destinations: [UnsafeMutablePointer<Float>] = []
+            defer { for (o, pointer) in destinations.enumerated() { results[o] = Array(UnsafeBufferPointer(start: pointer, count: batch * perImage[o])); pointer.deallocate() } }
+            destinations = perImage.map { UnsafeMutablePointer<Float>.allocate(capacity: batch * $0) }
+            let work = LaneWork(executor: self, source: base, destinations: destinations, chunks: chunks, plans: plansByChunk,
+                                streams: laneStreams, imageCount: imageCount, perImage: perImage)
+            if lanes == 1 {
+                for index in chunks.indices {
+                    let began = DispatchTime.now().uptimeNanoseconds
+                    try work.run(index, lane: 0)
+                    if chunks.count == 1 {
+                        threadChooser.record(batch: chunks[0].count, threads: threadCount, seconds: Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9)
+                    }
                 }
-                start += n
+            } else {
+                let failures = LaneFailures()
+                DispatchQueue.concurrentPerform(iterations: lanes) { lane in
+                    _ = cdnnl_omp_set_num_threads(1)
+                    do throws(OneDNNError) {
+                        for index in stride(from: lane, to: chunks.count, by: lanes) where !failures.any {
+                            try work.run(index, lane: lane)
+                        }
+                    } catch {
+                        failures.record(error)
+                    }
+                }
+                if let failure = failures.first { throw failure }
             }
         }
         return (0..<outputCount).map { Tensor(shape: [batch] + imageShapes[$0], scalars: results[$0]) }
     }
 
+    /// The thread counts chosen so far, for tests and benchmarks: per micro-batch size, the
+    /// smoothed seconds per run of each thread count tried.
+    var threadTimings: [Int: [Int: Double]] {
+        lock.lock()
+        defer { lock.unlock() }
+        return threadChooser.timings
+    }
+
     /// The plan for batch size `batch`, built on first use and cached.
-    private func plan(batch: Int) throws(OneDNNError) -> Plan {
-        planOrder.removeAll { $0 == batch }
-        planOrder.append(batch)
-        if let cached = plans[batch] { return cached }
+    private func plan(_ key: PlanKey) throws(OneDNNError) -> Plan {
+        planOrder.removeAll { $0 == key }
+        planOrder.append(key)
+        if let cached = plans[key] { return cached }
         while planOrder.count > Self.maximumCachedPlans {
             plans[planOrder.removeFirst()] = nil
         }
-        let plan = try makePlan(batch: batch)
-        plans[batch] = plan
+        let plan = try makePlan(batch: key.batch)
+        plans[key] = plan
         return plan
     }
 
-    private func execute(_ plan: Plan) throws(OneDNNError) {
+    fileprivate func execute(_ plan: Plan, stream: dnnl_stream_t) throws(OneDNNError) {
         var pending = false
         for step in plan.steps {
             switch step {
@@ -277,6 +341,13 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
                     // (Keras Dense kernel layout), with oneDNN's row-major SGEMM: the plain
                     // Swift loop cost 1.5-2 ms of an 11 ms inference.
                     for n in 0..<batch { (destination + n * outputs).update(from: bias, count: outputs) }
+                    // On one thread: a multi-threaded SGEMM splits its sums differently for each
+                    // thread count, and the logits must not depend on the count the adaptive
+                    // policy picked (the convolutions do not: tested bit for bit). At most a few
+                    // hundred microseconds per micro-batch.
+                    let previousThreads = cdnnl_omp_get_max_threads()
+                    _ = cdnnl_omp_set_num_threads(1)
+                    defer { _ = cdnnl_omp_set_num_threads(previousThreads) }
                     status = dnnl_sgemm(CChar(UInt8(ascii: "N")), CChar(UInt8(ascii: "N")), dnnl_dim_t(batch), dnnl_dim_t(outputs), dnnl_dim_t(inputs),
                                             1, source, dnnl_dim_t(inputs), kernel, dnnl_dim_t(outputs), 1, destination, dnnl_dim_t(outputs))
                 }
@@ -478,4 +549,100 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
     func weightsFor(node: Int, md: dnnl_memory_desc_t) throws(OneDNNError) -> dnnl_memory_t { try weightsMemory(node: node, md: md) }
     func biasFor(node: Int) -> dnnl_memory_t? { weights[node]?.biasMemory }
     var engineHandle: dnnl_engine_t? { engine }
+}
+
+/// One run's micro-batches, shared by its lanes: each lane runs its own micro-batches, each with
+/// its own plan (buffers) and its lane's stream, and writes only their rows of the outputs.
+private struct LaneWork: @unchecked Sendable {
+    let executor: OneDNNExecutor
+    let source: UnsafePointer<Float>
+    let destinations: [UnsafeMutablePointer<Float>]
+    let chunks: [(start: Int, count: Int)]
+    let plans: [Plan]
+    let streams: [dnnl_stream_t]
+    let imageCount: Int
+    let perImage: [Int]
+
+    /// Runs micro-batch `index` on lane `lane`: input in, network, outputs out.
+    func run(_ index: Int, lane: Int) throws(OneDNNError) {
+        let (start, n) = chunks[index]
+        let plan = plans[index]
+        plan.input.update(from: source + start * imageCount, count: min(plan.inputCount, n * imageCount))
+        try executor.execute(plan, stream: streams[lane])
+        for o in destinations.indices {
+            (destinations[o] + start * perImage[o]).update(from: plan.outputs[o], count: n * perImage[o])
+        }
+    }
+}
+
+/// The first error of any lane; the others stop at their next micro-batch.
+private final class LaneFailures: @unchecked Sendable {
+    private let lock = NSLock()
+    private var errors: [OneDNNError] = []
+    var any: Bool { lock.withLock { !errors.isEmpty } }
+    var first: OneDNNError? { lock.withLock { errors.first } }
+    func record(_ error: OneDNNError) { lock.withLock { errors.append(error) } }
+}
+
+/// Picks the OpenMP thread count of each run, between 1 and a maximum, by measuring: with GNU
+/// OpenMP's default bounded spin-wait, all cores are fastest on a quiet machine (the worker
+/// threads are awake between the 55 primitives of an inference), but when another process keeps
+/// a core busy each primitive waits for the worker that shares it, and one thread is faster
+/// (measured on 2 cores: batch 1 at 2 threads 5.5 ms quiet, 14-15 ms loaded; 1 thread 9.5-10 ms in
+/// both). So each micro-batch size keeps a smoothed time per run for the maximum and for one
+/// thread; the faster is used, and the other is tried again every ``probeInterval`` runs, so the
+/// choice follows the machine's load as it changes. Results do not depend on the thread count
+/// (oneDNN's convolutions split output elements, not sums, across threads, and the dense layer
+/// runs on one thread; tested bit for bit).
+struct ThreadCountChooser {
+    let maximum: Int
+    let adaptive: Bool
+    /// Runs between two tries of the count not in use.
+    static let probeInterval = 16
+    /// How many recent times per count are kept; their median is the count's time (one slow run,
+    /// a page fault or a preemption, does not flip the choice).
+    static let window = 5
+    /// Per micro-batch size, per thread count, the recent seconds per run (newest last).
+    private var recent: [Int: [Int: [Double]]] = [:]
+    private var runs: [Int: Int] = [:]
+
+    init(maximum: Int, adaptive: Bool) {
+        self.maximum = max(1, maximum)
+        self.adaptive = adaptive
+    }
+
+    /// Per micro-batch size, per thread count, the median of the recent seconds per run.
+    var timings: [Int: [Int: Double]] {
+        recent.mapValues { $0.mapValues(Self.median) }
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted.isEmpty ? .infinity : sorted[sorted.count / 2]
+    }
+
+    /// The thread count for the next run of a micro-batch of `batch` images.
+    mutating func next(batch: Int) -> Int {
+        guard adaptive, maximum > 1 else { return maximum }
+        let count = runs[batch, default: 0]
+        runs[batch] = count + 1
+        // First the maximum, then one thread, each three times (the first run of a plan only
+        // warms it up and is not recorded).
+        if count < 6 { return count < 3 ? maximum : 1 }
+        let times = recent[batch, default: [:]]
+        let many = Self.median(times[maximum] ?? []), one = Self.median(times[1] ?? [])
+        let best = many <= one ? maximum : 1
+        return count % Self.probeInterval == 0 ? (best == 1 ? maximum : 1) : best
+    }
+
+    /// Records how long a run took.
+    mutating func record(batch: Int, threads: Int, seconds: Double) {
+        guard adaptive, maximum > 1 else { return }
+        let count = runs[batch, default: 0]
+        if count == 1 || count == 4 { return }
+        var values = recent[batch, default: [:]][threads, default: []]
+        values.append(seconds)
+        if values.count > Self.window { values.removeFirst(values.count - Self.window) }
+        recent[batch, default: [:]][threads] = values
+    }
 }

@@ -88,6 +88,31 @@ struct OneDNNBackendTests {
         }
     }
 
+    @Test("thread policies: adaptive (lanes of micro-batches; all threads or one per micro-batch) gives the same bits as one fixed thread, every output, uneven splits, many runs")
+    func threadPolicies() throws {
+        let configuration = MobileNetV2Configuration(alpha: 0.35, inputHeight: 64, inputWidth: 48, includeTop: true)
+        let weights = try FormulaWeights.weights(for: configuration, seed: 23)
+        let single = try MobileNetV2(configuration: configuration, weights: weights, backend: OneDNNBackend(threads: 1, microBatch: 2, threadPolicy: .fixed))
+        let adaptive = try MobileNetV2(configuration: configuration, weights: weights, backend: OneDNNBackend(threads: 2, microBatch: 2, threadPolicy: .adaptive))
+        let fixed = try MobileNetV2(configuration: configuration, weights: weights, backend: OneDNNBackend(threads: 2, microBatch: 2, threadPolicy: .fixed))
+        #expect(OneDNNBackend().threadPolicy == .adaptive)
+        // Batch 9 in micro-batches of 2: five micro-batches over two lanes, the last of one image.
+        for batch in [9, 4, 1] {
+            let input = FormulaWeights.input(seed: 23 + batch, batch: batch, height: 64, width: 48)
+            let expected = try single.forward(input)
+            // Batch 1 runs many times: the chooser tries both thread counts and switches.
+            for _ in 0..<(batch == 1 ? 40 : 3) {
+                for (name, model) in [("adaptive", adaptive), ("fixed", fixed)] {
+                    let output = try model.forward(input)
+                    let f = output.features.maxAbsoluteDifference(to: expected.features)
+                    let e = output.embedding.maxAbsoluteDifference(to: expected.embedding)
+                    let p = try #require(output.probabilities).maxAbsoluteDifference(to: try #require(expected.probabilities))
+                    #expect(f == 0 && e == 0 && p == 0, "\(name) batch \(batch): features \(f), embedding \(e), probabilities \(p)")
+                }
+            }
+        }
+    }
+
     @Test("feature maps (no top, no pooling) and max pooling come out in NHWC like the reference")
     func featureMapLayout() throws {
         for pooling in [Pooling?.none, .max] {

@@ -448,6 +448,12 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
     }
 
     private func reorderNow(from: dnnl_memory_t, fromMD: dnnl_memory_desc_t, to: dnnl_memory_t, toMD: dnnl_memory_desc_t, node: String) throws(OneDNNError) {
+        // One thread: a few thousand to a million floats per kernel, and on a loaded machine
+        // each multi-threaded reorder would wait at its barrier for a descheduled worker
+        // (52 kernels: a third of a second at load 6 on 2 cores).
+        let previousThreads = cdnnl_omp_get_max_threads()
+        _ = cdnnl_omp_set_num_threads(1)
+        defer { _ = cdnnl_omp_set_num_threads(previousThreads) }
         var a = fromMD, b = toMD
         var pd: dnnl_primitive_desc_t?
         try dnnlCheck(dnnl_reorder_primitive_desc_create(&pd, &a, engine, &b, engine, nil), "dnnl_reorder_primitive_desc_create(\(node) weights)")
@@ -597,18 +603,37 @@ private final class LaneFailures: @unchecked Sendable {
 struct ThreadCountChooser {
     let maximum: Int
     let adaptive: Bool
-    /// Runs between two tries of the count not in use.
+    /// Runs between two tries of the count not in use, at first; it doubles (up to
+    /// ``longestProbeInterval``) each time the other count loses by more than 20%, and falls back
+    /// when it wins, so a heavily loaded machine does not pay for hopeless tries.
     static let probeInterval = 16
+    static let longestProbeInterval = 256
     /// How many recent times per count are kept; their median is the count's time (one slow run,
     /// a page fault or a preemption, does not flip the choice).
     static let window = 5
     /// Per micro-batch size, per thread count, the recent seconds per run (newest last).
     private var recent: [Int: [Int: [Double]]] = [:]
     private var runs: [Int: Int] = [:]
+    private var intervals: [Int: Int] = [:]
+    private var nextProbe: [Int: Int] = [:]
+    /// The count tried first: one when more threads are runnable than there are cores (a first
+    /// run at all cores would wait at each primitive for a worker that is not scheduled), else
+    /// the maximum.
+    private let firstChoice: Int
 
-    init(maximum: Int, adaptive: Bool) {
+    init(maximum: Int, adaptive: Bool, runnableThreads: Int? = ThreadCountChooser.runnableThreads()) {
         self.maximum = max(1, maximum)
         self.adaptive = adaptive
+        let busy = (runnableThreads ?? 1) - 1  // this thread is one of them
+        firstChoice = busy >= ProcessInfo.processInfo.activeProcessorCount ? 1 : max(1, maximum)
+    }
+
+    /// Threads runnable on the machine right now (the fourth field of `/proc/loadavg`), or nil.
+    static func runnableThreads() -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return nil }
+        let fields = text.split(separator: " ")
+        guard fields.count >= 4, let running = fields[3].split(separator: "/").first else { return nil }
+        return Int(running)
     }
 
     /// Per micro-batch size, per thread count, the median of the recent seconds per run.
@@ -621,18 +646,25 @@ struct ThreadCountChooser {
         return sorted.isEmpty ? .infinity : sorted[sorted.count / 2]
     }
 
+    private func best(batch: Int) -> Int {
+        let times = recent[batch, default: [:]]
+        return Self.median(times[maximum] ?? []) <= Self.median(times[1] ?? []) ? maximum : 1
+    }
+
     /// The thread count for the next run of a micro-batch of `batch` images.
     mutating func next(batch: Int) -> Int {
         guard adaptive, maximum > 1 else { return maximum }
         let count = runs[batch, default: 0]
         runs[batch] = count + 1
-        // First the maximum, then one thread, each three times (the first run of a plan only
-        // warms it up and is not recorded).
-        if count < 6 { return count < 3 ? maximum : 1 }
-        let times = recent[batch, default: [:]]
-        let many = Self.median(times[maximum] ?? []), one = Self.median(times[1] ?? [])
-        let best = many <= one ? maximum : 1
-        return count % Self.probeInterval == 0 ? (best == 1 ? maximum : 1) : best
+        // Each count three times, the first choice first (the first run of a plan only warms
+        // it up and is not recorded).
+        let other = firstChoice == 1 ? maximum : 1
+        if count < 6 { return count < 3 ? firstChoice : other }
+        let best = best(batch: batch)
+        if count >= nextProbe[batch, default: 6 + Self.probeInterval] {
+            return best == 1 ? maximum : 1
+        }
+        return best
     }
 
     /// Records how long a run took.
@@ -640,9 +672,17 @@ struct ThreadCountChooser {
         guard adaptive, maximum > 1 else { return }
         let count = runs[batch, default: 0]
         if count == 1 || count == 4 { return }
+        let probed = count > 6 && count - 1 >= nextProbe[batch, default: 6 + Self.probeInterval]
         var values = recent[batch, default: [:]][threads, default: []]
         values.append(seconds)
         if values.count > Self.window { values.removeFirst(values.count - Self.window) }
         recent[batch, default: [:]][threads] = values
+        if probed {
+            let held = Self.median(recent[batch]?[threads == 1 ? maximum : 1] ?? [])
+            var interval = intervals[batch, default: Self.probeInterval]
+            interval = seconds > 1.2 * held ? min(Self.longestProbeInterval, interval * 2) : Self.probeInterval
+            intervals[batch] = interval
+            nextProbe[batch] = count + interval
+        }
     }
 }

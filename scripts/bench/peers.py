@@ -18,13 +18,18 @@ One invocation:
      Pillow (wall time of the whole process, images per second);
   5. repeats steps 3 and 4 `--rounds` times (default 3), each round running every system in turn, and
      prints a table of the medians over rounds with the ratio of ours to each peer (the
-     per-round values follow as JSON).
+     per-round values follow as JSON);
+  6. does all of that in two conditions (`--conditions quiet,loaded`): a quiet machine, and a
+     loaded one, where a competing busy process (one Python thread spinning, pinned to CPU 0
+     with taskset when available) runs for the whole condition, the same for every system.
+     Loaded rows are marked "(loaded)".
 
-  python3 scripts/bench/peers.py [--rounds 3] [--iterations 30] [--torch] [--skip-e2e]
+  python3 scripts/bench/peers.py [--rounds 3] [--iterations 30] [--torch] [--skip-e2e] [--conditions quiet,loaded]
 
 The machine is shared and noisy: ratios are from one run. See docs/performance.md.
 """
 import argparse
+import shutil
 import json
 import os
 import statistics
@@ -254,6 +259,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="repeat every measurement this many times, interleaved; the table shows the medians")
     parser.add_argument("--mobilenet", default=os.path.join(ROOT, ".build/release/mobilenet"), help="our CLI (built with swift build -c release)")
     parser.add_argument("--workdir", default=os.path.join(ROOT, ".venv-bench", "models"))
+    parser.add_argument("--conditions", default="quiet,loaded", help="comma-separated: quiet (nothing else running), loaded (a busy process on one core)")
     parser.add_argument("--worker", choices=["speed", "cold", "e2e"], help=argparse.SUPPRESS)
     parser.add_argument("--peer", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -273,10 +279,33 @@ def main():
     me = [sys.executable, os.path.abspath(__file__), "--workdir", args.workdir]
     results = {}  # metric -> {system: [value per round]}
 
+    condition = {"suffix": ""}
+
     def put(metric, system, value):
         if value is not None:
-            results.setdefault(metric, {}).setdefault(system, []).append(value)
+            results.setdefault(metric + condition["suffix"], {}).setdefault(system, []).append(value)
 
+    for name in [c.strip() for c in args.conditions.split(",") if c.strip()]:
+        if name not in ("quiet", "loaded"):
+            raise SystemExit(f"unknown condition {name!r}: use quiet and/or loaded")
+        condition["suffix"] = " (loaded)" if name == "loaded" else ""
+        competitor = None
+        if name == "loaded":
+            spin = [sys.executable, "-c", "while True: pass"]
+            competitor = subprocess.Popen((["taskset", "-c", "0"] if shutil.which("taskset") else []) + spin)
+            log("loaded: a busy process on CPU 0")
+        try:
+            measure_rounds(args, me, peers, put)
+        finally:
+            if competitor:
+                competitor.kill()
+                competitor.wait()
+
+    print_table(results, peers)
+
+
+def measure_rounds(args, me, peers, put):
+    """Every measurement, `args.rounds` times, each round running every system in turn."""
     # Rounds interleave every system, so a burst of load on this shared machine hits all of
     # them alike; the table shows the median over rounds.
     for round_index in range(args.rounds):
@@ -323,8 +352,6 @@ def main():
                 seconds = timed(me + ["--worker", "e2e", "--peer", peer, "--threads", "2"])
                 put(f"embed flowers folder, {count} JPEGs (images/s)", peer, count / seconds if seconds else None)
             log("end-to-end done")
-
-    print_table(results, peers)
 
 
 def print_table(results, peers):

@@ -12,8 +12,8 @@ struct Bench: AsyncParsableCommand {
             images of the model input size (a fixed random input, NHWC, -1...1), and prints the \
             median, mean, minimum and 90th-percentile batch latency in milliseconds, images per \
             second, the time to build the model and peak resident memory. The work is the \
-            classifier (with the top) unless --no-top is given. Prefer OMP_WAIT_POLICY=passive \
-            on a busy machine (the command sets it for itself).
+            classifier (with the top) unless --no-top is given. With --thread-policy adaptive (the \
+            default) the timed batches include the runs that retry the other thread count.
             """
     )
 

@@ -227,9 +227,9 @@ def run_json(command, env=None):
     return value
 
 
-def timed(command):
+def timed(command, env=None):
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         log("failed: " + " ".join(command) + "\n" + result.stderr[-2000:])
@@ -237,15 +237,15 @@ def timed(command):
     return elapsed
 
 
-def measure_rss(command):
+def measure_rss(command, env=None):
     """Wall seconds and peak RSS (MB) of a command via /usr/bin/time when present."""
     if os.path.exists("/usr/bin/time"):
         start = time.perf_counter()
-        result = subprocess.run(["/usr/bin/time", "-f", "RSSKB %M", *command], capture_output=True, text=True)
+        result = subprocess.run(["/usr/bin/time", "-f", "RSSKB %M", *command], capture_output=True, text=True, env=env)
         elapsed = time.perf_counter() - start
         rss = next((int(l.split()[1]) / 1024 for l in result.stderr.splitlines() if l.startswith("RSSKB")), None)
         return (elapsed if result.returncode == 0 else None), rss
-    return timed(command), None
+    return timed(command, env), None
 
 
 def main():
@@ -304,6 +304,11 @@ def main():
     print_table(results, peers)
 
 
+# Our binary as it is (GNU OpenMP's bounded spin, adaptive threads), and as it ran before the
+# thread work: OpenMP waiting passively, a fixed thread count ("passive" column).
+OURS = [("ours", None, []), ("passive", dict(os.environ, OMP_WAIT_POLICY="passive"), ["--thread-policy", "fixed"])]
+
+
 def measure_rounds(args, me, peers, put):
     """Every measurement, `args.rounds` times, each round running every system in turn."""
     # Rounds interleave every system, so a burst of load on this shared machine hits all of
@@ -311,18 +316,20 @@ def measure_rounds(args, me, peers, put):
     for round_index in range(args.rounds):
         log(f"round {round_index + 1} of {args.rounds}")
         for threads in [1, 2]:
-            ours = run_json([args.mobilenet, "bench", "--threads", str(threads), "--batch-size", "1", "--iterations", str(args.iterations), "--json"])
-            if ours:
-                put(f"batch-1 latency, {threads} thread(s) (ms)", "ours", ours["medianMilliseconds"])
+            for name, env, extra in OURS:
+                ours = run_json([args.mobilenet, "bench", "--threads", str(threads), "--batch-size", "1", "--iterations", str(args.iterations), "--json", *extra], env)
+                if ours:
+                    put(f"batch-1 latency, {threads} thread(s) (ms)", name, ours["medianMilliseconds"])
             for peer in peers:
                 r = run_json(me + ["--worker", "speed", "--peer", peer, "--threads", str(threads), "--batch", "1", "--iterations", str(args.iterations)])
                 if r:
                     put(f"batch-1 latency, {threads} thread(s) (ms)", peer, r["medianMilliseconds"])
             log(f"batch-1 latency at {threads} thread(s) done")
-        ours = run_json([args.mobilenet, "bench", "--threads", "2", "--batch-size", "32", "--iterations", str(args.batch_iterations), "--warmup", "1", "--json"])
-        if ours:
-            put("batch-32 throughput, 2 threads (images/s)", "ours", ours["imagesPerSecond"])
-            put("peak RSS, batch 32 (MB)", "ours", ours["peakRSSMegabytes"])
+        for name, env, extra in OURS:
+            ours = run_json([args.mobilenet, "bench", "--threads", "2", "--batch-size", "32", "--iterations", str(args.batch_iterations), "--warmup", "1", "--json", *extra], env)
+            if ours:
+                put("batch-32 throughput, 2 threads (images/s)", name, ours["imagesPerSecond"])
+                put("peak RSS, batch 32 (MB)", name, ours["peakRSSMegabytes"])
         for peer in peers:
             r = run_json(me + ["--worker", "speed", "--peer", peer, "--threads", "2", "--batch", "32", "--iterations", str(args.batch_iterations), "--warmup", "1"])
             if r:
@@ -332,9 +339,10 @@ def measure_rounds(args, me, peers, put):
 
         weights = ["--weights", WEIGHTS] if os.path.exists(WEIGHTS) else []
         if weights:
-            seconds, rss = measure_rss([args.mobilenet, "classify", IMAGE, *weights, "--threads", "2"])
-            put("cold start, classify 1 image (s)", "ours", seconds)
-            put("peak RSS, classify 1 image (MB)", "ours", rss)
+            for name, env, extra in OURS:
+                seconds, rss = measure_rss([args.mobilenet, "classify", IMAGE, *weights, "--threads", "2", *extra], env)
+                put("cold start, classify 1 image (s)", name, seconds)
+                put("peak RSS, classify 1 image (MB)", name, rss)
         for peer in peers:
             seconds, rss = measure_rss(me + ["--worker", "cold", "--peer", peer, "--threads", "2"])
             put("cold start, classify 1 image (s)", peer, seconds)
@@ -346,8 +354,9 @@ def measure_rounds(args, me, peers, put):
             out = os.path.join(args.workdir, "flowers.npy")
             no_top = ["--weights", WEIGHTS_NO_TOP] if os.path.exists(WEIGHTS_NO_TOP) else []
             if no_top:
-                seconds = timed([args.mobilenet, "embed", FLOWERS, "--recursive", *no_top, "-o", out, "--overwrite", "--batch-size", "32"])
-                put(f"embed flowers folder, {count} JPEGs (images/s)", "ours", count / seconds if seconds else None)
+                for name, env, extra in OURS:
+                    seconds = timed([args.mobilenet, "embed", FLOWERS, "--recursive", *no_top, "-o", out, "--overwrite", "--batch-size", "32", *extra], env)
+                    put(f"embed flowers folder, {count} JPEGs (images/s)", name, count / seconds if seconds else None)
             for peer in ["keras", "onnxruntime"]:
                 seconds = timed(me + ["--worker", "e2e", "--peer", peer, "--threads", "2"])
                 put(f"embed flowers folder, {count} JPEGs (images/s)", peer, count / seconds if seconds else None)
@@ -355,15 +364,15 @@ def measure_rounds(args, me, peers, put):
 
 
 def print_table(results, peers):
-    systems = ["ours"] + peers
+    systems = ["ours", "passive"] + peers
     higher_is_better = lambda metric: "images/s" in metric
-    header = ["metric"] + systems + [f"ours vs {p}" for p in peers]
+    header = ["metric"] + systems + [f"ours vs {p}" for p in ["passive"] + peers]
     rows = []
     runs = results
     results = {metric: {system: statistics.median(v) for system, v in values.items()} for metric, values in runs.items()}
     for metric, values in results.items():
         row = [metric] + [("%.3g" % values[s]) if values.get(s) is not None else "-" for s in systems]
-        for p in peers:
+        for p in ["passive"] + peers:
             a, b = values.get("ours"), values.get(p)
             row.append("%.2fx" % (a / b) if a and b else "-")
         rows.append(row)

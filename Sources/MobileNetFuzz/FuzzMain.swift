@@ -17,7 +17,14 @@ nonisolated(unsafe) var selectedTarget: FuzzTarget = .image
 @main
 struct FuzzMain {
     static func main() {
-        let arguments = CommandLine.arguments
+        var arguments = CommandLine.arguments
+        // libFuzzer re-runs this binary without the target name for -merge=1 and -fork=N: the
+        // target then comes from the environment, set here on the first run.
+        if arguments.count >= 2, let target = FuzzTarget(rawValue: arguments[1]) {
+            setenv("MOBILENET_FUZZ_TARGET", target.rawValue, 1)
+        } else if let name = ProcessInfo.processInfo.environment["MOBILENET_FUZZ_TARGET"], FuzzTarget(rawValue: name) != nil {
+            arguments.insert(name, at: 1)
+        }
         guard arguments.count >= 2, let target = FuzzTarget(rawValue: arguments[1]) else {
             FileHandle.standardError.write(Data("usage: mobilenet-fuzz \(FuzzTarget.allCases.map(\.rawValue).joined(separator: "|")) [FILE|DIR]...\n".utf8))
             exit(64)

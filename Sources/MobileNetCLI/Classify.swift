@@ -72,7 +72,8 @@ struct Classify: AsyncParsableCommand {
         var failures = missing.map { Failure(file: $0.path, error: $0.description) }
         let configuration = try model.configuration(includeTop: true)
         try requireImages(files, images, problems: missing)
-        if embeddings != nil { try validateListableNames(files) }
+        try checkUsage { try refuseOutputsAmongInputs((embeddings.map { [$0, $0 + ".files.txt"] } ?? []), inputs: files) }
+        if embeddings != nil { try checkUsage { try validateListableNames(files) } }
         let network: MobileNetV2
         let weightsFile: URL
         do {

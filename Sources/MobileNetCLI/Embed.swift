@@ -72,7 +72,8 @@ struct Embed: AsyncParsableCommand {
         let (files, missing) = collectImageFiles(images, recursive: recursive)
         var failed = !missing.isEmpty
         try requireImages(files, images, problems: missing)
-        if output != nil, resolvedFormat == .npy { try validateListableNames(files) }
+        try checkUsage { try refuseOutputsAmongInputs(output.map { [$0, $0 + ".files.txt"] } ?? [], inputs: files) }
+        if output != nil, resolvedFormat == .npy { try checkUsage { try validateListableNames(files) } }
         let configuration = try model.configuration(includeTop: false, pooling: Pooling(rawValue: pooling))
         let network: MobileNetV2
         do {

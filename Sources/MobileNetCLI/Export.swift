@@ -30,9 +30,7 @@ struct Export: AsyncParsableCommand {
     var overwrite = false
 
     func validate() throws {
-        if !overwrite && FileManager.default.fileExists(atPath: output) {
-            throw ValidationError("\(output) already exists; pass --overwrite to replace it")
-        }
+        try validateOutputs([output], overwrite: overwrite, inputs: [modelFile] + (weights.map { [$0] } ?? []))
     }
 
     func run() async throws {

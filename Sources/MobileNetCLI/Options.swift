@@ -33,7 +33,10 @@ struct BackboneOptions: ParsableArguments {
     }
 
     func inputDimensions() throws -> (height: Int, width: Int) {
-        let parts = inputSize.lowercased().split(separator: "x").map { Int($0) }
+        // Digits only ("+224", "224x", "x224" are typos, not sizes).
+        let parts = inputSize.split(separator: "x", omittingEmptySubsequences: false).map { part in
+            part.allSatisfy(\.isASCII) && part.allSatisfy(\.isNumber) && !part.isEmpty && part.count <= 9 ? Int(part) : nil
+        }
         if parts.count == 1, let n = parts[0] { return (n, n) }
         if parts.count == 2, let h = parts[0], let w = parts[1] { return (h, w) }
         throw ValidationError("--input-size must be N or HxW, got '\(inputSize)'")
@@ -80,7 +83,17 @@ struct RuntimeOptionGroup: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Largest batch the onednn backend runs at once; bigger batches are split (default: 4, or $MOBILENET_MICRO_BATCH). Changes speed and memory; results only within float rounding.", valueName: "n"))
     var microBatch: Int?
 
+    /// `$MOBILENET_MICRO_BATCH` when set and valid (checked in ``validate()``).
+    static var environmentMicroBatch: Int? {
+        ProcessInfo.processInfo.environment["MOBILENET_MICRO_BATCH"].flatMap { Int($0) }
+    }
+
     func validate() throws {
+        if let text = ProcessInfo.processInfo.environment["MOBILENET_MICRO_BATCH"], microBatch == nil {
+            guard let value = Int(text), (1...RuntimeOptionGroup.maximumBatchSize).contains(value) else {
+                throw ValidationError("$MOBILENET_MICRO_BATCH must be between 1 and \(RuntimeOptionGroup.maximumBatchSize), got '\(text)'")
+            }
+        }
         guard (1...RuntimeOptionGroup.maximumBatchSize).contains(batchSize) else {
             throw ValidationError("--batch-size must be between 1 and \(RuntimeOptionGroup.maximumBatchSize), got \(batchSize)")
         }
@@ -96,8 +109,7 @@ struct RuntimeOptionGroup: ParsableArguments {
     /// The backend chosen with `--backend`, `--threads` and `--micro-batch`.
     func inferenceBackend() -> any InferenceBackend {
         switch backend {
-        case .onednn: OneDNNBackend(threads: threads, microBatch: microBatch ?? ProcessInfo.processInfo.environment["MOBILENET_MICRO_BATCH"].flatMap { Int($0) },
-                                    threadPolicy: threadPolicy)
+        case .onednn: OneDNNBackend(threads: threads, microBatch: microBatch ?? RuntimeOptionGroup.environmentMicroBatch, threadPolicy: threadPolicy)
         case .reference: ReferenceBackend()
         }
     }
@@ -165,15 +177,34 @@ enum RawArguments {
     nonisolated(unsafe) static var undecodable: [String: String] = [:]
 
     /// Reads the process's raw `argv`; called once at start, before any command runs.
+    ///
+    /// A value that is not UTF-8 right after an option (`-o caf\xe9.npy`, `--index=...`) would
+    /// silently name another file (its bad bytes become U+FFFD), so it is a usage error (exit
+    /// 64); one elsewhere is an image path, reported by its bytes while the others run.
     static func record() {
+        var previous: String?
         for index in 1..<Int(CommandLine.argc) {
             guard let pointer = CommandLine.unsafeArgv[index] else { continue }
             let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(pointer).assumingMemoryBound(to: UInt8.self), count: strlen(pointer)))
+            let text = String(decoding: bytes, as: UTF8.self)
             if String(validating: bytes, as: UTF8.self) == nil {
-                undecodable[String(decoding: bytes, as: UTF8.self)] = ImageFileProblem.escaped(bytes)
+                let escaped = ImageFileProblem.escaped(bytes)
+                let optionValue = text.hasPrefix("-") || (previous.map { $0.hasPrefix("-") && !$0.contains("=") && !booleanFlags.contains($0) } ?? false)
+                if optionValue {
+                    printError("error: the argument \(escaped) is not valid UTF-8; option values must be UTF-8 (rename the file)")
+                    exit(64)
+                }
+                undecodable[text] = escaped
             }
+            previous = text
         }
     }
+
+    /// The options that take no value, after which an argument is a positional (an image path).
+    static let booleanFlags: Set<String> = [
+        "--recursive", "--overwrite", "--json", "--csv", "--balanced", "--no-top", "--no-cache",
+        "--jpeg-dct-scaling", "--no-jpeg-dct-scaling", "--help", "-h",
+    ]
 }
 
 /// The image files of the command line (``ImageFileList``), with its problems printed on
@@ -221,16 +252,55 @@ func pathIsTaken(_ path: String) -> Bool {
     return lstat(path, &info) == 0
 }
 
-/// Usage checks for output paths, before any work: each must be free unless `overwrite`, two
-/// outputs may not be one file, and a file that needs a side file cannot be a stream.
-func validateOutputs(_ paths: [String], overwrite: Bool, needsSideFile: [String] = []) throws {
+/// Usage checks for output paths, before any work: each must be a path in an existing folder,
+/// not a directory, free unless `overwrite` (a stream, FIFO or device is written through and
+/// needs no `--overwrite`), two outputs may not be one file, a file that needs a side file
+/// cannot be a stream, FIFO or device, and no output may be one of `inputs` (the same file,
+/// by device and inode: `embed x.png -o x.png` would destroy the photo).
+func validateOutputs(_ paths: [String], overwrite: Bool, needsSideFile: [String] = [], inputs: [String] = []) throws {
+    if paths.contains(where: \.isEmpty) { throw ValidationError("an output path is empty") }
     let resolved = paths.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
     if Set(resolved).count < resolved.count { throw ValidationError("two outputs name the same file: \(paths.joined(separator: ", "))") }
-    for path in needsSideFile where AtomicFile.isStreamPath(path) {
+    for path in needsSideFile where AtomicFile.isStreamPath(path) || [.fifo, .device, .socket].contains(FileKind(path: path)) {
         throw ValidationError("\(path) is a stream: this output needs a side file beside it; give a file")
     }
-    for path in paths where !overwrite && pathIsTaken(path) {
-        throw ValidationError("\(path) already exists\(FileKind(path: path) == .missing ? " (a dangling symbolic link)" : ""); pass --overwrite to replace it")
+    for path in paths where !AtomicFile.isStreamPath(path) {
+        let kind = FileKind(path: path)
+        if kind == .directory { throw ValidationError("\(path) is a directory; give a file name") }
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        if FileKind(path: folder) != .directory { throw ValidationError("\(path): the folder \(folder) does not exist") }
+        if [.fifo, .device, .socket].contains(kind) { continue }
+        if !overwrite && pathIsTaken(path) {
+            throw ValidationError("\(path) already exists\(kind == .missing ? " (a dangling symbolic link)" : ""); pass --overwrite to replace it")
+        }
+    }
+    try refuseOutputsAmongInputs(paths, inputs: inputs.map { URL(fileURLWithPath: $0) })
+}
+
+/// Runs a usage check inside a command's `run()`: a failure prints `error: ...` and exits 64,
+/// as ArgumentParser does for `validate()` (a ValidationError thrown from `run()` would be
+/// printed with the top-level usage instead of the subcommand's).
+func checkUsage(_ check: () throws -> Void) throws {
+    do {
+        try check()
+    } catch let error as ValidationError {
+        printError("error: \(error.message)")
+        throw ExitCode(64)
+    }
+}
+
+/// Refuses, before any work, an output that is the same file as one of the inputs.
+func refuseOutputsAmongInputs(_ outputs: [String], inputs: [URL]) throws {
+    func identity(_ path: String) -> [UInt64]? {
+        var info = stat()
+        guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return [UInt64(info.st_dev), UInt64(info.st_ino)]
+    }
+    let inputIdentities = Dictionary(inputs.compactMap { url in identity(url.path).map { ($0, url.relativePath) } }, uniquingKeysWith: { first, _ in first })
+    for output in outputs {
+        if let id = identity(output), let input = inputIdentities[id] {
+            throw ValidationError("the output \(output) is the input \(input); writing it would destroy it")
+        }
     }
 }
 

@@ -127,7 +127,7 @@ struct Index: AsyncParsableCommand {
 
         func validate() throws {
             _ = try database.requiredPath()
-            try validateOutputs([output, output + ".json"], overwrite: overwrite, needsSideFile: [output])
+            try validateOutputs([output, output + ".json"], overwrite: overwrite, needsSideFile: [output], inputs: database.database.map { [$0] } ?? [])
         }
 
         func run() throws {

@@ -111,7 +111,7 @@ struct Train: AsyncParsableCommand {
         guard validationDir != nil || (validationSplit > 0 && validationSplit < 1) else {
             throw ValidationError("--validation-split must be in (0, 1), or give --validation-dir")
         }
-        try validateOutputs([output] + (report.map { [$0] } ?? []), overwrite: overwrite)
+        try validateOutputs([output] + (report.map { [$0] } ?? []), overwrite: overwrite, inputs: database.database.map { [$0] } ?? [])
     }
 
     var settings: TrainingSettings {

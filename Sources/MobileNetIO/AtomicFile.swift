@@ -59,17 +59,39 @@ public enum AtomicFile {
     public static func writeGroup(_ files: [(data: Data, url: URL)], overwrite: Bool) throws(AtomicFileError) {
         var staged: [Staged] = []
         defer { for file in staged where !file.placed { unlink(file.temporary) } }
-        for (data, url) in files {
-            guard let file = try stage(data, to: url, overwrite: overwrite, alone: files.count == 1) else { return }
-            staged.append(file)
+        for (index, file) in files.enumerated() {
+            // Only the first file's symbolic link is followed: the side files are named by this
+            // program, so a link planted at `x.npy.files.txt` is replaced, never written through.
+            guard let stagedFile = try stage(file.data, to: file.url, overwrite: overwrite, alone: files.count == 1, followLinks: index == 0) else { return }
+            staged.append(stagedFile)
         }
+        guard let first = staged.first else { return }
         if overwrite {
-            for index in staged.indices.dropFirst() {
-                guard unlink(staged[index].destination) == 0 || errno == ENOENT else {
-                    throw .io(path: staged[index].destination, reason: String(cString: strerror(errno)))
+            // The old side files move aside (renamed, not deleted) before the first file is
+            // replaced, and come back if it cannot be: a failed write changes nothing.
+            var asides: [(destination: String, aside: String)] = []
+            func restore() { for moved in asides { rename(moved.aside, moved.destination) } }
+            for file in staged.dropFirst() {
+                var info = stat()
+                guard lstat(file.destination, &info) == 0 else { continue }
+                let aside = file.temporary + "-old"
+                guard rename(file.destination, aside) == 0 else {
+                    let reason = String(cString: strerror(errno))
+                    restore()
+                    throw .io(path: file.destination, reason: reason)
                 }
+                asides.append((file.destination, aside))
             }
-            for index in staged.indices {
+            beforePlacing?(first.destination)
+            guard rename(first.temporary, first.destination) == 0 else {
+                let reason = String(cString: strerror(errno))
+                restore()
+                throw .io(path: first.destination, reason: reason)
+            }
+            staged[0].placed = true
+            // From here the first file is new: an old side file must not come back beside it.
+            for moved in asides { unlink(moved.aside) }
+            for index in staged.indices.dropFirst() {
                 beforePlacing?(staged[index].destination)
                 guard rename(staged[index].temporary, staged[index].destination) == 0 else {
                     throw .io(path: staged[index].destination, reason: String(cString: strerror(errno)))
@@ -106,39 +128,52 @@ public enum AtomicFile {
         var placed = false
     }
 
-    /// Writes `data` next to `url` in a flushed temporary file; or, for a stream or FIFO target
-    /// (only when `alone`), writes it through and returns nil.
-    private static func stage(_ data: Data, to url: URL, overwrite: Bool, alone: Bool) throws(AtomicFileError) -> Staged? {
+    /// The prefix of the temporary files written next to `name`: `.<name>.tmp-`, or for a name
+    /// so long that the temporary's would pass the 255-byte limit of file names, a hash of it.
+    static func temporaryPrefix(for name: String) -> String {
+        guard name.utf8.count > 200 else { return ".\(name).tmp-" }
+        var hash: UInt64 = 0xcbf29ce484222325  // FNV-1a
+        for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100000001b3 }
+        return "." + String(hash, radix: 16) + ".tmp-"
+    }
+
+    /// Writes `data` next to `url` in a flushed temporary file; or, for a stream, FIFO or device
+    /// target (only when `alone`), writes it through and returns nil. A symbolic link at `url`
+    /// is resolved when `followLinks`, else replaced itself.
+    private static func stage(_ data: Data, to url: URL, overwrite: Bool, alone: Bool, followLinks: Bool) throws(AtomicFileError) -> Staged? {
         var path = url.path
         var info = stat()
         let exists = lstat(path, &info) == 0
-        if exists, !overwrite { throw .exists(path: path) }
+        let isLink = exists && (info.st_mode & S_IFMT) == S_IFLNK
         // /dev/stdout, /dev/fd/N, /proc/self/fd/N: a stream, whatever is behind it (a pipe, a
-        // terminal, a file the shell redirected to): written through, never renamed over.
+        // terminal, a file the shell redirected to): written through, never renamed over, and
+        // nothing is lost by writing it, so no --overwrite is needed.
         if isStreamPath(path) {
             guard alone else { throw .io(path: path, reason: "a stream cannot be written together with side files") }
             try writeThrough(data, path: path)
             return nil
         }
         // A symbolic link is kept: its target is what gets written (or replaced).
-        if exists, (info.st_mode & S_IFMT) == S_IFLNK, let resolved = realpath(path, nil) {
+        if isLink, followLinks, let resolved = realpath(path, nil) {
             path = String(cString: resolved)
             free(resolved)
         }
-        let url = URL(fileURLWithPath: path)
-        switch FileKind(path: path) {
-        case .fifo, .device, .socket:
-            guard overwrite else { throw .exists(path: path) }
-            guard alone else { throw .io(path: path, reason: "it is not a regular file, and side files cannot be written beside it") }
-            try writeThrough(data, path: path)
-            return nil
-        case .directory:
-            throw .io(path: path, reason: "it is a directory")
-        default:
-            break
+        if !isLink || followLinks {
+            switch FileKind(path: path) {
+            case .fifo, .device, .socket:
+                guard alone else { throw .io(path: path, reason: "it is not a regular file, and side files cannot be written beside it") }
+                try writeThrough(data, path: path)
+                return nil
+            case .directory:
+                throw .io(path: path, reason: "it is a directory")
+            default:
+                break
+            }
         }
-        let folder = url.deletingLastPathComponent().path
-        let prefix = ".\(url.lastPathComponent).tmp-"
+        if exists, !overwrite { throw .exists(path: url.path) }
+        let destination = URL(fileURLWithPath: path)
+        let folder = destination.deletingLastPathComponent().path
+        let prefix = temporaryPrefix(for: destination.lastPathComponent)
         removeStaleTemporaries(in: folder, prefix: prefix)
         var template = Array("\(folder)/\(prefix)\(getpid())-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
@@ -160,23 +195,34 @@ public enum AtomicFile {
         return Staged(temporary: temporary, destination: path)
     }
 
-    /// Whether `path` names a stream of this process rather than a file: `/dev/...`, `/proc/...`.
-    /// Side files (`x.npy.files.txt`) cannot be put next to such a path.
+    /// Whether `path` names a stream of this process rather than a file: `/dev/stdout`,
+    /// `/dev/stderr`, `/dev/fd/N`, `/proc/self/fd/N` (or another process's), `/dev/tty`,
+    /// `/dev/null`. Side files (`x.npy.files.txt`) cannot be put next to such a path. Other
+    /// paths under `/dev` (`/dev/shm/x.npy`) are ordinary files or devices.
     public static func isStreamPath(_ path: String) -> Bool {
         let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
-        let standardized = URL(fileURLWithPath: absolute).standardizedFileURL.path
-        return standardized.hasPrefix("/dev/") || standardized.hasPrefix("/proc/")
+        let p = URL(fileURLWithPath: absolute).standardizedFileURL.path
+        if ["/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/tty", "/dev/null"].contains(p) || p.hasPrefix("/dev/fd/") { return true }
+        let parts = p.split(separator: "/")
+        return parts.count == 4 && parts[0] == "proc" && (parts[1] == "self" || parts[1] == "thread-self" || Int(parts[1]) != nil) && parts[2] == "fd"
     }
 
     /// Removes what a killed writer left: entries of `folder` named `<prefix><pid>-...` whose
-    /// process no longer exists (files, or folders with their contents).
-    public static func removeStaleTemporaries(in folder: String, prefix: String) {
+    /// process no longer exists — regular files only, unless `directories` (a staging folder
+    /// made by the writer itself), so a user's folder that happens to match is never deleted.
+    public static func removeStaleTemporaries(in folder: String, prefix: String, directories: Bool = false) {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
         for name in names where name.hasPrefix(prefix) {
             let rest = name.dropFirst(prefix.count)
             guard let dash = rest.firstIndex(of: "-"), let pid = Int32(rest[..<dash]), pid > 0 else { continue }
-            if kill(pid, 0) != 0, errno == ESRCH {
-                try? FileManager.default.removeItem(atPath: folder + "/" + name)
+            guard kill(pid, 0) != 0, errno == ESRCH else { continue }
+            let path = folder + "/" + name
+            var info = stat()
+            guard lstat(path, &info) == 0 else { continue }
+            switch info.st_mode & S_IFMT {
+            case S_IFREG: unlink(path)
+            case S_IFDIR where directories: try? FileManager.default.removeItem(atPath: path)
+            default: break
             }
         }
     }
@@ -198,10 +244,16 @@ public enum AtomicFile {
         if let failure { throw failure }
     }
 
+    /// Writes into an existing stream, FIFO or device. A FIFO is opened without blocking first:
+    /// with no process reading it, that is an error, not a wait forever.
     private static func writeThrough(_ data: Data, path: String) throws(AtomicFileError) {
-        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        let fd = open(path, O_WRONLY | O_CLOEXEC | O_NONBLOCK)
+        if fd < 0, errno == ENXIO { throw .io(path: path, reason: "it is a FIFO and no process is reading from it") }
         guard fd >= 0 else { throw .io(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
+        // Blocking writes from here (a pipe that is full waits for its reader).
+        let flags = fcntl(fd, F_GETFL)
+        if flags >= 0 { _ = fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) }
         try writeAll(data, fd: fd, path: path)
     }
 }

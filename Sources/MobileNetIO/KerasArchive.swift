@@ -50,9 +50,9 @@ public enum KerasArchive {
     }
 
     /// ``member(_:of:limit:isolation:)`` in this process (inside the weight reader's child).
-    static func memberInProcess(_ name: String, of url: URL, limit: Int64) throws(WeightFileError) -> Data? {
+    static func memberInProcess(_ name: String, of url: URL, limit: Int64, prefix: [UInt8] = []) throws(WeightFileError) -> Data? {
         do {
-            return try ZipArchive(contentsOf: url).read(name, limit: limit)
+            return try ZipArchive(contentsOf: url).read(name, limit: limit, prefix: prefix)
         } catch where error.isChecksumMismatch {
             throw .corruptArchive(path: url.path, reason: "\(name) is damaged: its CRC-32 does not match the archive's record")
         } catch {

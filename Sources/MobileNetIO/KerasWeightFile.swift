@@ -115,7 +115,8 @@ public enum KerasWeightFile {
 
     static func archiveWeights(url: URL) throws(WeightFileError) -> Data {
         // Already inside the reader's child process (see readInChild).
-        guard let data = try KerasArchive.memberInProcess("model.weights.h5", of: url, limit: KerasArchive.maximumWeightsBytes) else {
+        guard let data = try KerasArchive.memberInProcess("model.weights.h5", of: url, limit: KerasArchive.maximumWeightsBytes,
+                                                          prefix: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) else {
             throw .corruptArchive(path: url.path, reason: "it has no model.weights.h5 member")
         }
         return data

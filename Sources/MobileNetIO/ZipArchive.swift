@@ -45,12 +45,24 @@ public final class ZipArchive {
             var error = zip_error_t()
             zip_error_init_with_code(&error, code)
             defer { zip_error_fini(&error) }
-            throw ZipArchiveError(path: url.path, reason: "not a readable ZIP archive (libzip: \(String(cString: zip_error_strerror(&error))))", isChecksumMismatch: code == ZIP_ER_CRC)
+            throw ZipArchiveError(path: url.path, reason: Self.openFailure(code: code, libzip: String(cString: zip_error_strerror(&error))), isChecksumMismatch: code == ZIP_ER_CRC)
         }
         self.handle = handle
     }
 
     deinit { zip_discard(handle) }
+
+    /// What an error of `zip_open` means for a file from the internet, in plain words.
+    static func openFailure(code: Int32, libzip: String) -> String {
+        switch code {
+        case ZIP_ER_NOZIP: "not a ZIP archive, or a truncated one (its end-of-archive record is missing)"
+        case ZIP_ER_INCONS: "a damaged ZIP archive (its directory is inconsistent with its entries)"
+        case ZIP_ER_EXISTS: "a ZIP archive with two members of the same name"
+        case ZIP_ER_NOPASSWD, ZIP_ER_ENCRNOTSUPP, ZIP_ER_WRONGPASSWD: "an encrypted ZIP archive (not supported)"
+        case ZIP_ER_READ, ZIP_ER_SEEK, ZIP_ER_EOF: "a truncated or unreadable ZIP archive (libzip: \(libzip))"
+        default: "not a readable ZIP archive (libzip: \(libzip))"
+        }
+    }
 
     /// The members in archive order.
     public var members: [Member] {
@@ -79,9 +91,12 @@ public final class ZipArchive {
     /// - Parameters:
     ///   - name: the member's path in the archive.
     ///   - limit: the most bytes it may inflate to; reading stops one chunk past it.
+    ///   - prefix: bytes the member must start with (a file signature), checked on the first
+    ///     chunk, so a member of the wrong kind is refused before it is inflated whole.
     /// - Throws: ``ZipArchiveError``: a recorded or actual size over `limit` (the reason says
-    ///   which), a CRC-32 mismatch (``ZipArchiveError/isChecksumMismatch``), a damaged stream.
-    public func read(_ name: String, limit: Int64) throws(ZipArchiveError) -> Data? {
+    ///   which), more bytes than recorded, a wrong prefix, a CRC-32 mismatch
+    ///   (``ZipArchiveError/isChecksumMismatch``), a damaged stream.
+    public func read(_ name: String, limit: Int64, prefix: [UInt8] = []) throws(ZipArchiveError) -> Data? {
         let index = zip_name_locate(handle, name, 0)
         guard index >= 0 else { return nil }
         var info = zip_stat_t()
@@ -108,7 +123,14 @@ public final class ZipArchive {
             guard Int64(data.count) + count <= limit else {
                 throw ZipArchiveError(path: path, reason: "\(name) inflates to more than the \(limitText) such a member may have", isChecksumMismatch: false)
             }
+            guard UInt64(data.count) + UInt64(count) <= info.size else {
+                throw ZipArchiveError(path: path, reason: "\(name) inflates to more than the \(info.size) bytes the archive records", isChecksumMismatch: false)
+            }
+            let wasEmpty = data.isEmpty
             data.append(contentsOf: chunk[0..<Int(count)])
+            if wasEmpty, !prefix.isEmpty, !data.starts(with: prefix.prefix(data.count)) {
+                throw ZipArchiveError(path: path, reason: "\(name) does not start with the signature of its format", isChecksumMismatch: false)
+            }
         }
         guard UInt64(data.count) == info.size else {
             throw ZipArchiveError(path: path, reason: "\(name) has \(data.count) bytes, the archive records \(info.size)", isChecksumMismatch: false)

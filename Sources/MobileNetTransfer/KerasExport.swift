@@ -222,7 +222,7 @@ public struct KerasTransferExport: Sendable {
         let directory = url.deletingLastPathComponent()
         // The staging folder carries the process id, so one left by a killed export is removed here.
         let prefix = ".\(url.lastPathComponent).export-"
-        AtomicFile.removeStaleTemporaries(in: directory.path, prefix: prefix)
+        AtomicFile.removeStaleTemporaries(in: directory.path, prefix: prefix, directories: true)
         let staging = directory.appendingPathComponent("\(prefix)\(getpid())-\(UUID().uuidString)", isDirectory: true)
         do {
             try fileManager.createDirectory(at: staging, withIntermediateDirectories: false)

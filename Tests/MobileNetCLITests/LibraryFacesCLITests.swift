@@ -77,6 +77,30 @@ struct LibraryFacesCLITests {
         #expect(try NPY.read(contentsOf: URL(fileURLWithPath: out)).shape == [1, 1280])
     }
 
+    @Test("usage errors before any work: an output that is an input, a missing output folder, option values that are not UTF-8, malformed sizes and environment")
+    func outputsAndValuesRefusedFirst() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let image = dir.appendingPathComponent("img.png")
+        try FileManager.default.copyItem(atPath: CLI.example, toPath: image.path)
+        let before = try Data(contentsOf: image)
+        let same = try CLI.run(["embed", image.path, "-o", image.path, "--format", "csv", "--overwrite", "--weights", CLI.noTopWeights, "--input-size", "96"])
+        #expect(same.status == 64 && same.stderr.contains("is the input"), "\(same.stderr)")
+        #expect(try Data(contentsOf: image) == before)
+        let folder = try CLI.run(["embed", image.path, "-o", dir.appendingPathComponent("missing/x.npy").path, "--weights", CLI.noTopWeights])
+        #expect(folder.status == 64 && folder.stderr.contains("does not exist"), "\(folder.stderr)")
+        for size in ["224x", "x224", "+224", "2 24"] {
+            let result = try CLI.run(["embed", image.path, "--input-size", size, "--weights", CLI.noTopWeights])
+            #expect(result.status == 64, "--input-size \(size): \(result.stderr)")
+        }
+        let micro = try CLI.run(["embed", image.path, "--weights", CLI.noTopWeights], environment: ["MOBILENET_MICRO_BATCH": "abc"])
+        #expect(micro.status == 64 && micro.stderr.contains("MOBILENET_MICRO_BATCH"), "\(micro.stderr)")
+        let script = "exec \"$0\" embed \"$1\" --weights \"$2\" -o \"$3/o$(printf '\\351').npy\""
+        let option = try Subprocess.run(URL(fileURLWithPath: "/bin/sh"), ["-c", script, CLI.executable.path, image.path, CLI.noTopWeights, dir.path])
+        #expect(option.status == 64 && option.stderr.contains("o\\xe9.npy") && option.stderr.contains("not valid UTF-8"), "\(option.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["img.png"])
+    }
+
     @Test("predict uses the preprocessing recorded at training, and warns when options override it")
     func recordedPreprocessing() throws {
         let root = try TestData.temporaryDirectory()

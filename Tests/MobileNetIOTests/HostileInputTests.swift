@@ -149,6 +149,54 @@ struct AtomicFileTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".tmp-") }.isEmpty)
     }
 
+    @Test("side files: a planted symbolic link is replaced, not written through; a failed write restores the old side file; long names; stale folders kept")
+    func sideFilesAndFailures() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // A link planted at the side file's path: its target must survive.
+        let victim = dir.appendingPathComponent("victim.txt")
+        try Data("victim".utf8).write(to: victim)
+        let npy = dir.appendingPathComponent("sl.npy"), names = EmbeddingFiles.namesURL(for: npy)
+        try FileManager.default.createSymbolicLink(at: names, withDestinationURL: victim)
+        try EmbeddingFiles.writeNPY(names: ["a.jpg"], rows: [[1]], width: 1, to: npy, overwrite: true)
+        #expect(try String(contentsOf: victim, encoding: .utf8) == "victim")
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: names.path)) == nil)
+        #expect(try String(contentsOf: names, encoding: .utf8) == "a.jpg\n")
+        // The matrix cannot be replaced (an immutable file, as root can make): the old list stays.
+        let pair = dir.appendingPathComponent("p.npy")
+        try EmbeddingFiles.writeNPY(names: ["old.jpg"], rows: [[1]], width: 1, to: pair, overwrite: false)
+        func chattr(_ flag: String) -> Bool {
+            FileManager.default.isExecutableFile(atPath: "/usr/bin/chattr") && (try? Subprocess.run(URL(fileURLWithPath: "/usr/bin/chattr"), [flag, pair.path]))?.status == 0
+        }
+        if chattr("+i") {
+            defer { _ = chattr("-i") }
+            #expect(throws: AtomicFileError.self) { try EmbeddingFiles.writeNPY(names: ["new.jpg"], rows: [[2]], width: 1, to: pair, overwrite: true) }
+            #expect(try String(contentsOf: EmbeddingFiles.namesURL(for: pair), encoding: .utf8) == "old.jpg\n")
+        }
+        // A folder that looks like a dead writer's temporary is a user's: kept.
+        let folder = dir.appendingPathComponent(".x.npy.tmp-999998-userdir")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try AtomicFile.write(Data("x".utf8), to: dir.appendingPathComponent("x.npy"))
+        #expect(FileKind(path: folder.path) == .directory)
+        // A legal 244-byte name: the temporary's name must still fit in 255 bytes.
+        let long = dir.appendingPathComponent(String(repeating: "a", count: 240) + ".npy")
+        try AtomicFile.write(Data("long".utf8), to: long, overwrite: false)
+        #expect(try Data(contentsOf: long) == Data("long".utf8))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".tmp-") && !$0.contains("userdir") }.isEmpty)
+    }
+
+    @Test("a FIFO nobody reads is an error at once, not a hang; /dev/shm is a folder, not a stream")
+    func fifoWithoutReader() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fifo = dir.appendingPathComponent("out.csv")
+        #expect(mkfifo(fifo.path, 0o644) == 0)
+        #expect(throws: AtomicFileError.io(path: fifo.path, reason: "it is a FIFO and no process is reading from it")) {
+            try AtomicFile.write(Data("x".utf8), to: fifo, overwrite: false)
+        }
+        #expect(!AtomicFile.isStreamPath("/dev/shm/x.npy") && AtomicFile.isStreamPath("/dev/null") && AtomicFile.isStreamPath("/proc/123/fd/1"))
+    }
+
     @Test("/dev/fd/N and FIFOs are written through, never replaced by a regular file")
     func streams() throws {
         var fds: [Int32] = [0, 0]

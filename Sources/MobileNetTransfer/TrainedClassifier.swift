@@ -108,6 +108,13 @@ public struct TrainedClassifier: Sendable {
         let imported = try KerasTransferModel.read(contentsOf: url)
         let (h, w) = imported.inputSize ?? inputSize ?? (224, 224)
         let configuration = MobileNetV2Configuration(alpha: imported.alpha, inputHeight: h, inputWidth: w, includeTop: false, pooling: .avg)
+        // A configuration the file's config.json declares (a 100000x100000 input) is the file's
+        // fault: the message names it.
+        do {
+            try configuration.validate()
+        } catch {
+            throw KerasImportError.invalidConfig(path: url.path, message: "\(error)")
+        }
         let network = try MobileNetV2(configuration: configuration, weights: imported.backboneWeights.droppingClassifier(), backend: backend)
         let classes = imported.head.classes
         var names = classNames ?? (0..<classes).map { "class\($0)" }

@@ -91,7 +91,7 @@ struct KerasArchiveSafetyTests {
     }
 
     @Test("config.json is honoured: another activation or unit count, or a garbage config, is refused")
-    func configHonoured() throws {
+    func configHonoured() async throws {
         let dir = try TestData.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         // The fixture itself is accepted.
@@ -114,6 +114,16 @@ struct KerasArchiveSafetyTests {
         text = text.replacingOccurrences(of: "GlobalAveragePooling2D", with: "GlobalMaxPooling2D")
         let maxPooled = try Self.rewritten(["config.json": Data(text.utf8)], in: dir, name: "max.keras")
         #expect(throws: KerasImportError.self) { try KerasTransferModel.read(contentsOf: maxPooled) }
+        // An input the machine cannot run, declared by the file: refused naming the file.
+        let huge = text.replacingOccurrences(of: "GlobalMaxPooling2D", with: "GlobalAveragePooling2D")
+            .replacingOccurrences(of: "\"batch_shape\": [null, 96, 96, 3]", with: "\"batch_shape\": [null, 100000, 100000, 3]")
+        let hugeInput = try Self.rewritten(["config.json": Data(huge.utf8)], in: dir, name: "huge.keras")
+        do {
+            _ = try await TrainedClassifier.load(contentsOf: hugeInput, backend: ReferenceBackend())
+            Issue.record("a 100000x100000 input was accepted")
+        } catch {
+            #expect("\(error)".hasPrefix(hugeInput.path) && "\(error)".contains("4096"), "\(error)")
+        }
         let removed: [String: Data?] = ["config.json": Data?.none]
         let missing = try Self.rewritten(removed, in: dir, name: "missing.keras")
         #expect(throws: KerasImportError.self) { try KerasTransferModel.read(contentsOf: missing) }

@@ -53,7 +53,7 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
         case .noSuchFile(let path):
             return "\(path): no such index file"
         case .notSQLite(let path):
-            return "\(path): not an SQLite database (the file does not start with the SQLite header); it was left untouched"
+            return "\(path): not an SQLite database (the file does not start with the SQLite header); it was left untouched — move it away or give another file"
         case .emptyDatabase(let path):
             return "\(path): an empty file, not yet an embedding store (nothing has been added to it)"
         case .emptyPath:

@@ -154,7 +154,7 @@ struct EmbeddingDatabaseOptions: ParsableArguments {
     /// Opens the cache store (creating its folder), or nil with --no-cache.
     func openCache() throws -> EmbeddingStore? {
         if noCache { return nil }
-        if let database { return try EmbeddingStore(url: URL(fileURLWithPath: database)) }
+        if let database { return try EmbeddingStore(path: database) }
         let directory = WeightsResolver().cacheDirectory
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         return try EmbeddingStore(url: directory.appendingPathComponent("embeddings.sqlite"))

@@ -21,7 +21,7 @@ struct Index: AsyncParsableCommand {
             abstract: "Embed new or changed images of files and directories into the index.")
 
         @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
-        func validate() throws { _ = try database.requiredPath() }
+        func validate() throws { _ = try database.requiredIndexPath() }
         @OptionGroup(title: "Model") var model: BackboneOptions
         @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
         @OptionGroup var decode: DecodeOptions
@@ -38,7 +38,7 @@ struct Index: AsyncParsableCommand {
                 let path = try database.requiredPath()
                 let options = runtime.runtime(decode)
                 let backbone = try await model.loadBackbone(runtime: options)
-                let index = try ImageIndex(url: URL(fileURLWithPath: path))
+                let index = try ImageIndex(path: path)
                 let c = backbone.network.configuration
                 let progress = ProgressReporter()
                 let result = try index.add(files.map(\.standardizedFileURL), backbone: backbone,
@@ -59,11 +59,11 @@ struct Index: AsyncParsableCommand {
     struct Sync: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Forget indexed files that no longer exist.")
         @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
-        func validate() throws { _ = try database.requiredPath() }
+        func validate() throws { _ = try database.requiredIndexPath() }
 
         func run() throws {
             do {
-                let removed = try ImageIndex(url: URL(fileURLWithPath: try database.requiredPath())).sync()
+                let removed = try ImageIndex(path: try database.requiredPath()).sync()
                 for path in removed { print("removed \(path)") }
                 printError("sync: \(removed.count) missing files removed")
             } catch {
@@ -76,7 +76,7 @@ struct Index: AsyncParsableCommand {
     struct Stats: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show what the index holds.")
         @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
-        func validate() throws { _ = try database.requiredPath() }
+        func validate() throws { _ = try database.requiredIndexPath() }
         @Flag(name: .long, help: "Print JSON.")
         var json = false
 
@@ -87,8 +87,7 @@ struct Index: AsyncParsableCommand {
         func run() throws {
             do {
                 let path = try database.requiredPath()
-                guard FileManager.default.fileExists(atPath: path) else { throw ImageIndexError.empty(path: path) }
-                let index = try ImageIndex(url: URL(fileURLWithPath: path), readOnly: true)
+                let index = try ImageIndex(path: path, readOnly: true)
                 let files = try index.files()
                 let attributes = try? FileManager.default.attributesOfItem(atPath: path)
                 let size = (attributes?[.size] as? Int) ?? 0
@@ -126,14 +125,14 @@ struct Index: AsyncParsableCommand {
         var overwrite = false
 
         func validate() throws {
-            _ = try database.requiredPath()
+            _ = try database.requiredIndexPath()
             try validateOutputs([output, output + ".json"], overwrite: overwrite, needsSideFile: [output], inputs: database.database.map { [$0] } ?? [])
         }
 
         func run() throws {
             let sidecar = output + ".json"
             do {
-                let index = try ImageIndex(url: URL(fileURLWithPath: try database.requiredPath()), readOnly: true)
+                let index = try ImageIndex(path: try database.requiredPath(), readOnly: true)
                 guard let backbone = try index.backbone() else { throw ImageIndexError.empty(path: try database.requiredPath()) }
                 let preprocessing = PreprocessingIdentity(image.configuration(), height: backbone.inputHeight, width: backbone.inputWidth)
                 let (search, _) = try index.searchIndex(preprocessing: preprocessing)
@@ -184,7 +183,7 @@ struct Similar: AsyncParsableCommand {
     struct Report: Encodable { let index: String; let results: [Result]; let errors: [Failure] }
 
     func validate() throws {
-        _ = try database.requiredPath()
+        _ = try database.requiredIndexPath()
         guard (1...1_000_000).contains(top) else { throw ValidationError("--top must be between 1 and 1000000, got \(top)") }
         guard VectorPrecision(rawValue: precision) != nil else { throw ValidationError("--precision must be float32 or float16") }
     }
@@ -195,8 +194,7 @@ struct Similar: AsyncParsableCommand {
         let path: String
         do {
             path = try database.requiredPath()
-            guard FileManager.default.fileExists(atPath: path) else { throw ImageIndexError.empty(path: path) }
-            let index = try ImageIndex(url: URL(fileURLWithPath: path), readOnly: true)
+            let index = try ImageIndex(path: path, readOnly: true)
             let options = runtime.runtime(decode)
             let backbone = try await model.loadBackbone(runtime: options)
             let c = backbone.network.configuration
@@ -262,6 +260,7 @@ struct Duplicates: AsyncParsableCommand {
 
     func validate() throws {
         guard database.database != nil || !images.isEmpty else { throw ValidationError("give directories or files, or --index FILE") }
+        if database.database != nil { _ = try database.requiredIndexPath() }
         guard (-1...1).contains(threshold) else { throw ValidationError("--threshold must be in -1...1") }
     }
 
@@ -280,7 +279,7 @@ struct Duplicates: AsyncParsableCommand {
             let progress = ProgressReporter()
             defer { progress.finish() }
             if let indexPath = database.database {
-                let imageIndex = try ImageIndex(url: URL(fileURLWithPath: indexPath), readOnly: images.isEmpty)
+                let imageIndex = try ImageIndex(path: indexPath, readOnly: images.isEmpty)
                 var preprocessing: PreprocessingIdentity
                 if !files.isEmpty {
                     let backbone = try await model.loadBackbone(runtime: options)
@@ -321,5 +320,16 @@ struct Duplicates: AsyncParsableCommand {
             printError("duplicates: \(counted(groups.count, "group")) among \(counted(search.count, "image")) (threshold \(threshold))")
         }
         if failed { throw ExitCode(1) }
+    }
+}
+
+extension EmbeddingDatabaseOptions {
+    /// The `--index` path of the index commands, which must be given and must not be empty.
+    ///
+    /// - Throws: `ValidationError` (a usage error) when `--index` is missing or is `""`.
+    func requiredIndexPath() throws -> String {
+        let path = try requiredPath()
+        guard !path.isEmpty else { throw ValidationError("--index: the path is empty; give the index database file") }
+        return path
     }
 }

@@ -40,9 +40,19 @@ public final class ImageIndex {
 
     /// Opens (or, unless `readOnly`, creates) the index file.
     ///
-    /// - Throws: ``/MobileNetStore/StoreError`` naming the file (corrupt, locked, another application's database).
+    /// - Throws: ``/MobileNetStore/StoreError`` naming the file (missing when read-only, not
+    ///   SQLite, corrupt, locked, another application's database).
     public init(url: URL, readOnly: Bool = false) throws(StoreError) {
         store = try EmbeddingStore(url: url, readOnly: readOnly)
+    }
+
+    /// Opens (or, unless `readOnly`, creates) the index file at a path.
+    ///
+    /// - Throws: ``/MobileNetStore/StoreError/emptyPath`` for `""`,
+    ///   ``/MobileNetStore/StoreError/noSuchFile(path:)`` for a missing file opened read-only,
+    ///   and the other store errors of ``init(url:readOnly:)``.
+    public init(path: String, readOnly: Bool = false) throws(StoreError) {
+        store = try EmbeddingStore(path: path, readOnly: readOnly)
     }
 
     /// The backbone the index was built with, or nil for a new index.

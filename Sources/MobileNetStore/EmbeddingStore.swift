@@ -46,7 +46,8 @@ public struct FileRecord: Sendable, Equatable {
 }
 
 /// The on-disk embedding cache, shared by transfer learning (`mobilenet train`) and similarity
-/// search: an SQLite database in WAL mode.
+/// search: an SQLite database, in WAL mode while a writer has it open and in rollback-journal
+/// (`DELETE`) mode once closed, so a closed store is a single file.
 ///
 /// Schema (version ``schemaVersion``; `PRAGMA application_id` = ``applicationID``, `PRAGMA user_version` = schema version):
 /// ```sql
@@ -82,60 +83,182 @@ public final class EmbeddingStore {
     public let url: URL
     let connection: SQLiteConnection
 
-    /// Opens the store at `url`, creating it (and the schema) when the file does not exist.
+    /// Opens the store at `url`, creating it (and the schema) when the file does not exist or
+    /// is empty (0 bytes).
+    ///
+    /// A writer keeps the database in WAL mode while it is open and switches it back to
+    /// `journal_mode=DELETE` when it closes (best effort: not while another connection has it
+    /// open), so a closed store is one file. A reader opens it with `mode=ro` and, when its
+    /// folder is not writable (no writer can be at work there) and no write-ahead log is
+    /// beside it, with `immutable=1`, so it reads a store in a read-only folder and leaves no
+    /// -wal or -shm file behind. Creation is atomic for other processes: the schema is made
+    /// in one `BEGIN IMMEDIATE` transaction, and a process that finds an empty database
+    /// waits for that lock and looks again, so concurrent creators all succeed.
     ///
     /// - Parameters:
     ///   - url: the SQLite database file.
     ///   - readOnly: open without write access (the file must exist; default false).
-    /// - Throws: ``StoreError`` naming the file: `.corrupt` for a damaged or non-SQLite file,
-    ///   `.notAnEmbeddingStore` for another application's database, `.unsupportedSchemaVersion`.
+    /// - Throws: ``StoreError`` naming the file: `.emptyPath` for `""`, `.noSuchFile` (read-only,
+    ///   missing file), `.emptyDatabase` (read-only, 0-byte file), `.notSQLite` for a file that
+    ///   is not SQLite at all, `.corrupt` for a damaged one, `.notAnEmbeddingStore` for another
+    ///   application's database, `.unsupportedSchemaVersion`, `.busy`, `.sqlite` (cannot create,
+    ///   not writable).
     public init(url: URL, readOnly: Bool = false) throws(StoreError) {
         self.url = url
         let path = url.path
+        guard !path.isEmpty else { throw .emptyPath }
+        self.readOnly = readOnly
         // An existing file is checked through a read-only connection first, so a damaged or
         // foreign database is never written to (not even a journal-mode change).
         var info = stat()
-        let existing: Bool
         if stat(path, &info) != 0 {
-            existing = false
-        } else if (info.st_mode & S_IFMT) == S_IFREG {
-            existing = info.st_size > 0
-            if existing { try Self.validate(path: path) }
-        } else {
+            guard !readOnly else {
+                if errno == ENOENT { throw .noSuchFile(path: path) }
+                throw .sqlite(path: path, code: SQLITE_CANTOPEN, message: String(cString: strerror(errno)))
+            }
+        } else if (info.st_mode & S_IFMT) != S_IFREG {
             throw .sqlite(path: path, code: SQLITE_CANTOPEN, message: "not a regular file")
         }
-        if !existing {
-            guard !readOnly else { throw .notAnEmbeddingStore(path: path) }
+        let folder = url.deletingLastPathComponent().path
+        let header = try Self.header(path: path)
+        if readOnly {
+            guard let header, !header.isEmpty else { throw .emptyDatabase(path: path) }
+            guard Self.isSQLiteHeader(header) else { throw .notSQLite(path: path) }
+            // No writer can work in a folder that refuses its -wal file; then (and only when no
+            // log is left there to read) the database is immutable and needs no -shm file.
+            let walSize = Self.fileSize(path + "-wal")
+            let immutable = access(folder, W_OK) != 0 && (walSize ?? 0) == 0
+            connection = try Self.retryingWhileBusy { () throws(StoreError) in
+                let connection = try SQLiteConnection(path: path, readOnly: true, immutable: immutable)
+                try Self.validate(connection)
+                return connection
+            }
+            return
+        }
+        if let header, !header.isEmpty {
+            guard Self.isSQLiteHeader(header) else { throw .notSQLite(path: path) }
+            if access(path, W_OK) != 0 {
+                throw .sqlite(path: path, code: SQLITE_READONLY, message: "the database is not writable (\(String(cString: strerror(errno)))); open it read-only or copy it")
+            } else if access(folder, W_OK) != 0 {
+                // Writing needs the write-ahead log beside the file.
+                throw .sqlite(path: path, code: SQLITE_READONLY, message: "its folder is not writable (\(String(cString: strerror(errno)))), and writing needs the -wal file beside it; open it read-only or copy it")
+            }
+            // A store being created by another process is 0 bytes until that process commits
+            // its schema (one transaction in rollback-journal mode, under its lock), so a
+            // non-empty file is a finished store or a foreign or damaged database, refused
+            // here before any write (another application's empty database included).
+            try Self.retryingWhileBusy { () throws(StoreError) in try Self.validate(SQLiteConnection(path: path, readOnly: true)) }
+        } else if header == nil {
             // Create the (empty) file ourselves, so that a read-only mount, a missing folder or
             // a permission is reported with the system's reason instead of SQLite's "unable to
             // open database file" (access(2) does not tell: root passes it on a read-only folder).
-            let folder = url.deletingLastPathComponent().path
-            if stat(path, &info) != 0 {
-                let fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o666)
-                guard fd >= 0 else {
-                    throw .sqlite(path: path, code: SQLITE_CANTOPEN, message: "cannot create the database in \(folder) (\(String(cString: strerror(errno))))")
-                }
+            let fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o666)
+            if fd >= 0 {
                 close(fd)
+            } else if errno != EEXIST {
+                throw .sqlite(path: path, code: SQLITE_CANTOPEN, message: "cannot create the database in \(folder) (\(String(cString: strerror(errno))))")
             }
-        } else if !readOnly, access(path, W_OK) != 0 {
-            throw .sqlite(path: path, code: SQLITE_READONLY, message: "the database is not writable (\(String(cString: strerror(errno)))); open it read-only or copy it")
-        } else if !readOnly, access(url.deletingLastPathComponent().path, W_OK) != 0 {
-            // Writing needs the write-ahead log beside the file.
-            throw .sqlite(path: path, code: SQLITE_READONLY, message: "its folder is not writable (\(String(cString: strerror(errno)))), and writing needs the -wal file beside it; open it read-only or copy it")
         }
-        connection = try SQLiteConnection(path: path, readOnly: readOnly)
-        if !existing {
-            try connection.execute("PRAGMA journal_mode=WAL")
-            try connection.execute(Self.schemaSQL)
-            return
-        }
-        if !readOnly { try connection.execute("PRAGMA journal_mode=WAL") }
+        let connection = try SQLiteConnection(path: path, readOnly: false)
+        self.connection = connection
+        // Lock upgrades of several connections at once (one switching to WAL mode while
+        // another starts its transaction) can end in SQLITE_BUSY without waiting: try again.
+        try Self.retryingWhileBusy { () throws(StoreError) in try Self.createSchemaIfNeeded(connection, path: path) }
+        try Self.retryingWhileBusy { () throws(StoreError) in try connection.execute("PRAGMA journal_mode=WAL") }
     }
 
-    /// Checks an existing database without writing to it: an SQLite file, this application's
-    /// id, a schema version this build reads, and tables that can be read.
-    private static func validate(path: String) throws(StoreError) {
-        let connection = try SQLiteConnection(path: path, readOnly: true)
+    /// Runs `body` until it does not fail with ``StoreError/busy(path:)``, for up to 15 s,
+    /// sleeping a few random milliseconds between tries.
+    private static func retryingWhileBusy<T>(_ body: () throws(StoreError) -> T) throws(StoreError) -> T {
+        let deadline = Date().addingTimeInterval(15)
+        while true {
+            do throws(StoreError) {
+                return try body()
+            } catch .busy(let path) {
+                guard Date() < deadline else { throw .busy(path: path) }
+                usleep(UInt32.random(in: 2_000...20_000))
+            }
+        }
+    }
+
+    /// Opens the store at a file path, as ``init(url:readOnly:)`` does; the path is checked
+    /// first, since `URL(fileURLWithPath: "")` would name the current folder.
+    ///
+    /// - Throws: ``StoreError/emptyPath`` for `""`; otherwise as ``init(url:readOnly:)``.
+    public convenience init(path: String, readOnly: Bool = false) throws(StoreError) {
+        guard !path.isEmpty else { throw .emptyPath }
+        try self.init(url: URL(fileURLWithPath: path), readOnly: readOnly)
+    }
+
+    /// Whether this store was opened read-only.
+    let readOnly: Bool
+
+    deinit {
+        // A closed store is one file: leave WAL mode (the last connection checkpoints and
+        // removes -wal and -shm). Another connection still open makes this fail with
+        // SQLITE_BUSY; then it is left to the last writer to close.
+        guard !readOnly else { return }
+        connection.setBusyTimeout(0)
+        try? connection.execute("PRAGMA journal_mode=DELETE")
+    }
+
+    /// The first 16 bytes of `path` (fewer for a shorter file, empty for an empty one), or nil
+    /// when there is no such file. Read with read(2), not the size, so a /proc file whose
+    /// size is 0 still shows its bytes.
+    private static func header(path: String) throws(StoreError) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else {
+            if errno == ENOENT { return nil }
+            throw .sqlite(path: path, code: SQLITE_CANTOPEN, message: String(cString: strerror(errno)))
+        }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 16)
+        var count = 0
+        while count < 16 {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, 16 - count) }
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else { break }
+            count += n
+        }
+        return Array(bytes.prefix(count))
+    }
+
+    private static func isSQLiteHeader(_ header: [UInt8]) -> Bool {
+        header.count == 16 && header == Array("SQLite format 3\0".utf8)
+    }
+
+    private static func fileSize(_ path: String) -> Int64? {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int64(info.st_size) : nil
+    }
+
+    /// Makes the schema in a blank database, atomically for other processes: under
+    /// `BEGIN IMMEDIATE` (which waits for another creator), the application id is looked at
+    /// again; a store made meanwhile is validated, a foreign database refused.
+    private static func createSchemaIfNeeded(_ connection: SQLiteConnection, path: String) throws(StoreError) {
+        try connection.execute("BEGIN IMMEDIATE")
+        do throws(StoreError) {
+            let appID = try scalarInt(connection, "PRAGMA application_id")
+            if appID == Int(applicationID) {
+                try connection.execute("COMMIT")
+                try validate(connection)
+                return
+            }
+            guard appID == 0, try scalarInt(connection, "SELECT count(*) FROM sqlite_master") == 0 else {
+                throw StoreError.notAnEmbeddingStore(path: path)
+            }
+            try connection.execute(schemaSQL)
+            try connection.execute("COMMIT")
+        } catch {
+            try? connection.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Checks an opened database without writing to it: this application's id, a schema
+    /// version this build reads, and tables that can be read.
+    private static func validate(_ connection: SQLiteConnection) throws(StoreError) {
+        let path = connection.path
         let appID = try scalarInt(connection, "PRAGMA application_id")
         let version = try scalarInt(connection, "PRAGMA user_version")
         guard appID == Int(applicationID) else { throw .notAnEmbeddingStore(path: path) }
@@ -148,20 +271,18 @@ public final class EmbeddingStore {
     }
 
     static let schemaSQL = """
-        BEGIN;
         PRAGMA application_id = \(applicationID);
         PRAGMA user_version = \(schemaVersion);
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        INSERT INTO meta VALUES ('format', 'swift-mobilenet-embeddings'), ('schema_version', '\(schemaVersion)');
-        CREATE TABLE backbones (key TEXT PRIMARY KEY, architecture TEXT, alpha REAL, input_height INTEGER,
+        CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT OR REPLACE INTO meta VALUES ('format', 'swift-mobilenet-embeddings'), ('schema_version', '\(schemaVersion)');
+        CREATE TABLE IF NOT EXISTS backbones (key TEXT PRIMARY KEY, architecture TEXT, alpha REAL, input_height INTEGER,
             input_width INTEGER, pooling TEXT, weights_sha256 TEXT, created REAL);
-        CREATE TABLE embeddings (content_sha256 TEXT NOT NULL, backbone TEXT NOT NULL, preprocessing TEXT NOT NULL,
+        CREATE TABLE IF NOT EXISTS embeddings (content_sha256 TEXT NOT NULL, backbone TEXT NOT NULL, preprocessing TEXT NOT NULL,
             view TEXT NOT NULL, dimension INTEGER NOT NULL, vector BLOB NOT NULL, created REAL NOT NULL,
             PRIMARY KEY (content_sha256, backbone, preprocessing, view)) WITHOUT ROWID;
-        CREATE TABLE files (path TEXT PRIMARY KEY, content_sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+        CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, content_sha256 TEXT NOT NULL, size INTEGER NOT NULL,
             mtime REAL NOT NULL, seen REAL NOT NULL);
-        CREATE INDEX files_by_content ON files(content_sha256);
-        COMMIT;
+        CREATE INDEX IF NOT EXISTS files_by_content ON files(content_sha256);
         """
 
     static func scalarInt(_ connection: SQLiteConnection, _ sql: String) throws(StoreError) -> Int {

@@ -12,6 +12,16 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
     case unsupportedSchemaVersion(path: String, found: Int, supported: Int)
     /// The database is locked by another writer for longer than the busy timeout.
     case busy(path: String)
+    /// The path names no file: a read-only open needs an existing database.
+    case noSuchFile(path: String)
+    /// The file exists and has bytes, but does not start with the SQLite header: it is not an
+    /// SQLite database at all. It is left untouched.
+    case notSQLite(path: String)
+    /// The file exists but is empty (0 bytes): no embedding store has been written to it yet.
+    /// Only a read-only open reports this; a writer makes an empty file a new store.
+    case emptyDatabase(path: String)
+    /// The path is the empty string.
+    case emptyPath
     /// Any other SQLite failure, with SQLite's message and result code.
     case sqlite(path: String, code: Int32, message: String)
     /// A stored row does not have the expected layout (for example a vector of the wrong length).
@@ -21,8 +31,11 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
     public var path: String {
         switch self {
         case .corrupt(let path, _), .notAnEmbeddingStore(let path), .unsupportedSchemaVersion(let path, _, _),
-             .busy(let path), .sqlite(let path, _, _), .invalidRow(let path, _):
+             .busy(let path), .sqlite(let path, _, _), .invalidRow(let path, _), .noSuchFile(let path),
+             .notSQLite(let path), .emptyDatabase(let path):
             return path
+        case .emptyPath:
+            return ""
         }
     }
 
@@ -37,6 +50,14 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
             return "\(path): embedding store schema version \(found) is newer than this build supports (\(supported))"
         case .busy(let path):
             return "\(path): the database is locked by another process"
+        case .noSuchFile(let path):
+            return "\(path): no such index file"
+        case .notSQLite(let path):
+            return "\(path): not an SQLite database (the file does not start with the SQLite header); it was left untouched — move it away or give another file"
+        case .emptyDatabase(let path):
+            return "\(path): an empty file, not yet an embedding store (nothing has been added to it)"
+        case .emptyPath:
+            return "the database path is empty"
         case .sqlite(let path, let code, let message):
             return "\(path): SQLite error \(code): \(message)"
         case .invalidRow(let path, let message):
@@ -51,11 +72,18 @@ final class SQLiteConnection {
     let path: String
     private var handle: OpaquePointer?
 
-    init(path: String, readOnly: Bool = false) throws(StoreError) {
+    /// Opens `path`. A read-only connection is opened by URI with `mode=ro`, and with
+    /// `immutable=1` when `immutable` (SQLite then takes no locks and creates no -shm file:
+    /// only for a database that nothing can be writing, such as one in a read-only folder).
+    init(path: String, readOnly: Bool = false, immutable: Bool = false) throws(StoreError) {
         self.path = path
         var db: OpaquePointer?
-        let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
-        let rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, nil)
+        let rc: Int32
+        if readOnly {
+            rc = sqlite3_open_v2(Self.uri(path, immutable: immutable), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, nil)
+        } else {
+            rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
+        }
         handle = db
         if rc != SQLITE_OK {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
@@ -68,6 +96,24 @@ final class SQLiteConnection {
     }
 
     deinit { sqlite3_close(handle) }
+
+    /// A `file:` URI for `path` (`%`, `?` and `#` escaped) with `mode=ro`, and `immutable=1` when asked.
+    static func uri(_ path: String, immutable: Bool) -> String {
+        // Non-ASCII bytes: percent-encode them too, so the URI is ASCII and decodes to the same bytes.
+        var escaped = ""
+        for byte in path.utf8 {
+            if byte >= 0x80 || byte == UInt8(ascii: "%") || byte == UInt8(ascii: "?") || byte == UInt8(ascii: "#") {
+                escaped += String(format: "%%%02X", byte)
+            } else {
+                escaped.unicodeScalars.append(Unicode.Scalar(byte))
+            }
+        }
+        let prefix = path.hasPrefix("/") ? "file://" : "file:"
+        return prefix + escaped + "?mode=ro" + (immutable ? "&immutable=1" : "")
+    }
+
+    /// Sets the busy timeout in milliseconds.
+    func setBusyTimeout(_ milliseconds: Int32) { sqlite3_busy_timeout(handle, milliseconds) }
 
     static func error(path: String, code: Int32, message: String) -> StoreError {
         switch code & 0xff {

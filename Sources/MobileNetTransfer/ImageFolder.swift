@@ -16,6 +16,10 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
     case invalidValidationSplit(Double)
     /// No validation images: the split left none and no validation folder was given.
     case noValidationImages(path: String)
+    /// A class folder whose name is not valid UTF-8, shown with its bytes escaped
+    /// (``/MobileNetPipeline/ImageFileProblem/escaped(_:)``, e.g. `DIR/\xe9t\xe9`): it cannot be
+    /// a class name, and dropping it silently would train on fewer classes.
+    case undecodableClassName(path: String)
 
     /// A one-line message naming the folder.
     public var description: String {
@@ -28,6 +32,8 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
         case .classMismatch(let path, let expected, let found):
             return "\(path): validation classes \(found) differ from the training classes \(expected)"
         case .invalidValidationSplit(let value): return "the validation split must be in 0..<1, got \(value)"
+        case .undecodableClassName(let path):
+            return "\(path): a class folder whose name is not valid UTF-8 (shown with its bytes escaped); rename it to use it"
         case .noValidationImages(let path): return "\(path): no validation images (every class is too small to hold one out); give --validation-dir"
         }
     }
@@ -71,14 +77,17 @@ public struct ImageFolder: Sendable {
     ///   - root: the folder with one subfolder of images per class (hidden entries ignored).
     ///   - expected: when given (for a validation or evaluation folder), the folder's classes
     ///     must be exactly these, in sorted order.
-    /// - Throws: ``DatasetError`` naming the folder: not a directory, fewer than two classes, an
-    ///   empty class folder, classes different from `expected`.
+    /// - Throws: ``DatasetError`` naming the folder: not a directory, a class folder whose name is
+    ///   not valid UTF-8, fewer than two classes, an empty class folder, classes different from `expected`.
     public init(root: URL, classNames expected: [String]? = nil) throws(DatasetError) {
         self.root = root
         let manager = FileManager.default
         var isDirectory: ObjCBool = false
         guard manager.fileExists(atPath: root.path, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw .notADirectory(path: root.path)
+        }
+        if let bytes = Self.undecodableSubfolder(of: root) {
+            throw .undecodableClassName(path: root.appendingPathComponent(ImageFileProblem.escaped(bytes)).relativePath)
         }
         let entries = (try? manager.contentsOfDirectory(atPath: root.path)) ?? []
         let classes = entries.filter { name in
@@ -112,6 +121,25 @@ public struct ImageFolder: Sendable {
         }
         self.images = images
         self.warnings = warnings
+    }
+
+    /// The name (bytes) of the first non-hidden sub-folder of `root`, in byte order, whose name is
+    /// not valid UTF-8 (FileManager leaves such entries out), listed with `readdir(3)`.
+    static func undecodableSubfolder(of root: URL) -> [UInt8]? {
+        guard let handle = opendir(root.path) else { return nil }
+        defer { closedir(handle) }
+        var found: [[UInt8]] = []
+        while let entry = readdir(handle) {
+            let bytes = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix(while: { $0 != 0 })) }
+            guard bytes.first != UInt8(ascii: "."), String(validating: bytes, as: UTF8.self) == nil else { continue }
+            var info = stat()
+            let path = Array(root.path.utf8) + [UInt8(ascii: "/")] + bytes + [0]
+            let isDirectory = path.withUnsafeBufferPointer { buffer in
+                buffer.withMemoryRebound(to: CChar.self) { stat($0.baseAddress!, &info) == 0 }
+            } && (info.st_mode & S_IFMT) == S_IFDIR
+            if isDirectory { found.append(bytes) }
+        }
+        return found.min { $0.lexicographicallyPrecedes($1) }
     }
 
     /// Whether a file should be treated as an image: an image extension, or bytes that start like

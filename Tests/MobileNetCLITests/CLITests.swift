@@ -279,13 +279,79 @@ struct SearchCommandTests {
 
         let missingIndex = try CLI.run(["similar", CLI.example, "--index", dir.appendingPathComponent("none.db").path] + weights)
         #expect(missingIndex.status == 1)
-        #expect(missingIndex.stderr.contains("holds no images"))
+        #expect(missingIndex.stderr.contains("no such index file"), "\(missingIndex.stderr)")
 
         let corrupt = dir.appendingPathComponent("corrupt.db")
         try Data(repeating: 7, count: 4096).write(to: corrupt)
         let corruptRun = try CLI.run(["index", "stats", "--index", corrupt.path])
         #expect(corruptRun.status == 1)
         #expect(corruptRun.stderr.contains(corrupt.path))
+    }
+}
+
+@Suite("index commands: messages for missing, foreign and empty index paths; read-only runs leave nothing behind")
+struct IndexPathMessageTests {
+    @Test("a missing index, a file that is not SQLite and an empty --index say so")
+    func messages() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let missing = dir.appendingPathComponent("missing.sqlite").path
+        for arguments in [["index", "stats", "--index", missing], ["similar", CLI.example, "--index", missing],
+                          ["duplicates", "--index", missing], ["index", "export", "--index", missing, "-o", dir.appendingPathComponent("v.npy").path]] {
+            let run = try CLI.run(arguments)
+            #expect(run.status == 1, "\(arguments): \(run.stderr)")
+            #expect(run.stderr.contains("\(missing): no such index file"), "\(arguments): \(run.stderr)")
+            #expect(!run.stderr.contains("holds no images") && !run.stderr.contains("not a swift-mobilenet"), "\(arguments): \(run.stderr)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+        let proc = try CLI.run(["index", "stats", "--index", "/proc/version"])
+        #expect(proc.status == 1)
+        #expect(proc.stderr.contains("/proc/version: not an SQLite database"), "\(proc.stderr)")
+        for arguments in [["index", "stats", "--index", ""], ["index", "add", CLI.example, "--index", ""],
+                          ["similar", CLI.example, "--index", ""], ["duplicates", "--index", ""], ["index", "sync", "--index", ""]] {
+            let run = try CLI.run(arguments)
+            #expect(run.status == 64, "\(arguments): status \(run.status): \(run.stderr)")
+            #expect(run.stderr.contains("--index: the path is empty"), "\(arguments): \(run.stderr)")
+        }
+    }
+
+    @Test("index stats and duplicates --index leave no -wal/-shm file, beside a chattr +i database and in a read-only folder")
+    func readOnlyRunsLeaveNothing() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let db = dir.appendingPathComponent("index.sqlite").path
+        do {
+            // A store as `index add` leaves it (written through the library, then closed).
+            let store = try EmbeddingStore(url: URL(fileURLWithPath: db))
+            try store.recordFiles([FileRecord(path: "/a.jpg", contentSHA256: "h", size: 1, modificationTime: 0)])
+        }
+        func names() throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() }
+        func chattr(_ flag: String, _ path: String) throws {
+            let result = try Subprocess.run(URL(fileURLWithPath: "/usr/bin/chattr"), [flag, path])
+            #expect(result.status == 0, "chattr \(flag) \(path): \(result.stderr)")
+        }
+        func stats() throws {
+            let run = try CLI.run(["index", "stats", "--index", db, "--json"])
+            #expect(run.status == 0, "\(run.stderr)")
+            #expect(run.stdout.contains("\"images\" : 1"), "\(run.stdout)")
+            let duplicates = try CLI.run(["duplicates", "--index", db])
+            #expect(duplicates.status == 1)
+            #expect(duplicates.stderr.contains("holds no images"), "\(duplicates.stderr)")
+        }
+        try stats()
+        #expect(try names() == ["index.sqlite"])
+        try chattr("+i", db)
+        do {
+            defer { try? chattr("-i", db) }
+            try stats()
+        }
+        #expect(try names() == ["index.sqlite"])
+        try chattr("+i", dir.path)
+        do {
+            defer { try? chattr("-i", dir.path) }
+            try stats()
+        }
+        #expect(try names() == ["index.sqlite"])
     }
 }
 

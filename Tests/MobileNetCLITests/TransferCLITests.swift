@@ -105,14 +105,14 @@ struct TransferCommandTests {
         #expect(b.stderr.contains("a.jpg") && b.stderr.contains("no usable training image"))
         #expect(!FileManager.default.fileExists(atPath: modelPath))
 
-        // A corrupted cache database: a typed error naming it; the file is left as it was.
+        // A cache file that is not SQLite: a typed error naming it; the file is left as it was.
         let data = try Self.makeData(["daisy": 2, "roses": 2])
         let cache = data.deletingLastPathComponent().appendingPathComponent("cache.sqlite")
         let garbage = Data((0..<4096).map { UInt8($0 % 251) })
         try garbage.write(to: cache)
         let c = try CLI.run(["train", data.path, "--cache", cache.path, "-o", data.deletingLastPathComponent().appendingPathComponent("m.json").path] + Self.common)
         #expect(c.status == 1)
-        #expect(c.stderr.contains(cache.path) && c.stderr.contains("corrupt"), "\(c.stderr)")
+        #expect(c.stderr.contains(cache.path) && c.stderr.contains("not an SQLite database"), "\(c.stderr)")
         #expect(try Data(contentsOf: cache) == garbage)
     }
 

@@ -97,9 +97,15 @@ enum Tool {
     @Test func walModeAndSchemaVersion() throws {
         let dir = try TestData.temporaryDirectory()
         let url = dir.appendingPathComponent("cache.sqlite")
-        _ = try EmbeddingStore(url: url)
+        do {
+            let store = try EmbeddingStore(url: url)
+            defer { withExtendedLifetime(store) {} }
+            // While a writer has it open the store is in WAL mode...
+            #expect(try Tool.sqlite(url.path, "PRAGMA journal_mode;") == "wal\n")
+        }
+        // ...and once closed, in rollback-journal mode: a single file.
         let output = try Tool.sqlite(url.path, "PRAGMA journal_mode; PRAGMA user_version; PRAGMA application_id; SELECT value FROM meta WHERE key='format';")
-        #expect(output == "wal\n1\n\(EmbeddingStore.applicationID)\nswift-mobilenet-embeddings\n")
+        #expect(output == "delete\n1\n\(EmbeddingStore.applicationID)\nswift-mobilenet-embeddings\n")
     }
 
     @Test("a database that cannot be created says why, with the system's reason, not SQLite's 'unable to open database file'")
@@ -124,7 +130,7 @@ enum Tool {
         #expect {
             _ = try EmbeddingStore(url: url)
         } throws: { error in
-            guard let error = error as? StoreError, case .corrupt(let path, _) = error else { return false }
+            guard let error = error as? StoreError, case .notSQLite(let path) = error else { return false }
             return path == url.path && error.description.contains("broken.sqlite")
         }
         #expect(try Data(contentsOf: url) == garbage)
@@ -181,6 +187,139 @@ enum Tool {
         #expect(throws: StoreError.notAnEmbeddingStore(path: url.path)) { _ = try EmbeddingStore(url: url) }
     }
 
+    /// The files in `dir`, by name.
+    static func names(_ dir: URL) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
+    }
+
+    /// Runs chattr (`+i` / `-i`) on `path`; a failure is a test failure.
+    static func chattr(_ flag: String, _ path: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let result = try Subprocess.run(URL(fileURLWithPath: "/usr/bin/chattr"), [flag, path])
+        #expect(result.status == 0, "chattr \(flag) \(path): \(result.stderr)", sourceLocation: sourceLocation)
+    }
+
+    @Test("readers leave nothing beside the database (also a chattr +i one), and read a store in a read-only folder, also one left in WAL mode")
+    func readersLeaveNothingBehind() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("index.sqlite")
+        let record = EmbeddingRecord(contentSHA256: "h1", backbone: backbone.key, preprocessing: "p", vector: [1, 2, 3])
+        do {
+            let store = try EmbeddingStore(url: url)
+            try store.insert([record])
+        }
+        #expect(try Self.names(dir) == ["index.sqlite"])
+        do {
+            let reader = try EmbeddingStore(url: url, readOnly: true)
+            #expect(try reader.count() == 1)
+        }
+        #expect(try Self.names(dir) == ["index.sqlite"], "a reader left files behind")
+        // An immutable database file (its folder writable).
+        try Self.chattr("+i", url.path)
+        do {
+            defer { try? Self.chattr("-i", url.path) }
+            let reader = try EmbeddingStore(url: url, readOnly: true)
+            #expect(try reader.count() == 1)
+        }
+        #expect(try Self.names(dir) == ["index.sqlite"], "a reader of a chattr +i database left files behind")
+        // A read-only folder: the store is read, nothing is created.
+        try Self.chattr("+i", dir.path)
+        do {
+            defer { try? Self.chattr("-i", dir.path) }
+            let reader = try EmbeddingStore(url: url, readOnly: true)
+            #expect(try reader.embeddings(for: ["h1"], backbone: backbone, preprocessing: PreprocessingIdentity(settings: [:])).isEmpty)
+            #expect(try reader.count() == 1)
+        }
+        #expect(try Self.names(dir) == ["index.sqlite"])
+        // A store an older build left in WAL mode (no -wal or -shm beside it), in a read-only folder.
+        let legacy = dir.appendingPathComponent("legacy.sqlite")
+        try FileManager.default.copyItem(at: url, to: legacy)
+        #expect(try Tool.sqlite(legacy.path, "PRAGMA journal_mode=WAL;") == "wal\n")
+        #expect(try Self.names(dir) == ["index.sqlite", "legacy.sqlite"])
+        try Self.chattr("+i", dir.path)
+        do {
+            defer { try? Self.chattr("-i", dir.path) }
+            let reader = try EmbeddingStore(url: legacy, readOnly: true)
+            #expect(try reader.count() == 1)
+        }
+        #expect(try Self.names(dir) == ["index.sqlite", "legacy.sqlite"])
+    }
+
+    @Test("a reader and a writer open at once both work; once both are closed only the database file is left")
+    func concurrentReaderAndWriter() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("index.sqlite")
+        func records(_ range: Range<Int>) -> [EmbeddingRecord] {
+            range.map { EmbeddingRecord(contentSHA256: "h\($0)", backbone: backbone.key, preprocessing: "p", vector: [Float($0)]) }
+        }
+        do {
+            let writer = try EmbeddingStore(url: url)
+            try writer.insert(records(0..<10))
+            let reader = try EmbeddingStore(url: url, readOnly: true)
+            #expect(try reader.count() == 10)
+            let second = try EmbeddingStore(url: url)
+            try second.insert(records(10..<20))
+            try writer.insert(records(20..<30))
+            #expect(try reader.count() == 30)
+        }
+        #expect(try Self.names(dir) == ["index.sqlite"])
+        #expect(try Tool.sqlite(url.path, "PRAGMA journal_mode; SELECT count(*) FROM embeddings;") == "delete\n30\n")
+    }
+
+    @Test("many connections creating the same new database at once all succeed, 20 times over")
+    func concurrentCreation() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for round in 0..<20 {
+            let url = dir.appendingPathComponent("r\(round).sqlite")
+            let creators = 4
+            let errors = Errors()
+            let start = DispatchSemaphore(value: 0)
+            let group = DispatchGroup()
+            for _ in 0..<creators {
+                group.enter()
+                Thread {
+                    start.wait()
+                    do {
+                        let store = try EmbeddingStore(url: url)
+                        try store.register(backbone)
+                    } catch {
+                        errors.append("\(error)")
+                    }
+                    group.leave()
+                }.start()
+            }
+            for _ in 0..<creators { start.signal() }
+            group.wait()
+            #expect(errors.all.isEmpty, "round \(round): \(errors.all)")
+            let reader = try EmbeddingStore(url: url, readOnly: true)
+            #expect(try reader.backbones() == [backbone])
+        }
+    }
+
+    @Test("missing, empty, non-SQLite files and an empty path are typed errors that say what is wrong")
+    func openingErrorsSayWhatIsWrong() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let missing = dir.appendingPathComponent("missing.sqlite")
+        #expect(throws: StoreError.noSuchFile(path: missing.path)) { _ = try EmbeddingStore(url: missing, readOnly: true) }
+        #expect(StoreError.noSuchFile(path: missing.path).description.contains("no such index file"))
+        #expect(!FileManager.default.fileExists(atPath: missing.path))
+        // /proc/version has a size of 0 but bytes that are not SQLite's.
+        #expect(throws: StoreError.notSQLite(path: "/proc/version")) { _ = try EmbeddingStore(url: URL(fileURLWithPath: "/proc/version"), readOnly: true) }
+        #expect(throws: StoreError.notSQLite(path: "/proc/version")) { _ = try EmbeddingStore(url: URL(fileURLWithPath: "/proc/version")) }
+        #expect(StoreError.notSQLite(path: "/proc/version").description.contains("not an SQLite database"))
+        let empty = dir.appendingPathComponent("empty.sqlite")
+        try Data().write(to: empty)
+        #expect(throws: StoreError.emptyDatabase(path: empty.path)) { _ = try EmbeddingStore(url: empty, readOnly: true) }
+        // A writer makes an empty file a store.
+        _ = try EmbeddingStore(url: empty)
+        #expect(try EmbeddingStore(url: empty, readOnly: true).count() == 0)
+        #expect(throws: StoreError.emptyPath) { _ = try EmbeddingStore(path: "", readOnly: true) }
+        #expect(throws: StoreError.emptyPath) { _ = try EmbeddingStore(path: "") }
+    }
+
     @Test func fileRecordsReuseHashes() throws {
         let dir = try TestData.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -207,4 +346,12 @@ enum Tool {
         try store.removeFiles(atPaths: [file.path])
         #expect(try store.allFiles().isEmpty)
     }
+}
+
+/// Error messages collected from several threads.
+final class Errors: @unchecked Sendable {
+    private let lock = NSLock()
+    private var messages: [String] = []
+    func append(_ message: String) { lock.lock(); messages.append(message); lock.unlock() }
+    var all: [String] { lock.lock(); defer { lock.unlock() }; return messages }
 }

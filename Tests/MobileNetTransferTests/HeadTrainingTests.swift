@@ -188,4 +188,17 @@ extension TrainingSettings {
         #expect(throws: DatasetError.emptyClass(path: empty.appendingPathComponent("b").path, className: "b")) { try ImageFolder(root: empty) }
         #expect(throws: DatasetError.notADirectory(path: "/nonexistent/x")) { try ImageFolder(root: URL(fileURLWithPath: "/nonexistent/x")) }
     }
+
+    @Test("a class folder whose name is not UTF-8 is an error naming it by its escaped bytes, not silently dropped")
+    func undecodableClassFolder() throws {
+        let root = try makeFolder(["a": 2, "b": 2, "c": 2])
+        defer { try? FileManager.default.removeItem(at: root) }
+        // "\xe9t\xe9" (été in Latin-1): made with mkdir(2), since a Swift String cannot hold it.
+        let path = Array(root.path.utf8) + [UInt8(ascii: "/"), 0xE9, UInt8(ascii: "t"), 0xE9, 0]
+        let made = path.withUnsafeBufferPointer { $0.withMemoryRebound(to: CChar.self) { mkdir($0.baseAddress!, 0o755) } }
+        #expect(made == 0)
+        let expected = root.path + "/\\xe9t\\xe9"
+        #expect(throws: DatasetError.undecodableClassName(path: expected)) { try ImageFolder(root: root) }
+        #expect(DatasetError.undecodableClassName(path: expected).description.contains("not valid UTF-8"))
+    }
 }

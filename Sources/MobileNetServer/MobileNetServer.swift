@@ -1,0 +1,98 @@
+import Foundation
+import Hummingbird
+import Logging
+import MobileNetServing
+import ServiceLifecycle
+
+/// `mobilenet serve`: a Hummingbird 2 HTTP server that TensorFlow Serving REST and KServe v2
+/// clients can call, over the models of a ``/MobileNetServing/ModelRegistry``.
+///
+/// The server is live at once; it becomes ready (`/v2/health/ready` 200, model routes answer)
+/// when every model is loaded. SIGTERM or SIGINT shut it down gracefully: no new connections,
+/// open requests answered, then the batchers drain and stop.
+public enum MobileNetServer {
+    /// The router with every route and the error and metrics middleware.
+    ///
+    /// - Parameters:
+    ///   - state: readiness and the service, once loaded.
+    ///   - configuration: limits and `Retry-After`.
+    ///   - metrics: where requests are counted.
+    public static func makeRouter(state: ServerState, configuration: ServerConfiguration, metrics: ServingMetrics) -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: MetricsMiddleware(metrics: metrics))
+        router.add(middleware: LogRequestsMiddleware(.info))
+        router.add(middleware: ErrorMiddleware(retryAfterSeconds: configuration.retryAfterSeconds))
+        ServingRoutes(state: state, configuration: configuration, metrics: metrics).add(to: router)
+        return router
+    }
+
+    /// The application: the router, bound to `configuration.host:port`, with `services` run
+    /// beside the server (the model loader).
+    public static func makeApplication(state: ServerState, configuration: ServerConfiguration, metrics: ServingMetrics,
+                                       services: [any Service] = [], logger: Logger,
+                                       onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        Application(router: makeRouter(state: state, configuration: configuration, metrics: metrics),
+                    configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port), serverName: "mobilenet"),
+                    services: services,
+                    onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
+                    logger: logger)
+    }
+
+    /// Loads the models and serves them until SIGTERM or SIGINT.
+    ///
+    /// - Parameters:
+    ///   - specifications: the models (`--model NAME=PATH`); none for `imagenet` from the default weights.
+    ///   - loading: backend, input size and preprocessing for weight files, weight resolution.
+    ///   - configuration: address, limits, batching.
+    ///   - logger: the server's log.
+    /// - Throws: ``/MobileNetServing/ServingError`` when a model cannot be loaded (the server
+    ///   stops), or the server's error (the address is in use).
+    public static func run(specifications: [ModelSpecification], loading: ModelLoadingOptions, configuration: ServerConfiguration, logger: Logger) async throws {
+        let state = ServerState()
+        let metrics = ServingMetrics()
+        let loader = ModelLoaderService(specifications: specifications, loading: loading, configuration: configuration,
+                                        state: state, metrics: metrics, logger: logger)
+        let app = makeApplication(state: state, configuration: configuration, metrics: metrics, services: [loader], logger: logger) { port in
+            logger.info("listening", metadata: ["host": .string(configuration.host), "port": .stringConvertible(port)])
+        }
+        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+    }
+}
+
+/// Loads the models beside the running server, makes the server ready, and on graceful
+/// shutdown drains and stops the batchers.
+struct ModelLoaderService: Service {
+    let specifications: [ModelSpecification]
+    let loading: ModelLoadingOptions
+    let configuration: ServerConfiguration
+    let state: ServerState
+    let metrics: ServingMetrics
+    let logger: Logger
+
+    func run() async throws {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let models = try await ModelRegistry.load(specifications, options: loading)
+        let registry = try ModelRegistry(models: models, batching: configuration.batching, observer: metrics)
+        metrics.register(models: models.map(\.name))
+        for model in models {
+            logger.info("model loaded", metadata: [
+                "model": .string(model.name), "kind": .string(model.kind.rawValue), "file": .string(model.source.path),
+                "input": .string("\(model.inputHeight)x\(model.inputWidth)"), "outputs": .stringConvertible(model.outputWidth),
+            ])
+        }
+        state.setReady(InferenceService(registry: registry, limits: configuration.limits))
+        logger.info("ready", metadata: ["models": .stringConvertible(models.count), "seconds": .string(String(format: "%.2f", start.duration(to: clock.now).seconds))])
+        // Serve until shutdown, then let the accepted requests finish.
+        try? await gracefulShutdown()
+        logger.info("shutting down: draining the batchers")
+        registry.shutdown()
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (s, attoseconds) = components
+        return Double(s) + Double(attoseconds) * 1e-18
+    }
+}

@@ -96,7 +96,7 @@ let package = Package(
         .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTransfer", "MobileNetSearch"]),
         // Model serving without HTTP: the served models and their registry, TensorFlow Serving
         // REST and KServe v2 request decoding and response encoding, the dynamic batcher.
-        .target(name: "MobileNetServing", dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTransfer", "MobileNetKernels"]),
+        .target(name: "MobileNetServing", dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTransfer", "MobileNetSearch", "MobileNetKernels"]),
         // `mobilenet serve`: the HTTP face (Hummingbird 2) over MobileNetServing, with Prometheus
         // metrics, structured logging and graceful shutdown.
         .target(

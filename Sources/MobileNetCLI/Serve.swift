@@ -14,7 +14,9 @@ struct Serve: AsyncParsableCommand {
             contents: a weight file with the top (ImageNet classifier), without it (embedder, \
             1280-d), a `mobilenet train` model file, or a Keras transfer model (.keras/.h5). \
             Without --model, `imagenet` is served from --weights or the default weights. Weight \
-            files use --input-size and the image options; model files keep their own.
+            files use --input-size and the image options; model files keep their own. Each \
+            --index NAME=DB serves an image index for POST /v1/similar; its backbone's weights \
+            are found among the --model files, else as `mobilenet similar` finds them.
 
             Concurrent requests for a model are run together, up to --max-batch-size images, \
             waiting at most --batch-timeout-ms for a batch to fill; beyond --max-queue waiting \
@@ -25,6 +27,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: .customLong("model"), help: ArgumentHelp("A model to serve, NAME=PATH (repeatable).", valueName: "name=path"))
     var models: [String] = []
+
+    @Option(name: .customLong("index"), help: ArgumentHelp("An image index for POST /v1/similar, NAME=DB (repeatable; built with mobilenet index add and the same image options).", valueName: "name=db"))
+    var indexes: [String] = []
 
     @Option(name: .long, help: "The address to listen on (0.0.0.0 for every interface).")
     var host = "127.0.0.1"
@@ -76,6 +81,9 @@ struct Serve: AsyncParsableCommand {
         for text in models {
             do { _ = try ModelSpecification(parsing: text) } catch { throw ValidationError("--model \(errorMessage(error))") }
         }
+        for text in indexes {
+            do { _ = try IndexSpecification(parsing: text) } catch { throw ValidationError("--index \(errorMessage(error))") }
+        }
     }
 
     func run() async throws {
@@ -85,7 +93,8 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "mobilenet.serve")
-        let specifications = try models.map { text throws(ServingError) in try ModelSpecification(parsing: text) }
+        let specifications = try models.map { try ModelSpecification(parsing: $0) }
+        let indexSpecifications = try indexes.map { try IndexSpecification(parsing: $0) }
         let (height, width) = try model.inputDimensions()
         let loading = ModelLoadingOptions(backend: runtime.inferenceBackend(), inputHeight: height, inputWidth: width,
                                           preprocessing: image.isSet ? image.configuration() : nil, defaultWeightsPath: model.weights,
@@ -95,7 +104,7 @@ struct Serve: AsyncParsableCommand {
             limits: ServingLimits(maxBodyBytes: maxBodyBytes, maxImagePixels: image.maxPixels, maxImagesPerRequest: maxImagesPerRequest),
             batching: BatchingConfiguration(maxBatchSize: maxBatchSize, batchTimeout: .microseconds(Int64(batchTimeoutMilliseconds * 1000)), maxQueuedImages: maxQueue))
         do {
-            try await MobileNetServer.run(specifications: specifications, loading: loading, configuration: configuration, logger: logger)
+            try await MobileNetServer.run(specifications: specifications, indexes: indexSpecifications, loading: loading, configuration: configuration, logger: logger)
         } catch {
             printError("error: \(errorMessage(error))")
             throw ExitCode(1)

@@ -11,7 +11,7 @@ struct ServingHTTPError: HTTPResponseError {
 
     var status: HTTPResponse.Status {
         switch error {
-        case .modelNotFound, .versionNotFound: .notFound
+        case .modelNotFound, .indexNotFound, .versionNotFound: .notFound
         case .bodyTooLarge: .contentTooLarge
         case .queueFull, .shuttingDown, .notReady: .serviceUnavailable
         case .inferenceFailed, .modelLoadFailed: .internalServerError
@@ -37,7 +37,6 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as ServingError {
             return try ServingHTTPError(error: error, retryAfterSeconds: retryAfterSeconds).response(from: request, context: context)
         } catch let error as NIOTooManyBytesError {
-            _ = error
             return try ServingHTTPError(error: .bodyTooLarge(bytes: nil, limit: error.maxBytes ?? 0), retryAfterSeconds: retryAfterSeconds)
                 .response(from: request, context: context)
         } catch let error as any HTTPResponseError {

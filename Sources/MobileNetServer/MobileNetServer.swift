@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import MobileNetServing
+import NIOCore
 import ServiceLifecycle
 
 /// `mobilenet serve`: a Hummingbird 2 HTTP server that TensorFlow Serving REST and KServe v2
@@ -42,15 +43,17 @@ public enum MobileNetServer {
     ///
     /// - Parameters:
     ///   - specifications: the models (`--model NAME=PATH`); none for `imagenet` from the default weights.
+    ///   - indexes: the image indexes for `/v1/similar` (`--index NAME=DB`).
     ///   - loading: backend, input size and preprocessing for weight files, weight resolution.
     ///   - configuration: address, limits, batching.
     ///   - logger: the server's log.
     /// - Throws: ``/MobileNetServing/ServingError`` when a model cannot be loaded (the server
     ///   stops), or the server's error (the address is in use).
-    public static func run(specifications: [ModelSpecification], loading: ModelLoadingOptions, configuration: ServerConfiguration, logger: Logger) async throws {
+    public static func run(specifications: [ModelSpecification], indexes: [IndexSpecification] = [], loading: ModelLoadingOptions,
+                           configuration: ServerConfiguration, logger: Logger) async throws {
         let state = ServerState()
         let metrics = ServingMetrics()
-        let loader = ModelLoaderService(specifications: specifications, loading: loading, configuration: configuration,
+        let loader = ModelLoaderService(specifications: specifications, indexes: indexes, loading: loading, configuration: configuration,
                                         state: state, metrics: metrics, logger: logger)
         let app = makeApplication(state: state, configuration: configuration, metrics: metrics, services: [loader], logger: logger) { port in
             logger.info("listening", metadata: ["host": .string(configuration.host), "port": .stringConvertible(port)])
@@ -63,6 +66,7 @@ public enum MobileNetServer {
 /// shutdown drains and stops the batchers.
 struct ModelLoaderService: Service {
     let specifications: [ModelSpecification]
+    let indexes: [IndexSpecification]
     let loading: ModelLoadingOptions
     let configuration: ServerConfiguration
     let state: ServerState
@@ -73,13 +77,17 @@ struct ModelLoaderService: Service {
         let clock = ContinuousClock()
         let start = clock.now
         let models = try await ModelRegistry.load(specifications, options: loading)
-        let registry = try ModelRegistry(models: models, batching: configuration.batching, observer: metrics)
-        metrics.register(models: models.map(\.name))
+        let served = try await ModelRegistry.loadIndexes(indexes, models: models, options: loading)
+        let registry = try ModelRegistry(models: models, indexes: served, batching: configuration.batching, observer: metrics)
+        metrics.register(models: models.map(\.name) + served.map(\.name))
         for model in models {
             logger.info("model loaded", metadata: [
                 "model": .string(model.name), "kind": .string(model.kind.rawValue), "file": .string(model.source.path),
                 "input": .string("\(model.inputHeight)x\(model.inputWidth)"), "outputs": .stringConvertible(model.outputWidth),
             ])
+        }
+        for index in served {
+            logger.info("index loaded", metadata: ["index": .string(index.name), "file": .string(index.source.path), "images": .stringConvertible(index.search.count)])
         }
         state.setReady(InferenceService(registry: registry, limits: configuration.limits))
         logger.info("ready", metadata: ["models": .stringConvertible(models.count), "seconds": .string(String(format: "%.2f", start.duration(to: clock.now).seconds))])

@@ -94,6 +94,17 @@ enum OpenAPIDocument {
             "responses": {"200": {"description": "model, dimension, embedding"}, "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}
           }
         },
+        "/v1/similar": {
+          "post": {
+            "summary": "The indexed images most similar to one encoded image (the body), by cosine similarity",
+            "parameters": [
+              {"name": "index", "in": "query", "required": false, "description": "a served index (default: the first)", "schema": {"type": "string"}},
+              {"name": "top", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "default": 5}}
+            ],
+            "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {"200": {"description": "index, matches with rank, file, similarity"}, "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}
+          }
+        },
         "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format)", "responses": {"200": {"description": "requests by route and status, latency, batch sizes, queue depth", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.0"}}}},
         "/": {"get": {"summary": "A page to classify an image from the browser", "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}}

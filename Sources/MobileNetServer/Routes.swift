@@ -4,7 +4,7 @@ import MobileNetServing
 import NIOCore
 
 /// The routes of `mobilenet serve`: TensorFlow Serving REST (`/v1/models/...`), KServe v2
-/// (`/v2/...`), the plain endpoints (`/v1/classify`, `/v1/embed`), `/metrics`,
+/// (`/v2/...`), the plain endpoints (`/v1/classify`, `/v1/embed`, `/v1/similar`), `/metrics`,
 /// `/openapi.json` and the page at `/`. Each handler parses the request, calls the
 /// ``/MobileNetServing/InferenceService`` and encodes its answer.
 struct ServingRoutes: Sendable {
@@ -80,6 +80,20 @@ struct ServingRoutes: Sendable {
             let model = try modelParameter(request, service: service, classifier: false)
             let body = try await readBody(request)
             return json(try await service.embed(model: model, image: body))
+        }
+
+        router.post("/v1/similar") { request, _ in
+            let service = try state.requireService()
+            let index: String
+            if let name = request.uri.queryParameters.get("index") { index = name } else {
+                guard let first = service.registry.indexes.first else {
+                    throw ServingError.invalidInput(field: "index", problem: "no index is served (start the server with --index NAME=DB)")
+                }
+                index = first.name
+            }
+            let top = try topParameter(request, default: 5, limit: service.limits.maxTopK)
+            let body = try await readBody(request)
+            return json(try await service.similar(index: index, image: body, top: top))
         }
 
         // Operations.

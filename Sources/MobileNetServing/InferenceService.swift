@@ -1,5 +1,6 @@
 import Foundation
 import MobileNetModel
+import MobileNetSearch
 
 /// One class of a classification result.
 public struct ClassificationEntry: Sendable, Hashable, Codable {
@@ -16,7 +17,7 @@ public struct ClassificationEntry: Sendable, Hashable, Codable {
 }
 
 /// The result of classifying one image.
-public struct ClassificationResult: Sendable, Hashable, Codable {
+public struct ClassificationResponse: Sendable, Hashable, Codable {
     /// The model's name.
     public var model: String
     /// The `top` most likely classes, best first.
@@ -24,7 +25,7 @@ public struct ClassificationResult: Sendable, Hashable, Codable {
 }
 
 /// The result of embedding one image.
-public struct EmbeddingResult: Sendable, Hashable, Codable {
+public struct EmbeddingResponse: Sendable, Hashable, Codable {
     /// The model's name.
     public var model: String
     /// The embedding's length (1280 for alpha up to 1.0).
@@ -108,7 +109,7 @@ public final class InferenceService: Sendable {
     ///   - top: how many classes, 1 to ``ServingLimits/maxTopK``.
     /// - Throws: ``ServingError/invalidInput(field:problem:)`` for an embedder or a bad `top`,
     ///   ``ServingError/invalidImage(field:problem:)``, and as ``tfServingPredict(model:version:body:)``.
-    public func classify(model name: String, image: Data, top: Int) async throws(ServingError) -> ClassificationResult {
+    public func classify(model name: String, image: Data, top: Int) async throws(ServingError) -> ClassificationResponse {
         let model = try registry.model(named: name)
         guard model.kind.isClassifier else {
             throw .invalidInput(field: "model", problem: "'\(name)' is an embedder (a weight file without the top); classify needs a classifier")
@@ -116,7 +117,7 @@ public final class InferenceService: Sendable {
         guard (1...limits.maxTopK).contains(top) else { throw .invalidInput(field: "top", problem: "must be between 1 and \(limits.maxTopK), got \(top)") }
         let outputs = try await run([.encoded(image, field: "body")], on: model)
         let ranked = model.topK(outputs.probabilities?.first ?? [], k: top)
-        return ClassificationResult(model: name, predictions: ranked.enumerated().map { rank, p in
+        return ClassificationResponse(model: name, predictions: ranked.enumerated().map { rank, p in
             ClassificationEntry(rank: rank + 1, index: p.index, label: p.name, synset: p.synset.isEmpty ? nil : p.synset, probability: p.score)
         })
     }
@@ -124,10 +125,35 @@ public final class InferenceService: Sendable {
     /// The pooled embedding of one encoded image (any model: a classifier's comes from the same pass).
     ///
     /// - Throws: ``ServingError/invalidImage(field:problem:)``, and as ``tfServingPredict(model:version:body:)``.
-    public func embed(model name: String, image: Data) async throws(ServingError) -> EmbeddingResult {
+    public func embed(model name: String, image: Data) async throws(ServingError) -> EmbeddingResponse {
         let model = try registry.model(named: name)
         let outputs = try await run([.encoded(image, field: "body")], on: model)
-        return EmbeddingResult(model: name, dimension: model.embeddingWidth, embedding: outputs.embeddings.first ?? [])
+        return EmbeddingResponse(model: name, dimension: model.embeddingWidth, embedding: outputs.embeddings.first ?? [])
+    }
+
+    /// The indexed images most similar to one encoded image, by cosine similarity of the
+    /// embeddings (the query is embedded with the index's backbone and preprocessing).
+    ///
+    /// - Parameters:
+    ///   - name: an index's name.
+    ///   - image: the encoded image.
+    ///   - top: how many matches, 1 to ``ServingLimits/maxTopK``.
+    /// - Throws: ``ServingError/indexNotFound(name:available:)``, ``ServingError/invalidImage(field:problem:)``,
+    ///   ``ServingError/invalidInput(field:problem:)`` for a bad `top`, and as ``tfServingPredict(model:version:body:)``.
+    public func similar(index name: String, image: Data, top: Int) async throws(ServingError) -> SimilarityResponse {
+        let index = try registry.index(named: name)
+        guard (1...limits.maxTopK).contains(top) else { throw .invalidInput(field: "top", problem: "must be between 1 and \(limits.maxTopK), got \(top)") }
+        let batcher = try registry.batcher(forIndex: name)
+        let inputs = try await RequestImageDecoder.preprocess([.encoded(image, field: "body")], for: index.embedder, maxPixels: limits.maxImagePixels)
+        let outputs: ServedOutputs
+        do { outputs = try await batcher.submit(inputs) } catch let error as ServingError { throw error } catch {
+            throw .inferenceFailed(model: name, reason: String(describing: error))
+        }
+        let matches: [SimilarityMatch]
+        do { matches = try index.search.search(outputs.embeddings.first ?? [], top: top) } catch {
+            throw .invalidImage(field: "body", problem: error.description)
+        }
+        return SimilarityResponse(index: name, matches: matches.enumerated().map { SimilarityEntry(rank: $0.offset + 1, file: $0.element.identifier, similarity: $0.element.similarity) })
     }
 
     /// Preprocesses the images and runs them through the model's batcher.

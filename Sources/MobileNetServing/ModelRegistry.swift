@@ -76,31 +76,45 @@ public struct ModelLoadingOptions: Sendable {
     }
 }
 
-/// The served models by name, each with its ``DynamicBatcher``.
+/// The served models and image indexes by name, each with its ``DynamicBatcher``.
 public final class ModelRegistry: Sendable {
     /// The models, in the order given.
     public let models: [ServedModel]
+    /// The image indexes for similarity search, in the order given.
+    public let indexes: [ServedIndex]
     private let batchers: [String: DynamicBatcher]
+    private let indexBatchers: [String: DynamicBatcher]
 
     /// The name of the default model served when none is specified.
     public static let defaultModelName = "imagenet"
 
-    /// Creates a registry of loaded models and starts their batchers.
+    /// Creates a registry of loaded models and indexes and starts their batchers.
     ///
     /// - Parameters:
     ///   - models: the models; names must differ.
-    ///   - batching: the batching parameters of every model.
+    ///   - indexes: the image indexes; names must differ (from each other: indexes and models
+    ///     are addressed by different routes).
+    ///   - batching: the batching parameters of every model and index embedder.
     ///   - observer: told about every batcher's runs and queue (metrics), or nil.
-    /// - Throws: ``ServingError/invalidSpecification(_:)`` for two models of one name.
-    public init(models: [ServedModel], batching: BatchingConfiguration = BatchingConfiguration(), observer: (any BatcherObserver)? = nil) throws(ServingError) {
+    /// - Throws: ``ServingError/invalidSpecification(_:)`` for two models or two indexes of one name.
+    public init(models: [ServedModel], indexes: [ServedIndex] = [], batching: BatchingConfiguration = BatchingConfiguration(),
+                observer: (any BatcherObserver)? = nil) throws(ServingError) {
         var seen = Set<String>()
         for model in models where !seen.insert(model.name).inserted {
             throw .invalidSpecification("two models are named '\(model.name)'")
         }
+        var seenIndexes = Set<String>()
+        for index in indexes where !seenIndexes.insert(index.name).inserted {
+            throw .invalidSpecification("two indexes are named '\(index.name)'")
+        }
         self.models = models
+        self.indexes = indexes
         var batchers: [String: DynamicBatcher] = [:]
         for model in models { batchers[model.name] = DynamicBatcher(model: model, configuration: batching, observer: observer) }
         self.batchers = batchers
+        var indexBatchers: [String: DynamicBatcher] = [:]
+        for index in indexes { indexBatchers[index.name] = DynamicBatcher(model: index.embedder, configuration: batching, observer: observer) }
+        self.indexBatchers = indexBatchers
     }
 
     /// Loads the specified models (the kind of each detected from its file), or with none the
@@ -154,9 +168,43 @@ public final class ModelRegistry: Sendable {
         return batcher
     }
 
+    /// The index named `name`.
+    ///
+    /// - Throws: ``ServingError/indexNotFound(name:available:)``.
+    public func index(named name: String) throws(ServingError) -> ServedIndex {
+        guard let index = indexes.first(where: { $0.name == name }) else { throw .indexNotFound(name: name, available: indexes.map(\.name)) }
+        return index
+    }
+
+    /// The batcher of the index named `name` (its embedder's).
+    ///
+    /// - Throws: ``ServingError/indexNotFound(name:available:)``.
+    public func batcher(forIndex name: String) throws(ServingError) -> DynamicBatcher {
+        guard let batcher = indexBatchers[name] else { throw .indexNotFound(name: name, available: indexes.map(\.name)) }
+        return batcher
+    }
+
+    /// Loads the specified indexes; the served models' files are tried first as their backbones.
+    ///
+    /// - Throws: ``ServingError/invalidSpecification(_:)`` for two specifications of one name,
+    ///   ``ServingError/modelLoadFailed(name:path:reason:)`` for the first index that cannot be loaded.
+    public static func loadIndexes(_ specifications: [IndexSpecification], models: [ServedModel], options: ModelLoadingOptions) async throws(ServingError) -> [ServedIndex] {
+        var seen = Set<String>()
+        for spec in specifications where !seen.insert(spec.name).inserted {
+            throw .invalidSpecification("two indexes are named '\(spec.name)'")
+        }
+        var indexes: [ServedIndex] = []
+        for spec in specifications {
+            indexes.append(try await ServedIndex.load(name: spec.name, contentsOf: URL(fileURLWithPath: spec.path), preprocessing: options.preprocessing,
+                                                      candidateWeights: models.map(\.source), backend: options.backend, resolver: options.resolver))
+        }
+        return indexes
+    }
+
     /// Stops every batcher from taking requests and waits until the accepted ones are answered.
     public func shutdown() {
-        for batcher in batchers.values { batcher.shutdown() }
-        for batcher in batchers.values { batcher.waitUntilFinished() }
+        let all = Array(batchers.values) + Array(indexBatchers.values)
+        for batcher in all { batcher.shutdown() }
+        for batcher in all { batcher.waitUntilFinished() }
     }
 }

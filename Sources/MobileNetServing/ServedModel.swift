@@ -114,6 +114,11 @@ public final class ServedModel: Sendable {
         }
     }
 
+    /// The embedder of an image index: its backbone, with the preprocessing of its queries.
+    convenience init(name: String, backbone: Backbone, preprocessing: PreprocessingConfiguration) {
+        self.init(name: name, kind: .embedder, source: backbone.weightsURL, engine: .network(backbone.network), preprocessing: preprocessing, classes: [])
+    }
+
     /// Input height in pixels.
     public var inputHeight: Int { configuration.inputHeight }
     /// Input width in pixels.
@@ -160,7 +165,7 @@ public final class ServedModel: Sendable {
         case .trained(let classifier):
             let embeddings = try classifier.backbone.network.embedding(input).rows
             let probabilities = classifier.head.probabilities(Matrix(stacking: embeddings))
-            let rows = (0..<embeddings.count).map { probabilities.row($0).map(Float.init) }
+            let rows = (0..<embeddings.count).map { probabilities.row($0).map { Float($0) } }
             return ServedOutputs(embeddings: embeddings, probabilities: rows)
         }
     }

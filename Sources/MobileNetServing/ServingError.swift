@@ -3,13 +3,16 @@ import Foundation
 /// Why a serving request or a served model failed. Every case names what was wrong (the model,
 /// the field of the request, the limit), so that ``description`` can be sent to the client as is.
 ///
-/// The HTTP face maps the cases to status codes: ``modelNotFound(name:available:)`` and
+/// The HTTP face maps the cases to status codes: ``modelNotFound(name:available:)``,
+/// ``indexNotFound(name:available:)`` and
 /// ``versionNotFound(model:version:available:)`` to 404, ``bodyTooLarge(bytes:limit:)`` to 413,
 /// ``queueFull(model:limit:)``, ``shuttingDown(model:)`` and ``notReady`` to 503 (with `Retry-After`),
 /// ``inferenceFailed(model:reason:)`` to 500 and every other request error to 400.
 public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, LocalizedError {
     /// No model is served under this name.
     case modelNotFound(name: String, available: [String])
+    /// No image index is served under this name.
+    case indexNotFound(name: String, available: [String])
     /// The model is served, but not in this version (every model has the one version `1`).
     case versionNotFound(model: String, version: String, available: [String])
     /// The body is not JSON, or its top level is not a JSON object.
@@ -42,6 +45,8 @@ public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, L
         switch self {
         case .modelNotFound(let name, let available):
             "no model named '\(name)' is served (models: \(available.isEmpty ? "none" : available.joined(separator: ", ")))"
+        case .indexNotFound(let name, let available):
+            "no index named '\(name)' is served (indexes: \(available.isEmpty ? "none" : available.joined(separator: ", ")))"
         case .versionNotFound(let model, let version, let available):
             "model '\(model)' has no version '\(version)' (versions: \(available.joined(separator: ", ")))"
         case .invalidJSON(let reason): "the request body is not a JSON object: \(reason)"

@@ -134,7 +134,7 @@ let package = Package(
             name: "MobileNetServerTests",
             dependencies: ["MobileNet", "MobileNetServing", "MobileNetServer", "MobileNetTestSupport",
                            .product(name: "Hummingbird", package: "hummingbird"),
-                           .product(name: "HummingbirdTesting", package: "hummingbird")]
+                           .product(name: "HummingbirdTesting", package: "hummingbird"), .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "MobileNetCLITests", dependencies: ["MobileNet", "MobileNetTestSupport", "MobileNetCLI"]),
     ]

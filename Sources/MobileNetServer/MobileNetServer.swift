@@ -39,23 +39,35 @@ public enum MobileNetServer {
                     logger: logger)
     }
 
-    /// Loads the models and serves them until SIGTERM or SIGINT.
+    /// The whole server: the application with the model loader beside it. It is live at once
+    /// and ready when the loader has loaded every model and index; on graceful shutdown the
+    /// loader drains and stops the batchers.
     ///
     /// - Parameters:
     ///   - specifications: the models (`--model NAME=PATH`); none for `imagenet` from the default weights.
     ///   - indexes: the image indexes for `/v1/similar` (`--index NAME=DB`).
     ///   - loading: backend, input size and preprocessing for weight files, weight resolution.
     ///   - configuration: address, limits, batching.
+    ///   - state: readiness (a new state by default).
+    ///   - metrics: the Prometheus metrics (new ones by default).
     ///   - logger: the server's log.
+    ///   - onServerRunning: called with the bound port once the server listens.
+    public static func makeApplication(specifications: [ModelSpecification], indexes: [IndexSpecification] = [], loading: ModelLoadingOptions,
+                                       configuration: ServerConfiguration, state: ServerState = ServerState(), metrics: ServingMetrics = ServingMetrics(),
+                                       logger: Logger, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        let loader = ModelLoaderService(specifications: specifications, indexes: indexes, loading: loading, configuration: configuration,
+                                        state: state, metrics: metrics, logger: logger)
+        return makeApplication(state: state, configuration: configuration, metrics: metrics, services: [loader], logger: logger, onServerRunning: onServerRunning)
+    }
+
+    /// Loads the models and serves them until SIGTERM or SIGINT.
+    ///
+    /// - Parameters: as ``makeApplication(specifications:indexes:loading:configuration:state:metrics:logger:onServerRunning:)``.
     /// - Throws: ``/MobileNetServing/ServingError`` when a model cannot be loaded (the server
     ///   stops), or the server's error (the address is in use).
     public static func run(specifications: [ModelSpecification], indexes: [IndexSpecification] = [], loading: ModelLoadingOptions,
                            configuration: ServerConfiguration, logger: Logger) async throws {
-        let state = ServerState()
-        let metrics = ServingMetrics()
-        let loader = ModelLoaderService(specifications: specifications, indexes: indexes, loading: loading, configuration: configuration,
-                                        state: state, metrics: metrics, logger: logger)
-        let app = makeApplication(state: state, configuration: configuration, metrics: metrics, services: [loader], logger: logger) { port in
+        let app = makeApplication(specifications: specifications, indexes: indexes, loading: loading, configuration: configuration, logger: logger) { port in
             logger.info("listening", metadata: ["host": .string(configuration.host), "port": .stringConvertible(port)])
         }
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import MobileNet
 import MobileNetServer
 import MobileNetServing
@@ -35,8 +36,15 @@ enum Harness {
         defer { registry.shutdown() }
         let configuration = ServerConfiguration(limits: limits, batching: batching)
         let state = ServerState(service: ready ? InferenceService(registry: registry, limits: limits) : nil)
-        let app = Application(router: MobileNetServer.makeRouter(state: state, configuration: configuration, metrics: metrics))
+        let app = Application(router: MobileNetServer.makeRouter(state: state, configuration: configuration, metrics: metrics), logger: quietLogger)
         return try await app.test(.router) { client in try await body(client, registry, metrics) }
+    }
+
+    /// A logger that keeps the test output to warnings and errors (the request log is `info`).
+    static var quietLogger: Logger {
+        var logger = Logger(label: "mobilenet.serve.tests")
+        logger.logLevel = .warning
+        return logger
     }
 
     /// The preprocessed tensor of an image file for `model`, as nested `[H][W][3]` arrays.

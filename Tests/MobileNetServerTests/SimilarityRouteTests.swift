@@ -26,7 +26,7 @@ struct SimilarityRouteTests {
         let registry = try ModelRegistry(models: [embedder], indexes: [index], observer: metrics)
         defer { registry.shutdown() }
         let state = ServerState(service: InferenceService(registry: registry))
-        let app = Application(router: MobileNetServer.makeRouter(state: state, configuration: ServerConfiguration(), metrics: metrics))
+        let app = Application(router: MobileNetServer.makeRouter(state: state, configuration: ServerConfiguration(), metrics: metrics), logger: Harness.quietLogger)
         let query = try Data(contentsOf: files[0])
         try await app.test(.router) { client in
             try await client.execute(uri: "/v1/similar?index=photos&top=2", method: .post, body: ByteBuffer(bytes: query)) { response in
@@ -34,7 +34,7 @@ struct SimilarityRouteTests {
                 let object = try Harness.object(response)
                 #expect(object["index"] as? String == "photos")
                 let matches = object["matches"] as? [[String: Any]] ?? []
-                #expect(matches.map { $0["file"] as? String } == [files[0].path, files[1].path])
+                #expect(matches.compactMap { $0["file"] as? String } == [files[0].path, files[1].path])
                 let best = (matches.first?["similarity"] as? NSNumber)?.floatValue ?? 0
                 #expect(best > 0.999, "\(best)")
             }

@@ -50,7 +50,7 @@ public final class ServingMetrics: BatcherObserver, Sendable {
     }
 
     public func queueDepthChanged(model: String, depth: Int) {
-        queueGauge(model).set(Double(depth))
+        queueGauge(model).set(to: Double(depth))
     }
 
     public func requestRejected(model: String, images: Int) {
@@ -61,7 +61,7 @@ public final class ServingMetrics: BatcherObserver, Sendable {
 
     /// Creates the per-model series at zero, so that they are scraped before the first request.
     public func register(models: [String]) {
-        for model in models { queueGauge(model).set(0) }
+        for model in models { queueGauge(model).set(to: 0) }
     }
 
     private func queueGauge(_ model: String) -> Gauge {

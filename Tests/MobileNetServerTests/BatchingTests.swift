@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 import MobileNet
 import MobileNetServing
 import MobileNetTestSupport

@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 import HummingbirdTesting
 import MobileNet
 import MobileNetServer
@@ -18,7 +19,7 @@ struct ErrorTests {
         let png = try Data(contentsOf: Harness.png).base64EncodedString()
         try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in
             for (uri, method) in [("/v1/models/resnet", HTTPRequest.Method.get), ("/v1/models/resnet/metadata", .get), ("/v2/models/resnet", .get)] {
-                try await client.execute(uri: uri, method: method) { response in
+                try await client.execute(uri: uri, method: method) { response throws in
                     #expect(response.status == .notFound, "\(uri)")
                     #expect(try Self.error(response).contains("'resnet'") && Self.error(response).contains("imagenet"))
                 }
@@ -45,7 +46,7 @@ struct ErrorTests {
                 ("{\"signature_name\": \"predict_images\", \"instances\": [{\"b64\": \"\"}]}", "predict_images"),
             ]
             for (text, expected) in bodies {
-                try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: ByteBuffer(string: text)) { response in
+                try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: ByteBuffer(string: text)) { response throws in
                     #expect(response.status == .badRequest, "\(text.prefix(60))")
                     let message = try Self.error(response)
                     #expect(message.contains(expected), "\(text.prefix(60)): \(message)")
@@ -53,15 +54,15 @@ struct ErrorTests {
             }
             // A tensor value out of the preprocessed range (0...255 pixels sent by mistake).
             let raw = [[[Float]]](repeating: [[Float]](repeating: [255, 0, 0], count: 224), count: 224)
-            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["instances": [raw]])) { response in
+            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["instances": [raw]])) { response throws in
                 #expect(response.status == .badRequest)
                 #expect(try Self.error(response).contains("instances[0][0][0][0]") && Self.error(response).contains("-1.0...1.0"))
             }
-            try await client.execute(uri: "/v1/models/imagenet:classify", method: .post, body: ByteBuffer(string: "{}")) { response in
+            try await client.execute(uri: "/v1/models/imagenet:classify", method: .post, body: ByteBuffer(string: "{}")) { response throws in
                 #expect(response.status == .badRequest)
                 #expect(try Self.error(response).contains(":classify"))
             }
-            try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: ByteBuffer(string: "{\"inputs\": [{\"name\": \"input_1\", \"datatype\": \"INT8\", \"shape\": [1], \"data\": [1]}]}")) { response in
+            try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: ByteBuffer(string: "{\"inputs\": [{\"name\": \"input_1\", \"datatype\": \"INT8\", \"shape\": [1], \"data\": [1]}]}")) { response throws in
                 #expect(response.status == .badRequest)
                 #expect(try Self.error(response).contains("INT8"))
             }
@@ -74,17 +75,17 @@ struct ErrorTests {
         let truncated = try Data(contentsOf: Harness.png).prefix(200).base64EncodedString()
         try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in
             try await client.execute(uri: "/v1/models/imagenet:predict", method: .post,
-                                     body: try Harness.body(["instances": [["b64": try Data(contentsOf: Harness.png).base64EncodedString()], ["b64": text]]])) { response in
+                                     body: try Harness.body(["instances": [["b64": try Data(contentsOf: Harness.png).base64EncodedString()], ["b64": text]]])) { response throws in
                 #expect(response.status == .badRequest)
                 let message = try Self.error(response)
                 #expect(message.contains("instances[1].b64") && message.contains("not an image"), "\(message)")
             }
-            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["instances": [["b64": truncated]]])) { response in
+            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["instances": [["b64": truncated]]])) { response throws in
                 #expect(response.status == .badRequest)
                 let message = try Self.error(response)
                 #expect(message.contains("instances[0].b64") && message.contains("cannot decode"), "\(message)")
             }
-            try await client.execute(uri: "/v1/classify", method: .post, body: ByteBuffer(string: "plain text")) { response in
+            try await client.execute(uri: "/v1/classify", method: .post, body: ByteBuffer(string: "plain text")) { response throws in
                 #expect(response.status == .badRequest)
                 #expect(try Self.error(response).contains("not an image"))
             }
@@ -95,11 +96,11 @@ struct ErrorTests {
     func oversizeBody() async throws {
         try await Harness.withServer(models: [try await Harness.imagenet()], limits: ServingLimits(maxBodyBytes: 1000)) { client, _, _ in
             let big = ByteBuffer(bytes: [UInt8](repeating: 0x20, count: 5000))
-            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, headers: [.contentLength: "5000"], body: big) { response in
+            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, headers: [.contentLength: "5000"], body: big) { response throws in
                 #expect(response.status == .contentTooLarge)
                 #expect(try Self.error(response).contains("1000"))
             }
-            try await client.execute(uri: "/v1/classify", method: .post, body: big) { response in
+            try await client.execute(uri: "/v1/classify", method: .post, body: big) { response throws in
                 #expect(response.status == .contentTooLarge)
             }
         }
@@ -118,7 +119,7 @@ struct ErrorTests {
             let clock = ContinuousClock(), deadline = clock.now + .seconds(10)
             while batcher.queueDepth == 0, clock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
             #expect(batcher.queueDepth == 1)
-            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["instances": [["b64": png]]])) { response in
+            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["instances": [["b64": png]]])) { response throws in
                 #expect(response.status == .serviceUnavailable)
                 #expect(response.headers[.retryAfter] == "1")
                 #expect(try Self.error(response).contains("retry later"))

@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 import HummingbirdTesting
 import MobileNet
 import MobileNetServer
@@ -13,15 +14,15 @@ struct KServeRouteTests {
     func health() async throws {
         let model = try await Harness.imagenet()
         try await Harness.withServer(models: [model]) { client, _, _ in
-            try await client.execute(uri: "/v2/health/live", method: .get) { response in
+            try await client.execute(uri: "/v2/health/live", method: .get) { response throws in
                 #expect(response.status == .ok)
                 #expect(try Harness.object(response)["live"] as? Bool == true)
             }
-            try await client.execute(uri: "/v2/health/ready", method: .get) { response in
+            try await client.execute(uri: "/v2/health/ready", method: .get) { response throws in
                 #expect(response.status == .ok)
                 #expect(try Harness.object(response)["ready"] as? Bool == true)
             }
-            try await client.execute(uri: "/v2/models/imagenet/ready", method: .get) { response in
+            try await client.execute(uri: "/v2/models/imagenet/ready", method: .get) { response throws in
                 #expect(response.status == .ok)
                 #expect(try Harness.object(response)["ready"] as? Bool == true)
             }
@@ -29,11 +30,11 @@ struct KServeRouteTests {
         }
         try await Harness.withServer(models: [model], ready: false) { client, _, _ in
             try await client.execute(uri: "/v2/health/live", method: .get) { #expect($0.status == .ok) }
-            try await client.execute(uri: "/v2/health/ready", method: .get) { response in
+            try await client.execute(uri: "/v2/health/ready", method: .get) { response throws in
                 #expect(response.status == .serviceUnavailable)
                 #expect(try Harness.object(response)["ready"] as? Bool == false)
             }
-            try await client.execute(uri: "/v1/models/imagenet", method: .get) { response in
+            try await client.execute(uri: "/v1/models/imagenet", method: .get) { response throws in
                 #expect(response.status == .serviceUnavailable)
                 #expect(response.headers[.retryAfter] == "1")
             }
@@ -43,7 +44,7 @@ struct KServeRouteTests {
     @Test("GET /v2/models/imagenet: versions, input_1 FP32 [-1,224,224,3], predictions FP32 [-1,1000]")
     func metadata() async throws {
         try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in
-            try await client.execute(uri: "/v2/models/imagenet", method: .get) { response in
+            try await client.execute(uri: "/v2/models/imagenet", method: .get) { response throws in
                 #expect(response.status == .ok)
                 let object = try Harness.object(response)
                 #expect(object["name"] as? String == "imagenet")
@@ -67,7 +68,7 @@ struct KServeRouteTests {
         try await Harness.withServer(models: [model]) { client, _, _ in
             let bytesRequest: [String: Any] = ["id": "req-7", "inputs": [["name": "input_1", "datatype": "BYTES", "shape": [2], "data": [png, jpeg]]],
                                                "outputs": [["name": "predictions"]]]
-            let fromBytes = try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: try Harness.body(bytesRequest)) { response in
+            let fromBytes = try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: try Harness.body(bytesRequest)) { response throws in
                 #expect(response.status == .ok, "\(String(buffer: response.body))")
                 let object = try Harness.object(response)
                 #expect(object["model_name"] as? String == "imagenet")
@@ -83,7 +84,7 @@ struct KServeRouteTests {
                 return Array(data[0..<1000])
             }
             let fp32Request: [String: Any] = ["inputs": [["name": "input_1", "datatype": "FP32", "shape": [1, 224, 224, 3], "data": flat]]]
-            try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: try Harness.body(fp32Request)) { response in
+            try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: try Harness.body(fp32Request)) { response throws in
                 #expect(response.status == .ok, "\(String(buffer: response.body))")
                 let output = (try Harness.object(response)["outputs"] as? [[String: Any]])?.first
                 #expect(output?["shape"] as? [Int] == [1, 1000])
@@ -93,12 +94,12 @@ struct KServeRouteTests {
             }
             // A shape that is not the model's, and an unknown output: 400 naming the field.
             let badShape: [String: Any] = ["inputs": [["name": "input_1", "datatype": "FP32", "shape": [1, 100, 100, 3], "data": [0]]]]
-            try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: try Harness.body(badShape)) { response in
+            try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: try Harness.body(badShape)) { response throws in
                 #expect(response.status == .badRequest)
                 #expect((try Harness.object(response)["error"] as? String)?.contains("inputs[0].shape") == true)
             }
             let badOutput: [String: Any] = ["inputs": [["name": "input_1", "datatype": "BYTES", "shape": [1], "data": [png]]], "outputs": [["name": "logits"]]]
-            try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: try Harness.body(badOutput)) { response in
+            try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: try Harness.body(badOutput)) { response throws in
                 #expect(response.status == .badRequest)
                 #expect((try Harness.object(response)["error"] as? String)?.contains("logits") == true)
             }

@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 import HummingbirdTesting
 import MobileNet
 import MobileNetServer
@@ -26,7 +27,7 @@ struct LiveServerTests {
                 if !ready { try await Task.sleep(for: .milliseconds(50)) }
             }
             #expect(ready && state.isReady)
-            try await client.execute(uri: "/v1/classify?top=1", method: .post, body: ByteBuffer(bytes: png)) { response in
+            try await client.execute(uri: "/v1/classify?top=1", method: .post, body: ByteBuffer(bytes: png)) { response throws in
                 #expect(response.status == .ok, "\(String(buffer: response.body))")
                 let first = (try Harness.object(response)["predictions"] as? [[String: Any]])?.first
                 #expect(first?["label"] as? String == "Egyptian_cat")

@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 import HummingbirdTesting
 import MobileNet
 import MobileNetServer
@@ -17,7 +18,7 @@ struct OperationsTests {
             try await client.execute(uri: "/v1/models/imagenet", method: .get) { #expect($0.status == .ok) }
             try await client.execute(uri: "/v1/models/nosuch", method: .get) { #expect($0.status == .notFound) }
             try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["instances": [["b64": png]]])) { #expect($0.status == .ok) }
-            try await client.execute(uri: "/metrics", method: .get) { response in
+            try await client.execute(uri: "/metrics", method: .get) { response throws in
                 #expect(response.status == .ok)
                 #expect(response.headers[.contentType]?.hasPrefix("text/plain") == true)
                 let text = String(buffer: response.body)
@@ -34,7 +35,7 @@ struct OperationsTests {
     @Test("/openapi.json is an OpenAPI 3 document naming every route; / is the HTML page")
     func documents() async throws {
         try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in
-            try await client.execute(uri: "/openapi.json", method: .get) { response in
+            try await client.execute(uri: "/openapi.json", method: .get) { response throws in
                 #expect(response.status == .ok)
                 let object = try Harness.object(response)
                 #expect((object["openapi"] as? String)?.hasPrefix("3.") == true)
@@ -44,7 +45,7 @@ struct OperationsTests {
                     #expect(paths.contains(route), "\(route)")
                 }
             }
-            try await client.execute(uri: "/", method: .get) { response in
+            try await client.execute(uri: "/", method: .get) { response throws in
                 #expect(response.status == .ok)
                 #expect(response.headers[.contentType]?.hasPrefix("text/html") == true)
                 #expect(String(buffer: response.body).contains("/v1/classify?top=5"))

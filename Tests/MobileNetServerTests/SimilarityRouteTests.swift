@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 import HummingbirdTesting
 import MobileNet
 import MobileNetServer
@@ -29,7 +30,7 @@ struct SimilarityRouteTests {
         let app = Application(router: MobileNetServer.makeRouter(state: state, configuration: ServerConfiguration(), metrics: metrics), logger: Harness.quietLogger)
         let query = try Data(contentsOf: files[0])
         try await app.test(.router) { client in
-            try await client.execute(uri: "/v1/similar?index=photos&top=2", method: .post, body: ByteBuffer(bytes: query)) { response in
+            try await client.execute(uri: "/v1/similar?index=photos&top=2", method: .post, body: ByteBuffer(bytes: query)) { response throws in
                 #expect(response.status == .ok, "\(String(buffer: response.body))")
                 let object = try Harness.object(response)
                 #expect(object["index"] as? String == "photos")
@@ -38,7 +39,7 @@ struct SimilarityRouteTests {
                 let best = (matches.first?["similarity"] as? NSNumber)?.floatValue ?? 0
                 #expect(best > 0.999, "\(best)")
             }
-            try await client.execute(uri: "/v1/similar?index=nosuch", method: .post, body: ByteBuffer(bytes: query)) { response in
+            try await client.execute(uri: "/v1/similar?index=nosuch", method: .post, body: ByteBuffer(bytes: query)) { response throws in
                 #expect(response.status == .notFound)
                 #expect((try Harness.object(response)["error"] as? String)?.contains("photos") == true)
             }

@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 import HummingbirdTesting
 import MobileNet
 import MobileNetServer
@@ -12,7 +13,7 @@ struct TFServingRouteTests {
     @Test("GET /v1/models/imagenet and /metadata: AVAILABLE, serving_default with input_1 [-1,224,224,3] and predictions [-1,1000]")
     func statusAndMetadata() async throws {
         try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in
-            try await client.execute(uri: "/v1/models/imagenet", method: .get) { response in
+            try await client.execute(uri: "/v1/models/imagenet", method: .get) { response throws in
                 #expect(response.status == .ok)
                 let status = try Harness.object(response)["model_version_status"] as? [[String: Any]]
                 #expect(status?.first?["state"] as? String == "AVAILABLE")
@@ -21,7 +22,7 @@ struct TFServingRouteTests {
             }
             try await client.execute(uri: "/v1/models/imagenet/versions/1", method: .get) { #expect($0.status == .ok) }
             try await client.execute(uri: "/v1/models/imagenet/versions/2", method: .get) { #expect($0.status == .notFound) }
-            try await client.execute(uri: "/v1/models/imagenet/metadata", method: .get) { response in
+            try await client.execute(uri: "/v1/models/imagenet/metadata", method: .get) { response throws in
                 #expect(response.status == .ok)
                 let object = try Harness.object(response)
                 #expect((object["model_spec"] as? [String: Any])?["name"] as? String == "imagenet")
@@ -44,7 +45,7 @@ struct TFServingRouteTests {
         let jpeg = try Data(contentsOf: Harness.jpeg).base64EncodedString()
         try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in
             let body = try Harness.body(["instances": [["b64": png], ["b64": jpeg]]])
-            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: body) { response in
+            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: body) { response throws in
                 #expect(response.status == .ok, "\(String(buffer: response.body))")
                 let predictions = try Harness.object(response)["predictions"] as? [Any] ?? []
                 #expect(predictions.count == 2)
@@ -55,7 +56,7 @@ struct TFServingRouteTests {
             }
             // The same through a version and with the signature named.
             let named = try Harness.body(["signature_name": "serving_default", "instances": [["b64": png]]])
-            try await client.execute(uri: "/v1/models/imagenet/versions/1:predict", method: .post, body: named) { response in
+            try await client.execute(uri: "/v1/models/imagenet/versions/1:predict", method: .post, body: named) { response throws in
                 #expect(response.status == .ok)
                 let row = Harness.numbers((try Harness.object(response)["predictions"] as? [Any])?.first)
                 #expect(Harness.argmax(row) == Harness.egyptianCat)
@@ -72,11 +73,11 @@ struct TFServingRouteTests {
             let fromImage = try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["instances": [["b64": png]]])) {
                 Harness.numbers((try Harness.object($0)["predictions"] as? [Any])?.first)
             }
-            let row = try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["instances": [tensor]])) { response in
+            let row = try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["instances": [tensor]])) { response throws in
                 #expect(response.status == .ok, "\(String(buffer: response.body))")
                 return Harness.numbers((try Harness.object(response)["predictions"] as? [Any])?.first)
             }
-            let columnar = try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["inputs": ["input_1": [tensor]]])) { response in
+            let columnar = try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["inputs": ["input_1": [tensor]]])) { response throws in
                 #expect(response.status == .ok, "\(String(buffer: response.body))")
                 let object = try Harness.object(response)
                 #expect(object["predictions"] == nil)
@@ -96,7 +97,7 @@ struct TFServingRouteTests {
         let bytes = try Data(contentsOf: Harness.png)
         let expected = try embedder.run(embedder.preprocessor(maxPixels: 100_000_000).tensor(contentsOf: Harness.png)).embeddings[0]
         try await Harness.withServer(models: [imagenet, embedder]) { client, _, _ in
-            try await client.execute(uri: "/v1/classify?model=imagenet&top=3", method: .post, body: ByteBuffer(bytes: bytes)) { response in
+            try await client.execute(uri: "/v1/classify?model=imagenet&top=3", method: .post, body: ByteBuffer(bytes: bytes)) { response throws in
                 #expect(response.status == .ok, "\(String(buffer: response.body))")
                 let predictions = try Harness.object(response)["predictions"] as? [[String: Any]] ?? []
                 #expect(predictions.count == 3)
@@ -106,7 +107,7 @@ struct TFServingRouteTests {
                 let p = (predictions.first?["probability"] as? NSNumber)?.doubleValue ?? 0
                 #expect(p > 0.5 && p <= 1)
             }
-            try await client.execute(uri: "/v1/embed?model=embedder", method: .post, body: ByteBuffer(bytes: bytes)) { response in
+            try await client.execute(uri: "/v1/embed?model=embedder", method: .post, body: ByteBuffer(bytes: bytes)) { response throws in
                 #expect(response.status == .ok, "\(String(buffer: response.body))")
                 let object = try Harness.object(response)
                 #expect(object["dimension"] as? Int == 1280)
@@ -116,7 +117,7 @@ struct TFServingRouteTests {
                 #expect(diff < 1e-5, "max |diff| \(diff)")
             }
             // An embedder cannot classify: 400 naming it.
-            try await client.execute(uri: "/v1/classify?model=embedder", method: .post, body: ByteBuffer(bytes: bytes)) { response in
+            try await client.execute(uri: "/v1/classify?model=embedder", method: .post, body: ByteBuffer(bytes: bytes)) { response throws in
                 #expect(response.status == .badRequest)
                 #expect((try Harness.object(response)["error"] as? String)?.contains("embedder") == true)
             }

@@ -109,8 +109,10 @@ struct ErrorTests {
     @Test("a full queue: 503 with Retry-After, and the queued request still answered")
     func fullQueue() async throws {
         let png = try Data(contentsOf: Harness.png).base64EncodedString()
-        // One image may wait; the batch waits 3 s for more, so the second request finds the queue full.
-        let batching = BatchingConfiguration(maxBatchSize: 8, batchTimeout: .seconds(3), maxQueuedImages: 1)
+        // One image may wait; the batch would wait a minute for more, so the second request finds
+        // the queue full whatever the machine's load. Shutting the batcher down then runs the
+        // waiting image at once (a shutdown drains the queue).
+        let batching = BatchingConfiguration(maxBatchSize: 8, batchTimeout: .seconds(60), maxQueuedImages: 1)
         try await Harness.withServer(models: [try await Harness.imagenet()], batching: batching) { client, registry, metrics in
             let batcher = try registry.batcher(for: "imagenet")
             let first = Task {
@@ -124,8 +126,9 @@ struct ErrorTests {
                 #expect(response.headers[.retryAfter] == "1")
                 #expect(try Self.error(response).contains("retry later"))
             }
-            #expect(try await first.value == .ok)
             #expect(batcher.statistics.rejected == 1)
+            batcher.shutdown()
+            #expect(try await first.value == .ok)
             #expect(String(decoding: metrics.exposition(), as: UTF8.self).contains("mobilenet_requests_rejected_total{model=\"imagenet\"} 1"))
         }
     }

@@ -9,11 +9,20 @@ let package = Package(
         .library(name: "MobileNet", targets: ["MobileNet"]),
         .executable(name: "mobilenet", targets: ["MobileNetCLI"]),
         .executable(name: "mobilenet-fuzz", targets: ["MobileNetFuzz"]),
+        .library(name: "MobileNetServing", targets: ["MobileNetServing"]),
+        .library(name: "MobileNetServer", targets: ["MobileNetServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         // `swift package generate-documentation` (the DocC catalog in Sources/MobileNet/MobileNet.docc).
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
+        // `mobilenet serve` (MobileNetServer): HTTP, metrics, logging, graceful shutdown.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // HDF5 (Debian libhdf5-dev), found through pkg-config.
@@ -85,9 +94,27 @@ let package = Package(
         .target(name: "MobileNetSearch", dependencies: ["CBLAS", "MobileNetStore", "MobileNetPipeline"]),
         // Umbrella module: `import MobileNet`.
         .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTransfer", "MobileNetSearch"]),
+        // Model serving without HTTP: the served models and their registry, TensorFlow Serving
+        // REST and KServe v2 request decoding and response encoding, the dynamic batcher.
+        .target(name: "MobileNetServing", dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTransfer", "MobileNetSearch", "MobileNetKernels"]),
+        // `mobilenet serve`: the HTTP face (Hummingbird 2) over MobileNetServing, with Prometheus
+        // metrics, structured logging and graceful shutdown.
+        .target(
+            name: "MobileNetServer",
+            dependencies: [
+                "MobileNetServing",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "MobileNetCLI",
-            dependencies: ["MobileNet", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["MobileNet", "MobileNetServing", "MobileNetServer", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")]
         ),
         // A runnable tour of the library API on the shared data (`make tour`).
         .executableTarget(name: "LibraryTour", dependencies: ["MobileNet"], path: "Examples/LibraryTour"),
@@ -103,6 +130,12 @@ let package = Package(
         .testTarget(name: "MobileNetTransferTests", dependencies: ["MobileNet", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetSearchTests", dependencies: ["MobileNetSearch", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetOneDNNTests", dependencies: ["MobileNet", "MobileNetOneDNN", "MobileNetTestSupport"]),
+        .testTarget(
+            name: "MobileNetServerTests",
+            dependencies: ["MobileNet", "MobileNetServing", "MobileNetServer", "MobileNetTestSupport",
+                           .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "HummingbirdTesting", package: "hummingbird"), .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(name: "MobileNetCLITests", dependencies: ["MobileNet", "MobileNetTestSupport", "MobileNetCLI"]),
     ]
 )

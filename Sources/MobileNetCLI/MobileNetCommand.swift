@@ -16,7 +16,7 @@ struct MobileNetCommand: AsyncParsableCommand {
             Exit status: 0 when every image was processed, 1 when some image or the model failed \
             (the other images are still processed), 64 for a usage error.
             """,
-        subcommands: [Classify.self, Embed.self, Summary.self, Bench.self, Index.self, Similar.self, Duplicates.self, Train.self, Evaluate.self, Predict.self, Export.self]
+        subcommands: [Classify.self, Embed.self, Summary.self, Bench.self, Index.self, Similar.self, Duplicates.self, Train.self, Evaluate.self, Predict.self, Export.self, Serve.self]
     )
 
     /// Records the raw arguments, then runs the command. (OpenMP's waiting is left at GNU

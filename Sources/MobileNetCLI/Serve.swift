@@ -1,0 +1,113 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MobileNet
+import MobileNetServer
+import MobileNetServing
+
+/// `mobilenet serve`: the models over HTTP, for TensorFlow Serving REST and KServe v2 clients.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve models over HTTP: TensorFlow Serving REST (/v1/models/NAME:predict) and KServe v2 (/v2/models/NAME/infer).",
+        discussion: """
+            Each --model NAME=PATH serves a file under NAME; its kind is detected from the \
+            contents: a weight file with the top (ImageNet classifier), without it (embedder, \
+            1280-d), a `mobilenet train` model file, or a Keras transfer model (.keras/.h5). \
+            Without --model, `imagenet` is served from --weights or the default weights. Weight \
+            files use --input-size and the image options; model files keep their own. Each \
+            --index NAME=DB serves an image index for POST /v1/similar; its backbone's weights \
+            are found among the --model files, else as `mobilenet similar` finds them.
+
+            Concurrent requests for a model are run together, up to --max-batch-size images, \
+            waiting at most --batch-timeout-ms for a batch to fill; beyond --max-queue waiting \
+            images requests get 503 with Retry-After. --batch-size is not used (see \
+            --max-batch-size). SIGTERM or SIGINT stops gracefully. Routes: GET /openapi.json.
+            """
+    )
+
+    @Option(name: .customLong("model"), help: ArgumentHelp("A model to serve, NAME=PATH (repeatable).", valueName: "name=path"))
+    var models: [String] = []
+
+    @Option(name: .customLong("index"), help: ArgumentHelp("An image index for POST /v1/similar, NAME=DB (repeatable; built with mobilenet index add and the same image options).", valueName: "name=db"))
+    var indexes: [String] = []
+
+    @Option(name: .long, help: "The address to listen on (0.0.0.0 for every interface).")
+    var host = "127.0.0.1"
+
+    @Option(name: .long, help: "The TCP port (8501 is TensorFlow Serving's REST port).")
+    var port = ServerConfiguration.defaultPort
+
+    @Option(name: .long, help: ArgumentHelp("Most images per network run (TF Serving max_batch_size).", valueName: "n"))
+    var maxBatchSize = 8
+
+    @Option(name: .customLong("batch-timeout-ms"), help: ArgumentHelp("How long a request waits for others to fill a batch (TF Serving batch_timeout_micros, in milliseconds).", valueName: "ms"))
+    var batchTimeoutMilliseconds = 5.0
+
+    @Option(name: .customLong("max-queue"), help: ArgumentHelp("Most images waiting per model; more get 503 with Retry-After.", valueName: "n"))
+    var maxQueue = 128
+
+    @Option(name: .long, help: ArgumentHelp("Largest request body in bytes (more get 413).", valueName: "bytes"))
+    var maxBodyBytes = 64 << 20
+
+    @Option(name: .long, help: ArgumentHelp("Most images (instances) in one request.", valueName: "n"))
+    var maxImagesPerRequest = 64
+
+    @Option(name: .long, help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error or critical.", valueName: "level"))
+    var logLevel = "info"
+
+    @OptionGroup(title: "Model") var model: BackboneOptions
+
+    @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
+
+    @OptionGroup(title: "Image preprocessing") var image: ImageOptions
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, got \(port)") }
+        guard !host.isEmpty else { throw ValidationError("--host must not be empty") }
+        guard (1...RuntimeOptionGroup.maximumBatchSize).contains(maxBatchSize) else {
+            throw ValidationError("--max-batch-size must be between 1 and \(RuntimeOptionGroup.maximumBatchSize), got \(maxBatchSize)")
+        }
+        guard batchTimeoutMilliseconds.isFinite, (0...60_000).contains(batchTimeoutMilliseconds) else {
+            throw ValidationError("--batch-timeout-ms must be between 0 and 60000, got \(batchTimeoutMilliseconds)")
+        }
+        guard maxQueue >= 1 else { throw ValidationError("--max-queue must be at least 1, got \(maxQueue)") }
+        guard maxBodyBytes >= 1 else { throw ValidationError("--max-body-bytes must be at least 1, got \(maxBodyBytes)") }
+        guard (1...4096).contains(maxImagesPerRequest) else { throw ValidationError("--max-images-per-request must be between 1 and 4096, got \(maxImagesPerRequest)") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical, got '\(logLevel)'") }
+        guard runtime.batchSize == 16 else { throw ValidationError("serve does not use --batch-size; give --max-batch-size") }
+        if !models.isEmpty, model.weights != nil {
+            throw ValidationError("--weights sets the default imagenet model, which is not served with --model; give it as --model imagenet=\(model.weights ?? "")")
+        }
+        for text in models {
+            do { _ = try ModelSpecification(parsing: text) } catch { throw ValidationError("--model \(errorMessage(error))") }
+        }
+        for text in indexes {
+            do { _ = try IndexSpecification(parsing: text) } catch { throw ValidationError("--index \(errorMessage(error))") }
+        }
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            return handler
+        }
+        let logger = Logger(label: "mobilenet.serve")
+        let specifications = try models.map { try ModelSpecification(parsing: $0) }
+        let indexSpecifications = try indexes.map { try IndexSpecification(parsing: $0) }
+        let (height, width) = try model.inputDimensions()
+        let loading = ModelLoadingOptions(backend: runtime.inferenceBackend(), inputHeight: height, inputWidth: width,
+                                          preprocessing: image.isSet ? image.configuration() : nil, defaultWeightsPath: model.weights,
+                                          defaultAlpha: model.alpha)
+        let configuration = ServerConfiguration(
+            host: host, port: port,
+            limits: ServingLimits(maxBodyBytes: maxBodyBytes, maxImagePixels: image.maxPixels, maxImagesPerRequest: maxImagesPerRequest),
+            batching: BatchingConfiguration(maxBatchSize: maxBatchSize, batchTimeout: .microseconds(Int64(batchTimeoutMilliseconds * 1000)), maxQueuedImages: maxQueue))
+        do {
+            try await MobileNetServer.run(specifications: specifications, indexes: indexSpecifications, loading: loading, configuration: configuration, logger: logger)
+        } catch {
+            printError("error: \(errorMessage(error))")
+            throw ExitCode(1)
+        }
+    }
+}

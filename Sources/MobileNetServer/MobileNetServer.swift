@@ -1,0 +1,118 @@
+import Foundation
+import Hummingbird
+import Logging
+import MobileNetServing
+import NIOCore
+import ServiceLifecycle
+
+/// `mobilenet serve`: a Hummingbird 2 HTTP server that TensorFlow Serving REST and KServe v2
+/// clients can call, over the models of a ``/MobileNetServing/ModelRegistry``.
+///
+/// The server is live at once; it becomes ready (`/v2/health/ready` 200, model routes answer)
+/// when every model is loaded. SIGTERM or SIGINT shut it down gracefully: no new connections,
+/// open requests answered, then the batchers drain and stop.
+public enum MobileNetServer {
+    /// The router with every route and the error and metrics middleware.
+    ///
+    /// - Parameters:
+    ///   - state: readiness and the service, once loaded.
+    ///   - configuration: limits and `Retry-After`.
+    ///   - metrics: where requests are counted.
+    public static func makeRouter(state: ServerState, configuration: ServerConfiguration, metrics: ServingMetrics) -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: MetricsMiddleware(metrics: metrics))
+        router.add(middleware: LogRequestsMiddleware(.info))
+        router.add(middleware: ErrorMiddleware(retryAfterSeconds: configuration.retryAfterSeconds))
+        ServingRoutes(state: state, configuration: configuration, metrics: metrics).add(to: router)
+        return router
+    }
+
+    /// The application: the router, bound to `configuration.host:port`, with `services` run
+    /// beside the server (the model loader).
+    public static func makeApplication(state: ServerState, configuration: ServerConfiguration, metrics: ServingMetrics,
+                                       services: [any Service] = [], logger: Logger,
+                                       onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        Application(router: makeRouter(state: state, configuration: configuration, metrics: metrics),
+                    configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port), serverName: "mobilenet"),
+                    services: services,
+                    onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
+                    logger: logger)
+    }
+
+    /// The whole server: the application with the model loader beside it. It is live at once
+    /// and ready when the loader has loaded every model and index; on graceful shutdown the
+    /// loader drains and stops the batchers.
+    ///
+    /// - Parameters:
+    ///   - specifications: the models (`--model NAME=PATH`); none for `imagenet` from the default weights.
+    ///   - indexes: the image indexes for `/v1/similar` (`--index NAME=DB`).
+    ///   - loading: backend, input size and preprocessing for weight files, weight resolution.
+    ///   - configuration: address, limits, batching.
+    ///   - state: readiness (a new state by default).
+    ///   - metrics: the Prometheus metrics (new ones by default).
+    ///   - logger: the server's log.
+    ///   - onServerRunning: called with the bound port once the server listens.
+    public static func makeApplication(specifications: [ModelSpecification], indexes: [IndexSpecification] = [], loading: ModelLoadingOptions,
+                                       configuration: ServerConfiguration, state: ServerState = ServerState(), metrics: ServingMetrics = ServingMetrics(),
+                                       logger: Logger, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        let loader = ModelLoaderService(specifications: specifications, indexes: indexes, loading: loading, configuration: configuration,
+                                        state: state, metrics: metrics, logger: logger)
+        return makeApplication(state: state, configuration: configuration, metrics: metrics, services: [loader], logger: logger, onServerRunning: onServerRunning)
+    }
+
+    /// Loads the models and serves them until SIGTERM or SIGINT.
+    ///
+    /// - Parameters: as ``makeApplication(specifications:indexes:loading:configuration:state:metrics:logger:onServerRunning:)``.
+    /// - Throws: ``/MobileNetServing/ServingError`` when a model cannot be loaded (the server
+    ///   stops), or the server's error (the address is in use).
+    public static func run(specifications: [ModelSpecification], indexes: [IndexSpecification] = [], loading: ModelLoadingOptions,
+                           configuration: ServerConfiguration, logger: Logger) async throws {
+        let app = makeApplication(specifications: specifications, indexes: indexes, loading: loading, configuration: configuration, logger: logger) { port in
+            logger.info("listening", metadata: ["host": .string(configuration.host), "port": .stringConvertible(port)])
+        }
+        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+    }
+}
+
+/// Loads the models beside the running server, makes the server ready, and on graceful
+/// shutdown drains and stops the batchers.
+struct ModelLoaderService: Service {
+    let specifications: [ModelSpecification]
+    let indexes: [IndexSpecification]
+    let loading: ModelLoadingOptions
+    let configuration: ServerConfiguration
+    let state: ServerState
+    let metrics: ServingMetrics
+    let logger: Logger
+
+    func run() async throws {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let models = try await ModelRegistry.load(specifications, options: loading)
+        let served = try await ModelRegistry.loadIndexes(indexes, models: models, options: loading)
+        let registry = try ModelRegistry(models: models, indexes: served, batching: configuration.batching, observer: metrics)
+        metrics.register(models: models.map(\.name) + served.map(\.name))
+        for model in models {
+            logger.info("model loaded", metadata: [
+                "model": .string(model.name), "kind": .string(model.kind.rawValue), "file": .string(model.source.path),
+                "input": .string("\(model.inputHeight)x\(model.inputWidth)"), "outputs": .stringConvertible(model.outputWidth),
+            ])
+        }
+        for index in served {
+            logger.info("index loaded", metadata: ["index": .string(index.name), "file": .string(index.source.path), "images": .stringConvertible(index.search.count)])
+        }
+        state.setReady(InferenceService(registry: registry, limits: configuration.limits))
+        logger.info("ready", metadata: ["models": .stringConvertible(models.count), "seconds": .string(String(format: "%.2f", start.duration(to: clock.now).seconds))])
+        // Serve until shutdown, then let the accepted requests finish.
+        try? await gracefulShutdown()
+        logger.info("shutting down: draining the batchers")
+        registry.shutdown()
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (s, attoseconds) = components
+        return Double(s) + Double(attoseconds) * 1e-18
+    }
+}

@@ -1,0 +1,156 @@
+/// The OpenAPI 3.0 description of the server's routes, served at `GET /openapi.json`
+/// (hand-written: it is the contract, kept beside the routes it describes).
+enum OpenAPIDocument {
+    static let json = #"""
+    {
+      "openapi": "3.0.3",
+      "info": {
+        "title": "mobilenet serve",
+        "version": "0.1.0",
+        "description": "MobileNetV2 classification and embeddings over HTTP: the TensorFlow Serving REST API (/v1/models), the KServe / Open Inference Protocol v2 REST API (/v2), and plain endpoints taking the encoded image as the body. Errors are {\"error\": \"message\"} with 400 (bad input, named), 404 (unknown model or version), 413 (body too large), 503 with Retry-After (queue full, not ready, shutting down)."
+      },
+      "paths": {
+        "/v1/models/{name}": {
+          "get": {
+            "summary": "TensorFlow Serving model status",
+            "parameters": [{"$ref": "#/components/parameters/name"}],
+            "responses": {"200": {"description": "model_version_status with state AVAILABLE", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TFStatus"}}}}, "404": {"$ref": "#/components/responses/Error"}}
+          }
+        },
+        "/v1/models/{name}/metadata": {
+          "get": {
+            "summary": "TensorFlow Serving model metadata (signature_def serving_default)",
+            "parameters": [{"$ref": "#/components/parameters/name"}],
+            "responses": {"200": {"description": "model_spec and metadata.signature_def", "content": {"application/json": {"schema": {"type": "object"}}}}, "404": {"$ref": "#/components/responses/Error"}}
+          }
+        },
+        "/v1/models/{name}:predict": {
+          "post": {
+            "summary": "TensorFlow Serving predict (row or columnar format)",
+            "description": "An instance is a [H][W][3] array preprocessed for the model (-1...1 for the Keras weights) or {\"b64\": base64 of a JPEG, PNG, WebP, GIF or BMP}. signature_name may be omitted or serving_default.",
+            "parameters": [{"name": "name", "in": "path", "required": true, "description": "the model name; the path ends in :predict", "schema": {"type": "string"}}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TFPredictRequest"}}}},
+            "responses": {
+              "200": {"description": "one row of the model's output per instance", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TFPredictResponse"}}}},
+              "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
+              "413": {"$ref": "#/components/responses/Error"}, "503": {"$ref": "#/components/responses/Unavailable"}
+            }
+          }
+        },
+        "/v1/models/{name}/versions/{version}:predict": {
+          "post": {
+            "summary": "TensorFlow Serving predict on a version (every model has version 1)",
+            "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TFPredictRequest"}}}},
+            "responses": {"200": {"description": "as :predict", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TFPredictResponse"}}}}, "404": {"$ref": "#/components/responses/Error"}}
+          }
+        },
+        "/v2": {"get": {"summary": "KServe v2 server metadata", "responses": {"200": {"description": "name, version, extensions"}}}},
+        "/v2/health/live": {"get": {"summary": "KServe v2 liveness", "responses": {"200": {"description": "{\"live\": true}"}}}},
+        "/v2/health/ready": {"get": {"summary": "KServe v2 readiness: 200 once every model is loaded", "responses": {"200": {"description": "{\"ready\": true}"}, "503": {"description": "{\"ready\": false}"}}}},
+        "/v2/models/{name}": {
+          "get": {
+            "summary": "KServe v2 model metadata",
+            "parameters": [{"$ref": "#/components/parameters/name"}],
+            "responses": {"200": {"description": "name, versions, platform, inputs, outputs", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KServeMetadata"}}}}, "404": {"$ref": "#/components/responses/Error"}}
+          }
+        },
+        "/v2/models/{name}/ready": {
+          "get": {"summary": "KServe v2 model readiness", "parameters": [{"$ref": "#/components/parameters/name"}], "responses": {"200": {"description": "{\"name\": ..., \"ready\": true}"}, "404": {"$ref": "#/components/responses/Error"}}}
+        },
+        "/v2/models/{name}/infer": {
+          "post": {
+            "summary": "KServe v2 inference",
+            "description": "One input named input_1: FP32 with shape [N, H, W, 3] (preprocessed, flat or nested data), or BYTES with shape [N] whose strings are base64 (or raw) encoded images.",
+            "parameters": [{"$ref": "#/components/parameters/name"}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KServeInferRequest"}}}},
+            "responses": {
+              "200": {"description": "the output tensor", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KServeInferResponse"}}}},
+              "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
+              "413": {"$ref": "#/components/responses/Error"}, "503": {"$ref": "#/components/responses/Unavailable"}
+            }
+          }
+        },
+        "/v1/classify": {
+          "post": {
+            "summary": "Top-k classes of one encoded image (the body)",
+            "parameters": [
+              {"name": "model", "in": "query", "required": false, "description": "a classifier (default: the first served)", "schema": {"type": "string"}},
+              {"name": "top", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "default": 5}}
+            ],
+            "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {
+              "200": {"description": "predictions with rank, index, label, synset (ImageNet), probability", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Classification"}}}},
+              "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
+              "413": {"$ref": "#/components/responses/Error"}, "503": {"$ref": "#/components/responses/Unavailable"}
+            }
+          }
+        },
+        "/v1/embed": {
+          "post": {
+            "summary": "The pooled embedding (1280-d, values 0...6) of one encoded image (the body)",
+            "parameters": [{"name": "model", "in": "query", "required": false, "description": "any served model (default: the first)", "schema": {"type": "string"}}],
+            "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {"200": {"description": "model, dimension, embedding"}, "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}
+          }
+        },
+        "/v1/similar": {
+          "post": {
+            "summary": "The indexed images most similar to one encoded image (the body), by cosine similarity",
+            "parameters": [
+              {"name": "index", "in": "query", "required": false, "description": "a served index (default: the first)", "schema": {"type": "string"}},
+              {"name": "top", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "default": 5}}
+            ],
+            "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {"200": {"description": "index, matches with rank, file, similarity"}, "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}
+          }
+        },
+        "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format)", "responses": {"200": {"description": "requests by route and status, latency, batch sizes, queue depth", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.0"}}}},
+        "/": {"get": {"summary": "A page to classify an image from the browser", "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}}
+      },
+      "components": {
+        "parameters": {
+          "name": {"name": "name", "in": "path", "required": true, "description": "the served model name (imagenet by default)", "schema": {"type": "string"}}
+        },
+        "responses": {
+          "Error": {"description": "the problem, named", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+          "Unavailable": {"description": "queue full, not ready or shutting down; retry after Retry-After seconds", "headers": {"Retry-After": {"schema": {"type": "integer"}}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        },
+        "schemas": {
+          "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+          "Binary": {"type": "object", "required": ["b64"], "properties": {"b64": {"type": "string", "format": "byte"}}},
+          "Instance": {"oneOf": [{"$ref": "#/components/schemas/Binary"}, {"type": "array", "description": "[H][W][3] preprocessed values", "items": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}]},
+          "TFPredictRequest": {
+            "type": "object",
+            "properties": {
+              "signature_name": {"type": "string", "enum": ["serving_default"]},
+              "instances": {"type": "array", "items": {"$ref": "#/components/schemas/Instance"}},
+              "inputs": {"oneOf": [{"type": "array", "items": {"$ref": "#/components/schemas/Instance"}}, {"type": "object", "properties": {"input_1": {"type": "array", "items": {"$ref": "#/components/schemas/Instance"}}}}]}
+            }
+          },
+          "TFPredictResponse": {
+            "type": "object",
+            "properties": {
+              "predictions": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+              "outputs": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+            }
+          },
+          "TFStatus": {"type": "object", "properties": {"model_version_status": {"type": "array", "items": {"type": "object", "properties": {"version": {"type": "string"}, "state": {"type": "string"}, "status": {"type": "object"}}}}}},
+          "KServeTensor": {"type": "object", "required": ["name", "datatype", "shape"], "properties": {"name": {"type": "string"}, "datatype": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}}}},
+          "KServeMetadata": {"type": "object", "properties": {"name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}}, "platform": {"type": "string"}, "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/KServeTensor"}}, "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/KServeTensor"}}}},
+          "KServeInferRequest": {
+            "type": "object", "required": ["inputs"],
+            "properties": {
+              "id": {"type": "string"},
+              "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "object", "required": ["name", "datatype", "shape", "data"], "properties": {"name": {"type": "string", "enum": ["input_1"]}, "datatype": {"type": "string", "enum": ["FP32", "BYTES"]}, "shape": {"type": "array", "items": {"type": "integer"}}, "data": {"type": "array", "items": {}}}}},
+              "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}}
+            }
+          },
+          "KServeInferResponse": {"type": "object", "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"}, "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "datatype": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}}, "data": {"type": "array", "items": {"type": "number"}}}}}}},
+          "Classification": {"type": "object", "properties": {"model": {"type": "string"}, "predictions": {"type": "array", "items": {"type": "object", "properties": {"rank": {"type": "integer"}, "index": {"type": "integer"}, "label": {"type": "string"}, "synset": {"type": "string"}, "probability": {"type": "number"}}}}}}
+        }
+      }
+    }
+    """#
+}

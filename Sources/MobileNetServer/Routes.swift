@@ -1,0 +1,185 @@
+import Foundation
+import Hummingbird
+import MobileNetServing
+import NIOCore
+
+/// The routes of `mobilenet serve`: TensorFlow Serving REST (`/v1/models/...`), KServe v2
+/// (`/v2/...`), the plain endpoints (`/v1/classify`, `/v1/embed`, `/v1/similar`), `/metrics`,
+/// `/openapi.json` and the page at `/`. Each handler parses the request, calls the
+/// ``/MobileNetServing/InferenceService`` and encodes its answer.
+struct ServingRoutes: Sendable {
+    let state: ServerState
+    let configuration: ServerConfiguration
+    let metrics: ServingMetrics
+
+    func add(to router: Router<some RequestContext>) {
+        // TensorFlow Serving REST API.
+        router.get("/v1/models/{name}") { _, context in
+            try json(try state.requireService().tfServingStatus(model: try context.parameters.require("name")))
+        }
+        router.get("/v1/models/{name}/metadata") { _, context in
+            try json(try state.requireService().tfServingMetadata(model: try context.parameters.require("name")))
+        }
+        router.get("/v1/models/{name}/versions/{version}") { _, context in
+            try json(try state.requireService().tfServingStatus(model: try context.parameters.require("name"),
+                                                               version: try context.parameters.require("version")))
+        }
+        router.get("/v1/models/{name}/versions/{version}/metadata") { _, context in
+            try json(try state.requireService().tfServingMetadata(model: try context.parameters.require("name"),
+                                                                 version: try context.parameters.require("version")))
+        }
+        // `/v1/models/resnet:predict`: the verb follows a colon in the last path segment.
+        router.post("/v1/models/{name}") { request, context in
+            let (name, verb) = try Self.splitVerb(try context.parameters.require("name"))
+            return try await predict(request, model: name, version: nil, verb: verb)
+        }
+        router.post("/v1/models/{name}/versions/{version}") { request, context in
+            let (version, verb) = try Self.splitVerb(try context.parameters.require("version"))
+            return try await predict(request, model: try context.parameters.require("name"), version: version, verb: verb)
+        }
+
+        // KServe v2 (Open Inference Protocol).
+        router.get("/v2") { _, _ in json(KServe.ServerMetadata()) }
+        router.get("/v2/health/live") { _, _ in json(["live": true]) }
+        router.get("/v2/health/ready") { _, _ in
+            json(["ready": state.isReady], status: state.isReady ? .ok : .serviceUnavailable)
+        }
+        router.get("/v2/models/{name}") { _, context in
+            try json(try state.requireService().kserveMetadata(model: try context.parameters.require("name")))
+        }
+        router.get("/v2/models/{name}/versions/{version}") { _, context in
+            try json(try state.requireService().kserveMetadata(model: try context.parameters.require("name"), version: try context.parameters.require("version")))
+        }
+        router.get("/v2/models/{name}/ready") { _, context in
+            try modelReady(try context.parameters.require("name"), version: nil)
+        }
+        router.get("/v2/models/{name}/versions/{version}/ready") { _, context in
+            try modelReady(try context.parameters.require("name"), version: try context.parameters.require("version"))
+        }
+        router.post("/v2/models/{name}/infer") { request, context in
+            let service = try state.requireService()
+            let body = try await readBody(request)
+            return json(try await service.kserveInfer(model: try context.parameters.require("name"), body: body))
+        }
+        router.post("/v2/models/{name}/versions/{version}/infer") { request, context in
+            let service = try state.requireService()
+            let body = try await readBody(request)
+            return json(try await service.kserveInfer(model: try context.parameters.require("name"), version: try context.parameters.require("version"), body: body))
+        }
+
+        // Plain endpoints: the body is the encoded image.
+        router.post("/v1/classify") { request, _ in
+            let service = try state.requireService()
+            let model = try modelParameter(request, service: service, classifier: true)
+            let top = try topParameter(request, default: 5, limit: service.limits.maxTopK)
+            let body = try await readBody(request)
+            return json(try await service.classify(model: model, image: body, top: top))
+        }
+        router.post("/v1/embed") { request, _ in
+            let service = try state.requireService()
+            let model = try modelParameter(request, service: service, classifier: false)
+            let body = try await readBody(request)
+            return json(try await service.embed(model: model, image: body))
+        }
+
+        router.post("/v1/similar") { request, _ in
+            let service = try state.requireService()
+            let index: String
+            if let name = request.uri.queryParameters.get("index") { index = name } else {
+                guard let first = service.registry.indexes.first else {
+                    throw ServingError.invalidInput(field: "index", problem: "no index is served (start the server with --index NAME=DB)")
+                }
+                index = first.name
+            }
+            let top = try topParameter(request, default: 5, limit: service.limits.maxTopK)
+            let body = try await readBody(request)
+            return json(try await service.similar(index: index, image: body, top: top))
+        }
+
+        // Operations.
+        router.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: ResponseBody(byteBuffer: ByteBuffer(bytes: metrics.exposition())))
+        }
+        router.get("/openapi.json") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
+        }
+        router.get("/") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: ResponseBody(byteBuffer: ByteBuffer(string: IndexPage.html)))
+        }
+    }
+
+    /// `resnet:predict` to (`resnet`, `predict`).
+    ///
+    /// - Throws: ``/MobileNetServing/ServingError/invalidInput(field:problem:)`` without a verb
+    ///   or with another than `predict` (`classify` and `regress` need signatures these models lack).
+    static func splitVerb(_ segment: String) throws(ServingError) -> (String, String) {
+        guard let colon = segment.lastIndex(of: ":") else {
+            throw .invalidInput(field: "path", problem: "'\(segment)' has no ':predict' (POST /v1/models/NAME:predict)")
+        }
+        let name = String(segment[..<colon]), verb = String(segment[segment.index(after: colon)...])
+        guard verb == "predict" else {
+            throw .invalidInput(field: "path", problem: "':\(verb)' is not supported: this server answers ':predict' (classify and regress need signatures these models do not have)")
+        }
+        return (name, verb)
+    }
+
+    private func predict(_ request: Request, model: String, version: String?, verb: String) async throws -> Response {
+        let service = try state.requireService()
+        _ = try service.registry.model(named: model, version: version)  // 404 before the body is read
+        let body = try await readBody(request)
+        return json(try await service.tfServingPredict(model: model, version: version, body: body))
+    }
+
+    private func modelReady(_ name: String, version: String?) throws -> Response {
+        let service = try state.requireService()
+        let model = try service.registry.model(named: name, version: version)
+        struct Ready: Encodable { var name: String; var ready: Bool }
+        return json(Ready(name: model.name, ready: true))
+    }
+
+    /// The body, at most ``/MobileNetServing/ServingLimits/maxBodyBytes``: a declared
+    /// `Content-Length` over it is refused before anything is read.
+    ///
+    /// - Throws: ``/MobileNetServing/ServingError/bodyTooLarge(bytes:limit:)``.
+    private func readBody(_ request: Request) async throws -> Data {
+        let limit = configuration.limits.maxBodyBytes
+        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
+            throw ServingError.bodyTooLarge(bytes: declared, limit: limit)
+        }
+        var request = request
+        do {
+            let buffer = try await request.collectBody(upTo: limit)
+            return Data(buffer.readableBytesView)
+        } catch is NIOTooManyBytesError {
+            throw ServingError.bodyTooLarge(bytes: nil, limit: limit)
+        }
+    }
+
+    private func modelParameter(_ request: Request, service: InferenceService, classifier: Bool) throws(ServingError) -> String {
+        if let name = request.uri.queryParameters.get("model") { return name }
+        let candidates = service.registry.models.filter { !classifier || $0.kind.isClassifier }
+        guard let first = candidates.first else {
+            throw .invalidInput(field: "model", problem: "no \(classifier ? "classifier" : "model") is served; name one with ?model=NAME")
+        }
+        return first.name
+    }
+
+    private func topParameter(_ request: Request, default value: Int, limit: Int) throws(ServingError) -> Int {
+        guard let text = request.uri.queryParameters.get("top") else { return value }
+        guard let top = Int(text), (1...limit).contains(top) else {
+            throw .invalidInput(field: "top", problem: "must be an integer between 1 and \(limit), got '\(text)'")
+        }
+        return top
+    }
+}
+
+/// A JSON response of `data`.
+func json(_ data: Data, status: HTTPResponse.Status = .ok) -> Response {
+    Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+}
+
+/// A JSON response of `value`.
+func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+    json(ServingJSON.encode(value), status: status)
+}

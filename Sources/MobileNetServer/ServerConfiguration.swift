@@ -1,0 +1,28 @@
+import MobileNetServing
+
+/// Where and how `mobilenet serve` listens and batches.
+public struct ServerConfiguration: Sendable {
+    /// The address to bind (default `127.0.0.1`: only this machine; `0.0.0.0` for all interfaces).
+    public var host: String
+    /// The TCP port (default 8501, TensorFlow Serving's REST port; 0 for any free port).
+    public var port: Int
+    /// The request limits (body size, image pixels, images per request).
+    public var limits: ServingLimits
+    /// The dynamic batching of every model.
+    public var batching: BatchingConfiguration
+    /// The `Retry-After` seconds sent with a 503 (default 1).
+    public var retryAfterSeconds: Int
+
+    /// TensorFlow Serving's REST port.
+    public static let defaultPort = 8501
+
+    /// Creates a configuration.
+    public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, limits: ServingLimits = ServingLimits(),
+                batching: BatchingConfiguration = BatchingConfiguration(), retryAfterSeconds: Int = 1) {
+        self.host = host
+        self.port = port
+        self.limits = limits
+        self.batching = batching
+        self.retryAfterSeconds = max(1, retryAfterSeconds)
+    }
+}

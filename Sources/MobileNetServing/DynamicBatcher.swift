@@ -1,0 +1,243 @@
+import Foundation
+import MobileNetKernels
+
+/// How a ``DynamicBatcher`` groups requests, with the meaning of TensorFlow Serving's batching
+/// parameters.
+public struct BatchingConfiguration: Sendable, Hashable {
+    /// The most images in one network run (TF Serving `max_batch_size`; default 8). A request
+    /// with more images is run in several batches of at most this size.
+    public var maxBatchSize: Int
+    /// How long the first waiting image may wait for others to fill the batch before the network
+    /// runs on what is there (TF Serving `batch_timeout_micros`; default 5 ms).
+    public var batchTimeout: Duration
+    /// The most images waiting (not yet running) for the model; a request that would exceed it
+    /// is refused with ``ServingError/queueFull(model:limit:)`` (TF Serving
+    /// `max_enqueued_batches` x `max_batch_size`; default 128).
+    public var maxQueuedImages: Int
+
+    /// Creates a configuration; sizes below 1 are raised to 1 and a negative timeout to zero.
+    public init(maxBatchSize: Int = 8, batchTimeout: Duration = .milliseconds(5), maxQueuedImages: Int = 128) {
+        self.maxBatchSize = max(1, maxBatchSize)
+        self.batchTimeout = max(.zero, batchTimeout)
+        self.maxQueuedImages = max(1, maxQueuedImages)
+    }
+}
+
+/// Receives what a ``DynamicBatcher`` does, for metrics. Called on the batcher's thread (or the
+/// submitting task for refusals): implementations must be quick and thread-safe.
+public protocol BatcherObserver: Sendable {
+    /// A network run over `size` images of `model` took `duration`.
+    func batchRan(model: String, size: Int, duration: Duration)
+    /// The number of images waiting for `model` changed to `depth`.
+    func queueDepthChanged(model: String, depth: Int)
+    /// A request of `images` images for `model` was refused because the queue was full.
+    func requestRejected(model: String, images: Int)
+}
+
+/// Counts of a batcher's work since it started.
+public struct BatcherStatistics: Sendable, Hashable {
+    /// Network runs.
+    public var runs = 0
+    /// Images run.
+    public var images = 0
+    /// Requests accepted.
+    public var requests = 0
+    /// Requests refused because the queue was full.
+    public var rejected = 0
+    /// The largest batch run.
+    public var largestBatch = 0
+}
+
+/// Runs concurrent requests for one model together: requests wait in a bounded queue, and one
+/// dedicated thread takes up to ``BatchingConfiguration/maxBatchSize`` images at a time, waiting
+/// at most ``BatchingConfiguration/batchTimeout`` after the first for the batch to fill, runs
+/// the network once, and hands each request its rows. The network runs on that one thread only,
+/// so requests never compete for the inference threads; decoding happens in the callers' tasks.
+///
+/// A request is never split across two concurrent runs and its images stay in order. The
+/// queue is FIFO. After ``shutdown()`` new requests are refused and the waiting ones still run.
+public final class DynamicBatcher: @unchecked Sendable {
+    /// The model this batcher runs.
+    public let model: ServedModel
+    /// The batching parameters.
+    public let configuration: BatchingConfiguration
+    private let observer: (any BatcherObserver)?
+
+    // Everything below is guarded by `condition`.
+    private let condition = NSCondition()
+    private var queue: [Pending] = []
+    private var queuedImages = 0
+    private var stopping = false
+    private var finished = false
+    private var stats = BatcherStatistics()
+
+    private struct Pending {
+        var images: [[Float]]
+        var enqueued: ContinuousClock.Instant
+        var continuation: CheckedContinuation<ServedOutputs, any Error>
+    }
+
+    /// Starts the batcher's thread.
+    ///
+    /// - Parameters:
+    ///   - model: the model to run.
+    ///   - configuration: batch size, timeout and queue limit.
+    ///   - observer: told about runs and the queue depth (metrics), or nil.
+    public init(model: ServedModel, configuration: BatchingConfiguration = BatchingConfiguration(), observer: (any BatcherObserver)? = nil) {
+        self.model = model
+        self.configuration = configuration
+        self.observer = observer
+        let thread = Thread { [self] in self.work() }
+        thread.name = "mobilenet-batcher-\(model.name)"
+        thread.start()
+    }
+
+    /// Counts of the work done so far.
+    public var statistics: BatcherStatistics {
+        condition.lock()
+        defer { condition.unlock() }
+        return stats
+    }
+
+    /// The number of images waiting to run (not counting a batch that is running).
+    public var queueDepth: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return queuedImages
+    }
+
+    /// Queues preprocessed images and returns their outputs once the network has run them.
+    ///
+    /// - Parameter images: each ``ServedModel/inputScalarCount`` values, the NHWC image
+    ///   `[inputHeight, inputWidth, 3]` preprocessed for the model; at least one image.
+    /// - Returns: one row per image, in order.
+    /// - Throws: ``ServingError/queueFull(model:limit:)`` when the queue cannot take the images
+    ///   now; ``ServingError/invalidInput(field:problem:)`` for no images, wrongly sized ones,
+    ///   or more images than the queue can ever hold; ``ServingError/shuttingDown(model:)``
+    ///   after ``shutdown()``; ``ServingError/inferenceFailed(model:reason:)`` when the network fails.
+    public func submit(_ images: [[Float]]) async throws -> ServedOutputs {
+        guard !images.isEmpty else { throw ServingError.invalidInput(field: "inputs", problem: "no images given") }
+        if let bad = images.firstIndex(where: { $0.count != model.inputScalarCount }) {
+            throw ServingError.invalidInput(field: "inputs[\(bad)]", problem: "\(images[bad].count) values, not the \(model.inputScalarCount) of a \(model.inputHeight)x\(model.inputWidth)x3 image")
+        }
+        guard images.count <= configuration.maxQueuedImages else {
+            throw ServingError.invalidInput(field: "inputs", problem: "\(images.count) images, more than the \(configuration.maxQueuedImages) model '\(model.name)' can queue; send fewer per request")
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            condition.lock()
+            if stopping {
+                condition.unlock()
+                continuation.resume(throwing: ServingError.shuttingDown(model: model.name))
+                return
+            }
+            guard queuedImages + images.count <= configuration.maxQueuedImages else {
+                stats.rejected += 1
+                condition.unlock()
+                observer?.requestRejected(model: model.name, images: images.count)
+                continuation.resume(throwing: ServingError.queueFull(model: model.name, limit: configuration.maxQueuedImages))
+                return
+            }
+            queue.append(Pending(images: images, enqueued: .now, continuation: continuation))
+            queuedImages += images.count
+            stats.requests += 1
+            let depth = queuedImages
+            condition.signal()
+            condition.unlock()
+            observer?.queueDepthChanged(model: model.name, depth: depth)
+        }
+    }
+
+    /// Stops taking requests; the waiting ones still run, then the thread ends. Returns at once;
+    /// ``waitUntilFinished()`` waits for the thread.
+    public func shutdown() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Blocks until the thread has ended after ``shutdown()`` (every accepted request answered).
+    public func waitUntilFinished() {
+        condition.lock()
+        while !finished { condition.wait() }
+        condition.unlock()
+    }
+
+    // MARK: - The batcher's thread
+
+    private func work() {
+        condition.lock()
+        while true {
+            while queue.isEmpty && !stopping { condition.wait() }
+            if queue.isEmpty { break }  // stopping, nothing left
+            // Wait for the batch to fill, until the first request has waited batchTimeout.
+            let deadline = queue[0].enqueued + configuration.batchTimeout
+            while queuedImages < configuration.maxBatchSize && !stopping {
+                let left = ContinuousClock.now.duration(to: deadline)
+                guard left > .zero else { break }
+                _ = condition.wait(until: Date(timeIntervalSinceNow: left.seconds))
+            }
+            var batch: [Pending] = []
+            var count = 0
+            while let next = queue.first, batch.isEmpty || count + next.images.count <= configuration.maxBatchSize {
+                batch.append(queue.removeFirst())
+                count += next.images.count
+            }
+            queuedImages -= count
+            let depth = queuedImages
+            condition.unlock()
+            observer?.queueDepthChanged(model: model.name, depth: depth)
+            run(batch)
+            condition.lock()
+        }
+        finished = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Runs the requests' images in chunks of at most maxBatchSize (one chunk unless a single
+    /// request is bigger) and answers each request.
+    private func run(_ batch: [Pending]) {
+        let images = batch.flatMap(\.images)
+        var outputs = ServedOutputs(embeddings: [], probabilities: model.kind.isClassifier ? [] : nil)
+        do {
+            var start = 0
+            while start < images.count {
+                let end = min(images.count, start + configuration.maxBatchSize)
+                let clock = ContinuousClock()
+                let began = clock.now
+                var scalars: [Float] = []
+                scalars.reserveCapacity((end - start) * model.inputScalarCount)
+                for image in images[start..<end] { scalars += image }
+                let chunk = try model.run(Tensor(shape: [end - start, model.inputHeight, model.inputWidth, 3], scalars: scalars))
+                let took = began.duration(to: clock.now)
+                outputs.embeddings += chunk.embeddings
+                if let p = chunk.probabilities { outputs.probabilities = (outputs.probabilities ?? []) + p }
+                condition.lock()
+                stats.runs += 1
+                stats.images += end - start
+                stats.largestBatch = max(stats.largestBatch, end - start)
+                condition.unlock()
+                observer?.batchRan(model: model.name, size: end - start, duration: took)
+                start = end
+            }
+        } catch {
+            let failure = ServingError.inferenceFailed(model: model.name, reason: (error as? LocalizedError)?.errorDescription ?? String(describing: error))
+            for pending in batch { pending.continuation.resume(throwing: failure) }
+            return
+        }
+        var offset = 0
+        for pending in batch {
+            pending.continuation.resume(returning: outputs.rows(offset..<(offset + pending.images.count)))
+            offset += pending.images.count
+        }
+    }
+}
+
+extension Duration {
+    /// The duration in seconds.
+    var seconds: Double {
+        let (s, attoseconds) = components
+        return Double(s) + Double(attoseconds) * 1e-18
+    }
+}

@@ -1,0 +1,228 @@
+import Foundation
+import MobileNetIO
+
+/// The KServe / Open Inference Protocol v2 REST API (`/v2/...`): server and model metadata,
+/// readiness, and inference requests with FP32 tensors or BYTES of encoded images, as its JSON
+/// specification describes them.
+public enum KServe {
+    /// The datatypes the model's input accepts.
+    public enum Datatype: String, Sendable, Hashable {
+        /// 32-bit floats: an image tensor `[N, H, W, 3]`, preprocessed.
+        case fp32 = "FP32"
+        /// Byte strings: `[N]` encoded images, each base64 or a raw string (see ``decodeInfer(_:model:limits:)``).
+        case bytes = "BYTES"
+    }
+
+    /// A decoded inference request.
+    public struct InferRequest: Sendable, Equatable {
+        /// The request's `id`, echoed in the response.
+        public var id: String?
+        /// The images, in order.
+        public var images: [RequestImage]
+    }
+
+    /// The most levels of nesting accepted in a tensor's `data` (the image tensor has four).
+    static let maxDataDepth = 5
+
+    /// Decodes an inference request body for `model`.
+    ///
+    /// The request has exactly one input, named `input_1`, either
+    /// - `"datatype": "FP32"`, `"shape": [N, H, W, 3]` (the model's size), `data` the N images
+    ///   preprocessed (range as the model's preprocessing gives, -1...1 for the Keras weights),
+    ///   row-major, flat or nested; or
+    /// - `"datatype": "BYTES"`, `"shape": [N]`, `data` N strings each holding an encoded image
+    ///   (JPEG, PNG, WebP, GIF, BMP): base64 when the string is valid base64, else the
+    ///   string's code points 0...255 as bytes (how binary travels in a JSON string); decoded
+    ///   and preprocessed with the model's own preprocessing.
+    /// `outputs`, when given, may only name the model's output.
+    ///
+    /// - Throws: ``ServingError/invalidJSON(reason:)``; ``ServingError/invalidInput(field:problem:)``
+    ///   naming the field (`inputs[0].shape`) for a missing or ill-typed field, an unknown
+    ///   input or output name, another datatype, a shape that is not the model's, data whose
+    ///   count differs from the shape, values outside the input range, more images than allowed.
+    public static func decodeInfer(_ body: Data, model: ServedModel, limits: ServingLimits) throws(ServingError) -> InferRequest {
+        let object = try RequestJSON.object(body)
+        var id: String?
+        if let value = object["id"] {
+            guard let text = value as? String else { throw .invalidInput(field: "id", problem: "expected a string, got \(RequestJSON.typeName(value))") }
+            id = text
+        }
+        if let parameters = object["parameters"], !(parameters is [String: Any]) {
+            throw .invalidInput(field: "parameters", problem: "expected an object, got \(RequestJSON.typeName(parameters))")
+        }
+        if let outputs = object["outputs"] {
+            guard let list = outputs as? [Any] else { throw .invalidInput(field: "outputs", problem: "expected an array, got \(RequestJSON.typeName(outputs))") }
+            for (i, item) in list.enumerated() {
+                guard let output = item as? [String: Any], let name = output["name"] as? String else {
+                    throw .invalidInput(field: "outputs[\(i)]", problem: "expected an object with a name")
+                }
+                guard name == model.outputName else {
+                    throw .invalidInput(field: "outputs[\(i)].name", problem: "model '\(model.name)' has no output '\(name)' (outputs: \(model.outputName))")
+                }
+            }
+        }
+        guard let inputsValue = object["inputs"] else { throw .invalidInput(field: "inputs", problem: "missing") }
+        guard let inputs = inputsValue as? [Any] else { throw .invalidInput(field: "inputs", problem: "expected an array, got \(RequestJSON.typeName(inputsValue))") }
+        guard inputs.count == 1 else {
+            throw .invalidInput(field: "inputs", problem: "expected exactly one input ('\(ServedModel.inputName)'), got \(inputs.count)")
+        }
+        guard let input = inputs[0] as? [String: Any] else { throw .invalidInput(field: "inputs[0]", problem: "expected an object, got \(RequestJSON.typeName(inputs[0]))") }
+        guard let name = input["name"] as? String else { throw .invalidInput(field: "inputs[0].name", problem: "missing, or not a string") }
+        guard name == ServedModel.inputName else {
+            throw .invalidInput(field: "inputs[0].name", problem: "model '\(model.name)' has no input '\(name)' (inputs: \(ServedModel.inputName))")
+        }
+        guard let datatypeText = input["datatype"] as? String else { throw .invalidInput(field: "inputs[0].datatype", problem: "missing, or not a string") }
+        guard let datatype = Datatype(rawValue: datatypeText) else {
+            throw .invalidInput(field: "inputs[0].datatype", problem: "'\(datatypeText)' is not accepted (FP32 for an image tensor, BYTES for encoded images)")
+        }
+        guard let shapeValue = input["shape"] as? [Any] else { throw .invalidInput(field: "inputs[0].shape", problem: "missing, or not an array") }
+        var shape: [Int] = []
+        for (i, dimension) in shapeValue.enumerated() {
+            guard let n = RequestJSON.integer(dimension), n >= 0 else {
+                throw .invalidInput(field: "inputs[0].shape[\(i)]", problem: "expected a non-negative integer, got \(RequestJSON.typeName(dimension))")
+            }
+            shape.append(n)
+        }
+        if let parameters = input["parameters"], !(parameters is [String: Any]) {
+            throw .invalidInput(field: "inputs[0].parameters", problem: "expected an object, got \(RequestJSON.typeName(parameters))")
+        }
+        guard let data = input["data"] else { throw .invalidInput(field: "inputs[0].data", problem: "missing") }
+        let images: [RequestImage]
+        switch datatype {
+        case .fp32:
+            let expected = "[N, \(model.inputHeight), \(model.inputWidth), 3]"
+            guard shape.count == 4, shape[1] == model.inputHeight, shape[2] == model.inputWidth, shape[3] == 3 else {
+                throw .invalidInput(field: "inputs[0].shape", problem: "\(shape) is not \(expected), the input of model '\(model.name)'")
+            }
+            let n = shape[0]
+            try checkCount(n, limits: limits)
+            let values = try RequestJSON.flatNumbers(data, limit: n * model.inputScalarCount, maxDepth: maxDataDepth, field: "inputs[0].data")
+            guard values.count == n * model.inputScalarCount else {
+                throw .invalidInput(field: "inputs[0].data", problem: "\(values.count) values, but shape \(shape) has \(n * model.inputScalarCount)")
+            }
+            let range = model.inputRange, slack: Float = 1e-3 * max(1, range.upperBound - range.lowerBound)
+            if let bad = values.firstIndex(where: { $0 < range.lowerBound - slack || $0 > range.upperBound + slack }) {
+                throw .invalidInput(field: "inputs[0].data", problem: "value \(values[bad]) at flat index \(bad) is outside \(range.lowerBound)...\(range.upperBound), the range of this model's preprocessed input; send preprocessed values, or encoded images as BYTES")
+            }
+            let size = model.inputScalarCount
+            images = (0..<n).map { .tensor(Array(values[($0 * size)..<(($0 + 1) * size)])) }
+        case .bytes:
+            guard shape.count == 1 || (shape.count == 2 && shape[1] == 1) else {
+                throw .invalidInput(field: "inputs[0].shape", problem: "\(shape) is not [N] (one encoded image per element) for BYTES")
+            }
+            let n = shape[0]
+            try checkCount(n, limits: limits)
+            guard let list = data as? [Any] else {
+                throw .invalidInput(field: "inputs[0].data", problem: "expected an array of strings, got \(RequestJSON.typeName(data))")
+            }
+            let strings = list.flatMap { ($0 as? [Any]) ?? [$0] }  // [N] flat, or nested as [[s], ...]
+            guard strings.count == n else {
+                throw .invalidInput(field: "inputs[0].data", problem: "\(strings.count) elements, but shape \(shape) has \(n)")
+            }
+            var decoded: [RequestImage] = []
+            for (i, element) in strings.enumerated() {
+                let field = "inputs[0].data[\(i)]"
+                guard let text = element as? String else { throw .invalidInput(field: field, problem: "expected a string holding an encoded image, got \(RequestJSON.typeName(element))") }
+                decoded.append(.encoded(bytes(of: text), field: field))
+            }
+            images = decoded
+        }
+        return InferRequest(id: id, images: images)
+    }
+
+    private static func checkCount(_ n: Int, limits: ServingLimits) throws(ServingError) {
+        guard n >= 1 else { throw .invalidInput(field: "inputs[0].shape[0]", problem: "the batch is empty") }
+        guard n <= limits.maxImagesPerRequest else {
+            throw .invalidInput(field: "inputs[0].shape[0]", problem: "\(n) images, more than the \(limits.maxImagesPerRequest) a request may have")
+        }
+    }
+
+    /// The bytes a BYTES element holds: its base64 decoding when it is base64 of something,
+    /// else its code points when all are at most 255 (Latin-1, how binary is put in a JSON
+    /// string), else its UTF-8.
+    static func bytes(of text: String) -> Data {
+        let scalars = text.unicodeScalars
+        let raw = scalars.allSatisfy({ $0.value <= 0xFF }) ? Data(scalars.map { UInt8($0.value) }) : Data(text.utf8)
+        if !text.isEmpty, let decoded = RequestJSON.base64(text), ImageFormat.detect(decoded) != nil || ImageFormat.detect(raw) == nil {
+            return decoded
+        }
+        return raw
+    }
+
+    /// One output tensor of a response.
+    public struct OutputTensor: Encodable, Sendable, Equatable {
+        /// The output's name (`predictions` or `embedding`).
+        public var name: String
+        /// Always `FP32`.
+        public var datatype: String
+        /// `[N, width]`.
+        public var shape: [Int]
+        /// The values, row-major (`N * width`).
+        public var data: [Float]
+    }
+
+    /// An inference response.
+    public struct InferResponse: Encodable, Sendable, Equatable {
+        /// The model's name.
+        public var model_name: String
+        /// The model's version (`1`).
+        public var model_version: String
+        /// The request's `id`, when it had one.
+        public var id: String?
+        /// The model's output.
+        public var outputs: [OutputTensor]
+    }
+
+    /// The response body for `outputs` of a request with `id`.
+    public static func encodeInferResponse(_ outputs: ServedOutputs, model: ServedModel, id: String?) -> Data {
+        let rows = outputs.primary
+        let tensor = OutputTensor(name: model.outputName, datatype: Datatype.fp32.rawValue, shape: [rows.count, model.outputWidth], data: rows.flatMap { $0 })
+        return ServingJSON.encode(InferResponse(model_name: model.name, model_version: ServedModel.version, id: id, outputs: [tensor]))
+    }
+
+    /// One tensor in model metadata.
+    public struct TensorMetadata: Encodable, Sendable, Equatable {
+        /// The tensor's name.
+        public var name: String
+        /// Its datatype (`FP32`).
+        public var datatype: String
+        /// Its shape, `-1` for the batch dimension.
+        public var shape: [Int]
+    }
+
+    /// `GET /v2/models/{name}`: the model's name, versions, platform, input and output.
+    public struct ModelMetadata: Encodable, Sendable, Equatable {
+        /// The model's name.
+        public var name: String
+        /// Its versions (`["1"]`).
+        public var versions: [String]
+        /// `swift-mobilenet`.
+        public var platform: String
+        /// `input_1`: `FP32 [-1, H, W, 3]` (BYTES `[-1]` of encoded images is accepted too).
+        public var inputs: [TensorMetadata]
+        /// `predictions` `[-1, classes]` or `embedding` `[-1, 1280]`, FP32.
+        public var outputs: [TensorMetadata]
+
+        /// The metadata of `model`.
+        public init(model: ServedModel) {
+            name = model.name
+            versions = [ServedModel.version]
+            platform = "swift-mobilenet"
+            inputs = [TensorMetadata(name: ServedModel.inputName, datatype: Datatype.fp32.rawValue, shape: [-1, model.inputHeight, model.inputWidth, 3])]
+            outputs = [TensorMetadata(name: model.outputName, datatype: Datatype.fp32.rawValue, shape: [-1, model.outputWidth])]
+        }
+    }
+
+    /// `GET /v2`: the server's name, version and protocol extensions.
+    public struct ServerMetadata: Encodable, Sendable, Equatable {
+        /// `swift-mobilenet`.
+        public var name = "swift-mobilenet"
+        /// The server's version.
+        public var version = "0.1.0"
+        /// The protocol extensions supported (none).
+        public var extensions: [String] = []
+
+        /// The server metadata.
+        public init() {}
+    }
+}

@@ -1,0 +1,210 @@
+import Foundation
+import MobileNetIO
+import MobileNetKernels
+
+/// A `--model NAME=PATH` specification: a served name and the file to load.
+public struct ModelSpecification: Sendable, Hashable, CustomStringConvertible {
+    /// The served name: 1 to 64 of `A-Z a-z 0-9 _ - .`, not starting with `.` (it appears in
+    /// URL paths, so never `/` or `:`).
+    public var name: String
+    /// The model or weight file.
+    public var path: String
+
+    /// Creates a specification.
+    ///
+    /// - Throws: ``ServingError/invalidSpecification(_:)`` for a name that is not allowed or an empty path.
+    public init(name: String, path: String) throws(ServingError) {
+        try Self.validate(name: name, in: "\(name)=\(path)")
+        guard !path.isEmpty else { throw .invalidSpecification("'\(name)=': the path is empty") }
+        self.name = name
+        self.path = path
+    }
+
+    /// Parses `NAME=PATH` (the first `=` separates them).
+    ///
+    /// - Throws: ``ServingError/invalidSpecification(_:)`` naming the text.
+    public init(parsing text: String) throws(ServingError) {
+        guard let equals = text.firstIndex(of: "=") else {
+            throw .invalidSpecification("'\(text)' is not NAME=PATH (for example imagenet=mobilenet_v2_weights.h5)")
+        }
+        try self.init(name: String(text[..<equals]), path: String(text[text.index(after: equals)...]))
+    }
+
+    /// Checks a served name.
+    ///
+    /// - Throws: ``ServingError/invalidSpecification(_:)``.
+    public static func validate(name: String, in text: String) throws(ServingError) {
+        let allowed = name.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x5F || c == 0x2D || c == 0x2E
+        }
+        guard !name.isEmpty, name.utf8.count <= 64, allowed, !name.hasPrefix(".") else {
+            throw .invalidSpecification("'\(text)': the model name must be 1 to 64 letters, digits, '_', '-' or '.', not starting with '.'")
+        }
+    }
+
+    public var description: String { "\(name)=\(path)" }
+}
+
+/// How the models of a registry are loaded.
+public struct ModelLoadingOptions: Sendable {
+    /// The kernels that run the networks.
+    public var backend: any InferenceBackend
+    /// Input height for weight files (model files record their own; default 224).
+    public var inputHeight: Int
+    /// Input width for weight files (default 224).
+    public var inputWidth: Int
+    /// Preprocessing for weight files; nil for the Keras default. Model files keep theirs.
+    public var preprocessing: PreprocessingConfiguration?
+    /// Where default weights and the backbones of model files are looked for.
+    public var resolver: WeightsResolver
+    /// The weight file of the default `imagenet` model when no model is specified (nil: the
+    /// resolver's search).
+    public var defaultWeightsPath: String?
+    /// The width multiplier of the default `imagenet` model (default 1.0; a given file's is read from it).
+    public var defaultAlpha: Double
+
+    /// Creates options.
+    public init(backend: any InferenceBackend, inputHeight: Int = 224, inputWidth: Int = 224, preprocessing: PreprocessingConfiguration? = nil,
+                resolver: WeightsResolver = WeightsResolver(), defaultWeightsPath: String? = nil, defaultAlpha: Double = 1.0) {
+        self.defaultAlpha = defaultAlpha
+        self.backend = backend
+        self.inputHeight = inputHeight
+        self.inputWidth = inputWidth
+        self.preprocessing = preprocessing
+        self.resolver = resolver
+        self.defaultWeightsPath = defaultWeightsPath
+    }
+}
+
+/// The served models and image indexes by name, each with its ``DynamicBatcher``.
+public final class ModelRegistry: Sendable {
+    /// The models, in the order given.
+    public let models: [ServedModel]
+    /// The image indexes for similarity search, in the order given.
+    public let indexes: [ServedIndex]
+    private let batchers: [String: DynamicBatcher]
+    private let indexBatchers: [String: DynamicBatcher]
+
+    /// The name of the default model served when none is specified.
+    public static let defaultModelName = "imagenet"
+
+    /// Creates a registry of loaded models and indexes and starts their batchers.
+    ///
+    /// - Parameters:
+    ///   - models: the models; names must differ.
+    ///   - indexes: the image indexes; names must differ (from each other: indexes and models
+    ///     are addressed by different routes).
+    ///   - batching: the batching parameters of every model and index embedder.
+    ///   - observer: told about every batcher's runs and queue (metrics), or nil.
+    /// - Throws: ``ServingError/invalidSpecification(_:)`` for two models or two indexes of one name.
+    public init(models: [ServedModel], indexes: [ServedIndex] = [], batching: BatchingConfiguration = BatchingConfiguration(),
+                observer: (any BatcherObserver)? = nil) throws(ServingError) {
+        var seen = Set<String>()
+        for model in models where !seen.insert(model.name).inserted {
+            throw .invalidSpecification("two models are named '\(model.name)'")
+        }
+        var seenIndexes = Set<String>()
+        for index in indexes where !seenIndexes.insert(index.name).inserted {
+            throw .invalidSpecification("two indexes are named '\(index.name)'")
+        }
+        self.models = models
+        self.indexes = indexes
+        var batchers: [String: DynamicBatcher] = [:]
+        for model in models { batchers[model.name] = DynamicBatcher(model: model, configuration: batching, observer: observer) }
+        self.batchers = batchers
+        var indexBatchers: [String: DynamicBatcher] = [:]
+        for index in indexes { indexBatchers[index.name] = DynamicBatcher(model: index.embedder, configuration: batching, observer: observer) }
+        self.indexBatchers = indexBatchers
+    }
+
+    /// Loads the specified models (the kind of each detected from its file), or with none the
+    /// ImageNet classifier `imagenet` from the default weights.
+    ///
+    /// - Throws: ``ServingError/invalidSpecification(_:)`` for two specifications of one name,
+    ///   ``ServingError/modelLoadFailed(name:path:reason:)`` for the first model that cannot be loaded.
+    public static func load(_ specifications: [ModelSpecification], options: ModelLoadingOptions) async throws(ServingError) -> [ServedModel] {
+        var seen = Set<String>()
+        for spec in specifications where !seen.insert(spec.name).inserted {
+            throw .invalidSpecification("two models are named '\(spec.name)'")
+        }
+        if specifications.isEmpty {
+            return [try await ServedModel.loadImageNet(name: defaultModelName, weightsPath: options.defaultWeightsPath, alpha: options.defaultAlpha, inputHeight: options.inputHeight,
+                                                       inputWidth: options.inputWidth, preprocessing: options.preprocessing,
+                                                       backend: options.backend, resolver: options.resolver)]
+        }
+        var models: [ServedModel] = []
+        for spec in specifications {
+            models.append(try await ServedModel.load(name: spec.name, contentsOf: URL(fileURLWithPath: spec.path), inputHeight: options.inputHeight,
+                                                     inputWidth: options.inputWidth, preprocessing: options.preprocessing,
+                                                     backend: options.backend, resolver: options.resolver))
+        }
+        return models
+    }
+
+    /// The model named `name`.
+    ///
+    /// - Throws: ``ServingError/modelNotFound(name:available:)``.
+    public func model(named name: String) throws(ServingError) -> ServedModel {
+        guard let model = models.first(where: { $0.name == name }) else { throw .modelNotFound(name: name, available: models.map(\.name)) }
+        return model
+    }
+
+    /// The model named `name` in `version` (nil: the latest; every model has only version `1`).
+    ///
+    /// - Throws: ``ServingError/modelNotFound(name:available:)``, ``ServingError/versionNotFound(model:version:available:)``.
+    public func model(named name: String, version: String?) throws(ServingError) -> ServedModel {
+        let model = try model(named: name)
+        if let version, version != ServedModel.version {
+            throw .versionNotFound(model: name, version: version, available: [ServedModel.version])
+        }
+        return model
+    }
+
+    /// The batcher of the model named `name`.
+    ///
+    /// - Throws: ``ServingError/modelNotFound(name:available:)``.
+    public func batcher(for name: String) throws(ServingError) -> DynamicBatcher {
+        guard let batcher = batchers[name] else { throw .modelNotFound(name: name, available: models.map(\.name)) }
+        return batcher
+    }
+
+    /// The index named `name`.
+    ///
+    /// - Throws: ``ServingError/indexNotFound(name:available:)``.
+    public func index(named name: String) throws(ServingError) -> ServedIndex {
+        guard let index = indexes.first(where: { $0.name == name }) else { throw .indexNotFound(name: name, available: indexes.map(\.name)) }
+        return index
+    }
+
+    /// The batcher of the index named `name` (its embedder's).
+    ///
+    /// - Throws: ``ServingError/indexNotFound(name:available:)``.
+    public func batcher(forIndex name: String) throws(ServingError) -> DynamicBatcher {
+        guard let batcher = indexBatchers[name] else { throw .indexNotFound(name: name, available: indexes.map(\.name)) }
+        return batcher
+    }
+
+    /// Loads the specified indexes; the served models' files are tried first as their backbones.
+    ///
+    /// - Throws: ``ServingError/invalidSpecification(_:)`` for two specifications of one name,
+    ///   ``ServingError/modelLoadFailed(name:path:reason:)`` for the first index that cannot be loaded.
+    public static func loadIndexes(_ specifications: [IndexSpecification], models: [ServedModel], options: ModelLoadingOptions) async throws(ServingError) -> [ServedIndex] {
+        var seen = Set<String>()
+        for spec in specifications where !seen.insert(spec.name).inserted {
+            throw .invalidSpecification("two indexes are named '\(spec.name)'")
+        }
+        var indexes: [ServedIndex] = []
+        for spec in specifications {
+            indexes.append(try await ServedIndex.load(name: spec.name, contentsOf: URL(fileURLWithPath: spec.path), preprocessing: options.preprocessing,
+                                                      candidateWeights: models.map(\.source), backend: options.backend, resolver: options.resolver))
+        }
+        return indexes
+    }
+
+    /// Stops every batcher from taking requests and waits until the accepted ones are answered.
+    public func shutdown() {
+        let all = Array(batchers.values) + Array(indexBatchers.values)
+        for batcher in all { batcher.shutdown() }
+        for batcher in all { batcher.waitUntilFinished() }
+    }
+}

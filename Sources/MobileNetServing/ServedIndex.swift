@@ -1,0 +1,107 @@
+import Foundation
+import MobileNetIO
+import MobileNetKernels
+import MobileNetPipeline
+import MobileNetSearch
+import MobileNetStore
+
+/// An `--index NAME=DB` specification: a served name and an image index database
+/// (`mobilenet index add`).
+public struct IndexSpecification: Sendable, Hashable, CustomStringConvertible {
+    /// The served name (the rules of ``ModelSpecification/name``).
+    public var name: String
+    /// The SQLite index file.
+    public var path: String
+
+    /// Parses `NAME=DB` (the first `=` separates them).
+    ///
+    /// - Throws: ``ServingError/invalidSpecification(_:)`` naming the text.
+    public init(parsing text: String) throws(ServingError) {
+        let spec: ModelSpecification
+        do { spec = try ModelSpecification(parsing: text) } catch {
+            throw .invalidSpecification(error.description.replacingOccurrences(of: "NAME=PATH", with: "NAME=DB")
+                .replacingOccurrences(of: "imagenet=mobilenet_v2_weights.h5", with: "photos=photos.db"))
+        }
+        (name, path) = (spec.name, spec.path)
+    }
+
+    public var description: String { "\(name)=\(path)" }
+}
+
+/// An image index served for similarity search: its embeddings held in memory, and the
+/// backbone it was built with as an embedder for the queries.
+public final class ServedIndex: Sendable {
+    /// The served name.
+    public let name: String
+    /// The index database.
+    public let source: URL
+    /// The indexed embeddings (one per image, identified by its path).
+    public let search: EmbeddingIndex
+    /// The index's backbone as an embedder (``ServedModelKind/embedder``), with the preprocessing
+    /// the queries get (the one the index was built with).
+    public let embedder: ServedModel
+
+    private init(name: String, source: URL, search: EmbeddingIndex, embedder: ServedModel) {
+        self.name = name
+        self.source = source
+        self.search = search
+        self.embedder = embedder
+    }
+
+    /// Opens the index read-only, loads its embeddings and the backbone it was built with.
+    ///
+    /// The backbone's weight file is the first of `candidateWeights` (for example the files of
+    /// the served models) whose SHA-256 is the one the index recorded, else what `resolver`
+    /// finds; it must be the index's backbone.
+    ///
+    /// - Parameters:
+    ///   - name: the served name.
+    ///   - url: the index database.
+    ///   - preprocessing: the preprocessing the index was built with (default: the Keras default).
+    ///   - candidateWeights: weight files to try first.
+    ///   - backend: the kernels that run the backbone.
+    ///   - resolver: where to look for the backbone's weights otherwise.
+    /// - Throws: ``ServingError/modelLoadFailed(name:path:reason:)``: no such file, an empty
+    ///   index, no embeddings made with this preprocessing, no matching weight file.
+    public static func load(name: String, contentsOf url: URL, preprocessing: PreprocessingConfiguration? = nil, candidateWeights: [URL] = [],
+                            backend: any InferenceBackend, resolver: WeightsResolver = WeightsResolver()) async throws(ServingError) -> ServedIndex {
+        do {
+            guard FileKind(path: url.path) != .missing else { throw LoadFailure(message: "no such file") }
+            let index = try ImageIndex(url: url, readOnly: true)
+            guard let identity = try index.backbone() else { throw LoadFailure(message: "the index holds no images") }
+            let matching = candidateWeights.first { (try? SHA256.hex(contentsOf: $0)) == identity.weightsSHA256 }
+            let backbone = try await Backbone.load(matching: identity, weightsPath: matching?.path, source: url.path, backend: backend, resolver: resolver)
+            let configuration = preprocessing ?? .standard
+            let (search, _) = try index.searchIndex(preprocessing: PreprocessingIdentity(configuration, height: identity.inputHeight, width: identity.inputWidth))
+            let embedder = ServedModel(name: name, backbone: backbone, preprocessing: configuration)
+            return ServedIndex(name: name, source: url, search: search, embedder: embedder)
+        } catch let error as ServingError {
+            throw error
+        } catch {
+            throw .modelLoadFailed(name: name, path: url.path, reason: (error as? LocalizedError)?.errorDescription ?? String(describing: error))
+        }
+    }
+}
+
+private struct LoadFailure: Error, LocalizedError {
+    var message: String
+    var errorDescription: String? { message }
+}
+
+/// One match of a similarity search.
+public struct SimilarityEntry: Sendable, Hashable, Codable {
+    /// 1 for the most similar image.
+    public var rank: Int
+    /// The indexed image's path, as the index stored it.
+    public var file: String
+    /// The cosine similarity, -1...1 (0...1 for these embeddings; near-duplicates about 0.9 and above).
+    public var similarity: Float
+}
+
+/// The result of a similarity search for one image.
+public struct SimilarityResponse: Sendable, Hashable, Codable {
+    /// The index's name.
+    public var index: String
+    /// The most similar indexed images, best first.
+    public var matches: [SimilarityEntry]
+}

@@ -1,0 +1,81 @@
+import Foundation
+
+/// Why a serving request or a served model failed. Every case names what was wrong (the model,
+/// the field of the request, the limit), so that ``description`` can be sent to the client as is.
+///
+/// The HTTP face maps the cases to status codes: ``modelNotFound(name:available:)``,
+/// ``indexNotFound(name:available:)`` and
+/// ``versionNotFound(model:version:available:)`` to 404, ``bodyTooLarge(bytes:limit:)`` to 413,
+/// ``queueFull(model:limit:)``, ``shuttingDown(model:)`` and ``notReady`` to 503 (with `Retry-After`),
+/// ``inferenceFailed(model:reason:)`` to 500 and every other request error to 400.
+public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, LocalizedError {
+    /// No model is served under this name.
+    case modelNotFound(name: String, available: [String])
+    /// No image index is served under this name.
+    case indexNotFound(name: String, available: [String])
+    /// The model is served, but not in this version (every model has the one version `1`).
+    case versionNotFound(model: String, version: String, available: [String])
+    /// The body is not JSON, or its top level is not a JSON object.
+    case invalidJSON(reason: String)
+    /// A field of the request is missing, has the wrong type, shape or value; `field` is its
+    /// path in the request (`instances[2][0][5]`, `inputs[0].shape`).
+    case invalidInput(field: String, problem: String)
+    /// A TensorFlow Serving `signature_name` other than the model's signatures.
+    case unknownSignature(name: String, available: [String])
+    /// An encoded image that cannot be used (not an image, corrupt, too many pixels); `field`
+    /// names where it was in the request, `problem` says what is wrong with it.
+    case invalidImage(field: String, problem: String)
+    /// The request body has more bytes than the server accepts (`bytes` is nil when the body
+    /// was refused while it was streamed, before its length was known).
+    case bodyTooLarge(bytes: Int?, limit: Int)
+    /// The model's queue holds as many images as it may: the client should retry later.
+    case queueFull(model: String, limit: Int)
+    /// The server is shutting down and takes no new work for the model.
+    case shuttingDown(model: String)
+    /// The models are still loading: the server is live but not ready.
+    case notReady
+    /// The network failed on an accepted input (a server fault, not the client's).
+    case inferenceFailed(model: String, reason: String)
+    /// A `--model NAME=PATH` or `--index NAME=DB` specification that cannot be used.
+    case invalidSpecification(String)
+    /// A model file that cannot be served: `reason` is the library's error.
+    case modelLoadFailed(name: String, path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .modelNotFound(let name, let available):
+            "no model named '\(name)' is served (models: \(available.isEmpty ? "none" : available.joined(separator: ", ")))"
+        case .indexNotFound(let name, let available):
+            "no index named '\(name)' is served (indexes: \(available.isEmpty ? "none" : available.joined(separator: ", ")))"
+        case .versionNotFound(let model, let version, let available):
+            "model '\(model)' has no version '\(version)' (versions: \(available.joined(separator: ", ")))"
+        case .invalidJSON(let reason): "the request body is not a JSON object: \(reason)"
+        case .invalidInput(let field, let problem): "\(field): \(problem)"
+        case .unknownSignature(let name, let available):
+            "unknown signature_name '\(name)' (signatures: \(available.joined(separator: ", ")))"
+        case .invalidImage(let field, let problem): "\(field): \(problem)"
+        case .bodyTooLarge(let bytes, let limit):
+            if let bytes { "the request body has \(bytes) bytes, more than the \(limit) this server accepts" }
+            else { "the request body is larger than the \(limit) bytes this server accepts" }
+        case .queueFull(let model, let limit):
+            "model '\(model)' has \(limit) images waiting, as many as its queue holds; retry later"
+        case .shuttingDown(let model): "the server is shutting down and takes no new work for model '\(model)'"
+        case .notReady: "the server is not ready: its models are still loading"
+        case .inferenceFailed(let model, let reason): "model '\(model)' failed to run: \(reason)"
+        case .invalidSpecification(let message): message
+        case .modelLoadFailed(let name, let path, let reason): "cannot serve model '\(name)' from \(path): \(reason)"
+        }
+    }
+
+    /// The same as ``description``.
+    public var errorDescription: String? { description }
+
+    /// Whether the client may retry the same request later with success (queue full, shutting
+    /// down): the HTTP face answers 503 with `Retry-After`.
+    public var isRetryable: Bool {
+        switch self {
+        case .queueFull, .shuttingDown, .notReady: true
+        default: false
+        }
+    }
+}

@@ -1,0 +1,215 @@
+import Foundation
+
+/// The TensorFlow Serving REST API (`/v1/models/...`): predict requests in the row
+/// (`instances`) and columnar (`inputs`) formats, their responses, model status and metadata,
+/// as described in TensorFlow Serving's "RESTful API" guide.
+public enum TFServing {
+    /// The one signature every served model has.
+    public static let defaultSignature = "serving_default"
+
+    /// Whether the request was in the row or the columnar format; the response uses the same.
+    public enum Format: String, Sendable, Hashable {
+        /// `{"instances": [...]}`, answered with `{"predictions": [...]}`.
+        case row
+        /// `{"inputs": ...}`, answered with `{"outputs": ...}`.
+        case columnar
+    }
+
+    /// A decoded predict request.
+    public struct PredictRequest: Sendable, Equatable {
+        /// The request format.
+        public var format: Format
+        /// The images, in order.
+        public var images: [RequestImage]
+    }
+
+    /// Decodes a predict request body for `model`.
+    ///
+    /// Each instance (each element of `instances`, or of the batch in `inputs`) is one of:
+    /// - a `[inputHeight][inputWidth][3]` array of numbers, preprocessed for the model (-1...1
+    ///   for the Keras weights), as a Keras SavedModel of the network takes it;
+    /// - `{"b64": "..."}`, base64 of an encoded image (JPEG, PNG, WebP, GIF, BMP), decoded and
+    ///   preprocessed with the model's own preprocessing (TensorFlow Serving's binary values);
+    /// - either of those under the input's name, `{"input_1": ...}`.
+    /// In the columnar format `inputs` is the batch (an array of instances), the same under the
+    /// input's name (`{"inputs": {"input_1": [...]}}`), or a single `{"b64": ...}`.
+    ///
+    /// - Parameters:
+    ///   - body: the JSON body.
+    ///   - model: the model addressed (input size and range, input name).
+    ///   - limits: the most images per request.
+    /// - Throws: ``ServingError/invalidJSON(reason:)``, ``ServingError/unknownSignature(name:available:)``
+    ///   for a `signature_name` other than `serving_default`, ``ServingError/invalidInput(field:problem:)``
+    ///   naming the field for everything else that does not fit.
+    public static func decodePredict(_ body: Data, model: ServedModel, limits: ServingLimits) throws(ServingError) -> PredictRequest {
+        let object = try RequestJSON.object(body)
+        let known: Set<String> = ["signature_name", "instances", "inputs"]
+        if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
+            throw .invalidInput(field: unknown, problem: "unknown field (a predict request has signature_name and one of instances or inputs)")
+        }
+        if let signature = object["signature_name"] {
+            guard let name = signature as? String else {
+                throw .invalidInput(field: "signature_name", problem: "expected a string, got \(RequestJSON.typeName(signature))")
+            }
+            guard name == defaultSignature || name.isEmpty else { throw .unknownSignature(name: name, available: [defaultSignature]) }
+        }
+        switch (object["instances"], object["inputs"]) {
+        case (nil, nil):
+            throw .invalidInput(field: "instances", problem: "missing: give instances (row format) or inputs (columnar format)")
+        case (.some, .some):
+            throw .invalidInput(field: "inputs", problem: "instances and inputs exclude each other")
+        case (let instances?, nil):
+            return PredictRequest(format: .row, images: try batch(instances, field: "instances", model: model, limits: limits))
+        case (nil, let inputs?):
+            var value = inputs, field = "inputs"
+            if let named = inputs as? [String: Any], named["b64"] == nil {
+                guard named.count == 1, let tensor = named[ServedModel.inputName] else {
+                    throw .invalidInput(field: "inputs", problem: "expected the batch, or an object with the one input '\(ServedModel.inputName)', got keys \(named.keys.sorted())")
+                }
+                (value, field) = (tensor, "inputs.\(ServedModel.inputName)")
+            }
+            if value is [String: Any] {  // a single {"b64": ...}
+                return PredictRequest(format: .columnar, images: [try instance(value, field: field, model: model)])
+            }
+            return PredictRequest(format: .columnar, images: try batch(value, field: field, model: model, limits: limits))
+        }
+    }
+
+    private static func batch(_ value: Any, field: String, model: ServedModel, limits: ServingLimits) throws(ServingError) -> [RequestImage] {
+        guard let items = value as? [Any] else {
+            throw .invalidInput(field: field, problem: "expected an array of instances, got \(RequestJSON.typeName(value))")
+        }
+        guard !items.isEmpty else { throw .invalidInput(field: field, problem: "no instances") }
+        guard items.count <= limits.maxImagesPerRequest else {
+            throw .invalidInput(field: field, problem: "\(items.count) instances, more than the \(limits.maxImagesPerRequest) a request may have")
+        }
+        var images: [RequestImage] = []
+        for (i, item) in items.enumerated() { images.append(try instance(item, field: "\(field)[\(i)]", model: model)) }
+        return images
+    }
+
+    private static func instance(_ value: Any, field: String, model: ServedModel, named: Bool = false) throws(ServingError) -> RequestImage {
+        if let object = value as? [String: Any] {
+            if let encoded = object["b64"] {
+                guard object.count == 1 else { throw .invalidInput(field: field, problem: "a binary value is {\"b64\": \"...\"} with no other keys, got keys \(object.keys.sorted())") }
+                guard let text = encoded as? String else {
+                    throw .invalidInput(field: "\(field).b64", problem: "expected a base64 string, got \(RequestJSON.typeName(encoded))")
+                }
+                guard let data = RequestJSON.base64(text) else { throw .invalidInput(field: "\(field).b64", problem: "not valid base64") }
+                return .encoded(data, field: "\(field).b64")
+            }
+            guard !named, object.count == 1, let inner = object[ServedModel.inputName] else {
+                throw .invalidInput(field: field, problem: "an instance is a \(model.inputHeight)x\(model.inputWidth)x3 array, {\"b64\": ...} or {\"\(ServedModel.inputName)\": ...}; got an object with keys \(object.keys.sorted())")
+            }
+            return try instance(inner, field: "\(field).\(ServedModel.inputName)", model: model, named: true)
+        }
+        return .tensor(try RequestJSON.imageTensor(value, height: model.inputHeight, width: model.inputWidth, range: model.inputRange, field: field))
+    }
+
+    /// The response body: `{"predictions": [row, ...]}` or `{"outputs": [row, ...]}`, one row of
+    /// the model's single output per image (probabilities for a classifier, the embedding for an
+    /// embedder), as TensorFlow Serving writes a signature with one output.
+    public static func encodePredictResponse(_ outputs: ServedOutputs, format: Format) -> Data {
+        struct Row: Encodable { var predictions: [[Float]] }
+        struct Columnar: Encodable { var outputs: [[Float]] }
+        switch format {
+        case .row: return ServingJSON.encode(Row(predictions: outputs.primary))
+        case .columnar: return ServingJSON.encode(Columnar(outputs: outputs.primary))
+        }
+    }
+
+    /// `GET /v1/models/{name}`: the model's version status, as TensorFlow Serving's
+    /// `GetModelStatus` gives it (`state` is `AVAILABLE` once loaded).
+    public struct ModelStatus: Encodable, Sendable, Equatable {
+        /// One version's status.
+        struct VersionStatus: Encodable, Sendable, Equatable {
+            /// The status's error code and message (`OK`, empty).
+            struct Status: Encodable, Sendable, Equatable {
+                var error_code = "OK"
+                var error_message = ""
+            }
+            var version: String
+            var state: String
+            var status = Status()
+        }
+        var model_version_status: [VersionStatus]
+
+        /// The status of a loaded model.
+        public init(model: ServedModel) {
+            model_version_status = [VersionStatus(version: ServedModel.version, state: "AVAILABLE")]
+        }
+    }
+
+    /// `GET /v1/models/{name}/metadata`: the model spec and its `serving_default` signature
+    /// (input `input_1`: `DT_FLOAT [-1, H, W, 3]`; output `predictions` `DT_FLOAT [-1, classes]`
+    /// or `embedding` `DT_FLOAT [-1, 1280]`), in TensorFlow Serving's JSON form of `SignatureDef`.
+    public struct ModelMetadata: Encodable, Sendable, Equatable {
+        struct ModelSpec: Encodable, Sendable, Equatable {
+            var name: String
+            var signature_name = ""
+            var version: String
+        }
+        struct TensorInfo: Encodable, Sendable, Equatable {
+            struct Shape: Encodable, Sendable, Equatable {
+                struct Dimension: Encodable, Sendable, Equatable {
+                    var size: String
+                    var name = ""
+                }
+                var dim: [Dimension]
+                var unknown_rank = false
+            }
+            var dtype: String
+            var tensor_shape: Shape
+            var name: String
+
+            init(dtype: String, shape: [Int], name: String) {
+                self.dtype = dtype
+                tensor_shape = Shape(dim: shape.map { Shape.Dimension(size: String($0)) })
+                self.name = name
+            }
+        }
+        struct SignatureDef: Encodable, Sendable, Equatable {
+            var inputs: [String: TensorInfo]
+            var outputs: [String: TensorInfo]
+            var method_name = "tensorflow/serving/predict"
+        }
+        struct SignatureDefMap: Encodable, Sendable, Equatable {
+            var signature_def: [String: SignatureDef]
+        }
+        struct Metadata: Encodable, Sendable, Equatable {
+            var signature_def: SignatureDefMap
+        }
+        var model_spec: ModelSpec
+        var metadata: Metadata
+
+        /// The metadata of `model`.
+        public init(model: ServedModel) {
+            model_spec = ModelSpec(name: model.name, version: ServedModel.version)
+            let input = TensorInfo(dtype: "DT_FLOAT", shape: [-1, model.inputHeight, model.inputWidth, 3], name: "serving_default_\(ServedModel.inputName):0")
+            let output = TensorInfo(dtype: "DT_FLOAT", shape: [-1, model.outputWidth], name: "StatefulPartitionedCall:0")
+            let signature = SignatureDef(inputs: [ServedModel.inputName: input], outputs: [model.outputName: output])
+            metadata = Metadata(signature_def: SignatureDefMap(signature_def: [defaultSignature: signature]))
+        }
+    }
+}
+
+/// JSON encoding of responses: sorted keys, no escaped slashes; floats in their shortest
+/// round-trip form.
+public enum ServingJSON {
+    /// The JSON bytes of `value` (`{"error": ...}` if it cannot be encoded, which for the
+    /// response types here only a non-finite float would cause).
+    public static func encode(_ value: some Encodable) -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+        do { return try encoder.encode(value) } catch {
+            return Data(#"{"error":"the response could not be encoded"}"#.utf8)
+        }
+    }
+
+    /// `{"error": "<message>"}`, the error body of TensorFlow Serving and KServe v2.
+    public static func error(_ message: String) -> Data {
+        struct Body: Encodable { var error: String }
+        return encode(Body(error: message))
+    }
+}

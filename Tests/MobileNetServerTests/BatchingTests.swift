@@ -1,0 +1,53 @@
+import Foundation
+import Hummingbird
+import MobileNet
+import MobileNetServing
+import MobileNetTestSupport
+import Testing
+
+/// The dynamic batcher, without HTTP.
+@Suite("Dynamic batching", .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
+struct BatchingTests {
+    /// `count` images of seeded values in -1...1.
+    static func images(_ count: Int, model: ServedModel) -> [[Float]] {
+        var random = SeededRandom(seed: 42)
+        return (0..<count).map { _ in (0..<model.inputScalarCount).map { _ in Float(random.uniform() * 2 - 1) } }
+    }
+
+    @Test("6 concurrent requests run in fewer than 6 network runs, each answered with its own rows")
+    func concurrentRequestsAreBatched() async throws {
+        let model = try await Harness.embedder()
+        let batcher = DynamicBatcher(model: model, configuration: BatchingConfiguration(maxBatchSize: 8, batchTimeout: .seconds(1), maxQueuedImages: 64))
+        defer { batcher.shutdown(); batcher.waitUntilFinished() }
+        let inputs = Self.images(6, model: model)
+        let results = try await withThrowingTaskGroup(of: (Int, ServedOutputs).self) { group in
+            for (i, image) in inputs.enumerated() { group.addTask { (i, try await batcher.submit([image])) } }
+            var results = [ServedOutputs?](repeating: nil, count: inputs.count)
+            for try await (i, output) in group { results[i] = output }
+            return results.compactMap { $0 }
+        }
+        let stats = batcher.statistics
+        #expect(stats.images == 6 && stats.requests == 6)
+        #expect(stats.runs < 6, "\(stats.runs) runs for 6 requests")
+        #expect(stats.largestBatch > 1)
+        // Rows are not mixed up: each equals the image run alone.
+        for i in [0, 5] {
+            let alone = try model.run(Tensor(shape: [1, model.inputHeight, model.inputWidth, 3], scalars: inputs[i])).embeddings[0]
+            let diff = zip(results[i].embeddings[0], alone).map { abs($0 - $1) }.max() ?? 1
+            #expect(results[i].count == 1 && diff < 1e-4, "image \(i): max |diff| \(diff)")
+        }
+    }
+
+    @Test("a request bigger than the batch runs in chunks; after shutdown requests are refused")
+    func chunksAndShutdown() async throws {
+        let model = try await Harness.embedder()
+        let batcher = DynamicBatcher(model: model, configuration: BatchingConfiguration(maxBatchSize: 2, batchTimeout: .zero, maxQueuedImages: 8))
+        let outputs = try await batcher.submit(Self.images(3, model: model))
+        #expect(outputs.count == 3 && outputs.probabilities == nil)
+        #expect(batcher.statistics.runs == 2 && batcher.statistics.largestBatch == 2)
+        await #expect(throws: ServingError.self) { try await batcher.submit(Self.images(9, model: model)) }
+        batcher.shutdown()
+        batcher.waitUntilFinished()
+        await #expect(throws: ServingError.shuttingDown(model: "embedder")) { try await batcher.submit(Self.images(1, model: model)) }
+    }
+}

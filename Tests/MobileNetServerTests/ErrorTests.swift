@@ -1,0 +1,135 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import MobileNet
+import MobileNetServer
+import MobileNetServing
+import MobileNetTestSupport
+import Testing
+
+/// Hostile and wrong requests: each gets the status that fits and an error naming the problem.
+@Suite("Serving errors", .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
+struct ErrorTests {
+    static func error(_ response: TestResponse) throws -> String {
+        try Harness.object(response)["error"] as? String ?? "(no error field)"
+    }
+
+    @Test("an unknown model is 404 on every API, naming the served models")
+    func unknownModel() async throws {
+        let png = try Data(contentsOf: Harness.png).base64EncodedString()
+        try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in
+            for (uri, method) in [("/v1/models/resnet", HTTPRequest.Method.get), ("/v1/models/resnet/metadata", .get), ("/v2/models/resnet", .get)] {
+                try await client.execute(uri: uri, method: method) { response throws in
+                    #expect(response.status == .notFound, "\(uri)")
+                    #expect(try Self.error(response).contains("'resnet'") && Self.error(response).contains("imagenet"))
+                }
+            }
+            try await client.execute(uri: "/v1/models/resnet:predict", method: .post, body: try Harness.body(["instances": [["b64": png]]])) {
+                #expect($0.status == .notFound)
+            }
+            try await client.execute(uri: "/v2/models/resnet/infer", method: .post, body: try Harness.body(["inputs": []])) { #expect($0.status == .notFound) }
+            try await client.execute(uri: "/v1/classify?model=resnet", method: .post, body: ByteBuffer(bytes: Array("x".utf8))) { #expect($0.status == .notFound) }
+            try await client.execute(uri: "/no/such/route", method: .get) { #expect($0.status == .notFound) }
+        }
+    }
+
+    @Test("garbage, empty, non-object, deeply nested and mistyped JSON: 400, never a crash")
+    func garbageJSON() async throws {
+        try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in
+            let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+            let bodies: [(String, String)] = [
+                ("{not json", "not a JSON object"), ("", "empty"), ("[1, 2]", "not an object"), ("\"text\"", "not a JSON object"),
+                ("{\"instances\": " + deep + "}", "not a JSON object"), ("{\"instances\": 3}", "instances"),
+                ("{\"instances\": []}", "no instances"), ("{\"instances\": [[1, 2]]}", "instances[0]"),
+                ("{\"instances\": [{\"b64\": 7}]}", "instances[0].b64"), ("{\"instances\": [{\"b64\": \"%%%\"}]}", "not valid base64"),
+                ("{\"inputs\": [], \"instances\": []}", "exclude"), ("{\"instance\": []}", "unknown field"),
+                ("{\"signature_name\": \"predict_images\", \"instances\": [{\"b64\": \"\"}]}", "predict_images"),
+            ]
+            for (text, expected) in bodies {
+                try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: ByteBuffer(string: text)) { response throws in
+                    #expect(response.status == .badRequest, "\(text.prefix(60))")
+                    let message = try Self.error(response)
+                    #expect(message.contains(expected), "\(text.prefix(60)): \(message)")
+                }
+            }
+            // A tensor value out of the preprocessed range (0...255 pixels sent by mistake).
+            let raw = [[[Float]]](repeating: [[Float]](repeating: [255, 0, 0], count: 224), count: 224)
+            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["instances": [raw]])) { response throws in
+                #expect(response.status == .badRequest)
+                #expect(try Self.error(response).contains("instances[0][0][0][0]") && Self.error(response).contains("-1.0...1.0"))
+            }
+            try await client.execute(uri: "/v1/models/imagenet:classify", method: .post, body: ByteBuffer(string: "{}")) { response throws in
+                #expect(response.status == .badRequest)
+                #expect(try Self.error(response).contains(":classify"))
+            }
+            try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: ByteBuffer(string: "{\"inputs\": [{\"name\": \"input_1\", \"datatype\": \"INT8\", \"shape\": [1], \"data\": [1]}]}")) { response throws in
+                #expect(response.status == .badRequest)
+                #expect(try Self.error(response).contains("INT8"))
+            }
+        }
+    }
+
+    @Test("a b64 value that is not an image: 400 naming the instance and the problem")
+    func notAnImage() async throws {
+        let text = Data("hello, this is not an image".utf8).base64EncodedString()
+        let truncated = try Data(contentsOf: Harness.png).prefix(200).base64EncodedString()
+        try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in
+            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post,
+                                     body: try Harness.body(["instances": [["b64": try Data(contentsOf: Harness.png).base64EncodedString()], ["b64": text]]])) { response throws in
+                #expect(response.status == .badRequest)
+                let message = try Self.error(response)
+                #expect(message.contains("instances[1].b64") && message.contains("not an image"), "\(message)")
+            }
+            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["instances": [["b64": truncated]]])) { response throws in
+                #expect(response.status == .badRequest)
+                let message = try Self.error(response)
+                #expect(message.contains("instances[0].b64") && message.contains("cannot decode"), "\(message)")
+            }
+            try await client.execute(uri: "/v1/classify", method: .post, body: ByteBuffer(string: "plain text")) { response throws in
+                #expect(response.status == .badRequest)
+                #expect(try Self.error(response).contains("not an image"))
+            }
+        }
+    }
+
+    @Test("a body over the limit: 413, by Content-Length and while streamed")
+    func oversizeBody() async throws {
+        try await Harness.withServer(models: [try await Harness.imagenet()], limits: ServingLimits(maxBodyBytes: 1000)) { client, _, _ in
+            let big = ByteBuffer(bytes: [UInt8](repeating: 0x20, count: 5000))
+            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, headers: [.contentLength: "5000"], body: big) { response throws in
+                #expect(response.status == .contentTooLarge)
+                #expect(try Self.error(response).contains("1000"))
+            }
+            try await client.execute(uri: "/v1/classify", method: .post, body: big) { response throws in
+                #expect(response.status == .contentTooLarge)
+            }
+        }
+    }
+
+    @Test("a full queue: 503 with Retry-After, and the queued request still answered")
+    func fullQueue() async throws {
+        let png = try Data(contentsOf: Harness.png).base64EncodedString()
+        // One image may wait; the batch would wait a minute for more, so the second request finds
+        // the queue full whatever the machine's load. Shutting the batcher down then runs the
+        // waiting image at once (a shutdown drains the queue).
+        let batching = BatchingConfiguration(maxBatchSize: 8, batchTimeout: .seconds(60), maxQueuedImages: 1)
+        try await Harness.withServer(models: [try await Harness.imagenet()], batching: batching) { client, registry, metrics in
+            let batcher = try registry.batcher(for: "imagenet")
+            let first = Task {
+                try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["instances": [["b64": png]]])) { $0.status }
+            }
+            let clock = ContinuousClock(), deadline = clock.now + .seconds(10)
+            while batcher.queueDepth == 0, clock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+            #expect(batcher.queueDepth == 1)
+            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["instances": [["b64": png]]])) { response throws in
+                #expect(response.status == .serviceUnavailable)
+                #expect(response.headers[.retryAfter] == "1")
+                #expect(try Self.error(response).contains("retry later"))
+            }
+            #expect(batcher.statistics.rejected == 1)
+            batcher.shutdown()
+            #expect(try await first.value == .ok)
+            #expect(String(decoding: metrics.exposition(), as: UTF8.self).contains("mobilenet_requests_rejected_total{model=\"imagenet\"} 1"))
+        }
+    }
+}

@@ -1,0 +1,48 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import MobileNet
+import MobileNetServer
+import MobileNetServing
+import MobileNetTestSupport
+import Testing
+
+/// `POST /v1/similar` over an image index built with the library (`mobilenet index add`).
+@Suite("Similarity search", .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
+struct SimilarityRouteTests {
+    @Test("an indexed photo finds itself first (similarity about 1) and its re-encode next; an unknown index is 404")
+    func similar() async throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let files = ["cat.jpg", "cat.png", "bird.jpg"].map { TestData.shared("data/images/\($0)").standardizedFileURL } + [Harness.jpeg.standardizedFileURL]
+        let url = dir.appendingPathComponent("photos.db")
+        let embedder = try await Harness.embedder()
+        let backbone = try Backbone.load(contentsOf: Harness.noTopWeights, alpha: 1.0, inputHeight: 224, inputWidth: 224, backend: OneDNNBackend())
+        let added = try ImageIndex(url: url).add(files, backbone: backbone, preprocessor: embedder.preprocessor(maxPixels: 100_000_000),
+                                                 runtime: RuntimeOptions(backend: backbone.network.backend, batchSize: 4, decodeThreads: 0))
+        #expect(added.failures.isEmpty)
+        let index = try await ServedIndex.load(name: "photos", contentsOf: url, candidateWeights: [Harness.topWeights, Harness.noTopWeights], backend: OneDNNBackend())
+        #expect(index.search.count == 4)
+        let metrics = ServingMetrics()
+        let registry = try ModelRegistry(models: [embedder], indexes: [index], observer: metrics)
+        defer { registry.shutdown() }
+        let state = ServerState(service: InferenceService(registry: registry))
+        let app = Application(router: MobileNetServer.makeRouter(state: state, configuration: ServerConfiguration(), metrics: metrics), logger: Harness.quietLogger)
+        let query = try Data(contentsOf: files[0])
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/v1/similar?index=photos&top=2", method: .post, body: ByteBuffer(bytes: query)) { response throws in
+                #expect(response.status == .ok, "\(String(buffer: response.body))")
+                let object = try Harness.object(response)
+                #expect(object["index"] as? String == "photos")
+                let matches = object["matches"] as? [[String: Any]] ?? []
+                #expect(matches.compactMap { $0["file"] as? String } == [files[0].path, files[1].path])
+                let best = (matches.first?["similarity"] as? NSNumber)?.floatValue ?? 0
+                #expect(best > 0.999, "\(best)")
+            }
+            try await client.execute(uri: "/v1/similar?index=nosuch", method: .post, body: ByteBuffer(bytes: query)) { response throws in
+                #expect(response.status == .notFound)
+                #expect((try Harness.object(response)["error"] as? String)?.contains("photos") == true)
+            }
+        }
+    }
+}

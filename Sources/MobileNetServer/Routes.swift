@@ -15,17 +15,17 @@ struct ServingRoutes: Sendable {
     func add(to router: Router<some RequestContext>) {
         // TensorFlow Serving REST API.
         router.get("/v1/models/{name}") { _, context in
-            try json(try state.requireService().tfServingStatus(model: try context.parameters.require("name")))
+            json(try state.requireService().tfServingStatus(model: try context.parameters.require("name")))
         }
         router.get("/v1/models/{name}/metadata") { _, context in
-            try json(try state.requireService().tfServingMetadata(model: try context.parameters.require("name")))
+            json(try state.requireService().tfServingMetadata(model: try context.parameters.require("name")))
         }
         router.get("/v1/models/{name}/versions/{version}") { _, context in
-            try json(try state.requireService().tfServingStatus(model: try context.parameters.require("name"),
+            json(try state.requireService().tfServingStatus(model: try context.parameters.require("name"),
                                                                version: try context.parameters.require("version")))
         }
         router.get("/v1/models/{name}/versions/{version}/metadata") { _, context in
-            try json(try state.requireService().tfServingMetadata(model: try context.parameters.require("name"),
+            json(try state.requireService().tfServingMetadata(model: try context.parameters.require("name"),
                                                                  version: try context.parameters.require("version")))
         }
         // `/v1/models/resnet:predict`: the verb follows a colon in the last path segment.
@@ -45,10 +45,10 @@ struct ServingRoutes: Sendable {
             json(["ready": state.isReady], status: state.isReady ? .ok : .serviceUnavailable)
         }
         router.get("/v2/models/{name}") { _, context in
-            try json(try state.requireService().kserveMetadata(model: try context.parameters.require("name")))
+            json(try state.requireService().kserveMetadata(model: try context.parameters.require("name")))
         }
         router.get("/v2/models/{name}/versions/{version}") { _, context in
-            try json(try state.requireService().kserveMetadata(model: try context.parameters.require("name"), version: try context.parameters.require("version")))
+            json(try state.requireService().kserveMetadata(model: try context.parameters.require("name"), version: try context.parameters.require("version")))
         }
         router.get("/v2/models/{name}/ready") { _, context in
             try modelReady(try context.parameters.require("name"), version: nil)

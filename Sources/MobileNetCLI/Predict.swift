@@ -76,7 +76,8 @@ struct Predict: AsyncParsableCommand {
         if json {
             print(try jsonText(Document(results: results, errors: errors)))
         } else {
-            for message in errors { printError("error: \(message)") }
+            // The listing's problems were printed when the files were collected.
+            for message in errors.dropFirst(missing.count) { printError("error: \(message)") }
             if csv {
                 print("file,rank,class,probability")
                 for result in results {

@@ -13,7 +13,11 @@ struct Bench: AsyncParsableCommand {
             median, mean, minimum and 90th-percentile batch latency in milliseconds, images per \
             second, the time to build the model and peak resident memory. The work is the \
             classifier (with the top) unless --no-top is given. With --thread-policy adaptive (the \
-            default) the timed batches include the runs that retry the other thread count.
+            default) the timed batches include the runs that retry the other thread count. \
+            With --decode DIR the images there are also decoded, resized and preprocessed on \
+            one thread (twice; the second pass is timed, so the files are in the page cache) \
+            and the median and mean milliseconds per image are reported: the per-image cost \
+            outside the network, as a server or `embed` pays it.
             """
     )
 
@@ -32,11 +36,15 @@ struct Bench: AsyncParsableCommand {
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
 
+    @Option(name: .long, help: ArgumentHelp("Also time decoding + resizing + preprocessing of the images in this folder (or file), one thread.", valueName: "path"))
+    var decode: String?
+
     struct Report: Encodable {
         let backend: String, threads: Int?, microBatch: Int?, alpha: Double, inputHeight: Int, inputWidth: Int, batch: Int, iterations: Int
         let buildSeconds: Double, firstBatchSeconds: Double
         let medianMilliseconds: Double, meanMilliseconds: Double, minMilliseconds: Double, p90Milliseconds: Double
         let imagesPerSecond: Double, peakRSSMegabytes: Double
+        var decodeImages: Int?, decodeFailures: Int?, decodeMedianMilliseconds: Double?, decodeMeanMilliseconds: Double?
     }
 
     func validate() throws {
@@ -80,13 +88,37 @@ struct Bench: AsyncParsableCommand {
         let p90 = times[min(times.count - 1, Int((Double(times.count) * 0.9).rounded(.up)) - 1)]
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
-        let report = Report(
+        var report = Report(
             backend: network.backendName, threads: runtime.backend == .onednn ? (runtime.threads ?? OneDNNBackend.defaultThreads) : nil,
             microBatch: (backend as? OneDNNBackend)?.microBatch,
             alpha: model.alpha, inputHeight: h, inputWidth: w, batch: runtime.batchSize, iterations: iterations,
             buildSeconds: buildSeconds, firstBatchSeconds: firstBatchSeconds,
             medianMilliseconds: median, meanMilliseconds: mean, minMilliseconds: times[0], p90Milliseconds: p90,
             imagesPerSecond: Double(runtime.batchSize) / (median / 1000), peakRSSMegabytes: Double(usage.ru_maxrss) / 1024)
+        if let decode {
+            let list = ImageFileList([decode], recursive: true)
+            guard !list.files.isEmpty else { throw ValidationError("--decode \(decode): no image files there") }
+            let preprocessor = ImagePreprocessor(height: h, width: w)
+            var decodeTimes: [Double] = []
+            var failures = 0
+            for pass in 0..<2 {
+                for file in list.files {
+                    let start = clock.now
+                    do { _ = try preprocessor.tensor(contentsOf: file) } catch {
+                        if pass == 1 { failures += 1 }
+                        continue
+                    }
+                    if pass == 1 { decodeTimes.append(Self.seconds(clock.now - start) * 1000) }
+                }
+            }
+            decodeTimes.sort()
+            report.decodeImages = decodeTimes.count
+            report.decodeFailures = failures
+            if !decodeTimes.isEmpty {
+                report.decodeMedianMilliseconds = decodeTimes[decodeTimes.count / 2]
+                report.decodeMeanMilliseconds = decodeTimes.reduce(0, +) / Double(decodeTimes.count)
+            }
+        }
         if json {
             print(try jsonText(report, pretty: false))
         } else {
@@ -96,6 +128,9 @@ struct Bench: AsyncParsableCommand {
                   latency ms: median \(String(format: "%.2f", median)), mean \(String(format: "%.2f", mean)), min \(String(format: "%.2f", times[0])), p90 \(String(format: "%.2f", p90))
                   throughput \(String(format: "%.1f", report.imagesPerSecond)) images/s, peak RSS \(String(format: "%.0f", report.peakRSSMegabytes)) MB
                 """)
+            if let images = report.decodeImages, let median = report.decodeMedianMilliseconds, let mean = report.decodeMeanMilliseconds {
+                print("  decode + resize + preprocess of \(images) images: median \(String(format: "%.2f", median)) ms, mean \(String(format: "%.2f", mean)) ms per image\(report.decodeFailures.map { $0 > 0 ? " (\($0) failed)" : "" } ?? "")")
+            }
         }
     }
 

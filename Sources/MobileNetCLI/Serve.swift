@@ -52,6 +52,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Most images (instances) in one request.", valueName: "n"))
     var maxImagesPerRequest = 64
 
+    @Option(name: .customLong("request-timeout"), help: ArgumentHelp("Seconds a request may wait in a model's queue before it is dropped with 503 (not run).", valueName: "s"))
+    var requestTimeoutSeconds: Double = 30
+
+    @Option(name: .customLong("idle-timeout"), help: ArgumentHelp("Seconds an idle connection is kept open.", valueName: "s"))
+    var idleTimeoutSeconds: Double = 60
+
     @Option(name: .long, help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error or critical.", valueName: "level"))
     var logLevel = "info"
 
@@ -69,6 +75,12 @@ struct Serve: AsyncParsableCommand {
         }
         guard batchTimeoutMilliseconds.isFinite, (0...60_000).contains(batchTimeoutMilliseconds) else {
             throw ValidationError("--batch-timeout-ms must be between 0 and 60000, got \(batchTimeoutMilliseconds)")
+        }
+        guard requestTimeoutSeconds.isFinite, (0.001...3600).contains(requestTimeoutSeconds) else {
+            throw ValidationError("--request-timeout must be between 0.001 and 3600 seconds, got \(requestTimeoutSeconds)")
+        }
+        guard idleTimeoutSeconds.isFinite, (0.1...86400).contains(idleTimeoutSeconds) else {
+            throw ValidationError("--idle-timeout must be between 0.1 and 86400 seconds, got \(idleTimeoutSeconds)")
         }
         guard maxQueue >= 1 else { throw ValidationError("--max-queue must be at least 1, got \(maxQueue)") }
         guard maxBodyBytes >= 1 else { throw ValidationError("--max-body-bytes must be at least 1, got \(maxBodyBytes)") }
@@ -102,7 +114,9 @@ struct Serve: AsyncParsableCommand {
         let configuration = ServerConfiguration(
             host: host, port: port,
             limits: ServingLimits(maxBodyBytes: maxBodyBytes, maxImagePixels: image.maxPixels, maxImagesPerRequest: maxImagesPerRequest),
-            batching: BatchingConfiguration(maxBatchSize: maxBatchSize, batchTimeout: .microseconds(Int64(batchTimeoutMilliseconds * 1000)), maxQueuedImages: maxQueue))
+            batching: BatchingConfiguration(maxBatchSize: maxBatchSize, batchTimeout: .microseconds(Int64(batchTimeoutMilliseconds * 1000)), maxQueuedImages: maxQueue,
+                                            requestTimeout: .milliseconds(Int64(requestTimeoutSeconds * 1000))),
+            idleTimeout: .milliseconds(Int64(idleTimeoutSeconds * 1000)))
         do {
             try await MobileNetServer.run(specifications: specifications, indexes: indexSpecifications, loading: loading, configuration: configuration, logger: logger)
         } catch {

@@ -11,9 +11,9 @@ struct ServingHTTPError: HTTPResponseError {
 
     var status: HTTPResponse.Status {
         switch error {
-        case .modelNotFound, .indexNotFound, .versionNotFound: .notFound
+        case .modelNotFound, .indexNotFound, .imageNotFound, .versionNotFound: .notFound
         case .bodyTooLarge: .contentTooLarge
-        case .queueFull, .shuttingDown, .notReady: .serviceUnavailable
+        case .queueFull, .timedOut, .shuttingDown, .notReady: .serviceUnavailable
         case .inferenceFailed, .modelLoadFailed: .internalServerError
         case .invalidJSON, .invalidInput, .unknownSignature, .invalidImage, .invalidSpecification: .badRequest
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import MobileNetServing
 import NIOCore
@@ -33,6 +34,8 @@ public enum MobileNetServer {
                                        services: [any Service] = [], logger: Logger,
                                        onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         Application(router: makeRouter(state: state, configuration: configuration, metrics: metrics),
+                    server: .http1(configuration: HTTP1Channel.Configuration(idleTimeout: TimeAmount.nanoseconds(
+                        configuration.idleTimeout.components.seconds * 1_000_000_000 + configuration.idleTimeout.components.attoseconds / 1_000_000_000))),
                     configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port), serverName: "mobilenet"),
                     services: services,
                     onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },

@@ -78,7 +78,7 @@ enum OpenAPIDocument {
               {"name": "model", "in": "query", "required": false, "description": "a classifier (default: the first served)", "schema": {"type": "string"}},
               {"name": "top", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "default": 5}}
             ],
-            "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "requestBody": {"$ref": "#/components/requestBodies/Image"},
             "responses": {
               "200": {"description": "predictions with rank, index, label, synset (ImageNet), probability", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Classification"}}}},
               "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
@@ -90,7 +90,7 @@ enum OpenAPIDocument {
           "post": {
             "summary": "The pooled embedding (1280-d, values 0...6) of one encoded image (the body)",
             "parameters": [{"name": "model", "in": "query", "required": false, "description": "any served model (default: the first)", "schema": {"type": "string"}}],
-            "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "requestBody": {"$ref": "#/components/requestBodies/Image"},
             "responses": {"200": {"description": "model, dimension, embedding"}, "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}
           }
         },
@@ -101,8 +101,23 @@ enum OpenAPIDocument {
               {"name": "index", "in": "query", "required": false, "description": "a served index (default: the first)", "schema": {"type": "string"}},
               {"name": "top", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "default": 5}}
             ],
-            "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "requestBody": {"$ref": "#/components/requestBodies/Image"},
             "responses": {"200": {"description": "index, matches with rank, file, similarity"}, "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}
+          }
+        },
+        "/v1/catalog": {
+          "get": {
+            "summary": "The served models (name, kind, classifier, classes, input) and image indexes (name, images)",
+            "responses": {"200": {"description": "models and indexes", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Catalog"}}}}, "503": {"$ref": "#/components/responses/Unavailable"}}
+          }
+        },
+        "/v1/indexes/{name}/image": {
+          "get": {
+            "summary": "An indexed image, as stored (a similarity match's thumbnail); only paths the index holds are served",
+            "parameters": [{"name": "name", "in": "path", "required": true, "description": "a served index", "schema": {"type": "string"}},
+                           {"name": "file", "in": "query", "required": true, "description": "the file of a similarity match", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the image bytes (image/jpeg, image/png, image/gif, image/bmp or image/webp)", "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}},
+                          "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}
           }
         },
         "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format)", "responses": {"200": {"description": "requests by route and status, latency, batch sizes, queue depth", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
@@ -112,6 +127,16 @@ enum OpenAPIDocument {
       "components": {
         "parameters": {
           "name": {"name": "name", "in": "path", "required": true, "description": "the served model name (imagenet by default)", "schema": {"type": "string"}}
+        },
+        "requestBodies": {
+          "Image": {
+            "required": true,
+            "description": "The encoded image (JPEG, PNG, WebP, GIF or BMP) as the body, or as the part named image (or file) of a multipart/form-data body",
+            "content": {
+              "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+              "multipart/form-data": {"schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}}}}
+            }
+          }
         },
         "responses": {
           "Error": {"description": "the problem, named", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
@@ -148,6 +173,9 @@ enum OpenAPIDocument {
             }
           },
           "KServeInferResponse": {"type": "object", "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"}, "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "datatype": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}}, "data": {"type": "array", "items": {"type": "number"}}}}}}},
+          "Catalog": {"type": "object", "properties": {
+            "models": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "kind": {"type": "string", "enum": ["imagenet-classifier", "embedder", "trained-classifier", "keras-classifier"]}, "classifier": {"type": "boolean"}, "classes": {"type": "integer"}, "input": {"type": "array", "items": {"type": "integer"}}}}},
+            "indexes": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "images": {"type": "integer"}}}}}},
           "Classification": {"type": "object", "properties": {"model": {"type": "string"}, "predictions": {"type": "array", "items": {"type": "object", "properties": {"rank": {"type": "integer"}, "index": {"type": "integer"}, "label": {"type": "string"}, "synset": {"type": "string"}, "probability": {"type": "number"}}}}}}
         }
       }

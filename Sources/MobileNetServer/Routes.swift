@@ -72,14 +72,14 @@ struct ServingRoutes: Sendable {
             let service = try state.requireService()
             let model = try modelParameter(request, service: service, classifier: true)
             let top = try topParameter(request, default: 5, limit: service.limits.maxTopK)
-            let body = try await readBody(request)
-            return json(try await service.classify(model: model, image: body, top: top))
+            let image = try await readImage(request)
+            return json(try await service.classify(model: model, image: image, top: top))
         }
         router.post("/v1/embed") { request, _ in
             let service = try state.requireService()
             let model = try modelParameter(request, service: service, classifier: false)
-            let body = try await readBody(request)
-            return json(try await service.embed(model: model, image: body))
+            let image = try await readImage(request)
+            return json(try await service.embed(model: model, image: image))
         }
 
         router.post("/v1/similar") { request, _ in
@@ -92,8 +92,18 @@ struct ServingRoutes: Sendable {
                 index = first.name
             }
             let top = try topParameter(request, default: 5, limit: service.limits.maxTopK)
-            let body = try await readBody(request)
-            return json(try await service.similar(index: index, image: body, top: top))
+            let image = try await readImage(request)
+            return json(try await service.similar(index: index, image: image, top: top))
+        }
+        // The models and indexes (for the page), and an indexed image (a match's thumbnail).
+        router.get("/v1/catalog") { _, _ in json(try state.requireService().catalog()) }
+        router.get("/v1/indexes/{name}/image") { request, context in
+            guard let file = request.uri.queryParameters.get("file") else {
+                throw ServingError.invalidInput(field: "file", problem: "name the indexed image: ?file=PATH (the 'file' of a similarity match)")
+            }
+            let image = try state.requireService().indexedImage(index: try context.parameters.require("name"), file: file)
+            return Response(status: .ok, headers: [.contentType: image.mediaType, .cacheControl: "private, max-age=300"],
+                            body: ResponseBody(byteBuffer: ByteBuffer(bytes: image.bytes)))
         }
 
         // Operations.
@@ -154,6 +164,14 @@ struct ServingRoutes: Sendable {
         } catch is NIOTooManyBytesError {
             throw ServingError.bodyTooLarge(bytes: nil, limit: limit)
         }
+    }
+
+    /// The encoded image of a plain-endpoint request: the body, or the file part of a
+    /// `multipart/form-data` body.
+    ///
+    /// - Throws: as ``readBody(_:)`` and ``ImageUpload/image(from:contentType:)``.
+    private func readImage(_ request: Request) async throws -> Data {
+        try ImageUpload.image(from: try await readBody(request), contentType: request.headers[.contentType])
     }
 
     private func modelParameter(_ request: Request, service: InferenceService, classifier: Bool) throws(ServingError) -> String {

@@ -12,17 +12,21 @@ public struct ServerConfiguration: Sendable {
     public var batching: BatchingConfiguration
     /// The `Retry-After` seconds sent with a 503 (default 1).
     public var retryAfterSeconds: Int
+    /// How long a connection may stay idle (no request being read or answered) before the server
+    /// closes it (default 60 s), so idle or stalled clients cannot hold connections forever.
+    public var idleTimeout: Duration
 
     /// TensorFlow Serving's REST port.
     public static let defaultPort = 8501
 
     /// Creates a configuration.
     public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, limits: ServingLimits = ServingLimits(),
-                batching: BatchingConfiguration = BatchingConfiguration(), retryAfterSeconds: Int = 1) {
+                batching: BatchingConfiguration = BatchingConfiguration(), retryAfterSeconds: Int = 1, idleTimeout: Duration = .seconds(60)) {
         self.host = host
         self.port = port
         self.limits = limits
         self.batching = batching
         self.retryAfterSeconds = max(1, retryAfterSeconds)
+        self.idleTimeout = max(.milliseconds(100), idleTimeout)
     }
 }

@@ -14,12 +14,18 @@ public struct BatchingConfiguration: Sendable, Hashable {
     /// is refused with ``ServingError/queueFull(model:limit:)`` (TF Serving
     /// `max_enqueued_batches` x `max_batch_size`; default 128).
     public var maxQueuedImages: Int
+    /// The longest a request may wait in the queue before its batch starts (default 30 s): a
+    /// request that waited longer is not run and fails with ``ServingError/timedOut(model:waited:)``,
+    /// so an overloaded server sheds old work instead of answering requests their clients gave up on.
+    public var requestTimeout: Duration
 
-    /// Creates a configuration; sizes below 1 are raised to 1 and a negative timeout to zero.
-    public init(maxBatchSize: Int = 8, batchTimeout: Duration = .milliseconds(5), maxQueuedImages: Int = 128) {
+    /// Creates a configuration; sizes below 1 are raised to 1, a negative batch timeout to zero
+    /// and a request timeout below 1 ms to 1 ms.
+    public init(maxBatchSize: Int = 8, batchTimeout: Duration = .milliseconds(5), maxQueuedImages: Int = 128, requestTimeout: Duration = .seconds(30)) {
         self.maxBatchSize = max(1, maxBatchSize)
         self.batchTimeout = max(.zero, batchTimeout)
         self.maxQueuedImages = max(1, maxQueuedImages)
+        self.requestTimeout = max(.milliseconds(1), requestTimeout)
     }
 }
 
@@ -46,6 +52,10 @@ public struct BatcherStatistics: Sendable, Hashable {
     public var rejected = 0
     /// The largest batch run.
     public var largestBatch = 0
+    /// Requests that waited past ``BatchingConfiguration/requestTimeout`` and were not run.
+    public var timedOut = 0
+    /// Requests whose task was cancelled while they waited (taken out of the queue, not run).
+    public var cancelled = 0
 }
 
 /// Runs concurrent requests for one model together: requests wait in a bounded queue, and one
@@ -71,7 +81,10 @@ public final class DynamicBatcher: @unchecked Sendable {
     private var finished = false
     private var stats = BatcherStatistics()
 
+    private var nextID: UInt64 = 0
+
     private struct Pending {
+        var id: UInt64
         var images: [[Float]]
         var enqueued: ContinuousClock.Instant
         var continuation: CheckedContinuation<ServedOutputs, any Error>
@@ -114,7 +127,10 @@ public final class DynamicBatcher: @unchecked Sendable {
     /// - Throws: ``ServingError/queueFull(model:limit:)`` when the queue cannot take the images
     ///   now; ``ServingError/invalidInput(field:problem:)`` for no images, wrongly sized ones,
     ///   or more images than the queue can ever hold; ``ServingError/shuttingDown(model:)``
-    ///   after ``shutdown()``; ``ServingError/inferenceFailed(model:reason:)`` when the network fails.
+    ///   after ``shutdown()``; ``ServingError/timedOut(model:waited:)`` when the request waited
+    ///   longer than ``BatchingConfiguration/requestTimeout``; `CancellationError` when the
+    ///   calling task is cancelled before its batch starts (the request leaves the queue and is
+    ///   not run); ``ServingError/inferenceFailed(model:reason:)`` when the network fails.
     public func submit(_ images: [[Float]]) async throws -> ServedOutputs {
         guard !images.isEmpty else { throw ServingError.invalidInput(field: "inputs", problem: "no images given") }
         if let bad = images.firstIndex(where: { $0.count != model.inputScalarCount }) {
@@ -123,8 +139,30 @@ public final class DynamicBatcher: @unchecked Sendable {
         guard images.count <= configuration.maxQueuedImages else {
             throw ServingError.invalidInput(field: "inputs", problem: "\(images.count) images, more than the \(configuration.maxQueuedImages) model '\(model.name)' can queue; send fewer per request")
         }
-        return try await withCheckedThrowingContinuation { continuation in
+        let id = takeID()
+        return try await withTaskCancellationHandler {
+            try await enqueue(images, id: id)
+        } onCancel: {
+            cancel(id)
+        }
+    }
+
+    private func takeID() -> UInt64 {
+        condition.lock()
+        defer { condition.unlock() }
+        nextID += 1
+        return nextID
+    }
+
+    private func enqueue(_ images: [[Float]], id: UInt64) async throws -> ServedOutputs {
+        try await withCheckedThrowingContinuation { continuation in
             condition.lock()
+            // Checked under the lock: a cancellation after this point finds the request queued.
+            if Task.isCancelled {
+                condition.unlock()
+                continuation.resume(throwing: CancellationError())
+                return
+            }
             if stopping {
                 condition.unlock()
                 continuation.resume(throwing: ServingError.shuttingDown(model: model.name))
@@ -137,7 +175,7 @@ public final class DynamicBatcher: @unchecked Sendable {
                 continuation.resume(throwing: ServingError.queueFull(model: model.name, limit: configuration.maxQueuedImages))
                 return
             }
-            queue.append(Pending(images: images, enqueued: .now, continuation: continuation))
+            queue.append(Pending(id: id, images: images, enqueued: .now, continuation: continuation))
             queuedImages += images.count
             stats.requests += 1
             let depth = queuedImages
@@ -145,6 +183,23 @@ public final class DynamicBatcher: @unchecked Sendable {
             condition.unlock()
             observer?.queueDepthChanged(model: model.name, depth: depth)
         }
+    }
+
+    /// Takes a request whose task was cancelled out of the queue (a request already running is
+    /// answered as usual).
+    private func cancel(_ id: UInt64) {
+        condition.lock()
+        guard let position = queue.firstIndex(where: { $0.id == id }) else {
+            condition.unlock()
+            return
+        }
+        let pending = queue.remove(at: position)
+        queuedImages -= pending.images.count
+        stats.cancelled += 1
+        let depth = queuedImages
+        condition.unlock()
+        observer?.queueDepthChanged(model: model.name, depth: depth)
+        pending.continuation.resume(throwing: CancellationError())
     }
 
     /// Stops taking requests; the waiting ones still run, then the thread ends. Returns at once;
@@ -177,6 +232,14 @@ public final class DynamicBatcher: @unchecked Sendable {
                 guard left > .zero else { break }
                 _ = condition.wait(until: Date(timeIntervalSinceNow: left.seconds))
             }
+            // Requests that waited past the request timeout are answered with an error, not run.
+            let now = ContinuousClock.now
+            var expired: [Pending] = []
+            while let first = queue.first, first.enqueued.duration(to: now) > configuration.requestTimeout {
+                expired.append(queue.removeFirst())
+                queuedImages -= first.images.count
+            }
+            stats.timedOut += expired.count
             var batch: [Pending] = []
             var count = 0
             while let next = queue.first, batch.isEmpty || count + next.images.count <= configuration.maxBatchSize {
@@ -187,7 +250,10 @@ public final class DynamicBatcher: @unchecked Sendable {
             let depth = queuedImages
             condition.unlock()
             observer?.queueDepthChanged(model: model.name, depth: depth)
-            run(batch)
+            for pending in expired {
+                pending.continuation.resume(throwing: ServingError.timedOut(model: model.name, waited: pending.enqueued.duration(to: now)))
+            }
+            if !batch.isEmpty { run(batch) }
             condition.lock()
         }
         finished = true

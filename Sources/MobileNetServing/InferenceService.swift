@@ -34,6 +34,34 @@ public struct EmbeddingResponse: Sendable, Hashable, Codable {
     public var embedding: [Float]
 }
 
+/// What the server serves, for a client that wants to choose (the page at `/`): `GET /v1/catalog`.
+public struct ServingCatalog: Sendable, Hashable, Codable {
+    /// One served model.
+    public struct Model: Sendable, Hashable, Codable {
+        /// The served name.
+        public var name: String
+        /// What the model gives (`imagenet-classifier`, `embedder`, `trained-classifier`, `keras-classifier`).
+        public var kind: ServedModelKind
+        /// Whether `/v1/classify` takes it.
+        public var classifier: Bool
+        /// The number of classes (0 for an embedder).
+        public var classes: Int
+        /// The input the network runs at, `[height, width]` pixels (any image size is resized to it).
+        public var input: [Int]
+    }
+    /// One served image index.
+    public struct Index: Sendable, Hashable, Codable {
+        /// The served name.
+        public var name: String
+        /// How many images it holds.
+        public var images: Int
+    }
+    /// The models, in the order they were given.
+    public var models: [Model]
+    /// The indexes, in the order they were given.
+    public var indexes: [Index]
+}
+
 /// What a serving front end calls: every protocol's requests decoded, checked against the
 /// limits, run through the model's batcher and encoded. An HTTP layer only routes, reads the
 /// body (within ``ServingLimits/maxBodyBytes``) and maps ``ServingError`` to status codes.
@@ -100,6 +128,24 @@ public final class InferenceService: Sendable {
     }
 
     // MARK: Plain
+
+    /// The served models and indexes.
+    public func catalog() -> ServingCatalog {
+        ServingCatalog(
+            models: registry.models.map {
+                .init(name: $0.name, kind: $0.kind, classifier: $0.kind.isClassifier, classes: $0.kind.isClassifier ? $0.classes.count : 0,
+                      input: [$0.inputHeight, $0.inputWidth])
+            },
+            indexes: registry.indexes.map { .init(name: $0.name, images: $0.search.count) })
+    }
+
+    /// An indexed image's bytes, to show a similarity match: only paths the index holds, at most
+    /// ``ServingLimits/maxBodyBytes``.
+    ///
+    /// - Throws: ``ServingError/indexNotFound(name:available:)``, ``ServingError/imageNotFound(index:file:reason:)``.
+    public func indexedImage(index name: String, file: String) throws(ServingError) -> IndexedImage {
+        try registry.index(named: name).image(file: file, maxBytes: limits.maxBodyBytes)
+    }
 
     /// Classifies one encoded image.
     ///

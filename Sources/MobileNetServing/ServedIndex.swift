@@ -40,12 +40,56 @@ public final class ServedIndex: Sendable {
     /// The index's backbone as an embedder (``ServedModelKind/embedder``), with the preprocessing
     /// the queries get (the one the index was built with).
     public let embedder: ServedModel
+    /// The indexed paths: the only files ``image(file:maxBytes:)`` reads.
+    private let files: Set<String>
 
     private init(name: String, source: URL, search: EmbeddingIndex, embedder: ServedModel) {
         self.name = name
         self.source = source
         self.search = search
         self.embedder = embedder
+        self.files = Set(search.identifiers)
+    }
+
+    /// The encoded bytes of an indexed image, to show a match (the thumbnails of the page at `/`).
+    ///
+    /// Only paths the index holds are read, only regular files (checked on the opened file, so a
+    /// path replaced by a FIFO or a device after the check is not read), at most `maxBytes`, and
+    /// only when the bytes are an image format browsers show (JPEG, PNG, GIF, BMP, WebP,
+    /// detected from the bytes, never from the name).
+    ///
+    /// - Parameters:
+    ///   - file: the path as a similarity match names it (``SimilarityEntry/file``).
+    ///   - maxBytes: the largest file returned.
+    /// - Returns: the bytes and their media type (`image/jpeg`, ...).
+    /// - Throws: ``ServingError/imageNotFound(index:file:reason:)``: not in the index, gone,
+    ///   not a regular file, larger than `maxBytes`, or not an image.
+    public func image(file: String, maxBytes: Int) throws(ServingError) -> IndexedImage {
+        guard files.contains(file) else { throw .imageNotFound(index: name, file: file, reason: "the index holds no such path") }
+        let fd = open(file, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw .imageNotFound(index: name, file: file, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            throw .imageNotFound(index: name, file: file, reason: "not a regular file")
+        }
+        guard info.st_size <= maxBytes else {
+            throw .imageNotFound(index: name, file: file, reason: "\(info.st_size) bytes, more than the \(maxBytes) shown")
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
+        var filled = 0
+        while filled < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + filled, $0.count - filled) }
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else { break }
+            filled += n
+        }
+        bytes.removeSubrange(filled...)
+        let types: [ImageFormat: String] = [.jpeg: "image/jpeg", .png: "image/png", .gif: "image/gif", .bmp: "image/bmp", .webp: "image/webp"]
+        guard let format = ImageFormat.detect(bytes), let type = types[format] else {
+            throw .imageNotFound(index: name, file: file, reason: "not a JPEG, PNG, GIF, BMP or WebP file")
+        }
+        return IndexedImage(bytes: Data(bytes), mediaType: type)
     }
 
     /// Opens the index read-only, loads its embeddings and the backbone it was built with.
@@ -86,6 +130,14 @@ public final class ServedIndex: Sendable {
 private struct LoadFailure: Error, LocalizedError {
     var message: String
     var errorDescription: String? { message }
+}
+
+/// An indexed image's encoded bytes, as ``ServedIndex/image(file:maxBytes:)`` read them.
+public struct IndexedImage: Sendable, Hashable {
+    /// The file's bytes, unchanged.
+    public var bytes: Data
+    /// The media type of the bytes (`image/jpeg`, `image/png`, `image/gif`, `image/bmp`, `image/webp`).
+    public var mediaType: String
 }
 
 /// One match of a similarity search.

@@ -4,15 +4,18 @@ import Foundation
 /// the field of the request, the limit), so that ``description`` can be sent to the client as is.
 ///
 /// The HTTP face maps the cases to status codes: ``modelNotFound(name:available:)``,
-/// ``indexNotFound(name:available:)`` and
+/// ``indexNotFound(name:available:)``, ``imageNotFound(index:file:reason:)`` and
 /// ``versionNotFound(model:version:available:)`` to 404, ``bodyTooLarge(bytes:limit:)`` to 413,
-/// ``queueFull(model:limit:)``, ``shuttingDown(model:)`` and ``notReady`` to 503 (with `Retry-After`),
+/// ``queueFull(model:limit:)``, ``timedOut(model:waited:)``, ``shuttingDown(model:)`` and ``notReady`` to 503 (with `Retry-After`),
 /// ``inferenceFailed(model:reason:)`` to 500 and every other request error to 400.
 public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, LocalizedError {
     /// No model is served under this name.
     case modelNotFound(name: String, available: [String])
     /// No image index is served under this name.
     case indexNotFound(name: String, available: [String])
+    /// `file` is not an image of the served index `index` (only indexed images are served), or
+    /// it is no longer readable as one.
+    case imageNotFound(index: String, file: String, reason: String)
     /// The model is served, but not in this version (every model has the one version `1`).
     case versionNotFound(model: String, version: String, available: [String])
     /// The body is not JSON, or its top level is not a JSON object.
@@ -30,6 +33,8 @@ public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, L
     case bodyTooLarge(bytes: Int?, limit: Int)
     /// The model's queue holds as many images as it may: the client should retry later.
     case queueFull(model: String, limit: Int)
+    /// The request waited in the model's queue longer than the request timeout and was not run.
+    case timedOut(model: String, waited: Duration)
     /// The server is shutting down and takes no new work for the model.
     case shuttingDown(model: String)
     /// The models are still loading: the server is live but not ready.
@@ -47,6 +52,8 @@ public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, L
             "no model named '\(name)' is served (models: \(available.isEmpty ? "none" : available.joined(separator: ", ")))"
         case .indexNotFound(let name, let available):
             "no index named '\(name)' is served (indexes: \(available.isEmpty ? "none" : available.joined(separator: ", ")))"
+        case .imageNotFound(let index, let file, let reason):
+            "index '\(index)' has no image '\(file)' to show: \(reason)"
         case .versionNotFound(let model, let version, let available):
             "model '\(model)' has no version '\(version)' (versions: \(available.joined(separator: ", ")))"
         case .invalidJSON(let reason): "the request body is not a JSON object: \(reason)"
@@ -59,6 +66,8 @@ public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, L
             else { "the request body is larger than the \(limit) bytes this server accepts" }
         case .queueFull(let model, let limit):
             "model '\(model)' has \(limit) images waiting, as many as its queue holds; retry later"
+        case .timedOut(let model, let waited):
+            "the request waited \(String(format: "%.1f", Double(waited.components.seconds) + Double(waited.components.attoseconds) * 1e-18)) s for model '\(model)', longer than the server's request timeout; retry later"
         case .shuttingDown(let model): "the server is shutting down and takes no new work for model '\(model)'"
         case .notReady: "the server is not ready: its models are still loading"
         case .inferenceFailed(let model, let reason): "model '\(model)' failed to run: \(reason)"
@@ -74,7 +83,7 @@ public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, L
     /// down): the HTTP face answers 503 with `Retry-After`.
     public var isRetryable: Bool {
         switch self {
-        case .queueFull, .shuttingDown, .notReady: true
+        case .queueFull, .timedOut, .shuttingDown, .notReady: true
         default: false
         }
     }

@@ -50,4 +50,43 @@ struct BatchingTests {
         batcher.waitUntilFinished()
         await #expect(throws: ServingError.shuttingDown(model: "embedder")) { try await batcher.submit(Self.images(1, model: model)) }
     }
+
+    @Test("a request that waited past the request timeout is answered with timedOut (503), not run")
+    func requestTimeout() async throws {
+        let model = try await Harness.embedder()
+        // The batch waits 50 ms to fill, longer than the 5 ms a request may wait: it expires.
+        let batcher = DynamicBatcher(model: model, configuration: BatchingConfiguration(maxBatchSize: 8, batchTimeout: .milliseconds(50), maxQueuedImages: 64,
+                                                                                       requestTimeout: .milliseconds(5)))
+        defer { batcher.shutdown(); batcher.waitUntilFinished() }
+        do {
+            _ = try await batcher.submit(Self.images(1, model: model))
+            Issue.record("the late request was run")
+        } catch let error as ServingError {
+            guard case .timedOut(let name, let waited) = error else { Issue.record("\(error)"); return }
+            #expect(name == "embedder" && waited >= .milliseconds(50))
+            #expect(error.isRetryable)
+        }
+        let stats = batcher.statistics
+        #expect(stats.timedOut == 1 && stats.images == 0 && stats.runs == 0, "\(stats)")
+    }
+
+    @Test("a cancelled request leaves the queue at once and is not run; the batcher goes on")
+    func cancellation() async throws {
+        let model = try await Harness.embedder()
+        // A batch of 8 waits up to 10 s to fill: the 2 images stay queued until cancelled.
+        let batcher = DynamicBatcher(model: model, configuration: BatchingConfiguration(maxBatchSize: 8, batchTimeout: .seconds(10), maxQueuedImages: 64))
+        defer { batcher.shutdown(); batcher.waitUntilFinished() }
+        let images = Self.images(2, model: model)
+        let waiting = Task { try await batcher.submit(images) }
+        for _ in 0..<5000 where batcher.queueDepth < 2 { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(batcher.queueDepth == 2)
+        let clock = ContinuousClock()
+        let cancelled = clock.now
+        waiting.cancel()
+        await #expect(throws: CancellationError.self) { try await waiting.value }
+        #expect(cancelled.duration(to: clock.now) < .seconds(5), "answered only when the batch timeout ran out")
+        #expect(batcher.queueDepth == 0)
+        let stats = batcher.statistics
+        #expect(stats.cancelled == 1 && stats.images == 0, "\(stats)")
+    }
 }

@@ -39,6 +39,31 @@ struct SimilarityRouteTests {
                 let best = (matches.first?["similarity"] as? NSNumber)?.floatValue ?? 0
                 #expect(best > 0.999, "\(best)")
             }
+            // The page's thumbnails: an indexed file, as stored; nothing else.
+            try await client.execute(uri: "/v1/indexes/photos/image?file=\(files[1].path.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)", method: .get) { response throws in
+                #expect(response.status == .ok)
+                #expect(response.headers[.contentType] == "image/png")
+                #expect(Data(response.body.readableBytesView) == (try Data(contentsOf: files[1])))
+            }
+            for file in ["/etc/passwd", files[1].path + "x", dir.appendingPathComponent("photos.db").path] {
+                try await client.execute(uri: "/v1/indexes/photos/image?file=\(file.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)", method: .get) { response throws in
+                    #expect(response.status == .notFound, "\(file)")
+                    #expect((try Harness.object(response)["error"] as? String)?.contains("the index holds no such path") == true)
+                }
+            }
+            try await client.execute(uri: "/v1/indexes/photos/image", method: .get) { response throws in
+                #expect(response.status == .badRequest)
+            }
+            try await client.execute(uri: "/v1/catalog", method: .get) { response throws in
+                #expect(response.status == .ok)
+                let object = try Harness.object(response)
+                let models = object["models"] as? [[String: Any]] ?? []
+                #expect(models.compactMap { $0["name"] as? String } == ["embedder"])
+                #expect(models.first?["classifier"] as? Bool == false)
+                let indexes = object["indexes"] as? [[String: Any]] ?? []
+                #expect(indexes.first?["name"] as? String == "photos")
+                #expect((indexes.first?["images"] as? NSNumber)?.intValue == 4)
+            }
             try await client.execute(uri: "/v1/similar?index=nosuch", method: .post, body: ByteBuffer(bytes: query)) { response throws in
                 #expect(response.status == .notFound)
                 #expect((try Harness.object(response)["error"] as? String)?.contains("photos") == true)

@@ -123,4 +123,54 @@ struct TFServingRouteTests {
             }
         }
     }
+
+    @Test("POST /v1/classify with a multipart/form-data upload (curl -F image=@...): the raw-body answer; a broken form is a 400 naming the problem")
+    func multipartUpload() async throws {
+        let png = try Data(contentsOf: Harness.png)
+        @Sendable func form(boundary: String, parts: [(name: String, filename: String?, body: Data)], close: Bool = true) -> ByteBuffer {
+            var data = Data("preamble\r\n".utf8)
+            for part in parts {
+                data += Data("--\(boundary)\r\nContent-Disposition: form-data; name=\"\(part.name)\"\(part.filename.map { "; filename=\"\($0)\"" } ?? "")\r\n".utf8)
+                data += Data("Content-Type: application/octet-stream\r\n\r\n".utf8) + part.body + Data("\r\n".utf8)
+            }
+            if close { data += Data("--\(boundary)--\r\n".utf8) }
+            return ByteBuffer(bytes: data)
+        }
+        try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in
+            var expected: [String] = []
+            try await client.execute(uri: "/v1/classify?top=3", method: .post, body: ByteBuffer(bytes: png)) { response throws in
+                expected = (try Harness.object(response)["predictions"] as? [[String: Any]] ?? []).compactMap { $0["label"] as? String }
+            }
+            #expect(expected.first == "Egyptian_cat")
+            let cases: [(String, [(name: String, filename: String?, body: Data)])] = [
+                ("image part among others", [("note", nil, Data("hello".utf8)), ("image", "chelsea.png", png)]),
+                ("a file part under another name", [("upload", "chelsea.png", png), ("note", nil, Data("x".utf8))]),
+                ("the only part", [("whatever", nil, png)]),
+            ]
+            for (label, parts) in cases {
+                for boundary in ["XyZ123", "----WebKitFormBoundary7MA4YWxkTrZu0gW"] {
+                    let headers: HTTPFields = [.contentType: "multipart/form-data; boundary=\"\(boundary)\""]
+                    try await client.execute(uri: "/v1/classify?top=3", method: .post, headers: headers, body: form(boundary: boundary, parts: parts)) { response throws in
+                        #expect(response.status == .ok, "\(label): \(String(buffer: response.body))")
+                        let labels = (try Harness.object(response)["predictions"] as? [[String: Any]] ?? []).compactMap { $0["label"] as? String }
+                        #expect(labels == expected, "\(label)")
+                    }
+                }
+            }
+            let bad: [(String, HTTPFields, ByteBuffer, String)] = [
+                ("no boundary", [.contentType: "multipart/form-data"], form(boundary: "b", parts: [("image", "x.png", png)]), "boundary"),
+                ("a 71-character boundary", [.contentType: "multipart/form-data; boundary=\(String(repeating: "b", count: 71))"], ByteBuffer(), "boundary"),
+                ("no closing boundary", [.contentType: "multipart/form-data; boundary=b"], form(boundary: "b", parts: [("image", "x.png", png)], close: false), "closing boundary"),
+                ("two unnamed parts", [.contentType: "multipart/form-data; boundary=b"], form(boundary: "b", parts: [("a", nil, png), ("b", nil, png)]), "none is named"),
+                ("an empty image part", [.contentType: "multipart/form-data; boundary=b"], form(boundary: "b", parts: [("image", "x.png", Data())]), "body"),
+            ]
+            for (label, headers, body, word) in bad {
+                try await client.execute(uri: "/v1/classify", method: .post, headers: headers, body: body) { response throws in
+                    #expect(response.status == .badRequest, "\(label): \(response.status)")
+                    let message = try Harness.object(response)["error"] as? String ?? ""
+                    #expect(message.contains(word), "\(label): \(message)")
+                }
+            }
+        }
+    }
 }

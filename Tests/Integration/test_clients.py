@@ -1,0 +1,95 @@
+"""Real clients, as the TensorFlow Serving and KServe documentation write them: Python
+`requests` (TF Serving's resnet_client.py sends the JSON without a Content-Type) and curl."""
+
+import base64
+import json
+import shutil
+import subprocess
+
+import requests
+
+from conftest import CHELSEA, COFFEE, need
+
+EGYPTIAN_CAT, ESPRESSO = 285, 967
+
+
+def b64(path):
+    return base64.b64encode(path.read_bytes()).decode("utf-8")
+
+
+def argmax(row):
+    return max(range(len(row)), key=row.__getitem__)
+
+
+def test_tf_serving_resnet_client_as_documented(server):
+    # tensorflow/serving example/resnet_client.py, with our model name.
+    server_url = server.url + "/v1/models/imagenet:predict"
+    predict_request = '{"instances" : [{"b64": "%s"}]}' % b64(CHELSEA)
+    response = requests.post(server_url, data=predict_request)
+    response.raise_for_status()
+    prediction = response.json()["predictions"][0]
+    assert len(prediction) == 1000
+    assert argmax(prediction) == EGYPTIAN_CAT
+    assert abs(sum(prediction) - 1) < 1e-4
+
+
+def test_tf_serving_row_and_columnar_formats_and_metadata(server):
+    status = requests.get(server.url + "/v1/models/imagenet").json()
+    assert status["model_version_status"][0]["state"] == "AVAILABLE"
+    metadata = requests.get(server.url + "/v1/models/imagenet/metadata").json()
+    signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert list(signature["inputs"]) and list(signature["outputs"])
+
+    rows = requests.post(server.url + "/v1/models/imagenet:predict",
+                         json={"signature_name": "serving_default", "instances": [{"b64": b64(CHELSEA)}, {"b64": b64(COFFEE)}]})
+    assert rows.status_code == 200, rows.text
+    assert [argmax(p) for p in rows.json()["predictions"]] == [EGYPTIAN_CAT, ESPRESSO]
+
+    columns = requests.post(server.url + "/v1/models/imagenet:predict", json={"inputs": [{"b64": b64(COFFEE)}]})
+    assert columns.status_code == 200, columns.text
+    assert argmax(columns.json()["outputs"][0]) == ESPRESSO
+
+    wrong = requests.post(server.url + "/v1/models/imagenet:predict", json={"signature_name": "predict_images", "instances": [{"b64": b64(COFFEE)}]})
+    assert wrong.status_code == 400 and "serving_default" in wrong.json()["error"]
+    missing = requests.post(server.url + "/v1/models/resnet:predict", json={"instances": [{"b64": b64(COFFEE)}]})
+    assert missing.status_code == 404 and "imagenet" in missing.json()["error"]
+
+
+def test_kserve_v2_bytes_and_health(server):
+    assert requests.get(server.url + "/v2/health/live").json() == {"live": True}
+    assert requests.get(server.url + "/v2/health/ready").status_code == 200
+    assert requests.get(server.url + "/v2/models/imagenet/ready").status_code == 200
+    body = {"id": "42", "inputs": [{"name": "input_1", "shape": [1], "datatype": "BYTES", "data": [b64(CHELSEA)]}]}
+    response = requests.post(server.url + "/v2/models/imagenet/infer", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["id"] == "42" and answer["model_name"] == "imagenet"
+    output = answer["outputs"][0]
+    assert output["shape"] == [1, 1000] and output["datatype"] == "FP32"
+    assert argmax(output["data"]) == EGYPTIAN_CAT
+
+
+def test_curl_raw_bytes_multipart_and_json(server, workdir):
+    need(shutil.which("curl"), "curl is missing")
+
+    def curl(*args):
+        result = subprocess.run(["curl", "-sS", "--fail-with-body", *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return json.loads(result.stdout)
+
+    raw = curl("--data-binary", f"@{CHELSEA}", server.url + "/v1/classify?top=3")
+    form = curl("-F", f"image=@{CHELSEA}", server.url + "/v1/classify?top=3")
+    assert raw == form
+    assert raw["predictions"][0]["label"] == "Egyptian_cat" and raw["predictions"][0]["synset"] == "n02124075"
+
+    embedding = curl("--data-binary", f"@{COFFEE}", server.url + "/v1/embed?model=embedder")
+    assert embedding["dimension"] == 1280 and len(embedding["embedding"]) == 1280
+    assert min(embedding["embedding"]) >= 0 and max(embedding["embedding"]) <= 6
+
+    similar = curl("-F", f"file=@{CHELSEA}", server.url + "/v1/similar?index=photos&top=3")
+    assert len(similar["matches"]) == 3 and similar["matches"][0]["similarity"] > 0.5
+
+    request = workdir / "request.json"
+    request.write_text(json.dumps({"instances": [{"b64": b64(COFFEE)}]}))
+    predicted = curl("-d", f"@{request}", "-X", "POST", server.url + "/v1/models/imagenet:predict")
+    assert argmax(predicted["predictions"][0]) == ESPRESSO

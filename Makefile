@@ -1,6 +1,8 @@
 # The README's two commands: `make example` (classify a bundled photo) and `make test`.
 # Both install the system packages first (scripts/setup.sh) and build in release mode: the
-# plain-Swift reference kernels are slow in debug builds.
+# plain-Swift reference kernels are slow in debug builds. `make test` then runs the integration
+# tests (scripts/integration-tests.sh: the binary driven by real clients, a browser, nginx),
+# which install their own tools (scripts/setup-test-tools.sh).
 
 # Weights for the example: the shared ImageNet file when it is next to the checkout (this
 # project's machines), otherwise the usual resolution (MOBILENET_WEIGHTS, the cache, the
@@ -23,6 +25,7 @@ example: build
 
 test: setup
 	swift test -c release
+	scripts/integration-tests.sh
 
 tour: setup
 	swift run -c release LibraryTour "$(SHARED)"

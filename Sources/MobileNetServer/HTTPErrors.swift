@@ -39,6 +39,11 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as NIOTooManyBytesError {
             return try ServingHTTPError(error: .bodyTooLarge(bytes: nil, limit: error.maxBytes ?? 0), retryAfterSeconds: retryAfterSeconds)
                 .response(from: request, context: context)
+        } catch is CancellationError {
+            // The client disconnected before the answer was ready (DisconnectCancellation): nobody reads this.
+            context.logger.debug("request cancelled: the client disconnected")
+            return Response(status: .serviceUnavailable, headers: [.contentType: "application/json"],
+                            body: ResponseBody(byteBuffer: ByteBuffer(bytes: ServingJSON.error("the request was cancelled"))))
         } catch let error as any HTTPResponseError {
             let message = error.status == .notFound ? "no route for \(request.method) \(request.uri.path)" : error.status.reasonPhrase
             var response = Response(status: error.status, headers: [.contentType: "application/json"],

@@ -19,8 +19,8 @@ public enum MobileNetServer {
     ///   - state: readiness and the service, once loaded.
     ///   - configuration: limits and `Retry-After`.
     ///   - metrics: where requests are counted.
-    public static func makeRouter(state: ServerState, configuration: ServerConfiguration, metrics: ServingMetrics) -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+    public static func makeRouter(state: ServerState, configuration: ServerConfiguration, metrics: ServingMetrics) -> Router<ServingRequestContext> {
+        let router = Router(context: ServingRequestContext.self)
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: LogRequestsMiddleware(.info))
         router.add(middleware: ErrorMiddleware(retryAfterSeconds: configuration.retryAfterSeconds))
@@ -34,7 +34,7 @@ public enum MobileNetServer {
                                        services: [any Service] = [], logger: Logger,
                                        onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         Application(router: makeRouter(state: state, configuration: configuration, metrics: metrics),
-                    server: .http1(configuration: HTTP1Channel.Configuration(idleTimeout: TimeAmount.nanoseconds(
+                    server: .http1(configuration: HTTP1Channel.Configuration(additionalChannelHandlers: [DisconnectDetector()], idleTimeout: TimeAmount.nanoseconds(
                         configuration.idleTimeout.components.seconds * 1_000_000_000 + configuration.idleTimeout.components.attoseconds / 1_000_000_000))),
                     configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port), serverName: "mobilenet"),
                     services: services,

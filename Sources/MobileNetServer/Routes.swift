@@ -12,7 +12,7 @@ struct ServingRoutes: Sendable {
     let configuration: ServerConfiguration
     let metrics: ServingMetrics
 
-    func add(to router: Router<some RequestContext>) {
+    func add(to router: Router<ServingRequestContext>) {
         // TensorFlow Serving REST API.
         router.get("/v1/models/{name}") { _, context in
             json(try state.requireService().tfServingStatus(model: try context.parameters.require("name")))
@@ -31,11 +31,11 @@ struct ServingRoutes: Sendable {
         // `/v1/models/resnet:predict`: the verb follows a colon in the last path segment.
         router.post("/v1/models/{name}") { request, context in
             let (name, verb) = try Self.splitVerb(try context.parameters.require("name"))
-            return try await predict(request, model: name, version: nil, verb: verb)
+            return try await predict(request, context: context, model: name, version: nil, verb: verb)
         }
         router.post("/v1/models/{name}/versions/{version}") { request, context in
             let (version, verb) = try Self.splitVerb(try context.parameters.require("version"))
-            return try await predict(request, model: try context.parameters.require("name"), version: version, verb: verb)
+            return try await predict(request, context: context, model: try context.parameters.require("name"), version: version, verb: verb)
         }
 
         // KServe v2 (Open Inference Protocol).
@@ -59,30 +59,32 @@ struct ServingRoutes: Sendable {
         router.post("/v2/models/{name}/infer") { request, context in
             let service = try state.requireService()
             let body = try await readBody(request)
-            return json(try await service.kserveInfer(model: try context.parameters.require("name"), body: body))
+            let name = try context.parameters.require("name")
+            return json(try await DisconnectCancellation.run(on: context.channel) { try await service.kserveInfer(model: name, body: body) })
         }
         router.post("/v2/models/{name}/versions/{version}/infer") { request, context in
             let service = try state.requireService()
             let body = try await readBody(request)
-            return json(try await service.kserveInfer(model: try context.parameters.require("name"), version: try context.parameters.require("version"), body: body))
+            let (name, version) = (try context.parameters.require("name"), try context.parameters.require("version"))
+            return json(try await DisconnectCancellation.run(on: context.channel) { try await service.kserveInfer(model: name, version: version, body: body) })
         }
 
         // Plain endpoints: the body is the encoded image.
-        router.post("/v1/classify") { request, _ in
+        router.post("/v1/classify") { request, context in
             let service = try state.requireService()
             let model = try modelParameter(request, service: service, classifier: true)
             let top = try topParameter(request, default: 5, limit: service.limits.maxTopK)
             let image = try await readImage(request)
-            return json(try await service.classify(model: model, image: image, top: top))
+            return json(try await DisconnectCancellation.run(on: context.channel) { try await service.classify(model: model, image: image, top: top) })
         }
-        router.post("/v1/embed") { request, _ in
+        router.post("/v1/embed") { request, context in
             let service = try state.requireService()
             let model = try modelParameter(request, service: service, classifier: false)
             let image = try await readImage(request)
-            return json(try await service.embed(model: model, image: image))
+            return json(try await DisconnectCancellation.run(on: context.channel) { try await service.embed(model: model, image: image) })
         }
 
-        router.post("/v1/similar") { request, _ in
+        router.post("/v1/similar") { request, context in
             let service = try state.requireService()
             let index: String
             if let name = request.uri.queryParameters.get("index") { index = name } else {
@@ -93,7 +95,7 @@ struct ServingRoutes: Sendable {
             }
             let top = try topParameter(request, default: 5, limit: service.limits.maxTopK)
             let image = try await readImage(request)
-            return json(try await service.similar(index: index, image: image, top: top))
+            return json(try await DisconnectCancellation.run(on: context.channel) { try await service.similar(index: index, image: image, top: top) })
         }
         // The models and indexes (for the page), and an indexed image (a match's thumbnail).
         router.get("/v1/catalog") { _, _ in json(try state.requireService().catalog()) }
@@ -134,11 +136,11 @@ struct ServingRoutes: Sendable {
         return (name, verb)
     }
 
-    private func predict(_ request: Request, model: String, version: String?, verb: String) async throws -> Response {
+    private func predict(_ request: Request, context: ServingRequestContext, model: String, version: String?, verb: String) async throws -> Response {
         let service = try state.requireService()
         _ = try service.registry.model(named: model, version: version)  // 404 before the body is read
         let body = try await readBody(request)
-        return json(try await service.tfServingPredict(model: model, version: version, body: body))
+        return json(try await DisconnectCancellation.run(on: context.channel) { try await service.tfServingPredict(model: model, version: version, body: body) })
     }
 
     private func modelReady(_ name: String, version: String?) throws -> Response {

@@ -39,4 +39,59 @@ struct LiveServerTests {
             try await service.run([.encoded(png, field: "body")], on: try service.registry.model(named: "imagenet"))
         }
     }
+
+    @Test("a client that disconnects while its request waits in the queue: the request is cancelled, not run")
+    func disconnectCancels() async throws {
+        let state = ServerState()
+        // A batch waits up to 20 s to fill: the one request stays queued until its client leaves.
+        let configuration = ServerConfiguration(host: "127.0.0.1", port: 0, batching: BatchingConfiguration(maxBatchSize: 8, batchTimeout: .seconds(20)))
+        let portBox = PortBox()
+        let app = MobileNetServer.makeApplication(specifications: [try ModelSpecification(name: "imagenet", path: Harness.topWeights.path)],
+                                                  loading: ModelLoadingOptions(backend: OneDNNBackend()), configuration: configuration,
+                                                  state: state, logger: Harness.quietLogger, onServerRunning: { portBox.set($0) })
+        let png = try Data(contentsOf: Harness.png)
+        try await app.test(.live) { client in
+            let clock = ContinuousClock(), deadline = clock.now + .seconds(60)
+            while !state.isReady, clock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            let service = try #require(state.service)
+            let batcher = try service.registry.batcher(for: "imagenet")
+            let port = try #require(portBox.value)
+            // A raw TCP client: the whole request, then close before the answer.
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            #expect(fd >= 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            #expect(connected == 0)
+            let request = Data("POST /v1/classify HTTP/1.1\r\nHost: localhost\r\nContent-Length: \(png.count)\r\n\r\n".utf8) + png
+            let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+            #expect(sent == request.count)
+            var queued = false
+            for _ in 0..<2000 where !queued {
+                queued = batcher.queueDepth == 1
+                if !queued { try await Task.sleep(for: .milliseconds(5)) }
+            }
+            #expect(queued, "the request never reached the queue")
+            close(fd)
+            var cancelled = false
+            for _ in 0..<1000 where !cancelled {
+                cancelled = batcher.statistics.cancelled == 1
+                if !cancelled { try await Task.sleep(for: .milliseconds(5)) }
+            }
+            #expect(cancelled, "the request was not cancelled within 5 s of the disconnect")
+            #expect(batcher.queueDepth == 0 && batcher.statistics.images == 0)
+            // The server goes on answering others.
+            try await client.execute(uri: "/v2/health/ready", method: .get) { #expect($0.status == .ok) }
+        }
+    }
+}
+
+/// The port the live server bound, set from its `onServerRunning`.
+final class PortBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var port: Int?
+    func set(_ value: Int) { lock.lock(); port = value; lock.unlock() }
+    var value: Int? { lock.lock(); defer { lock.unlock() }; return port }
 }

@@ -81,7 +81,7 @@ struct ServingRoutes: Sendable {
             let service = try state.requireService()
             let model = try modelParameter(request, service: service, classifier: false)
             let image = try await readImage(request)
-            return json(try await DisconnectCancellation.run(on: context.channel) { try await service.embed(model: model, image: image) })
+            return json(try await DisconnectCancellation.run(on: context.channel) { try await service.embed(model: model, image: image) }.jsonData)
         }
 
         router.post("/v1/similar") { request, context in

@@ -32,6 +32,25 @@ public struct EmbeddingResponse: Sendable, Hashable, Codable {
     public var dimension: Int
     /// The pooled embedding, values 0...6.
     public var embedding: [Float]
+
+    /// A response for `model`'s `embedding` of length `dimension`.
+    public init(model: String, dimension: Int, embedding: [Float]) {
+        self.model = model
+        self.dimension = dimension
+        self.embedding = embedding
+    }
+
+    /// The response as JSON, `{"dimension":...,"embedding":[...],"model":"..."}` (sorted keys,
+    /// as ``ServingJSON/encode(_:)`` would write it, several times faster).
+    public var jsonData: Data {
+        var out = "{\"dimension\":\(dimension),\"embedding\":"
+        out.reserveCapacity(64 + embedding.count * 12)
+        ServingJSON.append(embedding, to: &out)
+        out += ",\"model\":"
+        ServingJSON.append(string: model, to: &out)
+        out += "}"
+        return Data(out.utf8)
+    }
 }
 
 /// What the server serves, for a client that wants to choose (the page at `/`): `GET /v1/catalog`.

@@ -175,9 +175,25 @@ public enum KServe {
 
     /// The response body for `outputs` of a request with `id`.
     public static func encodeInferResponse(_ outputs: ServedOutputs, model: ServedModel, id: String?) -> Data {
+        // The keys in sorted order, as ServingJSON.encode writes them.
         let rows = outputs.primary
-        let tensor = OutputTensor(name: model.outputName, datatype: Datatype.fp32.rawValue, shape: [rows.count, model.outputWidth], data: rows.flatMap { $0 })
-        return ServingJSON.encode(InferResponse(model_name: model.name, model_version: ServedModel.version, id: id, outputs: [tensor]))
+        var out = "{"
+        out.reserveCapacity(160 + rows.reduce(0) { $0 + $1.count * 12 })
+        if let id {
+            out += "\"id\":"
+            ServingJSON.append(string: id, to: &out)
+            out += ","
+        }
+        out += "\"model_name\":"
+        ServingJSON.append(string: model.name, to: &out)
+        out += ",\"model_version\":"
+        ServingJSON.append(string: ServedModel.version, to: &out)
+        out += ",\"outputs\":[{\"data\":"
+        ServingJSON.append(rows.flatMap { $0 }, to: &out)
+        out += ",\"datatype\":\"\(Datatype.fp32.rawValue)\",\"name\":"
+        ServingJSON.append(string: model.outputName, to: &out)
+        out += ",\"shape\":[\(rows.count),\(model.outputWidth)]}]}"
+        return Data(out.utf8)
     }
 
     /// One tensor in model metadata.

@@ -153,7 +153,9 @@ struct ServingRoutes: Sendable {
     /// The body, at most ``/MobileNetServing/ServingLimits/maxBodyBytes``: a declared
     /// `Content-Length` over it is refused before anything is read.
     ///
-    /// - Throws: ``/MobileNetServing/ServingError/bodyTooLarge(bytes:limit:)``.
+    /// - Throws: ``/MobileNetServing/ServingError/bodyTooLarge(bytes:limit:)``, and
+    ///   ``/MobileNetServing/ServingError/invalidInput(field:problem:)`` (400) when the body's HTTP
+    ///   framing is broken (a bad chunk size).
     private func readBody(_ request: Request) async throws -> Data {
         let limit = configuration.limits.maxBodyBytes
         if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
@@ -165,6 +167,9 @@ struct ServingRoutes: Sendable {
             return Data(buffer.readableBytesView)
         } catch is NIOTooManyBytesError {
             throw ServingError.bodyTooLarge(bytes: nil, limit: limit)
+        } catch {
+            // The body's framing is broken (a bad chunk size, a connection closed mid-body): the client's fault.
+            throw ServingError.invalidInput(field: "body", problem: "the request body could not be read (\(error))")
         }
     }
 

@@ -93,3 +93,25 @@ def test_curl_raw_bytes_multipart_and_json(server, workdir):
     request.write_text(json.dumps({"instances": [{"b64": b64(COFFEE)}]}))
     predicted = curl("-d", f"@{request}", "-X", "POST", server.url + "/v1/models/imagenet:predict")
     assert argmax(predicted["predictions"][0]) == ESPRESSO
+
+
+def test_broken_http_framing_is_a_400_not_a_500(server):
+    import socket
+    host, port = "127.0.0.1", server.port
+    cases = {
+        "bad chunk size": b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nxx\r\n",
+        "negative length": b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        "garbage request line": b"GARBAGE\r\n\r\n",
+        "unknown HTTP version": b"GET / HTTP/9.9\r\n\r\n",
+        "a 1 MB header": b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n",
+    }
+    for name, payload in cases.items():
+        with socket.create_connection((host, port), timeout=30) as s:
+            try:
+                s.sendall(payload)
+                status = s.recv(64).split(b"\r\n", 1)[0].decode(errors="replace")
+            except ConnectionError:
+                status = "(connection closed)"
+        assert " 5" not in status[8:12], f"{name}: {status}"
+        assert status.startswith("HTTP/1.1 4") or status == "(connection closed)", f"{name}: {status}"
+    assert requests.get(server.url + "/v2/health/live").status_code == 200

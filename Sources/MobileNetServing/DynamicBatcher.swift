@@ -30,7 +30,9 @@ public struct BatchingConfiguration: Sendable, Hashable {
 }
 
 /// Receives what a ``DynamicBatcher`` does, for metrics. Called on the batcher's thread (or the
-/// submitting task for refusals): implementations must be quick and thread-safe.
+/// submitting task for refusals); ``queueDepthChanged(model:depth:)`` is called with the
+/// batcher's lock held, so that depths arrive in order: implementations must be quick and
+/// thread-safe, and must not call back into the batcher.
 public protocol BatcherObserver: Sendable {
     /// A network run over `size` images of `model` took `duration`.
     func batchRan(model: String, size: Int, duration: Duration)
@@ -82,10 +84,15 @@ public final class DynamicBatcher: @unchecked Sendable {
     private var stats = BatcherStatistics()
 
     private var nextID: UInt64 = 0
+    /// Requests announced by ``submit(preparing:)`` whose images are still being prepared.
+    private var preparing = 0
+    /// Queued requests that came through ``submit(_:)`` without an announcement.
+    private var unannouncedQueued = 0
 
     private struct Pending {
         var id: UInt64
         var images: [[Float]]
+        var announced: Bool
         var enqueued: ContinuousClock.Instant
         var continuation: CheckedContinuation<ServedOutputs, any Error>
     }
@@ -132,16 +139,57 @@ public final class DynamicBatcher: @unchecked Sendable {
     ///   calling task is cancelled before its batch starts (the request leaves the queue and is
     ///   not run); ``ServingError/inferenceFailed(model:reason:)`` when the network fails.
     public func submit(_ images: [[Float]]) async throws -> ServedOutputs {
-        guard !images.isEmpty else { throw ServingError.invalidInput(field: "inputs", problem: "no images given") }
-        if let bad = images.firstIndex(where: { $0.count != model.inputScalarCount }) {
-            throw ServingError.invalidInput(field: "inputs[\(bad)]", problem: "\(images[bad].count) values, not the \(model.inputScalarCount) of a \(model.inputHeight)x\(model.inputWidth)x3 image")
+        try await submit(images, announced: false)
+    }
+
+    /// Announces a request, prepares its images with `prepare` (decoding, preprocessing), then
+    /// queues them as ``submit(_:)`` does.
+    ///
+    /// While a request is being prepared, a batch that is waiting to fill waits for it (at most
+    /// ``BatchingConfiguration/batchTimeout``); when every request the batcher knows of is queued
+    /// and they all came through here, the batch runs at once instead of waiting on speculation.
+    /// So a lone request pays no batch timeout, and under load batches still fill: the network
+    /// is never idle while work is queued (work-conserving batching).
+    ///
+    /// - Parameter prepare: makes the images (each ``ServedModel/inputScalarCount`` values).
+    /// - Returns: one row per image, in order.
+    /// - Throws: what `prepare` throws, and as ``submit(_:)``.
+    public func submit(preparing prepare: () async throws -> [[Float]]) async throws -> ServedOutputs {
+        changePreparing(by: 1)
+        let images: [[Float]]
+        do { images = try await prepare() } catch {
+            changePreparing(by: -1)
+            throw error
         }
-        guard images.count <= configuration.maxQueuedImages else {
-            throw ServingError.invalidInput(field: "inputs", problem: "\(images.count) images, more than the \(configuration.maxQueuedImages) model '\(model.name)' can queue; send fewer per request")
+        return try await submit(images, announced: true)
+    }
+
+    private func changePreparing(by delta: Int) {
+        condition.lock()
+        preparing += delta
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func submit(_ images: [[Float]], announced: Bool) async throws -> ServedOutputs {
+        // An announced request is no longer "preparing" once it is queued or refused (enqueue does it under the lock).
+        let problem: ServingError?
+        if images.isEmpty {
+            problem = .invalidInput(field: "inputs", problem: "no images given")
+        } else if let bad = images.firstIndex(where: { $0.count != model.inputScalarCount }) {
+            problem = .invalidInput(field: "inputs[\(bad)]", problem: "\(images[bad].count) values, not the \(model.inputScalarCount) of a \(model.inputHeight)x\(model.inputWidth)x3 image")
+        } else if images.count > configuration.maxQueuedImages {
+            problem = .invalidInput(field: "inputs", problem: "\(images.count) images, more than the \(configuration.maxQueuedImages) model '\(model.name)' can queue; send fewer per request")
+        } else {
+            problem = nil
+        }
+        if let problem {
+            if announced { changePreparing(by: -1) }
+            throw problem
         }
         let id = takeID()
         return try await withTaskCancellationHandler {
-            try await enqueue(images, id: id)
+            try await enqueue(images, id: id, announced: announced)
         } onCancel: {
             cancel(id)
         }
@@ -154,9 +202,13 @@ public final class DynamicBatcher: @unchecked Sendable {
         return nextID
     }
 
-    private func enqueue(_ images: [[Float]], id: UInt64) async throws -> ServedOutputs {
+    private func enqueue(_ images: [[Float]], id: UInt64, announced: Bool) async throws -> ServedOutputs {
         try await withCheckedThrowingContinuation { continuation in
             condition.lock()
+            if announced {
+                preparing -= 1
+                condition.broadcast()
+            }
             // Checked under the lock: a cancellation after this point finds the request queued.
             if Task.isCancelled {
                 condition.unlock()
@@ -175,13 +227,14 @@ public final class DynamicBatcher: @unchecked Sendable {
                 continuation.resume(throwing: ServingError.queueFull(model: model.name, limit: configuration.maxQueuedImages))
                 return
             }
-            queue.append(Pending(id: id, images: images, enqueued: .now, continuation: continuation))
+            queue.append(Pending(id: id, images: images, announced: announced, enqueued: .now, continuation: continuation))
             queuedImages += images.count
+            if !announced { unannouncedQueued += 1 }
             stats.requests += 1
-            let depth = queuedImages
+            // Reported under the lock, so that the gauge sees the depths in the order they happened.
+            observer?.queueDepthChanged(model: model.name, depth: queuedImages)
             condition.signal()
             condition.unlock()
-            observer?.queueDepthChanged(model: model.name, depth: depth)
         }
     }
 
@@ -195,10 +248,10 @@ public final class DynamicBatcher: @unchecked Sendable {
         }
         let pending = queue.remove(at: position)
         queuedImages -= pending.images.count
+        if !pending.announced { unannouncedQueued -= 1 }
         stats.cancelled += 1
-        let depth = queuedImages
+        observer?.queueDepthChanged(model: model.name, depth: queuedImages)
         condition.unlock()
-        observer?.queueDepthChanged(model: model.name, depth: depth)
         pending.continuation.resume(throwing: CancellationError())
     }
 
@@ -225,9 +278,10 @@ public final class DynamicBatcher: @unchecked Sendable {
         while true {
             while queue.isEmpty && !stopping { condition.wait() }
             if queue.isEmpty { break }  // stopping, nothing left
-            // Wait for the batch to fill, until the first request has waited batchTimeout.
+            // Wait for the batch to fill, until the first request has waited batchTimeout, while
+            // requests are being prepared or a queued one came without an announcement.
             let deadline = queue[0].enqueued + configuration.batchTimeout
-            while queuedImages < configuration.maxBatchSize && !stopping {
+            while queuedImages < configuration.maxBatchSize && !stopping && (preparing > 0 || unannouncedQueued > 0) && !queue.isEmpty {
                 let left = ContinuousClock.now.duration(to: deadline)
                 guard left > .zero else { break }
                 _ = condition.wait(until: Date(timeIntervalSinceNow: left.seconds))
@@ -238,6 +292,7 @@ public final class DynamicBatcher: @unchecked Sendable {
             while let first = queue.first, first.enqueued.duration(to: now) > configuration.requestTimeout {
                 expired.append(queue.removeFirst())
                 queuedImages -= first.images.count
+                if !first.announced { unannouncedQueued -= 1 }
             }
             stats.timedOut += expired.count
             var batch: [Pending] = []
@@ -245,11 +300,11 @@ public final class DynamicBatcher: @unchecked Sendable {
             while let next = queue.first, batch.isEmpty || count + next.images.count <= configuration.maxBatchSize {
                 batch.append(queue.removeFirst())
                 count += next.images.count
+                if !next.announced { unannouncedQueued -= 1 }
             }
             queuedImages -= count
-            let depth = queuedImages
+            observer?.queueDepthChanged(model: model.name, depth: queuedImages)
             condition.unlock()
-            observer?.queueDepthChanged(model: model.name, depth: depth)
             for pending in expired {
                 pending.continuation.resume(throwing: ServingError.timedOut(model: model.name, waited: pending.enqueued.duration(to: now)))
             }

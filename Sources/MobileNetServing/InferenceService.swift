@@ -209,9 +209,11 @@ public final class InferenceService: Sendable {
         let index = try registry.index(named: name)
         guard (1...limits.maxTopK).contains(top) else { throw .invalidInput(field: "top", problem: "must be between 1 and \(limits.maxTopK), got \(top)") }
         let batcher = try registry.batcher(forIndex: name)
-        let inputs = try await RequestImageDecoder.preprocess([.encoded(image, field: "body")], for: index.embedder, maxPixels: limits.maxImagePixels)
+        let (embedder, maxPixels) = (index.embedder, limits.maxImagePixels)
         let outputs: ServedOutputs
-        do { outputs = try await batcher.submit(inputs) } catch let error as ServingError { throw error } catch {
+        do {
+            outputs = try await batcher.submit(preparing: { try await RequestImageDecoder.preprocess([.encoded(image, field: "body")], for: embedder, maxPixels: maxPixels) })
+        } catch let error as ServingError { throw error } catch {
             throw .inferenceFailed(model: name, reason: String(describing: error))
         }
         let matches: [SimilarityMatch]
@@ -229,8 +231,10 @@ public final class InferenceService: Sendable {
             throw .invalidInput(field: "inputs", problem: "\(images.count) images, more than the \(limits.maxImagesPerRequest) a request may have")
         }
         let batcher = try registry.batcher(for: model.name)
-        let inputs = try await RequestImageDecoder.preprocess(images, for: model, maxPixels: limits.maxImagePixels)
-        do { return try await batcher.submit(inputs) } catch let error as ServingError {
+        let maxPixels = limits.maxImagePixels
+        do {
+            return try await batcher.submit(preparing: { try await RequestImageDecoder.preprocess(images, for: model, maxPixels: maxPixels) })
+        } catch let error as ServingError {
             throw error
         } catch {
             throw .inferenceFailed(model: model.name, reason: String(describing: error))

@@ -89,4 +89,44 @@ struct BatchingTests {
         let stats = batcher.statistics
         #expect(stats.cancelled == 1 && stats.images == 0, "\(stats)")
     }
+
+    @Test("announced requests: a lone one runs at once (no batch timeout); one waits for another that is still being prepared")
+    func workConservingBatching() async throws {
+        let model = try await Harness.embedder()
+        // A 10 s batch timeout that only matters if the batcher waits on speculation.
+        let batcher = DynamicBatcher(model: model, configuration: BatchingConfiguration(maxBatchSize: 8, batchTimeout: .seconds(10), maxQueuedImages: 64))
+        defer { batcher.shutdown(); batcher.waitUntilFinished() }
+        let images = Self.images(2, model: model)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let alone = try await batcher.submit(preparing: { [images[0]] })
+        #expect(alone.count == 1)
+        #expect(start.duration(to: clock.now) < .seconds(5), "a lone announced request waited for the batch timeout")
+        #expect(batcher.statistics.runs == 1)
+
+        // B announces itself and takes 300 ms to prepare; A, queued meanwhile, waits for it: one run of 2.
+        let (started, signal) = AsyncStream<Void>.makeStream()
+        let second = images[1]
+        let b = Task {
+            try await batcher.submit(preparing: {
+                signal.yield()
+                try await Task.sleep(for: .milliseconds(300))
+                return [second]
+            })
+        }
+        var iterator = started.makeAsyncIterator()
+        _ = await iterator.next()
+        let first = images[0]
+        let a = try await batcher.submit(preparing: { [first] })
+        #expect(try await b.value.count == 1 && a.count == 1)
+        let stats = batcher.statistics
+        #expect(stats.runs == 2 && stats.largestBatch == 2, "\(stats)")
+        // A preparation that fails ends its announcement: the next lone request is not held up.
+        await #expect(throws: ServingError.self) {
+            try await batcher.submit(preparing: { throw ServingError.invalidImage(field: "body", problem: "not an image") })
+        }
+        let again = clock.now
+        _ = try await batcher.submit(preparing: { [first] })
+        #expect(again.duration(to: clock.now) < .seconds(5))
+    }
 }

@@ -109,15 +109,15 @@ struct ErrorTests {
     @Test("a full queue: 503 with Retry-After, and the queued request still answered")
     func fullQueue() async throws {
         let png = try Data(contentsOf: Harness.png).base64EncodedString()
-        // One image may wait; the batch would wait a minute for more, so the second request finds
-        // the queue full whatever the machine's load. Shutting the batcher down then runs the
-        // waiting image at once (a shutdown drains the queue).
+        // One image may wait. A direct (unannounced) submission fills the queue and waits a
+        // minute for a batch to fill, so the HTTP request finds the queue full whatever the
+        // machine's load. Shutting the batcher down then runs the waiting image at once.
         let batching = BatchingConfiguration(maxBatchSize: 8, batchTimeout: .seconds(60), maxQueuedImages: 1)
-        try await Harness.withServer(models: [try await Harness.imagenet()], batching: batching) { client, registry, metrics in
+        let model = try await Harness.imagenet()
+        try await Harness.withServer(models: [model], batching: batching) { client, registry, metrics in
             let batcher = try registry.batcher(for: "imagenet")
-            let first = Task {
-                try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: try Harness.body(["instances": [["b64": png]]])) { $0.status }
-            }
+            let image = try Harness.nestedTensor(Harness.png, for: model).flatMap { $0.flatMap { $0 } }
+            let first = Task { try await batcher.submit([image]) }
             let clock = ContinuousClock(), deadline = clock.now + .seconds(10)
             while batcher.queueDepth == 0, clock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
             #expect(batcher.queueDepth == 1)
@@ -128,7 +128,7 @@ struct ErrorTests {
             }
             #expect(batcher.statistics.rejected == 1)
             batcher.shutdown()
-            #expect(try await first.value == .ok)
+            #expect(try await first.value.count == 1)
             #expect(String(decoding: metrics.exposition(), as: UTF8.self).contains("mobilenet_requests_rejected_total{model=\"imagenet\"} 1"))
         }
     }

@@ -43,7 +43,8 @@ struct LiveServerTests {
     @Test("a client that disconnects while its request waits in the queue: the request is cancelled, not run")
     func disconnectCancels() async throws {
         let state = ServerState()
-        // A batch waits up to 20 s to fill: the one request stays queued until its client leaves.
+        // A batch waits up to 20 s to fill behind a direct (unannounced) submission: the HTTP
+        // request stays queued until its client leaves.
         let configuration = ServerConfiguration(host: "127.0.0.1", port: 0, batching: BatchingConfiguration(maxBatchSize: 8, batchTimeout: .seconds(20)))
         let portBox = PortBox()
         let app = MobileNetServer.makeApplication(specifications: [try ModelSpecification(name: "imagenet", path: Harness.topWeights.path)],
@@ -56,6 +57,10 @@ struct LiveServerTests {
             let service = try #require(state.service)
             let batcher = try service.registry.batcher(for: "imagenet")
             let port = try #require(portBox.value)
+            let model = try service.registry.model(named: "imagenet")
+            let image = try Harness.nestedTensor(Harness.png, for: model).flatMap { $0.flatMap { $0 } }
+            let holder = Task { try await batcher.submit([image]) }
+            while batcher.queueDepth < 1 { try await Task.sleep(for: .milliseconds(5)) }
             // A raw TCP client: the whole request, then close before the answer.
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             #expect(fd >= 0)
@@ -70,7 +75,7 @@ struct LiveServerTests {
             #expect(sent == request.count)
             var queued = false
             for _ in 0..<2000 where !queued {
-                queued = batcher.queueDepth == 1
+                queued = batcher.queueDepth == 2
                 if !queued { try await Task.sleep(for: .milliseconds(5)) }
             }
             #expect(queued, "the request never reached the queue")
@@ -81,9 +86,11 @@ struct LiveServerTests {
                 if !cancelled { try await Task.sleep(for: .milliseconds(5)) }
             }
             #expect(cancelled, "the request was not cancelled within 5 s of the disconnect")
-            #expect(batcher.queueDepth == 0 && batcher.statistics.images == 0)
+            #expect(batcher.queueDepth == 1 && batcher.statistics.images == 0)
             // The server goes on answering others.
             try await client.execute(uri: "/v2/health/ready", method: .get) { #expect($0.status == .ok) }
+            batcher.shutdown()  // runs the held image
+            #expect(try await holder.value.count == 1)
         }
     }
 }

@@ -28,7 +28,9 @@ struct FineTuneManifest: Decodable {
                                      classes: classes, classifierActivation: .none)
         }
     }
-    struct Run: Decodable { let optimizer: String; let parameters: [String: Double]; let steps: [[Variable]] }
+    struct Parameters: Decodable { let learning_rate: Double; let rho: Double?, momentum: Double?, epsilon: Double?, beta_1: Double?, beta_2: Double?
+        let centered: Bool?, amsgrad: Bool?, nesterov: Bool? }
+    struct Run: Decodable { let optimizer: String; let parameters: Parameters; let steps: [[Variable]] }
     struct OptimizerFixture: Decodable { let fixture: String; let file: String; let variables: [String]; let runs: [Run] }
     let fixtures: [Fixture]
     let optimizer: OptimizerFixture
@@ -111,12 +113,21 @@ struct FineTuningGradientTests {
         #expect(manifest.optimizer.runs.map(\.optimizer) == ["rmsprop", "adam", "sgd"])
         for run in manifest.optimizer.runs {
             let p = run.parameters
-            let settings: OptimizerSettings
+            // Our defaults are Keras's: the fixture records the values Keras used.
+            let settings: OptimizerSettings, recorded: OptimizerSettings
             switch run.optimizer {
-            case "rmsprop": settings = .rmsprop(learningRate: p["learning_rate"]!)
-            case "adam": settings = .adam(learningRate: p["learning_rate"]!)
-            default: settings = .sgd(learningRate: p["learning_rate"]!, momentum: p["momentum"]!)
+            case "rmsprop":
+                settings = .rmsprop(learningRate: p.learning_rate)
+                recorded = .rmsprop(learningRate: p.learning_rate, rho: try #require(p.rho), momentum: try #require(p.momentum), epsilon: try #require(p.epsilon))
+            case "adam":
+                settings = .adam(learningRate: p.learning_rate)
+                recorded = .adam(learningRate: p.learning_rate, beta1: try #require(p.beta_1), beta2: try #require(p.beta_2), epsilon: try #require(p.epsilon))
+            default:
+                settings = .sgd(learningRate: p.learning_rate, momentum: try #require(p.momentum))
+                recorded = settings
             }
+            #expect(p.centered != true && p.amsgrad != true && p.nesterov != true)
+            #expect(settings == recorded, "\(run.optimizer): defaults \(settings), Keras \(recorded)")
             var optimizer = Optimizer(settings)
             let initial = names.map { model.variables[$0]! }
             var parameters = initial

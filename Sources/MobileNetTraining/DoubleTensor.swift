@@ -4,7 +4,7 @@ import MobileNetKernels
 ///
 /// Training runs in Double (like the classifier head's training) so that gradients can be
 /// checked by central finite differences and compared with TensorFlow's float32 gradients
-/// without the reference adding rounding noise of its own. Layouts are those of ``Tensor``:
+/// without the reference adding rounding noise of its own. Layouts are those of ``/MobileNetKernels/Tensor``:
 /// NHWC activations `[batch, height, width, channels]`, HWIO `Conv2D` kernels
 /// `[kh, kw, in, out]`, `[kh, kw, channels, 1]` depthwise kernels, `[in, out]` Dense kernels.
 public struct DoubleTensor: Sendable, Equatable {

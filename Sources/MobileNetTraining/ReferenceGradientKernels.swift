@@ -8,7 +8,7 @@ import MobileNetKernels
 /// functions define them (`Conv2DBackpropInput`/`Conv2DBackpropFilter`,
 /// `DepthwiseConv2dNativeBackprop*`, `Relu6Grad`, ...). They are written for clarity, with the
 /// channel dimension innermost so release builds vectorise them; they are the oracle a faster
-/// (oneDNN) backward pass is to be checked against. Like ``ReferenceKernels`` they know nothing
+/// (oneDNN) backward pass is to be checked against. Like ``/MobileNetKernels/ReferenceKernels`` they know nothing
 /// of MobileNetV2. Shape mismatches are programmer errors (`precondition`).
 public enum ReferenceGradientKernels {
     /// TensorFlow's `padding="same"` for one dimension: total `max((ceil(n/s) − 1)·s + k − n, 0)`,

@@ -114,20 +114,20 @@ struct FineTuningGradientTests {
         for run in manifest.optimizer.runs {
             let p = run.parameters
             // Our defaults are Keras's: the fixture records the values Keras used.
-            let settings: OptimizerSettings, recorded: OptimizerSettings
+            let settings: OptimizerSettings, kerasSettings: OptimizerSettings
             switch run.optimizer {
             case "rmsprop":
                 settings = .rmsprop(learningRate: p.learning_rate)
-                recorded = .rmsprop(learningRate: p.learning_rate, rho: try #require(p.rho), momentum: try #require(p.momentum), epsilon: try #require(p.epsilon))
+                kerasSettings = .rmsprop(learningRate: p.learning_rate, rho: try #require(p.rho), momentum: try #require(p.momentum), epsilon: try #require(p.epsilon))
             case "adam":
                 settings = .adam(learningRate: p.learning_rate)
-                recorded = .adam(learningRate: p.learning_rate, beta1: try #require(p.beta_1), beta2: try #require(p.beta_2), epsilon: try #require(p.epsilon))
+                kerasSettings = .adam(learningRate: p.learning_rate, beta1: try #require(p.beta_1), beta2: try #require(p.beta_2), epsilon: try #require(p.epsilon))
             default:
                 settings = .sgd(learningRate: p.learning_rate, momentum: try #require(p.momentum))
-                recorded = settings
+                kerasSettings = settings
             }
             #expect(p.centered != true && p.amsgrad != true && p.nesterov != true)
-            #expect(settings == recorded, "\(run.optimizer): defaults \(settings), Keras \(recorded)")
+            #expect(settings == kerasSettings, "\(run.optimizer): defaults \(settings), Keras \(kerasSettings)")
             var optimizer = Optimizer(settings)
             let initial = names.map { model.variables[$0]! }
             var parameters = initial
@@ -138,10 +138,14 @@ struct FineTuningGradientTests {
                     let keras = recorded[variable.offset..<(variable.offset + variable.count)].map(Double.init)
                     // Compare the total change from the initial weights; Keras works in float32, so
                     // allow its rounding of the weights (2^-24 of each value) on top of 1e-4 of the change.
-                    let ours = zip(parameters[k], initial[k]).map { $0 - $1 }, theirs = zip(keras, initial[k]).map { $0 - $1 }
-                    let changeNorm = theirs.reduce(0) { $0 + $1 * $1 }.squareRoot()
-                    let weightNorm = initial[k].reduce(0) { $0 + $1 * $1 }.squareRoot()
-                    let diff = zip(ours, theirs).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }.squareRoot()
+                    var diff2 = 0.0, change2 = 0.0, weight2 = 0.0
+                    for i in keras.indices {
+                        let ours = parameters[k][i] - initial[k][i], theirs = keras[i] - initial[k][i]
+                        diff2 += (ours - theirs) * (ours - theirs)
+                        change2 += theirs * theirs
+                        weight2 += initial[k][i] * initial[k][i]
+                    }
+                    let (diff, changeNorm, weightNorm) = (diff2.squareRoot(), change2.squareRoot(), weight2.squareRoot())
                     #expect(changeNorm > 0, "\(run.optimizer) step \(stepIndex + 1) \(variable.path): Keras did not change it")
                     #expect(diff <= 1e-4 * changeNorm + 1.2e-7 * weightNorm,
                             "\(run.optimizer) step \(stepIndex + 1) \(variable.path): ‖Δours − Δkeras‖ = \(diff), ‖Δkeras‖ = \(changeNorm)")

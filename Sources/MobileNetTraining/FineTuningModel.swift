@@ -71,8 +71,10 @@ public struct FineTuningModel: Sendable {
     /// The shape of every variable, by path.
     public let variableShapes: [String: [Int]]
 
-    /// The head's Dense layer name and the pooling layer name (Keras's auto-names with a fresh session).
-    public static let classifierLayer = "predictions", poolingLayer = "global_average_pooling2d"
+    /// The head's Dense layer: `predictions`, as in Keras Applications, so its variables are
+    /// `"predictions/kernel"` `[lastChannels, classes]` and `"predictions/bias"` `[classes]`.
+    public static let classifierLayer = "predictions"
+    static let classifierKernel = path(layer: classifierLayer, variable: "kernel"), classifierBias = path(layer: classifierLayer, variable: "bias")
 
     /// Builds the model from a configuration and weights.
     ///
@@ -200,7 +202,7 @@ public struct FineTuningModel: Sendable {
             for i in dropped.scalars.indices { dropped.scalars[i] *= m[i] }
             mask = m
         }
-        let logits = ReferenceGradientKernels.dense(dropped, kernel: variable("predictions/kernel")!, bias: variables["predictions/bias"]!)
+        let logits = ReferenceGradientKernels.dense(dropped, kernel: variable(Self.classifierKernel)!, bias: variables[Self.classifierBias]!)
         return ForwardPass(logits: logits, activations: activations, pooled: pooled, featuresShape: features.shape, dropoutMask: mask)
     }
 
@@ -251,9 +253,9 @@ public struct FineTuningModel: Sendable {
         // Head: Dense, Dropout, pooling.
         var dropped = pass.pooled
         if let mask = pass.dropoutMask { for i in dropped.scalars.indices { dropped.scalars[i] *= mask[i] } }
-        let dense = K.denseBackward(dropped, kernel: variable("predictions/kernel")!, dy: logitsGradient)
-        grads["predictions/kernel"] = dense.dkernel
-        grads["predictions/bias"] = DoubleTensor(shape: [dense.dbias.count], scalars: dense.dbias)
+        let dense = K.denseBackward(dropped, kernel: variable(Self.classifierKernel)!, dy: logitsGradient)
+        grads[Self.classifierKernel] = dense.dkernel
+        grads[Self.classifierBias] = DoubleTensor(shape: [dense.dbias.count], scalars: dense.dbias)
         guard fineTuneAt < layers.count else { return grads }
         var dpooled = dense.dx
         if let mask = pass.dropoutMask { for i in dpooled.scalars.indices { dpooled.scalars[i] *= mask[i] } }

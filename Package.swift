@@ -51,6 +51,10 @@ let package = Package(
         // BatchNorm folding, ImageNet class names. Knows nothing of file formats.
         // Knows no backend: the default one (oneDNN) is chosen in the umbrella module.
         .target(name: "MobileNetModel", dependencies: ["MobileNetKernels"]),
+        // Training the network itself: plain-Swift reference forward and backward passes (Double),
+        // the fine-tuning model (Keras `base_model.layers[N:]` trainable), softmax cross-entropy
+        // with label smoothing, and Keras's optimisers. Knows nothing of file formats.
+        .target(name: "MobileNetTraining", dependencies: ["MobileNetModel", "MobileNetKernels"]),
         // Weight files (.h5, .weights.h5, .keras), weight resolution and download, image
         // decoding and resizing, .npy output.
         .target(
@@ -83,7 +87,7 @@ let package = Package(
         // evaluation, the model file, Keras import and export, the training workflow.
         .target(
             name: "MobileNetTransfer",
-            dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "CMobileNetShims"]
+            dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining", "CMobileNetShims"]
         ),
         // OpenBLAS (Debian libopenblas-dev), found through pkg-config: similarity search.
         .systemLibrary(
@@ -95,7 +99,7 @@ let package = Package(
         // Similarity search and near-duplicate detection over embeddings.
         .target(name: "MobileNetSearch", dependencies: ["CBLAS", "MobileNetStore", "MobileNetPipeline"]),
         // Umbrella module: `import MobileNet`.
-        .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTransfer", "MobileNetSearch"]),
+        .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining", "MobileNetTransfer", "MobileNetSearch"]),
         // Model serving without HTTP: the served models and their registry, TensorFlow Serving
         // REST and KServe v2 request decoding and response encoding, the dynamic batcher.
         .target(name: "MobileNetServing", dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTransfer", "MobileNetSearch", "MobileNetKernels"]),
@@ -129,6 +133,7 @@ let package = Package(
         .target(name: "MobileNetTestSupport", dependencies: ["MobileNet"], path: "Tests/MobileNetTestSupport"),
         .testTarget(name: "MobileNetKernelsTests", dependencies: ["MobileNetKernels", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetModelTests", dependencies: ["MobileNet", "MobileNetModel", "MobileNetTestSupport"]),
+        .testTarget(name: "MobileNetTrainingTests", dependencies: ["MobileNet", "MobileNetTraining", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetIOTests", dependencies: ["MobileNet", "MobileNetFuzzTargets", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetStoreTests", dependencies: ["MobileNetStore", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetTransferTests", dependencies: ["MobileNet", "MobileNetTestSupport"]),

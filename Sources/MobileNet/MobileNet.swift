@@ -8,6 +8,7 @@
 @_exported import MobileNetPipeline
 @_exported import MobileNetSearch
 @_exported import MobileNetStore
+@_exported import MobileNetTraining
 @_exported import MobileNetTransfer
 
 extension MobileNetV2 {

@@ -91,3 +91,18 @@ struct WeightMatcher {
         }
     }
 }
+
+extension KerasWeightSet {
+    /// The values of every weight variable of the network for `configuration`, by Keras layer
+    /// name, each layer's arrays in Keras's variable order (``LayerSpec/weights``), matched
+    /// strictly as ``MobileNetV2`` matches them: by layer name, then by variable position (Keras 3
+    /// files) or name (legacy files); every stored layer used once, shapes checked, no NaN or
+    /// infinite value, no negative moving variance.
+    ///
+    /// - Throws: ``ModelError`` naming the layer and what was expected (another alpha, a missing
+    ///   or unexpected classifier, a shape mismatch, unused layers, ...).
+    public func matched(to configuration: MobileNetV2Configuration) throws(ModelError) -> [String: [[Float]]] {
+        let layers = try MobileNetV2Architecture.layers(for: configuration)
+        return try WeightMatcher(configuration: configuration, layers: layers, weights: self).match()
+    }
+}

@@ -1,19 +1,6 @@
 import Foundation
 import MobileNetPipeline
-
-/// The optimiser and its hyper-parameters, with Keras's defaults and update rules.
-public enum OptimizerSettings: Sendable, Equatable, Codable {
-    /// Keras `Adam`: `m ← m + (g − m)(1 − β1)`, `v ← v + (g² − v)(1 − β2)`,
-    /// `w ← w − lr·√(1 − β2ᵗ)/(1 − β1ᵗ) · m / (√v + ε)`. Keras defaults β1 0.9, β2 0.999, ε 1e-7.
-    case adam(learningRate: Double, beta1: Double = 0.9, beta2: Double = 0.999, epsilon: Double = 1e-7)
-    /// Keras `SGD` with momentum: `v ← momentum·v − lr·g`, `w ← w + v` (plain SGD when momentum is 0).
-    case sgd(learningRate: Double, momentum: Double = 0)
-
-    /// The learning rate.
-    public var learningRate: Double {
-        switch self { case .adam(let lr, _, _, _), .sgd(let lr, _): return lr }
-    }
-}
+import MobileNetTraining
 
 /// How the head is trained. Defaults follow the Keras transfer-learning guide.
 public struct TrainingSettings: Sendable, Equatable, Codable {
@@ -170,52 +157,6 @@ public struct HeadObjective: Sendable {
             }
         }
         return (loss, gradients, logits)
-    }
-}
-
-/// Adam or SGD state over a list of parameter arrays (generic: works for any trainable layers,
-/// such as backbone layers unfrozen for fine-tuning later).
-public struct Optimizer: Sendable {
-    /// The settings.
-    public let settings: OptimizerSettings
-    private var first: [[Double]] = []
-    private var second: [[Double]] = []
-    private var step = 0
-
-    /// A fresh optimiser (zero moments).
-    public init(_ settings: OptimizerSettings) { self.settings = settings }
-
-    /// Applies one update to `parameters` given `gradients` of the same shapes.
-    public mutating func update(_ parameters: inout [[Double]], gradients: [[Double]]) {
-        if first.isEmpty {
-            first = parameters.map { [Double](repeating: 0, count: $0.count) }
-            second = first
-        }
-        step += 1
-        switch settings {
-        case .adam(let lr, let b1, let b2, let eps):
-            let t = Double(step)
-            let alpha = lr * (1 - Foundation.pow(b2, t)).squareRoot() / (1 - Foundation.pow(b1, t))
-            for p in parameters.indices {
-                for i in parameters[p].indices {
-                    let g = gradients[p][i]
-                    first[p][i] += (g - first[p][i]) * (1 - b1)
-                    second[p][i] += (g * g - second[p][i]) * (1 - b2)
-                    parameters[p][i] -= first[p][i] * alpha / (second[p][i].squareRoot() + eps)
-                }
-            }
-        case .sgd(let lr, let momentum):
-            for p in parameters.indices {
-                for i in parameters[p].indices {
-                    if momentum == 0 {
-                        parameters[p][i] -= lr * gradients[p][i]
-                    } else {
-                        first[p][i] = momentum * first[p][i] - lr * gradients[p][i]
-                        parameters[p][i] += first[p][i]
-                    }
-                }
-            }
-        }
     }
 }
 

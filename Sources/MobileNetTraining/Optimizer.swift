@@ -1,0 +1,101 @@
+import Foundation
+
+/// The optimiser and its hyper-parameters, with Keras 3's defaults and update rules
+/// (`keras/src/optimizers/{adam,sgd,rmsprop}.py`). `g` is the gradient, `w` the variable,
+/// `t` the step count starting at 1; every rule is applied element-wise.
+public enum OptimizerSettings: Sendable, Equatable, Codable {
+    /// Keras `Adam`: `m ← m + (g − m)(1 − β1)`, `v ← v + (g² − v)(1 − β2)`,
+    /// `w ← w − lr·√(1 − β2ᵗ)/(1 − β1ᵗ) · m / (√v + ε)`. Keras defaults β1 0.9, β2 0.999, ε 1e-7.
+    case adam(learningRate: Double, beta1: Double = 0.9, beta2: Double = 0.999, epsilon: Double = 1e-7)
+    /// Keras `SGD` with momentum (not Nesterov): `v ← momentum·v − lr·g`, `w ← w + v` (plain SGD,
+    /// `w ← w − lr·g`, when momentum is 0).
+    case sgd(learningRate: Double, momentum: Double = 0)
+    /// Keras `RMSprop`: `a ← ρ·a + (1 − ρ)·g²`; centered: also `ḡ ← ρ·ḡ + (1 − ρ)·g` and
+    /// `d = a − ḡ² + ε`, else `d = a + ε`; `Δ = lr·g / √d`; with momentum `m ← momentum·m + Δ`,
+    /// `w ← w − m`, else `w ← w − Δ`. Keras defaults ρ 0.9, momentum 0, ε 1e-7, not centered
+    /// (the Keras fine-tuning guide's optimiser).
+    case rmsprop(learningRate: Double, rho: Double = 0.9, momentum: Double = 0, epsilon: Double = 1e-7, centered: Bool = false)
+
+    /// The learning rate.
+    public var learningRate: Double {
+        switch self {
+        case .adam(let lr, _, _, _), .sgd(let lr, _), .rmsprop(let lr, _, _, _, _): return lr
+        }
+    }
+}
+
+/// Optimiser state (Adam moments, momentum, RMSprop averages) over a list of parameter arrays:
+/// the classifier head's Dense layers, or the trainable variables of a fine-tuned backbone
+/// (``FineTuningModel``). Arrays are matched by position; their sizes must not change between steps.
+public struct Optimizer: Sendable {
+    /// The settings.
+    public let settings: OptimizerSettings
+    private var first: [[Double]] = []
+    private var second: [[Double]] = []
+    private var third: [[Double]] = []
+    /// Number of updates applied so far (Keras `optimizer.iterations`).
+    public private(set) var step = 0
+
+    /// A fresh optimiser (zero state, as Keras creates its slot variables).
+    public init(_ settings: OptimizerSettings) { self.settings = settings }
+
+    /// Applies one update to `parameters` given `gradients` of the same shapes.
+    ///
+    /// - Precondition: `gradients` has one array per parameter array, of the same length, and
+    ///   the lengths are those of the first update (a programmer error otherwise).
+    public mutating func update(_ parameters: inout [[Double]], gradients: [[Double]]) {
+        precondition(gradients.count == parameters.count && zip(parameters, gradients).allSatisfy { $0.count == $1.count },
+                     "Optimizer.update: gradients do not match the parameters")
+        if first.isEmpty {
+            first = parameters.map { [Double](repeating: 0, count: $0.count) }
+            second = first
+            third = first
+        }
+        precondition(first.count == parameters.count && zip(first, parameters).allSatisfy { $0.count == $1.count },
+                     "Optimizer.update: parameter sizes changed since the first update")
+        step += 1
+        switch settings {
+        case .adam(let lr, let b1, let b2, let eps):
+            let t = Double(step)
+            let alpha = lr * (1 - Foundation.pow(b2, t)).squareRoot() / (1 - Foundation.pow(b1, t))
+            for p in parameters.indices {
+                for i in parameters[p].indices {
+                    let g = gradients[p][i]
+                    first[p][i] += (g - first[p][i]) * (1 - b1)
+                    second[p][i] += (g * g - second[p][i]) * (1 - b2)
+                    parameters[p][i] -= first[p][i] * alpha / (second[p][i].squareRoot() + eps)
+                }
+            }
+        case .sgd(let lr, let momentum):
+            for p in parameters.indices {
+                for i in parameters[p].indices {
+                    if momentum == 0 {
+                        parameters[p][i] -= lr * gradients[p][i]
+                    } else {
+                        first[p][i] = momentum * first[p][i] - lr * gradients[p][i]
+                        parameters[p][i] += first[p][i]
+                    }
+                }
+            }
+        case .rmsprop(let lr, let rho, let momentum, let eps, let centered):
+            for p in parameters.indices {
+                for i in parameters[p].indices {
+                    let g = gradients[p][i]
+                    second[p][i] = rho * second[p][i] + (1 - rho) * g * g
+                    var denominator = second[p][i] + eps
+                    if centered {
+                        third[p][i] = rho * third[p][i] + (1 - rho) * g
+                        denominator -= third[p][i] * third[p][i]
+                    }
+                    let increment = lr * g / denominator.squareRoot()
+                    if momentum > 0 {
+                        first[p][i] = momentum * first[p][i] + increment
+                        parameters[p][i] -= first[p][i]
+                    } else {
+                        parameters[p][i] -= increment
+                    }
+                }
+            }
+        }
+    }
+}

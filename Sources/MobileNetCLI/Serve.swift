@@ -58,6 +58,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("idle-timeout"), help: ArgumentHelp("Seconds an idle connection is kept open.", valueName: "s"))
     var idleTimeoutSeconds: Double = 60
 
+    @Option(name: .customLong("shutdown-timeout"), help: ArgumentHelp("Seconds a graceful shutdown (SIGTERM) may take before open connections are cancelled.", valueName: "s"))
+    var shutdownTimeoutSeconds: Double = 25
+
     @Option(name: .long, help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error or critical.", valueName: "level"))
     var logLevel = "info"
 
@@ -81,6 +84,9 @@ struct Serve: AsyncParsableCommand {
         }
         guard idleTimeoutSeconds.isFinite, (0.1...86400).contains(idleTimeoutSeconds) else {
             throw ValidationError("--idle-timeout must be between 0.1 and 86400 seconds, got \(idleTimeoutSeconds)")
+        }
+        guard shutdownTimeoutSeconds.isFinite, (0.1...3600).contains(shutdownTimeoutSeconds) else {
+            throw ValidationError("--shutdown-timeout must be between 0.1 and 3600 seconds, got \(shutdownTimeoutSeconds)")
         }
         guard maxQueue >= 1 else { throw ValidationError("--max-queue must be at least 1, got \(maxQueue)") }
         guard maxBodyBytes >= 1 else { throw ValidationError("--max-body-bytes must be at least 1, got \(maxBodyBytes)") }
@@ -116,7 +122,7 @@ struct Serve: AsyncParsableCommand {
             limits: ServingLimits(maxBodyBytes: maxBodyBytes, maxImagePixels: image.maxPixels, maxImagesPerRequest: maxImagesPerRequest),
             batching: BatchingConfiguration(maxBatchSize: maxBatchSize, batchTimeout: .microseconds(Int64(batchTimeoutMilliseconds * 1000)), maxQueuedImages: maxQueue,
                                             requestTimeout: .milliseconds(Int64(requestTimeoutSeconds * 1000))),
-            idleTimeout: .milliseconds(Int64(idleTimeoutSeconds * 1000)))
+            idleTimeout: .milliseconds(Int64(idleTimeoutSeconds * 1000)), shutdownTimeout: .milliseconds(Int64(shutdownTimeoutSeconds * 1000)))
         do {
             try await MobileNetServer.run(specifications: specifications, indexes: indexSpecifications, loading: loading, configuration: configuration, logger: logger)
         } catch {

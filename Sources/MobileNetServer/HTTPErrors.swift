@@ -14,7 +14,8 @@ struct ServingHTTPError: HTTPResponseError {
         case .modelNotFound, .indexNotFound, .imageNotFound, .versionNotFound: .notFound
         case .bodyTooLarge: .contentTooLarge
         case .queueFull, .timedOut, .shuttingDown, .notReady: .serviceUnavailable
-        case .inferenceFailed, .modelLoadFailed: .internalServerError
+        case .methodNotAllowed: .methodNotAllowed
+        case .inferenceFailed, .modelLoadFailed, .indexLoadFailed: .internalServerError
         case .invalidJSON, .invalidInput, .unknownSignature, .invalidImage, .invalidSpecification: .badRequest
         }
     }
@@ -22,6 +23,7 @@ struct ServingHTTPError: HTTPResponseError {
     func response(from request: Request, context: some RequestContext) throws -> Response {
         var headers: HTTPFields = [.contentType: "application/json"]
         if error.isRetryable { headers[.retryAfter] = String(retryAfterSeconds) }
+        if case .methodNotAllowed(_, let allowed) = error { headers[.allow] = allowed }
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: ServingJSON.error(error.description))))
     }
 }

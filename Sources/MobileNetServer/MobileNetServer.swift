@@ -11,7 +11,8 @@ import ServiceLifecycle
 ///
 /// The server is live at once; it becomes ready (`/v2/health/ready` 200, model routes answer)
 /// when every model is loaded. SIGTERM or SIGINT shut it down gracefully: no new connections,
-/// open requests answered, then the batchers drain and stop.
+/// open requests answered, then the batchers drain and stop; what is still open after
+/// ``ServerConfiguration/shutdownTimeout`` is cancelled.
 public enum MobileNetServer {
     /// The router with every route and the error and metrics middleware.
     ///
@@ -73,7 +74,9 @@ public enum MobileNetServer {
         let app = makeApplication(specifications: specifications, indexes: indexes, loading: loading, configuration: configuration, logger: logger) { port in
             logger.info("listening", metadata: ["host": .string(configuration.host), "port": .stringConvertible(port)])
         }
-        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        var group = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        group.maximumGracefulShutdownDuration = configuration.shutdownTimeout
+        try await ServiceGroup(configuration: group).run()
     }
 }
 

@@ -87,7 +87,7 @@ struct ServingRoutes: Sendable {
         router.post("/v1/similar") { request, context in
             let service = try state.requireService()
             let index: String
-            if let name = request.uri.queryParameters.get("index") { index = name } else {
+            if let name = Self.query(request, "index") { index = name } else {
                 guard let first = service.registry.indexes.first else {
                     throw ServingError.invalidInput(field: "index", problem: "no index is served (start the server with --index NAME=DB)")
                 }
@@ -100,12 +100,22 @@ struct ServingRoutes: Sendable {
         // The models and indexes (for the page), and an indexed image (a match's thumbnail).
         router.get("/v1/catalog") { _, _ in json(try state.requireService().catalog()) }
         router.get("/v1/indexes/{name}/image") { request, context in
-            guard let file = request.uri.queryParameters.get("file") else {
+            guard let file = Self.query(request, "file") else {
                 throw ServingError.invalidInput(field: "file", problem: "name the indexed image: ?file=PATH (the 'file' of a similarity match)")
             }
             let image = try state.requireService().indexedImage(index: try context.parameters.require("name"), file: file)
             return Response(status: .ok, headers: [.contentType: image.mediaType, .cacheControl: "private, max-age=300"],
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: image.bytes)))
+        }
+
+        // HEAD for load balancers' health checks and the page; a GET on a POST-only route is 405.
+        router.head("/v2/health/live") { _, _ in Response(status: .ok) }
+        router.head("/v2/health/ready") { _, _ in Response(status: state.isReady ? .ok : .serviceUnavailable) }
+        router.head("/") { _, _ in Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"]) }
+        for path in ["/v1/classify", "/v1/embed", "/v1/similar"] {
+            router.get(RouterPath(path)) { _, _ -> Response in
+                throw ServingError.methodNotAllowed(path: path, allowed: "POST")
+            }
         }
 
         // Operations.
@@ -119,6 +129,19 @@ struct ServingRoutes: Sendable {
         router.get("/") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: ResponseBody(byteBuffer: ByteBuffer(string: IndexPage.html)))
         }
+    }
+
+    /// The query parameter `name`, decoded as browsers and `requests` encode forms
+    /// (`application/x-www-form-urlencoded`: `+` is a space, `%XX` a byte); the first when repeated.
+    static func query(_ request: Request, _ name: String) -> String? {
+        guard let query = request.uri.query else { return nil }
+        for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            func decode(_ text: Substring) -> String? { String(text).replacingOccurrences(of: "+", with: " ").removingPercentEncoding }
+            guard let key = decode(parts[0]), key == name else { continue }
+            return parts.count > 1 ? decode(parts[1]) : ""
+        }
+        return nil
     }
 
     /// `resnet:predict` to (`resnet`, `predict`).
@@ -182,7 +205,7 @@ struct ServingRoutes: Sendable {
     }
 
     private func modelParameter(_ request: Request, service: InferenceService, classifier: Bool) throws(ServingError) -> String {
-        if let name = request.uri.queryParameters.get("model") { return name }
+        if let name = Self.query(request, "model") { return name }
         let candidates = service.registry.models.filter { !classifier || $0.kind.isClassifier }
         guard let first = candidates.first else {
             throw .invalidInput(field: "model", problem: "no \(classifier ? "classifier" : "model") is served; name one with ?model=NAME")
@@ -191,7 +214,7 @@ struct ServingRoutes: Sendable {
     }
 
     private func topParameter(_ request: Request, default value: Int, limit: Int) throws(ServingError) -> Int {
-        guard let text = request.uri.queryParameters.get("top") else { return value }
+        guard let text = Self.query(request, "top") else { return value }
         guard let top = Int(text), (1...limit).contains(top) else {
             throw .invalidInput(field: "top", problem: "must be an integer between 1 and \(limit), got '\(text)'")
         }

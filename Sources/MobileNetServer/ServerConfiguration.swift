@@ -15,18 +15,24 @@ public struct ServerConfiguration: Sendable {
     /// How long a connection may stay idle (no request being read or answered) before the server
     /// closes it (default 60 s), so idle or stalled clients cannot hold connections forever.
     public var idleTimeout: Duration
+    /// How long a graceful shutdown (SIGTERM, SIGINT) may take (default 25 s, under Kubernetes'
+    /// 30 s grace period): open requests are answered meanwhile; after it, the connections that
+    /// are left (a client stalled mid-upload) are cancelled and the process exits.
+    public var shutdownTimeout: Duration
 
     /// TensorFlow Serving's REST port.
     public static let defaultPort = 8501
 
     /// Creates a configuration.
     public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, limits: ServingLimits = ServingLimits(),
-                batching: BatchingConfiguration = BatchingConfiguration(), retryAfterSeconds: Int = 1, idleTimeout: Duration = .seconds(60)) {
+                batching: BatchingConfiguration = BatchingConfiguration(), retryAfterSeconds: Int = 1, idleTimeout: Duration = .seconds(60),
+                shutdownTimeout: Duration = .seconds(25)) {
         self.host = host
         self.port = port
         self.limits = limits
         self.batching = batching
         self.retryAfterSeconds = max(1, retryAfterSeconds)
         self.idleTimeout = max(.milliseconds(100), idleTimeout)
+        self.shutdownTimeout = max(.milliseconds(100), shutdownTimeout)
     }
 }

@@ -187,7 +187,7 @@ public final class ModelRegistry: Sendable {
     /// Loads the specified indexes; the served models' files are tried first as their backbones.
     ///
     /// - Throws: ``ServingError/invalidSpecification(_:)`` for two specifications of one name,
-    ///   ``ServingError/modelLoadFailed(name:path:reason:)`` for the first index that cannot be loaded.
+    ///   ``ServingError/indexLoadFailed(name:path:reason:)`` for the first index that cannot be loaded.
     public static func loadIndexes(_ specifications: [IndexSpecification], models: [ServedModel], options: ModelLoadingOptions) async throws(ServingError) -> [ServedIndex] {
         var seen = Set<String>()
         for spec in specifications where !seen.insert(spec.name).inserted {

@@ -40,23 +40,25 @@ public final class ServedIndex: Sendable {
     /// The index's backbone as an embedder (``ServedModelKind/embedder``), with the preprocessing
     /// the queries get (the one the index was built with).
     public let embedder: ServedModel
-    /// The indexed paths: the only files ``image(file:maxBytes:)`` reads.
-    private let files: Set<String>
+    /// The indexed paths and the SHA-256 of their bytes when indexed: the only files, and the
+    /// only contents, ``image(file:maxBytes:)`` serves.
+    private let files: [String: String]
 
-    private init(name: String, source: URL, search: EmbeddingIndex, embedder: ServedModel) {
+    private init(name: String, source: URL, search: EmbeddingIndex, embedder: ServedModel, files: [String: String]) {
         self.name = name
         self.source = source
         self.search = search
         self.embedder = embedder
-        self.files = Set(search.identifiers)
+        self.files = files
     }
 
     /// The encoded bytes of an indexed image, to show a match (the thumbnails of the page at `/`).
     ///
     /// Only paths the index holds are read, only regular files (checked on the opened file, so a
     /// path replaced by a FIFO or a device after the check is not read), at most `maxBytes`, and
-    /// only when the bytes are an image format browsers show (JPEG, PNG, GIF, BMP, WebP,
-    /// detected from the bytes, never from the name).
+    /// only when the bytes are the ones indexed (their SHA-256 is the one the index recorded: a
+    /// path re-pointed by a symbolic link, or a file replaced since, is refused) and an image
+    /// format browsers show (JPEG, PNG, GIF, BMP, WebP, detected from the bytes).
     ///
     /// - Parameters:
     ///   - file: the path as a similarity match names it (``SimilarityEntry/file``).
@@ -65,7 +67,7 @@ public final class ServedIndex: Sendable {
     /// - Throws: ``ServingError/imageNotFound(index:file:reason:)``: not in the index, gone,
     ///   not a regular file, larger than `maxBytes`, or not an image.
     public func image(file: String, maxBytes: Int) throws(ServingError) -> IndexedImage {
-        guard files.contains(file) else { throw .imageNotFound(index: name, file: file, reason: "the index holds no such path") }
+        guard let indexedHash = files[file] else { throw .imageNotFound(index: name, file: file, reason: "the index holds no such path") }
         let fd = open(file, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else { throw .imageNotFound(index: name, file: file, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
@@ -85,6 +87,9 @@ public final class ServedIndex: Sendable {
             filled += n
         }
         bytes.removeSubrange(filled...)
+        guard SHA256.hex(Data(bytes)) == indexedHash else {
+            throw .imageNotFound(index: name, file: file, reason: "the file has changed since it was indexed (run mobilenet index sync)")
+        }
         let types: [ImageFormat: String] = [.jpeg: "image/jpeg", .png: "image/png", .gif: "image/gif", .bmp: "image/bmp", .webp: "image/webp"]
         guard let format = ImageFormat.detect(bytes), let type = types[format] else {
             throw .imageNotFound(index: name, file: file, reason: "not a JPEG, PNG, GIF, BMP or WebP file")
@@ -105,7 +110,7 @@ public final class ServedIndex: Sendable {
     ///   - candidateWeights: weight files to try first.
     ///   - backend: the kernels that run the backbone.
     ///   - resolver: where to look for the backbone's weights otherwise.
-    /// - Throws: ``ServingError/modelLoadFailed(name:path:reason:)``: no such file, an empty
+    /// - Throws: ``ServingError/indexLoadFailed(name:path:reason:)``: no such file, an empty
     ///   index, no embeddings made with this preprocessing, no matching weight file.
     public static func load(name: String, contentsOf url: URL, preprocessing: PreprocessingConfiguration? = nil, candidateWeights: [URL] = [],
                             backend: any InferenceBackend, resolver: WeightsResolver = WeightsResolver()) async throws(ServingError) -> ServedIndex {
@@ -118,11 +123,12 @@ public final class ServedIndex: Sendable {
             let configuration = preprocessing ?? .standard
             let (search, _) = try index.searchIndex(preprocessing: PreprocessingIdentity(configuration, height: identity.inputHeight, width: identity.inputWidth))
             let embedder = ServedModel(name: name, backbone: backbone, preprocessing: configuration)
-            return ServedIndex(name: name, source: url, search: search, embedder: embedder)
+            let files = Dictionary(try index.files().map { ($0.path, $0.contentSHA256) }, uniquingKeysWith: { first, _ in first })
+            return ServedIndex(name: name, source: url, search: search, embedder: embedder, files: files)
         } catch let error as ServingError {
             throw error
         } catch {
-            throw .modelLoadFailed(name: name, path: url.path, reason: (error as? LocalizedError)?.errorDescription ?? String(describing: error))
+            throw .indexLoadFailed(name: name, path: url.path, reason: (error as? LocalizedError)?.errorDescription ?? String(describing: error))
         }
     }
 }

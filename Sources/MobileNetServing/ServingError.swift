@@ -35,6 +35,8 @@ public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, L
     case queueFull(model: String, limit: Int)
     /// The request waited in the model's queue longer than the request timeout and was not run.
     case timedOut(model: String, waited: Duration)
+    /// The route exists, but not for this HTTP method (405 with `Allow: allowed`).
+    case methodNotAllowed(path: String, allowed: String)
     /// The server is shutting down and takes no new work for the model.
     case shuttingDown(model: String)
     /// The models are still loading: the server is live but not ready.
@@ -45,6 +47,8 @@ public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, L
     case invalidSpecification(String)
     /// A model file that cannot be served: `reason` is the library's error.
     case modelLoadFailed(name: String, path: String, reason: String)
+    /// An image index (`--index NAME=DB`) that cannot be served: `reason` is the library's error.
+    case indexLoadFailed(name: String, path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -68,11 +72,13 @@ public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, L
             "model '\(model)' has \(limit) images waiting, as many as its queue holds; retry later"
         case .timedOut(let model, let waited):
             "the request waited \(String(format: "%.1f", Double(waited.components.seconds) + Double(waited.components.attoseconds) * 1e-18)) s for model '\(model)', longer than the server's request timeout; retry later"
+        case .methodNotAllowed(let path, let allowed): "\(path) takes \(allowed) only"
         case .shuttingDown(let model): "the server is shutting down and takes no new work for model '\(model)'"
         case .notReady: "the server is not ready: its models are still loading"
         case .inferenceFailed(let model, let reason): "model '\(model)' failed to run: \(reason)"
         case .invalidSpecification(let message): message
         case .modelLoadFailed(let name, let path, let reason): "cannot serve model '\(name)' from \(path): \(reason)"
+        case .indexLoadFailed(let name, let path, let reason): "cannot serve index '\(name)' from \(path): \(reason)"
         }
     }
 

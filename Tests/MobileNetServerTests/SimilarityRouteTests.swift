@@ -14,7 +14,9 @@ struct SimilarityRouteTests {
     func similar() async throws {
         let dir = try TestData.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let files = ["cat.jpg", "cat.png", "bird.jpg"].map { TestData.shared("data/images/\($0)").standardizedFileURL } + [Harness.jpeg.standardizedFileURL]
+        let copy = dir.appendingPathComponent("bird-copy.jpg")
+        try FileManager.default.copyItem(at: TestData.shared("data/images/bird.jpg"), to: copy)
+        let files = ["cat.jpg", "cat.png", "bird.jpg"].map { TestData.shared("data/images/\($0)").standardizedFileURL } + [Harness.jpeg.standardizedFileURL, copy.standardizedFileURL]
         let url = dir.appendingPathComponent("photos.db")
         let embedder = try await Harness.embedder()
         let backbone = try Backbone.load(contentsOf: Harness.noTopWeights, alpha: 1.0, inputHeight: 224, inputWidth: 224, backend: OneDNNBackend())
@@ -22,7 +24,7 @@ struct SimilarityRouteTests {
                                                  runtime: RuntimeOptions(backend: backbone.network.backend, batchSize: 4, decodeThreads: 0))
         #expect(added.failures.isEmpty)
         let index = try await ServedIndex.load(name: "photos", contentsOf: url, candidateWeights: [Harness.topWeights, Harness.noTopWeights], backend: OneDNNBackend())
-        #expect(index.search.count == 4)
+        #expect(index.search.count == 5)
         let metrics = ServingMetrics()
         let registry = try ModelRegistry(models: [embedder], indexes: [index], observer: metrics)
         defer { registry.shutdown() }
@@ -54,6 +56,16 @@ struct SimilarityRouteTests {
             try await client.execute(uri: "/v1/indexes/photos/image", method: .get) { response throws in
                 #expect(response.status == .badRequest)
             }
+            // An indexed path whose bytes are no longer the indexed ones (replaced, or re-pointed
+            // by a link) is not served.
+            let copyURI = "/v1/indexes/photos/image?file=\(copy.standardizedFileURL.path.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)"
+            try await client.execute(uri: copyURI, method: .get) { #expect($0.status == .ok) }
+            try FileManager.default.removeItem(at: copy)
+            try FileManager.default.createSymbolicLink(at: copy, withDestinationURL: Harness.png)
+            try await client.execute(uri: copyURI, method: .get) { response throws in
+                #expect(response.status == .notFound)
+                #expect((try Harness.object(response)["error"] as? String)?.contains("changed since it was indexed") == true)
+            }
             try await client.execute(uri: "/v1/catalog", method: .get) { response throws in
                 #expect(response.status == .ok)
                 let object = try Harness.object(response)
@@ -62,7 +74,7 @@ struct SimilarityRouteTests {
                 #expect(models.first?["classifier"] as? Bool == false)
                 let indexes = object["indexes"] as? [[String: Any]] ?? []
                 #expect(indexes.first?["name"] as? String == "photos")
-                #expect((indexes.first?["images"] as? NSNumber)?.intValue == 4)
+                #expect((indexes.first?["images"] as? NSNumber)?.intValue == 5)
             }
             try await client.execute(uri: "/v1/similar?index=nosuch", method: .post, body: ByteBuffer(bytes: query)) { response throws in
                 #expect(response.status == .notFound)

@@ -10,10 +10,14 @@ WEIGHTS ?= $(firstword $(wildcard $(or $(MOBILENET_SHARED_DIR),../shared)/data/w
 # The shared data folder for `make tour` (the library tour, Examples/LibraryTour).
 SHARED ?= $(or $(MOBILENET_SHARED_DIR),../shared)
 
-.PHONY: setup build example test tour docs fuzz fuzz-build
+.PHONY: setup test-tools build example test tour docs fuzz fuzz-build
 
 setup:
 	scripts/setup.sh
+
+# Java 17 and .venv-test (pyspark) for the Spark local-mode test (scripts/spark/test_local.py).
+test-tools:
+	scripts/setup-test-tools.sh
 
 build: setup
 	swift build -c release --product mobilenet
@@ -21,7 +25,7 @@ build: setup
 example: build
 	.build/release/mobilenet classify Examples/chelsea.png $(if $(WEIGHTS),--weights $(WEIGHTS))
 
-test: setup
+test: setup test-tools
 	swift test -c release
 
 tour: setup

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the tests need besides the build and scripts/setup.sh: Java 17 for the Spark
+# local-mode test (Debian's openjdk-17-jre-headless) and a virtual environment .venv-test with
+# the Python tools pinned in scripts/requirements-test.txt (pyspark). Idempotent: does nothing
+# that is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(python3-venv)
+command -v java >/dev/null 2>&1 || packages+=(openjdk-17-jre-headless)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    echo "setup-test-tools: installing ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python="${PYTHON:-python3}"
+stamp=.venv-test/.requirements
+if [ ! -x .venv-test/bin/python ]; then
+    "$python" -m venv .venv-test
+fi
+if ! cmp -s scripts/requirements-test.txt "$stamp"; then
+    echo "setup-test-tools: pip install -r scripts/requirements-test.txt" >&2
+    .venv-test/bin/pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
+    cp scripts/requirements-test.txt "$stamp"
+fi

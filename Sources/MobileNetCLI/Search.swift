@@ -348,18 +348,6 @@ struct Duplicates: AsyncParsableCommand {
                     let preprocessor = image.preprocessor(height: c.inputHeight, width: c.inputWidth)
                     let result = try imageIndex.add(files.map(\.standardizedFileURL), backbone: backbone, preprocessor: preprocessor, runtime: options, progress: progress.update)
                     for failure in result.failures { printError("error: \(failure.message) (skipped)") }
-                if list.shard != nil {
-                    let entries = files.compactMap { url -> ShardManifest.File? in
-                        result.embeddings[url.standardizedFileURL].map { ShardManifest.File(path: url.standardizedFileURL.path, sha256: $0.contentSHA256) }
-                    }
-                    let manifest = ShardManifest(shard: list.selectedShard, source: list.source(images), backbone: backbone.identity,
-                                                 preprocessing: PreprocessingIdentity(image.preprocessor(height: c.inputHeight, width: c.inputWidth)),
-                                                 files: entries, failures: result.failures.map { ShardManifest.Failure(path: $0.url.path, error: $0.message) },
-                                                 outputs: [])
-                    let url = ShardManifest.url(besides: URL(fileURLWithPath: path))
-                    try AtomicFile.write(try manifest.encoded(), to: url, overwrite: true)
-                    printError("shard \(list.selectedShard): manifest \(url.relativePath)")
-                }
                     failed = failed || !result.failures.isEmpty
                     preprocessing = PreprocessingIdentity(preprocessor)
                 } else {

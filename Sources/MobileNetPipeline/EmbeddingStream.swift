@@ -25,7 +25,9 @@ extension ImageBatchPipeline {
     /// in list order — the outputs and the failures — as soon as the batch is done. Before a
     /// chunk runs, each path is checked: a missing path or a directory is a failure without
     /// taking a place in a batch (as ``ImageFileList/init(listedIn:shard:)`` leaves it out of
-    /// the list). Bad lines (``PathListError/badLine(list:line:problem:)``) are failures too.
+    /// the list), handed to `body` at once (in groups of at most ``streamChunk``), so it may
+    /// come ahead of images listed before it that are still in their batch. Bad lines
+    /// (``PathListError/badLine(list:line:problem:)``) are failures too.
     /// Nothing about one file or line ends the stream. Memory is bounded whatever the length
     /// of the list: one chunk of paths and at most `lookahead + 1` decoded batches.
     ///
@@ -37,6 +39,12 @@ extension ImageBatchPipeline {
             var chunk: [URL] = []
             var early: [StreamedResult] = []
             while chunk.count < streamChunk {
+                // Paths refused before decoding are handed over in groups as they come, so a
+                // long run of missing files is not held either.
+                if early.count >= streamChunk {
+                    try body(early)
+                    early.removeAll(keepingCapacity: true)
+                }
                 guard let line = try reader.next() else {
                     done = true
                     break

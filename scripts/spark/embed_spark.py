@@ -141,6 +141,9 @@ def main(argv=None, spark=None):
         if args.master:
             builder = builder.master(args.master)
         spark = builder.getOrCreate()
+    # The executors' Python workers import this module for embed_partition (needed when it is
+    # imported, as by test_local.py; harmless under spark-submit).
+    spark.sparkContext.addPyFile(os.path.abspath(__file__))
     paths = list_paths(args.input)
     partitions = args.partitions or spark.sparkContext.defaultParallelism
     binary, weights = args.binary, args.weights

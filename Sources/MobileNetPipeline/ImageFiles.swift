@@ -132,14 +132,6 @@ public struct ImageFileList: Sendable {
         }
     }
 
-    /// The files of this list in `shard` (by each file's ``/Foundation/URL/relativePath``, the
-    /// path as given or as the directory argument joined with the name; ``Shard``).
-    public func keeping(_ shard: Shard) -> ImageFileList {
-        var copy = self
-        copy.files = files.filter { shard.contains($0.relativePath) }
-        return copy
-    }
-
     /// Lists `directory` with `readdir(3)` (so names that are not UTF-8 are reported, not lost):
     /// regular files (links to files followed) into `found`, hidden entries skipped; with
     /// `recursive`, real sub-directories are descended into (links to directories are not, so

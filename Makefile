@@ -12,10 +12,16 @@ WEIGHTS ?= $(firstword $(wildcard $(or $(MOBILENET_SHARED_DIR),../shared)/data/w
 # The shared data folder for `make tour` (the library tour, Examples/LibraryTour).
 SHARED ?= $(or $(MOBILENET_SHARED_DIR),../shared)
 
-.PHONY: setup build example test tour docs fuzz fuzz-build
+.PHONY: setup test-tools build example test tour docs fuzz fuzz-build
 
 setup:
 	scripts/setup.sh
+
+# The test tools (scripts/setup-test-tools.sh): chromium + chromium-driver, nginx, wrk, Java 17,
+# and .venv-test (pytest, schemathesis, selenium, requests, pyspark, faiss-cpu). Before the Swift
+# tests, which call some of them (the Spark local-mode test, the FAISS interop test).
+test-tools:
+	scripts/setup-test-tools.sh
 
 build: setup
 	swift build -c release --product mobilenet
@@ -23,7 +29,7 @@ build: setup
 example: build
 	.build/release/mobilenet classify Examples/chelsea.png $(if $(WEIGHTS),--weights $(WEIGHTS))
 
-test: setup
+test: setup test-tools
 	swift test -c release
 	scripts/integration-tests.sh
 

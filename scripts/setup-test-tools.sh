@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the integration tests (Tests/Integration) need besides the build: Debian's
-# chromium and chromium-driver (the browser test of the page at /), nginx (two replicas
-# behind a load balancer) and wrk (the load scripts), and a virtual environment .venv-test
-# with the Python tools pinned in scripts/requirements-test.txt. Idempotent: does nothing
-# that is already done.
+# Installs what the tests need besides the build (scripts/setup.sh): Debian's chromium and
+# chromium-driver (the browser test of the page at /), nginx (two server replicas behind a
+# load balancer), wrk (the load scripts), Java 17 when there is no java (the Spark local-mode
+# test), and a virtual environment .venv-test with the Python tools pinned in
+# scripts/requirements-test.txt. Idempotent: does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(chromium chromium-driver nginx-light wrk python3-venv)
+command -v java >/dev/null 2>&1 || packages+=(openjdk-17-jre-headless)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -23,6 +24,7 @@ fi
 python="${PYTHON:-python3}"
 stamp=.venv-test/.requirements
 if [ ! -x .venv-test/bin/python ]; then
+    echo "setup-test-tools: creating .venv-test" >&2
     "$python" -m venv .venv-test
 fi
 if ! cmp -s scripts/requirements-test.txt "$stamp"; then

@@ -17,6 +17,18 @@ struct Embed: AsyncParsableCommand {
               jsonl  one {"file": ..., "embedding": [...]} object per line (the default on stdout)
             Rows follow the input order; images that fail are reported and left out. An existing \
             output file is never replaced unless --overwrite is given; files are written atomically.
+
+            Distributed runs: --files-from FILE (- for standard input) reads the paths, one per \
+            line; --shard I/N keeps the files whose path hashes to I (FNV-1a 64 of the path's \
+            UTF-8 bytes modulo N), so N workers cover every file exactly once. With --shard and \
+            --output, OUTPUT.manifest.json records the shard, backbone, preprocessing, files with \
+            their SHA-256 and the outputs' checksums; a re-run of a complete shard stops at once.
+
+            --stream: read paths from --files-from (default standard input) and print one JSON \
+            line per image as soon as its batch is done: {"path": ..., "embedding": [...]} or \
+            {"path": ..., "error": "..."}, flushed per batch, memory bounded however long the \
+            input. Failures are in the stream; the exit status is 0 unless the run itself fails \
+            (weights, an unreadable list), so data engines (Spark RDD.pipe) do not fail the job.
             """
     )
 
@@ -47,20 +59,39 @@ struct Embed: AsyncParsableCommand {
     @Flag(name: .long, help: "Descend into sub-directories of directory arguments.")
     var recursive = false
 
+    @OptionGroup(title: "File list and shard") var list: FileListOptions
+
+    @Flag(name: .long, help: "Streaming mode: paths from --files-from (default: standard input), one JSON line per image on stdout, flushed per batch.")
+    var stream = false
+
     @Argument(help: ArgumentHelp("Image files or directories.", valueName: "image"))
-    var images: [String]
+    var images: [String] = []
 
     func validate() throws {
         guard Pooling(rawValue: pooling) != nil else { throw ValidationError("--pooling must be avg or max") }
-        guard !images.isEmpty else { throw ValidationError("give at least one image file or directory") }
+        if stream {
+            guard images.isEmpty else { throw ValidationError("--stream reads the paths from --files-from or standard input, not from arguments") }
+            guard output == nil, format == nil || format == .jsonl else { throw ValidationError("--stream writes JSON lines on standard output; leave out --output and --format") }
+            return
+        }
+        if list.filesFrom != nil, !images.isEmpty { throw ValidationError("give either image arguments or --files-from, not both") }
+        guard !images.isEmpty || list.filesFrom != nil else { throw ValidationError("give at least one image file or directory (or --files-from FILE)") }
         if output != nil, resolvedFormat == nil {
             throw ValidationError("cannot tell the format from '\(output ?? "")': use --format npy|csv|jsonl")
         }
         if let output {
-            let npy = resolvedFormat == .npy
-            try validateOutputs([output] + (npy ? [output + ".files.txt"] : []), overwrite: overwrite, needsSideFile: npy ? [output] : [])
+            // A shard whose manifest exists is checked in run(): complete → nothing to do.
+            let resumable = list.shard != nil && pathIsTaken(manifestURL(output).path)
+            try validateOutputs(outputPaths(output), overwrite: overwrite || resumable, needsSideFile: resolvedFormat == .npy ? [output] : [])
         }
     }
+
+    /// The files an output writes: itself, the `.npy` name list, the shard manifest.
+    func outputPaths(_ output: String) -> [String] {
+        [output] + (resolvedFormat == .npy ? [output + ".files.txt"] : []) + (list.shard != nil ? [manifestURL(output).path] : [])
+    }
+
+    func manifestURL(_ output: String) -> URL { ShardManifest.url(besides: URL(fileURLWithPath: output)) }
 
     var resolvedFormat: Format? {
         if let format { return format }
@@ -69,30 +100,46 @@ struct Embed: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (files, missing) = collectImageFiles(images, recursive: recursive)
+        if stream { return try await runStream() }
+        let (files, missing) = try list.collect(images, recursive: recursive)
         var failed = !missing.isEmpty
-        try requireImages(files, images, problems: missing)
-        try checkUsage { try refuseOutputsAmongInputs(output.map { [$0, $0 + ".files.txt"] } ?? [], inputs: files) }
+        if files.isEmpty, list.shard != nil, missing.isEmpty {
+            // An empty shard is a normal outcome of a partition (few files, many shards).
+            printError("shard \(list.selectedShard): no files")
+        } else {
+            try requireImages(files, images.isEmpty ? [list.filesFrom ?? ""] : images, problems: missing)
+        }
+        try checkUsage { try refuseOutputsAmongInputs(output.map { outputPaths($0) } ?? [], inputs: files) }
         if output != nil, resolvedFormat == .npy { try checkUsage { try validateListableNames(files) } }
         let configuration = try model.configuration(includeTop: false, pooling: Pooling(rawValue: pooling))
-        let network: MobileNetV2
-        do {
-            network = try await MobileNetV2.load(configuration: configuration, weightsPath: model.weights, backend: runtime.inferenceBackend()).model
-        } catch {
-            printError("error: \(errorMessage(error))")
-            throw ExitCode(1)
+        let (network, weightsURL) = try await loadNetwork(configuration)
+        let preprocessor = image.preprocessor(height: configuration.inputHeight, width: configuration.inputWidth)
+        let backboneIdentity = try backbone(configuration, weightsURL)
+        let preprocessingIdentity = PreprocessingIdentity(preprocessor)
+        if let output, list.shard != nil {
+            let manifest = try? ShardManifest.read(manifestURL(output))
+            if let manifest, manifest.isComplete(shard: list.selectedShard, source: list.source(images), backbone: backboneIdentity,
+                                                 preprocessing: preprocessingIdentity, inputs: files.map(\.relativePath)) {
+                printError("shard \(list.selectedShard): already complete (\(manifestURL(output).relativePath)); nothing to do")
+                if failed { throw ExitCode(1) }
+                return
+            }
+            if !overwrite, manifest == nil || pathIsTaken(output) {
+                try checkUsage { try validateOutputs(outputPaths(output), overwrite: false) }
+            }
         }
         let format = resolvedFormat ?? .jsonl
         var names: [String] = []
         var rows: [[Float]] = []
-        let pipeline = ImageBatchPipeline(model: network, preprocessor: image.preprocessor(height: configuration.inputHeight, width: configuration.inputWidth),
-                                          runtime: runtime.runtime(decode))
+        var shardFailures: [ShardManifest.Failure] = []
+        let pipeline = ImageBatchPipeline(model: network, preprocessor: preprocessor, runtime: runtime.runtime(decode))
         let progress = ProgressBar(total: files.count, unit: "images")
         try pipeline.run(files) { batch in
             progress.clear()
             for failure in batch.failures {
                 failed = true
                 printError("error: \(failure.message)")
+                shardFailures.append(ShardManifest.Failure(path: failure.url.relativePath, error: failure.message))
             }
             for (file, row) in zip(batch.files, batch.outputs) {
                 if output == nil {
@@ -109,6 +156,13 @@ struct Embed: AsyncParsableCommand {
             let url = URL(fileURLWithPath: output)
             do {
                 try write(format: format, names: names, rows: rows, width: network.embeddingWidth, to: url)
+                if list.shard != nil {
+                    let written = try outputPaths(output).dropLast().map { try ShardManifest.output(at: URL(fileURLWithPath: $0)) }
+                    let entries = try names.map { ShardManifest.File(path: $0, sha256: try SHA256.hex(contentsOf: URL(fileURLWithPath: $0))) }
+                    let manifest = ShardManifest(shard: list.selectedShard, source: list.source(images), backbone: backboneIdentity,
+                                                 preprocessing: preprocessingIdentity, files: entries, failures: shardFailures, outputs: written)
+                    try AtomicFile.write(try manifest.encoded(), to: manifestURL(output), overwrite: true)
+                }
             } catch {
                 printError("error: \(errorMessage(error))")
                 throw ExitCode(1)
@@ -116,6 +170,74 @@ struct Embed: AsyncParsableCommand {
             printError("wrote \(counted(rows.count, "embedding")) of \(network.embeddingWidth) values to \(output)")
         }
         if failed { throw ExitCode(1) }
+    }
+
+    /// The network and the weight file it was loaded from; a failure prints and exits 1.
+    func loadNetwork(_ configuration: MobileNetV2Configuration) async throws -> (MobileNetV2, URL) {
+        do {
+            let loaded = try await MobileNetV2.load(configuration: configuration, weightsPath: model.weights, backend: runtime.inferenceBackend())
+            return (loaded.model, loaded.weightsFile)
+        } catch {
+            printError("error: \(errorMessage(error))")
+            throw ExitCode(1)
+        }
+    }
+
+    /// The backbone identity of a loaded network (the weight file's SHA-256).
+    func backbone(_ configuration: MobileNetV2Configuration, _ weightsURL: URL) throws -> BackboneIdentity {
+        do {
+            return try BackboneIdentity(configuration: configuration, weightsFile: weightsURL)
+        } catch {
+            printError("error: \(errorMessage(error))")
+            throw ExitCode(1)
+        }
+    }
+
+    /// `--stream`: paths in, one JSON line per image out, flushed per batch.
+    func runStream() async throws {
+        let reader: PathListReader
+        do {
+            reader = try PathListReader(path: list.filesFrom ?? "-")
+        } catch {
+            printError("error: \(error.description)")
+            throw ExitCode(1)
+        }
+        let configuration = try model.configuration(includeTop: false, pooling: Pooling(rawValue: pooling))
+        let (network, weightsURL) = try await loadNetwork(configuration)
+        let preprocessor = image.preprocessor(height: configuration.inputHeight, width: configuration.inputWidth)
+        let identity = (backbone: try backbone(configuration, weightsURL).key, preprocessing: PreprocessingIdentity(preprocessor).key)
+        let pipeline = ImageBatchPipeline(model: network, preprocessor: preprocessor, runtime: runtime.runtime(decode))
+        do {
+            try pipeline.stream(reader, shard: list.selectedShard) { results in
+                var text = ""
+                for result in results {
+                    switch result {
+                    case .output(let path, let values): text += try Self.streamLine(path: path, embedding: values, backbone: identity.backbone, preprocessing: identity.preprocessing) + "\n"
+                    case .failure(let path, let message): text += try Self.streamLine(path: path, error: message) + "\n"
+                    }
+                }
+                FileHandle.standardOutput.write(Data(text.utf8))
+            }
+        } catch {
+            printError("error: \(errorMessage(error))")
+            throw ExitCode(1)
+        }
+    }
+
+    /// `{"path": ..., "embedding": [...], "backbone": ..., "preprocessing": ...}` (`--stream`):
+    /// each line names what made it, so rows from many processes can be checked.
+    static func streamLine(path: String, embedding: [Float], backbone: String, preprocessing: String) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        func json<T: Encodable>(_ value: T) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
+        return "{\"path\":\(try json(path)),\"embedding\":\(try json(embedding)),\"backbone\":\(try json(backbone)),\"preprocessing\":\(try json(preprocessing))}"
+    }
+
+    /// `{"path": ..., "error": "..."}` (`--stream`).
+    static func streamLine(path: String, error: String) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        return "{\"path\":\(String(decoding: try encoder.encode(path), as: UTF8.self)),\"error\":\(String(decoding: try encoder.encode(error), as: UTF8.self))}"
     }
 
     func write(format: Format, names: [String], rows: [[Float]], width: Int, to url: URL) throws {

@@ -202,7 +202,7 @@ enum RawArguments {
 
     /// The options that take no value, after which an argument is a positional (an image path).
     static let booleanFlags: Set<String> = [
-        "--recursive", "--overwrite", "--json", "--csv", "--balanced", "--no-top", "--no-cache",
+        "--recursive", "--overwrite", "--json", "--csv", "--balanced", "--no-top", "--no-cache", "--stream",
         "--jpeg-dct-scaling", "--no-jpeg-dct-scaling", "--help", "-h",
     ]
 }
@@ -322,4 +322,49 @@ func jsonText<T: Encodable>(_ value: T, pretty: Bool = true) throws -> String {
 /// The message of an error: its `LocalizedError` description when it has one.
 func errorMessage(_ error: any Error) -> String {
     (error as? LocalizedError)?.errorDescription ?? String(describing: error)
+}
+
+/// `--files-from FILE` and `--shard I/N`, for the commands that embed many files (`embed`,
+/// `index add`): the files of a path list and one shard of them.
+struct FileListOptions: ParsableArguments {
+    @Option(name: .customLong("files-from"), help: ArgumentHelp("Read the image paths from FILE, one per line (- for standard input); a list names files, not folders.", valueName: "file"))
+    var filesFrom: String?
+
+    @Option(name: .long, help: ArgumentHelp("Process only shard I of N (0 <= I < N): the files whose path hashes (FNV-1a 64 of its UTF-8 bytes, as listed) to I modulo N, so N workers cover every file exactly once. E.g. --shard $JOB_COMPLETION_INDEX/8.", valueName: "I/N"))
+    var shard: String?
+
+    func validate() throws {
+        if let shard {
+            do { _ = try Shard(parsing: shard) } catch { throw ValidationError("--shard: \(error.description)") }
+        }
+        if filesFrom == "" { throw ValidationError("--files-from needs a file name (or - for standard input)") }
+    }
+
+    /// The shard (the whole list without `--shard`).
+    var selectedShard: Shard { shard.flatMap { try? Shard(parsing: $0) } ?? .all }
+
+    /// Where the files come from, for a manifest: the list's name, or the arguments.
+    func source(_ arguments: [String]) -> String {
+        filesFrom.map { $0 == "-" ? "standard input" : $0 } ?? arguments.joined(separator: " ")
+    }
+
+    /// The files of the list (`--files-from`) or of the arguments, kept to the shard, with the
+    /// problems printed on standard error; `missing` lists the errors.
+    ///
+    /// An unreadable list prints its error and exits 1.
+    func collect(_ arguments: [String], recursive: Bool) throws -> (files: [URL], missing: [ImageFileProblem]) {
+        guard let filesFrom else {
+            let (files, missing) = collectImageFiles(arguments, recursive: recursive)
+            let shard = selectedShard
+            return (shard == .all ? files : files.filter { shard.contains($0.relativePath) }, missing)
+        }
+        do {
+            let list = try ImageFileList(listedIn: try PathListReader(path: filesFrom), shard: selectedShard)
+            for problem in list.problems { printError("error: \(problem)") }
+            return (list.files, list.problems.filter(\.isError))
+        } catch {
+            printError("error: \(error.description)")
+            throw ExitCode(1)
+        }
+    }
 }

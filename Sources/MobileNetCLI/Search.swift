@@ -13,12 +13,19 @@ struct Index: AsyncParsableCommand {
             images or queries from another backbone. It is the same SQLite format as the \
             transfer-learning embedding cache.
             """,
-        subcommands: [Add.self, Sync.self, Stats.self, Export.self]
+        subcommands: [Add.self, Merge.self, Sync.self, Stats.self, Export.self]
     )
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Embed new or changed images of files and directories into the index.")
+            abstract: "Embed new or changed images of files and directories into the index.",
+            discussion: """
+                Each batch is committed as it is done, so a run that stops (killed, out of time) \
+                resumes where it was: the re-run embeds only what the index does not hold yet. \
+                With --shard I/N (and --files-from), the index file is the shard's output: \
+                INDEX.manifest.json records the shard, backbone, preprocessing and the files with \
+                their SHA-256; join the shards with `mobilenet index merge`.
+                """)
 
         @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
         func validate() throws { _ = try database.requiredIndexPath() }
@@ -28,12 +35,19 @@ struct Index: AsyncParsableCommand {
         @OptionGroup(title: "Image preprocessing") var image: ImageOptions
         @Flag(name: .long, help: "Descend into sub-directories of directory arguments.")
         var recursive = false
+        @OptionGroup(title: "File list and shard") var list: FileListOptions
         @Argument(help: ArgumentHelp("Image files or directories.", valueName: "image"))
-        var images: [String]
+        var images: [String] = []
 
         func run() async throws {
-            let (files, missing) = collectImageFiles(images, recursive: recursive)
-            try requireImages(files, images, problems: missing)
+            try checkUsage {
+                if list.filesFrom != nil, !images.isEmpty { throw ValidationError("give either image arguments or --files-from, not both") }
+                if list.filesFrom == nil, images.isEmpty { throw ValidationError("give at least one image file or directory (or --files-from FILE)") }
+            }
+            let (files, missing) = try list.collect(images, recursive: recursive)
+            if !(files.isEmpty && list.shard != nil && missing.isEmpty) {
+                try requireImages(files, images.isEmpty ? [list.filesFrom ?? ""] : images, problems: missing)
+            }
             do {
                 let path = try database.requiredPath()
                 let options = runtime.runtime(decode)
@@ -45,8 +59,55 @@ struct Index: AsyncParsableCommand {
                                            preprocessor: image.preprocessor(height: c.inputHeight, width: c.inputWidth), runtime: options, progress: progress.update)
                 progress.finish()
                 for failure in result.failures { printError("error: \(failure.message) (skipped)") }
+                if list.shard != nil {
+                    let entries = files.compactMap { url -> ShardManifest.File? in
+                        result.embeddings[url.standardizedFileURL].map { ShardManifest.File(path: url.standardizedFileURL.path, sha256: $0.contentSHA256) }
+                    }
+                    let manifest = ShardManifest(shard: list.selectedShard, source: list.source(images), backbone: backbone.identity,
+                                                 preprocessing: PreprocessingIdentity(image.preprocessor(height: c.inputHeight, width: c.inputWidth)),
+                                                 files: entries, failures: result.failures.map { ShardManifest.Failure(path: $0.url.path, error: $0.message) },
+                                                 outputs: [])
+                    let url = ShardManifest.url(besides: URL(fileURLWithPath: path))
+                    try AtomicFile.write(try manifest.encoded(), to: url, overwrite: true)
+                    printError("shard \(list.selectedShard): manifest \(url.relativePath)")
+                }
                 printError("index: \(result.embeddings.count) images embedded (\(result.cached) from the index, \(result.computed) computed); \(try index.files().count) images in \(path)")
                 if !missing.isEmpty || !result.failures.isEmpty { throw ExitCode(1) }
+            } catch let exit as ExitCode {
+                throw exit
+            } catch {
+                printError("error: \(errorMessage(error))")
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct Merge: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Join shard indexes (index add --shard) into one index.",
+            discussion: """
+                Copies every file record and embedding of the SHARD databases into --index \
+                (created when missing). Refuses, before writing anything, shards made with \
+                different backbones (alpha, input size, pooling, weights) or image preprocessing.
+                """)
+        @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
+        @Argument(help: ArgumentHelp("Shard index files.", valueName: "shard"))
+        var shards: [String]
+
+        func validate() throws {
+            _ = try database.requiredIndexPath()
+            guard !shards.isEmpty else { throw ValidationError("give the shard index files to merge") }
+        }
+
+        func run() throws {
+            do {
+                let path = try database.requiredPath()
+                for shard in shards where !FileManager.default.fileExists(atPath: shard) {
+                    printError("error: \(shard): no such file")
+                    throw ExitCode(1)
+                }
+                let result = try ImageIndex(path: path).merge(shards.map { URL(fileURLWithPath: $0) })
+                printError("merge: \(result.files) files and \(result.embeddings) embeddings from \(counted(shards.count, "shard")) into \(path)")
             } catch let exit as ExitCode {
                 throw exit
             } catch {

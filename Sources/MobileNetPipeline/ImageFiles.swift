@@ -17,6 +17,12 @@ public struct ImageFileProblem: Sendable, Hashable, CustomStringConvertible {
         case onlySubdirectories(count: Int)
         /// A directory entry whose name is not valid UTF-8 (an error: it cannot be processed).
         case undecodableName
+        /// A line of a path list (`--files-from`) that names a directory: a list names files
+        /// (an error: listing a folder would make one line stand for many files across shards).
+        case listedDirectory
+        /// A line of a path list that is not a usable path (an error); `reason` says why, with
+        /// the list's name and the line number (``PathListError/badLine(list:line:problem:)``).
+        case badListLine(reason: String)
     }
     /// The path concerned.
     public var path: String
@@ -44,6 +50,10 @@ public struct ImageFileProblem: Sendable, Hashable, CustomStringConvertible {
         case .notAnImage: "skipping \(path): not an image"
         case .undecodableName:
             "\(path): a file name that is not valid UTF-8 (shown with its bytes escaped); rename it to process it"
+        case .listedDirectory:
+            "\(path): a directory in the file list; a list names image files, one per line"
+        case .badListLine(let reason):
+            reason
         case .onlySubdirectories(let count):
             "\(path) holds no image files but \(count) sub-folder\(count == 1 ? "" : "s") (such as class folders); descend into them with --recursive"
         }
@@ -90,6 +100,34 @@ public struct ImageFileList: Sendable {
             }
             if images == 0, subdirectories > 0 {
                 problems.append(ImageFileProblem(path: argument, kind: .onlySubdirectories(count: subdirectories)))
+            }
+        }
+    }
+
+    /// The image files of a path list (`--files-from`), keeping the lines of `shard`: each line
+    /// is one file, taken as written (relative paths from the current directory), in list
+    /// order. A missing path, a directory and a bad line (too long, not UTF-8, NUL) are
+    /// problems (errors); a listed file is never skipped for its name or content, so a broken
+    /// photo is reported by the network pipeline.
+    ///
+    /// The whole shard's list is held in memory (one URL per path); for unbounded lists, read
+    /// a ``PathListReader`` line by line instead.
+    ///
+    /// - Throws: ``PathListError/unreadable(list:message:)`` when the list cannot be read.
+    public init(listedIn reader: PathListReader, shard: Shard = .all) throws(PathListError) {
+        files = []
+        problems = []
+        while let line = try reader.next() {
+            guard shard.contains(hash: line.hash) else { continue }
+            switch line.path {
+            case .failure(let error):
+                problems.append(ImageFileProblem(path: reader.name, kind: .badListLine(reason: error.description)))
+            case .success(let path):
+                switch FileKind(path: path) {
+                case .missing: problems.append(ImageFileProblem(path: path, kind: .missing))
+                case .directory: problems.append(ImageFileProblem(path: path, kind: .listedDirectory))
+                default: files.append(URL(fileURLWithPath: path))
+                }
             }
         }
     }

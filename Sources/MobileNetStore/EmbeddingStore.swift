@@ -340,6 +340,37 @@ public final class EmbeddingStore {
         return result
     }
 
+    /// The distinct preprocessing identity keys (``PreprocessingIdentity/key``) of the stored
+    /// embeddings, sorted: one for a store built with one set of image options.
+    public func preprocessingKeys() throws(StoreError) -> [String] {
+        let statement = try connection.prepare("SELECT DISTINCT preprocessing FROM embeddings ORDER BY preprocessing")
+        var result: [String] = []
+        while try statement.step() { result.append(statement.text(0) ?? "") }
+        return result
+    }
+
+    /// Every stored embedding (all backbones, preprocessings and views), delivered in chunks of
+    /// at most `chunk` records ordered by key, so a large store can be copied in bounded memory.
+    ///
+    /// - Throws: store errors, and what `body` throws.
+    public func forEachEmbeddingChunk(chunk: Int = 512, _ body: ([EmbeddingRecord]) throws -> Void) throws {
+        let statement = try connection.prepare("SELECT content_sha256, backbone, preprocessing, view, dimension, vector FROM embeddings ORDER BY content_sha256, backbone, preprocessing, view")
+        var records: [EmbeddingRecord] = []
+        while try statement.step() {
+            let vector = Self.decode(statement.blob(5))
+            guard vector.count == Int(statement.integer(4)) else {
+                throw StoreError.invalidRow(path: url.path, message: "vector of \(vector.count) values, dimension \(statement.integer(4)) for \(statement.text(0) ?? "")")
+            }
+            records.append(EmbeddingRecord(contentSHA256: statement.text(0) ?? "", backbone: statement.text(1) ?? "", preprocessing: statement.text(2) ?? "",
+                                           view: statement.text(3) ?? "", vector: vector))
+            if records.count >= max(1, chunk) {
+                try body(records)
+                records.removeAll(keepingCapacity: true)
+            }
+        }
+        if !records.isEmpty { try body(records) }
+    }
+
     /// Stores `records` in one transaction (all or nothing), replacing equal keys.
     public func insert(_ records: [EmbeddingRecord]) throws(StoreError) {
         guard !records.isEmpty else { return }

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Python side of the FAISS interoperability tests (Tests/MobileNetANNTests).
 
-    faiss_interop.py query INDEX.faiss QUERIES.npy K [--nprobe N] [--ef-search N]
-        faiss.read_index, search the (L2-normalised here) queries, print JSON
+    faiss_interop.py query INDEX.faiss QUERIES.npy K [--nprobe N] [--ef-search N] [--normalised]
+        faiss.read_index, search the queries (L2-normalised here unless --normalised: then the
+        exact bytes given, so that both sides search the same float32 values), print JSON
         {"ids": [[...]], "scores": [[...]], "ntotal": n, "d": d}.
     faiss_interop.py build VECTORS.npy FACTORY OUT.faiss
         index_factory(d, FACTORY, METRIC_INNER_PRODUCT) over the rows (as given), train on all,
@@ -27,6 +28,7 @@ def main() -> int:
     q.add_argument("k", type=int)
     q.add_argument("--nprobe", type=int)
     q.add_argument("--ef-search", type=int)
+    q.add_argument("--normalised", action="store_true")
     b = sub.add_parser("build")
     b.add_argument("vectors")
     b.add_argument("factory")
@@ -36,7 +38,8 @@ def main() -> int:
     if args.command == "query":
         index = faiss.read_index(args.index)
         queries = np.ascontiguousarray(np.load(args.queries), dtype=np.float32)
-        faiss.normalize_L2(queries)
+        if not args.normalised:
+            faiss.normalize_L2(queries)
         if args.nprobe is not None:
             faiss.extract_index_ivf(index).nprobe = args.nprobe
         if args.ef_search is not None:

@@ -118,7 +118,9 @@ public enum ANNBenchmark {
         guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return (0, 0) }
         func field(_ name: String) -> Int {
             guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
-            return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
+            // "VmHWM:\t 9916536 kB", or with no space once the number has eight digits.
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            return (fields.count >= 2 ? Int(fields[1]) ?? 0 : 0) * 1024
         }
         return (field("VmRSS"), field("VmHWM"))
     }

@@ -132,9 +132,10 @@ public final class ANNIndex: @unchecked Sendable {
     /// Error messages from the shim.
     static let errorSize = 1024
 
-    static func call(_ body: (UnsafeMutablePointer<CChar>, Int) -> Int32) -> (code: Int32, message: String) {
+    /// Calls a shim function with an error buffer: its return code (`MNF_OK`...) and message.
+    static func call(_ body: (UnsafeMutablePointer<CChar>, Int) -> Int32) -> (code: Int, message: String) {
         var buffer = [CChar](repeating: 0, count: errorSize)
-        let code = buffer.withUnsafeMutableBufferPointer { body($0.baseAddress!, errorSize) }
+        let code = Int(buffer.withUnsafeMutableBufferPointer { body($0.baseAddress!, errorSize) })
         let message = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         return (code, message)
     }
@@ -192,13 +193,14 @@ public final class ANNIndex: @unchecked Sendable {
         let description = factory ?? defaultFactory(count: index.count)
         var handle: OpaquePointer?
         let made = call { mnf_index_factory(Int32(index.dimension), description, 1, &handle, $0, $1) }
-        guard made.code == MNF_OK, let handle else { throw .faiss(operation: "index_factory(\"\(description)\")", message: made.message) }
+        guard made.code == Int(MNF_OK), let handle else { throw .faiss(operation: "index_factory(\"\(description)\")", message: made.message) }
         let ann = ANNIndex(handle: handle)
         guard Int(mnf_kind(handle)) != Int(MNF_KIND_OTHER) else {
             throw .unsupported(path: description, reason: "only Flat, IVF<n>,Flat and HNSW<M>,Flat are supported (exact cosine scores)")
         }
         if mnf_is_trained(handle) == 0 {
-            let lists = if case .ivfFlat(let n) = ann.kind { n } else { 1 }
+            var lists = 1
+            if case .ivfFlat(let n) = ann.kind { lists = n }
             let size = max(1, min(index.count, trainingSample ?? trainingSampleSize(lists: lists, count: index.count)))
             var sample = [Float]()
             sample.reserveCapacity(size * index.dimension)
@@ -207,14 +209,14 @@ public final class ANNIndex: @unchecked Sendable {
                 index.withVectors(rows: row..<(row + 1)) { sample.append(contentsOf: $0) }
             }
             let trained = sample.withUnsafeBufferPointer { x in call { mnf_train(handle, Int64(size), x.baseAddress, $0, $1) } }
-            guard trained.code == MNF_OK else { throw .faiss(operation: "train", message: trained.message) }
+            guard trained.code == Int(MNF_OK) else { throw .faiss(operation: "train", message: trained.message) }
         }
         let block = 65_536
         var start = 0
         while start < index.count {
             let rows = start..<min(index.count, start + block)
             let added = index.withVectors(rows: rows) { x in call { mnf_add(handle, Int64(rows.count), x.baseAddress, $0, $1) } }
-            guard added.code == MNF_OK else { throw .faiss(operation: "add", message: added.message) }
+            guard added.code == Int(MNF_OK) else { throw .faiss(operation: "add", message: added.message) }
             start = rows.upperBound
             progress?(start, index.count)
         }
@@ -241,7 +243,7 @@ public final class ANNIndex: @unchecked Sendable {
         let result = vectors.withUnsafeBufferPointer { x in
             ids64.withUnsafeBufferPointer { i in ANNIndex.call { mnf_add_with_ids(handle, Int64(ids.count), x.baseAddress, i.baseAddress, $0, $1) } }
         }
-        guard result.code == MNF_OK else { throw .faiss(operation: "add_with_ids", message: result.message) }
+        guard result.code == Int(MNF_OK) else { throw .faiss(operation: "add_with_ids", message: result.message) }
     }
 
     // MARK: Search
@@ -292,7 +294,7 @@ public final class ANNIndex: @unchecked Sendable {
                 }
             }
         }
-        guard result.code == MNF_OK else { throw .faiss(operation: "search", message: result.message) }
+        guard result.code == Int(MNF_OK) else { throw .faiss(operation: "search", message: result.message) }
         let total = count
         return (0..<n).map { q in
             (0..<k).compactMap { j in
@@ -325,7 +327,7 @@ public final class ANNIndex: @unchecked Sendable {
         var bytes: UnsafeMutablePointer<UInt8>?
         var size = 0
         let result = ANNIndex.call { mnf_serialize(handle, &bytes, &size, $0, $1) }
-        guard result.code == MNF_OK, let bytes else { throw .faiss(operation: "write_index", message: result.message) }
+        guard result.code == Int(MNF_OK), let bytes else { throw .faiss(operation: "write_index", message: result.message) }
         return Data(bytesNoCopy: bytes, count: size, deallocator: .free)
     }
 
@@ -372,11 +374,12 @@ public final class ANNIndex: @unchecked Sendable {
         }
     }
 
-    static func raise(_ result: (code: Int32, message: String), path: String) throws(ANNError) {
+    /// Turns a shim result into the file's error.
+    static func raise(_ result: (code: Int, message: String), path: String) throws(ANNError) {
         switch result.code {
-        case Int32(MNF_OK): return
-        case Int32(MNF_INVALID) where result.message.hasPrefix("unsupported"): throw .unsupported(path: path, reason: result.message)
-        case Int32(MNF_SYSTEM): throw .unreadable(path: path, reason: result.message)
+        case Int(MNF_OK): return
+        case Int(MNF_INVALID) where result.message.hasPrefix("unsupported"): throw .unsupported(path: path, reason: result.message)
+        case Int(MNF_SYSTEM): throw .unreadable(path: path, reason: result.message)
         default: throw .damaged(path: path, reason: result.message)
         }
     }

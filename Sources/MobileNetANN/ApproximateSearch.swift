@@ -27,7 +27,7 @@ extension EmbeddingIndex {
         guard sum > 0, sum.isFinite else { throw SearchError.invalidVector(identifier: "query", reason: "query embedding is all zeros or not finite") }
         guard top > 0 else { return [] }
         let neighbours = try ann.search(query, k: min(top, count), parameters: parameters)[0]
-        return neighbours.compactMap { n in
+        return neighbours.compactMap { n -> SimilarityMatch? in
             if let minimumSimilarity, n.score < minimumSimilarity { return nil }
             return SimilarityMatch(index: n.row, identifier: identifiers[n.row], similarity: n.score)
         }

@@ -20,6 +20,13 @@ public struct SimilarityMatch: Sendable, Hashable, Codable {
     /// direction. MobileNetV2 pooled embeddings are outputs of ReLU6 (non-negative), so between
     /// two of them it lies in 0...1; near-duplicate photos score above about 0.9.
     public var similarity: Float
+
+    /// A match (for other search paths, such as approximate search, that produce them).
+    public init(index: Int, identifier: String, similarity: Float) {
+        self.index = index
+        self.identifier = identifier
+        self.similarity = similarity
+    }
 }
 
 /// Errors of ``EmbeddingIndex``.

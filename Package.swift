@@ -98,8 +98,21 @@ let package = Package(
         ),
         // Similarity search and near-duplicate detection over embeddings.
         .target(name: "MobileNetSearch", dependencies: ["CBLAS", "MobileNetStore", "MobileNetPipeline"]),
+        // FAISS 1.7.3 (Debian libfaiss-dev: headers and a static libfaiss.a without FAISS's C API):
+        // a C interface over its C++ API that turns every C++ exception into an error code and
+        // message, and reads untrusted index files in a forked, memory-limited child first.
+        // libfaiss.a needs BLAS/LAPACK (OpenBLAS, which includes LAPACK) and OpenMP (libgomp, the
+        // runtime oneDNN already loads).
+        .target(
+            name: "CMobileNetFaiss",
+            cxxSettings: [.headerSearchPath("compat")],
+            linkerSettings: [.linkedLibrary("faiss"), .linkedLibrary("openblas"), .linkedLibrary("gomp"), .linkedLibrary("stdc++")]
+        ),
+        // Approximate nearest-neighbour search (FAISS IVF / HNSW) over an EmbeddingIndex's
+        // vectors: building, .faiss files (read isolated and checked), search.
+        .target(name: "MobileNetANN", dependencies: ["CMobileNetFaiss", "MobileNetSearch", "MobileNetIO", "MobileNetStore", "MobileNetPipeline"]),
         // Umbrella module: `import MobileNet`.
-        .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining", "MobileNetTransfer", "MobileNetSearch"]),
+        .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining", "MobileNetTransfer", "MobileNetSearch", "MobileNetANN"]),
         // Model serving without HTTP: the served models and their registry, TensorFlow Serving
         // REST and KServe v2 request decoding and response encoding, the dynamic batcher.
         .target(name: "MobileNetServing", dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTransfer", "MobileNetSearch", "MobileNetKernels"]),
@@ -138,6 +151,7 @@ let package = Package(
         .testTarget(name: "MobileNetStoreTests", dependencies: ["MobileNetStore", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetTransferTests", dependencies: ["MobileNet", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetSearchTests", dependencies: ["MobileNetSearch", "MobileNetTestSupport"]),
+        .testTarget(name: "MobileNetANNTests", dependencies: ["MobileNetANN", "MobileNetSearch", "MobileNetIO", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetOneDNNTests", dependencies: ["MobileNet", "MobileNetOneDNN", "MobileNetTestSupport"]),
         .testTarget(
             name: "MobileNetServerTests",

@@ -4,11 +4,13 @@
 # and stb_image (images: JPEG, PNG, WebP, GIF, BMP),
 # SQLite (the embedding cache) and its sqlite3 shell (the store tests inspect databases with it),
 # OpenBLAS (similarity search), libzip (the ZIP container of .keras files), pkg-config (to find HDF5, SQLite and OpenBLAS). oneDNN 2.x
-# (libdnnl-dev, the fast CPU backend; Debian 12 ships 2.6.3). Does nothing when they are
+# (libdnnl-dev, the fast CPU backend; Debian 12 ships 2.6.3). FAISS 1.7.3 (libfaiss-dev, approximate
+# search; a static libfaiss.a that also links OpenBLAS/LAPACK and libgomp — libgomp.so comes with
+# libgcc-12-dev, which the Swift toolchain needs anyway). Does nothing when they are
 # already installed.
 set -euo pipefail
 
-packages=(pkg-config libhdf5-dev libjpeg-dev libpng-dev libwebp-dev libgif-dev libstb-dev libsqlite3-dev sqlite3 libopenblas-dev libdnnl-dev libzip-dev)
+packages=(pkg-config libhdf5-dev libjpeg-dev libpng-dev libwebp-dev libgif-dev libstb-dev libsqlite3-dev sqlite3 libopenblas-dev libdnnl-dev libzip-dev libfaiss-dev)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -1,6 +1,7 @@
 // The umbrella module: `import MobileNet` gives the tensors and kernels, the MobileNetV2 model,
 // file and image input/output, the batch pipeline, transfer learning and similarity search,
 // and chooses the default inference backend (oneDNN).
+@_exported import MobileNetANN
 @_exported import MobileNetIO
 @_exported import MobileNetKernels
 @_exported import MobileNetModel

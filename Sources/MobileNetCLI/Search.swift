@@ -13,7 +13,7 @@ struct Index: AsyncParsableCommand {
             images or queries from another backbone. It is the same SQLite format as the \
             transfer-learning embedding cache.
             """,
-        subcommands: [Add.self, Merge.self, Sync.self, Stats.self, Export.self]
+        subcommands: [Add.self, Merge.self, Sync.self, Stats.self, Export.self, BuildANN.self, BenchANN.self]
     )
 
     struct Add: AsyncParsableCommand {
@@ -211,6 +211,59 @@ struct Index: AsyncParsableCommand {
     }
 }
 
+extension Index {
+    /// `mobilenet index build-ann --index DB -o FILE.faiss`: a FAISS approximate-search index.
+    struct BuildANN: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "build-ann",
+            abstract: "Build a FAISS approximate-search index (.faiss) over the index's embeddings.",
+            discussion: """
+                The vectors are the index's L2-normalised embeddings with the inner-product metric, \
+                so scores are the same cosine similarities as exact search; ids are the index's rows \
+                in path order, so the file belongs to this index as it is now (rebuild after `index \
+                add` or `sync`; `similar --ann` refuses a file whose count or dimension differ). \
+                Default factory: HNSW32,Flat below 10,000 images, else IVF<n>,Flat with n the power \
+                of two nearest to the square root of the count, trained on 64 vectors per list. \
+                Python's faiss.read_index opens the file.
+                """)
+        @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
+        @OptionGroup(title: "Image preprocessing (the one the index was built with)") var image: ImageOptions
+        @Option(name: [.short, .long], help: ArgumentHelp("Output .faiss file.", valueName: "path"))
+        var output: String
+        @Option(name: .long, help: "FAISS index_factory string: \"IVF1024,Flat\", \"HNSW32,Flat\", \"Flat\" (default: from the image count).")
+        var factory: String?
+        @Option(name: .long, help: "Stored default nprobe (IVF) or efSearch (HNSW).")
+        var searchParameter: Int?
+        @Flag(name: .long, help: "Replace an existing output file.")
+        var overwrite = false
+
+        func validate() throws {
+            _ = try database.requiredIndexPath()
+            try validateOutputs([output], overwrite: overwrite, needsSideFile: [], inputs: database.database.map { [$0] } ?? [])
+            if let searchParameter, searchParameter < 1 { throw ValidationError("--search-parameter must be at least 1") }
+        }
+
+        func run() throws {
+            do {
+                let path = try database.requiredPath()
+                let index = try ImageIndex(path: path, readOnly: true)
+                guard let backbone = try index.backbone() else { throw ImageIndexError.empty(path: path) }
+                let preprocessing = PreprocessingIdentity(image.configuration(), height: backbone.inputHeight, width: backbone.inputWidth)
+                let start = Date()
+                let (ann, search) = try index.buildANN(preprocessing: preprocessing, factory: factory)
+                if let searchParameter { try ann.setDefaultSearchParameter(searchParameter) }
+                try ann.write(to: URL(fileURLWithPath: output), overwrite: overwrite)
+                let parameter = ann.defaultSearchParameter.map { ", \(ann.kind.description.hasPrefix("IVF") ? "nprobe" : "efSearch") \($0)" } ?? ""
+                printError(String(format: "build-ann: %@ over %d vectors of %d values in %.1f s%@ to %@", ann.kind.description, search.count, search.dimension,
+                                  Date().timeIntervalSince(start), parameter, output))
+            } catch {
+                printError("error: \(errorMessage(error))")
+                throw ExitCode(1)
+            }
+        }
+    }
+}
+
 /// `mobilenet similar QUERY... --index FILE`: nearest indexed images by cosine similarity.
 struct Similar: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -234,6 +287,12 @@ struct Similar: AsyncParsableCommand {
     var minSimilarity: Float?
     @Option(name: .long, help: "In-memory vector precision: float32 or float16 (half the memory).")
     var precision: String = "float32"
+    @Option(name: .long, help: ArgumentHelp("Search approximately with this FAISS index (from `index build-ann` or Python faiss.write_index, built from this index).", valueName: "path"))
+    var ann: String?
+    @Option(name: .long, help: "With --ann on an IVF index: cells scanned (default: stored in the file).")
+    var nprobe: Int?
+    @Option(name: .long, help: "With --ann on an HNSW index: candidate list size (default: stored in the file).")
+    var efSearch: Int?
     @Flag(name: .long, help: "Print JSON.")
     var json = false
     @Argument(help: ArgumentHelp("Query image files or directories (their images).", valueName: "image"))
@@ -247,6 +306,10 @@ struct Similar: AsyncParsableCommand {
         _ = try database.requiredIndexPath()
         guard (1...1_000_000).contains(top) else { throw ValidationError("--top must be between 1 and 1000000, got \(top)") }
         guard VectorPrecision(rawValue: precision) != nil else { throw ValidationError("--precision must be float32 or float16") }
+        if ann == nil, nprobe != nil || efSearch != nil { throw ValidationError("--nprobe and --ef-search need --ann") }
+        if let nprobe, nprobe < 1 { throw ValidationError("--nprobe must be at least 1") }
+        if let efSearch, efSearch < 1 { throw ValidationError("--ef-search must be at least 1") }
+        if ann?.isEmpty == true { throw ValidationError("--ann: the path is empty") }
     }
 
     func run() async throws {
@@ -262,9 +325,16 @@ struct Similar: AsyncParsableCommand {
             let (queryFiles, missing) = collectImageFiles(queries, recursive: false)
             failures += missing.map { Failure(file: $0.path, error: $0.description) }
             try requireImages(queryFiles, queries, problems: missing)
-            let found = try index.similar(to: queryFiles, top: top, minimumSimilarity: minSimilarity,
-                                          precision: VectorPrecision(rawValue: precision) ?? .float32, backbone: backbone,
-                                          preprocessor: image.preprocessor(height: c.inputHeight, width: c.inputWidth), runtime: options)
+            let preprocessor = image.preprocessor(height: c.inputHeight, width: c.inputWidth)
+            let found = if let ann {
+                try index.similar(to: queryFiles, top: top, minimumSimilarity: minSimilarity, annFile: URL(fileURLWithPath: ann),
+                                  parameters: ANNSearchParameters(nprobe: nprobe, efSearch: efSearch), backbone: backbone,
+                                  preprocessor: preprocessor, runtime: options)
+            } else {
+                try index.similar(to: queryFiles, top: top, minimumSimilarity: minSimilarity,
+                                  precision: VectorPrecision(rawValue: precision) ?? .float32, backbone: backbone,
+                                  preprocessor: preprocessor, runtime: options)
+            }
             for failure in found.failures {
                 failures.append(Failure(file: failure.url.relativePath, error: failure.message))
                 printError("error: \(failure.message)")

@@ -20,6 +20,13 @@ public struct SimilarityMatch: Sendable, Hashable, Codable {
     /// direction. MobileNetV2 pooled embeddings are outputs of ReLU6 (non-negative), so between
     /// two of them it lies in 0...1; near-duplicate photos score above about 0.9.
     public var similarity: Float
+
+    /// A match (for other search paths, such as approximate search, that produce them).
+    public init(index: Int, identifier: String, similarity: Float) {
+        self.index = index
+        self.identifier = identifier
+        self.similarity = similarity
+    }
 }
 
 /// Errors of ``EmbeddingIndex``.
@@ -106,6 +113,21 @@ public final class EmbeddingIndex: Sendable {
     public func vector(at index: Int) -> [Float] {
         let range = (index * dimension)..<((index + 1) * dimension)
         return precision == .float32 ? Array(vectors32[range]) : vectors16[range].map { Float($0) }
+    }
+
+    /// Calls `body` with the stored (L2-normalised) vectors of `rows`, row-major
+    /// `[rows.count, dimension]` `Float`s: a view of the storage for float32, a converted copy for
+    /// float16. For handing the vectors to another library (FAISS) block by block.
+    ///
+    /// - Precondition: `rows` lies within `0..<count`.
+    public func withVectors<R>(rows: Range<Int>, _ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= count, "rows \(rows) outside 0..<\(count)")
+        let range = (rows.lowerBound * dimension)..<(rows.upperBound * dimension)
+        if precision == .float32 {
+            return try vectors32.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[range])) }
+        }
+        let converted = vectors16[range].map { Float($0) }
+        return try converted.withUnsafeBufferPointer(body)
     }
 
     /// Rows per block when float16 vectors are converted for BLAS.

@@ -1,0 +1,77 @@
+import Foundation
+import MobileNetIO
+import MobileNetPipeline
+import MobileNetSearch
+import MobileNetStore
+
+extension EmbeddingIndex {
+    /// The `top` most similar stored vectors, best first: exact (``search(_:top:minimumSimilarity:)``,
+    /// BLAS) without `ann`, approximate with it. The one search call a server can route every
+    /// query through, with the ANN index of the `.faiss` file that belongs to this index or nil.
+    ///
+    /// - Parameters:
+    ///   - query: an embedding of the index's dimension (normalised here).
+    ///   - top: how many matches at most.
+    ///   - minimumSimilarity: drop matches below this cosine similarity.
+    ///   - ann: an index built from this one (ids = rows); its dimension and count are checked.
+    ///   - parameters: nprobe / efSearch for this query.
+    ///   - annPath: the ANN file, named in errors.
+    /// - Throws: ``/MobileNetSearch/SearchError`` for a query of the wrong dimension or with no
+    ///   direction; ``ANNError`` (a file of another index, FAISS failures).
+    public func search(_ query: [Float], top: Int, minimumSimilarity: Float? = nil, ann: ANNIndex?,
+                       parameters: ANNSearchParameters = ANNSearchParameters(), annPath: String = "ANN index") throws -> [SimilarityMatch] {
+        guard let ann else { return try search(query, top: top, minimumSimilarity: minimumSimilarity) }
+        try ann.check(matches: self, path: annPath)
+        guard query.count == dimension else { throw SearchError.dimensionMismatch(expected: dimension, found: query.count, identifier: "query") }
+        let sum = query.reduce(0.0) { $0 + Double($1) * Double($1) }
+        guard sum > 0, sum.isFinite else { throw SearchError.invalidVector(identifier: "query", reason: "query embedding is all zeros or not finite") }
+        guard top > 0 else { return [] }
+        let neighbours = try ann.search(query, k: min(top, count), parameters: parameters)[0]
+        return neighbours.compactMap { n -> SimilarityMatch? in
+            if let minimumSimilarity, n.score < minimumSimilarity { return nil }
+            return SimilarityMatch(index: n.row, identifier: identifiers[n.row], similarity: n.score)
+        }
+    }
+}
+
+extension ImageIndex {
+    /// Builds an ANN index over this index's embeddings (rows in the index's path order, as
+    /// ``/MobileNetSearch/ImageIndex/searchIndex(preprocessing:precision:)`` loads them): the one
+    /// call behind `mobilenet index build-ann`.
+    ///
+    /// - Parameters:
+    ///   - preprocessing: the preprocessing the embeddings were made with.
+    ///   - factory: a FAISS factory string, default ``ANNIndex/defaultFactory(count:)``.
+    ///   - progress: (vectors added, total).
+    /// - Returns: the ANN index and the embedding index it belongs to.
+    /// - Throws: ``/MobileNetSearch/ImageIndexError``, store errors, ``ANNError``.
+    public func buildANN(preprocessing: PreprocessingIdentity, factory: String? = nil,
+                         progress: ((Int, Int) -> Void)? = nil) throws -> (ann: ANNIndex, index: EmbeddingIndex) {
+        let (search, _) = try searchIndex(preprocessing: preprocessing)
+        return (try ANNIndex.build(from: search, factory: factory, progress: progress), search)
+    }
+
+    /// ``/MobileNetSearch/ImageIndex/similar(to:top:minimumSimilarity:precision:backbone:preprocessor:runtime:)``
+    /// through an ANN index read from `annFile` (which must have been built from this index's
+    /// current embeddings): the call behind `mobilenet similar --ann FILE`.
+    ///
+    /// - Throws: as the exact search, plus ``ANNError`` for the file (damaged, of another index).
+    public func similar(to queries: [URL], top: Int, minimumSimilarity: Float? = nil, annFile: URL,
+                        parameters: ANNSearchParameters = ANNSearchParameters(), backbone: Backbone,
+                        preprocessor: ImagePreprocessor, runtime: RuntimeOptions) throws
+        -> (results: [(query: URL, matches: [SimilarityMatch])], failures: [EmbeddingFailure]) {
+        try checkCompatible(backbone.identity)
+        let (search, _) = try searchIndex(preprocessing: PreprocessingIdentity(preprocessor))
+        let ann = try ANNIndex(contentsOf: annFile)
+        try ann.check(matches: search, path: annFile.path)
+        let embedder = try CachedEmbedder(backbone: backbone, preprocessor: preprocessor, store: nil, runtime: runtime)
+        let embedded = try embedder.embed(queries)
+        var results: [(query: URL, matches: [SimilarityMatch])] = []
+        for url in queries {
+            guard let embedding = embedded.embeddings[url] else { continue }
+            results.append((url, try search.search(embedding.vector, top: top, minimumSimilarity: minimumSimilarity, ann: ann,
+                                                   parameters: parameters, annPath: annFile.path)))
+        }
+        return (results, embedded.failures)
+    }
+}

@@ -222,7 +222,7 @@ extension Index {
                 so scores are the same cosine similarities as exact search; ids are the index's rows \
                 in path order, so the file belongs to this index as it is now (rebuild after `index \
                 add` or `sync`; `similar --ann` refuses a file whose count or dimension differ). \
-                Default factory: HNSW32,Flat below 10,000 images, else IVF<n>,Flat with n the power \
+                Default factory: Flat (exact) below 10,000 images, else IVF<n>,Flat with n the power \
                 of two nearest to the square root of the count, trained on 64 vectors per list. \
                 Python's faiss.read_index opens the file.
                 """)

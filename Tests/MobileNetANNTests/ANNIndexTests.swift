@@ -80,7 +80,7 @@ struct ANNIndexTests {
 
     @Test("default factory follows the vector count")
     func defaults() {
-        #expect(ANNIndex.defaultFactory(count: 500) == "HNSW32,Flat")
+        #expect(ANNIndex.defaultFactory(count: 500) == "Flat")
         #expect(ANNIndex.defaultFactory(count: 1_000_000) == "IVF1024,Flat")
         #expect(ANNIndex.defaultFactory(count: 50_000) == "IVF256,Flat")
         #expect(ANNIndex.trainingSampleSize(lists: 1024, count: 1_000_000) == 65_536)

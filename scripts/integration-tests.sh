@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-test-tools.sh
-swift build -c release --product mobilenet
+# The same build as `swift test -c release` (tests enabled), so after the Swift tests this is
+# a no-op instead of a second compilation of every module without testing.
+swift build -c release --build-tests
 export MOBILENET_BINARY="${MOBILENET_BINARY:-$PWD/.build/release/mobilenet}"
 exec .venv-test/bin/python -m pytest Tests/Integration -q -p no:cacheprovider "$@"

@@ -211,10 +211,7 @@ struct Embed: AsyncParsableCommand {
             try pipeline.stream(reader, shard: list.selectedShard) { results in
                 var text = ""
                 for result in results {
-                    switch result {
-                    case .output(let path, let values): text += try Self.streamLine(path: path, embedding: values, backbone: identity.backbone, preprocessing: identity.preprocessing) + "\n"
-                    case .failure(let path, let message): text += try Self.streamLine(path: path, error: message) + "\n"
-                    }
+                    text += try result.jsonLine(backbone: identity.backbone, preprocessing: identity.preprocessing) + "\n"
                 }
                 FileHandle.standardOutput.write(Data(text.utf8))
             }
@@ -222,22 +219,6 @@ struct Embed: AsyncParsableCommand {
             printError("error: \(errorMessage(error))")
             throw ExitCode(1)
         }
-    }
-
-    /// `{"path": ..., "embedding": [...], "backbone": ..., "preprocessing": ...}` (`--stream`):
-    /// each line names what made it, so rows from many processes can be checked.
-    static func streamLine(path: String, embedding: [Float], backbone: String, preprocessing: String) throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
-        func json<T: Encodable>(_ value: T) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
-        return "{\"path\":\(try json(path)),\"embedding\":\(try json(embedding)),\"backbone\":\(try json(backbone)),\"preprocessing\":\(try json(preprocessing))}"
-    }
-
-    /// `{"path": ..., "error": "..."}` (`--stream`).
-    static func streamLine(path: String, error: String) throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
-        return "{\"path\":\(String(decoding: try encoder.encode(path), as: UTF8.self)),\"error\":\(String(decoding: try encoder.encode(error), as: UTF8.self))}"
     }
 
     func write(format: Format, names: [String], rows: [[Float]], width: Int, to url: URL) throws {

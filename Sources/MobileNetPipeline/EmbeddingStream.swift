@@ -9,6 +9,27 @@ public enum StreamedResult: Sendable, Equatable {
     /// The file could not be used: missing, a directory, unreadable, not decodable; or the
     /// line was not a path (then `path` is the list's name and the message gives the line).
     case failure(path: String, message: String)
+
+    /// The result as one line of `mobilenet embed --stream` (no newline), the format
+    /// `scripts/spark/embed_spark.py` reads: `{"path": ..., "embedding": [...], "backbone": ...,
+    /// "preprocessing": ...}` for an output (each line names what made it, so rows from many
+    /// processes can be checked), `{"path": ..., "error": "..."}` for a failure.
+    ///
+    /// - Parameters:
+    ///   - backbone: the backbone identity's key (``BackboneIdentity``'s `key`).
+    ///   - preprocessing: the preprocessing identity's key.
+    /// - Throws: `EncodingError` for a non-finite value in the output.
+    public func jsonLine(backbone: String, preprocessing: String) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        func json<T: Encodable>(_ value: T) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
+        switch self {
+        case .output(let path, let values):
+            return "{\"path\":\(try json(path)),\"embedding\":\(try json(values)),\"backbone\":\(try json(backbone)),\"preprocessing\":\(try json(preprocessing))}"
+        case .failure(let path, let message):
+            return "{\"path\":\(try json(path)),\"error\":\(try json(message))}"
+        }
+    }
 }
 
 extension ImageBatchPipeline {

@@ -161,7 +161,7 @@ struct Embed: AsyncParsableCommand {
                     let entries = try names.map { ShardManifest.File(path: $0, sha256: try SHA256.hex(contentsOf: URL(fileURLWithPath: $0))) }
                     let manifest = ShardManifest(shard: list.selectedShard, source: list.source(images), backbone: backboneIdentity,
                                                  preprocessing: preprocessingIdentity, files: entries, failures: shardFailures, outputs: written)
-                    try AtomicFile.write(try manifest.encoded(), to: manifestURL(output), overwrite: true)
+                    try manifest.write(besides: url)
                 }
             } catch {
                 printError("error: \(errorMessage(error))")

@@ -67,8 +67,7 @@ struct Index: AsyncParsableCommand {
                                                  preprocessing: PreprocessingIdentity(image.preprocessor(height: c.inputHeight, width: c.inputWidth)),
                                                  files: entries, failures: result.failures.map { ShardManifest.Failure(path: $0.url.path, error: $0.message) },
                                                  outputs: [])
-                    let url = ShardManifest.url(besides: URL(fileURLWithPath: path))
-                    try AtomicFile.write(try manifest.encoded(), to: url, overwrite: true)
+                    let url = try manifest.write(besides: URL(fileURLWithPath: path))
                     printError("shard \(list.selectedShard): manifest \(url.relativePath)")
                 }
                 printError("index: \(result.embeddings.count) images embedded (\(result.cached) from the index, \(result.computed) computed); \(try index.files().count) images in \(path)")

@@ -105,6 +105,17 @@ public struct ShardManifest: Codable, Sendable, Equatable {
         return Output(path: url.relativePath, bytes: size, sha256: try SHA256.hex(contentsOf: url))
     }
 
+    /// Writes the manifest atomically beside `output` (``url(besides:)``), replacing an earlier
+    /// run's manifest, and returns its URL.
+    ///
+    /// - Throws: an encoding error, or ``/MobileNetIO/AtomicFileError`` when it cannot be written.
+    @discardableResult
+    public func write(besides output: URL) throws -> URL {
+        let url = Self.url(besides: output)
+        try AtomicFile.write(try encoded(), to: url, overwrite: true)
+        return url
+    }
+
     /// The manifest as JSON (sorted keys, pretty-printed, a final newline).
     public func encoded() throws -> Data {
         let encoder = JSONEncoder()

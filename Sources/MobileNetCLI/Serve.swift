@@ -16,7 +16,9 @@ struct Serve: AsyncParsableCommand {
             Without --model, `imagenet` is served from --weights or the default weights. Weight \
             files use --input-size and the image options; model files keep their own. Each \
             --index NAME=DB serves an image index for POST /v1/similar; its backbone's weights \
-            are found among the --model files, else as `mobilenet similar` finds them.
+            are found among the --model files, else as `mobilenet similar` finds them; --ann \
+            NAME=FILE makes that index's queries go through a FAISS file built from it \
+            (`mobilenet index build-ann`; nprobe and ef_search query parameters).
 
             Concurrent requests for a model are run together, up to --max-batch-size images, \
             waiting at most --batch-timeout-ms for a batch to fill; beyond --max-queue waiting \
@@ -30,6 +32,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: .customLong("index"), help: ArgumentHelp("An image index for POST /v1/similar, NAME=DB (repeatable; built with mobilenet index add and the same image options).", valueName: "name=db"))
     var indexes: [String] = []
+
+    @Option(name: .customLong("ann"), help: ArgumentHelp("Approximate search for an --index: NAME=FILE, a FAISS file built from it (mobilenet index build-ann or Python faiss.write_index).", valueName: "name=file"))
+    var anns: [String] = []
 
     @Option(name: .long, help: "The address to listen on (0.0.0.0 for every interface).")
     var host = "127.0.0.1"
@@ -99,9 +104,17 @@ struct Serve: AsyncParsableCommand {
         for text in models {
             do { _ = try ModelSpecification(parsing: text) } catch { throw ValidationError("--model \(errorMessage(error))") }
         }
+        var parsedIndexes: [IndexSpecification] = []
         for text in indexes {
-            do { _ = try IndexSpecification(parsing: text) } catch { throw ValidationError("--index \(errorMessage(error))") }
+            do { parsedIndexes.append(try IndexSpecification(parsing: text)) } catch { throw ValidationError("--index \(errorMessage(error))") }
         }
+        do { _ = try IndexSpecification.attachingANN(anns, to: parsedIndexes) } catch { throw ValidationError(errorMessage(error)) }
+    }
+
+    /// Whether the environment tunes glibc's mmap threshold itself.
+    static var allocatorTunedByEnvironment: Bool {
+        let environment = ProcessInfo.processInfo.environment
+        return environment["MALLOC_MMAP_THRESHOLD_"] != nil || environment["GLIBC_TUNABLES"]?.contains("mmap_threshold") == true
     }
 
     func run() async throws {
@@ -112,7 +125,7 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "mobilenet.serve")
         let specifications = try models.map { try ModelSpecification(parsing: $0) }
-        let indexSpecifications = try indexes.map { try IndexSpecification(parsing: $0) }
+        let indexSpecifications = try IndexSpecification.attachingANN(anns, to: try indexes.map { try IndexSpecification(parsing: $0) })
         let (height, width) = try model.inputDimensions()
         let loading = ModelLoadingOptions(backend: runtime.inferenceBackend(), inputHeight: height, inputWidth: width,
                                           preprocessing: image.isSet ? image.configuration() : nil, defaultWeightsPath: model.weights,
@@ -122,7 +135,9 @@ struct Serve: AsyncParsableCommand {
             limits: ServingLimits(maxBodyBytes: maxBodyBytes, maxImagePixels: image.maxPixels, maxImagesPerRequest: maxImagesPerRequest),
             batching: BatchingConfiguration(maxBatchSize: maxBatchSize, batchTimeout: .microseconds(Int64(batchTimeoutMilliseconds * 1000)), maxQueuedImages: maxQueue,
                                             requestTimeout: .milliseconds(Int64(requestTimeoutSeconds * 1000))),
-            idleTimeout: .milliseconds(Int64(idleTimeoutSeconds * 1000)), shutdownTimeout: .milliseconds(Int64(shutdownTimeoutSeconds * 1000)))
+            idleTimeout: .milliseconds(Int64(idleTimeoutSeconds * 1000)), shutdownTimeout: .milliseconds(Int64(shutdownTimeoutSeconds * 1000)),
+            // The user's own allocator tuning wins over the server's fixed threshold.
+            mallocMmapThreshold: Self.allocatorTunedByEnvironment ? nil : MallocTuning.defaultMmapThreshold)
         do {
             try await MobileNetServer.run(specifications: specifications, indexes: indexSpecifications, loading: loading, configuration: configuration, logger: logger)
         } catch {

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
+import MobileNetIO
 import MobileNetServing
 import NIOCore
 import ServiceLifecycle
@@ -71,6 +72,9 @@ public enum MobileNetServer {
     ///   stops), or the server's error (the address is in use).
     public static func run(specifications: [ModelSpecification], indexes: [IndexSpecification] = [], loading: ModelLoadingOptions,
                            configuration: ServerConfiguration, logger: Logger) async throws {
+        if let threshold = configuration.mallocMmapThreshold, !MallocTuning.useFixedMmapThreshold(threshold) {
+            logger.warning("the C allocator did not take M_MMAP_THRESHOLD", metadata: ["bytes": .stringConvertible(threshold)])
+        }
         let app = makeApplication(specifications: specifications, indexes: indexes, loading: loading, configuration: configuration, logger: logger) { port in
             logger.info("listening", metadata: ["host": .string(configuration.host), "port": .stringConvertible(port)])
         }

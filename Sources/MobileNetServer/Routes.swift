@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import MobileNetANN
 import MobileNetServing
 import NIOCore
 
@@ -94,8 +95,10 @@ struct ServingRoutes: Sendable {
                 index = first.name
             }
             let top = try topParameter(request, default: 5, limit: service.limits.maxTopK)
+            let parameters = ANNSearchParameters(nprobe: try positiveParameter(request, "nprobe", limit: 1 << 20),
+                                                 efSearch: try positiveParameter(request, "ef_search", limit: 1 << 20))
             let image = try await readImage(request)
-            return json(try await DisconnectCancellation.run(on: context.channel) { try await service.similar(index: index, image: image, top: top) })
+            return json(try await DisconnectCancellation.run(on: context.channel) { try await service.similar(index: index, image: image, top: top, parameters: parameters) })
         }
         // The models and indexes (for the page), and an indexed image (a match's thumbnail).
         router.get("/v1/catalog") { _, _ in json(try state.requireService().catalog()) }
@@ -211,6 +214,15 @@ struct ServingRoutes: Sendable {
             throw .invalidInput(field: "model", problem: "no \(classifier ? "classifier" : "model") is served; name one with ?model=NAME")
         }
         return first.name
+    }
+
+    /// An optional positive integer query parameter (`nprobe`, `ef_search`), at most `limit`.
+    private func positiveParameter(_ request: Request, _ name: String, limit: Int) throws(ServingError) -> Int? {
+        guard let text = Self.query(request, name) else { return nil }
+        guard let value = Int(text), (1...limit).contains(value) else {
+            throw .invalidInput(field: name, problem: "must be an integer between 1 and \(limit), got '\(text)'")
+        }
+        return value
     }
 
     private func topParameter(_ request: Request, default value: Int, limit: Int) throws(ServingError) -> Int {

@@ -1,3 +1,4 @@
+import MobileNetIO
 import MobileNetServing
 
 /// Where and how `mobilenet serve` listens and batches.
@@ -19,6 +20,11 @@ public struct ServerConfiguration: Sendable {
     /// 30 s grace period): open requests are answered meanwhile; after it, the connections that
     /// are left (a client stalled mid-upload) are cancelled and the process exits.
     public var shutdownTimeout: Duration
+    /// A fixed glibc `M_MMAP_THRESHOLD` set when the server starts
+    /// (``/MobileNetIO/MallocTuning/useFixedMmapThreshold(_:)``, default 128 KiB), so the resident
+    /// size stays flat under load; nil leaves the allocator as the process has it (for example
+    /// tuned by `GLIBC_TUNABLES`).
+    public var mallocMmapThreshold: Int?
 
     /// TensorFlow Serving's REST port.
     public static let defaultPort = 8501
@@ -26,7 +32,7 @@ public struct ServerConfiguration: Sendable {
     /// Creates a configuration.
     public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, limits: ServingLimits = ServingLimits(),
                 batching: BatchingConfiguration = BatchingConfiguration(), retryAfterSeconds: Int = 1, idleTimeout: Duration = .seconds(60),
-                shutdownTimeout: Duration = .seconds(25)) {
+                shutdownTimeout: Duration = .seconds(25), mallocMmapThreshold: Int? = MallocTuning.defaultMmapThreshold) {
         self.host = host
         self.port = port
         self.limits = limits
@@ -34,5 +40,6 @@ public struct ServerConfiguration: Sendable {
         self.retryAfterSeconds = max(1, retryAfterSeconds)
         self.idleTimeout = max(.milliseconds(100), idleTimeout)
         self.shutdownTimeout = max(.milliseconds(100), shutdownTimeout)
+        self.mallocMmapThreshold = mallocMmapThreshold
     }
 }

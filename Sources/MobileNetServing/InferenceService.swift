@@ -1,4 +1,5 @@
 import Foundation
+import MobileNetANN
 import MobileNetModel
 import MobileNetSearch
 
@@ -74,6 +75,9 @@ public struct ServingCatalog: Sendable, Hashable, Codable {
         public var name: String
         /// How many images it holds.
         public var images: Int
+        /// The approximate-search structure queries go through (`Flat`, `IVF1024,Flat`, `HNSW,Flat`;
+        /// FAISS's terms), or nil for exact search.
+        public var ann: String?
     }
     /// The models, in the order they were given.
     public var models: [Model]
@@ -155,7 +159,7 @@ public final class InferenceService: Sendable {
                 .init(name: $0.name, kind: $0.kind, classifier: $0.kind.isClassifier, classes: $0.kind.isClassifier ? $0.classes.count : 0,
                       input: [$0.inputHeight, $0.inputWidth])
             },
-            indexes: registry.indexes.map { .init(name: $0.name, images: $0.search.count) })
+            indexes: registry.indexes.map { .init(name: $0.name, images: $0.search.count, ann: $0.ann?.kind.description) })
     }
 
     /// An indexed image's bytes, to show a similarity match: only paths the index holds, at most
@@ -197,15 +201,18 @@ public final class InferenceService: Sendable {
     }
 
     /// The indexed images most similar to one encoded image, by cosine similarity of the
-    /// embeddings (the query is embedded with the index's backbone and preprocessing).
+    /// embeddings (the query is embedded with the index's backbone and preprocessing); through
+    /// the index's FAISS file when one is loaded (``ServedIndex/ann``), else exact.
     ///
     /// - Parameters:
     ///   - name: an index's name.
     ///   - image: the encoded image.
     ///   - top: how many matches, 1 to ``ServingLimits/maxTopK``.
+    ///   - parameters: IVF `nprobe` / HNSW `efSearch` for this query (nil: the file's stored
+    ///     values); ignored by exact search.
     /// - Throws: ``ServingError/indexNotFound(name:available:)``, ``ServingError/invalidImage(field:problem:)``,
-    ///   ``ServingError/invalidInput(field:problem:)`` for a bad `top`, and as ``tfServingPredict(model:version:body:)``.
-    public func similar(index name: String, image: Data, top: Int) async throws(ServingError) -> SimilarityResponse {
+    ///   ``ServingError/invalidInput(field:problem:)`` for a bad `top`, `nprobe` or `ef_search`, and as ``tfServingPredict(model:version:body:)``.
+    public func similar(index name: String, image: Data, top: Int, parameters: ANNSearchParameters = ANNSearchParameters()) async throws(ServingError) -> SimilarityResponse {
         let index = try registry.index(named: name)
         guard (1...limits.maxTopK).contains(top) else { throw .invalidInput(field: "top", problem: "must be between 1 and \(limits.maxTopK), got \(top)") }
         let batcher = try registry.batcher(forIndex: name)
@@ -217,8 +224,11 @@ public final class InferenceService: Sendable {
             throw .inferenceFailed(model: name, reason: String(describing: error))
         }
         let matches: [SimilarityMatch]
-        do { matches = try index.search.search(outputs.embeddings.first ?? [], top: top) } catch {
-            throw .invalidImage(field: "body", problem: error.description)
+        do { matches = try index.matches(for: outputs.embeddings.first ?? [], top: top, parameters: parameters) } catch let error as ANNError {
+            if case .invalidArgument(let problem) = error { throw .invalidInput(field: parameters.efSearch != nil ? "ef_search" : "nprobe", problem: problem) }
+            throw .inferenceFailed(model: name, reason: error.description)
+        } catch {
+            throw .invalidImage(field: "body", problem: String(describing: error))
         }
         return SimilarityResponse(index: name, matches: matches.enumerated().map { SimilarityEntry(rank: $0.offset + 1, file: $0.element.identifier, similarity: $0.element.similarity) })
     }

@@ -196,7 +196,8 @@ public final class ModelRegistry: Sendable {
         var indexes: [ServedIndex] = []
         for spec in specifications {
             indexes.append(try await ServedIndex.load(name: spec.name, contentsOf: URL(fileURLWithPath: spec.path), preprocessing: options.preprocessing,
-                                                      candidateWeights: models.map(\.source), backend: options.backend, resolver: options.resolver))
+                                                      candidateWeights: models.map(\.source), backend: options.backend, resolver: options.resolver,
+                                                      annFile: spec.annPath.map { URL(fileURLWithPath: $0) }))
         }
         return indexes
     }

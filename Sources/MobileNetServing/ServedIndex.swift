@@ -1,4 +1,5 @@
 import Foundation
+import MobileNetANN
 import MobileNetIO
 import MobileNetKernels
 import MobileNetPipeline
@@ -6,12 +7,20 @@ import MobileNetSearch
 import MobileNetStore
 
 /// An `--index NAME=DB` specification: a served name and an image index database
-/// (`mobilenet index add`).
+/// (`mobilenet index add`), optionally with an approximate-search file (`--ann NAME=FILE`).
 public struct IndexSpecification: Sendable, Hashable, CustomStringConvertible {
     /// The served name (the rules of ``ModelSpecification/name``).
     public var name: String
     /// The SQLite index file.
     public var path: String
+    /// A FAISS index file built from this index's embeddings (`mobilenet index build-ann`, or
+    /// Python `faiss.write_index` over the same rows); nil: exact search.
+    public var annPath: String?
+
+    /// A specification from its parts.
+    public init(name: String, path: String, annPath: String? = nil) {
+        (self.name, self.path, self.annPath) = (name, path, annPath)
+    }
 
     /// Parses `NAME=DB` (the first `=` separates them).
     ///
@@ -22,10 +31,37 @@ public struct IndexSpecification: Sendable, Hashable, CustomStringConvertible {
             throw .invalidSpecification(error.description.replacingOccurrences(of: "NAME=PATH", with: "NAME=DB")
                 .replacingOccurrences(of: "imagenet=mobilenet_v2_weights.h5", with: "photos=photos.db"))
         }
-        (name, path) = (spec.name, spec.path)
+        (name, path, annPath) = (spec.name, spec.path, nil)
     }
 
-    public var description: String { "\(name)=\(path)" }
+    public var description: String { "\(name)=\(path)" + (annPath.map { " (ann \($0))" } ?? "") }
+
+    /// Attaches `--ann NAME=FILE` texts to the indexes of the same name.
+    ///
+    /// - Parameters:
+    ///   - annTexts: `NAME=FILE` texts (the first `=` separates them).
+    ///   - indexes: the `--index` specifications.
+    /// - Returns: `indexes` with ``annPath`` set where a text names them.
+    /// - Throws: ``ServingError/invalidSpecification(_:)`` for a malformed text, a name no
+    ///   `--index` has, or two files for one index.
+    public static func attachingANN(_ annTexts: [String], to indexes: [IndexSpecification]) throws(ServingError) -> [IndexSpecification] {
+        var result = indexes
+        var attached = Set<String>()
+        for text in annTexts {
+            let spec: ModelSpecification
+            do { spec = try ModelSpecification(parsing: text) } catch {
+                throw .invalidSpecification(error.description.replacingOccurrences(of: "NAME=PATH", with: "NAME=FILE")
+                    .replacingOccurrences(of: "imagenet=mobilenet_v2_weights.h5", with: "photos=photos.faiss"))
+            }
+            guard let position = result.firstIndex(where: { $0.name == spec.name }) else {
+                let served = indexes.map(\.name)
+                throw .invalidSpecification("--ann \(text): no --index is named '\(spec.name)'" + (served.isEmpty ? " (no index is served)" : " (indexes: \(served.joined(separator: ", ")))"))
+            }
+            guard attached.insert(spec.name).inserted else { throw .invalidSpecification("two --ann files for index '\(spec.name)'") }
+            result[position].annPath = spec.path
+        }
+        return result
+    }
 }
 
 /// An image index served for similarity search: its embeddings held in memory, and the
@@ -37,6 +73,11 @@ public final class ServedIndex: Sendable {
     public let source: URL
     /// The indexed embeddings (one per image, identified by its path).
     public let search: EmbeddingIndex
+    /// The approximate-search index queries go through (checked at load to belong to
+    /// ``search``: same dimension and count); nil: exact search.
+    public let ann: ANNIndex?
+    /// The ANN file, named in errors.
+    public let annSource: URL?
     /// The index's backbone as an embedder (``ServedModelKind/embedder``), with the preprocessing
     /// the queries get (the one the index was built with).
     public let embedder: ServedModel
@@ -44,10 +85,12 @@ public final class ServedIndex: Sendable {
     /// only contents, ``image(file:maxBytes:)`` serves.
     private let files: [String: String]
 
-    private init(name: String, source: URL, search: EmbeddingIndex, embedder: ServedModel, files: [String: String]) {
+    private init(name: String, source: URL, search: EmbeddingIndex, ann: ANNIndex?, annSource: URL?, embedder: ServedModel, files: [String: String]) {
         self.name = name
         self.source = source
         self.search = search
+        self.ann = ann
+        self.annSource = annSource
         self.embedder = embedder
         self.files = files
     }
@@ -97,6 +140,19 @@ public final class ServedIndex: Sendable {
         return IndexedImage(bytes: Data(bytes), mediaType: type)
     }
 
+    /// The `top` indexed images most similar to an embedding: through ``ann`` when one is loaded
+    /// (`parameters` then set nprobe / efSearch for this query), else exact.
+    ///
+    /// - Parameters:
+    ///   - embedding: a query embedding of the index's dimension (normalised here).
+    ///   - top: how many matches at most.
+    ///   - parameters: ANN search parameters (nil fields: the file's stored values); ignored by exact search.
+    /// - Throws: ``/MobileNetSearch/SearchError`` (wrong dimension, zero query),
+    ///   ``/MobileNetANN/ANNError`` (parameters out of range, FAISS failures).
+    public func matches(for embedding: [Float], top: Int, parameters: ANNSearchParameters = ANNSearchParameters()) throws -> [SimilarityMatch] {
+        try search.search(embedding, top: top, ann: ann, parameters: parameters, annPath: annSource?.path ?? "ANN index")
+    }
+
     /// Opens the index read-only, loads its embeddings and the backbone it was built with.
     ///
     /// The backbone's weight file is the first of `candidateWeights` (for example the files of
@@ -110,10 +166,15 @@ public final class ServedIndex: Sendable {
     ///   - candidateWeights: weight files to try first.
     ///   - backend: the kernels that run the backbone.
     ///   - resolver: where to look for the backbone's weights otherwise.
+    ///   - annFile: a FAISS file built from this index's embeddings; it is read in a forked,
+    ///     memory-limited child first (``/MobileNetANN/ANNFileIsolation/default``), then checked
+    ///     against the loaded embeddings (dimension and count).
     /// - Throws: ``ServingError/indexLoadFailed(name:path:reason:)``: no such file, an empty
-    ///   index, no embeddings made with this preprocessing, no matching weight file.
+    ///   index, no embeddings made with this preprocessing, no matching weight file, or an ANN
+    ///   file that is damaged or was built from other embeddings (named as the path then).
     public static func load(name: String, contentsOf url: URL, preprocessing: PreprocessingConfiguration? = nil, candidateWeights: [URL] = [],
-                            backend: any InferenceBackend, resolver: WeightsResolver = WeightsResolver()) async throws(ServingError) -> ServedIndex {
+                            backend: any InferenceBackend, resolver: WeightsResolver = WeightsResolver(),
+                            annFile: URL? = nil) async throws(ServingError) -> ServedIndex {
         do {
             guard FileKind(path: url.path) != .missing else { throw LoadFailure(message: "no such file") }
             let index = try ImageIndex(url: url, readOnly: true)
@@ -124,7 +185,17 @@ public final class ServedIndex: Sendable {
             let (search, _) = try index.searchIndex(preprocessing: PreprocessingIdentity(configuration, height: identity.inputHeight, width: identity.inputWidth))
             let embedder = ServedModel(name: name, backbone: backbone, preprocessing: configuration)
             let files = Dictionary(try index.files().map { ($0.path, $0.contentSHA256) }, uniquingKeysWith: { first, _ in first })
-            return ServedIndex(name: name, source: url, search: search, embedder: embedder, files: files)
+            var ann: ANNIndex?
+            if let annFile {
+                do {
+                    let loaded = try ANNIndex(contentsOf: annFile)
+                    try loaded.check(matches: search, path: annFile.path)
+                    ann = loaded
+                } catch {
+                    throw ServingError.indexLoadFailed(name: name, path: annFile.path, reason: (error as? LocalizedError)?.errorDescription ?? String(describing: error))
+                }
+            }
+            return ServedIndex(name: name, source: url, search: search, ann: ann, annSource: annFile, embedder: embedder, files: files)
         } catch let error as ServingError {
             throw error
         } catch {

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import MobileNet
+import MobileNetANN
 import MobileNetServer
 import MobileNetServing
 import MobileNetTestSupport
@@ -79,6 +80,75 @@ struct SimilarityRouteTests {
             try await client.execute(uri: "/v1/similar?index=nosuch", method: .post, body: ByteBuffer(bytes: query)) { response throws in
                 #expect(response.status == .notFound)
                 #expect((try Harness.object(response)["error"] as? String)?.contains("photos") == true)
+            }
+        }
+    }
+
+    @Test("--ann: queries go through the index's FAISS file (same answers as exact search for Flat), nprobe is checked, a file of other embeddings is refused at load")
+    func approximate() async throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let files = ["cat.jpg", "cat.png", "bird.jpg"].map { TestData.shared("data/images/\($0)").standardizedFileURL } + [Harness.jpeg.standardizedFileURL]
+        let url = dir.appendingPathComponent("photos.db"), smaller = dir.appendingPathComponent("fewer.db")
+        let embedder = try await Harness.embedder()
+        let backbone = try Backbone.load(contentsOf: Harness.noTopWeights, alpha: 1.0, inputHeight: 224, inputWidth: 224, backend: OneDNNBackend())
+        let runtime = RuntimeOptions(backend: backbone.network.backend, batchSize: 4, decodeThreads: 0)
+        let preprocessor = embedder.preprocessor(maxPixels: 100_000_000)
+        #expect(try ImageIndex(url: url).add(files, backbone: backbone, preprocessor: preprocessor, runtime: runtime).failures.isEmpty)
+        #expect(try ImageIndex(url: smaller).add(Array(files.prefix(3)), backbone: backbone, preprocessor: preprocessor, runtime: runtime).failures.isEmpty)
+        let identity = PreprocessingIdentity(.standard, height: 224, width: 224)
+        let annURL = dir.appendingPathComponent("photos.faiss"), otherURL = dir.appendingPathComponent("fewer.faiss")
+        try ImageIndex(url: url, readOnly: true).buildANN(preprocessing: identity, factory: "Flat").ann.write(to: annURL, overwrite: false)
+        try ImageIndex(url: smaller, readOnly: true).buildANN(preprocessing: identity, factory: "Flat").ann.write(to: otherURL, overwrite: false)
+
+        // The specifications: --ann names an --index; an unknown name or two files are refused.
+        let specs = try IndexSpecification.attachingANN(["photos=\(annURL.path)"], to: [try IndexSpecification(parsing: "photos=\(url.path)")])
+        #expect(specs.first?.annPath == annURL.path)
+        #expect(throws: ServingError.self) { try IndexSpecification.attachingANN(["nosuch=\(annURL.path)"], to: specs) }
+        #expect(throws: ServingError.self) { try IndexSpecification.attachingANN(["photos=a.faiss", "photos=b.faiss"], to: specs) }
+
+        // A FAISS file built from other embeddings is refused at load, naming the file.
+        do {
+            _ = try await ServedIndex.load(name: "photos", contentsOf: url, candidateWeights: [Harness.noTopWeights], backend: OneDNNBackend(), annFile: otherURL)
+            Issue.record("an ANN file of another index was accepted")
+        } catch {
+            #expect(String(describing: error).contains(otherURL.path), "\(error)")
+        }
+
+        let exact = try await ServedIndex.load(name: "exact", contentsOf: url, candidateWeights: [Harness.noTopWeights], backend: OneDNNBackend())
+        let index = try await ServedIndex.load(name: "photos", contentsOf: url, candidateWeights: [Harness.noTopWeights], backend: OneDNNBackend(), annFile: annURL)
+        #expect(index.ann?.count == 4)
+        let metrics = ServingMetrics()
+        let registry = try ModelRegistry(models: [embedder], indexes: [index, exact], observer: metrics)
+        defer { registry.shutdown() }
+        let state = ServerState(service: InferenceService(registry: registry))
+        let app = Application(router: MobileNetServer.makeRouter(state: state, configuration: ServerConfiguration(), metrics: metrics), logger: Harness.quietLogger)
+        let query = try Data(contentsOf: files[2])
+        try await app.test(.router) { client in
+            var answers: [String: [[String: Any]]] = [:]
+            for name in ["photos", "exact"] {
+                try await client.execute(uri: "/v1/similar?index=\(name)&top=4", method: .post, body: ByteBuffer(bytes: query)) { response throws in
+                    #expect(response.status == .ok, "\(String(buffer: response.body))")
+                    answers[name] = try Harness.object(response)["matches"] as? [[String: Any]] ?? []
+                }
+            }
+            let approximate = answers["photos"] ?? [], exactMatches = answers["exact"] ?? []
+            #expect(approximate.count == 4)
+            #expect(approximate.compactMap { $0["file"] as? String } == exactMatches.compactMap { $0["file"] as? String })
+            #expect(approximate.first?["file"] as? String == files[2].path)
+            for (a, e) in zip(approximate, exactMatches) {
+                let (x, y) = ((a["similarity"] as? NSNumber)?.floatValue ?? 9, (e["similarity"] as? NSNumber)?.floatValue ?? -9)
+                #expect(abs(x - y) < 1e-5, "\(x) vs \(y)")
+            }
+            for bad in ["nprobe=0", "ef_search=x", "nprobe=99999999999"] {
+                try await client.execute(uri: "/v1/similar?index=photos&\(bad)", method: .post, body: ByteBuffer(bytes: query)) { response throws in
+                    #expect(response.status == .badRequest, "\(bad)")
+                }
+            }
+            try await client.execute(uri: "/v1/catalog", method: .get) { response throws in
+                let indexes = try Harness.object(response)["indexes"] as? [[String: Any]] ?? []
+                #expect(indexes.first?["ann"] as? String == "Flat")
+                #expect(indexes.last?["ann"] == nil)
             }
         }
     }

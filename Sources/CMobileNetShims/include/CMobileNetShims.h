@@ -131,6 +131,8 @@ int mn_bmp_decode_rgba(const uint8_t *data, size_t length, uint64_t max_pixels,
 int mn_fork(void);
 /// Sets the child's address-space limit (RLIMIT_AS) in bytes. Returns 0 or -1.
 int mn_limit_address_space(unsigned long long bytes);
+/// glibc mallopt(M_MMAP_THRESHOLD, bytes): a fixed threshold (dynamic adjustment off). Returns 1 on success.
+int mn_set_mmap_threshold(int bytes);
 
 #ifdef __cplusplus
 }

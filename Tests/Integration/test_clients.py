@@ -115,3 +115,41 @@ def test_broken_http_framing_is_a_400_not_a_500(server):
         assert " 5" not in status[8:12], f"{name}: {status}"
         assert status.startswith("HTTP/1.1 4") or status == "(connection closed)", f"{name}: {status}"
     assert requests.get(server.url + "/v2/health/live").status_code == 200
+
+
+def test_expect_100_continue_is_answered_before_the_body(server, workdir):
+    """curl sends `Expect: 100-continue` with uploads over 1 MB and waits (1 s) for the interim
+    answer before sending the body; the server gives it at once, and not for a body it will refuse."""
+    import socket
+    photo = CHELSEA.read_bytes()
+    head = (f"POST /v1/classify?top=1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {len(photo)}\r\nExpect: 100-continue\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(head)
+        interim = s.recv(64)  # nothing of the body sent yet: only the interim answer can come
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n"), interim
+        s.sendall(photo)
+        answer = b""
+        while b"Egyptian_cat" not in answer and len(answer) < 65536:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n" or interim.endswith(b"\r\n"), interim
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert b"Egyptian_cat" in answer
+    # A declared body over the limit: no 100 Continue, the final 413 at once.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\nExpect: 100-continue\r\n\r\n")
+        status = s.recv(64).split(b"\r\n", 1)[0]
+        assert status.startswith(b"HTTP/1.1 413"), status
+    # curl itself: a 1.5 MB upload goes out at once (no "Done waiting for 100-continue").
+    need(shutil.which("curl"), "curl is missing")
+    big = workdir / "padded.png"
+    big.write_bytes(photo + b"\0" * (1_500_000 - len(photo)))
+    result = subprocess.run(["curl", "-sSv", "--fail-with-body", "--data-binary", f"@{big}", server.url + "/v1/classify?top=1"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Expect: 100-continue" in result.stderr and "HTTP/1.1 100 Continue" in result.stderr, result.stderr
+    assert "Done waiting for 100-continue" not in result.stderr
+    assert json.loads(result.stdout)["predictions"][0]["label"] == "Egyptian_cat"

@@ -73,8 +73,8 @@ struct BatchingTests {
     @Test("a cancelled request leaves the queue at once and is not run; the batcher goes on")
     func cancellation() async throws {
         let model = try await Harness.embedder()
-        // A batch of 8 waits up to 10 s to fill: the 2 images stay queued until cancelled.
-        let batcher = DynamicBatcher(model: model, configuration: BatchingConfiguration(maxBatchSize: 8, batchTimeout: .seconds(10), maxQueuedImages: 64))
+        // A batch of 8 waits up to 120 s to fill: the 2 images stay queued until cancelled.
+        let batcher = DynamicBatcher(model: model, configuration: BatchingConfiguration(maxBatchSize: 8, batchTimeout: .seconds(120), maxQueuedImages: 64))
         defer { batcher.shutdown(); batcher.waitUntilFinished() }
         let images = Self.images(2, model: model)
         let waiting = Task { try await batcher.submit(images) }
@@ -84,7 +84,7 @@ struct BatchingTests {
         let cancelled = clock.now
         waiting.cancel()
         await #expect(throws: CancellationError.self) { try await waiting.value }
-        #expect(cancelled.duration(to: clock.now) < .seconds(5), "answered only when the batch timeout ran out")
+        #expect(cancelled.duration(to: clock.now) < .seconds(60), "answered only when the batch timeout ran out")
         #expect(batcher.queueDepth == 0)
         let stats = batcher.statistics
         #expect(stats.cancelled == 1 && stats.images == 0, "\(stats)")
@@ -93,15 +93,17 @@ struct BatchingTests {
     @Test("announced requests: a lone one runs at once (no batch timeout); one waits for another that is still being prepared")
     func workConservingBatching() async throws {
         let model = try await Harness.embedder()
-        // A 10 s batch timeout that only matters if the batcher waits on speculation.
-        let batcher = DynamicBatcher(model: model, configuration: BatchingConfiguration(maxBatchSize: 8, batchTimeout: .seconds(10), maxQueuedImages: 64))
+        // A 120 s batch timeout that only matters if the batcher waits on speculation; a run
+        // (the first one builds the plan) takes well under the 60 s bound even on a loaded machine
+        // (6.4 s was seen with the whole suite on 2 busy cores against a 5 s bound).
+        let batcher = DynamicBatcher(model: model, configuration: BatchingConfiguration(maxBatchSize: 8, batchTimeout: .seconds(120), maxQueuedImages: 64))
         defer { batcher.shutdown(); batcher.waitUntilFinished() }
         let images = Self.images(2, model: model)
         let clock = ContinuousClock()
         let start = clock.now
         let alone = try await batcher.submit(preparing: { [images[0]] })
         #expect(alone.count == 1)
-        #expect(start.duration(to: clock.now) < .seconds(5), "a lone announced request waited for the batch timeout")
+        #expect(start.duration(to: clock.now) < .seconds(60), "a lone announced request waited for the batch timeout")
         #expect(batcher.statistics.runs == 1)
 
         // B announces itself and takes 300 ms to prepare; A, queued meanwhile, waits for it: one run of 2.
@@ -127,6 +129,6 @@ struct BatchingTests {
         }
         let again = clock.now
         _ = try await batcher.submit(preparing: { [first] })
-        #expect(again.duration(to: clock.now) < .seconds(5))
+        #expect(again.duration(to: clock.now) < .seconds(60))
     }
 }

@@ -2,6 +2,7 @@
 #include "CMobileNetFaiss.h"
 #include <omp.h>
 
+#include <stdexcept>
 #include <faiss/Index.h>
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
@@ -216,6 +217,14 @@ int mnf_add(mnf_index *index, int64_t n, const float *x, char *error, size_t err
 int mnf_add_with_ids(mnf_index *index, int64_t n, const float *x, const int64_t *ids, char *error, size_t error_size) {
     return guarded(error, error_size, [&] {
         index->index->add_with_ids(n, x, reinterpret_cast<const faiss::Index::idx_t *>(ids));
+        return MNF_OK;
+    });
+}
+
+int mnf_reconstruct_range(const mnf_index *index, int64_t start, int64_t count, float *out, char *error, size_t error_size) {
+    return guarded(error, error_size, [&] {
+        if (start < 0 || count < 0 || start + count > index->index->ntotal) throw std::invalid_argument("ids out of range");
+        index->index->reconstruct_n(start, count, out);
         return MNF_OK;
     });
 }

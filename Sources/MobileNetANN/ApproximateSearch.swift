@@ -63,7 +63,7 @@ extension ImageIndex {
         try checkCompatible(backbone.identity)
         let (search, _) = try searchIndex(preprocessing: PreprocessingIdentity(preprocessor))
         let ann = try ANNIndex(contentsOf: annFile)
-        try ann.check(matches: search, path: annFile.path)
+        try ann.verify(matches: search, path: annFile.path)
         let embedder = try CachedEmbedder(backbone: backbone, preprocessor: preprocessor, store: nil, runtime: runtime)
         let embedded = try embedder.embed(queries)
         var results: [(query: URL, matches: [SimilarityMatch])] = []

@@ -24,6 +24,9 @@ struct ServingHTTPError: HTTPResponseError {
         var headers: HTTPFields = [.contentType: "application/json"]
         if error.isRetryable { headers[.retryAfter] = String(retryAfterSeconds) }
         if case .methodNotAllowed(_, let allowed) = error { headers[.allow] = allowed }
+        // The rest of an oversized body is not read (and discarded) without bound: the
+        // connection closes after the 413, as nginx does.
+        if case .bodyTooLarge = error { headers[.connection] = "close" }
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: ServingJSON.error(error.description))))
     }
 }

@@ -73,8 +73,8 @@ public final class ServedIndex: Sendable {
     public let source: URL
     /// The indexed embeddings (one per image, identified by its path).
     public let search: EmbeddingIndex
-    /// The approximate-search index queries go through (checked at load to belong to
-    /// ``search``: same dimension and count); nil: exact search.
+    /// The approximate-search index queries go through (checked at load to hold ``search``'s
+    /// vectors, row for row); nil: exact search.
     public let ann: ANNIndex?
     /// The ANN file, named in errors.
     public let annSource: URL?
@@ -168,7 +168,7 @@ public final class ServedIndex: Sendable {
     ///   - resolver: where to look for the backbone's weights otherwise.
     ///   - annFile: a FAISS file built from this index's embeddings; it is read in a forked,
     ///     memory-limited child first (``/MobileNetANN/ANNFileIsolation/default``), then checked
-    ///     against the loaded embeddings (dimension and count).
+    ///     against the loaded embeddings, vector by vector (``/MobileNetANN/ANNIndex/verify(matches:path:tolerance:)``).
     /// - Throws: ``ServingError/indexLoadFailed(name:path:reason:)``: no such file, an empty
     ///   index, no embeddings made with this preprocessing, no matching weight file, or an ANN
     ///   file that is damaged or was built from other embeddings (named as the path then).
@@ -189,7 +189,7 @@ public final class ServedIndex: Sendable {
             if let annFile {
                 do {
                     let loaded = try ANNIndex(contentsOf: annFile)
-                    try loaded.check(matches: search, path: annFile.path)
+                    try loaded.verify(matches: search, path: annFile.path)
                     ann = loaded
                 } catch {
                     throw ServingError.indexLoadFailed(name: name, path: annFile.path, reason: (error as? LocalizedError)?.errorDescription ?? String(describing: error))

@@ -78,6 +78,23 @@ struct ANNIndexTests {
         if ann.kind == .hnswFlat { #expect(ann.defaultSearchParameter == ANNIndex.defaultEfSearch) }
     }
 
+    @Test("a file of other vectors with the same count and dimension: check passes, verify names the first row that differs", arguments: ["Flat", "IVF16,Flat", "HNSW16,Flat"])
+    func staleFile(factory: String) throws {
+        let built = try Self.embeddingIndex(count: 2000, dimension: 24)
+        let ann = try ANNIndex.build(from: built, factory: factory)
+        try ann.verify(matches: built, path: "built.faiss")
+        // One image re-embedded (row 1234), the count unchanged; and the rows shifted by one.
+        var vectors = (0..<built.count).flatMap { built.vector(at: $0) }
+        for j in 0..<24 { vectors[1234 * 24 + j] = Float(j % 3) + 0.5 }
+        let changed = try EmbeddingIndex(identifiers: built.identifiers, vectors: vectors, dimension: 24)
+        try ann.check(matches: changed, path: "stale.faiss")
+        #expect(throws: ANNError.mismatch(path: "stale.faiss", reason: "its vector 1234 is not the index's 'img1234' (built before images were added, removed or re-embedded? build it again with mobilenet index build-ann)")) {
+            try ann.verify(matches: changed, path: "stale.faiss")
+        }
+        let shifted = try EmbeddingIndex(identifiers: built.identifiers, vectors: Array(vectors[24...]) + Array(vectors[..<24]), dimension: 24)
+        #expect(throws: ANNError.self) { try ann.verify(matches: shifted, path: "shifted.faiss") }
+    }
+
     @Test("default factory follows the vector count")
     func defaults() {
         #expect(ANNIndex.defaultFactory(count: 500) == "Flat")

@@ -65,7 +65,7 @@ struct PythonInteropTests {
         let built = try Subprocess.run(Self.python, [Self.script.path, "build", vectors.path, factory, file.path])
         try #require(built.status == 0, "faiss_interop.py build failed: \(built.stderr)")
         let ann = try ANNIndex(contentsOf: file)
-        try ann.check(matches: exact, path: file.path)
+        try ann.verify(matches: exact, path: file.path)  // Python stored the same vectors, row for row
         // Queries normalised once, here: both sides search the same float32 bytes (an HNSW
         // search at the stored efSearch 16 can take another path on a 1-ulp difference).
         let raw = ANNIndexTests.clustered(count: 8, dimension: 24, clusters: 20, seed: 4)

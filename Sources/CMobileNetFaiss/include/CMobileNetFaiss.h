@@ -53,6 +53,9 @@ int mnf_search(const mnf_index *index, int64_t n, const float *x, int64_t k, int
                float *distances, int64_t *labels, char *error, size_t error_size);
 
 int64_t mnf_ntotal(const mnf_index *index);
+/// The stored vectors of ids start..<start+count, row-major into out ([count, d]): Flat,
+/// IVF<n>,Flat (scans the lists) and HNSW<M>,Flat (its flat storage).
+int mnf_reconstruct_range(const mnf_index *index, int64_t start, int64_t count, float *out, char *error, size_t error_size);
 int mnf_dimension(const mnf_index *index);
 /// 0 = METRIC_INNER_PRODUCT, 1 = METRIC_L2, others as faiss::MetricType.
 int mnf_metric(const mnf_index *index);

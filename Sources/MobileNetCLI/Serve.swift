@@ -63,6 +63,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("idle-timeout"), help: ArgumentHelp("Seconds an idle connection is kept open.", valueName: "s"))
     var idleTimeoutSeconds: Double = 60
 
+    @Option(name: .customLong("body-timeout"), help: ArgumentHelp("Seconds a request body may take to arrive before the request gets 408 and the connection closes.", valueName: "s"))
+    var bodyTimeoutSeconds: Double = 60
+
     @Option(name: .customLong("shutdown-timeout"), help: ArgumentHelp("Seconds a graceful shutdown (SIGTERM) may take before open connections are cancelled.", valueName: "s"))
     var shutdownTimeoutSeconds: Double = 25
 
@@ -89,6 +92,9 @@ struct Serve: AsyncParsableCommand {
         }
         guard idleTimeoutSeconds.isFinite, (0.1...86400).contains(idleTimeoutSeconds) else {
             throw ValidationError("--idle-timeout must be between 0.1 and 86400 seconds, got \(idleTimeoutSeconds)")
+        }
+        guard bodyTimeoutSeconds.isFinite, (0.1...86400).contains(bodyTimeoutSeconds) else {
+            throw ValidationError("--body-timeout must be between 0.1 and 86400 seconds, got \(bodyTimeoutSeconds)")
         }
         guard shutdownTimeoutSeconds.isFinite, (0.1...3600).contains(shutdownTimeoutSeconds) else {
             throw ValidationError("--shutdown-timeout must be between 0.1 and 3600 seconds, got \(shutdownTimeoutSeconds)")
@@ -136,6 +142,7 @@ struct Serve: AsyncParsableCommand {
             batching: BatchingConfiguration(maxBatchSize: maxBatchSize, batchTimeout: .microseconds(Int64(batchTimeoutMilliseconds * 1000)), maxQueuedImages: maxQueue,
                                             requestTimeout: .milliseconds(Int64(requestTimeoutSeconds * 1000))),
             idleTimeout: .milliseconds(Int64(idleTimeoutSeconds * 1000)), shutdownTimeout: .milliseconds(Int64(shutdownTimeoutSeconds * 1000)),
+            bodyTimeout: .milliseconds(Int64(bodyTimeoutSeconds * 1000)),
             // The user's own allocator tuning wins over the server's fixed threshold.
             mallocMmapThreshold: Self.allocatorTunedByEnvironment ? nil : MallocTuning.defaultMmapThreshold)
         do {

@@ -13,6 +13,7 @@ struct ServingHTTPError: HTTPResponseError {
         switch error {
         case .modelNotFound, .indexNotFound, .imageNotFound, .versionNotFound: .notFound
         case .bodyTooLarge: .contentTooLarge
+        case .bodyTimedOut: .requestTimeout
         case .queueFull, .timedOut, .shuttingDown, .notReady: .serviceUnavailable
         case .methodNotAllowed: .methodNotAllowed
         case .inferenceFailed, .modelLoadFailed, .indexLoadFailed: .internalServerError
@@ -26,7 +27,10 @@ struct ServingHTTPError: HTTPResponseError {
         if case .methodNotAllowed(_, let allowed) = error { headers[.allow] = allowed }
         // The rest of an oversized body is not read (and discarded) without bound: the
         // connection closes after the 413, as nginx does.
-        if case .bodyTooLarge = error { headers[.connection] = "close" }
+        switch error {
+        case .bodyTooLarge, .bodyTimedOut: headers[.connection] = "close"
+        default: break
+        }
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: ServingJSON.error(error.description))))
     }
 }

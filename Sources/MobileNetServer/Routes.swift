@@ -187,10 +187,27 @@ struct ServingRoutes: Sendable {
         if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
             throw ServingError.bodyTooLarge(bytes: declared, limit: limit)
         }
-        var request = request
+        let timeout = configuration.bodyTimeout
         do {
-            let buffer = try await request.collectBody(upTo: limit)
+            // The whole body within the body timeout: the read races a timer, and the loser is cancelled.
+            let buffer = try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+                group.addTask {
+                    var request = request
+                    return try await request.collectBody(upTo: limit)
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let body = first else {
+                    throw ServingError.bodyTimedOut(seconds: Double(timeout.components.seconds) + Double(timeout.components.attoseconds) * 1e-18)
+                }
+                return body
+            }
             return Data(buffer.readableBytesView)
+        } catch let error as ServingError {
+            throw error
         } catch is NIOTooManyBytesError {
             throw ServingError.bodyTooLarge(bytes: nil, limit: limit)
         } catch {

@@ -20,6 +20,10 @@ public struct ServerConfiguration: Sendable {
     /// 30 s grace period): open requests are answered meanwhile; after it, the connections that
     /// are left (a client stalled mid-upload) are cancelled and the process exits.
     public var shutdownTimeout: Duration
+    /// How long a request's whole body may take to arrive (default 60 s): a client that sends a
+    /// byte now and then resets the idle timeout, so without this it could hold a connection (and
+    /// a request task) forever. Past it: 408 and the connection closes.
+    public var bodyTimeout: Duration
     /// A fixed glibc `M_MMAP_THRESHOLD` set when the server starts
     /// (``/MobileNetIO/MallocTuning/useFixedMmapThreshold(_:)``, default 128 KiB), so the resident
     /// size stays flat under load; nil leaves the allocator as the process has it (for example
@@ -32,7 +36,7 @@ public struct ServerConfiguration: Sendable {
     /// Creates a configuration.
     public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, limits: ServingLimits = ServingLimits(),
                 batching: BatchingConfiguration = BatchingConfiguration(), retryAfterSeconds: Int = 1, idleTimeout: Duration = .seconds(60),
-                shutdownTimeout: Duration = .seconds(25), mallocMmapThreshold: Int? = MallocTuning.defaultMmapThreshold) {
+                shutdownTimeout: Duration = .seconds(25), bodyTimeout: Duration = .seconds(60), mallocMmapThreshold: Int? = MallocTuning.defaultMmapThreshold) {
         self.host = host
         self.port = port
         self.limits = limits
@@ -40,6 +44,7 @@ public struct ServerConfiguration: Sendable {
         self.retryAfterSeconds = max(1, retryAfterSeconds)
         self.idleTimeout = max(.milliseconds(100), idleTimeout)
         self.shutdownTimeout = max(.milliseconds(100), shutdownTimeout)
+        self.bodyTimeout = max(.milliseconds(100), bodyTimeout)
         self.mallocMmapThreshold = mallocMmapThreshold
     }
 }

@@ -5,7 +5,7 @@ import Foundation
 ///
 /// The HTTP face maps the cases to status codes: ``modelNotFound(name:available:)``,
 /// ``indexNotFound(name:available:)``, ``imageNotFound(index:file:reason:)`` and
-/// ``versionNotFound(model:version:available:)`` to 404, ``bodyTooLarge(bytes:limit:)`` to 413,
+/// ``versionNotFound(model:version:available:)`` to 404, ``bodyTimedOut(seconds:)`` to 408, ``bodyTooLarge(bytes:limit:)`` to 413,
 /// ``queueFull(model:limit:)``, ``timedOut(model:waited:)``, ``shuttingDown(model:)`` and ``notReady`` to 503 (with `Retry-After`),
 /// ``inferenceFailed(model:reason:)`` to 500 and every other request error to 400.
 public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, LocalizedError {
@@ -31,6 +31,9 @@ public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, L
     /// The request body has more bytes than the server accepts (`bytes` is nil when the body
     /// was refused while it was streamed, before its length was known).
     case bodyTooLarge(bytes: Int?, limit: Int)
+    /// The request body did not arrive within the server's body timeout (a client trickling
+    /// bytes to hold the connection); `seconds` is the timeout.
+    case bodyTimedOut(seconds: Double)
     /// The model's queue holds as many images as it may: the client should retry later.
     case queueFull(model: String, limit: Int)
     /// The request waited in the model's queue longer than the request timeout and was not run.
@@ -68,6 +71,8 @@ public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, L
         case .bodyTooLarge(let bytes, let limit):
             if let bytes { "the request body has \(bytes) bytes, more than the \(limit) this server accepts" }
             else { "the request body is larger than the \(limit) bytes this server accepts" }
+        case .bodyTimedOut(let seconds):
+            "the request body did not arrive within \(String(format: "%g", seconds)) s (the server's body timeout)"
         case .queueFull(let model, let limit):
             "model '\(model)' has \(limit) images waiting, as many as its queue holds; retry later"
         case .timedOut(let model, let waited):

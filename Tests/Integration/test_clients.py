@@ -153,3 +153,33 @@ def test_expect_100_continue_is_answered_before_the_body(server, workdir):
     assert "Expect: 100-continue" in result.stderr and "HTTP/1.1 100 Continue" in result.stderr, result.stderr
     assert "Done waiting for 100-continue" not in result.stderr
     assert json.loads(result.stdout)["predictions"][0]["label"] == "Egyptian_cat"
+
+
+def test_a_trickled_body_gets_408_at_the_body_timeout(shared, workdir):
+    """A client sending a byte every 0.5 s keeps resetting the idle timeout; the body timeout
+    still ends the request (408, connection closed), and the server answers others meanwhile."""
+    import socket
+    import time
+    from conftest import NO_TOP_WEIGHTS, Server
+    server = Server(["--model", f"embedder={NO_TOP_WEIGHTS}", "--body-timeout", "2", "--idle-timeout", "30"], workdir / "trickle.log")
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.sendall(b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+            start, answer = time.monotonic(), b""
+            s.settimeout(0.5)
+            while time.monotonic() - start < 20 and not answer:
+                try:
+                    s.sendall(b"x")
+                except OSError:
+                    pass
+                try:
+                    answer = s.recv(4096)
+                except socket.timeout:
+                    pass
+            waited = time.monotonic() - start
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"connection: close" in answer.lower() and b"body timeout" in answer
+        assert 1.5 < waited < 15, waited
+        assert requests.get(server.url + "/v2/health/live", timeout=10).status_code == 200
+    finally:
+        assert server.stop() == 0

@@ -56,6 +56,15 @@ public struct Misclassification: Sendable, Equatable, Codable {
     /// The probability of ``trueClass``, 0...1.
     public var trueClassProbability: Double
 
+    /// A misclassified image from its values.
+    public init(url: URL, trueClass: String, predictedClass: String, probability: Double, trueClassProbability: Double) {
+        self.url = url
+        self.trueClass = trueClass
+        self.predictedClass = predictedClass
+        self.probability = probability
+        self.trueClassProbability = trueClassProbability
+    }
+
     /// The misclassified images of an evaluation, most confident mistakes first.
     ///
     /// - Parameters:
@@ -242,7 +251,7 @@ public struct ClassifierTraining: Sendable {
         guard let predictions = tuned.weights.layer(named: "predictions"), predictions.arrays.count == 2 else {
             throw FineTuningSetupError.invalidSetting("the trained network returned no predictions layer")
         }
-        let tunedHead = ClassifierHead(layers: [.dropout(settings.dropout), .dense(DenseLayer(inputs: dense.inputs, outputs: dense.outputs,
+        let tunedHead = ClassifierHead(layers: [.dropout(rate: settings.dropout), .dense(DenseLayer(inputs: dense.inputs, outputs: dense.outputs,
             kernel: predictions.arrays[0].values.map(Double.init), bias: predictions.arrays[1].values.map(Double.init)))])
         let evaluation = EvaluationReport(probabilities: tuned.validationProbabilities, labels: tuned.validationImages.map(\.label),
                                           classNames: folder.classNames, k: topK)

@@ -1,6 +1,7 @@
 import Foundation
 import MobileNetModel
 import MobileNetStore
+import MobileNetTraining
 
 /// One weight array of a model file, stored compactly: the values as little-endian IEEE 754
 /// float32, base64-encoded, with the SHA-256 of those bytes.

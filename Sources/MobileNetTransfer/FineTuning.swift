@@ -47,19 +47,24 @@ public enum FineTunePoint: Sendable, Equatable, Codable, CustomStringConvertible
     /// Up to three names closest to `name` by edit distance (for a typo's message).
     static func closest(to name: String, in names: [String]) -> [String] {
         func distance(_ a: [Character], _ b: [Character]) -> Int {
+            guard !a.isEmpty else { return b.count }
+            guard !b.isEmpty else { return a.count }
             var previous = Array(0...b.count)
-            for i in 1...max(a.count, 1) where !a.isEmpty {
-                var current = [i] + Array(repeating: 0, count: b.count)
-                for j in 1...max(b.count, 1) where !b.isEmpty {
-                    current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            for i in 1...a.count {
+                var current = [Int](repeating: 0, count: b.count + 1)
+                current[0] = i
+                for j in 1...b.count {
+                    let substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)
+                    current[j] = min(substitution, min(previous[j], current[j - 1]) + 1)
                 }
                 previous = current
             }
             return previous[b.count]
         }
         let target = Array(name.lowercased())
-        return names.map { ($0, distance(target, Array($0.lowercased()))) }
-            .sorted { $0.1 < $1.1 || ($0.1 == $1.1 && $0.0 < $1.0) }.prefix(3).map(\.0)
+        let scored: [(String, Int)] = names.map { candidate in (candidate, distance(target, Array(candidate.lowercased()))) }
+        return scored
+            .sorted { (a: (String, Int), b: (String, Int)) -> Bool in a.1 < b.1 || (a.1 == b.1 && a.0 < b.0) }.prefix(3).map { $0.0 }
     }
 }
 
@@ -223,6 +228,15 @@ public struct FineTuningSetup: Sendable {
     public var dropout: Double
     /// The backend the frozen part runs on.
     public var backend: any InferenceBackend
+
+    /// A setup from its parts.
+    public init(configuration: MobileNetV2Configuration, weights: KerasWeightSet, fineTuneAt: Int, dropout: Double, backend: any InferenceBackend) {
+        self.configuration = configuration
+        self.weights = weights
+        self.fineTuneAt = fineTuneAt
+        self.dropout = dropout
+        self.backend = backend
+    }
 }
 
 /// Builds the trainable network of a run.

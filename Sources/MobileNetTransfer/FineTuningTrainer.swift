@@ -100,7 +100,7 @@ public struct FineTuningTrainer: Sendable {
             guard let value = try frozen.activations(batch, layers: [entryLayer])[entryLayer] else { throw ModelError.unknownLayer(entryLayer) }
             return value
         }
-        var shuffler = SeededRandom(seed: seed ^ 0x5EED_F17E_7u64)
+        var shuffler = SeededRandom(seed: seed ^ 0x5EED_F17E)
         var dropout = SplitMix64(seed: seed ^ 0xD0D0_7E55)
         let runner = PreparedBatches(batchSize: settings.batchSize, decodeThreads: decodeThreads)
         var failed = Set<URL>()

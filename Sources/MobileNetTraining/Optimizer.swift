@@ -44,6 +44,19 @@ public struct Optimizer: Sendable {
     /// - Precondition: `gradients` has one array per parameter array, of the same length, and
     ///   the lengths are those of the first update (a programmer error otherwise).
     public mutating func update(_ parameters: inout [[Double]], gradients: [[Double]]) {
+        apply(&parameters, gradients)
+    }
+
+    /// Applies one update to `Float` parameters (``FineTuningNetwork``): the same rule, the
+    /// optimiser state and the arithmetic in Double, each new value rounded to `Float` (Keras
+    /// keeps both in float32; the difference is the rounding of the state).
+    ///
+    /// - Precondition: as ``update(_:gradients:)-(inout [[Double]],_)``.
+    public mutating func update(_ parameters: inout [[Float]], gradients: [[Float]]) {
+        apply(&parameters, gradients)
+    }
+
+    private mutating func apply<Scalar: BinaryFloatingPoint>(_ parameters: inout [[Scalar]], _ gradients: [[Scalar]]) {
         precondition(gradients.count == parameters.count && zip(parameters, gradients).allSatisfy { $0.count == $1.count },
                      "Optimizer.update: gradients do not match the parameters")
         if first.isEmpty {
@@ -60,27 +73,27 @@ public struct Optimizer: Sendable {
             let alpha = lr * (1 - Foundation.pow(b2, t)).squareRoot() / (1 - Foundation.pow(b1, t))
             for p in parameters.indices {
                 for i in parameters[p].indices {
-                    let g = gradients[p][i]
+                    let g = Double(gradients[p][i])
                     first[p][i] += (g - first[p][i]) * (1 - b1)
                     second[p][i] += (g * g - second[p][i]) * (1 - b2)
-                    parameters[p][i] -= first[p][i] * alpha / (second[p][i].squareRoot() + eps)
+                    parameters[p][i] = Scalar(Double(parameters[p][i]) - first[p][i] * alpha / (second[p][i].squareRoot() + eps))
                 }
             }
         case .sgd(let lr, let momentum):
             for p in parameters.indices {
                 for i in parameters[p].indices {
                     if momentum == 0 {
-                        parameters[p][i] -= lr * gradients[p][i]
+                        parameters[p][i] = Scalar(Double(parameters[p][i]) - lr * Double(gradients[p][i]))
                     } else {
-                        first[p][i] = momentum * first[p][i] - lr * gradients[p][i]
-                        parameters[p][i] += first[p][i]
+                        first[p][i] = momentum * first[p][i] - lr * Double(gradients[p][i])
+                        parameters[p][i] = Scalar(Double(parameters[p][i]) + first[p][i])
                     }
                 }
             }
         case .rmsprop(let lr, let rho, let momentum, let eps, let centered):
             for p in parameters.indices {
                 for i in parameters[p].indices {
-                    let g = gradients[p][i]
+                    let g = Double(gradients[p][i])
                     second[p][i] = rho * second[p][i] + (1 - rho) * g * g
                     var denominator = second[p][i] + eps
                     if centered {
@@ -90,9 +103,9 @@ public struct Optimizer: Sendable {
                     let increment = lr * g / denominator.squareRoot()
                     if momentum > 0 {
                         first[p][i] = momentum * first[p][i] + increment
-                        parameters[p][i] -= first[p][i]
+                        parameters[p][i] = Scalar(Double(parameters[p][i]) - first[p][i])
                     } else {
-                        parameters[p][i] -= increment
+                        parameters[p][i] = Scalar(Double(parameters[p][i]) - increment)
                     }
                 }
             }

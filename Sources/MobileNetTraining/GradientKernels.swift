@@ -98,6 +98,26 @@ public enum GradientKernels {
         public var outputPositions: Int { batch * outputHeight * outputWidth }
         /// The im2col row width `KH·KW·C`.
         public var patchSize: Int { kernelHeight * kernelWidth * channels }
+
+        /// The taps of output position `(b, oy, ox)` that fall inside the input: for each, the
+        /// element offset of its input pixel in `inputs` and of its kernel row (`tap · C`) in
+        /// `weights` (each with room for `KH·KW` entries). Returns their number.
+        @inline(__always)
+        func validTaps(b: Int, oy: Int, ox: Int, inputs: UnsafeMutablePointer<Int>, weights: UnsafeMutablePointer<Int>) -> Int {
+            var count = 0
+            for ky in 0..<kernelHeight {
+                let iy = oy * stride - top + ky
+                if iy < 0 || iy >= height { continue }
+                for kx in 0..<kernelWidth {
+                    let ix = ox * stride - left + kx
+                    if ix < 0 || ix >= width { continue }
+                    inputs[count] = ((b * height + iy) * width + ix) * channels
+                    weights[count] = (ky * kernelWidth + kx) * channels
+                    count += 1
+                }
+            }
+            return count
+        }
     }
 
     /// im2col: row `(b, oy, ox)` of `columns` (`[N·OH·OW, KH·KW·C]`) holds the window's input
@@ -191,22 +211,29 @@ public enum GradientKernels {
     ///
     /// - Parameters: `x` `[N, H, W, C]`; `kernel` `[KH, KW, C]`; `y` `[N, OH, OW, C]`.
     public static func depthwise(_ x: UnsafePointer<Float>, _ g: Window, kernel: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
-        let c = g.channels
+        let c = g.channels, vectorEnd = c & ~7
         parallel(g.batch * g.outputHeight, grain: 2) { rows in
-            for row in rows {
-                let b = row / g.outputHeight, oy = row % g.outputHeight
-                for ox in 0..<g.outputWidth {
-                    let out = y + ((b * g.outputHeight + oy) * g.outputWidth + ox) * c
-                    out.update(repeating: 0, count: c)
-                    for ky in 0..<g.kernelHeight {
-                        let iy = oy * g.stride - g.top + ky
-                        if iy < 0 || iy >= g.height { continue }
-                        for kx in 0..<g.kernelWidth {
-                            let ix = ox * g.stride - g.left + kx
-                            if ix < 0 || ix >= g.width { continue }
-                            let input = x + ((b * g.height + iy) * g.width + ix) * c
-                            let weight = kernel + (ky * g.kernelWidth + kx) * c
-                            for ch in 0..<c { out[ch] += input[ch] * weight[ch] }
+            var inputs = [Int](repeating: 0, count: g.kernelHeight * g.kernelWidth), weights = inputs
+            inputs.withUnsafeMutableBufferPointer { inputOffsets in
+                weights.withUnsafeMutableBufferPointer { weightOffsets in
+                    for row in rows {
+                        let b = row / g.outputHeight, oy = row % g.outputHeight
+                        for ox in 0..<g.outputWidth {
+                            let out = y + ((b * g.outputHeight + oy) * g.outputWidth + ox) * c
+                            let taps = g.validTaps(b: b, oy: oy, ox: ox, inputs: inputOffsets.baseAddress!, weights: weightOffsets.baseAddress!)
+                            var ch = 0
+                            while ch < vectorEnd {
+                                var sum = SIMD8<Float>()
+                                for t in 0..<taps { sum += load8(x + inputOffsets[t] + ch) * load8(kernel + weightOffsets[t] + ch) }
+                                store8(sum, out + ch)
+                                ch += 8
+                            }
+                            while ch < c {
+                                var sum: Float = 0
+                                for t in 0..<taps { sum += x[inputOffsets[t] + ch] * kernel[weightOffsets[t] + ch] }
+                                out[ch] = sum
+                                ch += 1
+                            }
                         }
                     }
                 }
@@ -219,7 +246,7 @@ public enum GradientKernels {
     /// given, `dx[…, c] = Σ k[ky, kx, c] · dy[…, c]` (`…BackpropInput`; `dx` is overwritten).
     public static func depthwiseBackward(_ x: UnsafePointer<Float>, _ g: Window, kernel: UnsafePointer<Float>, dy: UnsafePointer<Float>,
                                          dkernel: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?) {
-        let c = g.channels, taps = g.kernelHeight * g.kernelWidth
+        let c = g.channels, taps = g.kernelHeight * g.kernelWidth, vectorEnd = c & ~7
         let chunks = max(1, min(workers, g.batch))
         // Per chunk of images: Double totals of the kernel gradient, and a Float block sum.
         var totals = [Double](repeating: 0, count: chunks * taps * c)
@@ -227,6 +254,7 @@ public enum GradientKernels {
         totals.withUnsafeMutableBufferPointer { totalBuffer in
             let total = totalBuffer.baseAddress!
             parallel(chunks) { range in
+                var inputs = [Int](repeating: 0, count: taps), weights = inputs
                 for chunk in range {
                     let mine = total + chunk * taps * c
                     withTemporary(taps * c) { block in
@@ -236,21 +264,25 @@ public enum GradientKernels {
                             for oy in 0..<g.outputHeight {
                                 for ox in 0..<g.outputWidth {
                                     let gradient = dy + ((b * g.outputHeight + oy) * g.outputWidth + ox) * c
-                                    for ky in 0..<g.kernelHeight {
-                                        let iy = oy * g.stride - g.top + ky
-                                        if iy < 0 || iy >= g.height { continue }
-                                        for kx in 0..<g.kernelWidth {
-                                            let ix = ox * g.stride - g.left + kx
-                                            if ix < 0 || ix >= g.width { continue }
-                                            let offset = ((b * g.height + iy) * g.width + ix) * c
-                                            let input = x + offset
-                                            let tap = (ky * g.kernelWidth + kx) * c
-                                            let partial = block + tap
-                                            for ch in 0..<c { partial[ch] += input[ch] * gradient[ch] }
-                                            if let dx {
-                                                let target = dx + offset, weight = kernel + tap
-                                                for ch in 0..<c { target[ch] += weight[ch] * gradient[ch] }
+                                    let count = inputs.withUnsafeMutableBufferPointer { i in
+                                        weights.withUnsafeMutableBufferPointer { g.validTaps(b: b, oy: oy, ox: ox, inputs: i.baseAddress!, weights: $0.baseAddress!) }
+                                    }
+                                    for t in 0..<count {
+                                        let input = x + inputs[t], partial = block + weights[t]
+                                        var ch = 0
+                                        while ch < vectorEnd {
+                                            store8(load8(partial + ch) + load8(input + ch) * load8(gradient + ch), partial + ch)
+                                            ch += 8
+                                        }
+                                        while ch < c { partial[ch] += input[ch] * gradient[ch]; ch += 1 }
+                                        if let dx {
+                                            let target = dx + inputs[t], weight = kernel + weights[t]
+                                            ch = 0
+                                            while ch < vectorEnd {
+                                                store8(load8(target + ch) + load8(weight + ch) * load8(gradient + ch), target + ch)
+                                                ch += 8
                                             }
+                                            while ch < c { target[ch] += weight[ch] * gradient[ch]; ch += 1 }
                                         }
                                     }
                                 }
@@ -287,16 +319,28 @@ public enum GradientKernels {
             scale[ch] = gamma[ch] / (variance[ch] + epsilon).squareRoot()
             shift[ch] = beta[ch] - mean[ch] * scale[ch]
         }
+        let vectorEnd = c & ~7
         scale.withUnsafeBufferPointer { sp in
             shift.withUnsafeBufferPointer { tp in
                 let s = sp.baseAddress!, t = tp.baseAddress!
                 parallel(rows, grain: 256) { range in
                     for row in range {
                         let input = x + row * c, output = y + row * c
-                        if relu6 {
-                            for ch in 0..<c { output[ch] = Swift.min(Swift.max(input[ch] * s[ch] + t[ch], 0), 6) }
-                        } else {
-                            for ch in 0..<c { output[ch] = input[ch] * s[ch] + t[ch] }
+                        var ch = 0
+                        while ch < vectorEnd {
+                            var v = load8(input + ch) * load8(s + ch) + load8(t + ch)
+                            if relu6 {
+                                // (`clamped` and `pointwiseMin/Max` are not specialised here: select instead.)
+                                v.replace(with: 0, where: v .< 0)
+                                v.replace(with: 6, where: v .> 6)
+                            }
+                            store8(v, output + ch)
+                            ch += 8
+                        }
+                        while ch < c {
+                            let v = input[ch] * s[ch] + t[ch]
+                            output[ch] = relu6 ? Swift.min(Swift.max(v, 0), 6) : v
+                            ch += 1
                         }
                     }
                 }
@@ -322,48 +366,58 @@ public enum GradientKernels {
         }
         let reduce = dgamma != nil || dbeta != nil
         let chunks = max(1, min(workers, rows / 256))
+        let vectorEnd = c & ~7
+        // Per chunk: Double totals of Σ dz·(x − μ) (then scaled by 1/√(σ² + ε)) and of Σ dz.
         var totals = [Double](repeating: 0, count: chunks * 2 * c)
-        inv.withUnsafeBufferPointer { ip in
-            scale.withUnsafeBufferPointer { sp in
-                mean.withUnsafeBufferPointer { mp in
-                    totals.withUnsafeMutableBufferPointer { tp in
-                        let inv = ip.baseAddress!, scale = sp.baseAddress!, mu = mp.baseAddress!, total = tp.baseAddress!
-                        DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-                            let lower = rows * chunk / chunks, upper = rows * (chunk + 1) / chunks
-                            let sumG = total + chunk * 2 * c  // then the β sums at sumG + c
-                            withTemporary(2 * c) { block in
-                                let blockG = block, blockB = block + c
-                                block.update(repeating: 0, count: 2 * c)
-                                var inBlock = 0
-                                withTemporary(c) { masked in
-                                    for row in lower..<upper {
-                                        let input = x + row * c
-                                        var gradient = dy + row * c
-                                        if let y = relu6Output {
-                                            let output = y + row * c
-                                            for ch in 0..<c { masked[ch] = output[ch] > 0 && output[ch] < 6 ? gradient[ch] : 0 }
-                                            gradient = UnsafePointer(masked)
-                                        }
-                                        if reduce {
-                                            for ch in 0..<c {
-                                                blockG[ch] += gradient[ch] * (input[ch] - mu[ch]) * inv[ch]
-                                                blockB[ch] += gradient[ch]
-                                            }
-                                            inBlock += 1
-                                            if inBlock == reductionBlock {
-                                                for ch in 0..<(2 * c) { sumG[ch] += Double(block[ch]) }
-                                                block.update(repeating: 0, count: 2 * c)
-                                                inBlock = 0
-                                            }
-                                        }
-                                        if let dx {
-                                            let target = dx + row * c
-                                            for ch in 0..<c { target[ch] = gradient[ch] * scale[ch] }
-                                        }
+        scale.withUnsafeBufferPointer { sp in
+            mean.withUnsafeBufferPointer { mp in
+                totals.withUnsafeMutableBufferPointer { tp in
+                    let scale = sp.baseAddress!, mu = mp.baseAddress!, total = tp.baseAddress!
+                    DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                        let lower = rows * chunk / chunks, upper = rows * (chunk + 1) / chunks
+                        let sums = total + chunk * 2 * c  // Σ dz·(x − μ) at 0..<c, Σ dz at c..<2c
+                        withTemporary(2 * c) { block in
+                            block.update(repeating: 0, count: 2 * c)
+                            let blockG = block, blockB = block + c
+                            var inBlock = 0
+                            for row in lower..<upper {
+                                let input = x + row * c, gradient = dy + row * c
+                                let output = relu6Output.map { $0 + row * c }
+                                let target = dx.map { $0 + row * c }
+                                var ch = 0
+                                while ch < vectorEnd {
+                                    var dz = load8(gradient + ch)
+                                    if let output {
+                                        let y = load8(output + ch)
+                                        dz.replace(with: 0, where: .!((y .> 0) .& (y .< 6)))
+                                    }
+                                    if reduce {
+                                        store8(load8(blockG + ch) + dz * (load8(input + ch) - load8(mu + ch)), blockG + ch)
+                                        store8(load8(blockB + ch) + dz, blockB + ch)
+                                    }
+                                    if let target { store8(dz * load8(scale + ch), target + ch) }
+                                    ch += 8
+                                }
+                                while ch < c {
+                                    var dz = gradient[ch]
+                                    if let output, !(output[ch] > 0 && output[ch] < 6) { dz = 0 }
+                                    if reduce {
+                                        blockG[ch] += dz * (input[ch] - mu[ch])
+                                        blockB[ch] += dz
+                                    }
+                                    if let target { target[ch] = dz * scale[ch] }
+                                    ch += 1
+                                }
+                                if reduce {
+                                    inBlock += 1
+                                    if inBlock == reductionBlock {
+                                        for i in 0..<(2 * c) { sums[i] += Double(block[i]) }
+                                        block.update(repeating: 0, count: 2 * c)
+                                        inBlock = 0
                                     }
                                 }
-                                for ch in 0..<(2 * c) { sumG[ch] += Double(block[ch]) }
                             }
+                            for i in 0..<(2 * c) { sums[i] += Double(block[i]) }
                         }
                     }
                 }
@@ -372,7 +426,7 @@ public enum GradientKernels {
         for ch in 0..<c {
             var g = 0.0, b = 0.0
             for chunk in 0..<chunks { g += totals[chunk * 2 * c + ch]; b += totals[chunk * 2 * c + c + ch] }
-            dgamma?[ch] = Float(g)
+            dgamma?[ch] = Float(g * Double(inv[ch]))
             dbeta?[ch] = Float(b)
         }
     }
@@ -443,6 +497,12 @@ public enum GradientKernels {
             }
         }
     }
+
+    /// Eight floats from `p` (no alignment needed).
+    @inline(__always) static func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+    @inline(__always) static func load8(_ p: UnsafeMutablePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+    /// Stores eight floats at `p` (no alignment needed).
+    @inline(__always) static func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self) }
 
     /// Scratch memory of `count` floats for the duration of `body` (uninitialised).
     static func withTemporary<R>(_ count: Int, _ body: (UnsafeMutablePointer<Float>) -> R) -> R {

@@ -27,21 +27,28 @@ struct FineTuningNetworkTests {
     static func input(batch: Int) -> Tensor { FormulaWeights.input(seed: seed, batch: batch, height: 33, width: 41) }
 
     /// The entry activations from the Double reference itself: a reference model whose first
-    /// trainable layer is the one after the entry keeps the entry's output.
-    static func referenceEntry(_ model: FineTuningModel, entry: Int, input: Tensor) throws -> Tensor {
+    /// trainable layer is the one after the entry keeps the entry's output. For `out_relu` (a
+    /// head-only network), which no reference pass keeps, the plain-Swift Float backend without
+    /// folding.
+    static func referenceEntry(configuration: MobileNetV2Configuration, weights: KerasWeightSet, layers: [LayerSpec], entry: Int, input: Tensor) throws -> Tensor {
         if entry == 0 { return input }
-        let tap = try FineTuningModel(configuration: model.configuration, weights: weights(), fineTuneAt: entry + 1, dropout: 0)
+        if entry == layers.count - 1 {
+            var backbone = configuration
+            backbone.includeTop = false
+            return try MobileNetV2(configuration: backbone, weights: weights.droppingClassifier(), backend: ReferenceBackend(), foldBatchNorm: false).features(input)
+        }
+        let tap = try FineTuningModel(configuration: configuration, weights: weights, fineTuneAt: entry + 1, dropout: 0)
         var random = SplitMix64(seed: 1)
-        let pass = try tap.forward(input, training: false, random: &random)
-        return try #require(pass.activations[model.layers[entry].name]).floatTensor
+        return try #require(try tap.forward(input, training: false, random: &random).activations[layers[entry].name]).floatTensor
+    }
+
+    static func referenceEntry(_ model: FineTuningModel, entry: Int, input: Tensor) throws -> Tensor {
+        try referenceEntry(configuration: model.configuration, weights: weights(), layers: model.layers, entry: entry, input: input)
     }
 
     static func referenceEntry(fixture: FineTuneManifest.Fixture, model: FineTuningModel, entry: Int, input: Tensor) throws -> Tensor {
-        if entry == 0 { return input }
-        let tap = try FineTuningModel(configuration: fixture.configuration, weights: FormulaWeights.weights(for: fixture.configuration, seed: fixture.seed),
-                                      fineTuneAt: entry + 1, dropout: 0)
-        var random = SplitMix64(seed: 1)
-        return try #require(try tap.forward(input, training: false, random: &random).activations[model.layers[entry].name]).floatTensor
+        try referenceEntry(configuration: fixture.configuration, weights: FormulaWeights.weights(for: fixture.configuration, seed: fixture.seed),
+                           layers: model.layers, entry: entry, input: input)
     }
 
     // MARK: The entry rule

@@ -295,8 +295,16 @@ public struct ReferenceFineTuningNetwork: FineTunableNetwork {
     }
 }
 
+/// The fast Float network (``/MobileNetTraining/FineTuningNetwork``): its entry is the output of
+/// the last layer below the fine-tune point that the folded oneDNN MobileNetV2 can tap.
+extension FineTuningNetwork: FineTunableNetwork {}
+
 /// The trainable networks fine-tuning can use.
 public enum FineTuningNetworks {
-    /// The network `train --fine-tune-at` uses.
-    public static let standard: FineTuningNetworkFactory = ReferenceFineTuningNetwork.factory
+    /// ``/MobileNetTraining/FineTuningNetwork``, the fast Float network.
+    public static let fast: FineTuningNetworkFactory = { setup in
+        try FineTuningNetwork(configuration: setup.configuration, weights: setup.weights, fineTuneAt: setup.fineTuneAt, dropout: setup.dropout)
+    }
+    /// The network `train --fine-tune-at` uses: ``fast``.
+    public static let standard: FineTuningNetworkFactory = fast
 }

@@ -34,9 +34,14 @@ public enum GradientKernels {
             if count > 0 { body(0..<count) }
             return
         }
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
-            let lower = count * c / chunks, upper = count * (c + 1) / chunks
-            if upper > lower { body(lower..<upper) }
+        withoutActuallyEscaping(body) { body in
+            // The ranges are disjoint and `concurrentPerform` returns when all are done: the
+            // body's captures (raw pointers into buffers the caller owns) are not shared beyond it.
+            let work = UncheckedSendable(body)
+            DispatchQueue.concurrentPerform(iterations: chunks) { c in
+                let lower = count * c / chunks, upper = count * (c + 1) / chunks
+                if upper > lower { work.value(lower..<upper) }
+            }
         }
     }
 
@@ -373,7 +378,7 @@ public enum GradientKernels {
             mean.withUnsafeBufferPointer { mp in
                 totals.withUnsafeMutableBufferPointer { tp in
                     let scale = sp.baseAddress!, mu = mp.baseAddress!, total = tp.baseAddress!
-                    DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                    parallel(chunks) { range in for chunk in range {
                         let lower = rows * chunk / chunks, upper = rows * (chunk + 1) / chunks
                         let sums = total + chunk * 2 * c  // Σ dz·(x − μ) at 0..<c, Σ dz at c..<2c
                         withTemporary(2 * c) { block in
@@ -419,7 +424,7 @@ public enum GradientKernels {
                             }
                             for i in 0..<(2 * c) { sums[i] += Double(block[i]) }
                         }
-                    }
+                    } }
                 }
             }
         }
@@ -510,4 +515,11 @@ public enum GradientKernels {
         defer { buffer.deallocate() }
         return body(buffer)
     }
+}
+
+/// A value handed to `DispatchQueue.concurrentPerform` by ``GradientKernels/parallel(_:grain:_:)``,
+/// whose callers guarantee that the work items touch disjoint memory.
+struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }

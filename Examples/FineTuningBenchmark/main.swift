@@ -18,14 +18,17 @@ func fail(_ message: String) -> Never {
     exit(2)
 }
 
-var options: [String: String] = [:]
-var arguments = CommandLine.arguments.dropFirst()
-while let flag = arguments.popFirst() {
-    guard flag.hasPrefix("--") else { fail("unexpected argument \(flag)") }
-    if flag == "--random-weights" { options["random-weights"] = "1"; continue }
-    guard let value = arguments.popFirst() else { fail("\(flag) needs a value") }
-    options[String(flag.dropFirst(2))] = value
-}
+let options: [String: String] = {
+    var parsed: [String: String] = [:]
+    var arguments = CommandLine.arguments.dropFirst()
+    while let flag = arguments.popFirst() {
+        guard flag.hasPrefix("--") else { fail("unexpected argument \(flag)") }
+        if flag == "--random-weights" { parsed["random-weights"] = "1"; continue }
+        guard let value = arguments.popFirst() else { fail("\(flag) needs a value") }
+        parsed[String(flag.dropFirst(2))] = value
+    }
+    return parsed
+}()
 func integer(_ name: String, _ fallback: Int) -> Int {
     guard let text = options[name] else { return fallback }
     guard let value = Int(text), value > 0 else { fail("--\(name) must be a positive integer, got \(text)") }
@@ -36,9 +39,16 @@ let alpha = Double(options["alpha"] ?? "1.0") ?? 1.0
 let fineTuneAt = Int(options["fine-tune-at"] ?? "100") ?? 100
 
 func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+/// User + system CPU seconds of the process so far (all threads): on a shared machine, with the
+/// wall time, what the step costs when it has the cores to itself.
+func cpuSeconds() -> Double {
+    var usage = rusage()
+    getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+}
 func peakRSSMegabytes() -> Double {
     var usage = rusage()
-    getrusage(RUSAGE_SELF, &usage)
+    getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
     return Double(usage.ru_maxrss) / 1024
 }
 func loadAverage() -> String { (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?" }
@@ -79,10 +89,10 @@ do {
         network.entryLayer == "input_layer" ? input : try base.activations(input, layers: [network.entryLayer])[network.entryLayer]!
     }
     var entryActivations = try entry()  // warm-up (builds the tap's executor)
-    var start = now()
+    var start = now(), cpu = cpuSeconds()
     for _ in 0..<steps { entryActivations = try entry() }
-    let frozen = (now() - start) / Double(steps)
-    print(String(format: "frozen forward (oneDNN, to %@): %.3f s per batch, %.1f images/s", network.entryLayer, frozen, Double(batch) / frozen))
+    let frozen = (now() - start) / Double(steps), frozenCPU = (cpuSeconds() - cpu) / Double(steps)
+    print(String(format: "frozen forward (oneDNN, to %@): %.3f s per batch, %.1f images/s; %.3f CPU s per batch", network.entryLayer, frozen, Double(batch) / frozen, frozenCPU))
 
     let loss = try SoftmaxCrossEntropy()
     var optimizer = Optimizer(.rmsprop(learningRate: 1e-5))
@@ -99,15 +109,18 @@ do {
     _ = try step()  // warm-up
     var totals = (forward: 0.0, backward: 0.0, update: 0.0)
     start = now()
+    cpu = cpuSeconds()
     var last = 0.0
     for _ in 0..<steps {
         let t = try step()
         totals.forward += t.forward; totals.backward += t.backward; totals.update += t.update
         last = t.loss
     }
-    let perStep = (now() - start) / Double(steps)
+    let perStep = (now() - start) / Double(steps), stepCPU = (cpuSeconds() - cpu) / Double(steps)
     print(String(format: "training step: %.3f s per batch (forward %.3f, backward %.3f, update %.3f), %.1f images/s; loss %.4f",
                  perStep, totals.forward / Double(steps), totals.backward / Double(steps), totals.update / Double(steps), Double(batch) / perStep, last))
+    print(String(format: "training step CPU: %.3f CPU s per batch (%.1f images per CPU second; %d cores would give %.1f images/s at full use)",
+                 stepCPU, Double(batch) / stepCPU, ProcessInfo.processInfo.activeProcessorCount, Double(batch * ProcessInfo.processInfo.activeProcessorCount) / stepCPU))
     print(String(format: "whole step with the frozen forward: %.1f images/s", Double(batch) / (perStep + frozen)))
     print(String(format: "peak RSS %.0f MB; load average %@", peakRSSMegabytes(), loadAverage()))
 } catch {

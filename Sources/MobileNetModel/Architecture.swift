@@ -360,7 +360,7 @@ extension MobileNetV2Architecture {
     /// - `ZeroPadding2D`: never (it becomes the padding of the depthwise convolution after it);
     /// - the input, `ReLU`, `Add`, pooling and `Dense` layers: always.
     ///
-    /// Without folding (`foldBatchNorm: false`) every layer is tappable.
+    /// Without folding (`foldBatchNorm: false`) every layer but `ZeroPadding2D` is tappable.
     ///
     /// - Parameters:
     ///   - layers: the list of ``layers(for:)``.

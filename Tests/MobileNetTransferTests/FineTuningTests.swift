@@ -140,6 +140,47 @@ struct FineTuningTests {
         #expect(throws: ClassifierModelError.self) { try ClassifierModel.decode(Data(damaged.utf8), path: "damaged.json") }
     }
 
+    /// The same with the fast Float network: `predict` of the model file (one folded oneDNN pass)
+    /// equals the trained network's logits → softmax on the frozen part's entry activations.
+    @Test func theFastNetworkTrainsAndPredictMatchesIt() async throws {
+        let root = try TinyFineTuning.makeData()
+        let backbone = try TinyFineTuning.backbone()
+        var training = TinyFineTuning.training(root, point: .index(100), epochs: 2)
+        training.networkFactory = FineTuningNetworks.fast
+        let outcome = try TinyFineTuning.run(training, backbone: backbone)
+        let file = root.appendingPathComponent("fast.json")
+        try outcome.model.write(to: file, overwrite: false)
+        let read = try ClassifierModel.read(contentsOf: file)
+        let tuned = try #require(read.fineTuning)
+        #expect(tuned.fineTuneAt == 100 && tuned.history.count == 2)
+        var weights = try tuned.applied(to: try ClassifierTraining.baseWeights(backbone))
+        let dense = try #require(read.head.denseLayers.last)
+        weights.layers.append(KerasLayerWeights(name: "predictions", arrays: [
+            WeightArray(name: "kernel", shape: [dense.inputs, dense.outputs], values: dense.kernel.map { Float($0) }),
+            WeightArray(name: "bias", shape: [dense.outputs], values: dense.bias.map { Float($0) }),
+        ]))
+        var configuration = MobileNetV2Configuration(alpha: 0.35, inputHeight: 32, inputWidth: 32, includeTop: true, pooling: nil, classes: 2)
+        configuration.classifierActivation = .none
+        let network = try FineTuningNetwork(configuration: configuration, weights: weights, fineTuneAt: 100, dropout: 0.2)
+        let classifier = try await TrainedClassifier.load(contentsOf: file, backend: OneDNNBackend())
+        let files = try FileManager.default.contentsOfDirectory(at: root.appendingPathComponent("val/rings"), includingPropertiesForKeys: nil).sorted { $0.path < $1.path }
+        let predicted = try classifier.predict(files, k: 2, store: nil, runtime: RuntimeOptions(backend: OneDNNBackend(), decodeThreads: 0))
+        let preprocessor = classifier.preprocessor()
+        var worst = 0.0
+        for (file, scores) in predicted.predictions {
+            let input = try preprocessor.tensor(contentsOf: file)
+            let entry = network.entryLayer == "input_layer" ? input : try #require(try backbone.network.activations(input, layers: [network.entryLayer])[network.entryLayer])
+            let logits = try network.logits(entry: entry).scalars.map(Double.init)
+            let m = logits.max()!
+            let e = logits.map { exp($0 - m) }
+            for score in scores {
+                let index = read.classNames.firstIndex(of: score.className)!
+                worst = max(worst, abs(score.probability - e[index] / e.reduce(0, +)))
+            }
+        }
+        #expect(worst <= 1e-5, "max |predict − fast network softmax| = \(worst)")
+    }
+
     @Test func aHeadOnlyModelFileStaysVersionOne() throws {
         let root = try TinyFineTuning.makeData(count: 2, validation: 1)
         var training = TinyFineTuning.training(root)

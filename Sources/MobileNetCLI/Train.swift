@@ -25,7 +25,8 @@ struct Train: AsyncParsableCommand {
             trained with the head for --fine-tune-epochs at --fine-tune-learning-rate (default the head's \
             rate / 10), with RMSprop (Keras defaults), Adam or SGD, early stopping on val_loss restoring \
             the best epoch. Each epoch decodes the training images again with a new random horizontal \
-            flip per image (seeded), runs the frozen part, then a training step. BatchNorm stays in \
+            flip per image (seeded; --fine-tune-rotation adds Keras RandomRotation), runs the frozen part, \
+            then a training step. BatchNorm stays in \
             inference mode: the moving mean and variance stay frozen while gamma and beta of the \
             unfrozen BatchNorm layers train, as the guide intends (Keras 3 itself switches unfrozen \
             BatchNorm layers to batch statistics, keras-team/keras#20285, which destroys the pretrained \
@@ -110,6 +111,9 @@ struct Train: AsyncParsableCommand {
     @Option(name: .long, help: "Fine-tuning optimizer: rmsprop (Keras defaults), adam or sgd (with --momentum).")
     var fineTuneOptimizer: String = "rmsprop"
 
+    @Option(name: .long, help: ArgumentHelp("Fine-tuning augmentation: also Keras RandomRotation(FACTOR) (fill reflect, bilinear; the Keras guide uses 0.1); 0: horizontal flip only.", valueName: "factor"))
+    var fineTuneRotation: Double = 0
+
     @Option(name: .long, help: "k of the top-k accuracy.")
     var topK: Int = 5
 
@@ -136,6 +140,7 @@ struct Train: AsyncParsableCommand {
         guard trainBatchSize >= 1 else { throw ValidationError("--train-batch-size must be at least 1") }
         guard (0..<1).contains(dropout) else { throw ValidationError("--dropout must be in 0..<1") }
         guard (0...1).contains(labelSmoothing) else { throw ValidationError("--label-smoothing must be in 0...1") }
+        guard fineTuneRotation.isFinite, (0...1).contains(fineTuneRotation) else { throw ValidationError("--fine-tune-rotation must be in 0...1, got \(fineTuneRotation)") }
         if fineTuneAt != nil && fineTuneFrom != nil { throw ValidationError("give --fine-tune-at or --fine-tune-from, not both") }
         guard FineTuningOptimizer(rawValue: fineTuneOptimizer) != nil else { throw ValidationError("--fine-tune-optimizer must be rmsprop, adam or sgd") }
         if let fineTuning {
@@ -185,6 +190,7 @@ struct Train: AsyncParsableCommand {
                                               validationSplit: validationSplit, settings: settings, preprocessing: image.configuration(),
                                               maxPixels: image.maxPixels, topK: topK)
             training.fineTuning = fineTuning
+            if fineTuneRotation > 0 { training.augmentation = .keras(try KerasAugmentation(horizontalFlip: true, rotationFactor: fineTuneRotation)) }
             let progress = ProgressReporter()
             let outcome = try training.run(backbone: backbone, store: try database.openCache(), runtime: options) { event in
                 switch event {

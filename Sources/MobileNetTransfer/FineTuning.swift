@@ -177,6 +177,24 @@ public struct FineTuningAugmentation: Sendable {
         random.uniform() < 0.5 ? flippedHorizontally(image) : image
     }
 
+    /// Keras `RandomFlip("horizontal")` + `RandomRotation(factor)` (fill mode reflect,
+    /// bilinear) as ``/MobileNetPipeline/KerasAugmentation`` computes them, on the preprocessed
+    /// image: both steps are linear in the pixel values with weights summing to 1 (reflect fill
+    /// samples inside the image only), so applying them after `x / 127.5 − 1` equals applying them
+    /// before, as Keras does, up to Float rounding. The view is drawn from the per-image, per-epoch
+    /// generator the trainer passes.
+    public static func keras(_ augmentation: KerasAugmentation) -> FineTuningAugmentation {
+        let rotation = augmentation.angleRangeDegrees
+        let name = (augmentation.horizontalFlip ? "RandomFlip(\"horizontal\") + " : "")
+            + String(format: "RandomRotation(%g...%g degrees, fill_mode=\"reflect\")", rotation.lowerBound, rotation.upperBound)
+        return FineTuningAugmentation(name: name) { image, random in
+            let view = augmentation.view(seed: random.next(), epoch: 0, index: 0)
+            let (n, h, w) = (image.shape[0], image.shape[1], image.shape[2])
+            guard n == 1 else { return image }
+            return Tensor(shape: image.shape, scalars: augmentation.apply(view, to: image.scalars, height: h, width: w))
+        }
+    }
+
     /// A `[N, H, W, C]` tensor mirrored along its width.
     public static func flippedHorizontally(_ image: Tensor) -> Tensor {
         let (n, h, w, c) = (image.shape[0], image.shape[1], image.shape[2], image.shape[3])

@@ -55,8 +55,9 @@ let package = Package(
         .target(name: "MobileNetModel", dependencies: ["MobileNetKernels"]),
         // Training the network itself: plain-Swift reference forward and backward passes (Double),
         // the fine-tuning model (Keras `base_model.layers[N:]` trainable), softmax cross-entropy
-        // with label smoothing, and Keras's optimisers. Knows nothing of file formats.
-        .target(name: "MobileNetTraining", dependencies: ["MobileNetModel", "MobileNetKernels"]),
+        // with label smoothing, and Keras's optimisers; the fast Float network for real training
+        // (`FineTuningNetwork`, OpenBLAS sgemm). Knows nothing of file formats.
+        .target(name: "MobileNetTraining", dependencies: ["MobileNetModel", "MobileNetKernels", "CBLAS"]),
         // Weight files (.h5, .weights.h5, .keras), weight resolution and download, image
         // decoding and resizing, .npy output.
         .target(
@@ -144,6 +145,8 @@ let package = Package(
         ),
         // A runnable tour of the library API on the shared data (`make tour`).
         .executableTarget(name: "LibraryTour", dependencies: ["MobileNet"], path: "Examples/LibraryTour"),
+        // The speed and peak memory of a fine-tuning step (scripts/bench/finetune_step.sh).
+        .executableTarget(name: "FineTuningBenchmark", dependencies: ["MobileNet"], path: "Examples/FineTuningBenchmark"),
         // Coverage-guided fuzzing (libFuzzer): the targets, and a driver that replays a corpus in
         // normal builds and fuzzes when built with -sanitize=fuzzer -DFUZZING (`make fuzz`).
         .target(name: "MobileNetFuzzTargets", dependencies: ["MobileNet"]),

@@ -19,6 +19,20 @@ struct Train: AsyncParsableCommand {
             The head is the Keras transfer-learning guide's: Dropout(0.2) → Dense(classes, softmax), \
             Adam(1e-3), categorical cross-entropy, early stopping on val_loss restoring the best \
             weights. The same seed gives a bit-identical model.
+
+            Fine-tuning (--fine-tune-at N or --fine-tune-from LAYER), the guide's second half: after \
+            the head, the base's layers from N on (Keras base_model.layers[N:]; the guide uses 100) are \
+            trained with the head for --fine-tune-epochs at --fine-tune-learning-rate (default the head's \
+            rate / 10), with RMSprop (Keras defaults), Adam or SGD, early stopping on val_loss restoring \
+            the best epoch. Each epoch decodes the training images again with a new random horizontal \
+            flip per image (seeded; --fine-tune-rotation adds Keras RandomRotation), runs the frozen part, \
+            then a training step. BatchNorm stays in \
+            inference mode: the moving mean and variance stay frozen while gamma and beta of the \
+            unfrozen BatchNorm layers train, as the guide intends (Keras 3 itself switches unfrozen \
+            BatchNorm layers to batch statistics, keras-team/keras#20285, which destroys the pretrained \
+            statistics on small datasets). The model file carries the fine-tuned layers only (the base \
+            weight file is referenced by its SHA-256, as for a head). A run does not resume: the model \
+            file is written once, atomically, at the end; an interrupted run leaves no file behind.
             """
     )
 
@@ -82,6 +96,24 @@ struct Train: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Augmented views per training image (flip, zoom crop, rotation, brightness/contrast; seeded and cached).", valueName: "n"))
     var augment: Int = 0
 
+    @Option(name: .long, help: ArgumentHelp("Fine-tune the base from layer index N on (Keras base_model.layers[N:]; 0...154 at alpha 1.0; the guide uses 100).", valueName: "n"))
+    var fineTuneAt: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Fine-tune the base from this Keras layer on (e.g. block_12_expand).", valueName: "layer"))
+    var fineTuneFrom: String?
+
+    @Option(name: .long, help: "Maximum fine-tuning epochs (default 10 when fine-tuning).")
+    var fineTuneEpochs: Int = 10
+
+    @Option(name: .long, help: "Fine-tuning learning rate (default: the head's learning rate / 10).")
+    var fineTuneLearningRate: Double?
+
+    @Option(name: .long, help: "Fine-tuning optimizer: rmsprop (Keras defaults), adam or sgd (with --momentum).")
+    var fineTuneOptimizer: String = "rmsprop"
+
+    @Option(name: .long, help: ArgumentHelp("Fine-tuning augmentation: also Keras RandomRotation(FACTOR) (fill reflect, bilinear; the Keras guide uses 0.1); 0: horizontal flip only.", valueName: "factor"))
+    var fineTuneRotation: Double = 0
+
     @Option(name: .long, help: "k of the top-k accuracy.")
     var topK: Int = 5
 
@@ -108,6 +140,12 @@ struct Train: AsyncParsableCommand {
         guard trainBatchSize >= 1 else { throw ValidationError("--train-batch-size must be at least 1") }
         guard (0..<1).contains(dropout) else { throw ValidationError("--dropout must be in 0..<1") }
         guard (0...1).contains(labelSmoothing) else { throw ValidationError("--label-smoothing must be in 0...1") }
+        guard fineTuneRotation.isFinite, (0...1).contains(fineTuneRotation) else { throw ValidationError("--fine-tune-rotation must be in 0...1, got \(fineTuneRotation)") }
+        if fineTuneAt != nil && fineTuneFrom != nil { throw ValidationError("give --fine-tune-at or --fine-tune-from, not both") }
+        guard FineTuningOptimizer(rawValue: fineTuneOptimizer) != nil else { throw ValidationError("--fine-tune-optimizer must be rmsprop, adam or sgd") }
+        if let fineTuning {
+            do { try fineTuning.validate() } catch { throw ValidationError(error.description) }
+        }
         guard validationDir != nil || (validationSplit > 0 && validationSplit < 1) else {
             throw ValidationError("--validation-split must be in (0, 1), or give --validation-dir")
         }
@@ -130,22 +168,40 @@ struct Train: AsyncParsableCommand {
         return s
     }
 
+    var fineTuning: FineTuningSettings? {
+        guard let point = fineTuneAt.map(FineTunePoint.index) ?? fineTuneFrom.map(FineTunePoint.layer) else { return nil }
+        var s = FineTuningSettings(point: point)
+        s.epochs = fineTuneEpochs
+        s.learningRate = fineTuneLearningRate
+        s.optimizer = FineTuningOptimizer(rawValue: fineTuneOptimizer) ?? .rmsprop
+        s.momentum = momentum
+        s.batchSize = trainBatchSize
+        s.patience = patience > 0 ? patience : nil
+        return s
+    }
+
     func run() async throws {
         let started = Date()
         do {
             let options = runtime.runtime(decode)
             let backbone = try await model.loadBackbone(runtime: options)
-            let training = ClassifierTraining(dataDirectory: URL(fileURLWithPath: dataDir, isDirectory: true),
+            var training = ClassifierTraining(dataDirectory: URL(fileURLWithPath: dataDir, isDirectory: true),
                                               validationDirectory: validationDir.map { URL(fileURLWithPath: $0, isDirectory: true) },
                                               validationSplit: validationSplit, settings: settings, preprocessing: image.configuration(),
                                               maxPixels: image.maxPixels, topK: topK)
+            training.fineTuning = fineTuning
+            if fineTuneRotation > 0 { training.augmentation = .keras(try KerasAugmentation(horizontalFlip: true, rotationFactor: fineTuneRotation)) }
             let progress = ProgressReporter()
             let outcome = try training.run(backbone: backbone, store: try database.openCache(), runtime: options) { event in
                 switch event {
                 case .message(let text): progress.finish(); printError(text)
                 case .warning(let text): progress.finish(); printError("warning: \(text)")
                 case .failure(let failure): progress.finish(); printError("error: \(failure.message) (skipped)")
-                case .embedding(let done, let total), .augmentation(let done, let total): progress.update(done, total)
+                case .embedding(let done, let total), .augmentation(let done, let total), .fineTuning(let done, let total): progress.update(done, total)
+                case .fineTuningEpoch(let record, let rate):
+                    progress.finish()
+                    printError(String(format: "fine-tune epoch %d/%d - loss: %.4f - accuracy: %.4f - val_loss: %.4f - val_accuracy: %.4f - %.1f images/s",
+                                      record.epoch, fineTuneEpochs, record.loss, record.accuracy, record.validationLoss ?? .nan, record.validationAccuracy ?? .nan, rate))
                 case .epoch(let record):
                     progress.finish()
                     printError(String(format: "epoch %d/%d - loss: %.4f - accuracy: %.4f - val_loss: %.4f - val_accuracy: %.4f",
@@ -154,6 +210,11 @@ struct Train: AsyncParsableCommand {
             }
             progress.finish()
             printError(String(format: "head trained in %.2f s (%d epochs, best epoch %d)", outcome.headSeconds, outcome.model.history.count, outcome.model.bestEpoch ?? 0))
+            if let tuned = outcome.model.fineTuning {
+                printError(String(format: "fine-tuned in %.1f s (%d epochs, best epoch %d, %.1f images/s): val_accuracy %.4f with the head only, %.4f fine-tuned",
+                                  outcome.fineTuningSeconds, tuned.history.count, tuned.bestEpoch, outcome.fineTuningImagesPerSecond,
+                                  outcome.headOnlyEvaluation.accuracy, outcome.evaluation.accuracy))
+            }
             try outcome.model.write(to: URL(fileURLWithPath: output), overwrite: overwrite)
             if let report {
                 try AtomicFile.write(Data(outcome.htmlReport(title: "mobilenet train \(dataDir)").utf8), to: URL(fileURLWithPath: report), overwrite: overwrite)

@@ -343,3 +343,86 @@ struct LayerListBuilder: NetworkBuilder {
         ])
     }
 }
+
+extension MobileNetV2Architecture {
+    /// Whether the output of `layers[index]` is a value of the inference graph that
+    /// ``MobileNetV2`` builds with BatchNorm folded (the default), so that
+    /// ``MobileNetV2/activations(_:layers:)`` can return it.
+    ///
+    /// The rule is the folding of ``MobileNetV2/makeGraph(configuration:weights:foldBatchNorm:)``
+    /// stated on the Keras layer list: a `BatchNormalization` directly after a convolution is folded
+    /// into it, and a `ReLU` directly after that is fused into the same node, so that node's
+    /// output is the last of the three layers:
+    /// - `Conv2D` / `DepthwiseConv2D` followed by the `BatchNormalization` reading it: not tappable;
+    /// - that `BatchNormalization` followed by a `ReLU` reading it: not tappable
+    ///   (`block_N_expand_BN`, `block_N_depthwise_BN`, `bn_Conv1`, `Conv_1_bn`), else tappable
+    ///   (`block_N_project_BN`);
+    /// - `ZeroPadding2D`: never (it becomes the padding of the depthwise convolution after it);
+    /// - the input, `ReLU`, `Add`, pooling and `Dense` layers: always.
+    ///
+    /// Without folding (`foldBatchNorm: false`) every layer but `ZeroPadding2D` is tappable.
+    ///
+    /// - Parameters:
+    ///   - layers: the list of ``layers(for:)``.
+    ///   - index: a position in `layers`.
+    /// - Precondition: `index` is a valid position (a programmer error).
+    public static func isTappableWithFoldedBatchNorm(_ layers: [LayerSpec], at index: Int) -> Bool {
+        precondition(layers.indices.contains(index), "layer index \(index) is not in 0..<\(layers.count)")
+        func isConvolution(_ i: Int) -> Bool {
+            switch layers[i].kind {
+            case .conv2D, .depthwiseConv2D: return true
+            default: return false
+            }
+        }
+        /// Whether `layers[i]` is read by the next layer alone, of the given kind test.
+        func readByNext(_ i: Int, _ test: (LayerKind) -> Bool) -> Bool {
+            i + 1 < layers.count && test(layers[i + 1].kind) && layers[i + 1].inputs == [layers[i].name]
+        }
+        let isBatchNorm: (LayerKind) -> Bool = { if case .batchNorm = $0 { return true } else { return false } }
+        switch layers[index].kind {
+        case .conv2D, .depthwiseConv2D:
+            return !readByNext(index, isBatchNorm)
+        case .batchNorm:
+            let folded = index > 0 && isConvolution(index - 1) && layers[index].inputs == [layers[index - 1].name]
+            return !(folded && readByNext(index, { $0 == .relu6 }))
+        case .zeroPadding:
+            return false
+        case .input, .relu6, .add, .globalAveragePool, .globalMaxPool, .dense:
+            return true
+        }
+    }
+
+    /// The names of the layers of `layers` that ``isTappableWithFoldedBatchNorm(_:at:)``
+    /// accepts, in Keras order (``MobileNetV2/tappableLayers`` of a model with BatchNorm folded).
+    public static func tappableLayersWithFoldedBatchNorm(_ layers: [LayerSpec]) -> [String] {
+        layers.indices.filter { isTappableWithFoldedBatchNorm(layers, at: $0) }.map { layers[$0].name }
+    }
+
+    /// Where the trainable part of a fine-tuned network (Keras `base_model.layers[index:]`
+    /// trainable) takes over from an inference model with BatchNorm folded: the largest `i < index`
+    /// such that `layers[i]` is tappable (``isTappableWithFoldedBatchNorm(_:at:)``) and no layer
+    /// after `i` reads a layer before `i`, so that every later layer is computed from
+    /// `layers[i]`'s output alone; 0 (the input) when there is none, including for `index` 0.
+    ///
+    /// A residual `Add` reads its block's input, so when `index` falls inside a residual block
+    /// the entry is the block's input (the previous `block_N_project_BN` or `block_N_add`); in a
+    /// block without a residual it is the last tappable layer (`block_N_expand_relu`,
+    /// `block_N_depthwise_relu`, `Conv1_relu`). The layers between the entry and `index` are
+    /// frozen and must be run by the fine-tuned network itself (forward only).
+    ///
+    /// - Precondition: `layers` starts with the input layer and `index` is in `0...layers.count`.
+    public static func fineTuningEntry(_ layers: [LayerSpec], before index: Int) -> Int {
+        precondition(index >= 0 && index <= layers.count && layers.first?.kind == .input, "fineTuningEntry: index \(index) of \(layers.count) layers")
+        var position: [String: Int] = [:]
+        for (i, layer) in layers.enumerated() { position[layer.name] = i }
+        // earliestRead[i]: the smallest layer index read by any layer at i or after.
+        var earliestRead = [Int](repeating: Int.max, count: layers.count + 1)
+        for i in layers.indices.reversed() {
+            let reads = layers[i].inputs.compactMap { position[$0] }.min() ?? Int.max
+            earliestRead[i] = min(earliestRead[i + 1], reads)
+        }
+        var i = max(index - 1, 0)
+        while i > 0 && !(isTappableWithFoldedBatchNorm(layers, at: i) && earliestRead[i + 1] >= i) { i -= 1 }
+        return i
+    }
+}

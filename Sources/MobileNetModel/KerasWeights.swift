@@ -88,4 +88,30 @@ public struct KerasWeightSet: Sendable, Equatable {
 
     /// Whether the weights include the `predictions` classifier.
     public var hasClassifier: Bool { layers.contains { $0.name == "predictions" } }
+
+    /// These weights with the layers of `other` in place of the same-named layers (each keeps
+    /// its position and model path here), and the layers of `other` that have no namesake
+    /// appended at the top level: for example the backbone's weights with the fine-tuned layers
+    /// and the new `predictions` head of a fine-tuned network over them.
+    ///
+    /// - Throws: ``ModelError/duplicateLayer(_:source:)`` when a layer name of `other` occurs
+    ///   more than once here or in `other` (which one to replace would be a guess).
+    public func replacingLayers(with other: KerasWeightSet) throws(ModelError) -> KerasWeightSet {
+        var replacements: [String: KerasLayerWeights] = [:]
+        for layer in other.layers {
+            guard replacements[layer.name] == nil else { throw .duplicateLayer(layer.name, source: other.source) }
+            replacements[layer.name] = layer
+        }
+        var used = Set<String>()
+        var merged: [KerasLayerWeights] = []
+        for layer in layers {
+            guard let replacement = replacements[layer.name] else { merged.append(layer); continue }
+            guard used.insert(layer.name).inserted else { throw .duplicateLayer(layer.name, source: source) }
+            merged.append(KerasLayerWeights(name: layer.name, modelPath: layer.modelPath, arrays: replacement.arrays))
+        }
+        for layer in other.layers where !used.contains(layer.name) {
+            merged.append(KerasLayerWeights(name: layer.name, arrays: layer.arrays))
+        }
+        return KerasWeightSet(source: "\(source) with \(other.source)", layers: merged)
+    }
 }

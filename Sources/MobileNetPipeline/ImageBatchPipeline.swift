@@ -185,7 +185,7 @@ public struct ImageBatchPipeline {
 
 /// The work shared by the decoding threads: a next-file counter bounded by the batch the
 /// consumer is on, and one slot per file, all under one condition variable.
-private final class DecodeQueue: @unchecked Sendable {
+final class DecodeQueue: @unchecked Sendable {
     let count: Int
     let batchSize: Int
     let lookahead: Int

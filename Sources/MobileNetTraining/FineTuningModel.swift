@@ -17,6 +17,9 @@ public enum FineTuningError: Error, Equatable, CustomStringConvertible {
     case labels(String)
     /// The gradients do not belong to this model (another variable set or shape).
     case gradients(String)
+    /// The entry activations of a ``FineTuningNetwork`` have another shape than
+    /// `[N] + expected` (the per-image output shape of the entry layer) with `N ≥ 1`.
+    case entryShape(layer: String, expected: [Int], found: [Int])
 
     public var description: String {
         switch self {
@@ -29,6 +32,8 @@ public enum FineTuningError: Error, Equatable, CustomStringConvertible {
             return "input batch has shape \(found), the model takes [N, \(expected[1]), \(expected[2]), \(expected[3])] with N ≥ 1"
         case .labels(let message): return "labels: \(message)"
         case .gradients(let message): return "gradients: \(message)"
+        case .entryShape(let layer, let expected, let found):
+            return "entry activations have shape \(found), the output of '\(layer)' for a batch is [N, \(expected.map(String.init).joined(separator: ", "))] with N ≥ 1"
         }
     }
 }

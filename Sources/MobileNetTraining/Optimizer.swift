@@ -44,6 +44,19 @@ public struct Optimizer: Sendable {
     /// - Precondition: `gradients` has one array per parameter array, of the same length, and
     ///   the lengths are those of the first update (a programmer error otherwise).
     public mutating func update(_ parameters: inout [[Double]], gradients: [[Double]]) {
+        apply(&parameters, gradients)
+    }
+
+    /// Applies one update to `Float` parameters (``FineTuningNetwork``): the same rule, the
+    /// optimiser state and the arithmetic in Double, each new value rounded to `Float` (Keras
+    /// keeps both in float32; the difference is the rounding of the state).
+    ///
+    /// - Precondition: as ``update(_:gradients:)-(inout [[Double]],_)``.
+    public mutating func update(_ parameters: inout [[Float]], gradients: [[Float]]) {
+        apply(&parameters, gradients)
+    }
+
+    private mutating func apply<Scalar: BinaryFloatingPoint>(_ parameters: inout [[Scalar]], _ gradients: [[Scalar]]) {
         precondition(gradients.count == parameters.count && zip(parameters, gradients).allSatisfy { $0.count == $1.count },
                      "Optimizer.update: gradients do not match the parameters")
         if first.isEmpty {
@@ -54,46 +67,64 @@ public struct Optimizer: Sendable {
         precondition(first.count == parameters.count && zip(first, parameters).allSatisfy { $0.count == $1.count },
                      "Optimizer.update: parameter sizes changed since the first update")
         step += 1
-        switch settings {
-        case .adam(let lr, let b1, let b2, let eps):
-            let t = Double(step)
-            let alpha = lr * (1 - Foundation.pow(b2, t)).squareRoot() / (1 - Foundation.pow(b1, t))
-            for p in parameters.indices {
-                for i in parameters[p].indices {
-                    let g = gradients[p][i]
-                    first[p][i] += (g - first[p][i]) * (1 - b1)
-                    second[p][i] += (g * g - second[p][i]) * (1 - b2)
-                    parameters[p][i] -= first[p][i] * alpha / (second[p][i].squareRoot() + eps)
+        let settings = self.settings, t = Double(step)
+        for p in parameters.indices {
+            // Take the state out so that each array is uniquely referenced while it is updated.
+            var m = first[p], v = second[p], c = third[p]
+            (first[p], second[p], third[p]) = ([], [], [])
+            parameters[p].withUnsafeMutableBufferPointer { w in
+                gradients[p].withUnsafeBufferPointer { g in
+                    m.withUnsafeMutableBufferPointer { m in
+                        v.withUnsafeMutableBufferPointer { v in
+                            c.withUnsafeMutableBufferPointer { c in
+                                Self.rule(settings, step: t, w, g, m, v, c)
+                            }
+                        }
+                    }
                 }
             }
+            (first[p], second[p], third[p]) = (m, v, c)
+        }
+    }
+
+    /// Keras's update of one array: `w` the variable, `g` its gradient, `m`, `v`, `c` the state
+    /// (Adam moments / momentum, squared averages, RMSprop's centred averages).
+    private static func rule<Scalar: BinaryFloatingPoint>(_ settings: OptimizerSettings, step t: Double, _ w: UnsafeMutableBufferPointer<Scalar>,
+                                                          _ g: UnsafeBufferPointer<Scalar>, _ m: UnsafeMutableBufferPointer<Double>,
+                                                          _ v: UnsafeMutableBufferPointer<Double>, _ c: UnsafeMutableBufferPointer<Double>) {
+        switch settings {
+        case .adam(let lr, let b1, let b2, let eps):
+            let alpha = lr * (1 - Foundation.pow(b2, t)).squareRoot() / (1 - Foundation.pow(b1, t))
+            for i in w.indices {
+                let g = Double(g[i])
+                m[i] += (g - m[i]) * (1 - b1)
+                v[i] += (g * g - v[i]) * (1 - b2)
+                w[i] = Scalar(Double(w[i]) - m[i] * alpha / (v[i].squareRoot() + eps))
+            }
         case .sgd(let lr, let momentum):
-            for p in parameters.indices {
-                for i in parameters[p].indices {
-                    if momentum == 0 {
-                        parameters[p][i] -= lr * gradients[p][i]
-                    } else {
-                        first[p][i] = momentum * first[p][i] - lr * gradients[p][i]
-                        parameters[p][i] += first[p][i]
-                    }
+            for i in w.indices {
+                if momentum == 0 {
+                    w[i] = Scalar(Double(w[i]) - lr * Double(g[i]))
+                } else {
+                    m[i] = momentum * m[i] - lr * Double(g[i])
+                    w[i] = Scalar(Double(w[i]) + m[i])
                 }
             }
         case .rmsprop(let lr, let rho, let momentum, let eps, let centered):
-            for p in parameters.indices {
-                for i in parameters[p].indices {
-                    let g = gradients[p][i]
-                    second[p][i] = rho * second[p][i] + (1 - rho) * g * g
-                    var denominator = second[p][i] + eps
-                    if centered {
-                        third[p][i] = rho * third[p][i] + (1 - rho) * g
-                        denominator -= third[p][i] * third[p][i]
-                    }
-                    let increment = lr * g / denominator.squareRoot()
-                    if momentum > 0 {
-                        first[p][i] = momentum * first[p][i] + increment
-                        parameters[p][i] -= first[p][i]
-                    } else {
-                        parameters[p][i] -= increment
-                    }
+            for i in w.indices {
+                let g = Double(g[i])
+                v[i] = rho * v[i] + (1 - rho) * g * g
+                var denominator = v[i] + eps
+                if centered {
+                    c[i] = rho * c[i] + (1 - rho) * g
+                    denominator -= c[i] * c[i]
+                }
+                let increment = lr * g / denominator.squareRoot()
+                if momentum > 0 {
+                    m[i] = momentum * m[i] + increment
+                    w[i] = Scalar(Double(w[i]) - m[i])
+                } else {
+                    w[i] = Scalar(Double(w[i]) - increment)
                 }
             }
         }

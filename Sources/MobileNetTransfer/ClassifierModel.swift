@@ -59,11 +59,15 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
     public var validation: EvaluationReport?
     /// ISO 8601 creation time.
     public var created: String?
+    /// The fine-tuned layers of the base and the fine-tuning run (`train --fine-tune-at`); nil
+    /// for a head trained on the frozen base. A file with it has format version 2 (older builds
+    /// refuse it rather than predict with the unchanged base); a file without it, version 1.
+    public var fineTuning: FineTunedBase?
 
     /// The `format` value.
     public static let formatName = "swift-mobilenet-classifier"
-    /// The version this build writes.
-    public static let currentVersion = 1
+    /// The newest version this build reads and writes (2: with ``fineTuning``).
+    public static let currentVersion = 2
 
     /// Creates a model.
     public init(classNames: [String], backbone: BackboneIdentity, backboneWeightsPath: String?, preprocessing: PreprocessingIdentity,
@@ -96,9 +100,16 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
     ///   - overwrite: replace an existing file; without it an existing file is an error.
     /// - Throws: `CocoaError(.fileWriteFileExists)` or the file-system error.
     public func write(to url: URL, overwrite: Bool) throws {
+        try AtomicFile.write(try encoded(), to: url, overwrite: overwrite)
+    }
+
+    /// The file's bytes: pretty JSON with sorted keys; version 1 without ``fineTuning``, 2 with it.
+    public func encoded() throws -> Data {
+        var copy = self
+        copy.version = fineTuning == nil ? 1 : 2
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try AtomicFile.write(try encoder.encode(self), to: url, overwrite: overwrite)
+        return try encoder.encode(copy)
     }
 
     /// Reads a model file.
@@ -141,6 +152,15 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
             }
             if let scaling = model.preprocessingConfiguration?.scaling, !scaling.isValid {
                 throw ClassifierModelError.invalid(path: url.path, message: "preprocessing scaling \(scaling) needs three means and three non-zero deviations")
+            }
+            if let fineTuning = model.fineTuning {
+                guard version >= 2 else { throw ClassifierModelError.invalid(path: url.path, message: "fine-tuned layers in a version \(version) file") }
+                guard FineTunedBase.digest(fineTuning.layers) == fineTuning.weightsSHA256 else {
+                    throw ClassifierModelError.invalid(path: url.path, message: "the fine-tuned layers do not match their weightsSHA256")
+                }
+                guard model.head.layers.count == 2, case .dense = model.head.layers[1] else {
+                    throw ClassifierModelError.invalid(path: url.path, message: "a fine-tuned model has a Dropout → Dense head")
+                }
             }
             guard model.head.classes == model.classNames.count else {
                 throw ClassifierModelError.invalid(path: url.path, message: "head has \(model.head.classes) outputs for \(model.classNames.count) classes")

@@ -1,5 +1,7 @@
 import Foundation
 import MobileNetIO
+import MobileNetModel
+import MobileNetTraining
 import MobileNetPipeline
 import MobileNetStore
 
@@ -35,6 +37,50 @@ public enum ClassifierTrainingEvent: Sendable {
     case failure(EmbeddingFailure)
     /// One epoch of head training finished.
     case epoch(EpochRecord)
+    /// Fine-tuning progress in the current epoch: training images handled, of all.
+    case fineTuning(done: Int, total: Int)
+    /// One fine-tuning epoch finished (epochs numbered from 1), with its training throughput.
+    case fineTuningEpoch(EpochRecord, imagesPerSecond: Double)
+}
+
+/// A validation image the final classifier gets wrong, for the report.
+public struct Misclassification: Sendable, Equatable, Codable {
+    /// The image file.
+    public var url: URL
+    /// Its class (folder).
+    public var trueClass: String
+    /// The most probable class.
+    public var predictedClass: String
+    /// The probability of ``predictedClass``, 0...1.
+    public var probability: Double
+    /// The probability of ``trueClass``, 0...1.
+    public var trueClassProbability: Double
+
+    /// A misclassified image from its values.
+    public init(url: URL, trueClass: String, predictedClass: String, probability: Double, trueClassProbability: Double) {
+        self.url = url
+        self.trueClass = trueClass
+        self.predictedClass = predictedClass
+        self.probability = probability
+        self.trueClassProbability = trueClassProbability
+    }
+
+    /// The misclassified images of an evaluation, most confident mistakes first.
+    ///
+    /// - Parameters:
+    ///   - probabilities: `[n, classes]`.
+    ///   - images: the `n` images in row order.
+    ///   - classNames: class names by label.
+    public static func find(probabilities: Matrix, images: [LabelledImage], classNames: [String]) -> [Misclassification] {
+        var result: [Misclassification] = []
+        for (r, image) in images.enumerated() where r < probabilities.rows {
+            let row = Array(probabilities.row(r))
+            guard let top = row.indices.max(by: { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }), top != image.label else { continue }
+            result.append(Misclassification(url: image.url, trueClass: classNames[image.label], predictedClass: classNames[top],
+                                            probability: row[top], trueClassProbability: row[image.label]))
+        }
+        return result.sorted { $0.probability > $1.probability || ($0.probability == $1.probability && $0.url.path < $1.url.path) }
+    }
 }
 
 /// Transfer learning from folders, the Keras guide's first half: embed the images of one
@@ -56,6 +102,12 @@ public struct ClassifierTraining: Sendable {
     public var maxPixels: Int
     /// k of the top-k accuracy in the evaluation.
     public var topK: Int
+    /// Phase 2, fine-tuning the top of the base after the head phase; nil: the head only.
+    public var fineTuning: FineTuningSettings?
+    /// The on-the-fly augmentation of fine-tuning (default `RandomFlip("horizontal")`); nil: none.
+    public var augmentation: FineTuningAugmentation? = .horizontalFlip
+    /// Builds the trainable network of fine-tuning (default ``FineTuningNetworks/standard``).
+    public var networkFactory: FineTuningNetworkFactory = FineTuningNetworks.standard
 
     /// Creates a training job with the Keras guide's defaults.
     public init(dataDirectory: URL, validationDirectory: URL? = nil, validationSplit: Double = 0.2, settings: TrainingSettings = TrainingSettings(),
@@ -81,10 +133,21 @@ public struct ClassifierTraining: Sendable {
         public var trainingImages: Int, validationImages: Int
         /// Seconds spent training the head.
         public var headSeconds: Double
+        /// Validation metrics of the head alone (equal to ``evaluation`` without fine-tuning).
+        public var headOnlyEvaluation: EvaluationReport
+        /// Seconds of the fine-tuning phase (0 without it).
+        public var fineTuningSeconds: Double = 0
+        /// Mean fine-tuning throughput, training images per second (0 without it).
+        public var fineTuningImagesPerSecond: Double = 0
+        /// The validation images the saved classifier gets wrong.
+        public var misclassified: [Misclassification] = []
 
-        /// The self-contained HTML report (curves, confusion matrix).
+        /// The self-contained HTML report (curves of both phases, confusion matrix, the
+        /// misclassified validation images as thumbnails).
         public func htmlReport(title: String) -> String {
-            HTMLReport.render(title: title, history: model.history, bestEpoch: model.bestEpoch, evaluation: evaluation)
+            HTMLReport.render(title: title, history: model.history, bestEpoch: model.bestEpoch, evaluation: evaluation,
+                              fineTuningHistory: model.fineTuning?.history ?? [], fineTuningBestEpoch: model.fineTuning?.bestEpoch,
+                              misclassified: misclassified)
         }
     }
 
@@ -148,13 +211,102 @@ public struct ClassifierTraining: Sendable {
         let headStart = Date()
         let result = HeadTrainer(settings: settings).train(train: trainData, validation: valData, classes: folder.classNames.count) { events(.epoch($0)) }
         let headSeconds = Date().timeIntervalSince(headStart)
-        let evaluation = EvaluationReport(probabilities: result.head.probabilities(valData.features), labels: valData.labels,
-                                          classNames: folder.classNames, k: topK)
-        let model = ClassifierModel(classNames: folder.classNames, backbone: backbone.identity, backboneWeightsPath: backbone.weightsURL.path,
+        let headProbabilities = result.head.probabilities(valData.features)
+        let headEvaluation = EvaluationReport(probabilities: headProbabilities, labels: valData.labels, classNames: folder.classNames, k: topK)
+        var model = ClassifierModel(classNames: folder.classNames, backbone: backbone.identity, backboneWeightsPath: backbone.weightsURL.path,
                                     preprocessing: embedder.preprocessing, preprocessingConfiguration: preprocessing, head: result.head,
-                                    training: settings, history: result.history, bestEpoch: result.bestEpoch, validation: evaluation)
-        return Outcome(model: model, evaluation: evaluation, failures: failures, trainingImages: trainData.labels.count,
-                       validationImages: valData.labels.count, headSeconds: headSeconds)
+                                    training: settings, history: result.history, bestEpoch: result.bestEpoch, validation: headEvaluation)
+        var outcome = Outcome(model: model, evaluation: headEvaluation, failures: failures, trainingImages: trainData.labels.count,
+                              validationImages: valData.labels.count, headSeconds: headSeconds, headOnlyEvaluation: headEvaluation,
+                              misclassified: Misclassification.find(probabilities: headProbabilities, images: keptVal, classNames: folder.classNames))
+        guard let fineTuning else { return outcome }
+
+        // Phase 2: fine-tuning from the head's weights.
+        try fineTuning.validate()
+        guard settings.hiddenUnits == nil else { throw FineTuningSetupError.hiddenLayer }
+        let base = try Self.baseWeights(backbone)
+        let layers = try MobileNetV2Architecture.layers(for: MobileNetV2Configuration(alpha: c.alpha, inputHeight: c.inputHeight, inputWidth: c.inputWidth,
+                                                                                     includeTop: false, pooling: nil))
+        let fineTuneAt = try fineTuning.point.resolve(in: layers)
+        guard let dense = result.head.denseLayers.last else { throw FineTuningSetupError.hiddenLayer }
+        var setupConfiguration = MobileNetV2Configuration(alpha: c.alpha, inputHeight: c.inputHeight, inputWidth: c.inputWidth,
+                                                          includeTop: true, pooling: nil, classes: folder.classNames.count)
+        setupConfiguration.classifierActivation = .none
+        let headLayer = KerasLayerWeights(name: "predictions", arrays: [
+            WeightArray(name: "kernel", shape: [dense.inputs, dense.outputs], values: dense.kernel.map { Float($0) }),
+            WeightArray(name: "bias", shape: [dense.outputs], values: dense.bias.map { Float($0) }),
+        ])
+        let setup = FineTuningSetup(configuration: setupConfiguration, weights: KerasWeightSet(source: base.source, layers: base.layers + [headLayer]),
+                                    fineTuneAt: fineTuneAt, dropout: settings.dropout, backend: runtime.backend)
+        var network = try networkFactory(setup)
+        var recorded = fineTuning
+        recorded.augmentation = augmentation?.name
+        let optimizer = fineTuning.optimizerSettings(headOptimizer: settings.optimizer)
+        let trainer = FineTuningTrainer(settings: recorded, optimizer: optimizer, labelSmoothing: settings.labelSmoothing,
+                                        seed: settings.seed, augmentation: augmentation)
+        let firstLayer = fineTuneAt < layers.count ? layers[fineTuneAt].name : nil
+        events(.message("fine-tuning: layers \(fineTuneAt)...\(layers.count - 1) of \(layers.count) trainable (from \(firstLayer ?? "none: the head only")), \(network.trainableVariables.count) variables, entry \(network.entryLayer); \(Self.describe(optimizer)), batch \(fineTuning.batchSize), up to \(fineTuning.epochs) epochs; BatchNorm in inference mode"))
+        let tuned = try Self.fineTune(&network, trainer: trainer, frozen: backbone.network, train: keptTrain, validation: keptVal,
+                                      preprocessor: preprocessor, decodeThreads: runtime.decodeThreads, events: events)
+        guard let predictions = tuned.weights.layer(named: "predictions"), predictions.arrays.count == 2 else {
+            throw FineTuningSetupError.invalidSetting("the trained network returned no predictions layer")
+        }
+        let tunedHead = ClassifierHead(layers: [.dropout(rate: settings.dropout), .dense(DenseLayer(inputs: dense.inputs, outputs: dense.outputs,
+            kernel: predictions.arrays[0].values.map(Double.init), bias: predictions.arrays[1].values.map(Double.init)))])
+        let evaluation = EvaluationReport(probabilities: tuned.validationProbabilities, labels: tuned.validationImages.map(\.label),
+                                          classNames: folder.classNames, k: topK)
+        model.head = tunedHead
+        model.validation = evaluation
+        model.fineTuning = FineTunedBase(fineTuneAt: fineTuneAt, firstLayer: firstLayer, settings: recorded, optimizer: optimizer, history: tuned.history,
+                                         bestEpoch: tuned.bestEpoch, headOnlyValidation: headEvaluation, weights: tuned.weights)
+        outcome.model = model
+        outcome.evaluation = evaluation
+        outcome.failures += tuned.failures.filter { failure in !outcome.failures.contains { $0.url == failure.url } }
+        outcome.fineTuningSeconds = tuned.seconds
+        outcome.fineTuningImagesPerSecond = tuned.imagesPerSecond
+        outcome.misclassified = Misclassification.find(probabilities: tuned.validationProbabilities, images: tuned.validationImages, classNames: folder.classNames)
+        return outcome
+    }
+
+    /// Opens the existential network for the generic trainer.
+    static func fineTune<N: FineTunableNetwork>(_ network: inout N, trainer: FineTuningTrainer, frozen: MobileNetV2, train: [LabelledImage],
+                                                validation: [LabelledImage], preprocessor: ImagePreprocessor, decodeThreads: Int?,
+                                                events: @escaping (ClassifierTrainingEvent) -> Void) throws -> FineTuningTrainer.Result {
+        try trainer.run(network: &network, frozen: frozen, train: train, validation: validation, preprocessor: preprocessor, decodeThreads: decodeThreads) { event in
+            switch event {
+            case .progress(let done, let total): events(.fineTuning(done: done, total: total))
+            case .epoch(let record, let rate): events(.fineTuningEpoch(record, imagesPerSecond: rate))
+            case .failure(let failure): events(.failure(failure))
+            }
+        }
+    }
+
+    /// The MobileNetV2 layers of the backbone's weight file (nested in a Keras transfer model or not).
+    ///
+    /// - Throws: ``FineTuningSetupError/baseWeights(path:message:)`` naming the file.
+    public static func baseWeights(_ backbone: Backbone) throws -> KerasWeightSet {
+        let path = backbone.weightsURL.path
+        let weights: KerasWeightSet
+        do {
+            weights = try KerasWeightFile.read(contentsOf: backbone.weightsURL).weights.mobileNetV2Part().droppingClassifier()
+        } catch {
+            throw FineTuningSetupError.baseWeights(path: path, message: "\(error)")
+        }
+        // The same strict check as the network: another alpha or a missing layer is named here.
+        do {
+            _ = try weights.matched(to: backbone.network.configuration)
+        } catch {
+            throw FineTuningSetupError.baseWeights(path: path, message: error.description)
+        }
+        return weights
+    }
+
+    static func describe(_ optimizer: OptimizerSettings) -> String {
+        switch optimizer {
+        case .rmsprop(let lr, _, _, _, _): "RMSprop(learning_rate=\(lr))"
+        case .adam(let lr, _, _, _): "Adam(learning_rate=\(lr))"
+        case .sgd(let lr, let momentum): "SGD(learning_rate=\(lr), momentum=\(momentum))"
+        }
     }
 
     /// The labelled matrix of the images that were embedded (the others are left out).

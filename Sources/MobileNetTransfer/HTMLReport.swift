@@ -13,7 +13,16 @@ public enum HTMLReport {
     ///   - bestEpoch: the epoch whose weights were kept (1-based), marked on the curves; nil for
     ///     no mark.
     ///   - evaluation: the metrics shown as the confusion matrix and table.
-    public static func render(title: String, history: [EpochRecord], bestEpoch: Int?, evaluation: EvaluationReport) -> String {
+    ///   - fineTuningHistory: per-epoch metrics of the fine-tuning phase, drawn after the head
+    ///     phase's on the same curves (a dashed line marks where fine-tuning starts).
+    ///   - fineTuningBestEpoch: the fine-tuning epoch whose weights were kept (1-based, counted
+    ///     within the fine-tuning phase).
+    ///   - misclassified: validation images the classifier gets wrong, shown as thumbnails (at
+    ///     most ``maximumThumbnails``, most confident mistakes first; ~16 KB each) with their true
+    ///     and predicted classes and the probability.
+    public static func render(title: String, history: [EpochRecord], bestEpoch: Int?, evaluation: EvaluationReport,
+                              fineTuningHistory: [EpochRecord] = [], fineTuningBestEpoch: Int? = nil,
+                              misclassified: [Misclassification] = []) -> String {
         var html = """
             <!DOCTYPE html>
             <html lang="en"><head><meta charset="utf-8"><title>\(escape(title))</title>
@@ -24,10 +33,17 @@ public enum HTMLReport {
             <p>\(String(format: "accuracy %.2f%% · top-%d %.2f%% · loss %.4f · macro F1 %.4f · %d images", evaluation.accuracy * 100, evaluation.k, evaluation.topKAccuracy * 100, evaluation.loss, evaluation.macroF1, evaluation.count))</p>
 
             """
-        if !history.isEmpty {
-            html += "<h2>Training</h2><div class=\"charts\">"
-            html += lineChart(title: "loss", series: [("loss", "#1f77b4", history.map(\.loss)), ("val_loss", "#ff7f0e", history.compactMap(\.validationLoss))], bestEpoch: bestEpoch)
-            html += lineChart(title: "accuracy", series: [("accuracy", "#1f77b4", history.map(\.accuracy)), ("val_accuracy", "#ff7f0e", history.compactMap(\.validationAccuracy))], bestEpoch: bestEpoch)
+        if !history.isEmpty || !fineTuningHistory.isEmpty {
+            let all = history + fineTuningHistory
+            let boundary = fineTuningHistory.isEmpty ? nil : history.count
+            let best = fineTuningHistory.isEmpty ? bestEpoch : fineTuningBestEpoch.map { $0 + history.count }
+            html += "<h2>Training</h2>"
+            if boundary != nil {
+                html += String(format: "<p>Head on the frozen base: epochs 1–%d; fine-tuning: epochs %d–%d (after the dashed grey line).</p>", history.count, history.count + 1, all.count)
+            }
+            html += "<div class=\"charts\">"
+            html += lineChart(title: "loss", series: [("loss", "#1f77b4", all.map(\.loss)), ("val_loss", "#ff7f0e", all.compactMap(\.validationLoss))], bestEpoch: best, boundary: boundary)
+            html += lineChart(title: "accuracy", series: [("accuracy", "#1f77b4", all.map(\.accuracy)), ("val_accuracy", "#ff7f0e", all.compactMap(\.validationAccuracy))], bestEpoch: best, boundary: boundary)
             html += "</div>\n"
         }
         html += "<h2>Confusion matrix</h2>\n" + confusionMatrix(evaluation)
@@ -35,8 +51,29 @@ public enum HTMLReport {
         for m in evaluation.perClass {
             html += "<tr><td>\(escape(m.name))</td>" + String(format: "<td>%.4f</td><td>%.4f</td><td>%.4f</td><td>%d</td></tr>", m.precision, m.recall, m.f1, m.support)
         }
-        html += "</table></body></html>\n"
+        html += "</table>\n"
+        html += misclassifiedSection(misclassified, evaluated: evaluation.count)
+        html += "</body></html>\n"
         return html
+    }
+
+    /// The most thumbnails a report embeds.
+    public static let maximumThumbnails = 60
+
+    static func misclassifiedSection(_ items: [Misclassification], evaluated: Int) -> String {
+        var html = "<h2>Misclassified validation images</h2>\n"
+        guard !items.isEmpty else { return html + "<p>None: every validation image is classified correctly.</p>\n" }
+        let shown = items.prefix(maximumThumbnails)
+        html += "<p>\(items.count) of \(evaluated) images" + (items.count > shown.count ? ", the \(shown.count) most confident mistakes shown" : "") + ".</p>\n"
+        html += "<div style=\"display:flex;flex-wrap:wrap;gap:12px\">"
+        for item in shown {
+            let image = Thumbnail.dataURL(contentsOf: item.url).map { "<img src=\"\($0)\" alt=\"\(escape(item.url.lastPathComponent))\">" } ?? "<div>(cannot be read)</div>"
+            html += "<figure style=\"margin:0;width:150px;font-size:12px\">" + image
+            html += "<figcaption title=\"\(escape(item.url.path))\">\(escape(item.url.lastPathComponent))<br>true: \(escape(item.trueClass))"
+            html += String(format: " (%.1f%%)", item.trueClassProbability * 100) + "<br>predicted: \(escape(item.predictedClass))"
+            html += String(format: " (%.1f%%)", item.probability * 100) + "</figcaption></figure>"
+        }
+        return html + "</div>\n"
     }
 
     static func escape(_ s: String) -> String {
@@ -44,7 +81,7 @@ public enum HTMLReport {
             .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
     }
 
-    static func lineChart(title: String, series: [(String, String, [Double])], bestEpoch: Int?) -> String {
+    static func lineChart(title: String, series: [(String, String, [Double])], bestEpoch: Int?, boundary: Int? = nil) -> String {
         let width = 420.0, height = 260.0, left = 50.0, bottom = 30.0, top = 24.0, right = 10.0
         let all = series.flatMap(\.2).filter { $0.isFinite }
         let epochs = series.map(\.2.count).max() ?? 0
@@ -63,6 +100,10 @@ public enum HTMLReport {
         svg += String(format: "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"middle\">epoch (1…%d)</text>", (left + width) / 2, height - 8, epochs)
         if let bestEpoch, bestEpoch >= 1, bestEpoch <= epochs {
             svg += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#2ca02c\" stroke-dasharray=\"4 3\"/>", x(bestEpoch - 1), top, x(bestEpoch - 1), height - bottom)
+        }
+        if let boundary, boundary >= 1, boundary < epochs {
+            let bx = (x(boundary - 1) + x(boundary)) / 2
+            svg += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#999\" stroke-dasharray=\"2 2\"/>", bx, top, bx, height - bottom)
         }
         for (index, (name, color, values)) in series.enumerated() where !values.isEmpty {
             let points = values.enumerated().map { String(format: "%.1f,%.1f", x($0.offset), y($0.element)) }.joined(separator: " ")

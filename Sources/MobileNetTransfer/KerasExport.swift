@@ -264,7 +264,8 @@ public struct KerasTransferExport: Sendable {
         }
     }
 
-    /// Exports a trained classifier model file's head with its backbone weights to `url`.
+    /// Exports a trained classifier model file's head with its backbone weights to `url`; for a
+    /// fine-tuned model (``ClassifierModel/fineTuning``) the base carries the fine-tuned layers.
     ///
     /// - Parameters:
     ///   - model: the `mobilenet train` model (alpha, input size and pooling come from its backbone identity).
@@ -281,7 +282,13 @@ public struct KerasTransferExport: Sendable {
             throw .unsupportedHead(path: url.path, message: "backbone pooling '\(identity.pooling)'")
         }
         let configuration = MobileNetV2Configuration(alpha: identity.alpha, inputHeight: identity.inputHeight, inputWidth: identity.inputWidth, includeTop: false)
-        let export = try KerasTransferExport(head: model.head, backbone: backbone, configuration: configuration, pooling: pooling, destination: url)
+        // A fine-tuned model: the base with its fine-tuned layers (the exported base is frozen,
+        // as after training; its weights are the fine-tuned ones).
+        var base = backbone
+        if let fineTuning = model.fineTuning {
+            do { base = try fineTuning.applied(to: backbone) } catch { throw .backboneWeights(path: url.path, message: error.description) }
+        }
+        let export = try KerasTransferExport(head: model.head, backbone: base, configuration: configuration, pooling: pooling, destination: url)
         try export.writeArchive(to: url, overwrite: overwrite)
         return export
     }

@@ -96,8 +96,11 @@ public struct TrainedClassifier: Sendable {
             return try loadKeras(url: url, classNames: classNames, classNamesFrom: root, inputSize: inputSize, backend: backend)
         }
         let saved = try ClassifierModel.read(contentsOf: url)
-        let backbone = try await Backbone.load(matching: saved.backbone, weightsPath: weightsPath, recordedPath: saved.backboneWeightsPath,
+        var backbone = try await Backbone.load(matching: saved.backbone, weightsPath: weightsPath, recordedPath: saved.backboneWeightsPath,
                                                source: url.path, backend: backend, resolver: resolver)
+        if let fineTuning = saved.fineTuning {
+            backbone = try fineTunedBackbone(fineTuning, base: backbone, source: url.path, backend: backend)
+        }
         try check(head: saved.head, backbone: backbone, path: url.path)
         return TrainedClassifier(backbone: backbone, head: saved.head, classNames: saved.classNames, preprocessing: saved.preprocessing,
                                  preprocessingConfiguration: saved.recordedPreprocessing, model: saved)
@@ -126,6 +129,23 @@ public struct TrainedClassifier: Sendable {
         return TrainedClassifier(backbone: backbone, head: imported.head, classNames: names,
                                  preprocessing: PreprocessingIdentity(preprocessing, height: h, width: w),
                                  preprocessingConfiguration: preprocessing, model: nil)
+    }
+
+    /// The base network with the fine-tuned layers of a model file replaced: one network (BatchNorm
+    /// folded, one fast pass), its identity covering the fine-tuned weights.
+    ///
+    /// - Throws: ``ClassifierModelError/invalid(path:message:)`` naming the model file when the
+    ///   fine-tuned layers are damaged or do not fit the base; weight-file and model errors.
+    public static func fineTunedBackbone(_ fineTuning: FineTunedBase, base: Backbone, source: String, backend: any InferenceBackend) throws -> Backbone {
+        let weights = try ClassifierTraining.baseWeights(base)
+        let replaced: KerasWeightSet
+        do {
+            replaced = try fineTuning.applied(to: weights)
+        } catch {
+            throw ClassifierModelError.invalid(path: source, message: error.description)
+        }
+        let network = try MobileNetV2(configuration: base.network.configuration, weights: replaced, backend: backend)
+        return Backbone(network: network, identity: fineTuning.identity(base: base.identity), weightsURL: base.weightsURL)
     }
 
     /// The head must be consistent and take the backbone's embedding width (1280 for alpha <= 1).

@@ -48,6 +48,15 @@ public struct EpochRecord: Sendable, Equatable, Codable {
     public var validationLoss: Double?
     /// Validation accuracy.
     public var validationAccuracy: Double?
+
+    /// A record from its values.
+    public init(epoch: Int, loss: Double, accuracy: Double, validationLoss: Double? = nil, validationAccuracy: Double? = nil) {
+        self.epoch = epoch
+        self.loss = loss
+        self.accuracy = accuracy
+        self.validationLoss = validationLoss
+        self.validationAccuracy = validationAccuracy
+    }
 }
 
 /// Labelled embeddings: `features` `[n, d]` and a label in `0..<classes` per row.

@@ -20,7 +20,9 @@ Three checks:
    with --mobilenet BIN --model MODEL.json). With --model and --weights it also compares the
    loaded export with the same classifier built directly in Keras (MobileNetV2 with the
    backbone weight file + a head with the model file's Dense weights): this isolates the
-   export from the image pipeline.
+   export from the image pipeline. A fine-tuned model file (`train --fine-tune-at`, version 2)
+   is handled too: the reference base gets the file's fine-tuned layers (base64 float32,
+   SHA-256 checked) in place of the backbone file's, and the export must carry them.
 
 Run:
   /opt/tfenv/bin/python scripts/transfer/check_keras_export.py classifier.keras \
@@ -123,14 +125,39 @@ def reference_model(config):
     return keras.Model(inputs, x)
 
 
+def decode_array(array: dict) -> np.ndarray:
+    """One fine-tuned array of a model file: base64 little-endian float32, SHA-256 checked."""
+    import base64
+    import hashlib
+
+    raw = base64.b64decode(array["float32LE"])
+    if hashlib.sha256(raw).hexdigest() != array["sha256"]:
+        raise ValueError(f"{array['name']}: SHA-256 does not match")
+    return np.frombuffer(raw, dtype="<f4").reshape(array["shape"])
+
+
+def apply_fine_tuned_layers(base, saved) -> int:
+    """Replaces the base layers a fine-tuned model file carries (`fineTuning.layers`); returns
+    how many layers were replaced (0 for a head-only file)."""
+    layers = (saved.get("fineTuning") or {}).get("layers", [])
+    for layer in layers:
+        target = base.get_layer(layer["name"])
+        target.set_weights([decode_array(a) for a in layer["arrays"]])
+    return len(layers)
+
+
 def reference_classifier(model_file: Path, weights: str):
-    """The classifier built directly in Keras: MobileNetV2 loading the backbone weight file,
-    then the head of a `mobilenet train` model file (Dense weights from its JSON)."""
+    """The classifier built directly in Keras: MobileNetV2 loading the backbone weight file
+    (with the fine-tuned layers of a fine-tuned model file put in their place), then the head
+    of a `mobilenet train` model file (Dense weights from its JSON)."""
     saved = json.loads(model_file.read_text())
     b = saved["backbone"]
     shape = (b["inputHeight"], b["inputWidth"], 3)
     base = keras.applications.MobileNetV2(input_shape=shape, alpha=float(b["alpha"]), include_top=False, weights=None)
     base.load_weights(weights)
+    replaced = apply_fine_tuned_layers(base, saved)
+    if replaced:
+        print(f"reference: {replaced} fine-tuned base layers from {model_file} (from layer {saved['fineTuning']['fineTuneAt']}, {saved['fineTuning'].get('firstLayer')})")
     inputs = keras.Input(shape)
     x = base(inputs, training=False)
     x = keras.layers.GlobalAveragePooling2D()(x) if b.get("pooling", "avg") == "avg" else keras.layers.GlobalMaxPooling2D()(x)

@@ -34,8 +34,9 @@ public enum ClassifierModelError: Error, Equatable, CustomStringConvertible {
 public struct ClassifierModel: Sendable, Equatable, Codable {
     /// `"swift-mobilenet-classifier"`.
     public var format: String = ClassifierModel.formatName
-    /// Format version (``currentVersion``).
-    public var version: Int = ClassifierModel.currentVersion
+    /// Format version: 1 for a head on the frozen base, 2 with ``fineTuning`` (kept in step when
+    /// ``fineTuning`` is set; a read model keeps its file's value).
+    public var version: Int = 1
     /// Class names, in label order (sorted folder names).
     public var classNames: [String]
     /// The frozen backbone the head expects.
@@ -62,7 +63,9 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
     /// The fine-tuned layers of the base and the fine-tuning run (`train --fine-tune-at`); nil
     /// for a head trained on the frozen base. A file with it has format version 2 (older builds
     /// refuse it rather than predict with the unchanged base); a file without it, version 1.
-    public var fineTuning: FineTunedBase?
+    public var fineTuning: FineTunedBase? {
+        didSet { version = fineTuning == nil ? 1 : 2 }
+    }
 
     /// The `format` value.
     public static let formatName = "swift-mobilenet-classifier"

@@ -45,7 +45,7 @@ import Testing
         #expect(try ClassifierModel.read(contentsOf: url) == model)
         #expect(throws: (any Error).self) { try model.write(to: url, overwrite: false) }
         try Data("{\"format\": \"swift-mobilenet-classifier\", \"version\": 9}".utf8).write(to: url)
-        #expect(throws: ClassifierModelError.unsupportedVersion(path: url.path, found: 9, supported: 1)) { try ClassifierModel.read(contentsOf: url) }
+        #expect(throws: ClassifierModelError.unsupportedVersion(path: url.path, found: 9, supported: ClassifierModel.currentVersion)) { try ClassifierModel.read(contentsOf: url) }
         // A head whose kernel does not have inputs × outputs values is refused, not run.
         var broken = model
         broken.head = ClassifierHead(layers: [.dense(DenseLayer(inputs: 4, outputs: 2, kernel: [1, 2, 3, 4, 5, 6, 7, 8], bias: [0, 0]))])

@@ -18,7 +18,10 @@ def test_schemathesis_finds_no_server_error(server, workdir, names):
         "--checks", "not_a_server_error",
         "--phases", "coverage,fuzzing",
         "--max-examples", "40" if names == "served" else "15", "--seed", "20261201",
-        "--request-timeout", "60", "--workers", "2",
+        # One worker: with two, schemathesis' threads hit CPython 3.11.7's "AST constructor
+        # recursion depth mismatch" SystemError now and then (gh-106905, fixed in 3.11.8), a
+        # runtime error of the tool that failed the test without any server error.
+        "--request-timeout", "60", "--workers", "1",
         "--suppress-health-check", "all",
         "--generation-database", "none"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)

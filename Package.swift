@@ -108,6 +108,7 @@ let package = Package(
         // runtime oneDNN already loads).
         .target(
             name: "CMobileNetFaiss",
+            dependencies: ["CMobileNetShims"],
             cxxSettings: [.headerSearchPath("compat")],
             linkerSettings: [.linkedLibrary("faiss"), .linkedLibrary("openblas"), .linkedLibrary("gomp"), .linkedLibrary("stdc++")]
         ),

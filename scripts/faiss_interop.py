@@ -9,7 +9,7 @@
         index_factory(d, FACTORY, METRIC_INNER_PRODUCT) over the rows (as given), train on all,
         add, faiss.write_index.
 
-Versions: scripts/requirements-test.txt (faiss-cpu 1.7.4, numpy 1.26.4).
+Versions: scripts/requirements-test.txt (faiss-cpu 1.7.3, the library's version; numpy 1.26.4).
 """
 import argparse
 import json

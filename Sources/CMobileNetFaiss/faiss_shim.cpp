@@ -1,5 +1,6 @@
 // The C interface of CMobileNetFaiss.h over the FAISS C++ API (faiss 1.7.3). See the header.
 #include "CMobileNetFaiss.h"
+#include "CMobileNetShims.h"
 #include <omp.h>
 
 #include <stdexcept>
@@ -21,6 +22,8 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <new>
 #include <string>
 #include <typeinfo>
@@ -33,6 +36,11 @@
 
 struct mnf_index {
     faiss::Index *index;
+    /// HNSW only: FAISS 1.7.3 (and 1.7.4) size the search's candidate queue from the index's own
+    /// `hnsw.efSearch` and ignore `SearchParametersHNSW::efSearch` there, so a search at another
+    /// efSearch sets the member for its duration: exclusively, while searches at the stored
+    /// value share the lock.
+    mutable std::shared_mutex hnsw_ef;
 };
 
 namespace {
@@ -195,7 +203,7 @@ int mnf_index_factory(int d, const char *description, int inner_product, mnf_ind
     *out = nullptr;
     return guarded(error, error_size, [&] {
         std::unique_ptr<faiss::Index> index(faiss::index_factory(d, description, inner_product ? faiss::METRIC_INNER_PRODUCT : faiss::METRIC_L2));
-        *out = new mnf_index{index.release()};
+        *out = new mnf_index{index.release(), {}};
         return MNF_OK;
     });
 }
@@ -250,9 +258,24 @@ int mnf_search(const mnf_index *index, int64_t n, const float *x, int64_t k, int
             break;
         }
         case MNF_KIND_HNSW_FLAT: {
-            faiss::SearchParametersHNSW params;
-            params.efSearch = ef_search > 0 ? int(ef_search) : static_cast<const faiss::IndexHNSW *>(index->index)->hnsw.efSearch;
-            index->index->search(n, x, k, distances, out, &params);
+            // No SearchParametersHNSW (its efSearch is not honoured, see mnf_index): the search
+            // runs exactly as Python's `index.hnsw.efSearch = ef; index.search(x, k)`.
+            auto hnsw_index = static_cast<faiss::IndexHNSW *>(const_cast<faiss::Index *>(index->index));
+            std::shared_lock<std::shared_mutex> shared(index->hnsw_ef);
+            if (ef_search <= 0 || int(ef_search) == hnsw_index->hnsw.efSearch) {
+                hnsw_index->search(n, x, k, distances, out);
+            } else {
+                shared.unlock();
+                std::unique_lock<std::shared_mutex> exclusive(index->hnsw_ef);
+                const int stored = hnsw_index->hnsw.efSearch;
+                struct Restore {
+                    faiss::HNSW &hnsw;
+                    int value;
+                    ~Restore() { hnsw.efSearch = value; }
+                } restore{hnsw_index->hnsw, stored};
+                hnsw_index->hnsw.efSearch = int(ef_search);
+                hnsw_index->search(n, x, k, distances, out);
+            }
             break;
         }
         default:
@@ -273,16 +296,28 @@ int64_t mnf_nlist(const mnf_index *index) {
     return ivf ? int64_t(ivf->nlist) : 0;
 }
 
+int64_t mnf_hnsw_neighbours(const mnf_index *index) {
+    auto hnsw = dynamic_cast<const faiss::IndexHNSW *>(index->index);
+    if (!hnsw || hnsw->hnsw.cum_nneighbor_per_level.size() < 2) return 0;
+    return int64_t(hnsw->hnsw.cum_nneighbor_per_level[1] - hnsw->hnsw.cum_nneighbor_per_level[0]) / 2;
+}
+
 int64_t mnf_search_parameter(const mnf_index *index) {
     if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(index->index)) return int64_t(ivf->nprobe);
-    if (auto hnsw = dynamic_cast<const faiss::IndexHNSW *>(index->index)) return hnsw->hnsw.efSearch;
+    if (auto hnsw = dynamic_cast<const faiss::IndexHNSW *>(index->index)) {
+        std::shared_lock<std::shared_mutex> shared(index->hnsw_ef);
+        return hnsw->hnsw.efSearch;
+    }
     return 0;
 }
 
 void mnf_set_search_parameter(mnf_index *index, int64_t value) {
     if (value <= 0) return;
     if (auto ivf = dynamic_cast<faiss::IndexIVF *>(index->index)) ivf->nprobe = size_t(value);
-    else if (auto hnsw = dynamic_cast<faiss::IndexHNSW *>(index->index)) hnsw->hnsw.efSearch = int(value);
+    else if (auto hnsw = dynamic_cast<faiss::IndexHNSW *>(index->index)) {
+        std::unique_lock<std::shared_mutex> exclusive(index->hnsw_ef);
+        hnsw->hnsw.efSearch = int(value);
+    }
 }
 
 int mnf_serialize(const mnf_index *index, uint8_t **bytes, size_t *size, char *error, size_t error_size) {
@@ -307,7 +342,7 @@ int mnf_read(const char *path, mnf_index **out, char *error, size_t error_size) 
             set_error(error, error_size, problem);
             return int(MNF_INVALID);
         }
-        *out = new mnf_index{index.release()};
+        *out = new mnf_index{index.release(), {}};
         return int(MNF_OK);
     });
 }
@@ -328,7 +363,7 @@ int mnf_check_file_isolated(const char *path, uint64_t extra_address_space, int 
         return MNF_SYSTEM;
     }
     const uint64_t limit = current_address_space() + extra_address_space;
-    pid_t pid = fork();
+    pid_t pid = mn_fork();  // serialised with the package's other forks (OpenBLAS #2270)
     if (pid == 0) {
         // The child: default signal handling (a crash ends it quietly), limited memory.
         for (int s : {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE, SIGTRAP}) std::signal(s, SIG_DFL);

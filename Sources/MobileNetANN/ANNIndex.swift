@@ -47,14 +47,21 @@ public enum ANNIndexKind: Sendable, Hashable, CustomStringConvertible {
     case flat
     /// `IndexIVFFlat`: `lists` k-means cells; a search scans the `nprobe` nearest cells.
     case ivfFlat(lists: Int)
-    /// `IndexHNSWFlat`: a hierarchical navigable small-world graph; a search keeps `efSearch` candidates.
-    case hnswFlat
+    /// `IndexHNSWFlat`: a hierarchical navigable small-world graph of `neighbours` links per
+    /// vector and level (FAISS's `M`; twice that on level 0); a search keeps `efSearch` candidates.
+    case hnswFlat(neighbours: Int)
 
+    /// Whether this is an IVF index (whose searches take `nprobe`).
+    public var isIVF: Bool { if case .ivfFlat = self { true } else { false } }
+    /// Whether this is an HNSW index (whose searches take `efSearch`).
+    public var isHNSW: Bool { if case .hnswFlat = self { true } else { false } }
+
+    /// The FAISS factory string of the structure: `Flat`, `IVF1024,Flat`, `HNSW32,Flat`.
     public var description: String {
         switch self {
         case .flat: "Flat"
         case .ivfFlat(let lists): "IVF\(lists),Flat"
-        case .hnswFlat: "HNSW,Flat"
+        case .hnswFlat(let neighbours): "HNSW\(neighbours),Flat"
         }
     }
 }
@@ -98,8 +105,10 @@ public enum ANNFileIsolation: Sendable, Hashable {
 /// ``write(to:overwrite:)`` writes and the reverse. Only flat-storage indexes (`Flat`,
 /// `IVF<n>,Flat`, `HNSW<M>,Flat`) are accepted, whose scores are exact cosines of the vectors found.
 ///
-/// Searching is safe from several threads at once (FAISS searches are `const`; the parameters
-/// travel with each call). Building and ``setDefaultSearchParameter(_:)`` are not.
+/// Searching is safe from several threads at once (FAISS searches are `const`; IVF's `nprobe`
+/// travels with each call; an HNSW search at another `efSearch` than the stored one sets the
+/// index's own value for its duration under an exclusive lock, because FAISS 1.7.3 sizes the
+/// candidate queue from it and ignores `SearchParametersHNSW.efSearch` there). Building is not.
 public final class ANNIndex: @unchecked Sendable {
     let handle: OpaquePointer
 
@@ -122,7 +131,7 @@ public final class ANNIndex: @unchecked Sendable {
         dimension = Int(mnf_dimension(handle))
         kind = switch Int(mnf_kind(handle)) {
         case Int(MNF_KIND_IVF_FLAT): .ivfFlat(lists: Int(mnf_nlist(handle)))
-        case Int(MNF_KIND_HNSW_FLAT): .hnswFlat
+        case Int(MNF_KIND_HNSW_FLAT): .hnswFlat(neighbours: Int(mnf_hnsw_neighbours(handle)))
         default: .flat
         }
     }
@@ -156,9 +165,9 @@ public final class ANNIndex: @unchecked Sendable {
     /// The factory string used when none is given, for `count` vectors: `Flat` below 10,000
     /// vectors (exact; a search of 10,000 1280-d vectors takes a few milliseconds), else
     /// `IVF<n>,Flat` with `n` the power of two nearest to √count (1024 for a million), trained on
-    /// a sample of ``trainingSampleSize(lists:count:)``. Not HNSW: searched from this library's
-    /// process, FAISS 1.7.3's HNSW misses neighbours a C program finds with the same index (recall@10
-    /// about 0.89 at efSearch 256; a known issue, see docs/similarity.md).
+    /// a sample of ``trainingSampleSize(lists:count:)``. Not HNSW, which keeps its graph (2·M
+    /// neighbour ids per vector and level) beside the vectors and takes longer to build; choose
+    /// it with `HNSW<M>,Flat` for the lowest latency at high recall.
     public static func defaultFactory(count: Int) -> String {
         guard count >= 10_000 else { return "Flat" }
         let root = Double(count).squareRoot()
@@ -275,6 +284,8 @@ public final class ANNIndex: @unchecked Sendable {
         }
         guard k >= 1, k <= 100_000 else { throw .invalidArgument("k must be in 1...100000, got \(k)") }
         if let nprobe = parameters.nprobe, nprobe < 1 { throw .invalidArgument("nprobe must be at least 1, got \(nprobe)") }
+        if parameters.nprobe != nil, !kind.isIVF { throw .invalidArgument("nprobe applies to IVF indexes; this one is \(kind)") }
+        if parameters.efSearch != nil, !kind.isHNSW { throw .invalidArgument("efSearch applies to HNSW indexes; this one is \(kind)") }
         if let ef = parameters.efSearch, ef < 1 || ef > 1 << 20 { throw .invalidArgument("efSearch must be in 1...1048576, got \(ef)") }
         let n = queries.count / dimension
         var x = queries

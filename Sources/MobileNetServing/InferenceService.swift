@@ -75,7 +75,7 @@ public struct ServingCatalog: Sendable, Hashable, Codable {
         public var name: String
         /// How many images it holds.
         public var images: Int
-        /// The approximate-search structure queries go through (`Flat`, `IVF1024,Flat`, `HNSW,Flat`;
+        /// The approximate-search structure queries go through (`Flat`, `IVF1024,Flat`, `HNSW32,Flat`;
         /// FAISS's terms), or nil for exact search.
         public var ann: String?
     }
@@ -209,12 +209,21 @@ public final class InferenceService: Sendable {
     ///   - image: the encoded image.
     ///   - top: how many matches, 1 to ``ServingLimits/maxTopK``.
     ///   - parameters: IVF `nprobe` / HNSW `efSearch` for this query (nil: the file's stored
-    ///     values); ignored by exact search.
+    ///     values); each only for an index served with a file of that structure.
     /// - Throws: ``ServingError/indexNotFound(name:available:)``, ``ServingError/invalidImage(field:problem:)``,
-    ///   ``ServingError/invalidInput(field:problem:)`` for a bad `top`, `nprobe` or `ef_search`, and as ``tfServingPredict(model:version:body:)``.
+    ///   ``ServingError/invalidInput(field:problem:)`` for a bad `top`, `nprobe` or `ef_search` (out
+    ///   of range, or given for an index whose search does not take it), and as ``tfServingPredict(model:version:body:)``.
     public func similar(index name: String, image: Data, top: Int, parameters: ANNSearchParameters = ANNSearchParameters()) async throws(ServingError) -> SimilarityResponse {
         let index = try registry.index(named: name)
         guard (1...limits.maxTopK).contains(top) else { throw .invalidInput(field: "top", problem: "must be between 1 and \(limits.maxTopK), got \(top)") }
+        // A parameter the index's search does not take is an error, not silently ignored.
+        let structure = index.ann.map { "its FAISS file is \($0.kind)" } ?? "it is searched exactly (served without --ann)"
+        if parameters.nprobe != nil, index.ann?.kind.isIVF != true {
+            throw .invalidInput(field: "nprobe", problem: "applies to an IVF index; '\(name)' is not one: \(structure)")
+        }
+        if parameters.efSearch != nil, index.ann?.kind.isHNSW != true {
+            throw .invalidInput(field: "ef_search", problem: "applies to an HNSW index; '\(name)' is not one: \(structure)")
+        }
         let batcher = try registry.batcher(forIndex: name)
         let (embedder, maxPixels) = (index.embedder, limits.maxImagePixels)
         let outputs: ServedOutputs

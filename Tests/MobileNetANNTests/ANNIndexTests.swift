@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import MobileNet
 import MobileNetTestSupport
 import Testing
@@ -59,14 +60,16 @@ struct ANNIndexTests {
         let queries = Self.clustered(count: 50, dimension: 32, clusters: 20, seed: 5)
         let generous = factory.hasPrefix("IVF") ? ANNSearchParameters(nprobe: 8) : ANNSearchParameters(efSearch: 256)
         let r = try Self.recall(ann, exact, queries: queries, k: 10, parameters: generous)
+        #expect(r >= 0.95, "recall@10 \(r)")
         if factory.hasPrefix("HNSW") {
-            // Known issue: inside the Swift test process the HNSW search finds fewer true
-            // neighbours (recall about 0.89) than the same shim calls from a C program (0.98-1.0).
-            withKnownIssue("HNSW recall in the Swift process is below the C program's (under investigation)", isIntermittent: true) {
-                #expect(r >= 0.95, "recall@10 \(r)")
-            }
+            // efSearch per query is honoured (FAISS 1.7.3 sized the queue from the stored value
+            // and ignored SearchParametersHNSW.efSearch: 0.89 here at "256", which was 64).
+            let low = try Self.recall(ann, exact, queries: queries, k: 10, parameters: ANNSearchParameters(efSearch: 10))
+            #expect(low < r, "recall@10 at efSearch 10: \(low), at 256: \(r)")
+            #expect(ann.kind == .hnswFlat(neighbours: 16) && ann.kind.description == "HNSW16,Flat")
+            #expect(throws: ANNError.self) { try ann.search(queries, k: 10, parameters: ANNSearchParameters(nprobe: 4)) }
         } else {
-            #expect(r >= 0.95, "recall@10 \(r)")
+            #expect(throws: ANNError.self) { try ann.search(queries, k: 10, parameters: ANNSearchParameters(efSearch: 40)) }
         }
         // IVF: one cell is a subset of the eight nearest, so its recall is not higher, and all
         // 16 cells are exact search. (HNSW graphs are built in parallel, not deterministically.)
@@ -75,7 +78,24 @@ struct ANNIndexTests {
             #expect(try Self.recall(ann, exact, queries: queries, k: 10, parameters: ANNSearchParameters(nprobe: 16)) >= 0.99)
         }
         if case .ivfFlat(let lists) = ann.kind { #expect(lists == 16 && ann.defaultSearchParameter == ANNIndex.defaultNprobe(lists: 16)) }
-        if ann.kind == .hnswFlat { #expect(ann.defaultSearchParameter == ANNIndex.defaultEfSearch) }
+        if ann.kind.isHNSW { #expect(ann.defaultSearchParameter == ANNIndex.defaultEfSearch) }
+    }
+
+    @Test("concurrent HNSW searches at different efSearch equal serial ones, and the stored value is kept")
+    func concurrentEfSearch() throws {
+        let exact = try Self.embeddingIndex(count: 2000, dimension: 24)
+        let ann = try ANNIndex.build(from: exact, factory: "HNSW16,Flat")
+        let queries = Self.clustered(count: 4, dimension: 24, clusters: 20, seed: 9)
+        let settings = [ANNSearchParameters(efSearch: 10), ANNSearchParameters(), ANNSearchParameters(efSearch: 300)]
+        let serial = try settings.map { try ann.search(queries, k: 10, parameters: $0).map { $0.map(\.row) } }
+        let results = Mutex([[[Int]]?](repeating: nil, count: 48))
+        DispatchQueue.concurrentPerform(iterations: 48) { i in
+            let rows = try? ann.search(Array(queries), k: 10, parameters: settings[i % 3]).map { $0.map(\.row) }
+            results.withLock { $0[i] = rows }
+        }
+        let all = results.withLock { $0 }
+        for i in 0..<48 { #expect(all[i] == serial[i % 3], "search \(i)") }
+        #expect(ann.defaultSearchParameter == ANNIndex.defaultEfSearch)
     }
 
     @Test("a file of other vectors with the same count and dimension: check passes, verify names the first row that differs", arguments: ["Flat", "IVF16,Flat", "HNSW16,Flat"])

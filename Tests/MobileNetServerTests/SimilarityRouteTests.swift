@@ -140,9 +140,15 @@ struct SimilarityRouteTests {
                 let (x, y) = ((a["similarity"] as? NSNumber)?.floatValue ?? 9, (e["similarity"] as? NSNumber)?.floatValue ?? -9)
                 #expect(abs(x - y) < 1e-5, "\(x) vs \(y)")
             }
-            for bad in ["nprobe=0", "ef_search=x", "nprobe=99999999999"] {
-                try await client.execute(uri: "/v1/similar?index=photos&\(bad)", method: .post, body: ByteBuffer(bytes: query)) { response throws in
-                    #expect(response.status == .badRequest, "\(bad)")
+            // Out of range, or a parameter the index's search does not take (a Flat file, an
+            // exact index): 400 naming the parameter, never silently ignored.
+            for (name, bad) in [("photos", "nprobe=0"), ("photos", "ef_search=x"), ("photos", "nprobe=99999999999"),
+                                ("photos", "nprobe=4"), ("photos", "ef_search=40"), ("exact", "nprobe=4")] {
+                try await client.execute(uri: "/v1/similar?index=\(name)&\(bad)", method: .post, body: ByteBuffer(bytes: query)) { response throws in
+                    #expect(response.status == .badRequest, "\(name) \(bad)")
+                    if bad.hasSuffix("=4") || bad.hasSuffix("=40") {
+                        #expect(String(buffer: response.body).contains(bad.hasPrefix("nprobe") ? "applies to an IVF index" : "applies to an HNSW index"), "\(String(buffer: response.body))")
+                    }
                 }
             }
             try await client.execute(uri: "/v1/catalog", method: .get) { response throws in

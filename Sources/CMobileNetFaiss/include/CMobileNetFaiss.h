@@ -63,6 +63,8 @@ int mnf_is_trained(const mnf_index *index);
 int mnf_kind(const mnf_index *index);
 /// IVF: number of lists, else 0.
 int64_t mnf_nlist(const mnf_index *index);
+/// HNSW: the links per vector on levels above 0 (FAISS M; level 0 has 2M); 0 for other kinds.
+int64_t mnf_hnsw_neighbours(const mnf_index *index);
 /// IVF: nprobe stored in the index, HNSW: efSearch stored, else 0.
 int64_t mnf_search_parameter(const mnf_index *index);
 /// Sets the stored default (IVF nprobe, HNSW efSearch); ignored for other kinds.

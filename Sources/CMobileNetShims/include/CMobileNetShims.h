@@ -126,13 +126,16 @@ int mn_bmp_decode_rgba(const uint8_t *data, size_t length, uint64_t max_pixels,
 
 // MARK: Process isolation (reading untrusted weight files in a child process)
 
-/// fork(2), which Swift does not import. Returns the child's pid in the parent, 0 in the child,
-/// -1 on failure.
+/// fork(2), which Swift does not import, serialised process-wide: every fork of this package goes
+/// through it, because OpenBLAS's fork handler deadlocks when two threads fork at once (OpenBLAS
+/// #2270). Returns the child's pid in the parent, 0 in the child, -1 on failure.
 int mn_fork(void);
 /// Sets the child's address-space limit (RLIMIT_AS) in bytes. Returns 0 or -1.
 int mn_limit_address_space(unsigned long long bytes);
 /// glibc mallopt(M_MMAP_THRESHOLD, bytes): a fixed threshold (dynamic adjustment off). Returns 1 on success.
 int mn_set_mmap_threshold(int bytes);
+/// mallopt(M_TRIM_THRESHOLD, bytes) (clamped to INT_MAX); 1 on success.
+int mn_set_trim_threshold(long bytes);
 
 #ifdef __cplusplus
 }

@@ -117,12 +117,6 @@ struct Serve: AsyncParsableCommand {
         do { _ = try IndexSpecification.attachingANN(anns, to: parsedIndexes) } catch { throw ValidationError(errorMessage(error)) }
     }
 
-    /// Whether the environment tunes glibc's mmap threshold itself.
-    static var allocatorTunedByEnvironment: Bool {
-        let environment = ProcessInfo.processInfo.environment
-        return environment["MALLOC_MMAP_THRESHOLD_"] != nil || environment["GLIBC_TUNABLES"]?.contains("mmap_threshold") == true
-    }
-
     func run() async throws {
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -144,7 +138,7 @@ struct Serve: AsyncParsableCommand {
             idleTimeout: .milliseconds(Int64(idleTimeoutSeconds * 1000)), shutdownTimeout: .milliseconds(Int64(shutdownTimeoutSeconds * 1000)),
             bodyTimeout: .milliseconds(Int64(bodyTimeoutSeconds * 1000)),
             // The user's own allocator tuning wins over the server's fixed threshold.
-            mallocMmapThreshold: Self.allocatorTunedByEnvironment ? nil : MallocTuning.defaultMmapThreshold)
+            mallocMmapThreshold: MallocTuning.tunedByEnvironment() ? nil : MallocTuning.defaultMmapThreshold)
         do {
             try await MobileNetServer.run(specifications: specifications, indexes: indexSpecifications, loading: loading, configuration: configuration, logger: logger)
         } catch {

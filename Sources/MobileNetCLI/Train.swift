@@ -184,6 +184,9 @@ struct Train: AsyncParsableCommand {
         let started = Date()
         do {
             let options = runtime.runtime(decode)
+            // Fine-tuning allocates and frees the same large tensors every step: keep them in the
+            // heap (the user's own allocator settings win).
+            if fineTuning != nil, !MallocTuning.tunedByEnvironment() { MallocTuning.keepFreedBlocksForTraining() }
             let backbone = try await model.loadBackbone(runtime: options)
             var training = ClassifierTraining(dataDirectory: URL(fileURLWithPath: dataDir, isDirectory: true),
                                               validationDirectory: validationDir.map { URL(fileURLWithPath: $0, isDirectory: true) },

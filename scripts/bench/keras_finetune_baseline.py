@@ -26,7 +26,8 @@ Where this differs from the guide, to match ours:
     applied on the fly in the tf.data pipeline (the guide's Keras 3 form:
     `train_ds.map(lambda x, y: (data_augmentation(x), y))`); `--no-augment-phase2` turns it off.
     The guide uses RandomRotation(0.1); the TF tutorial 0.2.
-  - Optimizer Adam (ours) for both phases; the TF tutorial uses RMSprop. `--optimizer`.
+  - Optimizer Adam (ours) for both phases; the TF tutorial uses RMSprop. `--optimizer`, and
+    `--fine-tune-optimizer` for phase 2 alone (`mobilenet train` defaults to RMSprop there).
   - Epochs: ours (20 max, patience 3, both phases); the guide runs fixed epoch counts.
   - Phase 1 without augmentation fits the head on the base's pooled outputs computed once
     (frozen base in inference mode: the same numbers model.fit on the images computes every
@@ -140,12 +141,14 @@ def main() -> None:
     p.add_argument("--fine-tune-epochs", type=int, default=20, help="phase 2 maximum epochs")
     p.add_argument("--patience", type=int, default=3, help="early stopping patience, both phases (ours: 3)")
     p.add_argument("--optimizer", choices=["adam", "rmsprop", "sgd"], default="adam")
+    p.add_argument("--fine-tune-optimizer", choices=["adam", "rmsprop", "sgd"], default=None,
+                   help="phase 2 (default: --optimizer; ours defaults to rmsprop)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="phase 1 (ours: Adam 1e-3)")
     p.add_argument("--fine-tune-learning-rate", type=float, default=None, help="phase 2 (default: learning rate / 10)")
     p.add_argument("--fine-tune-at", type=int, default=100, help="base.layers[:N] stay frozen (guide: 100)")
     p.add_argument("--dropout", type=float, default=0.2)
-    p.add_argument("--rotation", type=float, default=0.2, help="RandomRotation factor (fraction of 2π)")
+    p.add_argument("--rotation", type=float, default=0.2, help="RandomRotation factor (fraction of 2π); 0: flips only")
     p.add_argument("--augment-phase1", action="store_true", help="augment in phase 1 too (the guide does)")
     p.add_argument("--no-augment-phase2", action="store_true")
     p.add_argument("--head-on-images", action="store_true",
@@ -166,10 +169,11 @@ def main() -> None:
                                                    shuffle=False, interpolation="bilinear")
     classes = train.class_names
     n_train = sum(len(files) for files in [list((data / "train" / c).iterdir()) for c in classes])
-    augmentation = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=args.seed),
-                                     keras.layers.RandomRotation(args.rotation, fill_mode="reflect",
-                                                                 interpolation="bilinear", seed=args.seed + 1)],
-                                    name="augmentation")
+    augmentation_layers = [keras.layers.RandomFlip("horizontal", seed=args.seed)]
+    if args.rotation > 0:  # --rotation 0: flips only (ours without --fine-tune-rotation)
+        augmentation_layers.append(keras.layers.RandomRotation(args.rotation, fill_mode="reflect",
+                                                               interpolation="bilinear", seed=args.seed + 1))
+    augmentation = keras.Sequential(augmentation_layers, name="augmentation")
     augmented = train.map(lambda x, y: (augmentation(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     train_p1 = (augmented if args.augment_phase1 else train).prefetch(tf.data.AUTOTUNE)
     train_p2 = (train if args.no_augment_phase2 else augmented).prefetch(tf.data.AUTOTUNE)
@@ -230,7 +234,8 @@ def main() -> None:
         for layer in base.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
-    model.compile(optimizer=make_optimizer(args.optimizer, ft_lr, args.momentum), loss=loss, metrics=["accuracy"])
+    model.compile(optimizer=make_optimizer(args.fine_tune_optimizer or args.optimizer, ft_lr, args.momentum), loss=loss,
+                  metrics=["accuracy"])
     first_trainable = next(l.name for l in base.layers[args.fine_tune_at:] if l.trainable_weights)
     print(f"phase 2: fine-tuning from base layer {args.fine_tune_at} ({first_trainable}), "
           f"{len(model.trainable_weights)} trainable tensors, bn={args.bn}", flush=True)

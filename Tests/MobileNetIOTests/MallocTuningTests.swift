@@ -11,4 +11,19 @@ struct MallocTuningTests {
         #expect(!MallocTuning.useFixedMmapThreshold(64 << 20))
         #expect(MallocTuning.useFixedMmapThreshold(MallocTuning.defaultMmapThreshold))
     }
+
+    @Test("the environment's own allocator settings are recognised, others are not")
+    func environment() {
+        #expect(!MallocTuning.tunedByEnvironment([:]))
+        #expect(!MallocTuning.tunedByEnvironment(["GLIBC_TUNABLES": "glibc.pthread.rseq=0", "MALLOC_ARENA": "x"]))
+        #expect(MallocTuning.tunedByEnvironment(["MALLOC_MMAP_THRESHOLD_": "1048576"]))
+        #expect(MallocTuning.tunedByEnvironment(["MALLOC_TRIM_THRESHOLD_": "0"]))
+        #expect(MallocTuning.tunedByEnvironment(["GLIBC_TUNABLES": "glibc.pthread.rseq=0:glibc.malloc.trim_threshold=1"]))
+    }
+
+    @Test("the training setting is taken (32 MiB mmap threshold, 1 GiB trim threshold)")
+    func training() {
+        #expect(MallocTuning.keepFreedBlocksForTraining())
+        #expect(MallocTuning.useFixedMmapThreshold())  // back to the server's setting for the other tests
+    }
 }

@@ -57,7 +57,7 @@ let package = Package(
         // the fine-tuning model (Keras `base_model.layers[N:]` trainable), softmax cross-entropy
         // with label smoothing, and Keras's optimisers; the fast Float network for real training
         // (`FineTuningNetwork`, OpenBLAS sgemm). Knows nothing of file formats.
-        .target(name: "MobileNetTraining", dependencies: ["MobileNetModel", "MobileNetKernels", "CBLAS"]),
+        .target(name: "MobileNetTraining", dependencies: ["MobileNetModel", "MobileNetKernels", "CBLAS", "CMobileNetShims"]),
         // Weight files (.h5, .weights.h5, .keras), weight resolution and download, image
         // decoding and resizing, .npy output.
         .target(
@@ -100,7 +100,7 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         // Similarity search and near-duplicate detection over embeddings.
-        .target(name: "MobileNetSearch", dependencies: ["CBLAS", "MobileNetStore", "MobileNetPipeline"]),
+        .target(name: "MobileNetSearch", dependencies: ["CBLAS", "CMobileNetShims", "MobileNetStore", "MobileNetPipeline"]),
         // FAISS 1.7.3 (Debian libfaiss-dev: headers and a static libfaiss.a without FAISS's C API):
         // a C interface over its C++ API that turns every C++ exception into an error code and
         // message, and reads untrusted index files in a forked, memory-limited child first.
@@ -160,7 +160,7 @@ let package = Package(
         .testTarget(name: "MobileNetStoreTests", dependencies: ["MobileNetStore", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetTransferTests", dependencies: ["MobileNet", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetSearchTests", dependencies: ["MobileNetSearch", "MobileNetTestSupport"]),
-        .testTarget(name: "MobileNetANNTests", dependencies: ["MobileNetANN", "MobileNetSearch", "MobileNetIO", "MobileNetTestSupport"]),
+        .testTarget(name: "MobileNetANNTests", dependencies: ["MobileNet", "MobileNetANN", "MobileNetSearch", "MobileNetIO", "MobileNetTraining", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetOneDNNTests", dependencies: ["MobileNet", "MobileNetOneDNN", "MobileNetTestSupport"]),
         .testTarget(
             name: "MobileNetServerTests",

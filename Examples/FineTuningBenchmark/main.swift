@@ -11,8 +11,6 @@
 import Foundation
 import MobileNet
 
-OneDNNBackend.reexecWithPassiveWaitingIfNeeded()
-
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("FineTuningBenchmark: \(message)\n".utf8))
     exit(2)

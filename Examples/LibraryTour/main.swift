@@ -9,8 +9,8 @@
 import Foundation
 import MobileNet
 
-// oneDNN's OpenMP threads otherwise spin between layers on a busy machine (docs/performance.md).
-OneDNNBackend.reexecWithPassiveWaitingIfNeeded()
+// Nothing to set up: the oneDNN backend's adaptive thread policy handles a busy machine
+// (docs/performance.md), so a host program needs no environment variable.
 
 /// Stops the tour with a message on standard error and exit status 1.
 func fail(_ message: String) -> Never {

@@ -45,6 +45,14 @@ struct mnf_index {
 
 namespace {
 
+/// Holds the package's BLAS lock shared for a FAISS call that may run BLAS (see mn_blas_enter).
+struct BLASSection {
+    BLASSection() { mn_blas_enter(); }
+    ~BLASSection() { mn_blas_leave(); }
+    BLASSection(const BLASSection &) = delete;
+    BLASSection &operator=(const BLASSection &) = delete;
+};
+
 void set_error(char *error, size_t error_size, const std::string &message) {
     if (!error || error_size == 0) return;
     size_t n = message.size() < error_size - 1 ? message.size() : error_size - 1;
@@ -215,15 +223,16 @@ void mnf_free(mnf_index *index) {
 }
 
 int mnf_train(mnf_index *index, int64_t n, const float *x, char *error, size_t error_size) {
-    return guarded(error, error_size, [&] { index->index->train(n, x); return MNF_OK; });
+    return guarded(error, error_size, [&] { BLASSection blas; index->index->train(n, x); return MNF_OK; });
 }
 
 int mnf_add(mnf_index *index, int64_t n, const float *x, char *error, size_t error_size) {
-    return guarded(error, error_size, [&] { index->index->add(n, x); return MNF_OK; });
+    return guarded(error, error_size, [&] { BLASSection blas; index->index->add(n, x); return MNF_OK; });
 }
 
 int mnf_add_with_ids(mnf_index *index, int64_t n, const float *x, const int64_t *ids, char *error, size_t error_size) {
     return guarded(error, error_size, [&] {
+        BLASSection blas;
         index->index->add_with_ids(n, x, reinterpret_cast<const faiss::Index::idx_t *>(ids));
         return MNF_OK;
     });
@@ -249,6 +258,7 @@ int mnf_search(const mnf_index *index, int64_t n, const float *x, int64_t k, int
             explicit CallingThreadOnly(bool on) : active(on), saved(on ? omp_get_max_threads() : 0) { if (active) omp_set_num_threads(1); }
             ~CallingThreadOnly() { if (active) omp_set_num_threads(saved); }
         } calling_thread_only(n == 1);
+        BLASSection blas;
         faiss::Index::idx_t *out = reinterpret_cast<faiss::Index::idx_t *>(labels);
         switch (kind_of(index->index)) {
         case MNF_KIND_IVF_FLAT: {

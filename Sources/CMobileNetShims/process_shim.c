@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 // Process helpers for isolating libhdf5 (which is not safe on damaged files) in a child process.
 #include "CMobileNetShims.h"
 #include <malloc.h>
@@ -5,19 +6,26 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-// One fork at a time in this process: OpenBLAS's pthreads build shuts its thread pool down in a
-// pthread_atfork handler that deadlocks when two threads fork at once (OpenBLAS issue #2270,
-// Debian's 0.3.21: seen as a test run that hung with two .faiss files read in parallel).
-static pthread_mutex_t mn_fork_lock = PTHREAD_MUTEX_INITIALIZER;
+// OpenBLAS's pthreads build (Debian 0.3.21) is not fork-safe: its pthread_atfork handler shuts
+// the thread pool down, which deadlocks when two threads fork at once (OpenBLAS issue #2270) and
+// strands a BLAS call running on another thread at that moment (seen: a test run that hung, one
+// thread spinning in exec_blas for a worker the fork had shut down). So every BLAS call of the
+// package holds this lock shared (mn_blas_enter/leave), and a fork holds it exclusively: no fork
+// while BLAS runs, one fork at a time. Writers first, so BLAS calls in a loop cannot starve a fork.
+static pthread_rwlock_t mn_blas_lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+
+void mn_blas_enter(void) { pthread_rwlock_rdlock(&mn_blas_lock); }
+
+void mn_blas_leave(void) { pthread_rwlock_unlock(&mn_blas_lock); }
 
 int mn_fork(void) {
-    pthread_mutex_lock(&mn_fork_lock);
+    pthread_rwlock_wrlock(&mn_blas_lock);
     pid_t pid = fork();
     if (pid == 0) {
-        pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
-        mn_fork_lock = fresh;  // the child's copy was taken by its parent's thread
+        pthread_rwlock_t fresh = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+        mn_blas_lock = fresh;  // the child's copy is held by its parent's thread
     } else {
-        pthread_mutex_unlock(&mn_fork_lock);
+        pthread_rwlock_unlock(&mn_blas_lock);
     }
     return (int)pid;
 }

@@ -1,4 +1,5 @@
 import CBLAS
+import CMobileNetShims
 import Foundation
 
 /// How an ``EmbeddingIndex`` holds its vectors in memory.
@@ -145,8 +146,10 @@ public final class EmbeddingIndex: Sendable {
             vectors32.withUnsafeBufferPointer { a in
                 q.withUnsafeBufferPointer { x in
                     scores.withUnsafeMutableBufferPointer { y in
+                        mn_blas_enter()  // no fork while OpenBLAS runs (CMobileNetShims)
                         cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(count), Int32(dimension), 1, a.baseAddress, Int32(dimension),
                                     x.baseAddress, 1, 0, y.baseAddress, 1)
+                        mn_blas_leave()
                     }
                 }
             }
@@ -164,8 +167,10 @@ public final class EmbeddingIndex: Sendable {
                 block.withUnsafeBufferPointer { a in
                     q.withUnsafeBufferPointer { x in
                         scores.withUnsafeMutableBufferPointer { y in
+                            mn_blas_enter()  // no fork while OpenBLAS runs (CMobileNetShims)
                             cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(dimension), 1, a.baseAddress, Int32(dimension),
                                         x.baseAddress, 1, 0, y.baseAddress! + start, 1)
+                            mn_blas_leave()
                         }
                     }
                 }
@@ -222,9 +227,11 @@ public final class EmbeddingIndex: Sendable {
             all.withUnsafeBufferPointer { a in
                 products.withUnsafeMutableBufferPointer { c in
                     // C[rows, count] = A[start..<start+rows] · Aᵀ
+                    mn_blas_enter()  // no fork while OpenBLAS runs (CMobileNetShims)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(count), Int32(dimension), 1,
                                 a.baseAddress! + start * dimension, Int32(dimension), a.baseAddress, Int32(dimension), 0,
                                 c.baseAddress, Int32(count))
+                    mn_blas_leave()
                 }
             }
             for r in 0..<rows {

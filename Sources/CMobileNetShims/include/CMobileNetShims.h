@@ -126,10 +126,16 @@ int mn_bmp_decode_rgba(const uint8_t *data, size_t length, uint64_t max_pixels,
 
 // MARK: Process isolation (reading untrusted weight files in a child process)
 
-/// fork(2), which Swift does not import, serialised process-wide: every fork of this package goes
-/// through it, because OpenBLAS's fork handler deadlocks when two threads fork at once (OpenBLAS
-/// #2270). Returns the child's pid in the parent, 0 in the child, -1 on failure.
+/// fork(2), which Swift does not import, made safe with OpenBLAS: it waits until no BLAS call of
+/// the package runs (see mn_blas_enter) and forks one at a time, because OpenBLAS's fork handler
+/// deadlocks with a concurrent fork (OpenBLAS #2270) and strands a concurrent BLAS call. Every
+/// fork of the package goes through it. Returns the child's pid in the parent, 0 in the child,
+/// -1 on failure.
 int mn_fork(void);
+/// Brackets a BLAS call (cblas_*, or FAISS work that calls BLAS): any number at once, never
+/// during mn_fork. Not reentrant: do not fork, and do not enter again, between enter and leave.
+void mn_blas_enter(void);
+void mn_blas_leave(void);
 /// Sets the child's address-space limit (RLIMIT_AS) in bytes. Returns 0 or -1.
 int mn_limit_address_space(unsigned long long bytes);
 /// glibc mallopt(M_MMAP_THRESHOLD, bytes): a fixed threshold (dynamic adjustment off). Returns 1 on success.

@@ -288,6 +288,38 @@ struct FineTuningTests {
         #expect(result.validationProbabilities.rows == validation.count)
     }
 
+    @Test func aDivergedEpochIsNeverTheBestAndStopsTheRun() throws {
+        let root = try TinyFineTuning.makeData(count: 2, validation: 1)
+        let folder = try ImageFolder(root: root.appendingPathComponent("train"))
+        let validation = try ImageFolder(root: root.appendingPathComponent("val"), classNames: folder.classNames).images.filter { $0.label == 0 }
+        let backbone = try TinyFineTuning.backbone()
+        var settings = FineTuningSettings(point: .index(0))
+        settings.epochs = 10
+        settings.batchSize = 4
+        settings.patience = nil
+        let trainer = FineTuningTrainer(settings: settings, optimizer: .sgd(learningRate: 0.1), seed: 1, augmentation: nil)
+        let preprocessor = ImagePreprocessor(height: 32, width: 32)
+        // NaN in epoch 3 (NaN >= best is false: before, the NaN epoch became the best one and
+        // its NaN weights were written into a model file that predict then refuses).
+        var network = ScriptedNetwork(stepsPerEpoch: 1, losses: [0.9, 0.4, .nan, 0.1])
+        let result = try trainer.run(network: &network, frozen: backbone.network, train: folder.images, validation: validation,
+                                     preprocessor: preprocessor, decodeThreads: 0)
+        #expect(result.history.map(\.epoch) == [1, 2, 3])
+        #expect(result.bestEpoch == 2)
+        #expect(result.weights.layer(named: "predictions")?.arrays[0].values == [2])
+        // Diverged from the first epoch: no model at all, a message that says so.
+        var diverged = ScriptedNetwork(stepsPerEpoch: 1, losses: [.infinity])
+        do {
+            _ = try trainer.run(network: &diverged, frozen: backbone.network, train: folder.images, validation: validation,
+                                preprocessor: preprocessor, decodeThreads: 0)
+            Issue.record("a run without a finite validation loss returned weights")
+        } catch let error as ClassifierTrainingError {
+            guard case .fineTuningDiverged(let epoch, _) = error else { Issue.record("\(error)"); return }
+            #expect(epoch == 1)
+            #expect(error.description.contains("--fine-tune-learning-rate"))
+        }
+    }
+
     @Test func thumbnailsOfMisclassifiedImagesAreEmbedded() throws {
         let root = try TinyFineTuning.makeData(count: 1, validation: 1)
         let image = root.appendingPathComponent("val/bars/0.bmp")

@@ -288,6 +288,50 @@ struct FineTuningTests {
         #expect(result.validationProbabilities.rows == validation.count)
     }
 
+    @Test func aDamagedOrEditedFineTunedSectionIsRefused() async throws {
+        let root = try TinyFineTuning.makeData(count: 1, validation: 1)
+        let backbone = try TinyFineTuning.backbone()
+        let model = try TinyFineTuning.run(TinyFineTuning.training(root, point: .layer("block_14_expand"), epochs: 1), backbone: backbone).model
+        let tuned = try #require(model.fineTuning)
+        let base = try ClassifierTraining.baseWeights(backbone)
+        _ = try tuned.applied(to: base)
+        let decoded = try tuned.layers.map { layer in KerasLayerWeights(name: layer.name, arrays: try layer.arrays.map { try $0.decoded(layer: layer.name) }) }
+        // Re-encoded with correct hashes, as a deliberate edit would be.
+        func rebuilt(_ layers: [KerasLayerWeights], fineTuneAt: Int? = nil) -> FineTunedBase {
+            FineTunedBase(fineTuneAt: fineTuneAt ?? tuned.fineTuneAt, firstLayer: tuned.firstLayer, settings: tuned.settings, optimizer: tuned.optimizer,
+                          history: tuned.history, bestEpoch: tuned.bestEpoch, headOnlyValidation: nil, weights: KerasWeightSet(source: "edited", layers: layers))
+        }
+        func refusal(_ edited: FineTunedBase) -> String {
+            do { _ = try edited.applied(to: base); return "accepted" } catch { return error.description }
+        }
+        var nan = decoded
+        nan[0].arrays[0].values[0] = .nan
+        #expect(refusal(rebuilt(nan)).contains("NaN or infinite values"))
+        #expect(refusal(rebuilt(Array(decoded.dropLast()))).contains("layers with weights are missing ('\(decoded.last!.name)')"))
+        #expect(refusal(rebuilt(decoded + [decoded[0]])).contains("given more than once"))
+        #expect(refusal(rebuilt(decoded, fineTuneAt: 1_000_000_000)).contains("fineTuneAt 1000000000 is not in 0...154"))
+        var reshaped = decoded
+        reshaped[0].arrays[0].shape = reshaped[0].arrays[0].shape.reversed()
+        #expect(refusal(rebuilt(reshaped)).contains("has shapes"))
+        var truncated = tuned
+        truncated.layers[0].arrays[0].float32LE.removeLast(8)
+        #expect(refusal(truncated).contains("bytes for shape"))
+        var rehashed = tuned
+        rehashed.layers[0].arrays[0].sha256 = String(repeating: "0", count: 64)
+        #expect(refusal(rehashed).contains("weightsSHA256 does not match"))
+        // Through the model file: the message names the file.
+        var edited = model
+        edited.fineTuning = rebuilt(Array(decoded.dropLast()))
+        let file = root.appendingPathComponent("edited.json")
+        try edited.write(to: file, overwrite: false)
+        do {
+            _ = try await TrainedClassifier.load(contentsOf: file, backend: OneDNNBackend())
+            Issue.record("a model file with a fine-tuned layer left out was accepted")
+        } catch {
+            #expect("\(error)".contains(file.path) && "\(error)".contains("missing"), "\(error)")
+        }
+    }
+
     @Test func aDivergedEpochIsNeverTheBestAndStopsTheRun() throws {
         let root = try TinyFineTuning.makeData(count: 2, validation: 1)
         let folder = try ImageFolder(root: root.appendingPathComponent("train"))

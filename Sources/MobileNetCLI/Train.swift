@@ -158,7 +158,7 @@ struct Train: AsyncParsableCommand {
         } else {
             // Fine-tuning settings without fine-tuning would be ignored silently.
             let given = [("--fine-tune-epochs", fineTuneEpochs != nil), ("--fine-tune-learning-rate", fineTuneLearningRate != nil),
-                         ("--fine-tune-optimizer", fineTuneOptimizer != nil), ("--fine-tune-rotation", fineTuneRotation != nil)].filter(\.1).map(\.0)
+                         ("--fine-tune-optimizer", fineTuneOptimizer != nil), ("--fine-tune-rotation", fineTuneRotation != nil)].filter { $0.1 }.map { $0.0 }
             if !given.isEmpty { throw ValidationError("\(given.joined(separator: ", ")) only apply with --fine-tune-at N or --fine-tune-from LAYER") }
         }
         guard validationDir != nil || (validationSplit > 0 && validationSplit < 1) else {

@@ -181,7 +181,8 @@ public struct ClassifierTraining: Sendable {
             let layers = try MobileNetV2Architecture.layers(for: MobileNetV2Configuration(alpha: c.alpha, inputHeight: c.inputHeight, inputWidth: c.inputWidth,
                                                                                          includeTop: false, pooling: nil))
             let fineTuneAt = try fineTuning.point.resolve(in: layers)
-            fineTuningPlan = (fineTuning, try Self.baseWeights(backbone), layers, fineTuneAt)
+            let base = try Self.baseWeights(backbone)
+            fineTuningPlan = (fineTuning, base, layers, fineTuneAt)
         }
         let folder = try ImageFolder(root: dataDirectory)
         for warning in folder.warnings { events(.warning(warning)) }
@@ -239,7 +240,7 @@ public struct ClassifierTraining: Sendable {
                               validationImages: valData.labels.count, headSeconds: headSeconds, headOnlyEvaluation: headEvaluation,
                               misclassified: Misclassification.find(probabilities: headProbabilities, images: keptVal, classNames: folder.classNames))
         guard let plan = fineTuningPlan else { return outcome }
-        let (fineTuning, base, layers, fineTuneAt) = plan
+        let (tuning, base, layers, fineTuneAt) = plan
 
         // Phase 2: fine-tuning from the head's weights.
         guard let dense = result.head.denseLayers.last else { throw FineTuningSetupError.hiddenLayer }
@@ -253,13 +254,13 @@ public struct ClassifierTraining: Sendable {
         let setup = FineTuningSetup(configuration: setupConfiguration, weights: KerasWeightSet(source: base.source, layers: base.layers + [headLayer]),
                                     fineTuneAt: fineTuneAt, dropout: settings.dropout, backend: runtime.backend)
         var network = try networkFactory(setup)
-        var recorded = fineTuning
+        var recorded = tuning
         recorded.augmentation = augmentation?.name
-        let optimizer = fineTuning.optimizerSettings(headOptimizer: settings.optimizer)
+        let optimizer = tuning.optimizerSettings(headOptimizer: settings.optimizer)
         let trainer = FineTuningTrainer(settings: recorded, optimizer: optimizer, labelSmoothing: settings.labelSmoothing,
                                         seed: settings.seed, augmentation: augmentation)
         let firstLayer = fineTuneAt < layers.count ? layers[fineTuneAt].name : nil
-        events(.message("fine-tuning: layers \(fineTuneAt)...\(layers.count - 1) of \(layers.count) trainable (from \(firstLayer ?? "none: the head only")), \(network.trainableVariables.count) variables, entry \(network.entryLayer); \(Self.describe(optimizer)), batch \(fineTuning.batchSize), up to \(fineTuning.epochs) epochs; BatchNorm in inference mode"))
+        events(.message("fine-tuning: layers \(fineTuneAt)...\(layers.count - 1) of \(layers.count) trainable (from \(firstLayer ?? "none: the head only")), \(network.trainableVariables.count) variables, entry \(network.entryLayer); \(Self.describe(optimizer)), batch \(tuning.batchSize), up to \(tuning.epochs) epochs; BatchNorm in inference mode"))
         let tuned = try Self.fineTune(&network, trainer: trainer, frozen: backbone.network, train: keptTrain, validation: keptVal,
                                       preprocessor: preprocessor, decodeThreads: runtime.decodeThreads, events: events)
         guard let predictions = tuned.weights.layer(named: "predictions"), predictions.arrays.count == 2 else {

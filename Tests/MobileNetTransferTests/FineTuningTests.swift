@@ -311,7 +311,7 @@ struct FineTuningTests {
         #expect(refusal(rebuilt(decoded + [decoded[0]])).contains("given more than once"))
         #expect(refusal(rebuilt(decoded, fineTuneAt: 1_000_000_000)).contains("fineTuneAt 1000000000 is not in 0...154"))
         var reshaped = decoded
-        reshaped[0].arrays[0].shape = reshaped[0].arrays[0].shape.reversed()
+        reshaped[0].arrays[0].shape = Array(reshaped[0].arrays[0].shape.reversed())
         #expect(refusal(rebuilt(reshaped)).contains("has shapes"))
         var truncated = tuned
         truncated.layers[0].arrays[0].float32LE.removeLast(8)

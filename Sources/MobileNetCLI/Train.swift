@@ -103,16 +103,16 @@ struct Train: AsyncParsableCommand {
     var fineTuneFrom: String?
 
     @Option(name: .long, help: "Maximum fine-tuning epochs (default 10 when fine-tuning).")
-    var fineTuneEpochs: Int = 10
+    var fineTuneEpochs: Int?
 
     @Option(name: .long, help: "Fine-tuning learning rate (default: the head's learning rate / 10).")
     var fineTuneLearningRate: Double?
 
-    @Option(name: .long, help: "Fine-tuning optimizer: rmsprop (Keras defaults), adam or sgd (with --momentum).")
-    var fineTuneOptimizer: String = "rmsprop"
+    @Option(name: .long, help: "Fine-tuning optimizer: rmsprop (Keras defaults, the default), adam or sgd (with --momentum).")
+    var fineTuneOptimizer: String?
 
     @Option(name: .long, help: ArgumentHelp("Fine-tuning augmentation: also Keras RandomRotation(FACTOR) (fill reflect, bilinear; the Keras guide uses 0.1); 0: horizontal flip only.", valueName: "factor"))
-    var fineTuneRotation: Double = 0
+    var fineTuneRotation: Double?
 
     @Option(name: .long, help: "k of the top-k accuracy.")
     var topK: Int = 5
@@ -140,16 +140,33 @@ struct Train: AsyncParsableCommand {
         guard trainBatchSize >= 1 else { throw ValidationError("--train-batch-size must be at least 1") }
         guard (0..<1).contains(dropout) else { throw ValidationError("--dropout must be in 0..<1") }
         guard (0...1).contains(labelSmoothing) else { throw ValidationError("--label-smoothing must be in 0...1") }
-        guard fineTuneRotation.isFinite, (0...1).contains(fineTuneRotation) else { throw ValidationError("--fine-tune-rotation must be in 0...1, got \(fineTuneRotation)") }
+        if let fineTuneRotation, !(fineTuneRotation.isFinite && (0...1).contains(fineTuneRotation)) {
+            throw ValidationError("--fine-tune-rotation must be in 0...1, got \(fineTuneRotation)")
+        }
         if fineTuneAt != nil && fineTuneFrom != nil { throw ValidationError("give --fine-tune-at or --fine-tune-from, not both") }
-        guard FineTuningOptimizer(rawValue: fineTuneOptimizer) != nil else { throw ValidationError("--fine-tune-optimizer must be rmsprop, adam or sgd") }
+        if let fineTuneOptimizer, FineTuningOptimizer(rawValue: fineTuneOptimizer) == nil {
+            throw ValidationError("--fine-tune-optimizer must be rmsprop, adam or sgd, got '\(fineTuneOptimizer)'")
+        }
         if let fineTuning {
+            // The settings' own check, with the options' names.
+            if let fineTuneEpochs, !(1...100_000).contains(fineTuneEpochs) { throw ValidationError("--fine-tune-epochs must be in 1...100000, got \(fineTuneEpochs)") }
+            if let fineTuneLearningRate, !(fineTuneLearningRate.isFinite && fineTuneLearningRate > 0 && fineTuneLearningRate <= 10) {
+                throw ValidationError("--fine-tune-learning-rate must be in (0, 10], got \(fineTuneLearningRate)")
+            }
+            guard fineTuning.batchSize <= 4096 else { throw ValidationError("--train-batch-size must be at most 4096 when fine-tuning (images per step through the base), got \(trainBatchSize)") }
             do { try fineTuning.validate() } catch { throw ValidationError(error.description) }
+        } else {
+            // Fine-tuning settings without fine-tuning would be ignored silently.
+            let given = [("--fine-tune-epochs", fineTuneEpochs != nil), ("--fine-tune-learning-rate", fineTuneLearningRate != nil),
+                         ("--fine-tune-optimizer", fineTuneOptimizer != nil), ("--fine-tune-rotation", fineTuneRotation != nil)].filter { $0.1 }.map { $0.0 }
+            if !given.isEmpty { throw ValidationError("\(given.joined(separator: ", ")) only apply with --fine-tune-at N or --fine-tune-from LAYER") }
         }
         guard validationDir != nil || (validationSplit > 0 && validationSplit < 1) else {
             throw ValidationError("--validation-split must be in (0, 1), or give --validation-dir")
         }
-        try validateOutputs([output] + (report.map { [$0] } ?? []), overwrite: overwrite, inputs: database.database.map { [$0] } ?? [])
+        // Neither output may be the backbone weight file or the cache, even with --overwrite.
+        try validateOutputs([output] + (report.map { [$0] } ?? []), overwrite: overwrite,
+                            inputs: (database.database.map { [$0] } ?? []) + (model.weights.map { [$0] } ?? []))
     }
 
     var settings: TrainingSettings {
@@ -171,9 +188,9 @@ struct Train: AsyncParsableCommand {
     var fineTuning: FineTuningSettings? {
         guard let point = fineTuneAt.map(FineTunePoint.index) ?? fineTuneFrom.map(FineTunePoint.layer) else { return nil }
         var s = FineTuningSettings(point: point)
-        s.epochs = fineTuneEpochs
+        s.epochs = fineTuneEpochs ?? 10
         s.learningRate = fineTuneLearningRate
-        s.optimizer = FineTuningOptimizer(rawValue: fineTuneOptimizer) ?? .rmsprop
+        s.optimizer = fineTuneOptimizer.flatMap(FineTuningOptimizer.init(rawValue:)) ?? .rmsprop
         s.momentum = momentum
         s.batchSize = trainBatchSize
         s.patience = patience > 0 ? patience : nil
@@ -193,7 +210,7 @@ struct Train: AsyncParsableCommand {
                                               validationSplit: validationSplit, settings: settings, preprocessing: image.configuration(),
                                               maxPixels: image.maxPixels, topK: topK)
             training.fineTuning = fineTuning
-            if fineTuneRotation > 0 { training.augmentation = .keras(try KerasAugmentation(horizontalFlip: true, rotationFactor: fineTuneRotation)) }
+            if let fineTuneRotation, fineTuneRotation > 0 { training.augmentation = .keras(try KerasAugmentation(horizontalFlip: true, rotationFactor: fineTuneRotation)) }
             let progress = ProgressReporter()
             let outcome = try training.run(backbone: backbone, store: try database.openCache(), runtime: options) { event in
                 switch event {
@@ -204,7 +221,7 @@ struct Train: AsyncParsableCommand {
                 case .fineTuningEpoch(let record, let rate):
                     progress.finish()
                     printError(String(format: "fine-tune epoch %d/%d - loss: %.4f - accuracy: %.4f - val_loss: %.4f - val_accuracy: %.4f - %.1f images/s",
-                                      record.epoch, fineTuneEpochs, record.loss, record.accuracy, record.validationLoss ?? .nan, record.validationAccuracy ?? .nan, rate))
+                                      record.epoch, fineTuning?.epochs ?? 0, record.loss, record.accuracy, record.validationLoss ?? .nan, record.validationAccuracy ?? .nan, rate))
                 case .epoch(let record):
                     progress.finish()
                     printError(String(format: "epoch %d/%d - loss: %.4f - accuracy: %.4f - val_loss: %.4f - val_accuracy: %.4f",

@@ -145,8 +145,11 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
         guard header.format == formatName else {
             throw .invalid(path: url.path, message: "\"format\" is \(header.format.map { "'\($0)'" } ?? "missing"), expected '\(formatName)'")
         }
-        guard let version = header.version, version <= currentVersion else {
-            throw .unsupportedVersion(path: url.path, found: header.version ?? -1, supported: currentVersion)
+        guard let version = header.version, version >= 1 else {
+            throw .invalid(path: url.path, message: header.version.map { "\"version\" is \($0); versions start at 1" } ?? "\"version\" is missing")
+        }
+        guard version <= currentVersion else {
+            throw .unsupportedVersion(path: url.path, found: version, supported: currentVersion)
         }
         do {
             let model = try JSONDecoder().decode(ClassifierModel.self, from: data)

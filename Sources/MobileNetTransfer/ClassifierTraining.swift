@@ -11,11 +11,16 @@ public enum ClassifierTrainingError: Error, Equatable, CustomStringConvertible, 
     case noTrainingImage(className: String)
     /// No validation image could be embedded.
     case noValidationImage
+    /// Fine-tuning diverged before any epoch had a finite validation loss (NaN or infinite
+    /// weights, e.g. from a learning rate far too high): there is no model worth writing.
+    case fineTuningDiverged(epoch: Int, validationLoss: Double)
 
     public var description: String {
         switch self {
         case .noTrainingImage(let name): "class '\(name)' has no usable training image; nothing to learn it from"
         case .noValidationImage: "no usable validation image"
+        case .fineTuningDiverged(let epoch, let loss):
+            "fine-tuning diverged: val_loss \(loss) in fine-tuning epoch \(epoch), no epoch gave finite weights; use a lower --fine-tune-learning-rate"
         }
     }
 
@@ -159,10 +164,26 @@ public struct ClassifierTraining: Sendable {
     ///   - runtime: network batch size and decoding threads (the backend is the backbone's).
     ///   - events: called on the calling thread as the run goes.
     /// - Returns: the model, its evaluation and the failures (a bad image never stops the run).
-    /// - Throws: ``DatasetError`` (missing or unusable folders), ``ClassifierTrainingError``,
-    ///   ``/MobileNetStore/StoreError``, network errors.
+    /// - Throws: ``FineTuningSetupError`` (before any image is embedded: a setting out of range,
+    ///   a fine-tune point out of range or an unknown layer, a hidden head, base weights that
+    ///   cannot be fine-tuned), ``DatasetError`` (missing or unusable folders),
+    ///   ``ClassifierTrainingError``, ``/MobileNetStore/StoreError``, network errors.
     public func run(backbone: Backbone, store: EmbeddingStore?, runtime: RuntimeOptions,
                     events: @escaping (ClassifierTrainingEvent) -> Void = { _ in }) throws -> Outcome {
+        // Fine-tuning is checked before any image is embedded or the head trained: a bad
+        // setting, a fine-tune point out of range, an unknown layer, a hidden head or base
+        // weights that cannot be fine-tuned fail at once instead of after phase 1.
+        let c = backbone.network.configuration
+        var fineTuningPlan: (settings: FineTuningSettings, base: KerasWeightSet, layers: [LayerSpec], fineTuneAt: Int)?
+        if let fineTuning {
+            try fineTuning.validate()
+            guard settings.hiddenUnits == nil else { throw FineTuningSetupError.hiddenLayer }
+            let layers = try MobileNetV2Architecture.layers(for: MobileNetV2Configuration(alpha: c.alpha, inputHeight: c.inputHeight, inputWidth: c.inputWidth,
+                                                                                         includeTop: false, pooling: nil))
+            let fineTuneAt = try fineTuning.point.resolve(in: layers)
+            let base = try Self.baseWeights(backbone)
+            fineTuningPlan = (fineTuning, base, layers, fineTuneAt)
+        }
         let folder = try ImageFolder(root: dataDirectory)
         for warning in folder.warnings { events(.warning(warning)) }
         var trainImages: [LabelledImage]
@@ -177,7 +198,6 @@ public struct ClassifierTraining: Sendable {
         events(.message("classes: \(folder.classNames.joined(separator: ", ")); \(trainImages.count) training and \(valImages.count) validation images"))
 
         // Embeddings.
-        let c = backbone.network.configuration
         let preprocessor = ImagePreprocessor(configuration: preprocessing, height: c.inputHeight, width: c.inputWidth, maxPixels: maxPixels)
         let embedder = try CachedEmbedder(backbone: backbone, preprocessor: preprocessor, store: store, runtime: runtime)
         let start = Date()
@@ -219,15 +239,10 @@ public struct ClassifierTraining: Sendable {
         var outcome = Outcome(model: model, evaluation: headEvaluation, failures: failures, trainingImages: trainData.labels.count,
                               validationImages: valData.labels.count, headSeconds: headSeconds, headOnlyEvaluation: headEvaluation,
                               misclassified: Misclassification.find(probabilities: headProbabilities, images: keptVal, classNames: folder.classNames))
-        guard let fineTuning else { return outcome }
+        guard let plan = fineTuningPlan else { return outcome }
+        let (tuning, base, layers, fineTuneAt) = plan
 
         // Phase 2: fine-tuning from the head's weights.
-        try fineTuning.validate()
-        guard settings.hiddenUnits == nil else { throw FineTuningSetupError.hiddenLayer }
-        let base = try Self.baseWeights(backbone)
-        let layers = try MobileNetV2Architecture.layers(for: MobileNetV2Configuration(alpha: c.alpha, inputHeight: c.inputHeight, inputWidth: c.inputWidth,
-                                                                                     includeTop: false, pooling: nil))
-        let fineTuneAt = try fineTuning.point.resolve(in: layers)
         guard let dense = result.head.denseLayers.last else { throw FineTuningSetupError.hiddenLayer }
         var setupConfiguration = MobileNetV2Configuration(alpha: c.alpha, inputHeight: c.inputHeight, inputWidth: c.inputWidth,
                                                           includeTop: true, pooling: nil, classes: folder.classNames.count)
@@ -239,13 +254,13 @@ public struct ClassifierTraining: Sendable {
         let setup = FineTuningSetup(configuration: setupConfiguration, weights: KerasWeightSet(source: base.source, layers: base.layers + [headLayer]),
                                     fineTuneAt: fineTuneAt, dropout: settings.dropout, backend: runtime.backend)
         var network = try networkFactory(setup)
-        var recorded = fineTuning
+        var recorded = tuning
         recorded.augmentation = augmentation?.name
-        let optimizer = fineTuning.optimizerSettings(headOptimizer: settings.optimizer)
+        let optimizer = tuning.optimizerSettings(headOptimizer: settings.optimizer)
         let trainer = FineTuningTrainer(settings: recorded, optimizer: optimizer, labelSmoothing: settings.labelSmoothing,
                                         seed: settings.seed, augmentation: augmentation)
         let firstLayer = fineTuneAt < layers.count ? layers[fineTuneAt].name : nil
-        events(.message("fine-tuning: layers \(fineTuneAt)...\(layers.count - 1) of \(layers.count) trainable (from \(firstLayer ?? "none: the head only")), \(network.trainableVariables.count) variables, entry \(network.entryLayer); \(Self.describe(optimizer)), batch \(fineTuning.batchSize), up to \(fineTuning.epochs) epochs; BatchNorm in inference mode"))
+        events(.message("fine-tuning: layers \(fineTuneAt)...\(layers.count - 1) of \(layers.count) trainable (from \(firstLayer ?? "none: the head only")), \(network.trainableVariables.count) variables, entry \(network.entryLayer); \(Self.describe(optimizer)), batch \(tuning.batchSize), up to \(tuning.epochs) epochs; BatchNorm in inference mode"))
         let tuned = try Self.fineTune(&network, trainer: trainer, frozen: backbone.network, train: keptTrain, validation: keptVal,
                                       preprocessor: preprocessor, decodeThreads: runtime.decodeThreads, events: events)
         guard let predictions = tuned.weights.layer(named: "predictions"), predictions.arrays.count == 2 else {

@@ -142,6 +142,7 @@ public struct FineTunedBase: Sendable, Equatable, Codable {
     ///   a hash that does not match.
     public func applied(to base: KerasWeightSet) throws(FineTunedBaseError) -> KerasWeightSet {
         guard Self.digest(layers) == weightsSHA256 else { throw .inconsistent("weightsSHA256 does not match the layers") }
+        try checkCoverage()
         var replaced = base
         for layer in layers {
             guard let index = replaced.layers.firstIndex(where: { $0.name == layer.name }) else {
@@ -156,6 +157,40 @@ public struct FineTunedBase: Sendable, Equatable, Codable {
         }
         replaced.source = "\(base.source) with \(layers.count) fine-tuned layers"
         return replaced
+    }
+
+    /// The layers must be exactly the base's layers with weights from ``fineTuneAt`` on, each
+    /// once, and ``firstLayer`` the name of `layers[fineTuneAt]`: a file with a layer left out
+    /// (which would silently keep the base's weights for it), a layer twice or another fine-tune
+    /// point is refused. Layer names and which layers have weights are the same at every alpha
+    /// and input size, so the standard architecture gives them.
+    func checkCoverage() throws(FineTunedBaseError) {
+        let architecture: [LayerSpec]
+        do {
+            architecture = try MobileNetV2Architecture.layers(for: MobileNetV2Configuration(alpha: 1.0, inputHeight: 224, inputWidth: 224,
+                                                                                           includeTop: false, pooling: nil))
+        } catch {
+            throw .inconsistent("the MobileNetV2 layer list: \(error)")
+        }
+        guard (0...architecture.count).contains(fineTuneAt) else {
+            throw .inconsistent("fineTuneAt \(fineTuneAt) is not in 0...\(architecture.count)")
+        }
+        let first = fineTuneAt < architecture.count ? architecture[fineTuneAt].name : nil
+        guard firstLayer == first else {
+            throw .inconsistent("firstLayer is \(firstLayer.map { "'\($0)'" } ?? "missing"), but layer \(fineTuneAt) is \(first.map { "'\($0)'" } ?? "none")")
+        }
+        let expected = architecture[fineTuneAt...].filter { !$0.weights.isEmpty }.map(\.name)
+        let names = layers.map(\.name)
+        if let duplicate = Dictionary(grouping: names, by: { $0 }).first(where: { $0.value.count > 1 })?.key {
+            throw .inconsistent("layer '\(duplicate)' is given more than once")
+        }
+        let missing = expected.filter { !names.contains($0) }
+        guard missing.isEmpty else {
+            throw .inconsistent("fine-tuned from layer \(fineTuneAt), but \(missing.count) of its layers with weights are missing (\(missing.prefix(3).map { "'\($0)'" }.joined(separator: ", ")))")
+        }
+        if let extra = names.first(where: { !expected.contains($0) }) {
+            throw .inconsistent("layer '\(extra)' is below the fine-tune point \(fineTuneAt) or not a MobileNetV2 layer with weights")
+        }
     }
 
     /// The identity of the fine-tuned base: the base identity with a weights hash that covers

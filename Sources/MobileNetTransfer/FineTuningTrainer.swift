@@ -93,7 +93,11 @@ public struct FineTuningTrainer: Sendable {
     ///   - preprocessor: how images become input (the head phase's).
     ///   - decodeThreads: decoding workers (nil: the default; 0: inline).
     ///   - events: called on the calling thread.
-    /// - Throws: ``ClassifierTrainingError/noValidationImage``, the network's and the backend's errors.
+    /// - Returns: the best epoch's weights; a NaN or infinite validation loss is never the best
+    ///   and ends the run (the weights diverged).
+    /// - Throws: ``ClassifierTrainingError/noValidationImage``,
+    ///   ``ClassifierTrainingError/fineTuningDiverged(epoch:validationLoss:)`` when the first
+    ///   epoch's validation loss is already not finite, the network's and the backend's errors.
     public func run<Network: FineTunableNetwork>(network: inout Network, frozen: MobileNetV2, train: [LabelledImage], validation: [LabelledImage],
                                                  preprocessor: ImagePreprocessor, decodeThreads: Int?,
                                                  events: (Event) -> Void = { _ in }) throws -> Result {
@@ -206,15 +210,21 @@ public struct FineTuningTrainer: Sendable {
             history.append(record)
             events(.epoch(record, imagesPerSecond: throughput.last ?? 0))
             let probabilities = Matrix(rows: valCount, columns: rows.count / valCount, values: rows)
-            if let current = best, record.validationLoss! >= current.loss {
+            let validationLoss = record.validationLoss!
+            // A NaN or infinite validation loss (the weights diverged, e.g. a learning rate far
+            // too high) is never the best epoch, and the run stops: NaN weights never recover.
+            guard validationLoss.isFinite else { break }
+            if let current = best, validationLoss >= current.loss {
                 wait += 1
                 if let patience = settings.patience, wait >= patience { break }
             } else {
-                best = (record.validationLoss!, try network.trainedWeights(), probabilities, epoch)
+                best = (validationLoss, try network.trainedWeights(), probabilities, epoch)
                 wait = 0
             }
         }
-        guard let best else { throw ClassifierTrainingError.noValidationImage }
+        guard let best else {
+            throw ClassifierTrainingError.fineTuningDiverged(epoch: history.count, validationLoss: history.last?.validationLoss ?? .nan)
+        }
         return Result(history: history, bestEpoch: best.epoch, weights: best.weights, validationProbabilities: best.probabilities,
                       validationImages: validationKept, failures: failures,
                       imagesPerSecond: throughput.reduce(0, +) / Double(max(throughput.count, 1)), seconds: Date().timeIntervalSince(started))

@@ -49,10 +49,30 @@ struct FineTuneCommandTests {
         let name = try CLI.run(base + ["--fine-tune-from", "block_12_expnd"] + Self.common)
         #expect(name.status == 1)
         #expect(name.stderr.contains("'block_12_expnd' is not a layer") && name.stderr.contains("closest: block_12_expand"), "\(name.stderr)")
+        let hidden = try CLI.run(base + ["--fine-tune-at", "100", "--hidden", "8"] + Self.common)
+        #expect(hidden.status == 1)
+        #expect(hidden.stderr.contains("--hidden") && hidden.stderr.contains("cannot be fine-tuned"), "\(hidden.stderr)")
+        // These are refused before any image is embedded or the head trained (not after phase 1).
+        for run in [range, name, hidden] {
+            #expect(!run.stderr.contains("embeddings:") && !run.stderr.contains("epoch 1/"), "\(run.stderr)")
+        }
         let both = try CLI.run(base + ["--fine-tune-at", "100", "--fine-tune-from", "block_12_expand"] + Self.common)
         #expect(both.status == 64 && both.stderr.contains("not both"))
+        // Fine-tuning settings without a fine-tune point would be ignored: refused, naming them.
+        let orphan = try CLI.run(base + ["--fine-tune-epochs", "5", "--fine-tune-rotation", "0.1"] + Self.common)
+        #expect(orphan.status == 64 && orphan.stderr.contains("--fine-tune-epochs, --fine-tune-rotation only apply with --fine-tune-at"), "\(orphan.stderr)")
+        // Range errors name the option.
+        let epochs = try CLI.run(base + ["--fine-tune-at", "100", "--fine-tune-epochs", "0"] + Self.common)
+        #expect(epochs.status == 64 && epochs.stderr.contains("--fine-tune-epochs must be in 1...100000"), "\(epochs.stderr)")
         let optimizer = try CLI.run(base + ["--fine-tune-at", "100", "--fine-tune-optimizer", "lbfgs"] + Self.common)
         #expect(optimizer.status == 64 && optimizer.stderr.contains("rmsprop, adam or sgd"))
+        // The weight file is an input: never replaced by the model file, even with --overwrite.
+        let copy = data.appendingPathComponent("base.h5")
+        try FileManager.default.copyItem(at: URL(fileURLWithPath: Self.weights), to: copy)
+        let clobber = try CLI.run(["train", data.appendingPathComponent("train").path, "--validation-dir", data.appendingPathComponent("val").path,
+                                   "-o", copy.path, "--overwrite", "--fine-tune-at", "100"] + Self.common.dropFirst(2) + ["--weights", copy.path])
+        #expect(clobber.status == 64, "\(clobber.stderr)")
+        #expect(try Data(contentsOf: copy) == Data(contentsOf: URL(fileURLWithPath: Self.weights)))
         // A Keras transfer model whose base has alpha 0.35, fine-tuned as alpha 1.0.
         let alpha = try CLI.run(base + ["--fine-tune-at", "100", "--weights", Self.weights, "--alpha", "1.0", "--input-size", "32", "--no-cache"])
         #expect(alpha.status == 1)

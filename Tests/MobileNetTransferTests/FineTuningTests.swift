@@ -288,6 +288,82 @@ struct FineTuningTests {
         #expect(result.validationProbabilities.rows == validation.count)
     }
 
+    @Test func aDamagedOrEditedFineTunedSectionIsRefused() async throws {
+        let root = try TinyFineTuning.makeData(count: 1, validation: 1)
+        let backbone = try TinyFineTuning.backbone()
+        let model = try TinyFineTuning.run(TinyFineTuning.training(root, point: .layer("block_14_expand"), epochs: 1), backbone: backbone).model
+        let tuned = try #require(model.fineTuning)
+        let base = try ClassifierTraining.baseWeights(backbone)
+        _ = try tuned.applied(to: base)
+        let decoded = try tuned.layers.map { layer in KerasLayerWeights(name: layer.name, arrays: try layer.arrays.map { try $0.decoded(layer: layer.name) }) }
+        // Re-encoded with correct hashes, as a deliberate edit would be.
+        func rebuilt(_ layers: [KerasLayerWeights], fineTuneAt: Int? = nil) -> FineTunedBase {
+            FineTunedBase(fineTuneAt: fineTuneAt ?? tuned.fineTuneAt, firstLayer: tuned.firstLayer, settings: tuned.settings, optimizer: tuned.optimizer,
+                          history: tuned.history, bestEpoch: tuned.bestEpoch, headOnlyValidation: nil, weights: KerasWeightSet(source: "edited", layers: layers))
+        }
+        func refusal(_ edited: FineTunedBase) -> String {
+            do { _ = try edited.applied(to: base); return "accepted" } catch { return error.description }
+        }
+        var nan = decoded
+        nan[0].arrays[0].values[0] = .nan
+        #expect(refusal(rebuilt(nan)).contains("NaN or infinite values"))
+        #expect(refusal(rebuilt(Array(decoded.dropLast()))).contains("layers with weights are missing ('\(decoded.last!.name)')"))
+        #expect(refusal(rebuilt(decoded + [decoded[0]])).contains("given more than once"))
+        #expect(refusal(rebuilt(decoded, fineTuneAt: 1_000_000_000)).contains("fineTuneAt 1000000000 is not in 0...154"))
+        var reshaped = decoded
+        reshaped[0].arrays[0].shape = Array(reshaped[0].arrays[0].shape.reversed())
+        #expect(refusal(rebuilt(reshaped)).contains("has shapes"))
+        var truncated = tuned
+        truncated.layers[0].arrays[0].float32LE.removeLast(8)
+        #expect(refusal(truncated).contains("bytes for shape"))
+        var rehashed = tuned
+        rehashed.layers[0].arrays[0].sha256 = String(repeating: "0", count: 64)
+        #expect(refusal(rehashed).contains("weightsSHA256 does not match"))
+        // Through the model file: the message names the file.
+        var edited = model
+        edited.fineTuning = rebuilt(Array(decoded.dropLast()))
+        let file = root.appendingPathComponent("edited.json")
+        try edited.write(to: file, overwrite: false)
+        do {
+            _ = try await TrainedClassifier.load(contentsOf: file, backend: OneDNNBackend())
+            Issue.record("a model file with a fine-tuned layer left out was accepted")
+        } catch {
+            #expect("\(error)".contains(file.path) && "\(error)".contains("missing"), "\(error)")
+        }
+    }
+
+    @Test func aDivergedEpochIsNeverTheBestAndStopsTheRun() throws {
+        let root = try TinyFineTuning.makeData(count: 2, validation: 1)
+        let folder = try ImageFolder(root: root.appendingPathComponent("train"))
+        let validation = try ImageFolder(root: root.appendingPathComponent("val"), classNames: folder.classNames).images.filter { $0.label == 0 }
+        let backbone = try TinyFineTuning.backbone()
+        var settings = FineTuningSettings(point: .index(0))
+        settings.epochs = 10
+        settings.batchSize = 4
+        settings.patience = nil
+        let trainer = FineTuningTrainer(settings: settings, optimizer: .sgd(learningRate: 0.1), seed: 1, augmentation: nil)
+        let preprocessor = ImagePreprocessor(height: 32, width: 32)
+        // NaN in epoch 3 (NaN >= best is false: before, the NaN epoch became the best one and
+        // its NaN weights were written into a model file that predict then refuses).
+        var network = ScriptedNetwork(stepsPerEpoch: 1, losses: [0.9, 0.4, .nan, 0.1])
+        let result = try trainer.run(network: &network, frozen: backbone.network, train: folder.images, validation: validation,
+                                     preprocessor: preprocessor, decodeThreads: 0)
+        #expect(result.history.map(\.epoch) == [1, 2, 3])
+        #expect(result.bestEpoch == 2)
+        #expect(result.weights.layer(named: "predictions")?.arrays[0].values == [2])
+        // Diverged from the first epoch: no model at all, a message that says so.
+        var diverged = ScriptedNetwork(stepsPerEpoch: 1, losses: [.infinity])
+        do {
+            _ = try trainer.run(network: &diverged, frozen: backbone.network, train: folder.images, validation: validation,
+                                preprocessor: preprocessor, decodeThreads: 0)
+            Issue.record("a run without a finite validation loss returned weights")
+        } catch let error as ClassifierTrainingError {
+            guard case .fineTuningDiverged(let epoch, _) = error else { Issue.record("\(error)"); return }
+            #expect(epoch == 1)
+            #expect(error.description.contains("--fine-tune-learning-rate"))
+        }
+    }
+
     @Test func thumbnailsOfMisclassifiedImagesAreEmbedded() throws {
         let root = try TinyFineTuning.makeData(count: 1, validation: 1)
         let image = root.appendingPathComponent("val/bars/0.bmp")

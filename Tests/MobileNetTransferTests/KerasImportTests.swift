@@ -46,6 +46,11 @@ import Testing
         #expect(throws: (any Error).self) { try model.write(to: url, overwrite: false) }
         try Data("{\"format\": \"swift-mobilenet-classifier\", \"version\": 9}".utf8).write(to: url)
         #expect(throws: ClassifierModelError.unsupportedVersion(path: url.path, found: 9, supported: ClassifierModel.currentVersion)) { try ClassifierModel.read(contentsOf: url) }
+        // A missing or non-positive version is a damaged file, not one from a newer build.
+        for (text, message) in [("", "\"version\" is missing"), (", \"version\": 0", "\"version\" is 0; versions start at 1")] {
+            try Data("{\"format\": \"swift-mobilenet-classifier\"\(text)}".utf8).write(to: url)
+            #expect(throws: ClassifierModelError.invalid(path: url.path, message: message)) { try ClassifierModel.read(contentsOf: url) }
+        }
         // A head whose kernel does not have inputs × outputs values is refused, not run.
         var broken = model
         broken.head = ClassifierHead(layers: [.dense(DenseLayer(inputs: 4, outputs: 2, kernel: [1, 2, 3, 4, 5, 6, 7, 8], bias: [0, 0]))])

@@ -211,6 +211,21 @@ int mnf_index_factory(int d, const char *description, int inner_product, mnf_ind
     *out = nullptr;
     return guarded(error, error_size, [&] {
         std::unique_ptr<faiss::Index> index(faiss::index_factory(d, description, inner_product ? faiss::METRIC_INNER_PRODUCT : faiss::METRIC_L2));
+        // Structures FAISS 1.7.3 builds but cannot use: "IVF0,Flat" aborts on an assertion in
+        // add, "HNSW0,Flat" crashes and "HNSW1,Flat" loops forever in add (its level
+        // probabilities are empty); an IVF index over another quantizer ("IVF8_HNSW32,Flat") is
+        // written but refused by the reader's structural check (flat quantizers only).
+        if (auto ivf = dynamic_cast<const faiss::IndexIVF *>(index.get())) {
+            if (ivf->nlist == 0) { set_error(error, error_size, "an IVF index needs at least 1 list"); return MNF_INVALID; }
+            if (!ivf->quantizer || kind_of(ivf->quantizer) != MNF_KIND_FLAT) {
+                set_error(error, error_size, "only a flat coarse quantizer is supported (IVF<n>,Flat)");
+                return MNF_INVALID;
+            }
+        }
+        if (auto hnsw = dynamic_cast<const faiss::IndexHNSW *>(index.get())) {
+            const auto &cum = hnsw->hnsw.cum_nneighbor_per_level;
+            if (cum.size() < 2 || cum[1] - cum[0] < 4) { set_error(error, error_size, "HNSW needs M of at least 2"); return MNF_INVALID; }
+        }
         *out = new mnf_index{index.release(), {}};
         return MNF_OK;
     });

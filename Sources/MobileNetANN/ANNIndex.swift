@@ -151,11 +151,15 @@ public final class ANNIndex: @unchecked Sendable {
 
     /// Sets the stored IVF `nprobe` or HNSW `efSearch`, written with the file (faiss writes both).
     ///
-    /// - Throws: ``ANNError/invalidArgument(_:)`` for a value below 1 or (IVF) above the list count.
+    /// - Throws: ``ANNError/invalidArgument(_:)`` for a value below 1, (IVF) above the list count
+    ///   or (HNSW) above 1,048,576 (the largest efSearch a search and the file reader accept).
     public func setDefaultSearchParameter(_ value: Int) throws(ANNError) {
         guard value >= 1 else { throw .invalidArgument("the search parameter must be at least 1, got \(value)") }
         if case .ivfFlat(let lists) = kind, value > lists {
             throw .invalidArgument("nprobe must be at most the \(lists) lists, got \(value)")
+        }
+        if case .hnswFlat = kind, value > 1 << 20 {
+            throw .invalidArgument("efSearch must be in 1...1048576, got \(value)")
         }
         mnf_set_search_parameter(handle, Int64(value))
     }

@@ -10,11 +10,11 @@ extension Index {
             commandName: "bench-ann",
             abstract: "Measure approximate search (FAISS) against exact BLAS search on synthetic embeddings.",
             discussion: """
-                Makes --count synthetic embeddings around the real ones of --real (a [N, D] .npy from \\
-                `mobilenet embed`; see ANNBenchmark.syntheticEmbeddings), adds the real ones, and \\
-                loads all into the exact index. Queries: --queries fresh synthetic vectors and up to \\
-                100 of the real ones. For each --factory it builds the FAISS index (time, memory) and \\
-                measures recall@--k against exact search and single-query latency for each \\
+                Makes --count synthetic embeddings around the real ones of --real (a [N, D] .npy from \
+                `mobilenet embed`; see ANNBenchmark.syntheticEmbeddings), adds the real ones, and \
+                loads all into the exact index. Queries: --queries fresh synthetic vectors and up to \
+                100 of the real ones. For each --factory it builds the FAISS index (time, memory) and \
+                measures recall@--k against exact search and single-query latency for each \
                 --nprobe (IVF) or --ef-search (HNSW) value. Prints a report (JSON with --json).
                 """)
         @Option(name: .long, help: ArgumentHelp("Real embeddings, float32 [N, D] .npy.", valueName: "path"))

@@ -146,6 +146,29 @@ struct ANNIndexTests {
         }
     }
 
+    @Test("factories FAISS builds but cannot use are refused before training or adding", .timeLimit(.minutes(1)),
+          arguments: ["IVF0,Flat", "HNSW0,Flat", "HNSW1,Flat", "IVF4_HNSW8,Flat"])
+    func unusableFactories(factory: String) throws {
+        // Before the check: IVF0 aborted on an assertion in add, HNSW0 crashed, HNSW1 looped
+        // forever in add, and IVF over an HNSW quantizer wrote a file the reader refuses.
+        let exact = try Self.embeddingIndex(count: 100, dimension: 8)
+        #expect { try ANNIndex.build(from: exact, factory: factory) } throws: { error in
+            if case .faiss(let operation, _) = error as? ANNError { return operation.hasPrefix("index_factory") } else { return false }
+        }
+        #expect(try ANNIndex.build(from: exact, factory: "HNSW2,Flat").kind == .hnswFlat(neighbours: 2))
+    }
+
+    @Test("a stored efSearch above 1048576 is refused, not wrapped to 32 bits")
+    func storedEfSearchRange() throws {
+        let hnsw = try ANNIndex.build(from: try Self.embeddingIndex(count: 50, dimension: 8), factory: "HNSW8,Flat")
+        // Was stored as Int32: 2^32 + 5 became 5, 2^31 became negative (a file the reader refuses).
+        for value in [(1 << 20) + 1, 1 << 31, (1 << 32) + 5] {
+            #expect(throws: ANNError.self) { try hnsw.setDefaultSearchParameter(value) }
+        }
+        try hnsw.setDefaultSearchParameter(1 << 20)
+        #expect(hnsw.defaultSearchParameter == 1 << 20)
+    }
+
     @Test("add_with_ids on IVF uses the given ids")
     func addWithIDs() throws {
         let exact = try Self.embeddingIndex(count: 400, dimension: 8)

@@ -266,16 +266,22 @@ struct FineTuningTests {
         }
     }
 
-    @Test func earlyStoppingRestoresTheBestEpoch() throws {
+    /// The data, validation images (class 0), tiny backbone and trainer (index 0, up to 10
+    /// epochs, batch 4, SGD 0.1) of the ScriptedNetwork tests.
+    func scriptedRun(patience: Int?) throws -> (ImageFolder, [LabelledImage], Backbone, FineTuningTrainer) {
         let root = try TinyFineTuning.makeData(count: 2, validation: 1)
         let folder = try ImageFolder(root: root.appendingPathComponent("train"))
         let validation = try ImageFolder(root: root.appendingPathComponent("val"), classNames: folder.classNames).images.filter { $0.label == 0 }
-        let backbone = try TinyFineTuning.backbone()
         var settings = FineTuningSettings(point: .index(0))
         settings.epochs = 10
         settings.batchSize = 4
-        settings.patience = 2
+        settings.patience = patience
         let trainer = FineTuningTrainer(settings: settings, optimizer: .sgd(learningRate: 0.1), seed: 1, augmentation: nil)
+        return (folder, validation, try TinyFineTuning.backbone(), trainer)
+    }
+
+    @Test func earlyStoppingRestoresTheBestEpoch() throws {
+        let (folder, validation, backbone, trainer) = try scriptedRun(patience: 2)
         var network = ScriptedNetwork(stepsPerEpoch: 1, losses: [0.9, 0.4, 0.6, 0.5, 0.1])
         let preprocessor = ImagePreprocessor(height: 32, width: 32)
         let result = try trainer.run(network: &network, frozen: backbone.network, train: folder.images, validation: validation,
@@ -333,15 +339,7 @@ struct FineTuningTests {
     }
 
     @Test func aDivergedEpochIsNeverTheBestAndStopsTheRun() throws {
-        let root = try TinyFineTuning.makeData(count: 2, validation: 1)
-        let folder = try ImageFolder(root: root.appendingPathComponent("train"))
-        let validation = try ImageFolder(root: root.appendingPathComponent("val"), classNames: folder.classNames).images.filter { $0.label == 0 }
-        let backbone = try TinyFineTuning.backbone()
-        var settings = FineTuningSettings(point: .index(0))
-        settings.epochs = 10
-        settings.batchSize = 4
-        settings.patience = nil
-        let trainer = FineTuningTrainer(settings: settings, optimizer: .sgd(learningRate: 0.1), seed: 1, augmentation: nil)
+        let (folder, validation, backbone, trainer) = try scriptedRun(patience: nil)
         let preprocessor = ImagePreprocessor(height: 32, width: 32)
         // NaN in epoch 3 (NaN >= best is false: before, the NaN epoch became the best one and
         // its NaN weights were written into a model file that predict then refuses).

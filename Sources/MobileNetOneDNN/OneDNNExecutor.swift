@@ -143,6 +143,9 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
     /// let memory grow with the number of distinct sizes.
     /// (With the adaptive thread policy a size can have a plan per thread count and per lane.)
     static let maximumCachedPlans = 6
+    /// The plans kept by this executor: ``maximumCachedPlans``, or more with many lanes, so that
+    /// one run's plans (two sizes per lane) and the single-batch plans fit without rebuilding.
+    var planLimit: Int { max(Self.maximumCachedPlans, 2 * threads + 2) }
 
     init(graph: Graph, threads: Int, layoutPolicy: OneDNNBackend.LayoutPolicy, microBatch: Int = OneDNNBackend.defaultMicroBatch,
          threadPolicy: OneDNNBackend.ThreadPolicy = .adaptive) throws(OneDNNError) {
@@ -209,7 +212,6 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         // single-threaded primitives on its own stream (no barrier between primitives at all).
         // One micro-batch: all threads inside each primitive, or one (``ThreadCountChooser``).
         let lanes = threadPolicy == .adaptive && threads > 1 && chunks.count > 1 ? min(threads, chunks.count) : 1
-        var plansByChunk: [Plan] = []
         var threadCount = threads
         if lanes == 1 {
             threadCount = chunks.count == 1 ? threadChooser.next(batch: chunks[0].count) : threads
@@ -217,13 +219,19 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         } else {
             _ = cdnnl_omp_set_num_threads(1)
         }
-        for (index, chunk) in chunks.enumerated() {
-            let key = lanes == 1 ? PlanKey(batch: chunk.count, threads: threadCount) : PlanKey(batch: chunk.count, threads: 1, lane: index % lanes)
-            let plan = try self.plan(key)
-            guard plan.outputs.count == outputCount else { throw OneDNNError.library(call: "plan for batch \(chunk.count) has \(plan.outputs.count) outputs, the graph \(outputCount)", status: -1) }
-            plansByChunk.append(plan)
+        // Per lane, a plan for each micro-batch size of this run (at most two: the micro-batch
+        // and the remainder), all made here: plans are built on this thread only.
+        var lanePlans: [[Int: Plan]] = Array(repeating: [:], count: lanes)
+        for lane in 0..<lanes {
+            for size in Set(chunks.map(\.count)) {
+                let key = lanes == 1 ? PlanKey(batch: size, threads: threadCount) : PlanKey(batch: size, threads: 1, lane: lane)
+                let plan = try self.plan(key)
+                guard plan.outputs.count == outputCount else { throw OneDNNError.library(call: "plan for batch \(size) has \(plan.outputs.count) outputs, the graph \(outputCount)", status: -1) }
+                lanePlans[lane][size] = plan
+            }
         }
-        let imageShapes = plansByChunk[0].outputShapes.map { Array($0.dropFirst()) }   // per output, one image
+        guard let anyPlan = lanePlans[0].values.first else { throw OneDNNError.library(call: "no plan for batch \(batch)", status: -1) }
+        let imageShapes = anyPlan.outputShapes.map { Array($0.dropFirst()) }   // per output, one image
         let perImage = imageShapes.map { $0.reduce(1, *) }
         var results = perImage.map { [Float](repeating: 0, count: batch * $0) }
         while streams.count < lanes {
@@ -238,7 +246,7 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
             var destinations: [UnsafeMutablePointer<Float>] = []
             defer { for (o, pointer) in destinations.enumerated() { results[o] = Array(UnsafeBufferPointer(start: pointer, count: batch * perImage[o])); pointer.deallocate() } }
             destinations = perImage.map { UnsafeMutablePointer<Float>.allocate(capacity: batch * $0) }
-            let work = LaneWork(executor: self, source: base, destinations: destinations, chunks: chunks, plans: plansByChunk,
+            let work = LaneWork(executor: self, source: base, destinations: destinations, chunks: chunks, plans: lanePlans,
                                 streams: laneStreams, imageCount: imageCount, perImage: perImage)
             if lanes == 1 {
                 for index in chunks.indices {
@@ -249,18 +257,21 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
                     }
                 }
             } else {
-                let failures = LaneFailures()
+                // Each lane takes the next micro-batch not yet taken, so a lane whose core is
+                // shared (decoding threads, another process) runs fewer of them instead of the
+                // whole batch waiting for it.
+                let queue = LaneQueue(count: chunks.count)
                 DispatchQueue.concurrentPerform(iterations: lanes) { lane in
                     _ = cdnnl_omp_set_num_threads(1)
                     do throws(OneDNNError) {
-                        for index in stride(from: lane, to: chunks.count, by: lanes) where !failures.any {
+                        while let index = queue.next() {
                             try work.run(index, lane: lane)
                         }
                     } catch {
-                        failures.record(error)
+                        queue.fail(error)
                     }
                 }
-                if let failure = failures.first { throw failure }
+                if let failure = queue.failure { throw failure }
             }
         }
         return (0..<outputCount).map { Tensor(shape: [batch] + imageShapes[$0], scalars: results[$0]) }
@@ -279,7 +290,7 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         planOrder.removeAll { $0 == key }
         planOrder.append(key)
         if let cached = plans[key] { return cached }
-        while planOrder.count > Self.maximumCachedPlans {
+        while planOrder.count > planLimit {
             plans[planOrder.removeFirst()] = nil
         }
         let plan = try makePlan(batch: key.batch)
@@ -557,14 +568,16 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
     var engineHandle: dnnl_engine_t? { engine }
 }
 
-/// One run's micro-batches, shared by its lanes: each lane runs its own micro-batches, each with
-/// its own plan (buffers) and its lane's stream, and writes only their rows of the outputs.
+/// One run's micro-batches, shared by its lanes: each micro-batch is run by the lane that took
+/// it, with that lane's plan (buffers) for its size and that lane's stream, and writes only its
+/// rows of the outputs.
 private struct LaneWork: @unchecked Sendable {
     let executor: OneDNNExecutor
     let source: UnsafePointer<Float>
     let destinations: [UnsafeMutablePointer<Float>]
     let chunks: [(start: Int, count: Int)]
-    let plans: [Plan]
+    /// Per lane, its plan for each micro-batch size of the run.
+    let plans: [[Int: Plan]]
     let streams: [dnnl_stream_t]
     let imageCount: Int
     let perImage: [Int]
@@ -572,7 +585,7 @@ private struct LaneWork: @unchecked Sendable {
     /// Runs micro-batch `index` on lane `lane`: input in, network, outputs out.
     func run(_ index: Int, lane: Int) throws(OneDNNError) {
         let (start, n) = chunks[index]
-        let plan = plans[index]
+        guard let plan = plans[lane][n] else { throw .library(call: "no plan for batch \(n) on lane \(lane)", status: -1) }
         plan.input.update(from: source + start * imageCount, count: min(plan.inputCount, n * imageCount))
         try executor.execute(plan, stream: streams[lane])
         for o in destinations.indices {
@@ -581,13 +594,27 @@ private struct LaneWork: @unchecked Sendable {
     }
 }
 
-/// The first error of any lane; the others stop at their next micro-batch.
-private final class LaneFailures: @unchecked Sendable {
+/// The micro-batches of one run, handed out in order to whichever lane asks next, and the first
+/// error of any lane (after which no more are handed out).
+private final class LaneQueue: @unchecked Sendable {
     private let lock = NSLock()
-    private var errors: [OneDNNError] = []
-    var any: Bool { lock.withLock { !errors.isEmpty } }
-    var first: OneDNNError? { lock.withLock { errors.first } }
-    func record(_ error: OneDNNError) { lock.withLock { errors.append(error) } }
+    private let count: Int
+    private var taken = 0
+    private var error: OneDNNError?
+
+    init(count: Int) { self.count = count }
+
+    /// The next micro-batch index, or nil when all are taken or a lane failed.
+    func next() -> Int? {
+        lock.withLock {
+            guard error == nil, taken < count else { return nil }
+            taken += 1
+            return taken - 1
+        }
+    }
+
+    func fail(_ error: OneDNNError) { lock.withLock { if self.error == nil { self.error = error } } }
+    var failure: OneDNNError? { lock.withLock { error } }
 }
 
 /// Picks the OpenMP thread count of each run, between 1 and a maximum, by measuring: with GNU

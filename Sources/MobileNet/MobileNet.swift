@@ -25,7 +25,7 @@ extension MobileNetV2 {
 }
 
 extension RuntimeOptions {
-    /// The default runtime: oneDNN on all cores, micro-batches of 4, decoding on half the cores,
+    /// The default runtime: oneDNN on all cores, micro-batches of 1 side by side, decoding on half the cores,
     /// batches of 16.
     public static var `default`: RuntimeOptions { RuntimeOptions(backend: OneDNNBackend()) }
 }

@@ -35,8 +35,16 @@ import MobileNetKernels
 public struct OneDNNBackend: InferenceBackend {
     /// How memory formats are chosen.
     public enum LayoutPolicy: String, Sendable, Hashable {
-        /// oneDNN chooses every activation and weight format (`format_tag any`); the default and
-        /// the fast choice.
+        /// The default and the fast choice. On CPUs with AVX-512, activations are asked for in
+        /// oneDNN's channel-blocked layout `nChw16c` (16 channels, one 512-bit vector, innermost)
+        /// and weights in the format each kernel chooses: oneDNN then runs its `jit_1x1` and
+        /// `jit_dw` kernels. Left to itself (``library``) it picks its brgemm kernels on NHWC
+        /// there, which were 11-17% slower for MobileNetV2's small feature maps (batch 1 and 4,
+        /// 1 and 2 threads, Xeon with AVX-512, 2026-12-02; docs/performance.md). On other CPUs
+        /// this is ``library`` (oneDNN's AVX2 kernels already choose `nChw8c`). A layer for
+        /// which the blocked layout has no optimised kernel gets oneDNN's own choice.
+        case blocked
+        /// oneDNN chooses every activation and weight format (`format_tag any`).
         case library
         /// Activations are forced to plain NHWC and weights to plain OIHW / GOIHW. Usually
         /// slower; with some shapes oneDNN can only offer its reference kernels, which
@@ -48,17 +56,20 @@ public struct OneDNNBackend: InferenceBackend {
     public let name = "onednn"
     /// OpenMP threads per inference (at least 1).
     public let threads: Int
-    /// How memory formats are chosen; ``LayoutPolicy/library`` by default.
+    /// How memory formats are chosen; ``LayoutPolicy/blocked`` by default.
     public let layoutPolicy: LayoutPolicy
     /// The largest batch run through the network at once (at least 1). A larger input batch is
-    /// run as consecutive micro-batches of this size, whose outputs are concatenated: the
-    /// activations of a few 224x224 images stay in the caches, those of 32 do not (at batch 32
-    /// the expanded 112x112x96 tensor alone is 154 MB), and the memory-bound depthwise
-    /// convolutions then dominate. See docs/performance.md for the measurements.
+    /// run as micro-batches of this size, whose outputs are concatenated: the activations of one
+    /// 224x224 image stay in the caches, those of 32 do not (at batch 32 the expanded
+    /// 112x112x96 tensor alone is 154 MB), and the memory-bound depthwise convolutions then
+    /// dominate. With ``ThreadPolicy/adaptive`` the micro-batches run side by side on lanes.
+    /// See docs/performance.md for the measurements.
     public let microBatch: Int
 
-    /// The default ``microBatch``: 4.
-    public static let defaultMicroBatch = 4
+    /// The default ``microBatch``: 1. One image per micro-batch, lanes side by side, was the
+    /// fastest at batch 32 on 2 cores (2026-12-02: 224-245 images/s against 210-223 with 4, and
+    /// the least memory); it was 4 before lanes existed.
+    public static let defaultMicroBatch = 1
 
     /// How many threads each run uses.
     public enum ThreadPolicy: String, Sendable, Hashable, CaseIterable {
@@ -101,13 +112,13 @@ public struct OneDNNBackend: InferenceBackend {
     /// - Parameters:
     ///   - threads: OpenMP threads per inference; `nil` (the default) uses all cores
     ///     (``defaultThreads``). Values below 1 are treated as 1.
-    ///   - layoutPolicy: how memory formats are chosen (keep ``LayoutPolicy/library``).
+    ///   - layoutPolicy: how memory formats are chosen (keep ``LayoutPolicy/blocked``).
     ///   - microBatch: the largest batch run at once (``defaultMicroBatch`` when nil). Values
     ///     below 1 are treated as 1. It changes speed and memory, not results beyond float
     ///     rounding. (The `mobilenet` command reads `$MOBILENET_MICRO_BATCH`; the library reads
     ///     no environment variable.)
     ///   - threadPolicy: ``ThreadPolicy/adaptive`` (the default) or ``ThreadPolicy/fixed``.
-    public init(threads: Int? = nil, layoutPolicy: LayoutPolicy = .library, microBatch: Int? = nil, threadPolicy: ThreadPolicy = .adaptive) {
+    public init(threads: Int? = nil, layoutPolicy: LayoutPolicy = .blocked, microBatch: Int? = nil, threadPolicy: ThreadPolicy = .adaptive) {
         self.threadPolicy = threadPolicy
         self.threads = max(1, threads ?? Self.defaultThreads)
         self.layoutPolicy = layoutPolicy
@@ -125,6 +136,40 @@ public struct OneDNNBackend: InferenceBackend {
     public func makeExecutor(for graph: Graph) throws -> any GraphExecutor {
         try OneDNNExecutor(graph: graph, threads: threads, layoutPolicy: layoutPolicy, microBatch: microBatch, threadPolicy: threadPolicy)
     }
+}
+
+extension OneDNNBackend {
+    /// What this backend runs for `graph`: its primitives in order with the oneDNN
+    /// implementation of each (what `ONEDNN_VERBOSE` reports), for a micro-batch of `batch`
+    /// images (at most ``microBatch``), at ``threads`` threads. For diagnostics: which kernels
+    /// oneDNN picked on this CPU with this ``layoutPolicy``.
+    ///
+    /// - Throws: what ``makeExecutor(for:)`` throws.
+    public func planSummary(for graph: Graph, batch: Int = 1) throws -> OneDNNPlanSummary {
+        try OneDNNExecutor(graph: graph, threads: threads, layoutPolicy: layoutPolicy, microBatch: microBatch, threadPolicy: .fixed).summary(batch: batch)
+    }
+
+    /// Whether oneDNN runs its AVX-512 kernels on this CPU (`dnnl_get_effective_cpu_isa` is
+    /// `avx512_core` or later; `ONEDNN_MAX_CPU_ISA=AVX2` turns it off). ``LayoutPolicy/blocked``
+    /// asks for `nChw16c` activations only then.
+    public static var runsAVX512: Bool { OneDNNExecutor.hasAVX512 }
+}
+
+/// The primitives of one oneDNN plan (``OneDNNBackend/planSummary(for:batch:)``).
+public struct OneDNNPlanSummary: Sendable, Equatable {
+    /// One oneDNN primitive.
+    public struct Primitive: Sendable, Equatable {
+        /// The Keras layer name it computes (a convolution carries its BatchNorm and ReLU6, and
+        /// the residual add its output is summed into), or the node whose value a reorder converts.
+        public var node: String
+        /// oneDNN's implementation name, such as `jit_1x1:avx512_core` or `brgconv_1x1:avx512_core`.
+        public var implementation: String
+    }
+
+    /// The primitives in execution order (convolutions, unfused adds, format reorders).
+    public var primitives: [Primitive]
+    /// Bytes of the activation buffers the plan holds.
+    public var activationBytes: Int
 }
 
 /// Why the oneDNN backend could not prepare or run a graph.

@@ -87,6 +87,8 @@ final class Plan {
     var outputShapes: [[Int]] = []
     /// Bytes of the planned activation buffers (diagnostics).
     var activationBytes = 0
+    /// Each primitive's node and oneDNN implementation, in execution order (diagnostics).
+    var summary: [OneDNNPlanSummary.Primitive] = []
 
     init(batch: Int, inputCount: Int) {
         self.batch = batch
@@ -112,6 +114,9 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
     /// Chooses the thread count of each micro-batch (``OneDNNBackend/ThreadPolicy``).
     private var threadChooser: ThreadCountChooser
     let layoutPolicy: OneDNNBackend.LayoutPolicy
+    /// The activation format convolutions are asked for first (``OneDNNBackend/LayoutPolicy/blocked``
+    /// on an AVX-512 CPU: `nChw16c`); nil: oneDNN's choice (`any`), or NHWC for the plain policy.
+    let activationTag: dnnl_format_tag_t?
     /// The largest batch one plan runs; bigger inputs are split.
     let microBatch: Int
     /// Per node, its output shape without the batch dimension.
@@ -155,6 +160,7 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         self.threads = threads
         threadChooser = ThreadCountChooser(maximum: threads, adaptive: threadPolicy == .adaptive)
         self.layoutPolicy = layoutPolicy
+        activationTag = layoutPolicy == .blocked && Self.hasAVX512 ? dnnl_nChw16c : nil
         do {
             shapes = try graph.validate()
         } catch {
@@ -198,6 +204,13 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         if let engine { dnnl_engine_destroy(engine) }
     }
 
+    /// Whether oneDNN runs AVX-512 kernels here (``OneDNNBackend/runsAVX512``).
+    static var hasAVX512: Bool {
+        let isa = dnnl_get_effective_cpu_isa().rawValue
+        let avx512 = dnnl_cpu_isa_avx512_core.rawValue
+        return isa & avx512 == avx512
+    }
+
     func run(_ input: Tensor) throws -> [Tensor] {
         guard input.rank == graph.inputShape.count + 1, Array(input.shape.dropFirst()) == graph.inputShape, input.shape[0] >= 1 else {
             throw GraphError.inputShape(expected: graph.inputShape, got: input.shape)
@@ -209,22 +222,25 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         let outputCount = graph.outputs.count
         let chunks = stride(from: 0, to: batch, by: microBatch).map { (start: $0, count: min(microBatch, batch - $0)) }
         // Several micro-batches: one lane per thread, each running whole micro-batches with
-        // single-threaded primitives on its own stream (no barrier between primitives at all).
+        // single-threaded primitives on its own stream (no barrier between primitives at all);
+        // with fewer micro-batches than threads, one lane per micro-batch with threads / lanes each.
         // One micro-batch: all threads inside each primitive, or one (``ThreadCountChooser``).
         let lanes = threadPolicy == .adaptive && threads > 1 && chunks.count > 1 ? min(threads, chunks.count) : 1
+        // Fewer micro-batches than threads (many cores): each lane gets a share of the threads.
+        let laneThreads = max(1, threads / lanes)
         var threadCount = threads
         if lanes == 1 {
             threadCount = chunks.count == 1 ? threadChooser.next(batch: chunks[0].count) : threads
             _ = cdnnl_omp_set_num_threads(Int32(threadCount))
         } else {
-            _ = cdnnl_omp_set_num_threads(1)
+            _ = cdnnl_omp_set_num_threads(Int32(laneThreads))
         }
         // Per lane, a plan for each micro-batch size of this run (at most two: the micro-batch
         // and the remainder), all made here: plans are built on this thread only.
         var lanePlans: [[Int: Plan]] = Array(repeating: [:], count: lanes)
         for lane in 0..<lanes {
             for size in Set(chunks.map(\.count)) {
-                let key = lanes == 1 ? PlanKey(batch: size, threads: threadCount) : PlanKey(batch: size, threads: 1, lane: lane)
+                let key = lanes == 1 ? PlanKey(batch: size, threads: threadCount) : PlanKey(batch: size, threads: laneThreads, lane: lane)
                 let plan = try self.plan(key)
                 guard plan.outputs.count == outputCount else { throw OneDNNError.library(call: "plan for batch \(size) has \(plan.outputs.count) outputs, the graph \(outputCount)", status: -1) }
                 lanePlans[lane][size] = plan
@@ -262,7 +278,7 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
                 // whole batch waiting for it.
                 let queue = LaneQueue(count: chunks.count)
                 DispatchQueue.concurrentPerform(iterations: lanes) { lane in
-                    _ = cdnnl_omp_set_num_threads(1)
+                    _ = cdnnl_omp_set_num_threads(Int32(laneThreads))
                     do throws(OneDNNError) {
                         while let index = queue.next() {
                             try work.run(index, lane: lane)
@@ -283,6 +299,16 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return threadChooser.timings
+    }
+
+    /// The primitives of a plan for `batch` images (at most ``microBatch``) at the executor's
+    /// thread count.
+    func summary(batch: Int) throws(OneDNNError) -> OneDNNPlanSummary {
+        lock.lock()
+        defer { lock.unlock() }
+        _ = cdnnl_omp_set_num_threads(Int32(threads))
+        let plan = try self.plan(PlanKey(batch: max(1, min(batch, microBatch)), threads: threads))
+        return OneDNNPlanSummary(primitives: plan.summary, activationBytes: plan.activationBytes)
     }
 
     /// The plan for batch size `batch`, built on first use and cached.

@@ -158,16 +158,30 @@ struct PlanBuilder {
         let plainLayout = executor.layoutPolicy == .plain
         let anySource = try memoryDescriptor(dims(of: shape(of: input)), plainLayout ? dnnl_nhwc : dnnl_format_tag_any)
         let anyDestination = try memoryDescriptor(dims(of: executor.shapes[index]), plainLayout ? dnnl_nhwc : dnnl_format_tag_any)
+        // The preferred activation format (blocked policy): for the output, and for the input
+        // unless it is the network's own NHWC input (the first convolution reads it as it is).
+        var preferredSource: dnnl_memory_desc_t?
+        var preferredDestination: dnnl_memory_desc_t?
+        if let tag = executor.activationTag {
+            preferredDestination = try memoryDescriptor(dims(of: executor.shapes[index]), tag)
+            if input != Graph.inputIndex { preferredSource = try memoryDescriptor(dims(of: shape(of: input)), tag) }
+        }
 
         var pd: dnnl_primitive_desc_t?
         var fusion = fused[index]
         if let f = fusion, let skip = values[f.skip] {
-            pd = try? makeConvolution(index, inputValue: inputValue, anySource: anySource, destination: skip.md, sum: true)
+            pd = try? makeConvolution(index, inputValue: inputValue, anySource: anySource, preferredSource: preferredSource, destination: skip.md, sum: true)
         }
         if pd == nil {
             fusion = nil
             fused[index] = nil
-            pd = try makeConvolution(index, inputValue: inputValue, anySource: anySource, destination: anyDestination, sum: false)
+            if let preferredDestination {
+                pd = try? makeConvolution(index, inputValue: inputValue, anySource: anySource, preferredSource: preferredSource,
+                                          destination: preferredDestination, sum: false)
+            }
+        }
+        if pd == nil {
+            pd = try makeConvolution(index, inputValue: inputValue, anySource: anySource, preferredSource: nil, destination: anyDestination, sum: false)
         }
         guard let pd else { throw .library(call: "convolution \(node.name)", status: -1) }
         defer { dnnl_primitive_desc_destroy(pd) }
@@ -193,10 +207,15 @@ struct PlanBuilder {
     }
 
     /// The convolution's primitive descriptor: first with the producer's format as source (no
-    /// reorder), then with a source format of oneDNN's choice.
-    private func makeConvolution(_ index: Int, inputValue: Value, anySource: dnnl_memory_desc_t, destination: dnnl_memory_desc_t, sum: Bool) throws(OneDNNError) -> dnnl_primitive_desc_t {
-        if executor.layoutPolicy == .library,
+    /// reorder), then with the preferred format (blocked policy), then with a source format of
+    /// oneDNN's choice.
+    private func makeConvolution(_ index: Int, inputValue: Value, anySource: dnnl_memory_desc_t, preferredSource: dnnl_memory_desc_t?,
+                                 destination: dnnl_memory_desc_t, sum: Bool) throws(OneDNNError) -> dnnl_primitive_desc_t {
+        if executor.layoutPolicy != .plain,
            let pd = try? executor.convolutionDescriptor(node: index, source: inputValue.md, destination: destination, batch: batch, sum: sum) {
+            return pd
+        }
+        if let preferredSource, let pd = try? executor.convolutionDescriptor(node: index, source: preferredSource, destination: destination, batch: batch, sum: sum) {
             return pd
         }
         return try executor.convolutionDescriptor(node: index, source: anySource, destination: destination, batch: batch, sum: sum)
@@ -238,6 +257,7 @@ struct PlanBuilder {
         guard let primitive else { throw .library(call: "dnnl_primitive_create(\(node))", status: -1) }
         plan.primitives.append(primitive)
         plan.steps.append(.primitive(primitive, arguments))
+        plan.summary.append(OneDNNPlanSummary.Primitive(node: node, implementation: implementationName(pd)))
     }
 
     // MARK: - Values and buffers

@@ -133,6 +133,39 @@ struct OneDNNBackendTests {
         }
     }
 
+    @Test("layout policies: blocked (the default) and library equal the reference; on AVX-512 blocked runs oneDNN's jit kernels on nChw16c, library its brgemm ones")
+    func layoutPolicies() throws {
+        #expect(OneDNNBackend().layoutPolicy == .blocked)
+        #expect(OneDNNBackend().microBatch == 1 && OneDNNBackend.defaultMicroBatch == 1)
+        let configuration = MobileNetV2Configuration(alpha: 0.5, inputHeight: 64, inputWidth: 64, includeTop: true)
+        let weights = try FormulaWeights.weights(for: configuration, seed: 51)
+        let reference = try MobileNetV2(configuration: configuration, weights: weights, backend: ReferenceBackend())
+        var implementations: [OneDNNBackend.LayoutPolicy: [String]] = [:]
+        for policy in [OneDNNBackend.LayoutPolicy.blocked, .library] {
+            let backend = OneDNNBackend(threads: 2, layoutPolicy: policy, microBatch: 2, threadPolicy: .fixed)
+            let model = try MobileNetV2(configuration: configuration, weights: weights, backend: backend)
+            let summary = try backend.planSummary(for: model.graph, batch: 2)
+            implementations[policy] = summary.primitives.map(\.implementation)
+            // Every convolution of the graph is one primitive, none a reference kernel.
+            #expect(summary.primitives.filter { $0.node.hasSuffix("_expand") }.count == 16, "\(policy)")
+            #expect(!summary.primitives.contains { $0.implementation.contains("ref") }, "\(policy): \(summary.primitives)")
+            #expect(summary.activationBytes > 0)
+            for batch in [1, 3] {
+                let input = FormulaWeights.input(seed: 51 + batch, batch: batch, height: 64, width: 64)
+                let a = try model.forward(input), r = try reference.forward(input)
+                #expect(a.features.maxAbsoluteDifference(to: r.features) <= 1e-4, "\(policy) batch \(batch)")
+                let p = try #require(a.probabilities).maxAbsoluteDifference(to: try #require(r.probabilities))
+                #expect(p <= 1e-5, "\(policy) batch \(batch): probabilities \(p)")
+            }
+        }
+        if OneDNNBackend.runsAVX512 {
+            let blocked = implementations[.blocked] ?? [], library = implementations[.library] ?? []
+            #expect(blocked.filter { $0.hasPrefix("jit_1x1") }.count >= 30, "\(blocked)")
+            #expect(!blocked.contains { $0.hasPrefix("brg") }, "\(blocked)")
+            #expect(library.contains { $0.hasPrefix("brg") }, "\(library)")
+        }
+    }
+
     @Test("feature maps (no top, no pooling) and max pooling come out in NHWC like the reference")
     func featureMapLayout() throws {
         for pooling in [Pooling?.none, .max] {

@@ -80,7 +80,7 @@ struct RuntimeOptionGroup: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("adaptive (the default): each batch size is timed at --threads and at one thread and the faster is used, so a core kept busy by another process does not stall every layer; fixed: always --threads.", valueName: "policy"))
     var threadPolicy: OneDNNBackend.ThreadPolicy = .adaptive
 
-    @Option(name: .long, help: ArgumentHelp("Largest batch the onednn backend runs at once; bigger batches are split (default: 1, or $MOBILENET_MICRO_BATCH). Changes speed and memory; results only within float rounding.", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Largest batch the onednn backend runs at once; bigger batches are split (default: 1, or 4 with --thread-policy fixed, or $MOBILENET_MICRO_BATCH). Changes speed and memory; results only within float rounding.", valueName: "n"))
     var microBatch: Int?
 
     /// `$MOBILENET_MICRO_BATCH` when set and valid (checked in ``validate()``).

@@ -66,10 +66,16 @@ public struct OneDNNBackend: InferenceBackend {
     /// See docs/performance.md for the measurements.
     public let microBatch: Int
 
-    /// The default ``microBatch``: 1. One image per micro-batch, lanes side by side, was the
-    /// fastest at batch 32 on 2 cores (2026-12-02: 224-245 images/s against 210-223 with 4, and
-    /// the least memory); it was 4 before lanes existed.
+    /// The default ``microBatch`` with ``ThreadPolicy/adaptive``: 1. One image per
+    /// micro-batch, lanes side by side, was the fastest at batch 32 on 2 cores (2026-12-02:
+    /// 224-245 images/s against 210-223 with 4, and the least memory); it was 4 before lanes.
     public static let defaultMicroBatch = 1
+
+    /// The default ``microBatch`` with ``ThreadPolicy/fixed``: 4. Without lanes the
+    /// micro-batches run one after the other at all threads, and a larger one spreads each
+    /// primitive's barrier over more images: under load, `embed --thread-policy fixed` took
+    /// 18-25 s with micro-batches of 1 against 7-9 s with 4 (2026-12-02).
+    public static let defaultFixedMicroBatch = 4
 
     /// How many threads each run uses.
     public enum ThreadPolicy: String, Sendable, Hashable, CaseIterable {
@@ -79,7 +85,9 @@ public struct OneDNNBackend: InferenceBackend {
         /// single micro-batch: measure and choose per micro-batch size between
         /// ``OneDNNBackend/threads`` and one thread, trying the other count every 16 runs: all
         /// cores on a quiet machine, one when another process keeps a core busy. Outputs are
-        /// bit-identical to ``fixed`` whatever the lane or count.
+        /// bit-identical to ``fixed`` whatever the lane or count, for up to 8 threads per run
+        /// (checked on AVX-512 and AVX2; with 9 or more threads in one run oneDNN's AVX-512 jit
+        /// kernels split some sums by the thread count: differences up to about 1e-5).
         case adaptive
         /// Always ``OneDNNBackend/threads``.
         case fixed
@@ -113,7 +121,8 @@ public struct OneDNNBackend: InferenceBackend {
     ///   - threads: OpenMP threads per inference; `nil` (the default) uses all cores
     ///     (``defaultThreads``). Values below 1 are treated as 1.
     ///   - layoutPolicy: how memory formats are chosen (keep ``LayoutPolicy/blocked``).
-    ///   - microBatch: the largest batch run at once (``defaultMicroBatch`` when nil). Values
+    ///   - microBatch: the largest batch run at once (when nil, ``defaultMicroBatch``, or
+    ///     ``defaultFixedMicroBatch`` with the fixed thread policy). Values
     ///     below 1 are treated as 1. It changes speed and memory, not results beyond float
     ///     rounding. (The `mobilenet` command reads `$MOBILENET_MICRO_BATCH`; the library reads
     ///     no environment variable.)
@@ -122,7 +131,7 @@ public struct OneDNNBackend: InferenceBackend {
         self.threadPolicy = threadPolicy
         self.threads = max(1, threads ?? Self.defaultThreads)
         self.layoutPolicy = layoutPolicy
-        self.microBatch = max(1, microBatch ?? Self.defaultMicroBatch)
+        self.microBatch = max(1, microBatch ?? (threadPolicy == .fixed ? Self.defaultFixedMicroBatch : Self.defaultMicroBatch))
     }
 
     /// Validates `graph`, reorders its weights for oneDNN and plans the buffers for batch size 1

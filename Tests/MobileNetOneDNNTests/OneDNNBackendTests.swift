@@ -137,6 +137,8 @@ struct OneDNNBackendTests {
     func layoutPolicies() throws {
         #expect(OneDNNBackend().layoutPolicy == .blocked)
         #expect(OneDNNBackend().microBatch == 1 && OneDNNBackend.defaultMicroBatch == 1)
+        // Without lanes (fixed policy) micro-batches run one after the other: 4 by default.
+        #expect(OneDNNBackend(threadPolicy: .fixed).microBatch == 4 && OneDNNBackend(microBatch: 3, threadPolicy: .fixed).microBatch == 3)
         let configuration = MobileNetV2Configuration(alpha: 0.5, inputHeight: 64, inputWidth: 64, includeTop: true)
         let weights = try FormulaWeights.weights(for: configuration, seed: 51)
         let reference = try MobileNetV2(configuration: configuration, weights: weights, backend: ReferenceBackend())

@@ -89,7 +89,8 @@ struct RuntimeOptionGroup: ParsableArguments {
     }
 
     func validate() throws {
-        if let text = ProcessInfo.processInfo.environment["MOBILENET_MICRO_BATCH"], microBatch == nil {
+        // Set but empty counts as unset; the reference backend does not micro-batch.
+        if let text = ProcessInfo.processInfo.environment["MOBILENET_MICRO_BATCH"], !text.isEmpty, microBatch == nil, backend == .onednn {
             guard let value = Int(text), (1...RuntimeOptionGroup.maximumBatchSize).contains(value) else {
                 throw ValidationError("$MOBILENET_MICRO_BATCH must be between 1 and \(RuntimeOptionGroup.maximumBatchSize), got '\(text)'")
             }

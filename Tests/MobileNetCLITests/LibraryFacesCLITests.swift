@@ -95,6 +95,11 @@ struct LibraryFacesCLITests {
         }
         let micro = try CLI.run(["embed", image.path, "--weights", CLI.noTopWeights], environment: ["MOBILENET_MICRO_BATCH": "abc"])
         #expect(micro.status == 64 && micro.stderr.contains("MOBILENET_MICRO_BATCH"), "\(micro.stderr)")
+        // Set but empty is unset; the reference backend ignores it.
+        let empty = try CLI.run(["embed", image.path, "--weights", CLI.noTopWeights], environment: ["MOBILENET_MICRO_BATCH": ""])
+        #expect(empty.status == 0, "\(empty.stderr)")
+        let reference = try CLI.run(["embed", image.path, "--weights", CLI.noTopWeights, "--backend", "reference"], environment: ["MOBILENET_MICRO_BATCH": "abc"])
+        #expect(reference.status == 0, "\(reference.stderr)")
         let script = "exec \"$0\" embed \"$1\" --weights \"$2\" -o \"$3/o$(printf '\\351').npy\""
         let option = try Subprocess.run(URL(fileURLWithPath: "/bin/sh"), ["-c", script, CLI.executable.path, image.path, CLI.noTopWeights, dir.path])
         #expect(option.status == 64 && option.stderr.contains("o\\xe9.npy") && option.stderr.contains("not valid UTF-8"), "\(option.stderr)")

@@ -80,8 +80,9 @@ public struct OneDNNBackend: InferenceBackend {
     /// How many threads each run uses.
     public enum ThreadPolicy: String, Sendable, Hashable, CaseIterable {
         /// The default. An input of several micro-batches runs as lanes: one per thread, each
-        /// with single-threaded primitives, each taking the next micro-batch not yet taken (a
-        /// lane whose core is shared runs fewer of them; no barrier between primitives). A
+        /// with single-threaded primitives (with fewer micro-batches than threads, one lane per
+        /// micro-batch with a share of the cores), each taking the next micro-batch not yet
+        /// taken (a lane whose core is shared runs fewer of them; no barrier between primitives). A
         /// single micro-batch: measure and choose per micro-batch size between
         /// ``OneDNNBackend/threads`` and one thread, trying the other count every 16 runs: all
         /// cores on a quiet machine, one when another process keeps a core busy. Outputs are

@@ -222,8 +222,7 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         let outputCount = graph.outputs.count
         let chunks = stride(from: 0, to: batch, by: microBatch).map { (start: $0, count: min(microBatch, batch - $0)) }
         // Several micro-batches: one lane per thread, each running whole micro-batches with
-        // single-threaded primitives on its own stream (no barrier between primitives at all);
-        // with fewer micro-batches than threads, one lane per micro-batch with threads / lanes each.
+        // single-threaded primitives on its own stream (no barrier between primitives at all).
         // One micro-batch: all threads inside each primitive, or one (``ThreadCountChooser``).
         let lanes = threadPolicy == .adaptive && threads > 1 && chunks.count > 1 ? min(threads, chunks.count) : 1
         // Fewer micro-batches than threads (many cores): each lane gets a share of the threads,

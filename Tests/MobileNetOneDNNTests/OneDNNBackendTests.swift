@@ -103,11 +103,7 @@ struct OneDNNBackendTests {
             // Batch 1 runs many times: the chooser tries both thread counts and switches.
             for _ in 0..<(batch == 1 ? 40 : 3) {
                 for (name, model) in [("adaptive", adaptive), ("fixed", fixed)] {
-                    let output = try model.forward(input)
-                    let f = output.features.maxAbsoluteDifference(to: expected.features)
-                    let e = output.embedding.maxAbsoluteDifference(to: expected.embedding)
-                    let p = try #require(output.probabilities).maxAbsoluteDifference(to: try #require(expected.probabilities))
-                    #expect(f == 0 && e == 0 && p == 0, "\(name) batch \(batch): features \(f), embedding \(e), probabilities \(p)")
+                    try expectSameBits(try model.forward(input), expected, "\(name) batch \(batch)")
                 }
             }
         }
@@ -126,11 +122,17 @@ struct OneDNNBackendTests {
             let input = FormulaWeights.input(seed: 31 + batch, batch: batch, height: 48, width: 48)
             let expected = try single.forward(input)
             for _ in 0..<4 {
-                let output = try lanes.forward(input)
-                let p = try #require(output.probabilities).maxAbsoluteDifference(to: try #require(expected.probabilities))
-                #expect(output.embedding.maxAbsoluteDifference(to: expected.embedding) == 0 && p == 0, "batch \(batch)")
+                try expectSameBits(try lanes.forward(input), expected, "batch \(batch)")
             }
         }
+    }
+
+    /// Every output of `output` (features, embedding, probabilities) equals `expected` bit for bit.
+    private func expectSameBits(_ output: MobileNetV2Output, _ expected: MobileNetV2Output, _ label: String) throws {
+        let f = output.features.maxAbsoluteDifference(to: expected.features)
+        let e = output.embedding.maxAbsoluteDifference(to: expected.embedding)
+        let p = try #require(output.probabilities).maxAbsoluteDifference(to: try #require(expected.probabilities))
+        #expect(f == 0 && e == 0 && p == 0, "\(label): features \(f), embedding \(e), probabilities \(p)")
     }
 
     @Test("layout policies: blocked (the default) and library equal the reference; on AVX-512 blocked runs oneDNN's jit kernels on nChw16c, library its brgemm ones")

@@ -1,5 +1,6 @@
 import Foundation
 import MobileNet
+import MobileNetOneDNN
 import MobileNetTestSupport
 import Testing
 
@@ -125,6 +126,31 @@ struct OneDNNBackendTests {
                 try expectSameBits(try lanes.forward(input), expected, "batch \(batch)")
             }
         }
+    }
+
+    @Test("the thread chooser starts at one thread when another thread is runnable, at all threads when none is, and then tries both")
+    func chooserFirstChoice() {
+        // Only this thread runnable: all threads first. One more (a busy process on a 2-core
+        // machine): one thread first. The first runs: 3 at the first choice (the first only warms
+        // the plan up), then 3 at the other count.
+        for (runnable, first, other) in [(1, 2, 1), (2, 1, 2), (9, 1, 2), (nil, 2, 1)] as [(Int?, Int, Int)] {
+            var chooser = ThreadCountChooser(maximum: 2, adaptive: true, runnableThreads: runnable)
+            #expect(chooser.firstChoice == first, "runnable \(String(describing: runnable))")
+            let counts = (0..<6).map { _ in chooser.next(batch: 1) }
+            #expect(counts == [first, first, first, other, other, other], "runnable \(String(describing: runnable)): \(counts)")
+        }
+        // The fixed policy and a single thread never switch.
+        var fixed = ThreadCountChooser(maximum: 2, adaptive: false, runnableThreads: 5)
+        #expect(fixed.firstChoice == 2 && (0..<10).allSatisfy { _ in fixed.next(batch: 1) == 2 })
+        var single = ThreadCountChooser(maximum: 1, adaptive: true, runnableThreads: 5)
+        #expect((0..<10).allSatisfy { _ in single.next(batch: 1) == 1 })
+        // After the first six runs the faster count is used: here one thread, measured faster.
+        var chooser = ThreadCountChooser(maximum: 2, adaptive: true, runnableThreads: 1)
+        for _ in 0..<6 {
+            let threads = chooser.next(batch: 1)
+            chooser.record(batch: 1, threads: threads, seconds: threads == 1 ? 0.005 : 0.010)
+        }
+        #expect(chooser.next(batch: 1) == 1)
     }
 
     /// Every output of `output` (features, embedding, probabilities) equals `expected` bit for bit.

@@ -358,10 +358,24 @@ int mnf_serialize(const mnf_index *index, uint8_t **bytes, size_t *size, char *e
     });
 }
 
-int mnf_read(const char *path, mnf_index **out, char *error, size_t error_size) {
+int mnf_read_fd(int fd, mnf_index **out, char *error, size_t error_size) {
     *out = nullptr;
-    return guarded(error, error_size, [&] {
-        std::unique_ptr<faiss::Index> index(faiss::read_index(path));
+    // A stream of its own over the same open file, from the start (the offset is shared with
+    // every copy of the descriptor, a forked child's included).
+    int copy = dup(fd);
+    if (copy < 0 || lseek(copy, 0, SEEK_SET) != 0) {
+        if (copy >= 0) close(copy);
+        set_error(error, error_size, std::string("cannot read the open file: ") + std::strerror(errno));
+        return MNF_SYSTEM;
+    }
+    FILE *file = fdopen(copy, "rb");
+    if (!file) {
+        close(copy);
+        set_error(error, error_size, std::string("cannot read the open file: ") + std::strerror(errno));
+        return MNF_SYSTEM;
+    }
+    int code = guarded(error, error_size, [&] {
+        std::unique_ptr<faiss::Index> index(faiss::read_index(file));
         std::string problem = check_structure(index.get());
         if (!problem.empty()) {
             set_error(error, error_size, problem);
@@ -370,6 +384,8 @@ int mnf_read(const char *path, mnf_index **out, char *error, size_t error_size) 
         *out = new mnf_index{index.release(), {}};
         return int(MNF_OK);
     });
+    std::fclose(file);
+    return code;
 }
 
 static uint64_t current_address_space() {
@@ -381,7 +397,7 @@ static uint64_t current_address_space() {
     return read == 1 ? pages * uint64_t(sysconf(_SC_PAGESIZE)) : 0;
 }
 
-int mnf_check_file_isolated(const char *path, uint64_t extra_address_space, int timeout_ms, char *error, size_t error_size) {
+int mnf_check_fd_isolated(int fd, uint64_t extra_address_space, int timeout_ms, char *error, size_t error_size) {
     int fds[2];
     if (pipe(fds) != 0) {
         set_error(error, error_size, std::string("cannot create a pipe: ") + std::strerror(errno));
@@ -399,7 +415,7 @@ int mnf_check_file_isolated(const char *path, uint64_t extra_address_space, int 
         }
         char message[1024] = {0};
         mnf_index *index = nullptr;
-        int code = mnf_read(path, &index, message, sizeof message);
+        int code = mnf_read_fd(fd, &index, message, sizeof message);
         // Not freed: the process ends now, and freeing a large index costs time.
         uint8_t header = uint8_t(code);
         ssize_t ignored = write(fds[1], &header, 1);

@@ -30,16 +30,33 @@ public struct ANNFileHeader: Sendable, Hashable {
     ///   for a short file, sizes out of range, or vectors that cannot fit in the file.
     public init(contentsOf url: URL) throws(ANNError) {
         let path = url.path
-        var info = stat()
-        guard stat(path, &info) == 0 else {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)  // O_NONBLOCK: a FIFO at the path must not hang the open
+        guard fd >= 0 else {
             if errno == ENOENT { throw .notFound(path: path) }
             throw .unreadable(path: path, reason: String(cString: strerror(errno)))
         }
+        defer { close(fd) }
+        try self.init(fileDescriptor: fd, path: path)
+    }
+
+    /// Parses the header of an open file (`path` names it in errors); the descriptor's offset
+    /// is not used or moved.
+    ///
+    /// - Throws: as ``init(contentsOf:)``.
+    init(fileDescriptor fd: Int32, path: String) throws(ANNError) {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw .unreadable(path: path, reason: String(cString: strerror(errno))) }
         guard (info.st_mode & S_IFMT) == S_IFREG else { throw .unreadable(path: path, reason: "not a regular file") }
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw .unreadable(path: path, reason: "cannot open it") }
-        defer { try? handle.close() }
-        let bytes = (try? handle.read(upToCount: Self.size)) ?? Data()
-        try self.init(bytes: bytes, fileSize: Int(info.st_size), path: path)
+        var bytes = [UInt8](repeating: 0, count: Self.size)
+        var filled = 0
+        while filled < Self.size {
+            let got = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + filled, Self.size - filled, off_t(filled)) }
+            if got < 0, errno == EINTR { continue }
+            guard got >= 0 else { throw .unreadable(path: path, reason: String(cString: strerror(errno))) }
+            if got == 0 { break }
+            filled += got
+        }
+        try self.init(bytes: Data(bytes.prefix(filled)), fileSize: Int(info.st_size), path: path)
     }
 
     /// Parses a header from the first bytes of a file of `fileSize` bytes.

@@ -411,14 +411,22 @@ public final class ANNIndex: @unchecked Sendable {
     ///   (another index type or metric).
     public convenience init(contentsOf url: URL, isolation: ANNFileIsolation = .default) throws(ANNError) {
         let path = url.path
-        let header = try ANNFileHeader(contentsOf: url)
+        // Opened once: the header, the isolated child and this process read the same file, so
+        // a file swapped in at the path after the check is never read.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)  // O_NONBLOCK: a FIFO at the path must not hang the open
+        guard fd >= 0 else {
+            if errno == ENOENT { throw .notFound(path: path) }
+            throw .unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
+        defer { close(fd) }
+        let header = try ANNFileHeader(fileDescriptor: fd, path: path)
         if case .childProcess(let timeout) = isolation {
             let allowance = UInt64(header.fileSize) * 2 + (1 << 30)
-            let checked = ANNIndex.call { mnf_check_file_isolated(path, allowance, Int32(min(timeout, 86_400) * 1000), $0, $1) }
+            let checked = ANNIndex.call { mnf_check_fd_isolated(fd, allowance, Int32(min(timeout, 86_400) * 1000), $0, $1) }
             try ANNIndex.raise(checked, path: path)
         }
         var handle: OpaquePointer?
-        let read = ANNIndex.call { mnf_read(path, &handle, $0, $1) }
+        let read = ANNIndex.call { mnf_read_fd(fd, &handle, $0, $1) }
         try ANNIndex.raise(read, path: path)
         guard let handle else { throw .damaged(path: path, reason: "the reader returned no index") }
         self.init(handle: handle)

@@ -263,7 +263,7 @@ struct ANNIndexTests {
         }
     }
 
-    @Test("not a FAISS file, a directory, a missing file, an L2 index")
+    @Test("not a FAISS file, a directory, a FIFO (no writer: must not hang), a missing file, an L2 index", .timeLimit(.minutes(1)))
     func otherFiles() throws {
         let dir = try TestData.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -274,6 +274,13 @@ struct ANNIndexTests {
         }
         #expect { try ANNIndex(contentsOf: dir) } throws: { error in
             if case .unreadable = error as? ANNError { return true } else { return false }
+        }
+        let fifo = dir.appendingPathComponent("fifo.faiss")
+        #expect(mkfifo(fifo.path, 0o600) == 0)
+        for read in [{ _ = try ANNIndex(contentsOf: fifo) }, { _ = try ANNFileHeader(contentsOf: fifo) }] as [() throws -> Void] {
+            #expect { try read() } throws: { error in
+                if case .unreadable(let path, let reason) = error as? ANNError { return path == fifo.path && reason.contains("not a regular file") } else { return false }
+            }
         }
         #expect { try ANNIndex(contentsOf: dir.appendingPathComponent("none.faiss")) } throws: { error in
             if case .notFound = error as? ANNError { return true } else { return false }

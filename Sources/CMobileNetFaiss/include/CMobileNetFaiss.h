@@ -73,15 +73,16 @@ void mnf_set_search_parameter(mnf_index *index, int64_t value);
 /// faiss::write_index into memory: `*bytes` (free with `free`) and `*size`.
 int mnf_serialize(const mnf_index *index, uint8_t **bytes, size_t *size, char *error, size_t error_size);
 
-/// faiss::read_index(path), then a structural check of the result (sizes, ids and graph links in
-/// range; Flat, IVF*,Flat and HNSW*,Flat only). Runs in this process: use
-/// `mnf_check_file_isolated` first on untrusted files.
-int mnf_read(const char *path, mnf_index **out, char *error, size_t error_size);
+/// faiss::read_index of an open file (read from its start; `fd` stays open and owned by the
+/// caller, so the file checked is the file read, whatever happens to its path meanwhile), then a
+/// structural check of the result (sizes, ids and graph links in range; Flat, IVF*,Flat and
+/// HNSW*,Flat only). Runs in this process: use `mnf_check_fd_isolated` first on untrusted files.
+int mnf_read_fd(int fd, mnf_index **out, char *error, size_t error_size);
 
-/// Runs `mnf_read` in a forked child process whose address space is limited to the parent's
+/// Runs `mnf_read_fd` in a forked child process whose address space is limited to the parent's
 /// plus `extra_address_space` bytes, killed after `timeout_ms`; returns its code (MNF_CRASHED or
 /// MNF_TIMEOUT when it did not finish).
-int mnf_check_file_isolated(const char *path, uint64_t extra_address_space, int timeout_ms, char *error, size_t error_size);
+int mnf_check_fd_isolated(int fd, uint64_t extra_address_space, int timeout_ms, char *error, size_t error_size);
 
 #ifdef __cplusplus
 }

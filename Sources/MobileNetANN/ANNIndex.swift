@@ -78,6 +78,33 @@ public struct ANNSearchParameters: Sendable, Hashable {
         self.nprobe = nprobe
         self.efSearch = efSearch
     }
+
+    /// One of the parameters (the HTTP API calls them `nprobe` and `ef_search`).
+    public enum Parameter: String, Sendable, Hashable {
+        case nprobe, efSearch
+    }
+
+    /// The largest `efSearch` accepted (FAISS stores it as a 32-bit int; the candidate list of
+    /// a million is far beyond any useful setting).
+    public static let maximumEfSearch = 1 << 20
+
+    /// The first problem with these parameters for a search of structure `kind` (nil: an exact
+    /// search, which takes neither), or nil when they can be used: a parameter the structure does
+    /// not take (an error, never silently ignored), `nprobe` below 1, `efSearch` outside
+    /// 1...``maximumEfSearch``. ``ANNIndex/search(_:k:parameters:normalise:)`` checks it; a server
+    /// can check it before the work of embedding a query.
+    public func problem(for kind: ANNIndexKind?) -> (parameter: Parameter, problem: String)? {
+        let structure = kind.map { "this one is \($0)" } ?? "this one is searched exactly, without an ANN file"
+        if let nprobe {
+            guard kind?.isIVF == true else { return (.nprobe, "nprobe applies to an IVF index; \(structure)") }
+            guard nprobe >= 1 else { return (.nprobe, "nprobe must be at least 1, got \(nprobe)") }
+        }
+        if let efSearch {
+            guard kind?.isHNSW == true else { return (.efSearch, "efSearch applies to an HNSW index; \(structure)") }
+            guard (1...Self.maximumEfSearch).contains(efSearch) else { return (.efSearch, "efSearch must be in 1...\(Self.maximumEfSearch), got \(efSearch)") }
+        }
+        return nil
+    }
 }
 
 /// How ``ANNIndex/init(contentsOf:isolation:)`` runs FAISS's reader on a file.
@@ -158,8 +185,8 @@ public final class ANNIndex: @unchecked Sendable {
         if case .ivfFlat(let lists) = kind, value > lists {
             throw .invalidArgument("nprobe must be at most the \(lists) lists, got \(value)")
         }
-        if case .hnswFlat = kind, value > 1 << 20 {
-            throw .invalidArgument("efSearch must be in 1...1048576, got \(value)")
+        if case .hnswFlat = kind, value > ANNSearchParameters.maximumEfSearch {
+            throw .invalidArgument("efSearch must be in 1...\(ANNSearchParameters.maximumEfSearch), got \(value)")
         }
         mnf_set_search_parameter(handle, Int64(value))
     }
@@ -287,10 +314,7 @@ public final class ANNIndex: @unchecked Sendable {
             throw .invalidArgument("queries have \(queries.count) values, not a multiple of the dimension \(dimension)")
         }
         guard k >= 1, k <= 100_000 else { throw .invalidArgument("k must be in 1...100000, got \(k)") }
-        if let nprobe = parameters.nprobe, nprobe < 1 { throw .invalidArgument("nprobe must be at least 1, got \(nprobe)") }
-        if parameters.nprobe != nil, !kind.isIVF { throw .invalidArgument("nprobe applies to IVF indexes; this one is \(kind)") }
-        if parameters.efSearch != nil, !kind.isHNSW { throw .invalidArgument("efSearch applies to HNSW indexes; this one is \(kind)") }
-        if let ef = parameters.efSearch, ef < 1 || ef > 1 << 20 { throw .invalidArgument("efSearch must be in 1...1048576, got \(ef)") }
+        if let (_, problem) = parameters.problem(for: kind) { throw .invalidArgument(problem) }
         let n = queries.count / dimension
         var x = queries
         if normalise {

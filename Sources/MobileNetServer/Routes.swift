@@ -96,7 +96,7 @@ struct ServingRoutes: Sendable {
             }
             let top = try topParameter(request, default: 5, limit: service.limits.maxTopK)
             let parameters = ANNSearchParameters(nprobe: try positiveParameter(request, "nprobe", limit: 1 << 20),
-                                                 efSearch: try positiveParameter(request, "ef_search", limit: 1 << 20))
+                                                 efSearch: try positiveParameter(request, "ef_search", limit: ANNSearchParameters.maximumEfSearch))
             let image = try await readImage(request)
             return json(try await DisconnectCancellation.run(on: context.channel) { try await service.similar(index: index, image: image, top: top, parameters: parameters) })
         }

@@ -216,13 +216,10 @@ public final class InferenceService: Sendable {
     public func similar(index name: String, image: Data, top: Int, parameters: ANNSearchParameters = ANNSearchParameters()) async throws(ServingError) -> SimilarityResponse {
         let index = try registry.index(named: name)
         guard (1...limits.maxTopK).contains(top) else { throw .invalidInput(field: "top", problem: "must be between 1 and \(limits.maxTopK), got \(top)") }
-        // A parameter the index's search does not take is an error, not silently ignored.
-        let structure = index.ann.map { "its FAISS file is \($0.kind)" } ?? "it is searched exactly (served without --ann)"
-        if parameters.nprobe != nil, index.ann?.kind.isIVF != true {
-            throw .invalidInput(field: "nprobe", problem: "applies to an IVF index; '\(name)' is not one: \(structure)")
-        }
-        if parameters.efSearch != nil, index.ann?.kind.isHNSW != true {
-            throw .invalidInput(field: "ef_search", problem: "applies to an HNSW index; '\(name)' is not one: \(structure)")
+        // Checked before the query is embedded: a parameter the index's search does not take
+        // (an error, not silently ignored) or out of range.
+        if let (parameter, problem) = parameters.problem(for: index.ann?.kind) {
+            throw .invalidInput(field: Self.field(parameter), problem: "index '\(name)': \(problem)")
         }
         let batcher = try registry.batcher(forIndex: name)
         let (embedder, maxPixels) = (index.embedder, limits.maxImagePixels)
@@ -234,12 +231,20 @@ public final class InferenceService: Sendable {
         }
         let matches: [SimilarityMatch]
         do { matches = try index.matches(for: outputs.embeddings.first ?? [], top: top, parameters: parameters) } catch let error as ANNError {
-            if case .invalidArgument(let problem) = error { throw .invalidInput(field: parameters.efSearch != nil ? "ef_search" : "nprobe", problem: problem) }
+            if case .invalidArgument(let problem) = error { throw .invalidInput(field: "query", problem: problem) }
             throw .inferenceFailed(model: name, reason: error.description)
         } catch {
             throw .invalidImage(field: "body", problem: String(describing: error))
         }
         return SimilarityResponse(index: name, matches: matches.enumerated().map { SimilarityEntry(rank: $0.offset + 1, file: $0.element.identifier, similarity: $0.element.similarity) })
+    }
+
+    /// The HTTP API's name of a search parameter.
+    static func field(_ parameter: ANNSearchParameters.Parameter) -> String {
+        switch parameter {
+        case .nprobe: "nprobe"
+        case .efSearch: "ef_search"
+        }
     }
 
     /// Preprocesses the images and runs them through the model's batcher.

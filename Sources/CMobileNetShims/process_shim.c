@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 // Process helpers for isolating libhdf5 (which is not safe on damaged files) in a child process.
 #include "CMobileNetShims.h"
+#include <dlfcn.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <sys/resource.h>
@@ -28,6 +29,16 @@ int mn_fork(void) {
         pthread_rwlock_unlock(&mn_blas_lock);
     }
     return (int)pid;
+}
+
+int mn_blas_release_threads(void) {
+    // OpenBLAS's own entry point of its fork handler; absent when another BLAS is linked.
+    int (*shutdown)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "blas_thread_shutdown_");
+    if (!shutdown) return 0;
+    pthread_rwlock_wrlock(&mn_blas_lock);  // not while a BLAS call of the package runs
+    shutdown();
+    pthread_rwlock_unlock(&mn_blas_lock);
+    return 1;
 }
 
 int mn_limit_address_space(unsigned long long bytes) {

@@ -19,9 +19,11 @@ struct MobileNetCommand: AsyncParsableCommand {
         subcommands: [Classify.self, Embed.self, Summary.self, Bench.self, Index.self, Similar.self, Duplicates.self, Train.self, Evaluate.self, Predict.self, Export.self, Serve.self]
     )
 
-    /// Records the raw arguments, then runs the command. (OpenMP's waiting is left at GNU
-    /// OpenMP's bounded spin; the oneDNN backend adapts its thread count to the machine's load.)
+    /// Ends OpenBLAS's spinning start-up threads (``BLASThreads/releaseIdle()``), records the raw
+    /// arguments, then runs the command. (OpenMP's waiting is left at GNU OpenMP's bounded spin;
+    /// the oneDNN backend adapts its thread count to the machine's load.)
     static func main() async {
+        BLASThreads.releaseIdle()
         RawArguments.record()
         await Self.main(nil)
     }

@@ -43,6 +43,34 @@ struct EmbeddingIndexTests {
         #expect(index.vectorBytes == n * d * (precision == .float32 ? 4 : 2))
     }
 
+    @Test("ending OpenBLAS's idle threads (BLASThreads.releaseIdle) at any time: searches before, after and meanwhile give the same scores", .timeLimit(.minutes(1)))
+    func releaseBLASThreads() async throws {
+        let (n, d) = (20_000, 64)  // large enough for OpenBLAS to use its threads
+        let index = try EmbeddingIndex(identifiers: (0..<n).map { "img\($0)" }, vectors: Self.vectors(count: n, dimension: d, seed: 7), dimension: d)
+        let queries = Self.vectors(count: 8, dimension: d, seed: 8)
+        let expected = try index.similarities(to: Array(queries[0..<d]))
+        #expect(BLASThreads.releaseIdle(), "OpenBLAS is the BLAS this package links")
+        #expect(BLASThreads.releaseIdle())  // again, with no pool: nothing to end
+        #expect(try index.similarities(to: Array(queries[0..<d])) == expected)
+        // Releases interleaved with searches on other threads: no hang, the same results.
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for q in 0..<8 {
+                group.addTask {
+                    let query = Array(queries[(q * d)..<((q + 1) * d)])
+                    let first = try index.similarities(to: query)
+                    for _ in 0..<20 { if try index.similarities(to: query) != first { return false } }
+                    return true
+                }
+            }
+            group.addTask {
+                for _ in 0..<50 { BLASThreads.releaseIdle() }
+                return true
+            }
+            for try await same in group { #expect(same) }
+        }
+        #expect(try index.similarities(to: Array(queries[0..<d])) == expected)
+    }
+
     @Test("a stored vector finds itself first with similarity 1")
     func selfMatch() throws {
         let d = 32

@@ -136,6 +136,11 @@ int mn_fork(void);
 /// during mn_fork. Not reentrant: do not fork, and do not enter again, between enter and leave.
 void mn_blas_enter(void);
 void mn_blas_leave(void);
+/// Ends OpenBLAS's idle worker threads (its pthreads build starts them when it is loaded, and
+/// each spins, yielding, for about 2^28 cycles before it sleeps), while no BLAS call of the
+/// package runs; the next multi-threaded BLAS call starts them again (as after a fork). Returns
+/// 1 when OpenBLAS is the BLAS linked, else 0 (nothing done).
+int mn_blas_release_threads(void);
 /// Sets the child's address-space limit (RLIMIT_AS) in bytes. Returns 0 or -1.
 int mn_limit_address_space(unsigned long long bytes);
 /// glibc mallopt(M_MMAP_THRESHOLD, bytes): a fixed threshold (dynamic adjustment off). Returns 1 on success.

@@ -384,6 +384,25 @@ int mnf_read_fd(int fd, mnf_index **out, char *error, size_t error_size) {
         *out = new mnf_index{index.release(), {}};
         return int(MNF_OK);
     });
+    if (code == MNF_FAILED) {
+        // FAISS's READANDCHECK says "Error: 'ret == (size)' failed: read error in <name>: <got> !=
+        // <wanted> (<strerror(errno)>)";
+        // a reader over a FILE* has no name and errno is whatever the last call left, so say
+        // what happened instead: the file ended early, or the read itself failed.
+        std::string message(error);
+        size_t at = message.find("read error in ");
+        if (at != std::string::npos) {
+            bool failed = std::ferror(file) != 0;
+            size_t colon = message.find(": ", at), open = colon == std::string::npos ? colon : message.find(" (", colon);
+            std::string counts = colon != std::string::npos && open != std::string::npos && open > colon
+                ? message.substr(colon + 2, open - colon - 2) : std::string();
+            size_t bang = counts.find(" != ");
+            std::string detail = bang != std::string::npos
+                ? " (read " + counts.substr(0, bang) + " of " + counts.substr(bang + 4) + " items)" : std::string();
+            set_error(error, error_size, failed ? "a read from the file failed" + detail
+                                                : "the file ends before the index does" + detail);
+        }
+    }
     std::fclose(file);
     return code;
 }

@@ -30,13 +30,24 @@ public struct ANNFileHeader: Sendable, Hashable {
     ///   for a short file, sizes out of range, or vectors that cannot fit in the file.
     public init(contentsOf url: URL) throws(ANNError) {
         let path = url.path
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)  // O_NONBLOCK: a FIFO at the path must not hang the open
-        guard fd >= 0 else {
-            if errno == ENOENT { throw .notFound(path: path) }
-            throw .unreadable(path: path, reason: String(cString: strerror(errno)))
-        }
+        let fd = try Self.openForReading(path)
         defer { close(fd) }
         try self.init(fileDescriptor: fd, path: path)
+    }
+
+    /// Opens `path` read-only for the header and FAISS's reader: `O_NONBLOCK`, so a FIFO at the
+    /// path cannot hang the open (``init(fileDescriptor:path:)`` then refuses anything but a
+    /// regular file), and `O_CLOEXEC`. The caller closes the descriptor.
+    ///
+    /// - Throws: ``ANNError/notFound(path:)``, ``ANNError/unreadable(path:reason:)`` (permissions...).
+    static func openForReading(_ path: String) throws(ANNError) -> Int32 {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else {
+            let code = errno
+            if code == ENOENT { throw .notFound(path: path) }
+            throw .unreadable(path: path, reason: String(cString: strerror(code)))
+        }
+        return fd
     }
 
     /// Parses the header of an open file (`path` names it in errors); the descriptor's offset

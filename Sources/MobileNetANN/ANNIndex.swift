@@ -90,7 +90,7 @@ public struct ANNSearchParameters: Sendable, Hashable {
 
     /// The first problem with these parameters for a search of structure `kind` (nil: an exact
     /// search, which takes neither), or nil when they can be used: a parameter the structure does
-    /// not take (an error, never silently ignored), `nprobe` below 1, `efSearch` outside
+    /// not take (an error, never silently ignored), `nprobe` outside 1...lists, `efSearch` outside
     /// 1...``maximumEfSearch``. ``ANNIndex/search(_:k:parameters:normalise:)`` checks it; a server
     /// can check it before the work of embedding a query.
     public func problem(for kind: ANNIndexKind?) -> (parameter: Parameter, problem: String)? {
@@ -98,6 +98,9 @@ public struct ANNSearchParameters: Sendable, Hashable {
         if let nprobe {
             guard kind?.isIVF == true else { return (.nprobe, "nprobe applies to an IVF index; \(structure)") }
             guard nprobe >= 1 else { return (.nprobe, "nprobe must be at least 1, got \(nprobe)") }
+            if case .ivfFlat(let lists) = kind, nprobe > lists {
+                return (.nprobe, "nprobe must be at most the \(lists) lists of this index, got \(nprobe)")
+            }
         }
         if let efSearch {
             guard kind?.isHNSW == true else { return (.efSearch, "efSearch applies to an HNSW index; \(structure)") }
@@ -182,12 +185,12 @@ public final class ANNIndex: @unchecked Sendable {
     ///   or (HNSW) above 1,048,576 (the largest efSearch a search and the file reader accept).
     public func setDefaultSearchParameter(_ value: Int) throws(ANNError) {
         guard value >= 1 else { throw .invalidArgument("the search parameter must be at least 1, got \(value)") }
-        if case .ivfFlat(let lists) = kind, value > lists {
-            throw .invalidArgument("nprobe must be at most the \(lists) lists, got \(value)")
+        let parameters: ANNSearchParameters = switch kind {
+        case .ivfFlat: ANNSearchParameters(nprobe: value)
+        case .hnswFlat: ANNSearchParameters(efSearch: value)
+        case .flat: ANNSearchParameters()
         }
-        if case .hnswFlat = kind, value > ANNSearchParameters.maximumEfSearch {
-            throw .invalidArgument("efSearch must be in 1...\(ANNSearchParameters.maximumEfSearch), got \(value)")
-        }
+        if let problem = parameters.problem(for: kind) { throw .invalidArgument(problem.problem) }
         mnf_set_search_parameter(handle, Int64(value))
     }
 
@@ -437,11 +440,7 @@ public final class ANNIndex: @unchecked Sendable {
         let path = url.path
         // Opened once: the header, the isolated child and this process read the same file, so
         // a file swapped in at the path after the check is never read.
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)  // O_NONBLOCK: a FIFO at the path must not hang the open
-        guard fd >= 0 else {
-            if errno == ENOENT { throw .notFound(path: path) }
-            throw .unreadable(path: path, reason: String(cString: strerror(errno)))
-        }
+        let fd = try ANNFileHeader.openForReading(path)
         defer { close(fd) }
         let header = try ANNFileHeader(fileDescriptor: fd, path: path)
         if case .childProcess(let timeout) = isolation {

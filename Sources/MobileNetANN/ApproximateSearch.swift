@@ -55,7 +55,9 @@ extension ImageIndex {
     /// through an ANN index read from `annFile` (which must have been built from this index's
     /// current embeddings): the call behind `mobilenet similar --ann FILE`.
     ///
-    /// - Throws: as the exact search, plus ``ANNError`` for the file (damaged, of another index).
+    /// - Throws: as the exact search, plus ``ANNError`` for the file (damaged, of another index)
+    ///   and ``ANNError/invalidArgument(_:)`` for `parameters` the file's structure does not take
+    ///   (``ANNSearchParameters/problem(for:)``), before any query is embedded.
     public func similar(to queries: [URL], top: Int, minimumSimilarity: Float? = nil, annFile: URL,
                         parameters: ANNSearchParameters = ANNSearchParameters(), backbone: Backbone,
                         preprocessor: ImagePreprocessor, runtime: RuntimeOptions) throws
@@ -64,6 +66,9 @@ extension ImageIndex {
         let (search, _) = try searchIndex(preprocessing: PreprocessingIdentity(preprocessor))
         let ann = try ANNIndex(contentsOf: annFile)
         try ann.verify(matches: search, path: annFile.path)
+        // A parameter the file's structure does not take is the caller's mistake: said before
+        // any query is embedded.
+        if let (_, problem) = parameters.problem(for: ann.kind) { throw ANNError.invalidArgument("\(annFile.path): \(problem)") }
         let embedder = try CachedEmbedder(backbone: backbone, preprocessor: preprocessor, store: nil, runtime: runtime)
         let embedded = try embedder.embed(queries)
         var results: [(query: URL, matches: [SimilarityMatch])] = []

@@ -209,8 +209,9 @@ enum RawArguments {
 }
 
 /// The image files of the command line (``ImageFileList``), with its problems printed on
-/// standard error; `missing` lists the paths that do not exist (errors).
-func collectImageFiles(_ arguments: [String], recursive: Bool) -> (files: [URL], missing: [ImageFileProblem]) {
+/// standard error; `missing` lists the paths that do not exist (errors). `offersRecursion`:
+/// whether the command has `--recursive`, which a folder of sub-folders is then told to use.
+func collectImageFiles(_ arguments: [String], recursive: Bool, offersRecursion: Bool = true) -> (files: [URL], missing: [ImageFileProblem]) {
     var list = ImageFileList(arguments, recursive: recursive)
     // A path argument that is not UTF-8 reached us with its bad bytes replaced by U+FFFD, so it
     // names no file: report it by its real bytes instead of "no such file".
@@ -218,12 +219,18 @@ func collectImageFiles(_ arguments: [String], recursive: Bool) -> (files: [URL],
         guard problem.kind == .missing, let escaped = RawArguments.undecodable[problem.path] else { return problem }
         return ImageFileProblem(path: escaped, kind: .undecodableName)
     }
-    for problem in list.problems { printError("\(problem.isError ? "error" : "warning"): \(problem)") }
+    for problem in list.problems {
+        var text = "\(problem.isError ? "error" : "warning"): \(problem)"
+        if case .onlySubdirectories = problem.kind {
+            text += offersRecursion ? "; descend into them with --recursive" : "; name the image files or a folder of images"
+        }
+        printError(text)
+    }
     return (list.files, list.problems.filter(\.isError))
 }
 
 /// Fails when nothing can be processed: no image was found in the arguments (the problems
-/// were already printed by ``collectImageFiles(_:recursive:)``).
+/// were already printed by ``collectImageFiles(_:recursive:offersRecursion:)``).
 func requireImages(_ files: [URL], _ arguments: [String], problems: [ImageFileProblem] = []) throws {
     guard files.isEmpty else { return }
     if problems.isEmpty { printError("error: no image found in \(arguments.joined(separator: " "))") }

@@ -321,7 +321,7 @@ struct Similar: AsyncParsableCommand {
             let options = runtime.runtime(decode)
             let backbone = try await model.loadBackbone(runtime: options)
             let c = backbone.network.configuration
-            let (queryFiles, missing) = collectImageFiles(queries, recursive: false)
+            let (queryFiles, missing) = collectImageFiles(queries, recursive: false, offersRecursion: false)
             failures += missing.map { Failure(file: $0.path, error: $0.description) }
             try requireImages(queryFiles, queries, problems: missing)
             let preprocessor = image.preprocessor(height: c.inputHeight, width: c.inputWidth)
@@ -350,6 +350,10 @@ struct Similar: AsyncParsableCommand {
             }
         } catch let exit as ExitCode {
             throw exit
+        } catch ANNError.invalidArgument(let message) {
+            // --nprobe or --ef-search that the file's structure does not take: a usage error.
+            printError("error: \(message)")
+            throw ExitCode(64)
         } catch {
             printError("error: \(errorMessage(error))")
             throw ExitCode(1)

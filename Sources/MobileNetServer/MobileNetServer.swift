@@ -75,10 +75,19 @@ public enum MobileNetServer {
         if let threshold = configuration.mallocMmapThreshold, !MallocTuning.useFixedMmapThreshold(threshold) {
             logger.warning("the C allocator did not take M_MMAP_THRESHOLD", metadata: ["bytes": .stringConvertible(threshold)])
         }
-        let app = makeApplication(specifications: specifications, indexes: indexes, loading: loading, configuration: configuration, logger: logger) { port in
+        let state = ServerState(), metrics = ServingMetrics()
+        let loader = ModelLoaderService(specifications: specifications, indexes: indexes, loading: loading, configuration: configuration,
+                                        state: state, metrics: metrics, logger: logger)
+        let app = makeApplication(state: state, configuration: configuration, metrics: metrics, logger: logger) { port in
             logger.info("listening", metadata: ["host": .string(configuration.host), "port": .stringConvertible(port)])
         }
-        var group = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // A model that cannot be loaded shuts the server down gracefully (cancelling it would
+        // log a CancellationError from its accept loop), and the loader's error is thrown. On a
+        // signal the services stop in reverse order: the server first (in-flight requests
+        // finish), then the loader drains the batchers.
+        var group = ServiceGroupConfiguration(
+            services: [.init(service: loader, failureTerminationBehavior: .gracefullyShutdownGroup), .init(service: app)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         group.maximumGracefulShutdownDuration = configuration.shutdownTimeout
         try await ServiceGroup(configuration: group).run()
     }

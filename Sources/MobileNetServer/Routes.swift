@@ -72,38 +72,41 @@ struct ServingRoutes: Sendable {
 
         // Plain endpoints: the body is the encoded image.
         router.post("/v1/classify") { request, context in
+            let query = try QueryItems(request, allowed: ["model", "top"])
             let service = try state.requireService()
-            let model = try modelParameter(request, service: service, classifier: true)
-            let top = try topParameter(request, default: 5, limit: service.limits.maxTopK)
+            let model = try modelParameter(query, service: service, classifier: true)
+            let top = try topParameter(query, default: 5, limit: service.limits.maxTopK)
             let image = try await readImage(request)
             return json(try await DisconnectCancellation.run(on: context.channel) { try await service.classify(model: model, image: image, top: top) })
         }
         router.post("/v1/embed") { request, context in
+            let query = try QueryItems(request, allowed: ["model"])
             let service = try state.requireService()
-            let model = try modelParameter(request, service: service, classifier: false)
+            let model = try modelParameter(query, service: service, classifier: false)
             let image = try await readImage(request)
             return json(try await DisconnectCancellation.run(on: context.channel) { try await service.embed(model: model, image: image) }.jsonData)
         }
 
         router.post("/v1/similar") { request, context in
+            let query = try QueryItems(request, allowed: ["index", "top", "nprobe", "ef_search"])
             let service = try state.requireService()
             let index: String
-            if let name = Self.query(request, "index") { index = name } else {
+            if let name = query["index"] { index = name } else {
                 guard let first = service.registry.indexes.first else {
                     throw ServingError.invalidInput(field: "index", problem: "no index is served (start the server with --index NAME=DB)")
                 }
                 index = first.name
             }
-            let top = try topParameter(request, default: 5, limit: service.limits.maxTopK)
-            let parameters = ANNSearchParameters(nprobe: try positiveParameter(request, "nprobe", limit: 1 << 20),
-                                                 efSearch: try positiveParameter(request, "ef_search", limit: ANNSearchParameters.maximumEfSearch))
+            let top = try topParameter(query, default: 5, limit: service.limits.maxTopK)
+            let parameters = ANNSearchParameters(nprobe: try positiveParameter(query, "nprobe", limit: 1 << 20),
+                                                 efSearch: try positiveParameter(query, "ef_search", limit: ANNSearchParameters.maximumEfSearch))
             let image = try await readImage(request)
             return json(try await DisconnectCancellation.run(on: context.channel) { try await service.similar(index: index, image: image, top: top, parameters: parameters) })
         }
         // The models and indexes (for the page), and an indexed image (a match's thumbnail).
         router.get("/v1/catalog") { _, _ in json(try state.requireService().catalog()) }
         router.get("/v1/indexes/{name}/image") { request, context in
-            guard let file = Self.query(request, "file") else {
+            guard let file = try QueryItems(request, allowed: ["file"])["file"] else {
                 throw ServingError.invalidInput(field: "file", problem: "name the indexed image: ?file=PATH (the 'file' of a similarity match)")
             }
             let image = try state.requireService().indexedImage(index: try context.parameters.require("name"), file: file)
@@ -132,19 +135,6 @@ struct ServingRoutes: Sendable {
         router.get("/") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: ResponseBody(byteBuffer: ByteBuffer(string: IndexPage.html)))
         }
-    }
-
-    /// The query parameter `name`, decoded as browsers and `requests` encode forms
-    /// (`application/x-www-form-urlencoded`: `+` is a space, `%XX` a byte); the first when repeated.
-    static func query(_ request: Request, _ name: String) -> String? {
-        guard let query = request.uri.query else { return nil }
-        for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            func decode(_ text: Substring) -> String? { String(text).replacingOccurrences(of: "+", with: " ").removingPercentEncoding }
-            guard let key = decode(parts[0]), key == name else { continue }
-            return parts.count > 1 ? decode(parts[1]) : ""
-        }
-        return nil
     }
 
     /// `resnet:predict` to (`resnet`, `predict`).
@@ -224,8 +214,8 @@ struct ServingRoutes: Sendable {
         try ImageUpload.image(from: try await readBody(request), contentType: request.headers[.contentType])
     }
 
-    private func modelParameter(_ request: Request, service: InferenceService, classifier: Bool) throws(ServingError) -> String {
-        if let name = Self.query(request, "model") { return name }
+    private func modelParameter(_ query: QueryItems, service: InferenceService, classifier: Bool) throws(ServingError) -> String {
+        if let name = query["model"] { return name }
         let candidates = service.registry.models.filter { !classifier || $0.kind.isClassifier }
         guard let first = candidates.first else {
             throw .invalidInput(field: "model", problem: "no \(classifier ? "classifier" : "model") is served; name one with ?model=NAME")
@@ -234,21 +224,66 @@ struct ServingRoutes: Sendable {
     }
 
     /// An optional positive integer query parameter (`nprobe`, `ef_search`), at most `limit`.
-    private func positiveParameter(_ request: Request, _ name: String, limit: Int) throws(ServingError) -> Int? {
-        guard let text = Self.query(request, name) else { return nil }
+    private func positiveParameter(_ query: QueryItems, _ name: String, limit: Int) throws(ServingError) -> Int? {
+        guard let text = query[name] else { return nil }
         guard let value = Int(text), (1...limit).contains(value) else {
             throw .invalidInput(field: name, problem: "must be an integer between 1 and \(limit), got '\(text)'")
         }
         return value
     }
 
-    private func topParameter(_ request: Request, default value: Int, limit: Int) throws(ServingError) -> Int {
-        guard let text = Self.query(request, "top") else { return value }
+    private func topParameter(_ query: QueryItems, default value: Int, limit: Int) throws(ServingError) -> Int {
+        guard let text = query["top"] else { return value }
         guard let top = Int(text), (1...limit).contains(top) else {
             throw .invalidInput(field: "top", problem: "must be an integer between 1 and \(limit), got '\(text)'")
         }
         return top
     }
+}
+
+/// The query parameters of a plain `/v1` request, decoded as browsers and `requests` encode
+/// forms (`application/x-www-form-urlencoded`: `+` is a space, `%XX` a byte).
+///
+/// A key the route does not take (`efSearch` for `ef_search`, a typo) or a key given twice is
+/// refused rather than ignored, so a request never runs with a setting other than the one the
+/// client believes it sent.
+struct QueryItems {
+    private var values: [String: String] = [:]
+
+    /// The parameters of `request`'s URI.
+    ///
+    /// - Throws: ``/MobileNetServing/ServingError/invalidInput(field:problem:)`` (400) naming the
+    ///   key: one not in `allowed`, one given twice, or one that is not valid percent-encoding.
+    init(_ request: Request, allowed: [String]) throws(ServingError) {
+        try self.init(query: request.uri.query, allowed: allowed)
+    }
+
+    /// The parameters of a URI query string (the part after `?`; nil for none).
+    ///
+    /// - Throws: as ``init(_:allowed:)``.
+    init(query: String?, allowed: [String]) throws(ServingError) {
+        guard let query else { return }
+        func decode(_ text: Substring) -> String? { String(text).replacingOccurrences(of: "+", with: " ").removingPercentEncoding }
+        for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let key = decode(parts[0]) else {
+                throw .invalidInput(field: "query", problem: "'\(parts[0])' is not valid percent-encoding")
+            }
+            guard allowed.contains(key) else {
+                throw .invalidInput(field: key, problem: "unknown query parameter; this endpoint takes \(allowed.map { "'\($0)'" }.joined(separator: ", "))")
+            }
+            guard values[key] == nil else {
+                throw .invalidInput(field: key, problem: "given more than once; give it once")
+            }
+            guard let value = parts.count > 1 ? decode(parts[1]) : "" else {
+                throw .invalidInput(field: key, problem: "the value is not valid percent-encoding")
+            }
+            values[key] = value
+        }
+    }
+
+    /// The value of `name` (empty for `?name` or `?name=`), nil when absent.
+    subscript(name: String) -> String? { values[name] }
 }
 
 /// A JSON response of `data`.

@@ -192,7 +192,7 @@ public final class ServedIndex: Sendable {
                     try loaded.verify(matches: search, path: annFile.path)
                     ann = loaded
                 } catch {
-                    throw ServingError.indexLoadFailed(name: name, path: annFile.path, reason: (error as? LocalizedError)?.errorDescription ?? String(describing: error))
+                    throw ServingError.indexLoadFailed(name: name, path: annFile.path, reason: error.description)
                 }
             }
             return ServedIndex(name: name, source: url, search: search, ann: ann, annSource: annFile, embedder: embedder, files: files)

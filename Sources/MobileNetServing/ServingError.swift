@@ -82,9 +82,17 @@ public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, L
         case .notReady: "the server is not ready: its models are still loading"
         case .inferenceFailed(let model, let reason): "model '\(model)' failed to run: \(reason)"
         case .invalidSpecification(let message): message
-        case .modelLoadFailed(let name, let path, let reason): "cannot serve model '\(name)' from \(path): \(reason)"
-        case .indexLoadFailed(let name, let path, let reason): "cannot serve index '\(name)' from \(path): \(reason)"
+        case .modelLoadFailed(let name, let path, let reason): "cannot serve model '\(name)'\(Self.source(path, unlessIn: reason)): \(reason)"
+        case .indexLoadFailed(let name, let path, let reason): "cannot serve index '\(name)'\(Self.source(path, unlessIn: reason)): \(reason)"
         }
+    }
+
+    /// ` from PATH`, or nothing when the library's reason already names the file (most do), so
+    /// the path is not said twice.
+    private static func source(_ path: String, unlessIn reason: String) -> String {
+        var trimmed = Substring(path)
+        while trimmed.count > 1, trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
+        return reason.contains(trimmed) ? "" : " from \(path)"
     }
 
     /// The same as ``description``.

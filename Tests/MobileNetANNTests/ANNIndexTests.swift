@@ -76,6 +76,11 @@ struct ANNIndexTests {
         if factory.hasPrefix("IVF") {
             #expect(try Self.recall(ann, exact, queries: queries, k: 10, parameters: ANNSearchParameters(nprobe: 1)) <= r)
             #expect(try Self.recall(ann, exact, queries: queries, k: 10, parameters: ANNSearchParameters(nprobe: 16)) >= 0.99)
+            // More cells than the index has is refused (FAISS would clamp it silently), for a
+            // search and for the stored value alike.
+            #expect(ANNSearchParameters(nprobe: 17).problem(for: ann.kind)?.problem.contains("at most the 16 lists") == true)
+            #expect(throws: ANNError.self) { try ann.search(queries, k: 10, parameters: ANNSearchParameters(nprobe: 17)) }
+            #expect(throws: ANNError.self) { try ann.setDefaultSearchParameter(17) }
         }
         if case .ivfFlat(let lists) = ann.kind { #expect(lists == 16 && ann.defaultSearchParameter == ANNIndex.defaultNprobe(lists: 16)) }
         if ann.kind.isHNSW { #expect(ann.defaultSearchParameter == ANNIndex.defaultEfSearch) }
@@ -232,6 +237,9 @@ struct ANNIndexTests {
                 try data.prefix(length).write(to: cut)
                 let error = Self.readError(cut, isolation: isolation)
                 #expect(error?.description.contains(cut.path) == true, "\(factory) cut at \(length) of \(data.count): \(String(describing: error))")
+                // FAISS's own wording over a stream names no file and a stale errno; ours says what happened.
+                #expect(error?.description.contains("read error in") == false && error?.description.contains("No such file") == false,
+                        "\(factory) cut at \(length): \(String(describing: error))")
             }
         }
     }

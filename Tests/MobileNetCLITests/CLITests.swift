@@ -260,6 +260,34 @@ struct SearchCommandTests {
         #expect(bad.status == 1)
         #expect(bad.stderr.contains("broken.jpg"))
 
+        // Through an ANN file; a search parameter its structure does not take is a usage error (64).
+        let faiss = dir.appendingPathComponent("photos.faiss").path
+        let built = try CLI.run(["index", "build-ann", "--index", db, "-o", faiss, "--factory", "Flat"])
+        #expect(built.status == 0, "\(built.stderr)")
+        let approximate = try CLI.run(["similar", CLI.example, "--index", db, "--ann", faiss, "--top", "2", "--json"] + weights)
+        #expect(approximate.status == 0, "\(approximate.stderr)")
+        let approximateReport = try JSONSerialization.jsonObject(with: Data(approximate.stdout.utf8)) as? [String: Any]
+        let approximateMatches = ((approximateReport?["results"] as? [[String: Any]])?.first?["matches"] as? [[String: Any]]) ?? []
+        // (the two copies of the photo tie, so compare them as a set)
+        #expect(Set(approximateMatches.compactMap { $0["identifier"] as? String }) == Set(matches.compactMap { $0["identifier"] as? String }))
+        let wrongStructure = try CLI.run(["similar", CLI.example, "--index", db, "--ann", faiss, "--nprobe", "2"] + weights)
+        #expect(wrongStructure.status == 64 && wrongStructure.stderr.contains("applies to an IVF index"), "\(wrongStructure.stderr)")
+
+        // serve with an ANN file that cannot be used: exit 1, the file named once, and the
+        // server stopped gracefully (no CancellationError from its accept loop in the log).
+        let garbage = dir.appendingPathComponent("garbage.faiss")
+        try Data("not a faiss file".utf8).write(to: garbage)
+        let serve = try CLI.run(["serve", "--port", "0", "--model", "emb=\(CLI.noTopWeights)", "--index", "photos=\(db)", "--ann", "photos=\(garbage.path)"])
+        #expect(serve.status == 1, "\(serve.stderr)")
+        #expect(serve.stderr.components(separatedBy: garbage.path).count == 2 && !serve.stderr.contains("CancellationError"), "\(serve.stderr)")
+
+        // A query folder of sub-folders only: similar has no --recursive, so none is suggested.
+        let nested = dir.appendingPathComponent("nested")
+        try FileManager.default.createDirectory(at: nested.appendingPathComponent("cats"), withIntermediateDirectories: true)
+        let folder = try CLI.run(["similar", nested.path, "--index", db] + weights)
+        #expect(folder.status == 1)
+        #expect(folder.stderr.contains("1 sub-folder") && !folder.stderr.contains("--recursive"), "\(folder.stderr)")
+
         // Another backbone is refused, and the index is unchanged.
         let other = try CLI.run(["similar", CLI.example, "--index", db, "--input-size", "160"] + weights)
         #expect(other.status == 1)

@@ -151,6 +151,21 @@ struct SimilarityRouteTests {
                     }
                 }
             }
+            // A key the route does not take, or one given twice, is refused, not ignored.
+            for (uri, expected) in [("/v1/similar?index=photos&efSearch=16", "unknown query parameter"),
+                                    ("/v1/similar?index=photos&nprobe=2&nprobe=abc", "more than once"),
+                                    ("/v1/similar?index=photos&top=2&top=3", "more than once"),
+                                    ("/v1/classify?topk=3", "unknown query parameter"),
+                                    ("/v1/embed?top=3", "unknown query parameter"),
+                                    ("/v1/similar?index=%ZZ", "percent-encoding")] {
+                try await client.execute(uri: uri, method: .post, body: ByteBuffer(bytes: query)) { response throws in
+                    #expect(response.status == .badRequest, "\(uri)")
+                    #expect(String(buffer: response.body).contains(expected), "\(uri): \(String(buffer: response.body))")
+                }
+            }
+            try await client.execute(uri: "/v1/indexes/photos/image?file=a&file=b", method: .get) { response throws in
+                #expect(response.status == .badRequest)
+            }
             try await client.execute(uri: "/v1/catalog", method: .get) { response throws in
                 let indexes = try Harness.object(response)["indexes"] as? [[String: Any]] ?? []
                 #expect(indexes.first?["ann"] as? String == "Flat")

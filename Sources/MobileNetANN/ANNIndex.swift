@@ -231,12 +231,14 @@ public final class ANNIndex: @unchecked Sendable {
     ///     taken at evenly spaced rows.
     ///   - progress: (vectors added, total) after each block.
     /// - Throws: ``ANNError/faiss(operation:message:)`` for a bad factory string or a FAISS
-    ///   failure; ``ANNError/unsupported(path:reason:)`` for an index kind other than flat storage.
+    ///   failure; ``ANNError/unsupported(path:reason:)`` for an index kind other than flat storage;
+    ///   ``ANNError/invalidArgument(_:)`` for sizes that could not be built (``checkSizes(factory:count:)``).
     /// - Complexity: IVF: O(sample × lists × d) per k-means iteration and O(count × lists × d) to
     ///   add; HNSW: about O(count × log(count) × M × d).
     public static func build(from index: EmbeddingIndex, factory: String? = nil, trainingSample: Int? = nil,
                              progress: ((Int, Int) -> Void)? = nil) throws(ANNError) -> ANNIndex {
         let description = factory ?? defaultFactory(count: index.count)
+        try checkSizes(factory: description, count: index.count)
         var handle: OpaquePointer?
         let made = call { mnf_index_factory(Int32(index.dimension), description, 1, &handle, $0, $1) }
         guard made.code == Int(MNF_OK), let handle else { throw .faiss(operation: "index_factory(\"\(description)\")", message: made.message) }
@@ -272,6 +274,30 @@ public final class ANNIndex: @unchecked Sendable {
         case .flat: break
         }
         return ann
+    }
+
+    /// The largest HNSW `M` accepted: FAISS keeps 2·M neighbour ids per vector on level 0, and
+    /// values above 64 bring no recall on embeddings (FAISS's own guidance is 4...64).
+    public static let maximumHNSWNeighbours = 512
+
+    /// Refuses, before FAISS allocates anything, sizes in a factory string that would make it
+    /// allocate without bound: `HNSW<M>` with M outside 2...``maximumHNSWNeighbours``, and
+    /// `IVF<n>` with more lists than vectors to train them on (k-means needs at least one vector
+    /// per list; FAISS allocates the n lists when the index is made).
+    ///
+    /// - Throws: ``ANNError/invalidArgument(_:)`` naming the size.
+    static func checkSizes(factory: String, count: Int) throws(ANNError) {
+        func number(after prefix: String) -> Int? {
+            guard let range = factory.range(of: prefix) else { return nil }
+            let digits = factory[range.upperBound...].prefix { $0.isASCII && $0.isNumber }
+            return digits.isEmpty ? nil : (Int(digits) ?? Int.max)
+        }
+        if let m = number(after: "HNSW"), !(2...maximumHNSWNeighbours).contains(m) {
+            throw .invalidArgument("\(factory): HNSW M must be in 2...\(maximumHNSWNeighbours), got \(m) (16 or 32 is usual)")
+        }
+        if let lists = number(after: "IVF"), lists < 1 || lists > max(1, count) {
+            throw .invalidArgument("\(factory): \(lists) IVF lists for \(count) vector\(count == 1 ? "" : "s"); k-means needs at least one vector per list (the default for this many: \(defaultFactory(count: count)))")
+        }
     }
 
     /// Adds vectors with explicit ids (`add_with_ids`; IVF indexes only — FAISS's Flat and HNSW

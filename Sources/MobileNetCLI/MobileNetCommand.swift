@@ -20,11 +20,12 @@ struct MobileNetCommand: AsyncParsableCommand {
     )
 
     /// Ends OpenBLAS's spinning start-up threads (``BLASThreads/releaseIdle()``), records the raw
-    /// arguments, then runs the command. (OpenMP's waiting is left at GNU OpenMP's bounded spin;
-    /// the oneDNN backend adapts its thread count to the machine's load.)
+    /// arguments, then runs the command with negative numbers joined to their options
+    /// (``RawArguments/joiningNegativeNumbers(_:)``). (OpenMP's waiting is left at GNU OpenMP's
+    /// bounded spin; the oneDNN backend adapts its thread count to the machine's load.)
     static func main() async {
         BLASThreads.releaseIdle()
         RawArguments.record()
-        await Self.main(nil)
+        await Self.main(RawArguments.joiningNegativeNumbers(Array(CommandLine.arguments.dropFirst())))
     }
 }

@@ -201,6 +201,27 @@ enum RawArguments {
         }
     }
 
+    /// `arguments` (without the program name) with a negative number after a long option that
+    /// takes a value joined to it: `--min-similarity -0.5` becomes `--min-similarity=-0.5`.
+    /// ArgumentParser reads a word starting with `-` as an option, so the value was "missing"
+    /// although the user gave one; a number is never an option name here. Nothing after `--`
+    /// is touched.
+    static func joiningNegativeNumbers(_ arguments: [String]) -> [String] {
+        var result: [String] = []
+        result.reserveCapacity(arguments.count)
+        var ended = false
+        for argument in arguments {
+            if !ended, let previous = result.last, previous.hasPrefix("--"), previous.count > 2, !previous.contains("="),
+               !booleanFlags.contains(previous), argument.hasPrefix("-"), Double(argument) != nil {
+                result[result.count - 1] = previous + "=" + argument
+                continue
+            }
+            if argument == "--" { ended = true }
+            result.append(argument)
+        }
+        return result
+    }
+
     /// The options that take no value, after which an argument is a positional (an image path).
     static let booleanFlags: Set<String> = [
         "--recursive", "--overwrite", "--json", "--csv", "--balanced", "--no-top", "--no-cache", "--stream",

@@ -86,6 +86,19 @@ struct ANNIndexTests {
         if ann.kind.isHNSW { #expect(ann.defaultSearchParameter == ANNIndex.defaultEfSearch) }
     }
 
+    @Test("sizes that would allocate without bound are refused before FAISS sees them", arguments: [
+        "HNSW100000000,Flat", "HNSW1,Flat", "HNSW513,Flat", "IVF1000000000,Flat", "IVF501,Flat", "IVF0,Flat", "IVF99999999999999999999999,Flat",
+    ])
+    func absurdSizes(factory: String) throws {
+        let exact = try Self.embeddingIndex(count: 500, dimension: 8)
+        #expect {
+            try ANNIndex.build(from: exact, factory: factory)
+        } throws: { error in
+            guard case ANNError.invalidArgument(let message) = error else { return false }
+            return message.contains(factory)
+        }
+    }
+
     @Test("concurrent HNSW searches at different efSearch equal serial ones, and the stored value is kept")
     func concurrentEfSearch() throws {
         let exact = try Self.embeddingIndex(count: 2000, dimension: 24)
@@ -157,8 +170,13 @@ struct ANNIndexTests {
         // Before the check: IVF0 aborted on an assertion in add, HNSW0 crashed, HNSW1 looped
         // forever in add, and IVF over an HNSW quantizer wrote a file the reader refuses.
         let exact = try Self.embeddingIndex(count: 100, dimension: 8)
+        // (The sizes are now refused before FAISS makes the index: ANNIndex.checkSizes.)
         #expect { try ANNIndex.build(from: exact, factory: factory) } throws: { error in
-            if case .faiss(let operation, _) = error as? ANNError { return operation.hasPrefix("index_factory") } else { return false }
+            switch error as? ANNError {
+            case .faiss(let operation, _): operation.hasPrefix("index_factory")
+            case .invalidArgument(let message): message.hasPrefix(factory)
+            default: false
+            }
         }
         #expect(try ANNIndex.build(from: exact, factory: "HNSW2,Flat").kind == .hnswFlat(neighbours: 2))
     }

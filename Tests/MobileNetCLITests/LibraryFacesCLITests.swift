@@ -245,12 +245,29 @@ struct AbsurdNumbersCLITests {
         ["similar", "x.png", "--index", "i.db", "--top", "1000000000000"],
         ["train", "data", "--hidden", "1000000000"],
         ["embed", "x.png", "--threads", "100000"],
+        // A negative number after an option is its value (ArgumentParser alone says "Missing value").
+        ["similar", "x.png", "--index", "i.db", "--ann", "i.faiss", "--ef-search", "-1"],
+        ["similar", "x.png", "--index", "i.db", "--top", "-3"],
+        ["bench", "--batch-size", "-1"],
     ])
     func refused(arguments: [String]) throws {
         let result = try CLI.run(arguments)
         #expect(result.status == 64, "\(arguments): status \(result.status), \(result.stderr)")
         #expect(result.stderr.contains("must be") || result.stderr.contains("at most"), "\(arguments): \(result.stderr)")
         #expect(!result.stderr.contains("Fatal error"))
+    }
+}
+
+@Suite("Negative numbers on the command line")
+struct NegativeNumbersCLITests {
+    @Test("a negative number after a long option is its value; after a flag or `--` it stays a word")
+    func joined() throws {
+        // --min-similarity -0.5 was "Missing value"; now the run reaches the index (which is missing).
+        let threshold = try CLI.run(["similar", CLI.example, "--index", "/nonexistent/i.db", "--min-similarity", "-0.5"])
+        #expect(!threshold.stderr.contains("Missing value") && threshold.stderr.contains("/nonexistent/i.db"), "\(threshold.stderr)")
+        // After `--`, "-1" is an image path, not a value.
+        let positional = try CLI.run(["classify", "--weights", CLI.topWeights, "--", "-1"])
+        #expect(positional.status == 1 && positional.stderr.contains("-1: no such file"), "\(positional.stderr)")
     }
 }
 

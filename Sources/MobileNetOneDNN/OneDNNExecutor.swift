@@ -150,7 +150,7 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
     static let maximumCachedPlans = 6
     /// The plans kept by this executor: ``maximumCachedPlans``, or more with many lanes, so that
     /// one run's plans (two sizes per lane) and the single-batch plans fit without rebuilding.
-    var planLimit: Int { max(Self.maximumCachedPlans, 2 * threads + 2) }
+    var planLimit: Int { max(Self.maximumCachedPlans, 2 * min(threads, max(1, ProcessInfo.processInfo.activeProcessorCount)) + 2) }
 
     init(graph: Graph, threads: Int, layoutPolicy: OneDNNBackend.LayoutPolicy, microBatch: Int = OneDNNBackend.defaultMicroBatch,
          threadPolicy: OneDNNBackend.ThreadPolicy = .adaptive) throws(OneDNNError) {
@@ -227,10 +227,12 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         // Several micro-batches: one lane per thread, each running whole micro-batches with
         // single-threaded primitives on its own stream (no barrier between primitives at all).
         // One micro-batch: all threads inside each primitive, or one (``ThreadCountChooser``).
-        let lanes = threadPolicy == .adaptive && threads > 1 && chunks.count > 1 ? min(threads, chunks.count) : 1
+        // At most one lane per core: more would only take turns, and each holds a plan's buffers.
+        let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        let lanes = threadPolicy == .adaptive && threads > 1 && chunks.count > 1 ? min(threads, cores, chunks.count) : 1
         // Fewer micro-batches than threads (many cores): each lane gets a share of the threads,
         // of at most the cores (more threads than cores would only take turns).
-        let laneThreads = max(1, min(threads, ProcessInfo.processInfo.activeProcessorCount) / lanes)
+        let laneThreads = max(1, min(threads, cores) / lanes)
         var threadCount = threads
         if lanes == 1 {
             threadCount = chunks.count == 1 ? threadChooser.next(batch: chunks[0].count) : threads

@@ -110,13 +110,14 @@ struct OneDNNBackendTests {
         }
     }
 
-    @Test("lanes take micro-batches as they free up: more lanes than cores, every split, the same bits as one thread")
+    @Test("lanes take micro-batches as they free up: more threads than cores (one lane per core), every split, the same bits as one thread")
     func lanesTakeMicroBatches() throws {
         let configuration = MobileNetV2Configuration(alpha: 0.35, inputHeight: 48, inputWidth: 48, includeTop: true)
         let weights = try FormulaWeights.weights(for: configuration, seed: 31)
         let single = try MobileNetV2(configuration: configuration, weights: weights, backend: OneDNNBackend(threads: 1, microBatch: 3, threadPolicy: .fixed))
-        // Three lanes on this 2-core machine: one lane is always waiting for a core, so which
-        // lane runs which micro-batch changes from run to run.
+        // Three threads on a 2-core machine: two lanes (at most one per core; a third would only
+        // wait for a core and hold a plan's buffers); which lane runs which micro-batch changes
+        // from run to run.
         let lanes = try MobileNetV2(configuration: configuration, weights: weights, backend: OneDNNBackend(threads: 3, microBatch: 3, threadPolicy: .adaptive))
         // 8 = 3 + 3 + 2 (two sizes per lane), 7 = 3 + 3 + 1, 6 = 3 + 3 (fewer micro-batches than lanes), 13 = 3 * 4 + 1.
         for batch in [8, 7, 6, 13, 8] {

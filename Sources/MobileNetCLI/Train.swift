@@ -81,13 +81,13 @@ struct Train: AsyncParsableCommand {
     @Option(name: .long, help: "Units of an optional hidden ReLU layer.")
     var hidden: Int?
 
-    @Option(name: .long, help: "L2 penalty on the Dense kernels.")
+    @Option(name: .long, help: "L2 penalty on the Dense kernels (in both phases with --fine-tune-at).")
     var l2: Double = 0
 
     @Option(name: .long, help: "Label smoothing (0...1).")
     var labelSmoothing: Double = 0
 
-    @Flag(name: .long, help: "Weigh classes inversely to their frequency (n / (classes * n_class)).")
+    @Flag(name: .long, help: "Weigh classes inversely to their frequency (n / (classes * n_class)), in both phases with --fine-tune-at.")
     var balanced = false
 
     @Option(name: .long, help: "Early-stopping patience in epochs on val_loss (0: off).")

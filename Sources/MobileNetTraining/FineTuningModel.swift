@@ -75,6 +75,10 @@ public struct FineTuningModel: Sendable {
     public let trainableVariables: [String]
     /// The shape of every variable, by path.
     public let variableShapes: [String: [Int]]
+    /// The L2 penalty of the classifier's kernel (Keras `Dense(kernel_regularizer=L2(l2))`, as the
+    /// head phase trained it): a training loss gains `l2 · Σ kernel²` and the kernel's gradient
+    /// `2 · l2 · kernel`. 0 (the default): none.
+    public var classifierL2: Double = 0
 
     /// The head's Dense layer: `predictions`, as in Keras Applications, so its variables are
     /// `"predictions/kernel"` `[lastChannels, classes]` and `"predictions/bias"` `[classes]`.
@@ -322,15 +326,22 @@ public struct FineTuningModel: Sendable {
     /// - Parameters:
     ///   - input: `[N, height, width, 3]`, preprocessed.
     ///   - labels: `N` class indices in `0..<classes`.
-    ///   - loss: the loss (label smoothing).
+    ///   - loss: the loss (label smoothing, class weights); ``classifierL2`` is added to it.
     ///   - training: whether Dropout is active.
     ///   - random: the Dropout mask's generator.
     /// - Throws: ``FineTuningError`` for a bad input shape or labels.
     public func lossAndGradients(_ input: Tensor, labels: [Int], loss: SoftmaxCrossEntropy, training: Bool,
                                  random: inout SplitMix64) throws(FineTuningError) -> (loss: Double, logits: DoubleTensor, gradients: Gradients) {
         let pass = try forward(input, training: training, random: &random)
-        let (value, dlogits) = try loss.evaluate(logits: pass.logits, labels: labels)
-        return (value, pass.logits, backward(pass, logitsGradient: dlogits))
+        let (crossEntropy, dlogits) = try loss.evaluate(logits: pass.logits, labels: labels)
+        var value = crossEntropy
+        var gradients = backward(pass, logitsGradient: dlogits)
+        if classifierL2 != 0, let kernel = variables[Self.classifierKernel], var g = gradients[Self.classifierKernel] {
+            value += classifierL2 * kernel.reduce(0) { $0 + $1 * $1 }
+            for i in g.scalars.indices { g.scalars[i] += 2 * classifierL2 * kernel[i] }
+            gradients[Self.classifierKernel] = g
+        }
+        return (value, pass.logits, gradients)
     }
 
     // MARK: Updates

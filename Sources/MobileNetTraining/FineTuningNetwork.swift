@@ -38,6 +38,9 @@ public struct FineTuningNetwork: Sendable {
     public let fineTuneAt: Int
     /// The head's Dropout rate, `0..<1`, active only in training passes.
     public let dropout: Double
+    /// The L2 penalty of the classifier's kernel, as ``FineTuningModel/classifierL2`` (copied
+    /// from the reference this network was made from).
+    public var classifierL2: Double = 0
     /// The position of ``entryLayer`` in ``layers``.
     public let entryIndex: Int
     /// The variables the network uses (every variable of the layers after ``entryLayer`` and of
@@ -100,6 +103,7 @@ public struct FineTuningNetwork: Sendable {
         self.layers = layers
         self.fineTuneAt = reference.fineTuneAt
         self.dropout = reference.dropout
+        self.classifierL2 = reference.classifierL2
         self.entryIndex = entry
         self.variables = variables
         self.variableShapes = shapes
@@ -403,7 +407,7 @@ public struct FineTuningNetwork: Sendable {
     /// - Parameters:
     ///   - entry: `[N] + entryShape`, the ``entryLayer``'s output for the batch.
     ///   - labels: `N` class indices in `0..<classes`.
-    ///   - loss: the loss (label smoothing).
+    ///   - loss: the loss (label smoothing, class weights); ``classifierL2`` is added to it.
     ///   - training: whether Dropout is active.
     ///   - random: the Dropout mask's generator.
     /// - Throws: ``FineTuningError/entryShape(layer:expected:found:)``, ``FineTuningError/labels(_:)``.
@@ -411,8 +415,16 @@ public struct FineTuningNetwork: Sendable {
                                  random: inout SplitMix64) throws(FineTuningError) -> (loss: Double, logits: Tensor, gradients: [String: Tensor]) {
         let pass = try forward(entry: entry, training: training, random: &random)
         let logits = pass.logits
-        let (value, dlogits) = try loss.evaluate(logits: DoubleTensor(logits), labels: labels)
-        return (value, logits, backward(pass, logitsGradient: dlogits.floatTensor))
+        let (crossEntropy, dlogits) = try loss.evaluate(logits: DoubleTensor(logits), labels: labels)
+        var value = crossEntropy
+        var gradients = backward(pass, logitsGradient: dlogits.floatTensor)
+        let kernelPath = FineTuningModel.classifierKernel
+        if classifierL2 != 0, let kernel = variables[kernelPath], var g = gradients[kernelPath] {
+            value += classifierL2 * kernel.reduce(0.0) { $0 + Double($1) * Double($1) }
+            for i in g.scalars.indices { g.scalars[i] += Float(2 * classifierL2 * Double(kernel[i])) }
+            gradients[kernelPath] = g
+        }
+        return (value, logits, gradients)
     }
 
     // MARK: Updates

@@ -252,13 +252,18 @@ public struct ClassifierTraining: Sendable {
             WeightArray(name: "bias", shape: [dense.outputs], values: dense.bias.map { Float($0) }),
         ])
         let setup = FineTuningSetup(configuration: setupConfiguration, weights: KerasWeightSet(source: base.source, layers: base.layers + [headLayer]),
-                                    fineTuneAt: fineTuneAt, dropout: settings.dropout, backend: runtime.backend)
+                                    fineTuneAt: fineTuneAt, dropout: settings.dropout, backend: runtime.backend, classifierL2: settings.l2)
         var network = try networkFactory(setup)
         var recorded = tuning
         recorded.augmentation = augmentation?.name
         let optimizer = tuning.optimizerSettings(headOptimizer: settings.optimizer)
-        let trainer = FineTuningTrainer(settings: recorded, optimizer: optimizer, labelSmoothing: settings.labelSmoothing,
+        var trainer = FineTuningTrainer(settings: recorded, optimizer: optimizer, labelSmoothing: settings.labelSmoothing,
                                         seed: settings.seed, augmentation: augmentation)
+        // The head phase's class weights and L2 penalty hold in phase 2 too, as in Keras (the same
+        // `class_weight` passed to the second `fit`; the Dense layer keeps its regularizer).
+        if settings.balancedClassWeights {
+            trainer.classWeights = HeadTrainer.balancedWeights(labels: keptTrain.map(\.label), classes: folder.classNames.count)
+        }
         let firstLayer = fineTuneAt < layers.count ? layers[fineTuneAt].name : nil
         events(.message("fine-tuning: layers \(fineTuneAt)...\(layers.count - 1) of \(layers.count) trainable (from \(firstLayer ?? "none: the head only")), \(network.trainableVariables.count) variables, entry \(network.entryLayer); \(Self.describe(optimizer)), batch \(tuning.batchSize), up to \(tuning.epochs) epochs; BatchNorm in inference mode"))
         let tuned = try Self.fineTune(&network, trainer: trainer, frozen: backbone.network, train: keptTrain, validation: keptVal,

@@ -246,14 +246,19 @@ public struct FineTuningSetup: Sendable {
     public var dropout: Double
     /// The backend the frozen part runs on.
     public var backend: any InferenceBackend
+    /// The L2 penalty of the classifier's kernel (the head phase's ``TrainingSettings/l2``: Keras
+    /// keeps a layer's `kernel_regularizer` when the base is unfrozen); 0: none.
+    public var classifierL2: Double
 
     /// A setup from its parts.
-    public init(configuration: MobileNetV2Configuration, weights: KerasWeightSet, fineTuneAt: Int, dropout: Double, backend: any InferenceBackend) {
+    public init(configuration: MobileNetV2Configuration, weights: KerasWeightSet, fineTuneAt: Int, dropout: Double, backend: any InferenceBackend,
+                classifierL2: Double = 0) {
         self.configuration = configuration
         self.weights = weights
         self.fineTuneAt = fineTuneAt
         self.dropout = dropout
         self.backend = backend
+        self.classifierL2 = classifierL2
     }
 }
 
@@ -272,6 +277,7 @@ public struct ReferenceFineTuningNetwork: FineTunableNetwork {
     /// - Throws: ``/MobileNetTraining/FineTuningError``.
     public init(_ setup: FineTuningSetup) throws {
         model = try FineTuningModel(configuration: setup.configuration, weights: setup.weights, fineTuneAt: setup.fineTuneAt, dropout: setup.dropout)
+        model.classifierL2 = setup.classifierL2
     }
 
     /// The factory for ``ClassifierTraining/networkFactory``.
@@ -321,7 +327,9 @@ extension FineTuningNetwork: FineTunableNetwork {}
 public enum FineTuningNetworks {
     /// ``/MobileNetTraining/FineTuningNetwork``, the fast Float network.
     public static let fast: FineTuningNetworkFactory = { setup in
-        try FineTuningNetwork(configuration: setup.configuration, weights: setup.weights, fineTuneAt: setup.fineTuneAt, dropout: setup.dropout)
+        var network = try FineTuningNetwork(configuration: setup.configuration, weights: setup.weights, fineTuneAt: setup.fineTuneAt, dropout: setup.dropout)
+        network.classifierL2 = setup.classifierL2
+        return network
     }
     /// The network `train --fine-tune-at` uses: ``fast``.
     public static let standard: FineTuningNetworkFactory = fast

@@ -33,6 +33,10 @@ public struct FineTuningTrainer: Sendable {
     public var optimizer: OptimizerSettings
     /// Label smoothing of the loss (the head phase's).
     public var labelSmoothing: Double
+    /// Per-class weights of the training loss (Keras `fit(class_weight=…)`, the head phase's
+    /// ``TrainingSettings/balancedClassWeights``), indexed by class; nil: all 1. The validation
+    /// loss is unweighted, as Keras reports it.
+    public var classWeights: [Double]?
     /// The seed.
     public var seed: UInt64
     /// The training-time augmentation; nil for none.
@@ -102,7 +106,8 @@ public struct FineTuningTrainer: Sendable {
                                                  preprocessor: ImagePreprocessor, decodeThreads: Int?,
                                                  events: (Event) -> Void = { _ in }) throws -> Result {
         let started = Date()
-        let loss = try SoftmaxCrossEntropy(labelSmoothing: labelSmoothing)
+        let loss = try SoftmaxCrossEntropy(labelSmoothing: labelSmoothing, classWeights: classWeights)
+        let validationLoss = loss.unweighted
         var optimizer = Optimizer(self.optimizer)
         let entryLayer = network.entryLayer
         func entry(_ batch: Tensor) throws -> Tensor {
@@ -198,7 +203,7 @@ public struct FineTuningTrainer: Sendable {
             var rows: [Double] = []
             try validationBatches { x, labels in
                 let logits = try network.logits(entry: x)
-                let (value, _) = try loss.evaluate(logits: DoubleTensor(logits), labels: labels)
+                let (value, _) = try validationLoss.evaluate(logits: DoubleTensor(logits), labels: labels)
                 valLoss += value * Double(labels.count)
                 valCorrect += Self.correctCount(logits, labels: labels)
                 valCount += labels.count

@@ -138,6 +138,67 @@ struct FineTuningNetworkTests {
         print("fine-tune at \(fineTuneAt) (entry \(network.entryLayer)): \(reference.trainableVariables.count) gradients, worst \(worst.1) at \(worst.0)")
     }
 
+    @Test("class weights and the classifier's L2 (--balanced, --l2 in phase 2): the fast network equals the reference; the penalty adds l2·Σk² and 2·l2·k")
+    func classWeightsAndL2() throws {
+        let l2 = 0.01, weights = [0.5, 2.0, 1.25]
+        var reference = try FineTuningModel(configuration: Self.configuration, weights: Self.weights(), fineTuneAt: 140, dropout: 0)
+        let plain = reference
+        reference.classifierL2 = l2
+        let network = FineTuningNetwork(reference)
+        #expect(network.classifierL2 == l2)
+        let input = Self.input(batch: 3)
+        let entry = try Self.referenceEntry(reference, entry: network.entryIndex, input: input)
+        let labels = [2, 0, 1]
+        let weighted = try SoftmaxCrossEntropy(labelSmoothing: 0.1, classWeights: weights)
+        var r1 = SplitMix64(seed: 9), r2 = SplitMix64(seed: 9), r3 = SplitMix64(seed: 9)
+        let expected = try reference.lossAndGradients(input, labels: labels, loss: weighted, training: true, random: &r1)
+        let ours = try network.lossAndGradients(entry: entry, labels: labels, loss: weighted, training: true, random: &r2)
+        #expect(abs(ours.loss - expected.loss) <= 1e-5 * abs(expected.loss), "loss \(ours.loss), reference \(expected.loss)")
+        for path in reference.trainableVariables {
+            let g = try #require(ours.gradients[path]), e = try #require(expected.gradients[path])
+            let error = relativeError(g.scalars.map(Double.init), e.scalars)
+            #expect(error < 1e-4, "\(path): ‖fast − reference‖ / ‖reference‖ = \(error)")
+        }
+        // The penalty alone: the same weighted loss without it differs by l2·Σk² and, on the
+        // kernel only, by 2·l2·k.
+        let unpenalised = try plain.lossAndGradients(input, labels: labels, loss: weighted, training: true, random: &r3)
+        let kernel = try #require(reference.variables["predictions/kernel"])
+        let penalty = l2 * kernel.reduce(0) { $0 + $1 * $1 }
+        #expect(abs(expected.loss - unpenalised.loss - penalty) <= 1e-12 * max(1, penalty))
+        for path in reference.trainableVariables {
+            let a = try #require(expected.gradients[path]).scalars, b = try #require(unpenalised.gradients[path]).scalars
+            let difference = zip(a, b).map { $0 - $1 }
+            let wanted = path == "predictions/kernel" ? kernel.map { 2 * l2 * $0 } : [Double](repeating: 0, count: a.count)
+            #expect(zip(difference, wanted).allSatisfy { abs($0 - $1) <= 1e-12 }, "\(path)")
+        }
+    }
+
+    @Test("class weights: the batch loss is (1/N) Σ wᵢ·lossᵢ and each row's gradient is scaled by its weight (Keras sum_over_batch_size)")
+    func weightedCrossEntropy() throws {
+        let logits = DoubleTensor(shape: [3, 3], scalars: [0.3, -1.2, 2.0, 1.5, 0.1, -0.4, -0.2, 0.9, 0.0])
+        let labels = [2, 0, 1], weights = [0.5, 2.0, 1.25]
+        let plain = try SoftmaxCrossEntropy(labelSmoothing: 0.1)
+        let weighted = try SoftmaxCrossEntropy(labelSmoothing: 0.1, classWeights: weights)
+        let (loss, gradient) = try weighted.evaluate(logits: logits, labels: labels)
+        var expectedLoss = 0.0
+        for i in 0..<3 {
+            let row = DoubleTensor(shape: [1, 3], scalars: Array(logits.scalars[(i * 3)..<(i * 3 + 3)]))
+            let (rowLoss, rowGradient) = try plain.evaluate(logits: row, labels: [labels[i]])
+            expectedLoss += weights[labels[i]] * rowLoss / 3
+            for j in 0..<3 { #expect(abs(gradient.scalars[i * 3 + j] - weights[labels[i]] * rowGradient.scalars[j] / 3) < 1e-15) }
+        }
+        #expect(abs(loss - expectedLoss) < 1e-12)
+        // Keras 3.15 (TensorFlow 2.21), float32:
+        //   keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)(
+        //       to_categorical([2, 0, 1], 3), logits, sample_weight=[1.25, 0.5, 2.0])  -> 0.6395270228385925
+        //   and without sample_weight                                                  -> 0.4763214886188507
+        #expect(abs(loss - 0.6395270228385925) < 1e-6, "\(loss)")
+        #expect(abs(try plain.evaluate(logits: logits, labels: labels).loss - 0.4763214886188507) < 1e-6)
+        #expect(weighted.unweighted == plain)
+        #expect(throws: FineTuningError.self) { try SoftmaxCrossEntropy(classWeights: [1, -1, 1]) }
+        #expect(throws: FineTuningError.self) { try SoftmaxCrossEntropy(classWeights: [1, 1]).evaluate(logits: logits, labels: labels) }
+    }
+
     /// The committed `tf.GradientTape` gradients (the reference's own fixtures), same tolerance.
     @Test("gradients equal tf.GradientTape's (the reference's fixtures)", arguments: FineTuneManifest.shared?.fixtures ?? [])
     func gradientsMatchTensorFlow(_ fixture: FineTuneManifest.Fixture) throws {

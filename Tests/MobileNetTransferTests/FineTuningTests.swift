@@ -280,6 +280,55 @@ struct FineTuningTests {
         return (folder, validation, try TinyFineTuning.backbone(), trainer)
     }
 
+    /// Records what phase 2 hands the network: the loss's class weights and the setup's L2.
+    final class PhaseTwoRecorder: @unchecked Sendable {
+        private let lock = NSLock()
+        private var _classWeights: [[Double]?] = [], _l2: [Double] = []
+        func record(classWeights: [Double]?) { lock.withLock { _classWeights.append(classWeights) } }
+        func record(l2: Double) { lock.withLock { _l2.append(l2) } }
+        var classWeights: [[Double]?] { lock.withLock { _classWeights } }
+        var l2: [Double] { lock.withLock { _l2 } }
+    }
+
+    struct RecordingNetwork: FineTunableNetwork {
+        var inner: ReferenceFineTuningNetwork
+        let recorder: PhaseTwoRecorder
+        var entryLayer: String { inner.entryLayer }
+        var trainableVariables: [String] { inner.trainableVariables }
+        func lossAndGradients(entry: Tensor, labels: [Int], loss: SoftmaxCrossEntropy, training: Bool,
+                              random: inout SplitMix64) throws -> (loss: Double, logits: Tensor, gradients: FineTuningModel.Gradients) {
+            recorder.record(classWeights: loss.classWeights)
+            return try inner.lossAndGradients(entry: entry, labels: labels, loss: loss, training: training, random: &random)
+        }
+        func logits(entry: Tensor) throws -> Tensor { try inner.logits(entry: entry) }
+        mutating func apply(_ gradients: FineTuningModel.Gradients, optimizer: inout Optimizer) throws { try inner.apply(gradients, optimizer: &optimizer) }
+        func trainedWeights() throws -> KerasWeightSet { try inner.trainedWeights() }
+    }
+
+    @Test("--balanced and --l2 hold in phase 2: the fine-tuning loss gets the head phase's class weights, the network its L2 penalty")
+    func phaseTwoKeepsClassWeightsAndL2() throws {
+        let root = try TinyFineTuning.makeData(count: 4)
+        // Unbalanced: 4 bars, 3 rings.
+        let rings = root.appendingPathComponent("train/rings")
+        let first = try #require(try FileManager.default.contentsOfDirectory(atPath: rings.path).sorted().first)
+        try FileManager.default.removeItem(at: rings.appendingPathComponent(first))
+        let backbone = try TinyFineTuning.backbone()
+        for (balanced, l2) in [(true, 0.01), (false, 0.0)] {
+            let recorder = PhaseTwoRecorder()
+            var training = TinyFineTuning.training(root, epochs: 1, augmentation: nil)
+            training.settings.balancedClassWeights = balanced
+            training.settings.l2 = l2
+            training.networkFactory = { setup in
+                recorder.record(l2: setup.classifierL2)
+                return RecordingNetwork(inner: try ReferenceFineTuningNetwork(setup), recorder: recorder)
+            }
+            _ = try TinyFineTuning.run(training, backbone: backbone)
+            #expect(recorder.l2 == [l2])
+            let expected: [Double]? = balanced ? [7.0 / (2 * 4), 7.0 / (2 * 3)] : nil
+            #expect(!recorder.classWeights.isEmpty && recorder.classWeights.allSatisfy { $0 == expected }, "\(recorder.classWeights)")
+        }
+    }
+
     @Test func earlyStoppingRestoresTheBestEpoch() throws {
         let (folder, validation, backbone, trainer) = try scriptedRun(patience: 2)
         var network = ScriptedNetwork(stepsPerEpoch: 1, losses: [0.9, 0.4, 0.6, 0.5, 0.1])

@@ -41,10 +41,11 @@ struct ServingRoutes: Sendable {
 
         // KServe v2 (Open Inference Protocol).
         router.get("/v2") { _, _ in json(KServe.ServerMetadata()) }
-        router.get("/v2/health/live") { _, _ in json(["live": true]) }
-        router.get("/v2/health/ready") { _, _ in
-            json(["ready": state.isReady], status: state.isReady ? .ok : .serviceUnavailable)
-        }
+        let live: @Sendable () -> Response = { json(["live": true]) }
+        let ready: @Sendable () -> Response = { json(["ready": state.isReady], status: state.isReady ? .ok : .serviceUnavailable) }
+        let page: @Sendable () -> Response = { Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: ResponseBody(byteBuffer: ByteBuffer(string: IndexPage.html))) }
+        router.get("/v2/health/live") { _, _ in live() }
+        router.get("/v2/health/ready") { _, _ in ready() }
         router.get("/v2/models/{name}") { _, context in
             json(try state.requireService().kserveMetadata(model: try context.parameters.require("name")))
         }
@@ -115,9 +116,9 @@ struct ServingRoutes: Sendable {
         }
 
         // HEAD for load balancers' health checks and the page; a GET on a POST-only route is 405.
-        router.head("/v2/health/live") { _, _ in Response(status: .ok) }
-        router.head("/v2/health/ready") { _, _ in Response(status: state.isReady ? .ok : .serviceUnavailable) }
-        router.head("/") { _, _ in Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"]) }
+        router.head("/v2/health/live") { _, _ in Self.head(of: live()) }
+        router.head("/v2/health/ready") { _, _ in Self.head(of: ready()) }
+        router.head("/") { _, _ in Self.head(of: page()) }
         for path in ["/v1/classify", "/v1/embed", "/v1/similar"] {
             router.get(RouterPath(path)) { _, _ -> Response in
                 throw ServingError.methodNotAllowed(path: path, allowed: "POST")
@@ -132,9 +133,16 @@ struct ServingRoutes: Sendable {
         router.get("/openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
-        router.get("/") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: ResponseBody(byteBuffer: ByteBuffer(string: IndexPage.html)))
-        }
+        router.get("/") { _, _ in page() }
+    }
+
+    /// The answer to a HEAD request for what `response` answers a GET: its status and headers,
+    /// with the Content-Length of its body, and no body (RFC 9110 §9.3.2: the same header fields
+    /// as the GET; was: `Content-Length: 0`).
+    static func head(of response: Response) -> Response {
+        var headers = response.headers
+        if let length = response.body.contentLength { headers[.contentLength] = String(length) }
+        return Response(status: response.status, headers: headers)
     }
 
     /// `resnet:predict` to (`resnet`, `predict`).

@@ -27,6 +27,19 @@ struct KServeRouteTests {
                 #expect(try Harness.object(response)["ready"] as? Bool == true)
             }
             try await client.execute(uri: "/v2/models/nosuch/ready", method: .get) { #expect($0.status == .notFound) }
+            // HEAD: the GET's status and headers, its Content-Length included, and no body.
+            for uri in ["/v2/health/live", "/v2/health/ready", "/"] {
+                var length: String?, type: String?
+                try await client.execute(uri: uri, method: .get) { response in
+                    length = response.headers[.contentLength]
+                    type = response.headers[.contentType]
+                    #expect(length == String(response.body.readableBytes), "\(uri)")
+                }
+                try await client.execute(uri: uri, method: .head) { response in
+                    #expect(response.status == .ok && response.body.readableBytes == 0, "\(uri)")
+                    #expect(response.headers[.contentLength] == length && response.headers[.contentType] == type, "HEAD \(uri): \(response.headers)")
+                }
+            }
         }
         try await Harness.withServer(models: [model], ready: false) { client, _, _ in
             try await client.execute(uri: "/v2/health/live", method: .get) { #expect($0.status == .ok) }

@@ -135,7 +135,10 @@ std::string check_structure(const faiss::Index *index) {
             total += int64_t(lists->ids[l].size());
         }
         if (total != n) return "IVF lists hold " + std::to_string(total) + " vectors, the header says " + std::to_string(n);
-        if (ivf->nprobe == 0) return "IVF nprobe is 0";
+        // nprobe is a size_t in the file: a value that is negative as int64 (as Python's
+        // faiss.downcast_index(...).nprobe = -1 would write) makes every default search fail
+        // FAISS's nprobe > 0 assertion; zero does too.
+        if (int64_t(ivf->nprobe) < 1) return "IVF nprobe " + std::to_string(int64_t(ivf->nprobe)) + " is out of range (at least 1)";
         return "";
     }
     case MNF_KIND_HNSW_FLAT: {
@@ -381,6 +384,9 @@ int mnf_read_fd(int fd, mnf_index **out, char *error, size_t error_size) {
             set_error(error, error_size, problem);
             return int(MNF_INVALID);
         }
+        // A stored nprobe above the list count searches every list (FAISS clamps it per search);
+        // clamp it here once so the reported default is the one a search uses.
+        if (auto ivf = dynamic_cast<faiss::IndexIVF *>(index.get()); ivf && ivf->nprobe > ivf->nlist) ivf->nprobe = ivf->nlist;
         *out = new mnf_index{index.release(), {}};
         return int(MNF_OK);
     });

@@ -181,17 +181,25 @@ public final class ANNIndex: @unchecked Sendable {
 
     /// Sets the stored IVF `nprobe` or HNSW `efSearch`, written with the file (faiss writes both).
     ///
-    /// - Throws: ``ANNError/invalidArgument(_:)`` for a value below 1, (IVF) above the list count
-    ///   or (HNSW) above 1,048,576 (the largest efSearch a search and the file reader accept).
+    /// - Throws: ``ANNError/invalidArgument(_:)`` for a Flat index (which stores neither), a value
+    ///   below 1, (IVF) above the list count or (HNSW) above 1,048,576 (the largest efSearch a
+    ///   search and the file reader accept) — ``storedParameterProblem(_:for:)``.
     public func setDefaultSearchParameter(_ value: Int) throws(ANNError) {
-        guard value >= 1 else { throw .invalidArgument("the search parameter must be at least 1, got \(value)") }
-        let parameters: ANNSearchParameters = switch kind {
-        case .ivfFlat: ANNSearchParameters(nprobe: value)
-        case .hnswFlat: ANNSearchParameters(efSearch: value)
-        case .flat: ANNSearchParameters()
-        }
-        if let problem = parameters.problem(for: kind) { throw .invalidArgument(problem.problem) }
+        if let problem = Self.storedParameterProblem(value, for: kind) { throw .invalidArgument(problem) }
         mnf_set_search_parameter(handle, Int64(value))
+    }
+
+    /// Why `value` cannot be the stored search parameter of an index of structure `kind` (IVF
+    /// `nprobe` in 1...lists, HNSW `efSearch` in 1...``ANNSearchParameters/maximumEfSearch``; a
+    /// Flat index stores none), or nil when it can. The message names the value and the structure.
+    public static func storedParameterProblem(_ value: Int, for kind: ANNIndexKind) -> String? {
+        let parameters: ANNSearchParameters
+        switch kind {
+        case .ivfFlat: parameters = ANNSearchParameters(nprobe: value)
+        case .hnswFlat: parameters = ANNSearchParameters(efSearch: value)
+        case .flat: return "search parameter \(value): \(kind) is searched exactly and stores none (nprobe is for IVF indexes, efSearch for HNSW)"
+        }
+        return parameters.problem(for: kind).map { "search parameter \(value) for \(kind): \($0.problem)" }
     }
 
     // MARK: Building
@@ -229,13 +237,17 @@ public final class ANNIndex: @unchecked Sendable {
     ///     default ``defaultFactory(count:)``.
     ///   - trainingSample: vectors to train on (IVF); default ``trainingSampleSize(lists:count:)``,
     ///     taken at evenly spaced rows.
+    ///   - searchParameter: the stored IVF `nprobe` or HNSW `efSearch`, default
+    ///     ``defaultNprobe(lists:)`` / ``defaultEfSearch``; checked (``storedParameterProblem(_:for:)``)
+    ///   before any training or adding.
     ///   - progress: (vectors added, total) after each block.
     /// - Throws: ``ANNError/faiss(operation:message:)`` for a bad factory string or a FAISS
     ///   failure; ``ANNError/unsupported(path:reason:)`` for an index kind other than flat storage;
-    ///   ``ANNError/invalidArgument(_:)`` for sizes that could not be built (``checkSizes(factory:count:)``).
+    ///   ``ANNError/invalidArgument(_:)`` for sizes that could not be built (``checkSizes(factory:count:)``)
+    ///   or a `searchParameter` the structure does not take — all before k-means or adding.
     /// - Complexity: IVF: O(sample × lists × d) per k-means iteration and O(count × lists × d) to
     ///   add; HNSW: about O(count × log(count) × M × d).
-    public static func build(from index: EmbeddingIndex, factory: String? = nil, trainingSample: Int? = nil,
+    public static func build(from index: EmbeddingIndex, factory: String? = nil, searchParameter: Int? = nil, trainingSample: Int? = nil,
                              progress: ((Int, Int) -> Void)? = nil) throws(ANNError) -> ANNIndex {
         let description = factory ?? defaultFactory(count: index.count)
         try checkSizes(factory: description, count: index.count)
@@ -246,6 +258,7 @@ public final class ANNIndex: @unchecked Sendable {
         guard Int(mnf_kind(handle)) != Int(MNF_KIND_OTHER) else {
             throw .unsupported(path: description, reason: "only Flat, IVF<n>,Flat and HNSW<M>,Flat are supported (exact cosine scores)")
         }
+        if let searchParameter, let problem = storedParameterProblem(searchParameter, for: ann.kind) { throw .invalidArgument(problem) }
         if mnf_is_trained(handle) == 0 {
             var lists = 1
             if case .ivfFlat(let n) = ann.kind { lists = n }
@@ -269,8 +282,8 @@ public final class ANNIndex: @unchecked Sendable {
             progress?(start, index.count)
         }
         switch ann.kind {
-        case .ivfFlat(let lists): mnf_set_search_parameter(handle, Int64(defaultNprobe(lists: lists)))
-        case .hnswFlat: mnf_set_search_parameter(handle, Int64(defaultEfSearch))
+        case .ivfFlat(let lists): mnf_set_search_parameter(handle, Int64(searchParameter ?? defaultNprobe(lists: lists)))
+        case .hnswFlat: mnf_set_search_parameter(handle, Int64(searchParameter ?? defaultEfSearch))
         case .flat: break
         }
         return ann

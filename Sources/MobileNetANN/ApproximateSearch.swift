@@ -42,13 +42,16 @@ extension ImageIndex {
     /// - Parameters:
     ///   - preprocessing: the preprocessing the embeddings were made with.
     ///   - factory: a FAISS factory string, default ``ANNIndex/defaultFactory(count:)``.
+    ///   - searchParameter: the stored IVF `nprobe` / HNSW `efSearch` (default: the module's),
+    ///     checked before any training.
     ///   - progress: (vectors added, total).
     /// - Returns: the ANN index and the embedding index it belongs to.
-    /// - Throws: ``/MobileNetSearch/ImageIndexError``, store errors, ``ANNError``.
-    public func buildANN(preprocessing: PreprocessingIdentity, factory: String? = nil,
+    /// - Throws: ``/MobileNetSearch/ImageIndexError``, store errors, ``ANNError`` (``ANNError/invalidArgument(_:)``
+    ///   for a factory of impossible sizes or a search parameter the structure does not take).
+    public func buildANN(preprocessing: PreprocessingIdentity, factory: String? = nil, searchParameter: Int? = nil,
                          progress: ((Int, Int) -> Void)? = nil) throws -> (ann: ANNIndex, index: EmbeddingIndex) {
         let (search, _) = try searchIndex(preprocessing: preprocessing)
-        return (try ANNIndex.build(from: search, factory: factory, progress: progress), search)
+        return (try ANNIndex.build(from: search, factory: factory, searchParameter: searchParameter, progress: progress), search)
     }
 
     /// ``/MobileNetSearch/ImageIndex/similar(to:top:minimumSimilarity:precision:backbone:preprocessor:runtime:)``

@@ -201,20 +201,34 @@ enum RawArguments {
         }
     }
 
-    /// `arguments` (without the program name) with a negative number after a long option that
-    /// takes a value joined to it: `--min-similarity -0.5` becomes `--min-similarity=-0.5`.
+    /// `arguments` (without the program name) with a negative number after an option that takes
+    /// a value joined to it: `--min-similarity -0.5` becomes `--min-similarity=-0.5`, `--shard
+    /// -1/2` becomes `--shard=-1/2` (then refused by the option's own check, not "Missing value"),
+    /// and `-o -1` becomes `--output=-1` (`-o` is `--output` in every command that has it).
     /// ArgumentParser reads a word starting with `-` as an option, so the value was "missing"
-    /// although the user gave one; a number is never an option name here. Nothing after `--`
-    /// is touched.
+    /// although the user gave one; no option name starts with a digit or a dot, so a word that
+    /// does (after its `-`) or that reads as a number (`-inf`, `-nan`) is a value. Nothing after
+    /// `--` is touched.
     static func joiningNegativeNumbers(_ arguments: [String]) -> [String] {
+        func isNegativeValue(_ word: String) -> Bool {
+            guard word.hasPrefix("-") else { return false }
+            if Double(word) != nil { return true }
+            guard let second = word.dropFirst().first else { return false }
+            return second.isASCII && (second.isNumber || second == ".")
+        }
         var result: [String] = []
         result.reserveCapacity(arguments.count)
         var ended = false
         for argument in arguments {
-            if !ended, let previous = result.last, previous.hasPrefix("--"), previous.count > 2, !previous.contains("="),
-               !booleanFlags.contains(previous), argument.hasPrefix("-"), Double(argument) != nil {
-                result[result.count - 1] = previous + "=" + argument
-                continue
+            if !ended, let previous = result.last, isNegativeValue(argument) {
+                if previous.hasPrefix("--"), previous.count > 2, !previous.contains("="), !booleanFlags.contains(previous) {
+                    result[result.count - 1] = previous + "=" + argument
+                    continue
+                }
+                if previous == "-o" {
+                    result[result.count - 1] = "--output=" + argument
+                    continue
+                }
             }
             if argument == "--" { ended = true }
             result.append(argument)

@@ -231,7 +231,7 @@ extension Index {
         var output: String
         @Option(name: .long, help: "FAISS index_factory string: \"IVF1024,Flat\", \"HNSW32,Flat\", \"Flat\" (default: from the image count).")
         var factory: String?
-        @Option(name: .long, help: "Stored default nprobe (IVF) or efSearch (HNSW).")
+        @Option(name: .long, help: "Stored default nprobe (IVF, 1...lists) or efSearch (HNSW, 1...1048576); Flat stores none.")
         var searchParameter: Int?
         @Flag(name: .long, help: "Replace an existing output file.")
         var overwrite = false
@@ -249,12 +249,20 @@ extension Index {
                 guard let backbone = try index.backbone() else { throw ImageIndexError.empty(path: path) }
                 let preprocessing = PreprocessingIdentity(image.configuration(), height: backbone.inputHeight, width: backbone.inputWidth)
                 let start = Date()
-                let (ann, search) = try index.buildANN(preprocessing: preprocessing, factory: factory)
-                if let searchParameter { try ann.setDefaultSearchParameter(searchParameter) }
+                let (ann, search) = try index.buildANN(preprocessing: preprocessing, factory: factory, searchParameter: searchParameter)
                 try ann.write(to: URL(fileURLWithPath: output), overwrite: overwrite)
                 let parameter = ann.defaultSearchParameter.map { ", \(ann.kind.description.hasPrefix("IVF") ? "nprobe" : "efSearch") \($0)" } ?? ""
                 printError(String(format: "build-ann: %@ over %d vectors of %d values in %.1f s%@ to %@", ann.kind.description, search.count, search.dimension,
                                   Date().timeIntervalSince(start), parameter, output))
+            } catch let error as ANNError {
+                printError("error: \(errorMessage(error))")
+                // A --factory FAISS cannot make or this module does not search, impossible sizes,
+                // a --search-parameter the structure does not take: usage errors, as in validate().
+                switch error {
+                case .invalidArgument, .unsupported: throw ExitCode(64)
+                case .faiss(let operation, _) where operation.hasPrefix("index_factory"): throw ExitCode(64)
+                default: throw ExitCode(1)
+                }
             } catch {
                 printError("error: \(errorMessage(error))")
                 throw ExitCode(1)
@@ -282,7 +290,7 @@ struct Similar: AsyncParsableCommand {
     @OptionGroup(title: "Image preprocessing (the one the index was built with)") var image: ImageOptions
     @Option(name: .long, help: "Matches per query.")
     var top: Int = 5
-    @Option(name: .long, help: "Leave out matches below this cosine similarity.")
+    @Option(name: .long, help: "Leave out matches below this cosine similarity (-1...1).")
     var minSimilarity: Float?
     @Option(name: .long, help: "In-memory vector precision: float32 or float16 (half the memory).")
     var precision: String = "float32"
@@ -305,6 +313,10 @@ struct Similar: AsyncParsableCommand {
         _ = try database.requiredIndexPath()
         guard (1...1_000_000).contains(top) else { throw ValidationError("--top must be between 1 and 1000000, got \(top)") }
         guard VectorPrecision(rawValue: precision) != nil else { throw ValidationError("--precision must be float32 or float16") }
+        // A cosine similarity; NaN would compare false and keep every match.
+        if let minSimilarity, !(-1...1).contains(minSimilarity) {
+            throw ValidationError("--min-similarity must be in -1...1 (a cosine similarity), got \(minSimilarity)")
+        }
         if ann == nil, nprobe != nil || efSearch != nil { throw ValidationError("--nprobe and --ef-search need --ann") }
         if let nprobe, nprobe < 1 { throw ValidationError("--nprobe must be at least 1") }
         if let efSearch, efSearch < 1 { throw ValidationError("--ef-search must be at least 1") }

@@ -55,7 +55,7 @@ public struct ImageFileProblem: Sendable, Hashable, CustomStringConvertible {
         case .badListLine(let reason):
             reason
         case .onlySubdirectories(let count):
-            "\(path) holds no image files but \(count) sub-folder\(count == 1 ? "" : "s") (such as class folders), which are read only recursively"
+            "\(path) holds \(count) sub-folder\(count == 1 ? "" : "s") (such as class folders) but no image files of its own"
         }
     }
 }

@@ -41,6 +41,15 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     var retryAfterSeconds: Int
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let response = try await answer(request, context: context, next: next)
+        // A HEAD request's error has the GET's status and headers and no body (RFC 9110 §9.3.2);
+        // the HEAD routes' own answers have no body already (and their Content-Length stays).
+        guard request.method == .head, response.body.contentLength != 0 else { return response }
+        return ServingRoutes.head(of: response)
+    }
+
+    /// The response of the route, or of the error it threw.
+    private func answer(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch let error as ServingError {

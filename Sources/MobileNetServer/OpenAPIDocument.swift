@@ -76,7 +76,7 @@ enum OpenAPIDocument {
             "summary": "Top-k classes of one encoded image (the body)",
             "parameters": [
               {"name": "model", "in": "query", "required": false, "description": "a classifier (default: the first served)", "schema": {"type": "string"}},
-              {"name": "top", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "default": 5}}
+              {"name": "top", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}}
             ],
             "requestBody": {"$ref": "#/components/requestBodies/Image"},
             "responses": {
@@ -99,7 +99,7 @@ enum OpenAPIDocument {
             "summary": "The indexed images most similar to one encoded image (the body), by cosine similarity",
             "parameters": [
               {"name": "index", "in": "query", "required": false, "description": "a served index (default: the first)", "schema": {"type": "string"}},
-              {"name": "top", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "default": 5}},
+              {"name": "top", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}},
               {"name": "nprobe", "in": "query", "required": false, "description": "IVF cells scanned, with an ANN file (--ann); default: the file's", "schema": {"type": "integer", "minimum": 1, "maximum": 1048576}},
               {"name": "ef_search", "in": "query", "required": false, "description": "HNSW candidate list size, with an ANN file (--ann); default: the file's", "schema": {"type": "integer", "minimum": 1, "maximum": 1048576}}
             ],

@@ -106,7 +106,7 @@ struct ServingRoutes: Sendable {
         }
         // The models and indexes (for the page), and an indexed image (a match's thumbnail).
         router.get("/v1/catalog") { _, _ in json(try state.requireService().catalog()) }
-        router.get("/v1/indexes/{name}/image") { request, context in
+        @Sendable func indexedImage(_ request: Request, _ context: ServingRequestContext) throws -> Response {
             guard let file = try QueryItems(request, allowed: ["file"])["file"] else {
                 throw ServingError.invalidInput(field: "file", problem: "name the indexed image: ?file=PATH (the 'file' of a similarity match)")
             }
@@ -114,6 +114,8 @@ struct ServingRoutes: Sendable {
             return Response(status: .ok, headers: [.contentType: image.mediaType, .cacheControl: "private, max-age=300"],
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: image.bytes)))
         }
+        router.get("/v1/indexes/{name}/image") { request, context in try indexedImage(request, context) }
+        router.head("/v1/indexes/{name}/image") { request, context in Self.head(of: try indexedImage(request, context)) }
 
         // HEAD for load balancers' health checks and the page; a GET on a POST-only route is 405.
         router.head("/v2/health/live") { _, _ in Self.head(of: live()) }
@@ -276,6 +278,9 @@ struct QueryItems {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard let key = decode(parts[0]) else {
                 throw .invalidInput(field: "query", problem: "'\(parts[0])' is not valid percent-encoding")
+            }
+            guard !key.isEmpty else {
+                throw .invalidInput(field: "query", problem: "'\(pair)' has an empty parameter name")
             }
             guard allowed.contains(key) else {
                 throw .invalidInput(field: key, problem: "unknown query parameter; this endpoint takes \(allowed.map { "'\($0)'" }.joined(separator: ", "))")

@@ -38,7 +38,7 @@ public struct ModelSpecification: Sendable, Hashable, CustomStringConvertible {
             (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x5F || c == 0x2D || c == 0x2E
         }
         guard !name.isEmpty, name.utf8.count <= 64, allowed, !name.hasPrefix(".") else {
-            throw .invalidSpecification("'\(text)': the model name must be 1 to 64 letters, digits, '_', '-' or '.', not starting with '.'")
+            throw .invalidSpecification("'\(text)': the name must be 1 to 64 letters, digits, '_', '-' or '.', not starting with '.'")
         }
     }
 

@@ -192,6 +192,32 @@ struct ANNIndexTests {
         #expect(hnsw.defaultSearchParameter == 1 << 20)
     }
 
+    @Test("a stored IVF nprobe below 1 is refused at load; one above the lists is clamped to them")
+    func storedNprobeRange() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (data, url) = try Self.smallFile(in: dir, factory: "IVF2,Flat")
+        // IwFl: fourcc 4, d 4, ntotal 8, two dummies 16, is_trained 1, metric 4, nlist 8, then nprobe (size_t).
+        let offset = 4 + 4 + 8 + 16 + 1 + 4 + 8
+        func patched(_ value: Int64) throws -> URL {
+            var copy = data
+            withUnsafeBytes(of: value.littleEndian) { copy.replaceSubrange(offset..<(offset + 8), with: $0) }
+            let out = dir.appendingPathComponent("nprobe\(value).faiss")
+            try copy.write(to: out)
+            return out
+        }
+        #expect(try ANNIndex(contentsOf: url).defaultSearchParameter == ANNIndex.defaultNprobe(lists: 2))
+        for value: Int64 in [-1, 0, .min] {
+            let bad = try patched(value)
+            let error = Self.readError(bad)
+            #expect(error?.description.contains(bad.path) == true && error?.description.contains("nprobe") == true, "\(value): \(String(describing: error))")
+        }
+        let wide = try ANNIndex(contentsOf: try patched(1_000))
+        #expect(wide.defaultSearchParameter == 2)
+        let exact = try Self.embeddingIndex(count: 100, dimension: 4)
+        #expect(try wide.search(exact.vector(at: 7), k: 1)[0].first?.row == 7)
+    }
+
     @Test("add_with_ids on IVF uses the given ids")
     func addWithIDs() throws {
         let exact = try Self.embeddingIndex(count: 400, dimension: 8)

@@ -264,6 +264,19 @@ struct SearchCommandTests {
         let faiss = dir.appendingPathComponent("photos.faiss").path
         let built = try CLI.run(["index", "build-ann", "--index", db, "-o", faiss, "--factory", "Flat"])
         #expect(built.status == 0, "\(built.stderr)")
+        // build-ann usage errors exit 64 before anything is built or written: a search parameter
+        // Flat does not store, one above an IVF index's lists, impossible sizes, an unknown factory.
+        let unbuilt = dir.appendingPathComponent("unbuilt.faiss").path
+        for (arguments, says) in [(["--factory", "Flat", "--search-parameter", "8"], "searched exactly"),
+                                  (["--factory", "IVF2,Flat", "--search-parameter", "3"], "at most the 2 lists"),
+                                  (["--factory", "IVF64,Flat"], "64 IVF lists for 3 vectors"),
+                                  (["--factory", "NoSuchIndex"], "NoSuchIndex")] {
+            let refused = try CLI.run(["index", "build-ann", "--index", db, "-o", unbuilt] + arguments)
+            #expect(refused.status == 64 && refused.stderr.contains(says), "\(arguments): \(refused.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: unbuilt))
+        }
+        let ivf = try CLI.run(["index", "build-ann", "--index", db, "-o", unbuilt, "--factory", "IVF2,Flat", "--search-parameter", "2"])
+        #expect(ivf.status == 0 && ivf.stderr.contains("nprobe 2"), "\(ivf.stderr)")
         let approximate = try CLI.run(["similar", CLI.example, "--index", db, "--ann", faiss, "--top", "2", "--json"] + weights)
         #expect(approximate.status == 0, "\(approximate.stderr)")
         let approximateReport = try JSONSerialization.jsonObject(with: Data(approximate.stdout.utf8)) as? [String: Any]

@@ -249,6 +249,10 @@ struct AbsurdNumbersCLITests {
         ["similar", "x.png", "--index", "i.db", "--ann", "i.faiss", "--ef-search", "-1"],
         ["similar", "x.png", "--index", "i.db", "--top", "-3"],
         ["bench", "--batch-size", "-1"],
+        ["similar", "x.png", "--index", "i.db", "--min-similarity", "nan"],
+        ["similar", "x.png", "--index", "i.db", "--min-similarity", "-inf"],
+        ["similar", "x.png", "--index", "i.db", "--min-similarity", "-2"],
+        ["similar", "x.png", "--index", "i.db", "--min-similarity", "1.5"],
     ])
     func refused(arguments: [String]) throws {
         let result = try CLI.run(arguments)
@@ -265,6 +269,13 @@ struct NegativeNumbersCLITests {
         // --min-similarity -0.5 was "Missing value"; now the run reaches the index (which is missing).
         let threshold = try CLI.run(["similar", CLI.example, "--index", "/nonexistent/i.db", "--min-similarity", "-0.5"])
         #expect(!threshold.stderr.contains("Missing value") && threshold.stderr.contains("/nonexistent/i.db"), "\(threshold.stderr)")
+        // Values that are not plain numbers, and after the short -o: the option's own check speaks.
+        let shard = try CLI.run(["embed", CLI.example, "--shard", "-1/2"])
+        #expect(shard.status == 64 && !shard.stderr.contains("Missing value") && shard.stderr.contains("shard"), "\(shard.stderr)")
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let short = try CLI.run(["index", "export", "--index", dir.appendingPathComponent("none.db").path, "-o", "-1"])
+        #expect(!short.stderr.contains("Missing value"), "\(short.stderr)")
         // After `--`, "-1" is an image path, not a value.
         let positional = try CLI.run(["classify", "--weights", CLI.topWeights, "--", "-1"])
         #expect(positional.status == 1 && positional.stderr.contains("-1: no such file"), "\(positional.stderr)")

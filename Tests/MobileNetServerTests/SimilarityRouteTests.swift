@@ -48,6 +48,19 @@ struct SimilarityRouteTests {
                 #expect(response.headers[.contentType] == "image/png")
                 #expect(Data(response.body.readableBytesView) == (try Data(contentsOf: files[1])))
             }
+            // HEAD: the GET's headers with its length, no body; an error keeps its status, no body.
+            try await client.execute(uri: "/v1/indexes/photos/image?file=\(files[1].path.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)", method: .head) { response throws in
+                #expect(response.status == .ok && response.body.readableBytes == 0)
+                #expect(response.headers[.contentType] == "image/png")
+                #expect(response.headers[.contentLength] == String(try Data(contentsOf: files[1]).count))
+            }
+            try await client.execute(uri: "/v1/indexes/photos/image?file=%2Fetc%2Fpasswd", method: .head) { response in
+                #expect(response.status == .notFound && response.body.readableBytes == 0)
+            }
+            try await client.execute(uri: "/v1/similar?=1", method: .post, body: ByteBuffer(bytes: query)) { response throws in
+                #expect(response.status == .badRequest)
+                #expect((try Harness.object(response)["error"] as? String)?.contains("empty parameter name") == true, "\(String(buffer: response.body))")
+            }
             for file in ["/etc/passwd", files[1].path + "x", dir.appendingPathComponent("photos.db").path] {
                 try await client.execute(uri: "/v1/indexes/photos/image?file=\(file.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)", method: .get) { response throws in
                     #expect(response.status == .notFound, "\(file)")

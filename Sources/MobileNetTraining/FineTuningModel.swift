@@ -337,8 +337,9 @@ public struct FineTuningModel: Sendable {
         var value = crossEntropy
         var gradients = backward(pass, logitsGradient: dlogits)
         if classifierL2 != 0, let kernel = variables[Self.classifierKernel], var g = gradients[Self.classifierKernel] {
-            value += classifierL2 * kernel.reduce(0) { $0 + $1 * $1 }
-            for i in g.scalars.indices { g.scalars[i] += 2 * classifierL2 * kernel[i] }
+            let penalty = L2Penalty(classifierL2)
+            value += penalty.loss(of: kernel)
+            penalty.addGradient(of: kernel, to: &g.scalars)
             gradients[Self.classifierKernel] = g
         }
         return (value, pass.logits, gradients)

@@ -420,8 +420,9 @@ public struct FineTuningNetwork: Sendable {
         var gradients = backward(pass, logitsGradient: dlogits.floatTensor)
         let kernelPath = FineTuningModel.classifierKernel
         if classifierL2 != 0, let kernel = variables[kernelPath], var g = gradients[kernelPath] {
-            value += classifierL2 * kernel.reduce(0.0) { $0 + Double($1) * Double($1) }
-            for i in g.scalars.indices { g.scalars[i] += Float(2 * classifierL2 * Double(kernel[i])) }
+            let penalty = L2Penalty(classifierL2)
+            value += penalty.loss(of: kernel)
+            penalty.addGradient(of: kernel, to: &g.scalars)
             gradients[kernelPath] = g
         }
         return (value, logits, gradients)

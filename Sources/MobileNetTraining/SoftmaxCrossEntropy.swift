@@ -62,3 +62,25 @@ public struct SoftmaxCrossEntropy: Sendable, Equatable {
         return (loss / Double(n), gradient)
     }
 }
+
+/// An L2 kernel penalty, as Keras `kernel_regularizer=regularizers.L2(l2)`: `l2 · Σ k²` added to
+/// the loss, `2 · l2 · k` to the kernel's gradient. One definition for the head phase
+/// (`HeadObjective`) and both fine-tuning models (Double and Float32 variables).
+public struct L2Penalty: Sendable, Equatable {
+    /// The factor `l2` (≥ 0; 0 adds nothing).
+    public let strength: Double
+
+    /// A penalty of factor `strength`.
+    public init(_ strength: Double) { self.strength = strength }
+
+    /// `strength · Σ k²` over `kernel`, summed in Double.
+    public func loss<Values: Sequence>(of kernel: Values) -> Double where Values.Element: BinaryFloatingPoint {
+        strength * kernel.reduce(0.0) { $0 + Double($1) * Double($1) }
+    }
+
+    /// Adds `2 · strength · k` to each element of `gradient` (the same length as `kernel`).
+    public func addGradient<Value: BinaryFloatingPoint>(of kernel: [Value], to gradient: inout [Value]) {
+        precondition(kernel.count == gradient.count, "L2Penalty: \(kernel.count) kernel values for \(gradient.count) gradients")
+        for i in gradient.indices { gradient[i] += Value(2 * strength * Double(kernel[i])) }
+    }
+}

@@ -229,7 +229,7 @@ public struct ClassifierTraining: Sendable {
 
         // The head.
         let headStart = Date()
-        let result = HeadTrainer(settings: settings).train(train: trainData, validation: valData, classes: folder.classNames.count) { events(.epoch($0)) }
+        let result = try HeadTrainer(settings: settings).train(train: trainData, validation: valData, classes: folder.classNames.count) { events(.epoch($0)) }
         let headSeconds = Date().timeIntervalSince(headStart)
         let headProbabilities = result.head.probabilities(valData.features)
         let headEvaluation = EvaluationReport(probabilities: headProbabilities, labels: valData.labels, classNames: folder.classNames, k: topK)

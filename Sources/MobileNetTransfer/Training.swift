@@ -104,7 +104,12 @@ public struct HeadObjective: Sendable {
     ///   - labels: the class index (0-based) of each row of `x`.
     ///   - training: dropout active (masks drawn from `random`) and class weights applied.
     ///   - random: the seeded generator for the dropout masks (advanced only when `training`).
-    public func evaluate(head: ClassifierHead, x: Matrix, labels: [Int], training: Bool, random: inout SeededRandom) -> (loss: Double, gradients: [[Double]], logits: Matrix) {
+    /// - Returns: the loss (``/MobileNetTraining/SoftmaxCrossEntropy`` plus `l2·Σ kernel²`), the
+    ///   gradients and the logits `[n, classes]`.
+    /// - Throws: ``/MobileNetTraining/FineTuningError`` for a label smoothing outside 0...1, labels
+    ///   not one per row or outside the classes, class weights not one per class or negative.
+    public func evaluate(head: ClassifierHead, x: Matrix, labels: [Int], training: Bool,
+                         random: inout SeededRandom) throws(FineTuningError) -> (loss: Double, gradients: [[Double]], logits: Matrix) {
         var inputs: [Matrix] = []
         var masks: [[Double]?] = []
         var h = x
@@ -129,24 +134,15 @@ public struct HeadObjective: Sendable {
             }
         }
         let logits = h
-        let classes = logits.columns
-        let n = Double(x.rows)
-        let probabilities = ClassifierHead.softmax(logits)
-        var loss = 0.0
-        var grad = Matrix(rows: logits.rows, columns: classes)
-        let off = labelSmoothing / Double(classes)
-        for r in 0..<logits.rows {
-            let w = training ? (classWeights?[labels[r]] ?? 1) : 1
-            let row = logits.row(r)
-            let m = row.max() ?? 0
-            let logSum = Foundation.log(row.reduce(0) { $0 + Foundation.exp($1 - m) }) + m
-            for j in 0..<classes {
-                let target = (j == labels[r] ? 1 - labelSmoothing : 0) + off
-                loss -= w * target * (logits.values[r * classes + j] - logSum) / n
-                grad.values[r * classes + j] = w / n * (probabilities.values[r * classes + j] - target)
-            }
-        }
-        for d in head.denseLayers { loss += l2 * d.kernel.reduce(0) { $0 + $1 * $1 } }
+        // The loss of the fine-tuning phase (Keras CategoricalCrossentropy with class weights as
+        // sample weights in training; validation unweighted, as Keras reports it).
+        let crossEntropy = try SoftmaxCrossEntropy(labelSmoothing: labelSmoothing, classWeights: training ? classWeights : nil)
+        let (crossEntropyLoss, logitGradient) = try crossEntropy.evaluate(logits: DoubleTensor(shape: [logits.rows, logits.columns], scalars: logits.values),
+                                                                          labels: labels)
+        var loss = crossEntropyLoss
+        let grad = Matrix(rows: logits.rows, columns: logits.columns, values: logitGradient.scalars)
+        let penalty = L2Penalty(l2)
+        for d in head.denseLayers { loss += penalty.loss(of: d.kernel) }
         // Backward.
         var gradients: [[Double]] = []
         var g = grad
@@ -159,7 +155,7 @@ public struct HeadObjective: Sendable {
                 for i in g.values.indices where input.values[i] <= 0 { g.values[i] = 0 }
             case .dense(let d):
                 var (dx, dw, db) = d.backward(input: inputs[index], outputGradient: g)
-                if l2 != 0 { for i in dw.indices { dw[i] += 2 * l2 * d.kernel[i] } }
+                if l2 != 0 { penalty.addGradient(of: d.kernel, to: &dw) }
                 gradients.insert(contentsOf: [dw, db], at: 0)
                 dx.rows = inputs[index].rows
                 g = dx
@@ -213,8 +209,10 @@ public struct HeadTrainer: Sendable {
     ///   - onEpoch: called after each epoch (for a progress line).
     /// - Returns: the head (best validation loss when early stopping is on, rounded to Float32)
     ///   and the history of every epoch run.
+    /// - Throws: ``/MobileNetTraining/FineTuningError`` from the loss (``HeadObjective/evaluate(head:x:labels:training:random:)``):
+    ///   a label smoothing outside 0...1 or a label outside `0..<classes`.
     public func train(train: LabelledMatrix, validation: LabelledMatrix?, classes: Int,
-                      onEpoch: ((EpochRecord) -> Void)? = nil) -> (head: ClassifierHead, history: [EpochRecord], bestEpoch: Int) {
+                      onEpoch: ((EpochRecord) -> Void)? = nil) throws(FineTuningError) -> (head: ClassifierHead, history: [EpochRecord], bestEpoch: Int) {
         var random = SeededRandom(seed: settings.seed)
         var head = ClassifierHead(inputs: train.features.columns, classes: classes, hidden: settings.hiddenUnits,
                                   dropout: settings.dropout, random: &random)
@@ -237,7 +235,7 @@ public struct HeadTrainer: Sendable {
                 start += batch
                 let x = train.features.gathering(rows: indices)
                 let labels = indices.map { train.labels[$0] }
-                let result = objective.evaluate(head: head, x: x, labels: labels, training: true, random: &random)
+                let result = try objective.evaluate(head: head, x: x, labels: labels, training: true, random: &random)
                 lossSum += result.loss * Double(indices.count)
                 correct += Self.correctCount(logits: result.logits, labels: labels)
                 var parameters = head.parameters
@@ -247,7 +245,7 @@ public struct HeadTrainer: Sendable {
             var record = EpochRecord(epoch: epoch, loss: lossSum / Double(max(n, 1)), accuracy: Double(correct) / Double(max(n, 1)))
             if let validation, !validation.labels.isEmpty {
                 var unused = SeededRandom(seed: 0)
-                let result = objective.evaluate(head: head, x: validation.features, labels: validation.labels, training: false, random: &unused)
+                let result = try objective.evaluate(head: head, x: validation.features, labels: validation.labels, training: false, random: &unused)
                 record.validationLoss = result.loss
                 record.validationAccuracy = Double(Self.correctCount(logits: result.logits, labels: validation.labels)) / Double(validation.labels.count)
             }

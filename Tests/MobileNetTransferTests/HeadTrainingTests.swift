@@ -14,7 +14,7 @@ import Testing
     /// Central finite differences in Double against the hand-derived gradients, for every
     /// parameter of a head with a hidden ReLU layer, dropout, L2, label smoothing and class weights.
     @Test(arguments: [(hidden: Int?.none, dropout: 0.0), (hidden: 4, dropout: 0.3)])
-    func gradientsMatchFiniteDifferences(hidden: Int?, dropout: Double) {
+    func gradientsMatchFiniteDifferences(hidden: Int?, dropout: Double) throws {
         let (x, labels) = data(n: 6, d: 5, classes: 3, seed: 7)
         var random = SeededRandom(seed: 3)
         var head = ClassifierHead(inputs: 5, classes: 3, hidden: hidden, dropout: dropout, random: &random)
@@ -22,7 +22,7 @@ import Testing
         head.parameters = head.parameters.map { $0.enumerated().map { $0.element + 0.01 * Double($0.offset % 5) } }
         let objective = HeadObjective(labelSmoothing: 0.1, l2: 0.01, classWeights: [1.0, 2.0, 0.5])
         var r = SeededRandom(seed: 11)
-        let analytic = objective.evaluate(head: head, x: x, labels: labels, training: true, random: &r).gradients
+        let analytic = try objective.evaluate(head: head, x: x, labels: labels, training: true, random: &r).gradients
         let h = 1e-6
         var maxError = 0.0
         for p in head.parameters.indices {
@@ -31,8 +31,8 @@ import Testing
                 plus.parameters[p][i] += h
                 minus.parameters[p][i] -= h
                 var r1 = SeededRandom(seed: 11), r2 = SeededRandom(seed: 11)
-                let lp = objective.evaluate(head: plus, x: x, labels: labels, training: true, random: &r1).loss
-                let lm = objective.evaluate(head: minus, x: x, labels: labels, training: true, random: &r2).loss
+                let lp = try objective.evaluate(head: plus, x: x, labels: labels, training: true, random: &r1).loss
+                let lm = try objective.evaluate(head: minus, x: x, labels: labels, training: true, random: &r2).loss
                 let numeric = (lp - lm) / (2 * h)
                 maxError = max(maxError, abs(numeric - analytic[p][i]) / max(1, abs(numeric)))
             }
@@ -41,13 +41,13 @@ import Testing
     }
 
     /// The loss value itself: one sample, two classes, no smoothing: −log softmax.
-    @Test func lossValue() {
+    @Test func lossValue() throws {
         let head = ClassifierHead(layers: [.dense(DenseLayer(inputs: 2, outputs: 2, kernel: [1, 0, 0, 1], bias: [0, 0]))])
         var r = SeededRandom(seed: 0)
-        let result = HeadObjective().evaluate(head: head, x: Matrix(rows: 1, columns: 2, values: [2, 0]), labels: [0], training: false, random: &r)
+        let result = try HeadObjective().evaluate(head: head, x: Matrix(rows: 1, columns: 2, values: [2, 0]), labels: [0], training: false, random: &r)
         #expect(abs(result.loss - log(1 + exp(-2))) < 1e-12)
         // Label smoothing 0.2 over 2 classes: targets (0.9, 0.1).
-        let smoothed = HeadObjective(labelSmoothing: 0.2).evaluate(head: head, x: Matrix(rows: 1, columns: 2, values: [2, 0]), labels: [0], training: false, random: &r)
+        let smoothed = try HeadObjective(labelSmoothing: 0.2).evaluate(head: head, x: Matrix(rows: 1, columns: 2, values: [2, 0]), labels: [0], training: false, random: &r)
         #expect(abs(smoothed.loss - (0.9 * log(1 + exp(-2)) + 0.1 * log(1 + exp(2)))) < 1e-12)
     }
 
@@ -83,24 +83,24 @@ import Testing
         return LabelledMatrix(features: Matrix(rows: labels.count, columns: 8, values: values), labels: labels)
     }
 
-    @Test func sameSeedSameModelAndLearns() {
+    @Test func sameSeedSameModelAndLearns() throws {
         let train = blobs(perClass: 20, classes: 3, seed: 1), val = blobs(perClass: 5, classes: 3, seed: 2)
         var settings = TrainingSettings()
         settings.epochs = 30
         settings.batchSize = 8
         settings.learningRate(0.05)
-        let a = HeadTrainer(settings: settings).train(train: train, validation: val, classes: 3)
-        let b = HeadTrainer(settings: settings).train(train: train, validation: val, classes: 3)
+        let a = try HeadTrainer(settings: settings).train(train: train, validation: val, classes: 3)
+        let b = try HeadTrainer(settings: settings).train(train: train, validation: val, classes: 3)
         #expect(a.head == b.head)
         #expect(a.history == b.history)
         #expect(a.history.last?.validationAccuracy == 1.0)
         #expect(a.history.first!.loss > a.history.last!.loss)
         settings.seed = 43
-        let c = HeadTrainer(settings: settings).train(train: train, validation: val, classes: 3)
+        let c = try HeadTrainer(settings: settings).train(train: train, validation: val, classes: 3)
         #expect(c.head != a.head)
     }
 
-    @Test func earlyStoppingRestoresBestEpoch() {
+    @Test func earlyStoppingRestoresBestEpoch() throws {
         let train = blobs(perClass: 10, classes: 2, seed: 5)
         // A validation set with the labels swapped: validation loss rises from the first epoch.
         var val = blobs(perClass: 5, classes: 2, seed: 6)
@@ -109,14 +109,14 @@ import Testing
         settings.epochs = 50
         settings.patience = 2
         settings.learningRate(0.05)
-        let result = HeadTrainer(settings: settings).train(train: train, validation: val, classes: 2)
+        let result = try HeadTrainer(settings: settings).train(train: train, validation: val, classes: 2)
         #expect(result.history.count < 50)
         let best = result.history.min { $0.validationLoss! < $1.validationLoss! }!
         #expect(result.bestEpoch == best.epoch)
         #expect(result.history.count == best.epoch + 2)
         // The returned head reproduces the best validation loss.
         var r = SeededRandom(seed: 0)
-        let loss = HeadObjective().evaluate(head: result.head, x: val.features, labels: val.labels, training: false, random: &r).loss
+        let loss = try HeadObjective().evaluate(head: result.head, x: val.features, labels: val.labels, training: false, random: &r).loss
         #expect(abs(loss - best.validationLoss!) < 1e-5)
     }
 

@@ -19,6 +19,9 @@ enum ImageUpload {
     ///   body without a usable boundary, that does not parse, or that has no image part.
     static func image(from body: Data, contentType: String?) throws(ServingError) -> Data {
         guard let contentType, let boundary = try multipartBoundary(contentType) else { return body }
+        if let offset = nonASCIIHeaderNameByte(in: body, boundary: boundary) {
+            throw .invalidInput(field: "body", problem: "a part header name of the multipart/form-data body has a byte that is not ASCII (0x\(String(body[body.startIndex + offset], radix: 16, uppercase: true)) at byte \(offset))")
+        }
         let parser = MultipartParser(boundary: boundary)
         var parts: [Part] = []
         var current = Part()
@@ -43,6 +46,56 @@ enum ImageUpload {
                 : "the multipart/form-data body has \(parts.count) parts and none is named 'image' or 'file' or carries a filename")
         }
         return Data(chosen.body.readableBytesView)
+    }
+
+    /// The offset of the first byte ≥ 0x80 in a part header name of `body`, or nil when there is
+    /// none. MultipartKit 4.7.1 looks such a byte up in a 128-entry table and traps (an index out
+    /// of range: one request would stop the server), so it must not reach the parser.
+    ///
+    /// The parser reads header names only right after a delimiter `--BOUNDARY` CR LF, and after
+    /// each header line's CR LF, up to the line's `:` (or a CR that ends the headers). This scan
+    /// looks at every `--BOUNDARY` CR LF in the body (a superset of the delimiters the parser
+    /// matches), follows the header lines as the parser does, and checks the bytes in name
+    /// position; a line the parser would refuse is checked to its colon or end all the same.
+    /// RFC 7578 header names are ASCII; values (a UTF-8 `filename`) are not checked.
+    static func nonASCIIHeaderNameByte(in body: Data, boundary: String) -> Int? {
+        let bytes = [UInt8](body)
+        let delimiter = [UInt8]("--\(boundary)\r\n".utf8)
+        let cr: UInt8 = 13, lf: UInt8 = 10, colon: UInt8 = 58
+        var start = 0
+        while start + delimiter.count <= bytes.count {
+            guard let found = firstIndex(of: delimiter, in: bytes, from: start) else { return nil }
+            var i = found + delimiter.count
+            start = found + 1
+            headers: while i < bytes.count {
+                // A header name, up to its colon; a CR at its start ends the headers.
+                var nameLength = 0
+                while i < bytes.count {
+                    let byte = bytes[i]
+                    if byte == colon && nameLength > 0 { break }
+                    if byte == cr && nameLength == 0 { break headers }
+                    if byte >= 0x80 { return i }
+                    nameLength += 1
+                    i += 1
+                }
+                // The value, up to CR; then LF starts the next name.
+                while i < bytes.count && bytes[i] != cr { i += 1 }
+                guard i + 1 < bytes.count, bytes[i + 1] == lf else { break }
+                i += 2
+            }
+        }
+        return nil
+    }
+
+    /// The first index at or after `start` where `pattern` (not empty) occurs in `bytes`.
+    private static func firstIndex(of pattern: [UInt8], in bytes: [UInt8], from start: Int) -> Int? {
+        guard let first = pattern.first, pattern.count <= bytes.count else { return nil }
+        var i = start
+        while i + pattern.count <= bytes.count {
+            if bytes[i] == first && bytes[i..<(i + pattern.count)].elementsEqual(pattern) { return i }
+            i += 1
+        }
+        return nil
     }
 
     private struct Part {

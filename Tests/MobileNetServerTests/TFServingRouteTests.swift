@@ -146,6 +146,7 @@ struct TFServingRouteTests {
                 ("image part among others", [("note", nil, Data("hello".utf8)), ("image", "chelsea.png", png)]),
                 ("a file part under another name", [("upload", "chelsea.png", png), ("note", nil, Data("x".utf8))]),
                 ("the only part", [("whatever", nil, png)]),
+                ("a UTF-8 filename (header values are not screened)", [("image", "chat-\u{E9}t\u{E9}.png", png)]),
             ]
             for (label, parts) in cases {
                 for boundary in ["XyZ123", "----WebKitFormBoundary7MA4YWxkTrZu0gW"] {
@@ -163,6 +164,14 @@ struct TFServingRouteTests {
                 ("no closing boundary", [.contentType: "multipart/form-data; boundary=b"], form(boundary: "b", parts: [("image", "x.png", png)], close: false), "closing boundary"),
                 ("two unnamed parts", [.contentType: "multipart/form-data; boundary=b"], form(boundary: "b", parts: [("a", nil, png), ("b", nil, png)]), "none is named"),
                 ("an empty image part", [.contentType: "multipart/form-data; boundary=b"], form(boundary: "b", parts: [("image", "x.png", Data())]), "body"),
+                // MultipartKit 4.7.1 trapped (index out of range) on a header name byte ≥ 0x80: the
+                // server stopped. The first part's name, a later line's, a later part's.
+                ("a non-ASCII header name", [.contentType: "multipart/form-data; boundary=b"],
+                 ByteBuffer(bytes: Data("--b\r\n\u{E9}: x\r\n\r\nabc\r\n--b--\r\n".utf8)), "not ASCII"),
+                ("a non-ASCII name on a later line", [.contentType: "multipart/form-data; boundary=b"],
+                 ByteBuffer(bytes: Data("--b\r\nContent-Disposition: form-data; name=\"image\"\r\nX\u{FF}: 1\r\n\r\nabc\r\n--b--\r\n".utf8)), "not ASCII"),
+                ("a non-ASCII name in a later part", [.contentType: "multipart/form-data; boundary=b"],
+                 ByteBuffer(bytes: Data("--b\r\nA: 1\r\n\r\nabc\r\n--b\r\n\u{80}\r\n\r\n--b--\r\n".utf8)), "not ASCII"),
             ]
             for (label, headers, body, word) in bad {
                 try await client.execute(uri: "/v1/classify", method: .post, headers: headers, body: body) { response throws in

@@ -132,7 +132,6 @@ public struct ImageBatchPipeline {
         guard !items.isEmpty else { return }
         // No chunk can be larger than the input (also keeps the window arithmetic far from overflow).
         let chunk = max(1, min(chunk, items.count))
-        let chunks = (items.count + chunk - 1) / chunk
         let work: @Sendable (Int) -> Slot = { index in
             do throws(ImageError) {
                 return .inputs(try prepare(items[index]))
@@ -155,25 +154,8 @@ public struct ImageBatchPipeline {
             }
             try body(range, slots, rows)
         }
-        if decodeThreads == 0 {
-            for c in 0..<chunks {
-                let range = c * chunk..<min((c + 1) * chunk, items.count)
-                try deliver(range, range.map(work))
-            }
-            return
-        }
-        let queue = DecodeQueue(count: items.count, batchSize: chunk, lookahead: lookahead, prepare: work)
-        let workers = min(decodeThreads, items.count)
-        for _ in 0..<workers {
-            let thread = Thread { queue.work() }
-            thread.stackSize = 4 << 20
-            thread.start()
-        }
-        defer { queue.stopAndJoin(workers: workers) }
-        for c in 0..<chunks {
-            let range = c * chunk..<min((c + 1) * chunk, items.count)
-            try deliver(range, queue.take(batch: c, range: range))
-        }
+        try DecodeQueue.forEachBatch(count: items.count, batchSize: chunk, lookahead: lookahead, decodeThreads: decodeThreads,
+                                     prepare: work, body: deliver)
     }
 
     /// One prepared item: its input tensors, or why it failed.
@@ -196,6 +178,34 @@ final class DecodeQueue: @unchecked Sendable {
     var slots: [ImageBatchPipeline.Slot?]
     var stopped = false
     var finishedWorkers = 0
+
+    /// Prepares items `0..<count` with `prepare` and calls `body` on the calling thread once per
+    /// batch of `batchSize` (≥ 1; the last may be smaller), in order, with the batch's range and
+    /// its slots. With `decodeThreads` workers (0: inline, on the calling thread), at most
+    /// `lookahead` batches beyond the one being consumed are prepared ahead, which bounds memory.
+    ///
+    /// - Throws: what `body` throws; the workers finish the item in hand and are joined first.
+    static func forEachBatch(count: Int, batchSize: Int, lookahead: Int, decodeThreads: Int,
+                             prepare: @escaping @Sendable (Int) -> ImageBatchPipeline.Slot,
+                             body: (Range<Int>, [ImageBatchPipeline.Slot]) throws -> Void) throws {
+        guard count > 0 else { return }
+        let batchSize = max(1, batchSize)
+        let batches = (count + batchSize - 1) / batchSize
+        func range(_ b: Int) -> Range<Int> { b * batchSize..<min((b + 1) * batchSize, count) }
+        if decodeThreads == 0 {
+            for b in 0..<batches { try body(range(b), range(b).map(prepare)) }
+            return
+        }
+        let queue = DecodeQueue(count: count, batchSize: batchSize, lookahead: lookahead, prepare: prepare)
+        let workers = min(decodeThreads, count)
+        for _ in 0..<workers {
+            let thread = Thread { queue.work() }
+            thread.stackSize = 4 << 20
+            thread.start()
+        }
+        defer { queue.stopAndJoin(workers: workers) }
+        for b in 0..<batches { try body(range(b), queue.take(batch: b, range: range(b))) }
+    }
 
     init(count: Int, batchSize: Int, lookahead: Int, prepare: @escaping @Sendable (Int) -> ImageBatchPipeline.Slot) {
         self.count = count

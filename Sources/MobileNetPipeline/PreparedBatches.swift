@@ -46,7 +46,6 @@ public struct PreparedBatches: Sendable {
                     body: (Range<Int>, [Prepared]) throws -> Void) throws {
         guard count > 0 else { return }
         let chunk = min(batchSize, count)
-        let chunks = (count + chunk - 1) / chunk
         let work: @Sendable (Int) -> ImageBatchPipeline.Slot = { index in
             do throws(ImageError) {
                 return .inputs([try prepare(index)])
@@ -62,24 +61,7 @@ public struct PreparedBatches: Sendable {
                 }
             }
         }
-        if decodeThreads == 0 {
-            for c in 0..<chunks {
-                let range = c * chunk..<min((c + 1) * chunk, count)
-                try body(range, convert(range.map(work)))
-            }
-            return
-        }
-        let queue = DecodeQueue(count: count, batchSize: chunk, lookahead: lookahead, prepare: work)
-        let workers = min(decodeThreads, count)
-        for _ in 0..<workers {
-            let thread = Thread { queue.work() }
-            thread.stackSize = 4 << 20
-            thread.start()
-        }
-        defer { queue.stopAndJoin(workers: workers) }
-        for c in 0..<chunks {
-            let range = c * chunk..<min((c + 1) * chunk, count)
-            try body(range, convert(queue.take(batch: c, range: range)))
-        }
+        try DecodeQueue.forEachBatch(count: count, batchSize: chunk, lookahead: lookahead, decodeThreads: decodeThreads,
+                                     prepare: work) { range, slots in try body(range, convert(slots)) }
     }
 }

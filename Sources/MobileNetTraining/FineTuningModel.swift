@@ -352,24 +352,13 @@ public struct FineTuningModel: Sendable {
     /// - Throws: ``FineTuningError/gradients(_:)`` when a trainable variable has no gradient or
     ///   one of another size (nothing is changed then).
     public mutating func apply(_ gradients: Gradients, optimizer: inout Optimizer) throws(FineTuningError) {
-        var parameters: [[Double]] = [], g: [[Double]] = []
-        for path in trainableVariables {
-            guard let grad = gradients[path] else { throw .gradients("no gradient for '\(path)'") }
-            let values = variables[path]!
-            guard grad.count == values.count else { throw .gradients("'\(path)' has \(grad.count) values, the variable \(values.count)") }
-            parameters.append(values)
-            g.append(grad.scalars)
-        }
-        optimizer.update(&parameters, gradients: g)
-        for (path, values) in zip(trainableVariables, parameters) { variables[path] = values }
+        try optimizer.update(&variables, paths: trainableVariables, gradients: gradients.mapValues(\.scalars))
     }
 
     /// Replaces a variable's values (for example to perturb one for a finite-difference check).
     ///
     /// - Throws: ``FineTuningError/gradients(_:)`` for an unknown path or another value count.
     public mutating func setVariable(_ path: String, _ values: [Double]) throws(FineTuningError) {
-        guard let old = variables[path] else { throw .gradients("no variable '\(path)'") }
-        guard old.count == values.count else { throw .gradients("'\(path)' has \(old.count) values, got \(values.count)") }
-        variables[path] = values
+        try replaceVariable(&variables, path, values)
     }
 }

@@ -436,26 +436,14 @@ public struct FineTuningNetwork: Sendable {
     /// - Throws: ``FineTuningError/gradients(_:)`` when a trainable variable has no gradient or
     ///   one of another size (nothing is changed then).
     public mutating func apply(_ gradients: [String: Tensor], optimizer: inout Optimizer) throws(FineTuningError) {
-        var parameters: [[Float]] = [], g: [[Float]] = []
-        for path in trainableVariables {
-            guard let grad = gradients[path] else { throw .gradients("no gradient for '\(path)'") }
-            let values = variables[path]!
-            guard grad.count == values.count else { throw .gradients("'\(path)' has \(grad.count) values, the variable \(values.count)") }
-            parameters.append(values)
-            g.append(grad.scalars)
-        }
-        for path in trainableVariables { variables[path] = nil }  // the optimiser then updates unshared arrays in place
-        optimizer.update(&parameters, gradients: g)
-        for (path, values) in zip(trainableVariables, parameters) { variables[path] = values }
+        try optimizer.update(&variables, paths: trainableVariables, gradients: gradients.mapValues(\.scalars))
     }
 
     /// Replaces a variable's values.
     ///
     /// - Throws: ``FineTuningError/gradients(_:)`` for a path the network does not hold or another value count.
     public mutating func setVariable(_ path: String, _ values: [Float]) throws(FineTuningError) {
-        guard let old = variables[path] else { throw .gradients("no variable '\(path)'") }
-        guard old.count == values.count else { throw .gradients("'\(path)' has \(old.count) values, got \(values.count)") }
-        variables[path] = values
+        try replaceVariable(&variables, path, values)
     }
 
     // MARK: Weights

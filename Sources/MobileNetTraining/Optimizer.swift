@@ -56,6 +56,27 @@ public struct Optimizer: Sendable {
         apply(&parameters, gradients)
     }
 
+    /// One update of the variables named `paths` in `variables` by the gradients of the same
+    /// names: the step of ``FineTuningModel/apply(_:optimizer:)`` and ``FineTuningNetwork/apply(_:optimizer:)``.
+    /// The arrays leave the dictionary for the update, so they are updated in place, not copied.
+    ///
+    /// - Throws: ``FineTuningError/gradients(_:)`` for a path without a gradient or a gradient of
+    ///   another length than its variable (checked before anything changes).
+    mutating func update<Scalar: BinaryFloatingPoint>(_ variables: inout [String: [Scalar]], paths: [String],
+                                                      gradients: [String: [Scalar]]) throws(FineTuningError) {
+        var parameters: [[Scalar]] = [], g: [[Scalar]] = []
+        for path in paths {
+            guard let grad = gradients[path] else { throw .gradients("no gradient for '\(path)'") }
+            guard let values = variables[path] else { throw .gradients("no variable '\(path)'") }
+            guard grad.count == values.count else { throw .gradients("'\(path)' has \(grad.count) values, the variable \(values.count)") }
+            parameters.append(values)
+            g.append(grad)
+        }
+        for path in paths { variables[path] = nil }
+        apply(&parameters, g)
+        for (path, values) in zip(paths, parameters) { variables[path] = values }
+    }
+
     private mutating func apply<Scalar: BinaryFloatingPoint>(_ parameters: inout [[Scalar]], _ gradients: [[Scalar]]) {
         precondition(gradients.count == parameters.count && zip(parameters, gradients).allSatisfy { $0.count == $1.count },
                      "Optimizer.update: gradients do not match the parameters")
@@ -129,4 +150,14 @@ public struct Optimizer: Sendable {
             }
         }
     }
+}
+
+/// Replaces `variables[path]` with `values` of the same count (``FineTuningModel/setVariable(_:_:)``,
+/// ``FineTuningNetwork/setVariable(_:_:)``).
+///
+/// - Throws: ``FineTuningError/gradients(_:)`` for a path not held or another value count.
+func replaceVariable<Scalar>(_ variables: inout [String: [Scalar]], _ path: String, _ values: [Scalar]) throws(FineTuningError) {
+    guard let old = variables[path] else { throw .gradients("no variable '\(path)'") }
+    guard old.count == values.count else { throw .gradients("'\(path)' has \(old.count) values, got \(values.count)") }
+    variables[path] = values
 }

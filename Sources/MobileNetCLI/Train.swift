@@ -128,7 +128,8 @@ struct Train: AsyncParsableCommand {
             throw ValidationError("\(name) must be a finite number, got \(value)")
         }
         if let learningRate, !(learningRate > 0 && learningRate <= 10) { throw ValidationError("--learning-rate must be in (0, 10], got \(learningRate)") }
-        guard l2 >= 0, (0..<1).contains(momentum) || momentum == 0 else { throw ValidationError("--l2 must be at least 0 and --momentum in [0, 1)") }
+        guard l2 >= 0 else { throw ValidationError("--l2 must be at least 0, got \(l2)") }
+        guard (0..<1).contains(momentum) else { throw ValidationError("--momentum must be in [0, 1), got \(momentum)") }
         if let hidden, !(1...65_536).contains(hidden) { throw ValidationError("--hidden must be between 1 and 65536 units, got \(hidden)") }
         guard epochs <= 100_000 else { throw ValidationError("--epochs must be at most 100000, got \(epochs)") }
         guard augment <= 100 else { throw ValidationError("--augment must be at most 100 views per image, got \(augment)") }
@@ -139,7 +140,7 @@ struct Train: AsyncParsableCommand {
         guard augment >= 0 else { throw ValidationError("--augment must be 0 or more") }
         guard trainBatchSize >= 1 else { throw ValidationError("--train-batch-size must be at least 1") }
         guard (0..<1).contains(dropout) else { throw ValidationError("--dropout must be in 0..<1") }
-        guard (0...1).contains(labelSmoothing) else { throw ValidationError("--label-smoothing must be in 0...1") }
+        guard (0...1).contains(labelSmoothing) else { throw ValidationError("--label-smoothing must be in 0...1, got \(labelSmoothing)") }
         if let fineTuneRotation, !(fineTuneRotation.isFinite && (0...1).contains(fineTuneRotation)) {
             throw ValidationError("--fine-tune-rotation must be in 0...1, got \(fineTuneRotation)")
         }

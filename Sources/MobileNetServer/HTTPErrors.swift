@@ -78,6 +78,18 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
+/// The answer to `HEAD` on a GET route (the router's `autoGenerateHeadEndpoints` runs the GET's
+/// responder, these middlewares included, for it): the GET's status and headers with the
+/// Content-Length of its body, and no body (RFC 9110 §9.3.2; Hummingbird alone sends
+/// `Content-Length: 0`). A POST-only route's GET is 405 with `Allow`, so its HEAD is too.
+/// Innermost of the middlewares, next to the handler.
+struct HeadMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let response = try await next(request, context)
+        return request.method == .head ? ServingRoutes.head(of: response) : response
+    }
+}
+
 /// Counts and times every request for ``ServingMetrics``, by the matched route's template.
 struct MetricsMiddleware<Context: RequestContext>: RouterMiddleware {
     var metrics: ServingMetrics

@@ -56,7 +56,7 @@ enum ImageUpload {
     /// each header line's CR LF, up to the line's `:` (or a CR that ends the headers). This scan
     /// looks at every `--BOUNDARY` CR LF in the body (a superset of the delimiters the parser
     /// matches), follows the header lines as the parser does, and checks the bytes in name
-    /// position; a line the parser would refuse is checked to its colon or end all the same.
+    /// position, up to a byte the parser refuses there (a control character, a space, DEL).
     /// RFC 7578 header names are ASCII; values (a UTF-8 `filename`) are not checked.
     static func nonASCIIHeaderNameByte(in body: Data, boundary: String) -> Int? {
         let bytes = [UInt8](body)
@@ -75,6 +75,9 @@ enum ImageUpload {
                     if byte == colon && nameLength > 0 { break }
                     if byte == cr && nameLength == 0 { break headers }
                     if byte >= 0x80 { return i }
+                    // A control character, a space, DEL or a leading colon: the parser refuses
+                    // the line (a syntax error) and reads no further name of this block.
+                    if byte < 0x21 || byte == 0x7F || byte == colon { break headers }
                     nameLength += 1
                     i += 1
                 }

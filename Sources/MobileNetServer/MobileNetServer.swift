@@ -22,10 +22,13 @@ public enum MobileNetServer {
     ///   - configuration: limits and `Retry-After`.
     ///   - metrics: where requests are counted.
     public static func makeRouter(state: ServerState, configuration: ServerConfiguration, metrics: ServingMetrics) -> Router<ServingRequestContext> {
-        let router = Router(context: ServingRequestContext.self)
+        // HEAD on every GET route: Hummingbird runs the GET's responder (with these
+        // middlewares) for it, and HeadMiddleware gives the answer the GET's Content-Length.
+        let router = Router(context: ServingRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: LogRequestsMiddleware(.info))
         router.add(middleware: ErrorMiddleware(retryAfterSeconds: configuration.retryAfterSeconds))
+        router.add(middleware: HeadMiddleware())
         ServingRoutes(state: state, configuration: configuration, metrics: metrics).add(to: router)
         return router
     }

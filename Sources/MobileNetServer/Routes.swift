@@ -115,12 +115,8 @@ struct ServingRoutes: Sendable {
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: image.bytes)))
         }
         router.get("/v1/indexes/{name}/image") { request, context in try indexedImage(request, context) }
-        router.head("/v1/indexes/{name}/image") { request, context in Self.head(of: try indexedImage(request, context)) }
 
-        // HEAD for load balancers' health checks and the page; a GET on a POST-only route is 405.
-        router.head("/v2/health/live") { _, _ in Self.head(of: live()) }
-        router.head("/v2/health/ready") { _, _ in Self.head(of: ready()) }
-        router.head("/") { _, _ in Self.head(of: page()) }
+        // HEAD is every GET route's (HeadMiddleware); a GET on a POST-only route is 405.
         for path in ["/v1/classify", "/v1/embed", "/v1/similar"] {
             router.get(RouterPath(path)) { _, _ -> Response in
                 throw ServingError.methodNotAllowed(path: path, allowed: "POST")

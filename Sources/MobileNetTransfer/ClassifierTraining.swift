@@ -14,6 +14,9 @@ public enum ClassifierTrainingError: Error, Equatable, CustomStringConvertible, 
     /// Fine-tuning diverged before any epoch had a finite validation loss (NaN or infinite
     /// weights, e.g. from a learning rate far too high): there is no model worth writing.
     case fineTuningDiverged(epoch: Int, validationLoss: Double)
+    /// Training the head diverged: its loss or weights stopped being finite in `epoch` (a
+    /// learning rate or L2 factor far too high); there is no model worth writing.
+    case headDiverged(epoch: Int, loss: Double)
 
     public var description: String {
         switch self {
@@ -21,6 +24,8 @@ public enum ClassifierTrainingError: Error, Equatable, CustomStringConvertible, 
         case .noValidationImage: "no usable validation image"
         case .fineTuningDiverged(let epoch, let loss):
             "fine-tuning diverged: val_loss \(loss) in fine-tuning epoch \(epoch), no epoch gave finite weights; use a lower --fine-tune-learning-rate"
+        case .headDiverged(let epoch, let loss):
+            "training the head diverged: loss \(loss) in epoch \(epoch), weights no longer finite; use a lower --learning-rate or --l2"
         }
     }
 

@@ -210,9 +210,11 @@ public struct HeadTrainer: Sendable {
     /// - Returns: the head (best validation loss when early stopping is on, rounded to Float32)
     ///   and the history of every epoch run.
     /// - Throws: ``/MobileNetTraining/FineTuningError`` from the loss (``HeadObjective/evaluate(head:x:labels:training:random:)``):
-    ///   a label smoothing outside 0...1 or a label outside `0..<classes`.
+    ///   a label smoothing outside 0...1 or a label outside `0..<classes`;
+    ///   ``ClassifierTrainingError/headDiverged(epoch:loss:)`` when the loss or the weights stop
+    ///   being finite (after that epoch's `onEpoch`).
     public func train(train: LabelledMatrix, validation: LabelledMatrix?, classes: Int,
-                      onEpoch: ((EpochRecord) -> Void)? = nil) throws(FineTuningError) -> (head: ClassifierHead, history: [EpochRecord], bestEpoch: Int) {
+                      onEpoch: ((EpochRecord) -> Void)? = nil) throws -> (head: ClassifierHead, history: [EpochRecord], bestEpoch: Int) {
         var random = SeededRandom(seed: settings.seed)
         var head = ClassifierHead(inputs: train.features.columns, classes: classes, hidden: settings.hiddenUnits,
                                   dropout: settings.dropout, random: &random)
@@ -251,6 +253,11 @@ public struct HeadTrainer: Sendable {
             }
             history.append(record)
             onEpoch?(record)
+            // NaN or infinite weights (a learning rate or L2 factor far too high) never recover:
+            // stop with the reason instead of writing a model that cannot be used.
+            if !record.loss.isFinite || !(record.validationLoss?.isFinite ?? true) || !head.parameters.allSatisfy({ $0.allSatisfy(\.isFinite) }) {
+                throw ClassifierTrainingError.headDiverged(epoch: epoch, loss: record.loss.isFinite ? (record.validationLoss ?? record.loss) : record.loss)
+            }
             if let patience = settings.patience, let valLoss = record.validationLoss {
                 if let current = best, valLoss >= current.loss {
                     wait += 1

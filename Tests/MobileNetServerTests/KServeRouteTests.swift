@@ -28,7 +28,7 @@ struct KServeRouteTests {
             }
             try await client.execute(uri: "/v2/models/nosuch/ready", method: .get) { #expect($0.status == .notFound) }
             // HEAD: the GET's status and headers, its Content-Length included, and no body.
-            for uri in ["/v2/health/live", "/v2/health/ready", "/"] {
+            for uri in ["/v2/health/live", "/v2/health/ready", "/", "/openapi.json", "/v2/models/imagenet", "/v1/models/imagenet"] {
                 var length: String?, type: String?
                 try await client.execute(uri: uri, method: .get) { response in
                     length = response.headers[.contentLength]
@@ -39,6 +39,13 @@ struct KServeRouteTests {
                     #expect(response.status == .ok && response.body.readableBytes == 0, "\(uri)")
                     #expect(response.headers[.contentLength] == length && response.headers[.contentType] == type, "HEAD \(uri): \(response.headers)")
                 }
+            }
+            // A POST-only route: HEAD is its GET's 405 with Allow, no body; no route: 404, no body.
+            try await client.execute(uri: "/v1/classify", method: .head) { response in
+                #expect(response.status == .methodNotAllowed && response.headers[.allow] == "POST" && response.body.readableBytes == 0)
+            }
+            try await client.execute(uri: "/nosuch", method: .head) { response in
+                #expect(response.status == .notFound && response.body.readableBytes == 0)
             }
         }
         try await Harness.withServer(models: [model], ready: false) { client, _, _ in

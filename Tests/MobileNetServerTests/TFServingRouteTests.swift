@@ -170,6 +170,9 @@ struct TFServingRouteTests {
                  ByteBuffer(bytes: Data("--b\r\n\u{E9}: x\r\n\r\nabc\r\n--b--\r\n".utf8)), "not ASCII"),
                 ("a non-ASCII name on a later line", [.contentType: "multipart/form-data; boundary=b"],
                  ByteBuffer(bytes: Data("--b\r\nContent-Disposition: form-data; name=\"image\"\r\nX\u{FF}: 1\r\n\r\nabc\r\n--b--\r\n".utf8)), "not ASCII"),
+                // A header line without a colon is a syntax error, not blamed on the part's bytes.
+                ("a header line without a colon", [.contentType: "multipart/form-data; boundary=b"],
+                 ByteBuffer(bytes: Data("--b\r\nContent-Disposition form-data\r\n\r\n".utf8) + png + Data("\r\n--b--\r\n".utf8)), "does not parse"),
                 ("a non-ASCII name in a later part", [.contentType: "multipart/form-data; boundary=b"],
                  ByteBuffer(bytes: Data("--b\r\nA: 1\r\n\r\nabc\r\n--b\r\n\u{80}\r\n\r\n--b--\r\n".utf8)), "not ASCII"),
             ]

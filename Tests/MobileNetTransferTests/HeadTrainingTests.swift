@@ -100,6 +100,19 @@ import Testing
         #expect(c.head != a.head)
     }
 
+    @Test("a head whose loss or weights stop being finite is a typed error naming the epoch, after that epoch is reported")
+    func divergenceStopsTraining() throws {
+        let train = blobs(perClass: 10, classes: 2, seed: 5), val = blobs(perClass: 5, classes: 2, seed: 6)
+        var settings = TrainingSettings()
+        settings.epochs = 5
+        settings.l2 = 1e308
+        var reported: [Int] = []
+        #expect { try HeadTrainer(settings: settings).train(train: train, validation: val, classes: 2) { reported.append($0.epoch) } } throws: { error in
+            guard case .headDiverged(let epoch, _) = error as? ClassifierTrainingError else { return false }
+            return epoch == reported.last && epoch < 5
+        }
+    }
+
     @Test func earlyStoppingRestoresBestEpoch() throws {
         let train = blobs(perClass: 10, classes: 2, seed: 5)
         // A validation set with the labels swapped: validation loss rises from the first epoch.

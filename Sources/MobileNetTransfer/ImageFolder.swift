@@ -106,7 +106,9 @@ public struct ImageFolder: Sendable {
             var files: [URL] = []
             let enumerator = manager.enumerator(at: folder, includingPropertiesForKeys: [.isRegularFileKey], options: [.skipsHiddenFiles])
             while let url = enumerator?.nextObject() as? URL {
-                guard (try? url.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true else { continue }
+                // Regular files, links to regular files followed (as `classify` and `index add`
+                // read them; a class folder of links into a photo library is common).
+                guard case .regular = FileKind(path: url.path) else { continue }
                 if Self.looksLikeImage(url) {
                     files.append(url)
                 } else {

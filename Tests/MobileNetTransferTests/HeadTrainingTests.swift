@@ -178,6 +178,23 @@ extension TrainingSettings {
         #expect(folder.warnings.contains { $0.contains("readme.txt") })
     }
 
+    @Test("links to image files count (as classify reads them); links to missing files and FIFOs do not")
+    func linkedImages() throws {
+        let library = try makeFolder(["x": 3])
+        let root = try makeFolder(["a": 1])
+        let linked = root.appendingPathComponent("b")
+        try FileManager.default.createDirectory(at: linked, withIntermediateDirectories: true)
+        for i in 0..<3 {
+            try FileManager.default.createSymbolicLink(at: linked.appendingPathComponent("l\(i).jpg"),
+                                                       withDestinationURL: library.appendingPathComponent(String(format: "x/img%03d.jpg", i)))
+        }
+        try FileManager.default.createSymbolicLink(at: linked.appendingPathComponent("dangling.jpg"), withDestinationURL: library.appendingPathComponent("none.jpg"))
+        #expect(mkfifo(linked.appendingPathComponent("pipe.jpg").path, 0o600) == 0)
+        let folder = try ImageFolder(root: root)
+        #expect(folder.classCounts == [1, 3])
+        #expect(folder.images.filter { $0.label == 1 }.map(\.url.lastPathComponent) == ["l0.jpg", "l1.jpg", "l2.jpg"])
+    }
+
     @Test func stratifiedSeededSplit() throws {
         let root = try makeFolder(["a": 10, "b": 20, "c": 1])
         let folder = try ImageFolder(root: root)

@@ -118,7 +118,7 @@ extension Index {
                     }
                 }
             } catch let error as ValidationError {
-                printError("error: \(error)")
+                printError("error: \(errorMessage(error))")
                 throw ExitCode(1)
             } catch {
                 printError("error: \(errorMessage(error))")

@@ -127,7 +127,7 @@ struct Index: AsyncParsableCommand {
                 for path in removed { print("removed \(path)") }
                 printError("sync: \(removed.count) missing files removed")
             } catch {
-                printError("error: \(error)")
+                printError("error: \(errorMessage(error))")
                 throw ExitCode(1)
             }
         }
@@ -163,7 +163,7 @@ struct Index: AsyncParsableCommand {
                     print("file size:         \(report.fileBytes) bytes")
                 }
             } catch {
-                printError("error: \(error)")
+                printError("error: \(errorMessage(error))")
                 throw ExitCode(1)
             }
         }
@@ -203,7 +203,7 @@ struct Index: AsyncParsableCommand {
                 try AtomicFile.writeGroup([(matrix, URL(fileURLWithPath: output)), (names, URL(fileURLWithPath: sidecar))], overwrite: overwrite)
                 printError("export: \(search.count) vectors of \(search.dimension) values to \(output) and \(sidecar)")
             } catch {
-                printError("error: \(error)")
+                printError("error: \(errorMessage(error))")
                 throw ExitCode(1)
             }
         }

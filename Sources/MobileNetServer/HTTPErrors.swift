@@ -41,15 +41,6 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     var retryAfterSeconds: Int
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let response = try await answer(request, context: context, next: next)
-        // A HEAD request's error has the GET's status and headers and no body (RFC 9110 §9.3.2);
-        // the HEAD routes' own answers have no body already (and their Content-Length stays).
-        guard request.method == .head, response.body.contentLength != 0 else { return response }
-        return ServingRoutes.head(of: response)
-    }
-
-    /// The response of the route, or of the error it threw.
-    private func answer(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch let error as ServingError {
@@ -82,7 +73,7 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 /// responder, these middlewares included, for it): the GET's status and headers with the
 /// Content-Length of its body, and no body (RFC 9110 §9.3.2; Hummingbird alone sends
 /// `Content-Length: 0`). A POST-only route's GET is 405 with `Allow`, so its HEAD is too.
-/// Innermost of the middlewares, next to the handler.
+/// Outside ``ErrorMiddleware``, so an error's answer loses its body the same way.
 struct HeadMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let response = try await next(request, context)

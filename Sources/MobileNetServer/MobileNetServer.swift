@@ -27,8 +27,8 @@ public enum MobileNetServer {
         let router = Router(context: ServingRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: LogRequestsMiddleware(.info))
-        router.add(middleware: ErrorMiddleware(retryAfterSeconds: configuration.retryAfterSeconds))
         router.add(middleware: HeadMiddleware())
+        router.add(middleware: ErrorMiddleware(retryAfterSeconds: configuration.retryAfterSeconds))
         ServingRoutes(state: state, configuration: configuration, metrics: metrics).add(to: router)
         return router
     }

@@ -106,7 +106,7 @@ struct ServingRoutes: Sendable {
         }
         // The models and indexes (for the page), and an indexed image (a match's thumbnail).
         router.get("/v1/catalog") { _, _ in json(try state.requireService().catalog()) }
-        @Sendable func indexedImage(_ request: Request, _ context: ServingRequestContext) throws -> Response {
+        router.get("/v1/indexes/{name}/image") { request, context in
             guard let file = try QueryItems(request, allowed: ["file"])["file"] else {
                 throw ServingError.invalidInput(field: "file", problem: "name the indexed image: ?file=PATH (the 'file' of a similarity match)")
             }
@@ -114,7 +114,6 @@ struct ServingRoutes: Sendable {
             return Response(status: .ok, headers: [.contentType: image.mediaType, .cacheControl: "private, max-age=300"],
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: image.bytes)))
         }
-        router.get("/v1/indexes/{name}/image") { request, context in try indexedImage(request, context) }
 
         // HEAD is every GET route's (HeadMiddleware); a GET on a POST-only route is 405.
         for path in ["/v1/classify", "/v1/embed", "/v1/similar"] {

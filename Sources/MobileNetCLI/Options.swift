@@ -66,7 +66,7 @@ struct BackboneOptions: ParsableArguments {
 
 extension OneDNNBackend.ThreadPolicy: ExpressibleByArgument {}
 
-/// How the network runs: `--backend`, `--threads`, `--thread-policy`, `--micro-batch`, `--batch-size`.
+/// How the network runs: `--backend`, `--threads`, `--thread-policy`, `--micro-batch`, `--no-fuse-depthwise`, `--batch-size`.
 struct RuntimeOptionGroup: ParsableArguments {
     @Option(name: .long, help: "Images per inference batch.")
     var batchSize: Int = 16
@@ -82,6 +82,9 @@ struct RuntimeOptionGroup: ParsableArguments {
 
     @Option(name: .long, help: ArgumentHelp("Largest batch the onednn backend runs at once; bigger batches are split (default: 1, or 4 with --thread-policy fixed, or $MOBILENET_MICRO_BATCH). Changes speed and memory; results only within float rounding.", valueName: "n"))
     var microBatch: Int?
+
+    @Flag(name: .long, help: "Run each 1x1 convolution and the depthwise one after it as two oneDNN primitives instead of one fused primitive (for comparison; results differ only within float rounding).")
+    var noFuseDepthwise = false
 
     /// `$MOBILENET_MICRO_BATCH` when set and valid (checked in ``validate()``).
     static var environmentMicroBatch: Int? {
@@ -110,7 +113,8 @@ struct RuntimeOptionGroup: ParsableArguments {
     /// The backend chosen with `--backend`, `--threads` and `--micro-batch`.
     func inferenceBackend() -> any InferenceBackend {
         switch backend {
-        case .onednn: OneDNNBackend(threads: threads, microBatch: microBatch ?? RuntimeOptionGroup.environmentMicroBatch, threadPolicy: threadPolicy)
+        case .onednn: OneDNNBackend(threads: threads, microBatch: microBatch ?? RuntimeOptionGroup.environmentMicroBatch, threadPolicy: threadPolicy,
+                                    fusesDepthwise: !noFuseDepthwise)
         case .reference: ReferenceBackend()
         }
     }

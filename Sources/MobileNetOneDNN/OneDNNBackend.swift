@@ -19,8 +19,13 @@ import MobileNetKernels
 /// - activation buffers and the scratchpad are planned from the values' lifetimes and reused,
 ///   so an inference at a batch size seen before allocates no activation memory (only the
 ///   returned tensor, and oneDNN's small per-call bookkeeping);
-/// - global pooling, dense and softmax (a few thousand operations per image) run in plain Swift
-///   on NHWC data.
+/// - an inverted residual block's expansion (1x1) and depthwise (3x3) convolutions run as one
+///   primitive (oneDNN's depthwise post-op, ``fusesDepthwise``) where oneDNN has a kernel for
+///   the pair: it computes the depthwise rows from the few 1x1 rows they need, so the expanded
+///   tensor is never written out; oneDNN offers it for the large early layers only (on the
+///   2-core AVX-512 machine, block 1 at 112x112);
+/// - global pooling and softmax run in plain Swift on NHWC data, the dense layer as oneDNN SGEMM
+///   calls on fixed slices of its output columns, spread over the threads.
 ///
 /// Implementations whose name contains `ref` (oneDNN's slow reference kernels, chosen silently
 /// when no optimised kernel fits) are rejected with ``OneDNNError/referenceImplementation(node:implementation:)``.
@@ -97,6 +102,15 @@ public struct OneDNNBackend: InferenceBackend {
     /// How many threads each run uses; ``ThreadPolicy/adaptive`` by default.
     public let threadPolicy: ThreadPolicy
 
+    /// Whether a 1x1 convolution and the 3x3 depthwise convolution that is its only reader (an
+    /// inverted residual block's expansion and depthwise layers, paper section 3.3; stride 1 or
+    /// 2) run as one oneDNN primitive with a depthwise post-op, where oneDNN offers a kernel for
+    /// the pair (true by default). oneDNN decides by the layer's size: on the 2-core AVX-512
+    /// machine it fused block 1 (112x112x16 in, 56x56x96 out) only. Results differ from the
+    /// unfused pair only within float rounding (tested against the reference backend), and do
+    /// not depend on the thread count.
+    public let fusesDepthwise: Bool
+
     /// Makes the process wait passively in OpenMP (no longer needed: ``ThreadPolicy/adaptive``
     /// handles a busy machine, and passive waiting doubles batch-1 latency at 2 threads on a
     /// quiet one). When `OMP_WAIT_POLICY` is not set, sets it to
@@ -128,7 +142,10 @@ public struct OneDNNBackend: InferenceBackend {
     ///     rounding. (The `mobilenet` command reads `$MOBILENET_MICRO_BATCH`; the library reads
     ///     no environment variable.)
     ///   - threadPolicy: ``ThreadPolicy/adaptive`` (the default) or ``ThreadPolicy/fixed``.
-    public init(threads: Int? = nil, layoutPolicy: LayoutPolicy = .blocked, microBatch: Int? = nil, threadPolicy: ThreadPolicy = .adaptive) {
+    ///   - fusesDepthwise: see ``fusesDepthwise`` (keep the default, true).
+    public init(threads: Int? = nil, layoutPolicy: LayoutPolicy = .blocked, microBatch: Int? = nil, threadPolicy: ThreadPolicy = .adaptive,
+                fusesDepthwise: Bool = true) {
+        self.fusesDepthwise = fusesDepthwise
         self.threadPolicy = threadPolicy
         self.threads = max(1, threads ?? Self.defaultThreads)
         self.layoutPolicy = layoutPolicy
@@ -144,7 +161,8 @@ public struct OneDNNBackend: InferenceBackend {
     ///   when oneDNN offers only its reference kernel, ``OneDNNError/library(call:status:)`` when
     ///   a oneDNN call fails.
     public func makeExecutor(for graph: Graph) throws -> any GraphExecutor {
-        try OneDNNExecutor(graph: graph, threads: threads, layoutPolicy: layoutPolicy, microBatch: microBatch, threadPolicy: threadPolicy)
+        try OneDNNExecutor(graph: graph, threads: threads, layoutPolicy: layoutPolicy, microBatch: microBatch, threadPolicy: threadPolicy,
+                           fusesDepthwise: fusesDepthwise)
     }
 }
 
@@ -156,7 +174,8 @@ extension OneDNNBackend {
     ///
     /// - Throws: what ``makeExecutor(for:)`` throws.
     public func planSummary(for graph: Graph, batch: Int = 1) throws -> OneDNNPlanSummary {
-        try OneDNNExecutor(graph: graph, threads: threads, layoutPolicy: layoutPolicy, microBatch: microBatch, threadPolicy: .fixed).summary(batch: batch)
+        try OneDNNExecutor(graph: graph, threads: threads, layoutPolicy: layoutPolicy, microBatch: microBatch, threadPolicy: .fixed,
+                           fusesDepthwise: fusesDepthwise).summary(batch: batch)
     }
 
     /// Whether oneDNN runs its AVX-512 kernels on this CPU (`dnnl_get_effective_cpu_isa` is

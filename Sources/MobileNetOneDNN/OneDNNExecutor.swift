@@ -119,6 +119,9 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
     let activationTag: dnnl_format_tag_t?
     /// The largest batch one plan runs; bigger inputs are split.
     let microBatch: Int
+    /// Whether a 1x1 convolution and the 3x3 depthwise one reading it run as one oneDNN
+    /// primitive (`dnnl_post_ops_append_dw`; ``OneDNNBackend/fusesDepthwise``).
+    let fusesDepthwise: Bool
     /// Per node, its output shape without the batch dimension.
     let shapes: [[Int]]
     /// Per node, the last node reading its output (`nodes.count` for the graph output).
@@ -153,8 +156,9 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
     var planLimit: Int { max(Self.maximumCachedPlans, 2 * min(threads, max(1, ProcessInfo.processInfo.activeProcessorCount)) + 2) }
 
     init(graph: Graph, threads: Int, layoutPolicy: OneDNNBackend.LayoutPolicy, microBatch: Int = OneDNNBackend.defaultMicroBatch,
-         threadPolicy: OneDNNBackend.ThreadPolicy = .adaptive) throws(OneDNNError) {
+         threadPolicy: OneDNNBackend.ThreadPolicy = .adaptive, fusesDepthwise: Bool = true) throws(OneDNNError) {
         self.threadPolicy = threadPolicy
+        self.fusesDepthwise = fusesDepthwise
         self.graph = graph
         self.microBatch = max(1, microBatch)
         self.threads = threads
@@ -375,26 +379,18 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         case .dense(let node, let source, let destination, let batch):
             guard case .dense(let p) = graph.nodes[node].operation else { return }
             let inputs = p.kernel.shape[0], outputs = p.kernel.shape[1]
-            var status = dnnl_success
+            var failure: dnnl_status_t?
             p.kernel.scalars.withUnsafeBufferPointer { kernelBuffer in
                 p.bias.withUnsafeBufferPointer { biasBuffer in
                     guard let kernel = kernelBuffer.baseAddress, let bias = biasBuffer.baseAddress else { return }
                     // out[batch, outputs] = bias + x[batch, inputs] * kernel[inputs, outputs]
-                    // (Keras Dense kernel layout), with oneDNN's row-major SGEMM: the plain
-                    // Swift loop cost 1.5-2 ms of an 11 ms inference.
+                    // (Keras Dense kernel layout).
                     for n in 0..<batch { (destination + n * outputs).update(from: bias, count: outputs) }
-                    // On one thread: a multi-threaded SGEMM splits its sums differently for each
-                    // thread count, and the logits must not depend on the count the adaptive
-                    // policy picked (the convolutions do not: tested bit for bit). At most a few
-                    // hundred microseconds per micro-batch.
-                    let previousThreads = cdnnl_omp_get_max_threads()
-                    _ = cdnnl_omp_set_num_threads(1)
-                    defer { _ = cdnnl_omp_set_num_threads(previousThreads) }
-                    status = dnnl_sgemm(CChar(UInt8(ascii: "N")), CChar(UInt8(ascii: "N")), dnnl_dim_t(batch), dnnl_dim_t(outputs), dnnl_dim_t(inputs),
-                                            1, source, dnnl_dim_t(inputs), kernel, dnnl_dim_t(outputs), 1, destination, dnnl_dim_t(outputs))
+                    failure = DenseSlices.run(source: source, kernel: kernel, destination: destination, batch: batch, inputs: inputs,
+                                              outputs: outputs, threads: Int(cdnnl_omp_get_max_threads()))
                 }
             }
-            try dnnlCheck(status, "dnnl_sgemm(\(graph.nodes[node].name), \(inputs)x\(outputs))")
+            if let failure { try dnnlCheck(failure, "dnnl_sgemm(\(graph.nodes[node].name), \(inputs)x\(outputs))") }
         case .softmax(let source, let destination, let batch, let channels):
             for n in 0..<batch {
                 let x = source + n * channels, y = destination + n * channels
@@ -518,7 +514,7 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
 
     /// Creates a convolution primitive descriptor, rejecting reference implementations.
     func convolutionDescriptor(
-        node: Int, source: dnnl_memory_desc_t, destination: dnnl_memory_desc_t, batch: Int, sum: Bool
+        node: Int, source: dnnl_memory_desc_t, destination: dnnl_memory_desc_t, batch: Int, sum: Bool, depthwise: Int? = nil
     ) throws(OneDNNError) -> dnnl_primitive_desc_t {
         let name = graph.nodes[node].name
         guard let geometry = kernelGeometry(node: node) else { throw .unsupportedOperation(node: name, operation: "not a convolution") }
@@ -543,6 +539,17 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
         if sum { try dnnlCheck(dnnl_post_ops_append_sum(postOps, 1), "dnnl_post_ops_append_sum") }
         if p.activation == .relu6 {
             try dnnlCheck(dnnl_post_ops_append_eltwise(postOps, 1, dnnl_eltwise_clip, 0, 6), "dnnl_post_ops_append_eltwise(clip)")
+        }
+        if let depthwise, let dw = kernelGeometry(node: depthwise)?.parameters {
+            // The depthwise convolution reading this 1x1 one's output, fused (oneDNN computes it
+            // row by row from the 1x1 rows it needs, which never all exist in memory), then its
+            // own activation.
+            var one: Float = 1
+            try dnnlCheck(dnnl_post_ops_append_dw(postOps, dnnl_f32, dnnl_f32, dnnl_f32, dnnl_dim_t(dw.kernel.shape[0]), dnnl_dim_t(dw.stride),
+                                                  dnnl_dim_t(dw.padding.top), 1, 0, &one), "dnnl_post_ops_append_dw")
+            if dw.activation == .relu6 {
+                try dnnlCheck(dnnl_post_ops_append_eltwise(postOps, 1, dnnl_eltwise_clip, 0, 6), "dnnl_post_ops_append_eltwise(clip)")
+            }
         }
         try dnnlCheck(dnnl_primitive_attr_set_post_ops(attr, postOps), "dnnl_primitive_attr_set_post_ops")
         var pd: dnnl_primitive_desc_t?
@@ -597,6 +604,63 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
     func weightsFor(node: Int, md: dnnl_memory_desc_t) throws(OneDNNError) -> dnnl_memory_t { try weightsMemory(node: node, md: md) }
     func biasFor(node: Int) -> dnnl_memory_t? { weights[node]?.biasMemory }
     var engineHandle: dnnl_engine_t? { engine }
+}
+
+/// The dense layer `out[N, O] += x[N, I] * kernel[I, O]` (row-major, the Keras Dense kernel
+/// layout) as fixed slices of ``columns`` output columns, each one single-threaded oneDNN SGEMM,
+/// spread over the OpenMP threads of the run (``cdnnl_parallel_slices``). At batch 1 the layer
+/// is a matrix-vector product over a 1280x1000 kernel (5 MB) that ran on the calling thread
+/// while the other threads waited, about 7% of an inference at 2 threads. The slices are the
+/// same whatever the thread count, and a multi-threaded SGEMM would instead split its sums
+/// differently for each count: so the logits do not depend on the count the adaptive policy
+/// picked (tested bit for bit, as for the convolutions).
+package struct DenseSlices {
+    /// Output columns per slice: a multiple of every SIMD width, and few enough slices that
+    /// each SGEMM call's fixed cost (about a microsecond) stays small.
+    package static let columns = 256
+
+    var source: UnsafePointer<Float>
+    var kernel: UnsafePointer<Float>
+    var destination: UnsafeMutablePointer<Float>
+    var batch: Int
+    var inputs: Int
+    var outputs: Int
+    /// One status per slice, written by the thread that ran it.
+    var statuses: UnsafeMutablePointer<dnnl_status_t>
+
+    /// Runs all slices of `destination[batch, outputs] += source[batch, inputs] * kernel[inputs, outputs]`
+    /// (row-major) on `threads` OpenMP threads; returns the first failing SGEMM status, or nil.
+    package static func run(source: UnsafePointer<Float>, kernel: UnsafePointer<Float>, destination: UnsafeMutablePointer<Float>,
+                    batch: Int, inputs: Int, outputs: Int, threads: Int) -> dnnl_status_t? {
+        let slices = (outputs + columns - 1) / columns
+        guard slices > 0, batch > 0, inputs > 0 else { return nil }
+        let statuses = UnsafeMutablePointer<dnnl_status_t>.allocate(capacity: slices)
+        defer { statuses.deallocate() }
+        statuses.initialize(repeating: dnnl_success, count: slices)
+        var work = DenseSlices(source: source, kernel: kernel, destination: destination, batch: batch, inputs: inputs, outputs: outputs,
+                               statuses: statuses)
+        withUnsafeMutablePointer(to: &work) { context in
+            _ = cdnnl_parallel_slices(Int32(slices), Int32(max(1, threads)), { context, slice in
+                guard let work = context?.assumingMemoryBound(to: DenseSlices.self).pointee else { return }
+                work.statuses[Int(slice)] = work.runSlice(Int(slice))
+            }, context)
+        }
+        return (0..<slices).lazy.map { statuses[$0] }.first { $0 != dnnl_success }
+    }
+
+    /// Slice `slice`: output columns `slice * columns ..< min(outputs, (slice + 1) * columns)`,
+    /// computed on the calling thread alone.
+    func runSlice(_ slice: Int) -> dnnl_status_t {
+        let first = slice * Self.columns
+        let width = min(Self.columns, outputs - first)
+        // One thread inside this slice, whatever the thread's OpenMP count (the region's
+        // master thread keeps the run's count for the primitives after the layer).
+        let previousThreads = cdnnl_omp_get_max_threads()
+        if previousThreads != 1 { _ = cdnnl_omp_set_num_threads(1) }
+        defer { if previousThreads != 1 { _ = cdnnl_omp_set_num_threads(previousThreads) } }
+        return dnnl_sgemm(CChar(UInt8(ascii: "N")), CChar(UInt8(ascii: "N")), dnnl_dim_t(batch), dnnl_dim_t(width), dnnl_dim_t(inputs),
+                          1, source, dnnl_dim_t(inputs), kernel + first, dnnl_dim_t(outputs), 1, destination + first, dnnl_dim_t(outputs))
+    }
 }
 
 /// One run's micro-batches, shared by its lanes: each micro-batch is run by the lane that took
@@ -657,8 +721,9 @@ private final class LaneQueue: @unchecked Sendable {
 /// thread; the faster is used, and the other is tried again every ``probeInterval`` runs, so the
 /// choice follows the machine's load as it changes. Results do not depend on the thread count
 /// (oneDNN's convolutions split output elements, not sums, across threads, and the dense layer
-/// runs on one thread; tested bit for bit at 1 and 2 threads, checked by hand up to 8; with 9 or
-/// more, oneDNN's AVX-512 jit kernels split some sums: differences up to about 1e-5).
+/// is cut into the same column slices at every count, ``DenseSlices``; tested bit for bit at 1
+/// and 2 threads, checked by hand up to 8; with 9 or more, oneDNN's AVX-512 jit kernels split
+/// some sums: differences up to about 1e-5).
 package struct ThreadCountChooser {
     let maximum: Int
     let adaptive: Bool

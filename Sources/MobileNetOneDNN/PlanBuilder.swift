@@ -30,6 +30,9 @@ struct PlanBuilder {
     /// Linear convolutions whose result is added to a dead skip value in place: conv node to
     /// (add node, skip value).
     private var fused: [Int: (add: Int, skip: Int)] = [:]
+    /// 1x1 convolutions whose only reader is a 3x3 depthwise one, computed by one fused
+    /// primitive (``OneDNNExecutor/fusesDepthwise``): 1x1 node to depthwise node.
+    private var depthwiseFusion: [Int: Int] = [:]
 
     init(executor: OneDNNExecutor, batch: Int) {
         self.executor = executor
@@ -60,6 +63,7 @@ struct PlanBuilder {
         }
         plain[Graph.inputIndex] = plan.input
         findFusableAdds()
+        if executor.fusesDepthwise { findFusableDepthwise() }
 
         let outputSet = Set(graph.outputs)
         for index in graph.nodes.indices {
@@ -149,6 +153,55 @@ struct PlanBuilder {
         }
     }
 
+    /// Pairs of a 1x1 convolution (stride 1, no padding) and the 3x3 depthwise convolution that is
+    /// its only reader, with stride 1 or 2 and the padding oneDNN's fused depthwise post-op
+    /// implies: `top = left` (0 or 1) and an output of `ceil(input / stride)` positions, which
+    /// covers Keras's `same` padding at stride 1 and MobileNetV2's `ZeroPadding2D(((0, 1), (0, 1)))`
+    /// + `valid` at stride 2 (an inverted residual block's expansion and depthwise layers, paper
+    /// section 3.3). The 1x1 output must not be a graph output (it is never stored).
+    private mutating func findFusableDepthwise() {
+        for (index, node) in graph.nodes.enumerated() {
+            guard case .conv2D(let p) = node.operation, p.kernel.shape[0] == 1, p.kernel.shape[1] == 1, p.stride == 1, p.padding == .valid,
+                  !graph.outputs.contains(index), let readers = executor.readers[index], readers.count == 1, let dw = readers.first,
+                  case .depthwiseConv2D(let d) = graph.nodes[dw].operation, graph.nodes[dw].inputs == [index],
+                  d.kernel.shape[0] == 3, d.kernel.shape[1] == 3, d.stride == 1 || d.stride == 2,
+                  d.padding.top == d.padding.left, d.padding.top <= 1 else { continue }
+            let input = executor.shapes[index], output = executor.shapes[dw]
+            let expected = [(input[0] + d.stride - 1) / d.stride, (input[1] + d.stride - 1) / d.stride]
+            let bottom = (expected[0] - 1) * d.stride + 3 - input[0] - d.padding.top
+            let right = (expected[1] - 1) * d.stride + 3 - input[1] - d.padding.left
+            guard Array(output.prefix(2)) == expected, d.padding.bottom == bottom, d.padding.right == right else { continue }
+            depthwiseFusion[index] = dw
+        }
+    }
+
+    /// The 1x1 convolution `index` with its depthwise reader `dw` fused into one primitive;
+    /// false (nothing added) when oneDNN has no fast kernel for the pair, which then runs as two.
+    private mutating func buildFusedDepthwise(_ index: Int, dw: Int, inputValue: Value, anySource: dnnl_memory_desc_t,
+                                              preferredSource: dnnl_memory_desc_t?, destination: dnnl_memory_desc_t) throws(OneDNNError) -> Bool {
+        guard let pd = try? makeConvolution(index, inputValue: inputValue, anySource: anySource, preferredSource: preferredSource,
+                                            destination: destination, sum: false, depthwise: dw) else { return false }
+        defer { dnnl_primitive_desc_destroy(pd) }
+        let dstMD = queryDescriptor(pd, dnnl_query_dst_md)
+        let want = dims(of: executor.shapes[dw]).map(Int64.init)
+        guard dstMD.ndims == 4, withUnsafeBytes(of: dstMD.dims, { Array($0.bindMemory(to: Int64.self).prefix(4)) }) == want else { return false }
+        let dwWeightsMD = dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, CDNNL_ARG_DW_WEIGHTS)?.pointee ?? dnnl_memory_desc_t()
+        let sourceMemory = try dnnlValue(graph.nodes[index].inputs[0], as: queryDescriptor(pd, dnnl_query_src_md), node: graph.nodes[index].name)
+        let weightsMemory = try executor.weightsFor(node: index, md: queryDescriptor(pd, dnnl_query_weights_md))
+        let dwWeightsMemory = try executor.weightsFor(node: dw, md: dwWeightsMD)
+        let destinationMemory = try newValue(dw, md: dstMD)
+        var arguments = [
+            dnnl_exec_arg_t(arg: CDNNL_ARG_SRC, memory: sourceMemory),
+            dnnl_exec_arg_t(arg: CDNNL_ARG_WEIGHTS, memory: weightsMemory),
+            dnnl_exec_arg_t(arg: CDNNL_ARG_BIAS, memory: executor.biasFor(node: index)),
+            dnnl_exec_arg_t(arg: CDNNL_ARG_DW_WEIGHTS, memory: dwWeightsMemory),
+            dnnl_exec_arg_t(arg: CDNNL_ARG_DW_BIAS, memory: executor.biasFor(node: dw)),
+            dnnl_exec_arg_t(arg: CDNNL_ARG_DST, memory: destinationMemory),
+        ]
+        try appendPrimitive(pd, arguments: &arguments, node: graph.nodes[index].name + "+" + graph.nodes[dw].name)
+        return true
+    }
+
     private mutating func buildConvolution(_ index: Int) throws(OneDNNError) {
         let node = graph.nodes[index]
         let input = node.inputs[0]
@@ -167,6 +220,11 @@ struct PlanBuilder {
             if input != Graph.inputIndex { preferredSource = try memoryDescriptor(dims(of: shape(of: input)), tag) }
         }
 
+        if let dw = depthwiseFusion[index] {
+            if try buildFusedDepthwise(index, dw: dw, inputValue: inputValue, anySource: anySource, preferredSource: preferredSource,
+                                       destination: preferredDestination ?? anyDestination) { return }
+            depthwiseFusion[index] = nil
+        }
         var pd: dnnl_primitive_desc_t?
         var fusion = fused[index]
         if let f = fusion, let skip = values[f.skip] {
@@ -210,15 +268,17 @@ struct PlanBuilder {
     /// reorder), then with the preferred format (blocked policy), then with a source format of
     /// oneDNN's choice.
     private func makeConvolution(_ index: Int, inputValue: Value, anySource: dnnl_memory_desc_t, preferredSource: dnnl_memory_desc_t?,
-                                 destination: dnnl_memory_desc_t, sum: Bool) throws(OneDNNError) -> dnnl_primitive_desc_t {
+                                 destination: dnnl_memory_desc_t, sum: Bool, depthwise: Int? = nil) throws(OneDNNError) -> dnnl_primitive_desc_t {
         if executor.layoutPolicy != .plain,
-           let pd = try? executor.convolutionDescriptor(node: index, source: inputValue.md, destination: destination, batch: batch, sum: sum) {
+           let pd = try? executor.convolutionDescriptor(node: index, source: inputValue.md, destination: destination, batch: batch, sum: sum,
+                                                        depthwise: depthwise) {
             return pd
         }
-        if let preferredSource, let pd = try? executor.convolutionDescriptor(node: index, source: preferredSource, destination: destination, batch: batch, sum: sum) {
+        if let preferredSource, let pd = try? executor.convolutionDescriptor(node: index, source: preferredSource, destination: destination, batch: batch,
+                                                                             sum: sum, depthwise: depthwise) {
             return pd
         }
-        return try executor.convolutionDescriptor(node: index, source: anySource, destination: destination, batch: batch, sum: sum)
+        return try executor.convolutionDescriptor(node: index, source: anySource, destination: destination, batch: batch, sum: sum, depthwise: depthwise)
     }
 
     private mutating func buildAdd(_ index: Int) throws(OneDNNError) {

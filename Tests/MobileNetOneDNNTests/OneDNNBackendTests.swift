@@ -197,6 +197,33 @@ struct OneDNNBackendTests {
         }
     }
 
+    @Test("depthwise fusion: at 224x224 oneDNN fuses block 1's expansion and depthwise layers; equal to the reference and to the unfused plan, the same bits at 1 and 2 threads")
+    func depthwiseFusion() throws {
+        let configuration = MobileNetV2Configuration(alpha: 1.0, inputHeight: 224, inputWidth: 224, includeTop: true)
+        let weights = try FormulaWeights.weights(for: configuration, seed: 61)
+        let graph = try MobileNetV2(configuration: configuration, weights: weights, backend: ReferenceBackend()).graph
+        let fusedSummary = try OneDNNBackend(threads: 2, threadPolicy: .fixed).planSummary(for: graph)
+        let fusedPairs = fusedSummary.primitives.filter { $0.node.contains("+") }.map(\.node)
+        print("fused 1x1 + depthwise pairs at 224x224: \(fusedPairs)")
+        #expect(fusedPairs.contains("block_1_expand+block_1_depthwise"), "\(fusedPairs)")
+        let unfusedSummary = try OneDNNBackend(threads: 2, threadPolicy: .fixed, fusesDepthwise: false).planSummary(for: graph)
+        #expect(!unfusedSummary.primitives.contains { $0.node.contains("+") })
+        #expect(unfusedSummary.primitives.count == fusedSummary.primitives.count + fusedPairs.count)
+
+        let input = FormulaWeights.input(seed: 61, batch: 1, height: 224, width: 224)
+        let reference = try MobileNetV2(configuration: configuration, weights: weights, backend: ReferenceBackend()).forward(input)
+        let fused1 = try MobileNetV2(configuration: configuration, weights: weights, backend: OneDNNBackend(threads: 1, threadPolicy: .fixed)).forward(input)
+        let fused2 = try MobileNetV2(configuration: configuration, weights: weights, backend: OneDNNBackend(threads: 2, threadPolicy: .fixed)).forward(input)
+        let unfused = try MobileNetV2(configuration: configuration, weights: weights,
+                                      backend: OneDNNBackend(threads: 2, threadPolicy: .fixed, fusesDepthwise: false)).forward(input)
+        try expectSameBits(fused2, fused1, "fused, 2 threads against 1")
+        for (name, output, tolerance) in [("reference", reference, Float(1e-4)), ("unfused", unfused, Float(1e-5))] {
+            let f = fused2.features.maxAbsoluteDifference(to: output.features)
+            let p = try #require(fused2.probabilities).maxAbsoluteDifference(to: try #require(output.probabilities))
+            #expect(f <= tolerance && p <= tolerance, "fused against \(name): features \(f), probabilities \(p)")
+        }
+    }
+
     @Test("feature maps (no top, no pooling) and max pooling come out in NHWC like the reference")
     func featureMapLayout() throws {
         for pooling in [Pooling?.none, .max] {
@@ -300,5 +327,48 @@ struct OneDNNSharedWeightsTests {
         let diff = f.maxAbsoluteDifference(to: features)
         print("onednn shared weights: features max |diff| vs Keras = \(diff)")
         #expect(diff <= 1e-4)
+    }
+}
+
+@Suite("the dense layer in column slices")
+struct DenseSlicesTests {
+    @Test("the same bits at 1, 2, 3 and 4 threads, and the plain sum within float rounding, for slice-aligned and ragged widths")
+    func sameBitsAtEveryThreadCount() throws {
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next() -> Float {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Float(Int64(bitPattern: state >> 11) % 2001 - 1000) / 1000
+        }
+        for (batch, inputs, outputs) in [(1, 1280, 1000), (3, 1280, 1000), (1, 64, 5), (2, 100, 257), (1, 17, 512)] {
+            let x = (0..<(batch * inputs)).map { _ in next() }
+            let kernel = (0..<(inputs * outputs)).map { _ in next() }
+            let bias = (0..<outputs).map { _ in next() }
+            var results: [[Float]] = []
+            for threads in [1, 2, 3, 4] {
+                var out = (0..<batch).flatMap { _ in bias }
+                let failure = x.withUnsafeBufferPointer { xb in
+                    kernel.withUnsafeBufferPointer { kb in
+                        out.withUnsafeMutableBufferPointer { ob in
+                            DenseSlices.run(source: xb.baseAddress!, kernel: kb.baseAddress!, destination: ob.baseAddress!,
+                                            batch: batch, inputs: inputs, outputs: outputs, threads: threads)
+                        }
+                    }
+                }
+                #expect(failure == nil)
+                results.append(out)
+            }
+            for (i, r) in results.enumerated().dropFirst() {
+                #expect(r.map(\.bitPattern) == results[0].map(\.bitPattern), "\(batch)x\(inputs)x\(outputs): \(i + 1) threads differ from 1")
+            }
+            var worst = 0.0
+            for n in 0..<batch {
+                for o in 0..<outputs {
+                    var sum = Double(bias[o])
+                    for i in 0..<inputs { sum += Double(x[n * inputs + i]) * Double(kernel[i * outputs + o]) }
+                    worst = max(worst, abs(sum - Double(results[0][n * outputs + o])))
+                }
+            }
+            #expect(worst <= 1e-3, "\(batch)x\(inputs)x\(outputs): max |diff| vs the double sum \(worst)")
+        }
     }
 }

@@ -65,6 +65,9 @@ struct BackboneOptions: ParsableArguments {
 }
 
 extension OneDNNBackend.ThreadPolicy: ExpressibleByArgument {}
+extension OneDNNBackend.LayoutPolicy: ExpressibleByArgument, CaseIterable {
+    public static var allCases: [OneDNNBackend.LayoutPolicy] { [.blocked, .library, .plain] }
+}
 
 /// How the network runs: `--backend`, `--threads`, `--thread-policy`, `--micro-batch`, `--no-fuse-depthwise`, `--batch-size`.
 struct RuntimeOptionGroup: ParsableArguments {
@@ -82,6 +85,9 @@ struct RuntimeOptionGroup: ParsableArguments {
 
     @Option(name: .long, help: ArgumentHelp("Largest batch the onednn backend runs at once; bigger batches are split (default: 1, or 4 with --thread-policy fixed, or $MOBILENET_MICRO_BATCH). Changes speed and memory; results only within float rounding.", valueName: "n"))
     var microBatch: Int?
+
+    @Option(name: .long, help: ArgumentHelp("How the onednn backend chooses memory formats: blocked (the default: nChw16c on AVX-512), library (oneDNN's own choice) or plain (NHWC, for diagnostics; may be refused).", valueName: "policy"))
+    var layoutPolicy: OneDNNBackend.LayoutPolicy = .blocked
 
     @Flag(name: .long, help: "Run each 1x1 convolution and the depthwise one after it as two oneDNN primitives instead of one fused primitive (for comparison; results differ only within float rounding).")
     var noFuseDepthwise = false
@@ -113,7 +119,7 @@ struct RuntimeOptionGroup: ParsableArguments {
     /// The backend chosen with `--backend`, `--threads` and `--micro-batch`.
     func inferenceBackend() -> any InferenceBackend {
         switch backend {
-        case .onednn: OneDNNBackend(threads: threads, microBatch: microBatch ?? RuntimeOptionGroup.environmentMicroBatch, threadPolicy: threadPolicy,
+        case .onednn: OneDNNBackend(threads: threads, layoutPolicy: layoutPolicy, microBatch: microBatch ?? RuntimeOptionGroup.environmentMicroBatch, threadPolicy: threadPolicy,
                                     fusesDepthwise: !noFuseDepthwise)
         case .reference: ReferenceBackend()
         }

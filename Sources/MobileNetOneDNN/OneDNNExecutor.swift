@@ -718,8 +718,9 @@ private final class LaneQueue: @unchecked Sendable {
 /// a core busy each primitive waits for the worker that shares it, and one thread is faster
 /// (measured on 2 cores: batch 1 at 2 threads 5.5 ms quiet, 14-15 ms loaded; 1 thread 9.5-10 ms in
 /// both). So each micro-batch size keeps a smoothed time per run for the maximum and for one
-/// thread; the faster is used, and the other is tried again every ``probeInterval`` runs, so the
-/// choice follows the machine's load as it changes. Results do not depend on the thread count
+/// thread; the faster is used, and the other is tried again every ``probeInterval`` runs (and
+/// again at once after a try that won, until its recent times show it), so the choice follows
+/// the machine's load as it changes. Results do not depend on the thread count
 /// (oneDNN's convolutions split output elements, not sums, across threads, and the dense layer
 /// is cut into the same column slices at every count, ``DenseSlices``; tested bit for bit at 1
 /// and 2 threads, checked by hand up to 8; with 9 or more, oneDNN's AVX-512 jit kernels split
@@ -730,8 +731,8 @@ package struct ThreadCountChooser {
     /// Runs between two tries of the count not in use, at first; it doubles (up to
     /// ``longestProbeInterval``) each time the other count loses by more than 20%, and falls back
     /// when it wins, so a heavily loaded machine does not pay for hopeless tries.
-    static let probeInterval = 16
-    static let longestProbeInterval = 256
+    package static let probeInterval = 16
+    package static let longestProbeInterval = 256
     /// How many recent times per count are kept; their median is the count's time (one slow run,
     /// a page fault or a preemption, does not flip the choice).
     static let window = 5
@@ -805,10 +806,18 @@ package struct ThreadCountChooser {
         recent[batch, default: [:]][threads] = values
         if probed {
             let held = Self.median(recent[batch]?[threads == 1 ? maximum : 1] ?? [])
-            var interval = intervals[batch, default: Self.probeInterval]
-            interval = seconds > 1.2 * held ? min(Self.longestProbeInterval, interval * 2) : Self.probeInterval
-            intervals[batch] = interval
-            nextProbe[batch] = count + interval
+            if seconds < held && best(batch: batch) != threads {
+                // The probe won but its count's window still holds older, slower times (from
+                // when the machine was loaded, say): probe again at once, so the window turns
+                // within a few runs instead of one probe per interval.
+                intervals[batch] = Self.probeInterval
+                nextProbe[batch] = count
+            } else {
+                var interval = intervals[batch, default: Self.probeInterval]
+                interval = seconds > 1.2 * held ? min(Self.longestProbeInterval, interval * 2) : Self.probeInterval
+                intervals[batch] = interval
+                nextProbe[batch] = count + interval
+            }
         }
     }
 }

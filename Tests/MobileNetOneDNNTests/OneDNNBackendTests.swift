@@ -154,6 +154,36 @@ struct OneDNNBackendTests {
         #expect(chooser.next(batch: 1) == 1)
     }
 
+    @Test("the thread chooser returns to all threads within one probe interval and a few runs after a load ends, and keeps away from a losing count")
+    func chooserFollowsLoad() {
+        var chooser = ThreadCountChooser(maximum: 2, adaptive: true, runnableThreads: 1)
+        // Loaded: two threads 10 ms, one thread 5 ms, for 100 runs.
+        var counts: [Int] = []
+        for _ in 0..<100 {
+            let threads = chooser.next(batch: 1)
+            counts.append(threads)
+            chooser.record(batch: 1, threads: threads, seconds: threads == 2 ? 0.010 : 0.005)
+        }
+        // After the first six runs, two threads only as rare probes (the interval doubles).
+        #expect(counts.dropFirst(6).filter { $0 == 2 }.count <= 4, "\(counts)")
+        // The load ends: two threads 3 ms. Within the current interval (at most 64 runs by now)
+        // plus three runs, two threads are chosen and stay chosen.
+        counts = []
+        for _ in 0..<(ThreadCountChooser.longestProbeInterval + 8) {
+            let threads = chooser.next(batch: 1)
+            counts.append(threads)
+            chooser.record(batch: 1, threads: threads, seconds: threads == 2 ? 0.003 : 0.005)
+        }
+        let firstTwo = counts.firstIndex(of: 2) ?? counts.count
+        let settled = counts.indices.first { i in counts[i...].prefix(ThreadCountChooser.probeInterval - 1).allSatisfy { $0 == 2 } } ?? counts.count
+        #expect(firstTwo <= 64, "\(counts)")
+        #expect(settled <= firstTwo + 3, "two threads won at run \(firstTwo) but were settled on only at \(settled): \(counts)")
+        // From then on one thread only as a probe every interval.
+        let probesOfOne = counts[settled...].filter { $0 == 1 }.count
+        let allowed = (counts.count - settled) / ThreadCountChooser.probeInterval + 1
+        #expect(probesOfOne <= allowed, "\(counts)")
+    }
+
     /// Every output of `output` (features, embedding, probabilities) equals `expected` bit for bit.
     private func expectSameBits(_ output: MobileNetV2Output, _ expected: MobileNetV2Output, _ label: String) throws {
         let f = output.features.maxAbsoluteDifference(to: expected.features)

@@ -12,7 +12,8 @@ extension EmbeddingIndex {
     /// - Parameters:
     ///   - query: an embedding of the index's dimension (normalised here).
     ///   - top: how many matches at most.
-    ///   - minimumSimilarity: drop matches below this cosine similarity.
+    ///   - minimumSimilarity: drop matches below this cosine similarity (less
+    ///     ``/MobileNetSearch/EmbeddingIndex/thresholdRoundingAllowance``, so 1 keeps exact copies).
     ///   - ann: an index built from this one (ids = rows); its dimension and count are checked.
     ///   - parameters: nprobe / efSearch for this query.
     ///   - annPath: the ANN file, named in errors.
@@ -28,7 +29,7 @@ extension EmbeddingIndex {
         guard top > 0 else { return [] }
         let neighbours = try ann.search(query, k: min(top, count), parameters: parameters)[0]
         return neighbours.compactMap { n -> SimilarityMatch? in
-            if let minimumSimilarity, n.score < minimumSimilarity { return nil }
+            if let minimumSimilarity, n.score < minimumSimilarity - EmbeddingIndex.thresholdRoundingAllowance { return nil }
             return SimilarityMatch(index: n.row, identifier: identifiers[n.row], similarity: n.score)
         }
     }

@@ -185,7 +185,8 @@ public final class EmbeddingIndex: Sendable {
     /// - Parameters:
     ///   - query: an embedding of the index's dimension.
     ///   - top: how many matches at most.
-    ///   - minimumSimilarity: drop matches below this cosine similarity.
+    ///   - minimumSimilarity: drop matches below this cosine similarity (a score within
+    ///     ``thresholdRoundingAllowance`` below it is kept, so 1 keeps exact copies).
     /// - Throws: ``SearchError`` for a query of the wrong dimension or with no direction.
     public func search(_ query: [Float], top: Int, minimumSimilarity: Float? = nil) throws(SearchError) -> [SimilarityMatch] {
         let scores = try similarities(to: query)
@@ -202,8 +203,15 @@ public final class EmbeddingIndex: Sendable {
     /// A float cosine clamped to -1...1 (rounding can give 1.0000004 for identical vectors).
     static func clamped(_ cosine: Float) -> Float { min(1, max(-1, cosine)) }
 
+    /// How far below a similarity threshold a score may fall and still meet it: a cosine is a
+    /// float dot product of two unit vectors, and identical 1280-d embeddings can score 0.9999995,
+    /// so a threshold of 1 ("identical only") would otherwise drop an exact copy. The rounding
+    /// error of such a product is about 1e-6 (sqrt(dimension) × float epsilon); 1e-5 covers it.
+    public static let thresholdRoundingAllowance: Float = 1e-5
+
     /// Groups of near-duplicates: connected components of the graph whose edges join vectors
-    /// with cosine similarity of at least `threshold`. Only groups of two or more are returned,
+    /// with cosine similarity of at least `threshold` (less ``thresholdRoundingAllowance``, so 1
+    /// groups exact copies). Only groups of two or more are returned,
     /// each sorted by row, groups ordered by their first row.
     ///
     /// - Complexity: O(count² × dimension) in BLAS matrix products over row blocks.
@@ -236,7 +244,7 @@ public final class EmbeddingIndex: Sendable {
             }
             for r in 0..<rows {
                 let i = start + r
-                for j in (i + 1)..<count where products[r * count + j] >= threshold {
+                for j in (i + 1)..<count where products[r * count + j] >= threshold - Self.thresholdRoundingAllowance {
                     let (a, b) = (find(i), find(j))
                     if a != b { parent[max(a, b)] = min(a, b) }
                 }
@@ -256,7 +264,8 @@ public final class EmbeddingIndex: Sendable {
         return query.map { $0 * scale }
     }
 
-    /// Indices of the `top` highest scores at or above `minimum`, best first, ties by index.
+    /// Indices of the `top` highest scores at or above `minimum` (less ``thresholdRoundingAllowance``),
+    /// best first, ties by index.
     static func best(_ scores: [Float], top: Int, minimum: Float?) -> [Int] {
         guard top > 0 else { return [] }
         let top = min(top, scores.count)
@@ -264,8 +273,9 @@ public final class EmbeddingIndex: Sendable {
         var kept: [Int] = []
         kept.reserveCapacity(top + 1)
         func better(_ a: Int, _ b: Int) -> Bool { scores[a] > scores[b] || (scores[a] == scores[b] && a < b) }
+        let floor = minimum.map { $0 - thresholdRoundingAllowance }
         for i in scores.indices {
-            if let minimum, scores[i] < minimum { continue }
+            if let floor, scores[i] < floor { continue }
             if kept.count == top, let last = kept.last, !better(i, last) { continue }
             var low = 0, high = kept.count
             while low < high {

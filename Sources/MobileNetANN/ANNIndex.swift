@@ -253,7 +253,12 @@ public final class ANNIndex: @unchecked Sendable {
         try checkSizes(factory: description, count: index.count)
         var handle: OpaquePointer?
         let made = call { mnf_index_factory(Int32(index.dimension), description, 1, &handle, $0, $1) }
-        guard made.code == Int(MNF_OK), let handle else { throw .faiss(operation: "index_factory(\"\(description)\")", message: made.message) }
+        guard made.code == Int(MNF_OK), let handle else {
+            // FAISS's own text is an assertion or parser message ("Error: 'metric == METRIC_L2'
+            // failed" for "LSH"); say what is supported as well.
+            throw .faiss(operation: "index_factory(\"\(description)\")",
+                         message: made.message + " (supported here: Flat, IVF<n>,Flat and HNSW<M>,Flat)")
+        }
         let ann = ANNIndex(handle: handle)
         guard Int(mnf_kind(handle)) != Int(MNF_KIND_OTHER) else {
             throw .unsupported(path: description, reason: "only Flat, IVF<n>,Flat and HNSW<M>,Flat are supported (exact cosine scores)")

@@ -145,6 +145,11 @@ struct ANNIndexTests {
     func faissErrors() throws {
         let exact = try Self.embeddingIndex(count: 100, dimension: 8)
         #expect(throws: ANNError.self) { try ANNIndex.build(from: exact, factory: "NoSuchIndex") }
+        // A structure FAISS refuses for inner product: its assertion text, and what is supported.
+        #expect { try ANNIndex.build(from: exact, factory: "LSH") } throws: { error in
+            guard case .faiss(_, let message) = error as? ANNError else { return false }
+            return message.contains("supported here: Flat, IVF<n>,Flat and HNSW<M>,Flat")
+        }
         // PQ codes would give scores that are not exact cosines.
         #expect { try ANNIndex.build(from: exact, factory: "PQ4") } throws: { error in
             if case .unsupported = error as? ANNError { return true } else { return false }

@@ -305,16 +305,17 @@ public final class ANNIndex: @unchecked Sendable {
     ///
     /// - Throws: ``ANNError/invalidArgument(_:)`` naming the size.
     static func checkSizes(factory: String, count: Int) throws(ANNError) {
-        func number(after prefix: String) -> Int? {
+        /// The number after `prefix`, saturated at `Int.max`, and its digits as written.
+        func number(after prefix: String) -> (value: Int, text: Substring)? {
             guard let range = factory.range(of: prefix) else { return nil }
             let digits = factory[range.upperBound...].prefix { $0.isASCII && $0.isNumber }
-            return digits.isEmpty ? nil : (Int(digits) ?? Int.max)
+            return digits.isEmpty ? nil : (Int(digits) ?? Int.max, digits)
         }
-        if let m = number(after: "HNSW"), !(2...maximumHNSWNeighbours).contains(m) {
-            throw .invalidArgument("\(factory): HNSW M must be in 2...\(maximumHNSWNeighbours), got \(m) (16 or 32 is usual)")
+        if let m = number(after: "HNSW"), !(2...maximumHNSWNeighbours).contains(m.value) {
+            throw .invalidArgument("\(factory): HNSW M must be in 2...\(maximumHNSWNeighbours), got \(m.text) (16 or 32 is usual)")
         }
-        if let lists = number(after: "IVF"), lists < 1 || lists > max(1, count) {
-            throw .invalidArgument("\(factory): \(lists) IVF lists for \(count) vector\(count == 1 ? "" : "s"); k-means needs at least one vector per list (the default for this many: \(defaultFactory(count: count)))")
+        if let lists = number(after: "IVF"), lists.value < 1 || lists.value > max(1, count) {
+            throw .invalidArgument("\(factory): \(lists.text) IVF lists for \(count) vector\(count == 1 ? "" : "s"); k-means needs at least one vector per list (the default for this many: \(defaultFactory(count: count)))")
         }
     }
 

@@ -16,14 +16,14 @@ static const int CDNNL_ARG_DW_WEIGHTS = DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_WEIG
 static const int CDNNL_ARG_DW_BIAS = DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_BIAS;
 static const int CDNNL_CPU_RUNTIME_IS_OMP = (DNNL_CPU_RUNTIME == DNNL_RUNTIME_OMP);
 
-/// `name` looked up once in the loaded libraries (`dlsym(RTLD_DEFAULT, ...)`), then cached;
-/// NULL when no loaded library has it. (A race only repeats the same lookup.)
-static inline void *cdnnl_lookup(void **cache, const char *name) {
-    void *f = __atomic_load_n(cache, __ATOMIC_ACQUIRE);
-    if (!f) {
-        f = dlsym(RTLD_DEFAULT, name);
-        if (f) __atomic_store_n(cache, f, __ATOMIC_RELEASE);
-    }
+/// `name` looked up once in the loaded libraries (`dlsym(RTLD_DEFAULT, ...)`), then cached,
+/// a missing symbol too; NULL when no loaded library has it. `cache` holds the result, `looked`
+/// whether the lookup was made. (A race only repeats the same lookup.)
+static inline void *cdnnl_lookup(void **cache, int *looked, const char *name) {
+    if (__atomic_load_n(looked, __ATOMIC_ACQUIRE)) return __atomic_load_n(cache, __ATOMIC_RELAXED);
+    void *f = dlsym(RTLD_DEFAULT, name);
+    __atomic_store_n(cache, f, __ATOMIC_RELAXED);
+    __atomic_store_n(looked, 1, __ATOMIC_RELEASE);
     return f;
 }
 
@@ -31,7 +31,8 @@ static inline void *cdnnl_lookup(void **cache, const char *name) {
 /// time in the OpenMP runtime oneDNN was built with. Returns 0 when there is none.
 static inline int cdnnl_omp_set_num_threads(int n) {
     static void *cache;
-    void (*f)(int) = (void (*)(int))cdnnl_lookup(&cache, "omp_set_num_threads");
+    static int looked;
+    void (*f)(int) = (void (*)(int))cdnnl_lookup(&cache, &looked, "omp_set_num_threads");
     if (!f) return 0;
     f(n);
     return 1;
@@ -41,7 +42,8 @@ static inline int cdnnl_omp_set_num_threads(int n) {
 /// OpenMP runtime.
 static inline int cdnnl_omp_get_max_threads(void) {
     static void *cache;
-    int (*f)(void) = (int (*)(void))cdnnl_lookup(&cache, "omp_get_max_threads");
+    static int looked;
+    int (*f)(void) = (int (*)(void))cdnnl_lookup(&cache, &looked, "omp_get_max_threads");
     return f ? f() : 1;
 }
 
@@ -72,13 +74,17 @@ static inline void cdnnl_parallel_slices_region(void *data) {
 /// slices run on the same (spinning or sleeping) worker threads as oneDNN's primitives. Each
 /// thread takes a contiguous run of slices; which thread runs a slice never changes what the
 /// slice computes. On the calling thread alone, in order, when `threads` <= 1, `slices` <= 1,
-/// or the runtime is not GNU OpenMP. Returns the number of threads used.
+/// or no loaded OpenMP runtime has libgomp's entry points (LLVM's libomp has them too). Returns
+/// the number of threads asked of the runtime (`threads`, at most `slices`); the team it gives
+/// may be smaller (one thread inside another parallel region), and its threads then share out
+/// all the slices.
 static inline int cdnnl_parallel_slices(int slices, int threads, cdnnl_slice_body body, void *context) {
     typedef void (*gomp_parallel_t)(void (*)(void *), void *, unsigned, unsigned);
     static void *parallel_cache, *thread_num_cache, *num_threads_cache;
-    gomp_parallel_t parallel = (gomp_parallel_t)cdnnl_lookup(&parallel_cache, "GOMP_parallel");
-    int (*thread_num)(void) = (int (*)(void))cdnnl_lookup(&thread_num_cache, "omp_get_thread_num");
-    int (*num_threads)(void) = (int (*)(void))cdnnl_lookup(&num_threads_cache, "omp_get_num_threads");
+    static int parallel_looked, thread_num_looked, num_threads_looked;
+    gomp_parallel_t parallel = (gomp_parallel_t)cdnnl_lookup(&parallel_cache, &parallel_looked, "GOMP_parallel");
+    int (*thread_num)(void) = (int (*)(void))cdnnl_lookup(&thread_num_cache, &thread_num_looked, "omp_get_thread_num");
+    int (*num_threads)(void) = (int (*)(void))cdnnl_lookup(&num_threads_cache, &num_threads_looked, "omp_get_num_threads");
     if (threads > slices) threads = slices;
     if (threads <= 1 || !parallel || !thread_num || !num_threads) {
         for (int s = 0; s < slices; s++) body(context, s);

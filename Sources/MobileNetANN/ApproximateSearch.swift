@@ -29,7 +29,7 @@ extension EmbeddingIndex {
         guard top > 0 else { return [] }
         let neighbours = try ann.search(query, k: min(top, count), parameters: parameters)[0]
         return neighbours.compactMap { n -> SimilarityMatch? in
-            if let minimumSimilarity, n.score < minimumSimilarity - EmbeddingIndex.thresholdRoundingAllowance { return nil }
+            if let minimumSimilarity, n.score < minimumSimilarity - thresholdRoundingAllowance { return nil }
             return SimilarityMatch(index: n.row, identifier: identifiers[n.row], similarity: n.score)
         }
     }

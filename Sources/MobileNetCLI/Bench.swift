@@ -40,11 +40,24 @@ struct Bench: AsyncParsableCommand {
     var decode: String?
 
     struct Report: Encodable {
-        let backend: String, threads: Int?, microBatch: Int?, alpha: Double, inputHeight: Int, inputWidth: Int, batch: Int, iterations: Int
+        let backend: String, threads: Int?, microBatch: Int?
+        /// The onednn backend's settings (nil for the reference backend).
+        let threadPolicy: String?, layoutPolicy: String?, fusesDepthwise: Bool?
+        let alpha: Double, inputHeight: Int, inputWidth: Int, batch: Int, iterations: Int
         let buildSeconds: Double, firstBatchSeconds: Double
         let medianMilliseconds: Double, meanMilliseconds: Double, minMilliseconds: Double, p90Milliseconds: Double
         let imagesPerSecond: Double, peakRSSMegabytes: Double
         var decodeImages: Int?, decodeFailures: Int?, decodeMedianMilliseconds: Double?, decodeMeanMilliseconds: Double?
+    }
+
+    /// `, fixed policy, library layout, no depthwise fusion` for the settings that differ from
+    /// the defaults, or nothing.
+    func onednnSettings(_ report: Report) -> String {
+        var parts: [String] = []
+        if let policy = report.threadPolicy, policy != OneDNNBackend.ThreadPolicy.adaptive.rawValue { parts.append("\(policy) thread policy") }
+        if let layout = report.layoutPolicy, layout != OneDNNBackend.LayoutPolicy.blocked.rawValue { parts.append("\(layout) layout") }
+        if report.fusesDepthwise == false { parts.append("no depthwise fusion") }
+        return parts.map { ", " + $0 }.joined()
     }
 
     func validate() throws {
@@ -91,6 +104,8 @@ struct Bench: AsyncParsableCommand {
         var report = Report(
             backend: network.backendName, threads: runtime.backend == .onednn ? (runtime.threads ?? OneDNNBackend.defaultThreads) : nil,
             microBatch: (backend as? OneDNNBackend)?.microBatch,
+            threadPolicy: (backend as? OneDNNBackend)?.threadPolicy.rawValue, layoutPolicy: (backend as? OneDNNBackend)?.layoutPolicy.rawValue,
+            fusesDepthwise: (backend as? OneDNNBackend)?.fusesDepthwise,
             alpha: model.alpha, inputHeight: h, inputWidth: w, batch: runtime.batchSize, iterations: iterations,
             buildSeconds: buildSeconds, firstBatchSeconds: firstBatchSeconds,
             medianMilliseconds: median, meanMilliseconds: mean, minMilliseconds: times[0], p90Milliseconds: p90,
@@ -123,7 +138,7 @@ struct Bench: AsyncParsableCommand {
             print(try jsonText(report, pretty: false))
         } else {
             print("""
-                \(configuration.description), backend \(report.backend)\(report.threads.map { ", \($0) threads" } ?? ""), batch \(report.batch)\(report.microBatch.map { " (micro-batches of \($0))" } ?? "")
+                \(configuration.description), backend \(report.backend)\(report.threads.map { ", \($0) thread\($0 == 1 ? "" : "s")" } ?? "")\(onednnSettings(report)), batch \(report.batch)\(report.microBatch.map { " (micro-batches of \($0))" } ?? "")
                   build \(String(format: "%.3f", buildSeconds)) s, first batch \(String(format: "%.1f", firstBatchSeconds * 1000)) ms
                   latency ms: median \(String(format: "%.2f", median)), mean \(String(format: "%.2f", mean)), min \(String(format: "%.2f", times[0])), p90 \(String(format: "%.2f", p90))
                   throughput \(String(format: "%.1f", report.imagesPerSecond)) images/s, peak RSS \(String(format: "%.0f", report.peakRSSMegabytes)) MB

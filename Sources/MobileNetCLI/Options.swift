@@ -65,8 +65,18 @@ struct BackboneOptions: ParsableArguments {
 }
 
 extension OneDNNBackend.ThreadPolicy: ExpressibleByArgument {}
-extension OneDNNBackend.LayoutPolicy: ExpressibleByArgument, CaseIterable {
-    public static var allCases: [OneDNNBackend.LayoutPolicy] { [.blocked, .library, .plain] }
+/// `--layout-policy`: blocked or library. (`plain`, NHWC forced everywhere, is refused by the
+/// backend for MobileNetV2's first layer, where oneDNN has only its reference kernel; it is for
+/// the library's tests, not offered here.)
+extension OneDNNBackend.LayoutPolicy: ExpressibleByArgument {
+    public static var allValueStrings: [String] { ["blocked", "library"] }
+    public init?(argument: String) {
+        switch argument {
+        case "blocked": self = .blocked
+        case "library": self = .library
+        default: return nil
+        }
+    }
 }
 
 /// How the network runs: `--backend`, `--threads`, `--thread-policy`, `--micro-batch`, `--no-fuse-depthwise`, `--batch-size`.
@@ -86,10 +96,10 @@ struct RuntimeOptionGroup: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Largest batch the onednn backend runs at once; bigger batches are split (default: 1, or 4 with --thread-policy fixed, or $MOBILENET_MICRO_BATCH). Changes speed and memory; results only within float rounding.", valueName: "n"))
     var microBatch: Int?
 
-    @Option(name: .long, help: ArgumentHelp("How the onednn backend chooses memory formats: blocked (the default: nChw16c on AVX-512), library (oneDNN's own choice) or plain (NHWC, for diagnostics; may be refused).", valueName: "policy"))
+    @Option(name: .long, help: ArgumentHelp("How the onednn backend chooses memory formats: blocked (the default: nChw16c on AVX-512) or library (oneDNN's own choice). For diagnostics.", valueName: "policy"))
     var layoutPolicy: OneDNNBackend.LayoutPolicy = .blocked
 
-    @Flag(name: .long, help: "Run each 1x1 convolution and the depthwise one after it as two oneDNN primitives instead of one fused primitive (for comparison; results differ only within float rounding).")
+    @Flag(name: .long, help: "Never fuse an expansion (1x1) layer with the depthwise layer after it. By default the onednn backend offers each such pair to oneDNN as one primitive, and oneDNN fuses the ones it has a fast kernel for (the large early layers). For comparison; results differ only within float rounding.")
     var noFuseDepthwise = false
 
     /// `$MOBILENET_MICRO_BATCH` when set and valid (checked in ``validate()``).
@@ -108,6 +118,9 @@ struct RuntimeOptionGroup: ParsableArguments {
             throw ValidationError("--batch-size must be between 1 and \(RuntimeOptionGroup.maximumBatchSize), got \(batchSize)")
         }
         if let threads, !(1...1024).contains(threads) { throw ValidationError("--threads must be between 1 and 1024, got \(threads)") }
+        if backend == .reference, layoutPolicy != .blocked || noFuseDepthwise {
+            throw ValidationError("--layout-policy and --no-fuse-depthwise set the onednn backend; the reference backend has neither")
+        }
         if let microBatch, !(1...RuntimeOptionGroup.maximumBatchSize).contains(microBatch) {
             throw ValidationError("--micro-batch must be between 1 and \(RuntimeOptionGroup.maximumBatchSize), got \(microBatch)")
         }

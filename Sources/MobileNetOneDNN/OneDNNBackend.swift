@@ -22,8 +22,9 @@ import MobileNetKernels
 /// - an inverted residual block's expansion (1x1) and depthwise (3x3) convolutions run as one
 ///   primitive (oneDNN's depthwise post-op, ``fusesDepthwise``) where oneDNN has a kernel for
 ///   the pair: it computes the depthwise rows from the few 1x1 rows they need, so the expanded
-///   tensor is never written out; oneDNN offers it for the large early layers only (on the
-///   2-core AVX-512 machine, block 1 at 112x112);
+///   tensor is never written out; oneDNN offers it for the large early layers only, judging
+///   the work per thread (on the 2-core AVX-512 machine at 224x224: block 1 at 2 threads,
+///   blocks 1-3 at one);
 /// - global pooling and softmax run in plain Swift on NHWC data, the dense layer as oneDNN SGEMM
 ///   calls on fixed slices of its output columns, spread over the threads.
 ///
@@ -105,10 +106,11 @@ public struct OneDNNBackend: InferenceBackend {
     /// Whether a 1x1 convolution and the 3x3 depthwise convolution that is its only reader (an
     /// inverted residual block's expansion and depthwise layers, paper section 3.3; stride 1 or
     /// 2) run as one oneDNN primitive with a depthwise post-op, where oneDNN offers a kernel for
-    /// the pair (true by default). oneDNN decides by the layer's size: on the 2-core AVX-512
-    /// machine it fused block 1 (112x112x16 in, 56x56x96 out) only. Results differ from the
-    /// unfused pair only within float rounding (tested against the reference backend), and do
-    /// not depend on the thread count.
+    /// the pair (true by default). oneDNN decides by the layer's size against the L2 cache and
+    /// the thread count: on the 2-core AVX-512 machine at 224x224 it fused block 1 (112x112x16
+    /// in, 56x56x96 out) at 2 threads and blocks 1-3 at one. Results differ from the unfused
+    /// pair only within float rounding (tested against the reference backend); the plans of
+    /// different thread counts, fused differently, gave the same bits there (tested).
     public let fusesDepthwise: Bool
 
     /// Makes the process wait passively in OpenMP (no longer needed: ``ThreadPolicy/adaptive``

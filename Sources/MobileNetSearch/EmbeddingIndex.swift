@@ -190,7 +190,7 @@ public final class EmbeddingIndex: Sendable {
     /// - Throws: ``SearchError`` for a query of the wrong dimension or with no direction.
     public func search(_ query: [Float], top: Int, minimumSimilarity: Float? = nil) throws(SearchError) -> [SimilarityMatch] {
         let scores = try similarities(to: query)
-        return Self.best(scores, top: top, minimum: minimumSimilarity).map {
+        return Self.best(scores, top: top, minimum: minimumSimilarity.map { $0 - thresholdRoundingAllowance }).map {
             SimilarityMatch(index: $0, identifier: identifiers[$0], similarity: Self.clamped(scores[$0]))
         }
     }
@@ -205,9 +205,18 @@ public final class EmbeddingIndex: Sendable {
 
     /// How far below a similarity threshold a score may fall and still meet it: a cosine is a
     /// float dot product of two unit vectors, and identical 1280-d embeddings can score 0.9999995,
-    /// so a threshold of 1 ("identical only") would otherwise drop an exact copy. The rounding
-    /// error of such a product is about 1e-6 (sqrt(dimension) × float epsilon); 1e-5 covers it.
-    public static let thresholdRoundingAllowance: Float = 1e-5
+    /// so a threshold of 1 ("identical only") would otherwise drop an exact copy. With
+    /// ``VectorPrecision/float32`` storage the rounding error of such a product is about 1e-6
+    /// (sqrt(dimension) × float epsilon) and the allowance 1e-5; with ``VectorPrecision/float16``
+    /// the stored vectors are rounded to about 3 digits (an exact copy scored 0.99995) and the
+    /// allowance is 1e-3, the documented size of that change.
+    public var thresholdRoundingAllowance: Float { Self.thresholdRoundingAllowance(for: precision) }
+
+    /// ``thresholdRoundingAllowance`` for vectors stored at `precision`: 1e-5 for float32, 1e-3
+    /// for float16.
+    public static func thresholdRoundingAllowance(for precision: VectorPrecision) -> Float {
+        precision == .float32 ? 1e-5 : 1e-3
+    }
 
     /// Groups of near-duplicates: connected components of the graph whose edges join vectors
     /// with cosine similarity of at least `threshold` (less ``thresholdRoundingAllowance``, so 1
@@ -244,7 +253,7 @@ public final class EmbeddingIndex: Sendable {
             }
             for r in 0..<rows {
                 let i = start + r
-                for j in (i + 1)..<count where products[r * count + j] >= threshold - Self.thresholdRoundingAllowance {
+                for j in (i + 1)..<count where products[r * count + j] >= threshold - thresholdRoundingAllowance {
                     let (a, b) = (find(i), find(j))
                     if a != b { parent[max(a, b)] = min(a, b) }
                 }
@@ -264,8 +273,7 @@ public final class EmbeddingIndex: Sendable {
         return query.map { $0 * scale }
     }
 
-    /// Indices of the `top` highest scores at or above `minimum` (less ``thresholdRoundingAllowance``),
-    /// best first, ties by index.
+    /// Indices of the `top` highest scores at or above `minimum`, best first, ties by index.
     static func best(_ scores: [Float], top: Int, minimum: Float?) -> [Int] {
         guard top > 0 else { return [] }
         let top = min(top, scores.count)
@@ -273,9 +281,8 @@ public final class EmbeddingIndex: Sendable {
         var kept: [Int] = []
         kept.reserveCapacity(top + 1)
         func better(_ a: Int, _ b: Int) -> Bool { scores[a] > scores[b] || (scores[a] == scores[b] && a < b) }
-        let floor = minimum.map { $0 - thresholdRoundingAllowance }
         for i in scores.indices {
-            if let floor, scores[i] < floor { continue }
+            if let minimum, scores[i] < minimum { continue }
             if kept.count == top, let last = kept.last, !better(i, last) { continue }
             var low = 0, high = kept.count
             while low < high {

@@ -227,16 +227,20 @@ struct OneDNNBackendTests {
         }
     }
 
-    @Test("depthwise fusion: at 224x224 oneDNN fuses block 1's expansion and depthwise layers; equal to the reference and to the unfused plan, the same bits at 1 and 2 threads")
+    @Test("depthwise fusion: at 224x224 oneDNN fuses some expansion and depthwise pairs; equal to the reference and to the unfused plan, the same bits at 1 and 2 threads (fused differently)")
     func depthwiseFusion() throws {
         let configuration = MobileNetV2Configuration(alpha: 1.0, inputHeight: 224, inputWidth: 224, includeTop: true)
         let weights = try FormulaWeights.weights(for: configuration, seed: 61)
         let graph = try MobileNetV2(configuration: configuration, weights: weights, backend: ReferenceBackend()).graph
-        let fusedSummary = try OneDNNBackend(threads: 2, threadPolicy: .fixed).planSummary(for: graph)
+        // oneDNN judges the work per thread: at one thread it fuses the most (2026-12-03, 2 MB L2:
+        // blocks 1-3 at one thread, block 1 at two).
+        let fusedSummary = try OneDNNBackend(threads: 1, threadPolicy: .fixed).planSummary(for: graph)
         let fusedPairs = fusedSummary.primitives.filter { $0.node.contains("+") }.map(\.node)
-        print("fused 1x1 + depthwise pairs at 224x224: \(fusedPairs)")
-        #expect(fusedPairs.contains("block_1_expand+block_1_depthwise"), "\(fusedPairs)")
-        let unfusedSummary = try OneDNNBackend(threads: 2, threadPolicy: .fixed, fusesDepthwise: false).planSummary(for: graph)
+        let fusedAtTwo = try OneDNNBackend(threads: 2, threadPolicy: .fixed).planSummary(for: graph).primitives.filter { $0.node.contains("+") }.map(\.node)
+        print("fused 1x1 + depthwise pairs at 224x224: 1 thread \(fusedPairs), 2 threads \(fusedAtTwo)")
+        #expect(!fusedPairs.isEmpty, "oneDNN fused no pair at 224x224 on one thread on this CPU")
+        #expect(fusedPairs.allSatisfy { $0.hasSuffix("_depthwise") && $0.contains("_expand+") }, "\(fusedPairs)")
+        let unfusedSummary = try OneDNNBackend(threads: 1, threadPolicy: .fixed, fusesDepthwise: false).planSummary(for: graph)
         #expect(!unfusedSummary.primitives.contains { $0.node.contains("+") })
         #expect(unfusedSummary.primitives.count == fusedSummary.primitives.count + fusedPairs.count)
 

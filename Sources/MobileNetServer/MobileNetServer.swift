@@ -71,10 +71,13 @@ public enum MobileNetServer {
     /// Loads the models and serves them until SIGTERM or SIGINT.
     ///
     /// - Parameters: as ``makeApplication(specifications:indexes:loading:configuration:state:metrics:logger:onServerRunning:)``.
-    /// - Throws: ``/MobileNetServing/ServingError`` when a model cannot be loaded (the server
-    ///   stops), or the server's error (the address is in use).
+    /// - Throws: ``/MobileNetServing/ServingError`` for a model, index or FAISS file that is not
+    ///   there (before the port is bound: ``/MobileNetServing/ModelRegistry/checkFilesExist(models:indexes:options:)``)
+    ///   or cannot be loaded (the server stops), or the server's error (the address is in use).
     public static func run(specifications: [ModelSpecification], indexes: [IndexSpecification] = [], loading: ModelLoadingOptions,
                            configuration: ServerConfiguration, logger: Logger) async throws {
+        // A missing file is reported before the port is bound.
+        try ModelRegistry.checkFilesExist(models: specifications, indexes: indexes, options: loading)
         if let threshold = configuration.mallocMmapThreshold, !MallocTuning.useFixedMmapThreshold(threshold) {
             logger.warning("the C allocator did not take M_MMAP_THRESHOLD", metadata: ["bytes": .stringConvertible(threshold)])
         }

@@ -117,6 +117,42 @@ public final class ModelRegistry: Sendable {
         self.indexBatchers = indexBatchers
     }
 
+    /// Checks, before anything is loaded (and before a server binds its port), that every file
+    /// the specifications name is there and readable: each model file (or, with no models, the
+    /// default weights file when one is given), each index database and each FAISS file. A
+    /// mistyped path is then reported at once, not after the server has started listening.
+    /// What is in the files is checked when they are loaded.
+    ///
+    /// - Throws: ``ServingError/modelLoadFailed(name:path:reason:)`` or
+    ///   ``ServingError/indexLoadFailed(name:path:reason:)`` for the first file that is missing,
+    ///   not a regular file, or not readable.
+    public static func checkFilesExist(models: [ModelSpecification], indexes: [IndexSpecification], options: ModelLoadingOptions) throws(ServingError) {
+        if models.isEmpty, let path = options.defaultWeightsPath, let problem = fileProblem(path) {
+            throw .modelLoadFailed(name: defaultModelName, path: path, reason: problem)
+        }
+        for model in models {
+            if let problem = fileProblem(model.path) { throw .modelLoadFailed(name: model.name, path: model.path, reason: problem) }
+        }
+        for index in indexes {
+            for path in [index.path] + (index.annPath.map { [$0] } ?? []) {
+                if let problem = fileProblem(path) { throw .indexLoadFailed(name: index.name, path: path, reason: problem) }
+            }
+        }
+    }
+
+    /// Why `path` cannot be read as a file (`PATH: no such file`), or nil.
+    static func fileProblem(_ path: String) -> String? {
+        var status = stat()
+        guard stat(path, &status) == 0 else {
+            return "\(path): " + (errno == ENOENT || errno == ENOTDIR ? "no such file" : String(cString: strerror(errno)))
+        }
+        guard status.st_mode & S_IFMT == S_IFREG else {
+            return "\(path): " + (status.st_mode & S_IFMT == S_IFDIR ? "a directory, not a file" : "not a regular file")
+        }
+        guard access(path, R_OK) == 0 else { return "\(path): not readable (\(String(cString: strerror(errno))))" }
+        return nil
+    }
+
     /// Loads the specified models (the kind of each detected from its file), or with none the
     /// ImageNet classifier `imagenet` from the default weights.
     ///

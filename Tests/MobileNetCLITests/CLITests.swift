@@ -293,6 +293,17 @@ struct SearchCommandTests {
         let serve = try CLI.run(["serve", "--port", "0", "--model", "emb=\(CLI.noTopWeights)", "--index", "photos=\(db)", "--ann", "photos=\(garbage.path)"])
         #expect(serve.status == 1, "\(serve.stderr)")
         #expect(serve.stderr.components(separatedBy: garbage.path).count == 2 && !serve.stderr.contains("CancellationError"), "\(serve.stderr)")
+        // A missing file (a model, an index, an ANN file, or a directory given as one): refused
+        // before the port is bound, so nothing is ever listening.
+        let missing = dir.appendingPathComponent("missing.faiss").path
+        for (arguments, named) in [(["--index", "photos=\(db)", "--ann", "photos=\(missing)"], "\(missing): no such file"),
+                                   (["--index", "photos=\(dir.path)/none.sqlite"], "none.sqlite: no such file"),
+                                   (["--index", "photos=\(dir.path)"], "a directory, not a file")] {
+            let early = try CLI.run(["serve", "--port", "0", "--model", "emb=\(CLI.noTopWeights)"] + arguments)
+            #expect(early.status == 1 && early.stderr.contains(named) && !early.stderr.contains("listening"), "\(arguments): \(early.stderr)")
+        }
+        let noModel = try CLI.run(["serve", "--port", "0", "--model", "emb=\(dir.path)/none.h5"])
+        #expect(noModel.status == 1 && noModel.stderr.contains("none.h5: no such file") && !noModel.stderr.contains("listening"), "\(noModel.stderr)")
 
         // A query folder of sub-folders only: similar has no --recursive, so none is suggested.
         let nested = dir.appendingPathComponent("nested")

@@ -51,6 +51,10 @@ extension ImageIndex {
     ///   for a factory of impossible sizes or a search parameter the structure does not take).
     public func buildANN(preprocessing: PreprocessingIdentity, factory: String? = nil, searchParameter: Int? = nil,
                          progress: ((Int, Int) -> Void)? = nil) throws -> (ann: ANNIndex, index: EmbeddingIndex) {
+        // Impossible sizes are refused before the embeddings are read (a large database takes a
+        // while): against the stored embedding count, which bounds the vectors there will be.
+        // The exact count is checked again when the index is built.
+        if let factory { try ANNIndex.checkSizes(factory: factory, count: max(1, try store.count())) }
         let (search, _) = try searchIndex(preprocessing: preprocessing)
         return (try ANNIndex.build(from: search, factory: factory, searchParameter: searchParameter, progress: progress), search)
     }

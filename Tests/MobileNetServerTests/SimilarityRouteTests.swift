@@ -113,6 +113,14 @@ struct SimilarityRouteTests {
         let annURL = dir.appendingPathComponent("photos.faiss"), otherURL = dir.appendingPathComponent("fewer.faiss")
         try ImageIndex(url: url, readOnly: true).buildANN(preprocessing: identity, factory: "Flat").ann.write(to: annURL, overwrite: false)
         try ImageIndex(url: smaller, readOnly: true).buildANN(preprocessing: identity, factory: "Flat").ann.write(to: otherURL, overwrite: false)
+        // Impossible sizes are refused before the embeddings are read: here a preprocessing with
+        // no embeddings at all, which reading them would report instead.
+        let unembedded = PreprocessingIdentity.standard.setting("resize", "never-used")
+        #expect { try ImageIndex(url: url, readOnly: true).buildANN(preprocessing: unembedded, factory: "IVF64,Flat") } throws: { error in
+            guard case .invalidArgument(let message) = error as? ANNError else { return false }
+            return message.contains("64 IVF lists for 4 vectors")
+        }
+        #expect(throws: ImageIndexError.self) { try ImageIndex(url: url, readOnly: true).buildANN(preprocessing: unembedded, factory: "IVF2,Flat") }
 
         // The specifications: --ann names an --index; an unknown name or two files are refused.
         let specs = try IndexSpecification.attachingANN(["photos=\(annURL.path)"], to: [try IndexSpecification(parsing: "photos=\(url.path)")])

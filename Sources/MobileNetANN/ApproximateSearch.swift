@@ -52,9 +52,10 @@ extension ImageIndex {
     public func buildANN(preprocessing: PreprocessingIdentity, factory: String? = nil, searchParameter: Int? = nil,
                          progress: ((Int, Int) -> Void)? = nil) throws -> (ann: ANNIndex, index: EmbeddingIndex) {
         // Impossible sizes are refused before the embeddings are read (a large database takes a
-        // while): against the stored embedding count, which bounds the vectors there will be.
-        // The exact count is checked again when the index is built.
-        if let factory { try ANNIndex.checkSizes(factory: factory, count: max(1, try store.count())) }
+        // while): against the number of indexed files, which bounds the vectors there will be
+        // (one per file with an embedding; not the stored embeddings, which copies share). The
+        // exact count is checked again when the index is built.
+        if let factory { try ANNIndex.checkSizes(factory: factory, count: max(1, try files().count)) }
         let (search, _) = try searchIndex(preprocessing: preprocessing)
         return (try ANNIndex.build(from: search, factory: factory, searchParameter: searchParameter, progress: progress), search)
     }

@@ -55,7 +55,7 @@ extension ImageIndex {
         // while): against the number of indexed files, which bounds the vectors there will be
         // (one per file with an embedding; not the stored embeddings, which copies share). The
         // exact count is checked again when the index is built.
-        if let factory { try ANNIndex.checkSizes(factory: factory, count: max(1, try files().count)) }
+        if let factory { try ANNIndex.checkSizes(factory: factory, count: max(1, try store.fileCount())) }
         let (search, _) = try searchIndex(preprocessing: preprocessing)
         return (try ANNIndex.build(from: search, factory: factory, searchParameter: searchParameter, progress: progress), search)
     }

@@ -101,11 +101,11 @@ struct Bench: AsyncParsableCommand {
         let p90 = times[min(times.count - 1, Int((Double(times.count) * 0.9).rounded(.up)) - 1)]
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
+        let onednn = backend as? OneDNNBackend
         var report = Report(
             backend: network.backendName, threads: runtime.backend == .onednn ? (runtime.threads ?? OneDNNBackend.defaultThreads) : nil,
-            microBatch: (backend as? OneDNNBackend)?.microBatch,
-            threadPolicy: (backend as? OneDNNBackend)?.threadPolicy.rawValue, layoutPolicy: (backend as? OneDNNBackend)?.layoutPolicy.rawValue,
-            fusesDepthwise: (backend as? OneDNNBackend)?.fusesDepthwise,
+            microBatch: onednn?.microBatch, threadPolicy: onednn?.threadPolicy.rawValue, layoutPolicy: onednn?.layoutPolicy.rawValue,
+            fusesDepthwise: onednn?.fusesDepthwise,
             alpha: model.alpha, inputHeight: h, inputWidth: w, batch: runtime.batchSize, iterations: iterations,
             buildSeconds: buildSeconds, firstBatchSeconds: firstBatchSeconds,
             medianMilliseconds: median, meanMilliseconds: mean, minMilliseconds: times[0], p90Milliseconds: p90,

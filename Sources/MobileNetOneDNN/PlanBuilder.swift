@@ -223,7 +223,6 @@ struct PlanBuilder {
         if let dw = depthwiseFusion[index] {
             if try buildFusedDepthwise(index, dw: dw, inputValue: inputValue, anySource: anySource, preferredSource: preferredSource,
                                        destination: preferredDestination ?? anyDestination) { return }
-            depthwiseFusion[index] = nil
         }
         var pd: dnnl_primitive_desc_t?
         var fusion = fused[index]

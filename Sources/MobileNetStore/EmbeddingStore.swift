@@ -421,6 +421,11 @@ public final class EmbeddingStore {
         }
     }
 
+    /// Number of recorded files (one row each in ``allFiles()``), without reading them.
+    public func fileCount() throws(StoreError) -> Int {
+        try Self.scalarInt(connection, "SELECT count(*) FROM files")
+    }
+
     /// Every recorded file, ordered by path.
     public func allFiles() throws(StoreError) -> [FileRecord] {
         let statement = try connection.prepare("SELECT path, content_sha256, size, mtime FROM files ORDER BY path")

@@ -29,12 +29,16 @@ build: setup
 example: build
 	.build/release/mobilenet classify Examples/chelsea.png $(if $(WEIGHTS),--weights $(WEIGHTS))
 
+# One release compilation of every module and test: `swift test` would compile again with its
+# own flags, and the integration tests reuse this build (MOBILENET_SKIP_BUILD=1).
 test: setup test-tools
-	swift test -c release
-	scripts/integration-tests.sh
+	swift build -c release --build-tests
+	swift test -c release --skip-build
+	MOBILENET_SKIP_BUILD=1 scripts/integration-tests.sh
 
 tour: setup
-	swift run -c release LibraryTour "$(SHARED)"
+	swift build -c release --product LibraryTour
+	.build/release/LibraryTour "$(SHARED)"
 
 # The DocC catalog (Sources/MobileNet/MobileNet.docc) links into the re-exported modules, so
 # they are documented together: .build-docs/plugins/Swift-DocC/outputs/swift-mobilenet.doccarchive

@@ -7,8 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-test-tools.sh
-# The same build as `swift test -c release` (tests enabled), so after the Swift tests this is
-# a no-op instead of a second compilation of every module without testing.
-swift build -c release --build-tests
+# `make test` has just built everything (`swift build -c release --build-tests`) and says so
+# with MOBILENET_SKIP_BUILD=1; run on its own, this builds the binary with the same flags.
+if [[ "${MOBILENET_SKIP_BUILD:-0}" != 1 || ! -x .build/release/mobilenet ]]; then
+    swift build -c release --build-tests
+fi
 export MOBILENET_BINARY="${MOBILENET_BINARY:-$PWD/.build/release/mobilenet}"
 exec .venv-test/bin/python -m pytest Tests/Integration -q -p no:cacheprovider "$@"

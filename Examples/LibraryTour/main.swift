@@ -108,7 +108,7 @@ func tour() async throws {
     print("    exported flowers.keras (\(KerasTransferExport.kerasVersion) format)")
 
     // Load it back (the backbone weight file must have the recorded SHA-256) and predict.
-    let trained = try await TrainedClassifier.load(contentsOf: modelFile, backend: backend)
+    let trained = try await ModelFile.open(modelFile, backend: backend)
     let queries = ["daisy", "roses"].map { className in
         let folder = scratch.appendingPathComponent("flowers/val/\(className)")
         return folder.appendingPathComponent((try? manager.contentsOfDirectory(atPath: folder.path).sorted().last) ?? "")

@@ -5,9 +5,12 @@ import MobileNet
 /// `mobilenet classify IMAGE...`: ImageNet top-k classes per image.
 struct Classify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Classify images into the 1000 ImageNet classes (model with its top).",
+        abstract: "Classify images: the 1000 ImageNet classes, or the classes of any model file (--model).",
         discussion: """
-            Images (JPEG, PNG, WebP, GIF or BMP, detected from the bytes) are turned as their \
+            Without --model: the ImageNet weights with the top (--weights, or the usual \
+            resolution). --model takes any model file: a `mobilenet train` model file, a Keras \
+            transfer model (.keras or whole-model .h5; --class-names), or Keras weights with the \
+            top; the model's own class names are printed. Images (JPEG, PNG, WebP, GIF or BMP, detected from the bytes) are turned as their \
             EXIF orientation says (--exif ignore for Keras parity), resized to the model input \
             with bilinear interpolation exactly as tf.image.resize does by default (see --resize \
             and --crop), then scaled to -1...1 (x / 127.5 - 1). Directories are expanded to \
@@ -16,6 +19,12 @@ struct Classify: AsyncParsableCommand {
     )
 
     @OptionGroup(title: "Model") var model: BackboneOptions
+
+    @Option(name: .customLong("model"), help: ArgumentHelp("A model file: a `mobilenet train` model, a Keras .keras/.h5 transfer model, or Keras weights with the top (default: the ImageNet weights; with --model, --weights is a trained model's backbone).", valueName: "path"))
+    var modelFile: String?
+
+    @Option(name: .long, help: ArgumentHelp("Comma-separated class names for a Keras transfer model (default: class0, class1, ...).", valueName: "names"))
+    var classNames: String?
 
     @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
 
@@ -42,7 +51,7 @@ struct Classify: AsyncParsableCommand {
     var images: [String]
 
     struct Prediction: Encodable {
-        let rank: Int, index: Int, synset: String, name: String, probability: Float
+        let rank: Int, index: Int, synset: String?, name: String, probability: Float
     }
     struct Result: Encodable {
         let file: String
@@ -53,6 +62,7 @@ struct Classify: AsyncParsableCommand {
     }
     struct Report: Encodable {
         let model: String
+        let kind: String
         let weights: String
         let results: [Result]
         let errors: [Failure]
@@ -70,22 +80,28 @@ struct Classify: AsyncParsableCommand {
     func run() async throws {
         let (files, missing) = collectImageFiles(images, recursive: recursive)
         var failures = missing.map { Failure(file: $0.path, error: $0.description) }
-        let configuration = try model.configuration(includeTop: true)
         try requireImages(files, images, problems: missing)
         try checkUsage { try refuseOutputsAmongInputs((embeddings.map { [$0, $0 + ".files.txt"] } ?? []), inputs: files) }
         if embeddings != nil { try checkUsage { try validateListableNames(files) } }
-        let network: MobileNetV2
-        let weightsFile: URL
+        let classifier: RunnableModel
         do {
-            (network, weightsFile) = try await MobileNetV2.load(configuration: configuration, weightsPath: model.weights, backend: runtime.inferenceBackend())
+            let names = classNames.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+            let options = try model.openOptions(classNames: names)
+            if let modelFile {
+                classifier = try await ModelFile.open(URL(fileURLWithPath: modelFile), options: options, backend: runtime.inferenceBackend())
+                guard classifier.isClassifier else { throw ModelFileError.notAClassifier(path: modelFile) }
+            } else {
+                classifier = try await ModelFile.openDefault(weightsPath: model.weights, includeTop: true, options: options, backend: runtime.inferenceBackend())
+            }
         } catch {
             printError("error: \(errorMessage(error))")
             throw ExitCode(1)
         }
+        let network = classifier.network
         var results: [Result] = []
         var embeddingNames: [String] = []
         var embeddingRows: [[Float]] = []
-        let pipeline = ImageBatchPipeline(model: network, preprocessor: image.preprocessor(height: configuration.inputHeight, width: configuration.inputWidth),
+        let pipeline = ImageBatchPipeline(model: network, preprocessor: image.preprocessor(for: classifier),
                                           runtime: runtime.runtime(decode), embeddings: embeddings != nil)
         let progress = ProgressBar(total: files.count, unit: "images")
         try pipeline.run(files) { batch in
@@ -95,9 +111,10 @@ struct Classify: AsyncParsableCommand {
                 printError("error: \(failure.message)")
             }
             for (index, (file, row)) in zip(batch.files, batch.outputs).enumerated() {
-                let top = ImageNetClasses.topK(row, k: topK)
+                let top = classifier.topK(row, k: topK)
                 let result = Result(file: file.relativePath, predictions: top.enumerated().map {
-                    Prediction(rank: $0.offset + 1, index: $0.element.index, synset: $0.element.synset, name: $0.element.name, probability: $0.element.score)
+                    Prediction(rank: $0.offset + 1, index: $0.element.index, synset: $0.element.synset.isEmpty ? nil : $0.element.synset,
+                               name: $0.element.name, probability: $0.element.score)
                 })
                 results.append(result)
                 if !json { print(Self.table(result)) }
@@ -119,7 +136,8 @@ struct Classify: AsyncParsableCommand {
             }
         }
         if json {
-            print(try jsonText(Report(model: configuration.description, weights: weightsFile.path, results: results, errors: failures)))
+            print(try jsonText(Report(model: network.configuration.description, kind: classifier.kind.rawValue, weights: classifier.source.path,
+                                      results: results, errors: failures)))
         }
         if !failures.isEmpty { throw ExitCode(1) }
     }
@@ -129,7 +147,8 @@ struct Classify: AsyncParsableCommand {
         let nameWidth = result.predictions.map(\.name.count).max() ?? 0
         for p in result.predictions {
             let percent = String(format: "%7.3f%%", Double(p.probability) * 100)
-            lines.append("  \(p.rank). \(p.synset)  \(p.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0))  \(percent)")
+            let synset = p.synset.map { "\($0)  " } ?? ""
+            lines.append("  \(p.rank). \(synset)\(p.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0))  \(percent)")
         }
         return lines.joined(separator: "\n")
     }

@@ -47,9 +47,9 @@ struct Evaluate: AsyncParsableCommand {
     func run() async throws {
         do {
             let root = URL(fileURLWithPath: dataDir, isDirectory: true)
-            let classifier = try await TrainedClassifier.load(contentsOf: URL(fileURLWithPath: modelFile), weightsPath: model.weights, classNamesFrom: root,
-                                                              inputSize: try model.inputDimensions(), backend: runtime.inferenceBackend())
-            try model.check(against: classifier, model: modelFile)
+            var classifier = try await ModelFile.open(URL(fileURLWithPath: modelFile), options: try model.openOptions(), backend: runtime.inferenceBackend())
+            // A Keras model records no class names: the folder's sorted sub-folders give them.
+            if classifier.kind == .kerasModel { classifier = try classifier.withClassNames(try ImageFolder(root: root).classNames) }
             let progress = ProgressReporter()
             let (evaluation, failures, warnings) = try classifier.evaluate(folder: root, k: topK, preprocessor: image.preprocessor(for: classifier),
                                                                            allowOtherPreprocessing: image.isSet, store: try database.openCache(),

@@ -85,11 +85,12 @@ struct ImageOptions: ParsableArguments {
 
     /// The preprocessor for a trained classifier: its recorded preprocessing unless options
     /// override it, with a warning naming each changed setting.
-    func preprocessor(for classifier: TrainedClassifier) -> ImagePreprocessor {
+    func preprocessor(for classifier: RunnableModel) -> ImagePreprocessor {
         let recorded = classifier.preprocessingConfiguration ?? .standard
         let chosen = configuration(base: recorded)
         let changes = recorded.differences(from: chosen)
-        if isSet, !changes.isEmpty {
+        // Only a trained model records the preprocessing it was trained with.
+        if isSet, !changes.isEmpty, classifier.kind == .trainedModel {
             printError("warning: the image options override the preprocessing the model was trained with (\(changes.joined(separator: "; "))); predictions may be worse")
         }
         return classifier.preprocessor(override: chosen, maxPixels: maxPixels)

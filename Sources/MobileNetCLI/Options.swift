@@ -20,16 +20,12 @@ struct BackboneOptions: ParsableArguments {
     /// The input size text (`224` unless given).
     var inputSize: String { inputSizeOption ?? "224" }
 
-    /// For a trained classifier, which records its own backbone: an explicit `--alpha` or
-    /// `--input-size` that disagrees with the model is an error, not silently ignored.
-    func check(against classifier: TrainedClassifier, model path: String) throws {
-        let c = classifier.backbone.network.configuration
-        if let alphaOption, alphaOption != c.alpha {
-            throw ValidationError("\(path) was trained with alpha \(formatAlpha(c.alpha)); --alpha \(formatAlpha(alphaOption)) does not apply (leave it out)")
-        }
-        if inputSizeOption != nil, let (h, w) = try? inputDimensions(), (h, w) != (c.inputHeight, c.inputWidth) {
-            throw ValidationError("\(path) was trained at \(c.inputHeight)x\(c.inputWidth); --input-size \(inputSize) does not apply (leave it out)")
-        }
+    /// How a model file is opened with these options: only what was given explicitly, so the
+    /// file's own alpha and input size are used, and an explicit one that disagrees is refused
+    /// by the library (``ModelFileError/conflictingOption(path:option:recorded:given:)``).
+    func openOptions(classNames: [String]? = nil, pooling: Pooling = .avg, preprocessing: PreprocessingConfiguration? = nil) throws -> ModelOpenOptions {
+        ModelOpenOptions(inputSize: inputSizeOption == nil ? nil : try inputDimensions(), alpha: alphaOption, pooling: pooling,
+                         backboneWeightsPath: weights, classNames: classNames, preprocessing: preprocessing)
     }
 
     func inputDimensions() throws -> (height: Int, width: Int) {

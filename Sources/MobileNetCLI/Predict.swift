@@ -7,8 +7,9 @@ struct Predict: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Classify images with a trained classifier (your class names).",
         discussion: """
-            --model takes a model file written by `mobilenet train`, or a Keras transfer model \
-            (.keras or whole-model .h5) together with --class-names. Output: a table (default), \
+            --model takes any model file `classify --model` takes: a model file written by \
+            `mobilenet train`, a Keras transfer model (.keras or whole-model .h5, with \
+            --class-names), or ImageNet weights with the top. Output: a table (default), \
             --json (one document with results and errors) or --csv (file,rank,class,probability).
             """
     )
@@ -58,9 +59,8 @@ struct Predict: AsyncParsableCommand {
         let classNames: [String]
         do {
             let names = self.classNames.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
-            let classifier = try await TrainedClassifier.load(contentsOf: URL(fileURLWithPath: modelFile), weightsPath: model.weights, classNames: names,
-                                                              inputSize: try model.inputDimensions(), backend: runtime.inferenceBackend())
-            try model.check(against: classifier, model: modelFile)
+            let classifier = try await ModelFile.open(URL(fileURLWithPath: modelFile), options: try model.openOptions(classNames: names),
+                                                      backend: runtime.inferenceBackend())
             classNames = classifier.classNames
             let progress = ProgressReporter()
             let (predictions, failures) = try classifier.predict(files, k: topK, preprocessor: image.preprocessor(for: classifier),

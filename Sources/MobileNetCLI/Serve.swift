@@ -126,8 +126,8 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "mobilenet.serve")
         let specifications = try models.map { try ModelSpecification(parsing: $0) }
         let indexSpecifications = try IndexSpecification.attachingANN(anns, to: try indexes.map { try IndexSpecification(parsing: $0) })
-        let (height, width) = try model.inputDimensions()
-        let loading = ModelLoadingOptions(backend: runtime.inferenceBackend(), inputHeight: height, inputWidth: width,
+        let size = model.inputSizeOption == nil ? nil : try model.inputDimensions()
+        let loading = ModelLoadingOptions(backend: runtime.inferenceBackend(), inputHeight: size?.height, inputWidth: size?.width,
                                           preprocessing: image.isSet ? image.configuration() : nil, defaultWeightsPath: model.weights,
                                           defaultAlpha: model.alpha)
         let configuration = ServerConfiguration(

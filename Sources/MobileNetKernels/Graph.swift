@@ -116,6 +116,8 @@ public enum Operation: Sendable, Equatable {
     case dense(DenseParameters)
     /// Softmax over the last dimension, computed as `exp(x - max) / sum` like Keras.
     case softmax
+    /// `max(x, 0)`: Keras `Dense(..., activation="relu")` of a classifier head's hidden layer.
+    case relu
 }
 
 /// A node of a ``Graph``: an operation, its inputs, and the Keras layer name it implements
@@ -246,7 +248,7 @@ public struct Graph: Sendable, Equatable {
                 throw fail("BatchNorm parameters do not have \(c) channels")
             }
             return x
-        case .relu6, .softmax:
+        case .relu6, .softmax, .relu:
             return x
         case .globalAveragePool, .globalMaxPool:
             guard x.count == 3 else { throw fail("pooling needs [H, W, C] input, got \(x)") }

@@ -51,6 +51,7 @@ struct ReferenceExecutor: GraphExecutor {
             case .globalMaxPool: result = ReferenceKernels.globalMaxPool(inputs[0])
             case .dense(let p): result = ReferenceKernels.dense(inputs[0], p)
             case .softmax: result = ReferenceKernels.softmax(inputs[0])
+            case .relu: result = ReferenceKernels.relu(inputs[0])
             }
             values[index] = result
             for i in node.inputs where i >= 0 && lastUse[i] == index { values[i] = nil }

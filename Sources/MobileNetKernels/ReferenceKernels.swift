@@ -195,6 +195,15 @@ public enum ReferenceKernels {
         return Tensor(shape: [n, cout], scalars: output)
     }
 
+    /// `max(x, 0)` element-wise (Keras `activation="relu"`), any shape.
+    public static func relu(_ input: Tensor) -> Tensor {
+        var output = input
+        output.scalars.withUnsafeMutableBufferPointer { y in
+            for i in y.indices { y[i] = max(y[i], 0) }
+        }
+        return output
+    }
+
     /// Softmax over the last dimension: `exp(x - max(x)) / sum(exp(x - max(x)))`, as Keras
     /// computes it. Each output row is a probability distribution (values in 0...1, sum 1).
     public static func softmax(_ input: Tensor) -> Tensor {

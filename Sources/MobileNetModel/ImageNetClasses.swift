@@ -18,6 +18,30 @@ public struct ClassPrediction: Sendable, Hashable, Codable {
     public var name: String
     /// The score: a probability in 0...1 for a softmax classifier, a logit otherwise.
     public var score: Float
+
+    /// Creates a prediction.
+    public init(index: Int, synset: String, name: String, score: Float) {
+        self.index = index
+        self.synset = synset
+        self.name = name
+        self.score = score
+    }
+}
+
+/// The one ranking rule of every classifier output: highest score first, ties by the lower
+/// class index (a stable sort, as Keras `decode_predictions`' `argsort` gives for distinct scores).
+public enum ClassRanking {
+    /// The indices of the `k` highest scores, best first; ties keep the lower index first.
+    /// NaN scores rank last.
+    ///
+    /// - Parameters:
+    ///   - scores: one output row (probabilities or logits).
+    ///   - k: how many; clamped to `0...scores.count`.
+    public static func topK(_ scores: [Float], k: Int) -> [Int] {
+        func key(_ i: Int) -> Float { scores[i].isNaN ? -.infinity : scores[i] }
+        let order = scores.indices.sorted { key($0) > key($1) || (key($0) == key($1) && $0 < $1) }
+        return Array(order.prefix(max(0, k)))
+    }
 }
 
 /// The 1000 ImageNet-1k classes in Keras order, bundled with the package (no download at run
@@ -46,9 +70,8 @@ public enum ImageNetClasses {
     ///   - labels: class names by index; ImageNet's when `nil` and the row has 1000 scores.
     /// - Returns: up to `k` predictions with synset (ImageNet only), name and score.
     public static func topK(_ scores: [Float], k: Int, labels: [String]? = nil) -> [ClassPrediction] {
-        let order = scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
         let useImageNet = labels == nil && scores.count == all.count
-        return order.prefix(max(0, k)).map { i in
+        return ClassRanking.topK(scores, k: k).map { i in
             if useImageNet {
                 return ClassPrediction(index: i, synset: all[i].synset, name: all[i].name, score: scores[i])
             }

@@ -234,7 +234,8 @@ public final class MobileNetV2: Sendable {
     ///   - bias: `[classes]`.
     ///   - activation: softmax (probabilities) or none (logits).
     /// - Throws: ``ModelError/shapeMismatch(layer:variable:expected:found:source:)`` when the
-    ///   kernel or bias does not fit; the backend's errors.
+    ///   kernel or bias does not fit; ``ModelError/invalidWeights(layer:variable:reason:source:)``
+    ///   for non-finite values; the backend's errors.
     public func withClassifier(kernel: Tensor, bias: [Float], activation: ClassifierActivation = .softmax) throws -> MobileNetV2 {
         let width = embeddingWidth
         guard kernel.rank == 2, kernel.shape[0] == width, kernel.shape[1] >= 1 else {
@@ -244,21 +245,43 @@ public final class MobileNetV2: Sendable {
         guard bias.count == classes else {
             throw ModelError.shapeMismatch(layer: "predictions", variable: "bias", expected: [classes], found: [bias.count], source: "withClassifier")
         }
+        let layer = DenseHead.Layer(name: "predictions", kernel: kernel, bias: bias, activation: activation == .softmax ? .softmax : .linear)
+        return try withHead(DenseHead(layers: [layer], source: "withClassifier"))
+    }
+
+    /// The same backbone with `head` on top: `GlobalAveragePooling2D` → each Dense layer of the
+    /// head (a hidden layer's ReLU and the last layer's softmax as their own nodes), on the same
+    /// backend, in one graph. No weights are read again. The Dense nodes carry the head's Keras
+    /// layer names; ``MobileNetV2Output/logits`` is the last Dense layer's output.
+    ///
+    /// - Parameter head: a head taking ``embeddingWidth`` inputs.
+    /// - Throws: ``ModelError/shapeMismatch(layer:variable:expected:found:source:)`` when the head
+    ///   takes another width; the backend's errors.
+    public func withHead(_ head: DenseHead) throws -> MobileNetV2 {
+        let width = embeddingWidth
+        guard head.inputWidth == width else {
+            let first = head.layers[0]
+            throw ModelError.shapeMismatch(layer: first.name, variable: "kernel", expected: [width, first.units], found: first.kernel.shape, source: "withHead")
+        }
         var configuration = self.configuration
         configuration.includeTop = true
         configuration.pooling = nil
-        configuration.classes = classes
-        configuration.classifierActivation = activation
+        configuration.classes = head.classes
+        configuration.classifierActivation = head.endsWithSoftmax ? .softmax : .none
         var nodes = backboneNodes
         let features = nodes.count - 1
-        nodes.append(Node(name: "global_average_pooling2d", operation: .globalAveragePool, inputs: [features]))
-        nodes.append(Node(name: "predictions", operation: .dense(DenseParameters(kernel: kernel, bias: bias)), inputs: [nodes.count - 1]))
         var layerNodes = self.layerNodes.filter { $0.value <= features }
-        layerNodes["global_average_pooling2d"] = features + 1
-        layerNodes["predictions"] = features + 2
-        if activation == .softmax {
-            nodes.append(Node(name: "predictions_softmax", operation: .softmax, inputs: [nodes.count - 1]))
-            layerNodes["predictions"] = features + 3
+        nodes.append(Node(name: "global_average_pooling2d", operation: .globalAveragePool, inputs: [features]))
+        layerNodes["global_average_pooling2d"] = nodes.count - 1
+        for layer in head.layers {
+            nodes.append(Node(name: layer.name, operation: .dense(DenseParameters(kernel: layer.kernel, bias: layer.bias)), inputs: [nodes.count - 1]))
+            switch layer.activation {
+            case .linear: break
+            case .relu: nodes.append(Node(name: layer.name + "_relu", operation: .relu, inputs: [nodes.count - 1]))
+            case .softmax: nodes.append(Node(name: layer.name + "_softmax", operation: .softmax, inputs: [nodes.count - 1]))
+            }
+            // A Keras Dense layer's output includes its activation.
+            layerNodes[layer.name] = nodes.count - 1
         }
         return try MobileNetV2(configuration: configuration, layers: try MobileNetV2Architecture.layers(for: configuration), nodes: nodes,
                                features: features, output: nodes.count - 1, layerNodes: layerNodes,
@@ -304,6 +327,23 @@ public final class MobileNetV2: Sendable {
         return try MobileNetV2(configuration: configuration, layers: try MobileNetV2Architecture.layers(for: configuration), nodes: nodes,
                                features: features, output: nodes.count - 1, layerNodes: layerNodes,
                                unavailableLayers: unavailableLayers, backend: backend, foldBatchNorm: foldsBatchNorm)
+    }
+
+    /// The head on top of the pooled embedding, read back from the graph: the Dense layers after
+    /// the global pooling with their activations (the ImageNet `predictions` layer, or what
+    /// ``withHead(_:)`` added); nil without a top.
+    public var head: DenseHead? {
+        guard configuration.includeTop else { return nil }
+        var layers: [DenseHead.Layer] = []
+        for node in graph.nodes.dropFirst(graph.outputs[slots.features] + 1) {
+            switch node.operation {
+            case .dense(let p): layers.append(DenseHead.Layer(name: node.name, kernel: p.kernel, bias: p.bias, activation: .linear))
+            case .relu where !layers.isEmpty: layers[layers.count - 1].activation = .relu
+            case .softmax where !layers.isEmpty: layers[layers.count - 1].activation = .softmax
+            default: continue
+            }
+        }
+        return try? DenseHead(layers: layers, source: "graph")
     }
 
     /// The Keras-style summary: layer, type, output shape and parameter count.

@@ -93,6 +93,30 @@ struct WeightMatcher {
 }
 
 extension KerasWeightSet {
+    /// The width multiplier (Keras `alpha`) these MobileNetV2 weights were built for, read from
+    /// the layer widths: the official alpha (``MobileNetV2Configuration/officialAlphas``) whose
+    /// every convolution kernel shape agrees with the stored one. Nil when none agrees (a
+    /// damaged or foreign file: loading it at any alpha reports the first mismatching shape).
+    /// A `predictions` layer is not looked at.
+    public func widthMultiplier() -> Double? {
+        var stored: [String: [Int]] = [:]
+        for layer in layers where layer.name != "predictions" {
+            if let first = layer.arrays.first { stored[layer.name] = first.shape }
+        }
+        for alpha in MobileNetV2Configuration.officialAlphas {
+            let configuration = MobileNetV2Configuration(alpha: alpha, includeTop: false)
+            guard let specs = try? MobileNetV2Architecture.layers(for: configuration) else { continue }
+            let agrees = specs.allSatisfy { spec in
+                guard let first = spec.weights.first, spec.name != "predictions" else { return true }
+                return stored[spec.name] == first.shape
+            }
+            if agrees { return alpha }
+        }
+        return nil
+    }
+}
+
+extension KerasWeightSet {
     /// The values of every weight variable of the network for `configuration`, by Keras layer
     /// name, each layer's arrays in Keras's variable order (``LayerSpec/weights``), matched
     /// strictly as ``MobileNetV2`` matches them: by layer name, then by variable position (Keras 3

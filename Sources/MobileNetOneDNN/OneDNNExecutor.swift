@@ -68,6 +68,8 @@ enum Step {
     case dense(node: Int, source: UnsafeMutablePointer<Float>, destination: UnsafeMutablePointer<Float>, batch: Int)
     /// Softmax over rows of `[N, C]`.
     case softmax(source: UnsafeMutablePointer<Float>, destination: UnsafeMutablePointer<Float>, batch: Int, channels: Int)
+    /// `max(x, 0)` over `count` values (a head's hidden Dense activation).
+    case relu(source: UnsafeMutablePointer<Float>, destination: UnsafeMutablePointer<Float>, count: Int)
 }
 
 /// Everything needed to run the graph at one batch size: primitives, memories bound to planned
@@ -403,6 +405,8 @@ final class OneDNNExecutor: GraphExecutor, @unchecked Sendable {
                 }
                 for c in 0..<channels { y[c] /= sum }
             }
+        case .relu(let source, let destination, let count):
+            for i in 0..<count { destination[i] = max(source[i], 0) }
         }
     }
 

@@ -125,6 +125,12 @@ struct PlanBuilder {
             let destination = allocatePlain(batch * count)
             plan.steps.append(.softmax(source: source, destination: destination, batch: batch * count / max(channels, 1), channels: channels))
             plain[index] = destination
+        case .relu:
+            let count = executor.shapes[index].reduce(1, *)
+            let source = try plainValue(node.inputs[0])
+            let destination = allocatePlain(batch * count)
+            plan.steps.append(.relu(source: source, destination: destination, count: batch * count))
+            plain[index] = destination
         case .batchNorm, .relu6:
             throw .unsupportedOperation(node: node.name, operation: "\(node.operation)")
         }

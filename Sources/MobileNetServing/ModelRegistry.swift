@@ -49,10 +49,11 @@ public struct ModelSpecification: Sendable, Hashable, CustomStringConvertible {
 public struct ModelLoadingOptions: Sendable {
     /// The kernels that run the networks.
     public var backend: any InferenceBackend
-    /// Input height for weight files (model files record their own; default 224).
-    public var inputHeight: Int
-    /// Input width for weight files (default 224).
-    public var inputWidth: Int
+    /// Input height for files that record none (weight files; default 224). A model file that
+    /// records another size is refused when this is set (nil: each file's own).
+    public var inputHeight: Int?
+    /// Input width, as ``inputHeight``.
+    public var inputWidth: Int?
     /// Preprocessing for weight files; nil for the Keras default. Model files keep theirs.
     public var preprocessing: PreprocessingConfiguration?
     /// Where default weights and the backbones of model files are looked for.
@@ -64,7 +65,7 @@ public struct ModelLoadingOptions: Sendable {
     public var defaultAlpha: Double
 
     /// Creates options.
-    public init(backend: any InferenceBackend, inputHeight: Int = 224, inputWidth: Int = 224, preprocessing: PreprocessingConfiguration? = nil,
+    public init(backend: any InferenceBackend, inputHeight: Int? = nil, inputWidth: Int? = nil, preprocessing: PreprocessingConfiguration? = nil,
                 resolver: WeightsResolver = WeightsResolver(), defaultWeightsPath: String? = nil, defaultAlpha: Double = 1.0) {
         self.defaultAlpha = defaultAlpha
         self.backend = backend
@@ -164,8 +165,8 @@ public final class ModelRegistry: Sendable {
             throw .invalidSpecification("two models are named '\(spec.name)'")
         }
         if specifications.isEmpty {
-            return [try await ServedModel.loadImageNet(name: defaultModelName, weightsPath: options.defaultWeightsPath, alpha: options.defaultAlpha, inputHeight: options.inputHeight,
-                                                       inputWidth: options.inputWidth, preprocessing: options.preprocessing,
+            return [try await ServedModel.loadImageNet(name: defaultModelName, weightsPath: options.defaultWeightsPath, alpha: options.defaultAlpha, inputHeight: options.inputHeight ?? 224,
+                                                       inputWidth: options.inputWidth ?? options.inputHeight ?? 224, preprocessing: options.preprocessing,
                                                        backend: options.backend, resolver: options.resolver)]
         }
         var models: [ServedModel] = []

@@ -23,13 +23,8 @@ public enum ServedModelKind: String, Sendable, Hashable, Codable, CaseIterable {
     public var isClassifier: Bool { self != .embedder }
 }
 
-/// One class a served classifier can output.
-public struct ServedClass: Sendable, Hashable, Codable {
-    /// The class name (`Egyptian_cat`, or a trained model's folder name).
-    public var name: String
-    /// The WordNet synset id of an ImageNet class (`n02124075`); nil for other classes.
-    public var synset: String?
-}
+/// One class a served classifier can output (the model's ``/MobileNetTransfer/ModelClass``).
+public typealias ServedClass = ModelClass
 
 /// The outputs of one network run over a batch of `N` images.
 public struct ServedOutputs: Sendable, Equatable {
@@ -78,8 +73,9 @@ public final class ServedModel: Sendable {
     /// The classes of a classifier, in output order; empty for an embedder.
     public let classes: [ServedClass]
     /// The pooled embedding width (1280 for alpha up to 1.0).
-    public let embeddingWidth: Int
-    private let engine: Engine
+    public var embeddingWidth: Int { model.embeddingWidth }
+    /// The runnable model behind it (``/MobileNetTransfer/ModelFile/open(_:options:backend:resolver:)``).
+    public let model: RunnableModel
 
     /// The single version every served model has (TensorFlow Serving and KServe address versions).
     public static let version = "1"
@@ -90,33 +86,29 @@ public final class ServedModel: Sendable {
     /// The name of an embedder's output tensor.
     public static let embeddingOutputName = "embedding"
 
-    private enum Engine: Sendable {
-        /// A MobileNetV2 network, with or without its top.
-        case network(MobileNetV2)
-        /// A frozen backbone with a trained head.
-        case trained(TrainedClassifier)
-    }
-
-    private init(name: String, kind: ServedModelKind, source: URL, engine: Engine, preprocessing: PreprocessingConfiguration, classes: [ServedClass]) {
+    /// A served model over an opened one.
+    ///
+    /// - Parameters:
+    ///   - name: the name clients use.
+    ///   - model: the opened model; its preprocessing is what encoded images get.
+    public init(name: String, model: RunnableModel) {
         self.name = name
-        self.kind = kind
-        self.source = source
-        self.engine = engine
-        self.preprocessing = preprocessing
-        self.classes = classes
-        switch engine {
-        case .network(let network):
-            configuration = network.configuration
-            embeddingWidth = network.embeddingWidth
-        case .trained(let classifier):
-            configuration = classifier.backbone.network.configuration
-            embeddingWidth = classifier.backbone.network.embeddingWidth
+        self.model = model
+        self.source = model.source
+        self.configuration = model.configuration
+        self.preprocessing = model.preprocessingConfiguration ?? .standard
+        self.classes = model.classes
+        switch model.kind {
+        case .kerasWeights: kind = .imageNetClassifier
+        case .kerasWeightsNoTop: kind = .embedder
+        case .kerasModel: kind = .kerasClassifier
+        case .trainedModel: kind = .trainedClassifier
         }
     }
 
     /// The embedder of an image index: its backbone, with the preprocessing of its queries.
     convenience init(name: String, backbone: Backbone, preprocessing: PreprocessingConfiguration) {
-        self.init(name: name, kind: .embedder, source: backbone.weightsURL, engine: .network(backbone.network), preprocessing: preprocessing, classes: [])
+        self.init(name: name, model: RunnableModel(embedder: backbone, preprocessing: preprocessing))
     }
 
     /// Input height in pixels.
@@ -158,16 +150,8 @@ public final class ServedModel: Sendable {
     /// - Returns: `N` rows of each output.
     /// - Throws: the network's error (a wrongly shaped input, a backend failure).
     public func run(_ input: Tensor) throws -> ServedOutputs {
-        switch engine {
-        case .network(let network):
-            let out = try network.forward(input)
-            return ServedOutputs(embeddings: out.embedding.rows, probabilities: out.probabilities?.rows)
-        case .trained(let classifier):
-            let embeddings = try classifier.backbone.network.embedding(input).rows
-            let probabilities = classifier.head.probabilities(Matrix(stacking: embeddings))
-            let rows = (0..<embeddings.count).map { probabilities.row($0).map { Float($0) } }
-            return ServedOutputs(embeddings: embeddings, probabilities: rows)
-        }
+        let out = try model.run(input)
+        return ServedOutputs(embeddings: out.embeddings, probabilities: out.probabilities)
     }
 
     /// The `k` most likely classes of one probability row, best first (ties by class order).
@@ -176,8 +160,7 @@ public final class ServedModel: Sendable {
     ///   - probabilities: one row of ``ServedOutputs/probabilities`` (``outputWidth`` values).
     ///   - k: how many (clamped to the class count).
     public func topK(_ probabilities: [Float], k: Int) -> [ClassPrediction] {
-        let imageNet = classes.count == ImageNetClasses.all.count && classes.allSatisfy { $0.synset != nil }
-        return ImageNetClasses.topK(probabilities, k: k, labels: imageNet ? nil : classes.map(\.name))
+        model.topK(probabilities, k: k)
     }
 
     // MARK: - Loading
@@ -199,29 +182,13 @@ public final class ServedModel: Sendable {
     ///   - resolver: for a `mobilenet train` model file, where to look for its backbone weights.
     /// - Throws: ``ServingError/modelLoadFailed(name:path:reason:)`` with the library's reason
     ///   (an unreadable or damaged file, weights that do not fit, a missing backbone).
-    public static func load(name: String, contentsOf url: URL, inputHeight: Int = 224, inputWidth: Int = 224,
+    public static func load(name: String, contentsOf url: URL, inputHeight: Int? = nil, inputWidth: Int? = nil,
                             preprocessing: PreprocessingConfiguration? = nil, backend: any InferenceBackend,
                             resolver: WeightsResolver = WeightsResolver()) async throws(ServingError) -> ServedModel {
         do {
-            switch try detectKind(url) {
-            case .trainedClassifier, .kerasClassifier:
-                let kind: ServedModelKind = try startsWithJSON(url) ? .trainedClassifier : .kerasClassifier
-                let classifier = try await TrainedClassifier.load(contentsOf: url, inputSize: (inputHeight, inputWidth), backend: backend, resolver: resolver)
-                return ServedModel(name: name, kind: kind, source: url, engine: .trained(classifier),
-                                   preprocessing: classifier.preprocessingConfiguration ?? .standard,
-                                   classes: classifier.classNames.map { ServedClass(name: $0, synset: nil) })
-            case .imageNetClassifier(let alpha, let classes):
-                let configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: inputHeight, inputWidth: inputWidth, includeTop: true, classes: classes)
-                let network = try MobileNetV2.load(configuration: configuration, contentsOf: url, backend: backend)
-                return ServedModel(name: name, kind: .imageNetClassifier, source: url, engine: .network(network),
-                                   preprocessing: preprocessing ?? .standard, classes: classNames(count: classes))
-            case .embedder(let alpha):
-                let backbone = try Backbone.load(contentsOf: url, alpha: alpha, inputHeight: inputHeight, inputWidth: inputWidth, backend: backend)
-                return ServedModel(name: name, kind: .embedder, source: url, engine: .network(backbone.network),
-                                   preprocessing: preprocessing ?? .standard, classes: [])
-            }
-        } catch let error as ServingError {
-            throw error
+            let size = inputHeight.map { ($0, inputWidth ?? $0) }
+            let model = try await ModelFile.open(url, options: ModelOpenOptions(inputSize: size, preprocessing: preprocessing), backend: backend, resolver: resolver)
+            return ServedModel(name: name, model: model)
         } catch {
             throw .modelLoadFailed(name: name, path: url.path, reason: (error as? LocalizedError)?.errorDescription ?? String(describing: error))
         }
@@ -234,71 +201,12 @@ public final class ServedModel: Sendable {
     public static func loadImageNet(name: String = "imagenet", weightsPath: String? = nil, alpha: Double = 1.0, inputHeight: Int = 224, inputWidth: Int = 224,
                                     preprocessing: PreprocessingConfiguration? = nil, backend: any InferenceBackend,
                                     resolver: WeightsResolver = WeightsResolver()) async throws(ServingError) -> ServedModel {
-        let configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: inputHeight, inputWidth: inputWidth, includeTop: true)
         do {
-            let (network, url) = try await MobileNetV2.load(configuration: configuration, weightsPath: weightsPath, backend: backend, resolver: resolver)
-            return ServedModel(name: name, kind: .imageNetClassifier, source: url, engine: .network(network),
-                               preprocessing: preprocessing ?? .standard, classes: classNames(count: configuration.classes))
+            let options = ModelOpenOptions(inputSize: (inputHeight, inputWidth), alpha: alpha, preprocessing: preprocessing)
+            let model = try await ModelFile.openDefault(weightsPath: weightsPath, includeTop: true, options: options, backend: backend, resolver: resolver)
+            return ServedModel(name: name, model: model)
         } catch {
             throw .modelLoadFailed(name: name, path: weightsPath ?? "the default weights", reason: (error as? LocalizedError)?.errorDescription ?? String(describing: error))
         }
     }
-
-    private static func classNames(count: Int) -> [ServedClass] {
-        if count == ImageNetClasses.all.count { return ImageNetClasses.all.map { ServedClass(name: $0.name, synset: $0.synset) } }
-        return (0..<count).map { ServedClass(name: "class_\($0)", synset: nil) }
-    }
-
-    private enum DetectedKind {
-        case trainedClassifier, kerasClassifier
-        case imageNetClassifier(alpha: Double, classes: Int)
-        case embedder(alpha: Double)
-    }
-
-    /// Whether the file's first non-blank byte is `{` (a JSON model file).
-    private static func startsWithJSON(_ url: URL) throws -> Bool {
-        let handle = try FileHandle(forReadingFrom: url)
-        defer { try? handle.close() }
-        let head = try handle.read(upToCount: 256) ?? Data()
-        return head.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }) == UInt8(ascii: "{")
-    }
-
-    private static func detectKind(_ url: URL) throws -> DetectedKind {
-        switch FileKind(path: url.path) {
-        case .regular: break
-        case .missing: throw LoadReason(message: "no such file")
-        case let other: throw LoadReason(message: "not a regular file (\(other))")
-        }
-        if try startsWithJSON(url) { return .trainedClassifier }
-        let weights = try KerasWeightFile.read(contentsOf: url).weights
-        if !weights.layersOutsideMobileNetV2().isEmpty { return .kerasClassifier }
-        let base = try weights.mobileNetV2Part()
-        let alpha = try widthMultiplier(of: base)
-        if let predictions = base.layer(named: "predictions") {
-            guard let bias = predictions.arrays.first(where: { $0.shape.count == 1 }) else {
-                throw ModelError.missingClassifier(source: base.source)
-            }
-            return .imageNetClassifier(alpha: alpha, classes: bias.shape[0])
-        }
-        return .embedder(alpha: alpha)
-    }
-
-    /// The width multiplier the weights were built for: the graph of alpha 1.0 is matched against
-    /// them (at 32x32, unfolded: cheap), and a mismatch says which alpha they have.
-    private static func widthMultiplier(of weights: KerasWeightSet) throws -> Double {
-        do {
-            _ = try MobileNetV2.makeGraph(configuration: MobileNetV2Configuration(alpha: 1.0, inputHeight: 32, inputWidth: 32, includeTop: false),
-                                          weights: weights.droppingClassifier(), foldBatchNorm: false)
-            return 1.0
-        } catch {
-            guard case .alphaMismatch(_, let found, _) = error else { throw error }
-            return found
-        }
-    }
-}
-
-/// A detection failure's reason, reported through ``ServingError/modelLoadFailed(name:path:reason:)``.
-private struct LoadReason: Error, LocalizedError {
-    var message: String
-    var errorDescription: String? { message }
 }

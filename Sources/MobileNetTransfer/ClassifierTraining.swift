@@ -357,7 +357,7 @@ public struct ClassifierTraining: Sendable {
     }
 }
 
-extension TrainedClassifier {
+extension RunnableModel {
     /// Metrics on a folder with one sub-folder per class (the model's classes): accuracy, top-k,
     /// per-class precision/recall/F1 and the confusion matrix. The one call behind `mobilenet evaluate`.
     ///
@@ -367,13 +367,16 @@ extension TrainedClassifier {
     public func evaluate(folder root: URL, k: Int, preprocessor: ImagePreprocessor? = nil, allowOtherPreprocessing: Bool = false,
                          store: EmbeddingStore?, runtime: RuntimeOptions,
                          progress: ((Int, Int) -> Void)? = nil) throws -> (report: EvaluationReport, failures: [EmbeddingFailure], warnings: [String]) {
+        guard isClassifier else { throw ModelFileError.notAClassifier(path: source.path) }
         let folder = try ImageFolder(root: root, classNames: classNames)
-        let embedder = try CachedEmbedder(backbone: backbone, preprocessor: preprocessor ?? self.preprocessor(),
+        let embedder = try CachedEmbedder(backbone: try backbone(), preprocessor: preprocessor ?? self.preprocessor(),
                                           expectedPreprocessing: allowOtherPreprocessing ? nil : preprocessing, store: store, runtime: runtime)
         let result = try embedder.embed(folder.images.map(\.url), progress: progress)
         let (data, _) = ClassifierTraining.labelledMatrix(folder.images, embeddings: result.embeddings)
         guard !data.labels.isEmpty else { throw ClassifierTrainingError.noValidationImage }
-        let report = EvaluationReport(probabilities: head.probabilities(data.features), labels: data.labels, classNames: classNames, k: k)
+        let rows = try probabilities(embeddings: (0..<data.features.rows).map { data.features.row($0).map { Float($0) } })
+        let probabilities = Matrix(rows: rows.count, columns: classes.count, values: rows.flatMap { $0.map(Double.init) })
+        let report = EvaluationReport(probabilities: probabilities, labels: data.labels, classNames: classNames, k: k)
         return (report, result.failures, folder.warnings)
     }
 }

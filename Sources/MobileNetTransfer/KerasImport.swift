@@ -32,9 +32,12 @@ public enum KerasImportError: Error, Equatable, CustomStringConvertible {
 public struct KerasTransferModel: Sendable {
     /// The MobileNetV2 base weights (as trained: a fine-tuned base is used as is).
     public var backboneWeights: KerasWeightSet
-    /// Width multiplier of the base, found from its weight shapes.
-    public var alpha: Double
-    /// Input height and width from the archive's `config.json` (nil for `.h5`).
+    /// Width multiplier of the base, read from its layer widths
+    /// (``/MobileNetModel/KerasWeightSet/widthMultiplier()``; 1.0 when no official alpha fits,
+    /// and then building the network names the first mismatching shape).
+    public var alpha: Double { backboneWeights.widthMultiplier() ?? 1.0 }
+    /// Input height and width from the model's config (`config.json` of a `.keras` archive, the
+    /// `model_config` attribute of a whole-model `.h5`); nil when it records none or a dynamic one.
     public var inputSize: (height: Int, width: Int)?
     /// The Dense head (dropout is the identity at inference).
     public var head: ClassifierHead
@@ -44,42 +47,45 @@ public struct KerasTransferModel: Sendable {
     /// - Throws: ``/MobileNetIO/WeightFileError`` for an unreadable file, ``/MobileNetModel/ModelError`` when there is no
     ///   MobileNetV2 base, ``KerasImportError`` for a missing or unsupported head.
     public static func read(contentsOf url: URL) throws -> KerasTransferModel {
-        let (weights, format) = try KerasWeightFile.read(contentsOf: url)
+        let (weights, _) = try KerasWeightFile.read(contentsOf: url)
+        return try read(weights: weights, path: url.path, config: try KerasWeightFile.modelConfig(contentsOf: url))
+    }
+
+    /// A transfer model from weights already read and the model's config.
+    ///
+    /// - Parameters:
+    ///   - weights: every layer of the file.
+    ///   - path: the file, for messages.
+    ///   - config: the architecture JSON (``/MobileNetIO/KerasWeightFile/modelConfig(contentsOf:)``);
+    ///     when present, the head must agree with it (units, `relu`/`softmax`, average pooling) and
+    ///     its input size is used. A `.keras` archive always has one; a whole-model `.h5` too.
+    /// - Throws: ``/MobileNetModel/ModelError`` when there is no MobileNetV2 base, ``KerasImportError``.
+    public static func read(weights: KerasWeightSet, path: String, config: Data?) throws -> KerasTransferModel {
         let base = try weights.mobileNetV2Part()
-        var alpha = 1.0
-        do {
-            _ = try MobileNetV2.makeGraph(configuration: MobileNetV2Configuration(alpha: 1.0, inputHeight: 32, inputWidth: 32, includeTop: false),
-                                          weights: base.droppingClassifier(), foldBatchNorm: false)
-        } catch {
-            let modelError: ModelError = error
-            guard case .alphaMismatch(_, let found, _) = modelError else { throw modelError }
-            alpha = found
-        }
         var layers: [HeadLayer] = []
         for layer in weights.layersOutsideMobileNetV2() {
             guard layer.arrays.count == 2, layer.arrays[0].shape.count == 2, layer.arrays[1].shape.count == 1,
                   layer.arrays[0].shape[1] == layer.arrays[1].shape[0] else {
-                throw KerasImportError.unsupportedHead(path: url.path, message: "layer '\(layer.name)' has arrays \(layer.arrays.map(\.shape)); expected a Dense kernel [in, out] and bias [out]")
+                throw KerasImportError.unsupportedHead(path: path, message: "layer '\(layer.name)' has arrays \(layer.arrays.map(\.shape)); expected a Dense kernel [in, out] and bias [out]")
             }
             let (inputs, outputs) = (layer.arrays[0].shape[0], layer.arrays[0].shape[1])
             if case .dense(let previous)? = layers.last(where: { if case .dense = $0 { return true } else { return false } }), previous.outputs != inputs {
-                throw KerasImportError.unsupportedHead(path: url.path, message: "layer '\(layer.name)' takes \(inputs) inputs after a layer of \(previous.outputs) outputs")
+                throw KerasImportError.unsupportedHead(path: path, message: "layer '\(layer.name)' takes \(inputs) inputs after a layer of \(previous.outputs) outputs")
             }
             if !layers.isEmpty { layers.append(.relu) }
             layers.append(.dense(DenseLayer(inputs: inputs, outputs: outputs, kernel: layer.arrays[0].values.map(Double.init), bias: layer.arrays[1].values.map(Double.init))))
         }
-        guard !layers.isEmpty else { throw KerasImportError.noHead(path: url.path) }
+        guard !layers.isEmpty else { throw KerasImportError.noHead(path: path) }
         var inputSize: (height: Int, width: Int)?
-        if format == .kerasArchive {
-            // The architecture is in config.json: honour it, or refuse what this head cannot do.
-            guard let data = try KerasArchive.member("config.json", of: url, limit: KerasArchive.maximumJSONBytes),
-                  let config = try? JSONSerialization.jsonObject(with: data) else {
-                throw KerasImportError.invalidConfig(path: url.path, message: "config.json is missing or not JSON")
+        if let data = config {
+            // The architecture is recorded: honour it, or refuse what this head cannot do.
+            guard let config = try? JSONSerialization.jsonObject(with: data) else {
+                throw KerasImportError.invalidConfig(path: path, message: "the model config (config.json or the model_config attribute) is not JSON")
             }
-            try checkHead(config: config, dense: layers.compactMap { if case .dense(let d) = $0 { d } else { nil } }, path: url.path)
+            try checkHead(config: config, dense: layers.compactMap { if case .dense(let d) = $0 { d } else { nil } }, path: path)
             inputSize = inputShape(in: config)
         }
-        return KerasTransferModel(backboneWeights: base, alpha: alpha, inputSize: inputSize, head: ClassifierHead(layers: layers))
+        return KerasTransferModel(backboneWeights: base, inputSize: inputSize, head: ClassifierHead(layers: layers))
     }
 
     /// Every `Dense` layer config of a Keras `config.json`, in order of appearance (outside the
@@ -138,12 +144,14 @@ public struct KerasTransferModel: Sendable {
         }
     }
 
-    /// The input height and width recorded in a `.keras` archive's `config.json` (the first
-    /// `batch_shape` `[null, H, W, 3]`), or nil.
+    /// The input height and width recorded in a Keras model config (the first `batch_shape`,
+    /// Keras 3, or `batch_input_shape`, tf.keras, of the form `[null, H, W, 3]`), or nil.
     public static func inputShape(in config: Any) -> (height: Int, width: Int)? {
         func search(_ value: Any) -> [Any]? {
             if let dict = value as? [String: Any] {
-                if let shape = dict["batch_shape"] as? [Any], shape.count == 4 { return shape }
+                for key in ["batch_shape", "batch_input_shape"] {
+                    if let shape = dict[key] as? [Any], shape.count == 4 { return shape }
+                }
                 for key in dict.keys.sorted() { if let found = search(dict[key] as Any) { return found } }
             } else if let array = value as? [Any] {
                 for item in array { if let found = search(item) { return found } }

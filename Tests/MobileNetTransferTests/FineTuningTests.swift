@@ -95,8 +95,8 @@ struct FineTuningTests {
 
         // predict == the trained network's logits → softmax (the Double reference, unfolded
         // BatchNorm) within 1e-5.
-        let classifier = try await TrainedClassifier.load(contentsOf: file, backend: OneDNNBackend())
-        #expect(classifier.backbone.identity != backbone.identity, "the fine-tuned base has its own cache identity")
+        let classifier = try await ModelFile.open(file, backend: OneDNNBackend())
+        #expect(classifier.identity != backbone.identity, "the fine-tuned base has its own cache identity")
         let files = try FileManager.default.contentsOfDirectory(at: root.appendingPathComponent("val/bars"), includingPropertiesForKeys: nil).sorted { $0.path < $1.path }
         let predicted = try classifier.predict(files, k: 2, store: nil, runtime: RuntimeOptions(backend: OneDNNBackend(), decodeThreads: 0))
         #expect(predicted.failures.isEmpty)
@@ -162,7 +162,7 @@ struct FineTuningTests {
         var configuration = MobileNetV2Configuration(alpha: 0.35, inputHeight: 32, inputWidth: 32, includeTop: true, pooling: nil, classes: 2)
         configuration.classifierActivation = .none
         let network = try FineTuningNetwork(configuration: configuration, weights: weights, fineTuneAt: 100, dropout: 0.2)
-        let classifier = try await TrainedClassifier.load(contentsOf: file, backend: OneDNNBackend())
+        let classifier = try await ModelFile.open(file, backend: OneDNNBackend())
         let files = try FileManager.default.contentsOfDirectory(at: root.appendingPathComponent("val/rings"), includingPropertiesForKeys: nil).sorted { $0.path < $1.path }
         let predicted = try classifier.predict(files, k: 2, store: nil, runtime: RuntimeOptions(backend: OneDNNBackend(), decodeThreads: 0))
         let preprocessor = classifier.preprocessor()
@@ -380,7 +380,7 @@ struct FineTuningTests {
         let file = root.appendingPathComponent("edited.json")
         try edited.write(to: file, overwrite: false)
         do {
-            _ = try await TrainedClassifier.load(contentsOf: file, backend: OneDNNBackend())
+            _ = try await ModelFile.open(file, backend: OneDNNBackend())
             Issue.record("a model file with a fine-tuned layer left out was accepted")
         } catch {
             #expect("\(error)".contains(file.path) && "\(error)".contains("missing"), "\(error)")

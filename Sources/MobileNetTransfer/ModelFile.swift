@@ -1,0 +1,342 @@
+import Foundation
+import MobileNetIO
+import MobileNetKernels
+import MobileNetModel
+import MobileNetPipeline
+import MobileNetStore
+
+/// The kinds of model file ``ModelFile/open(_:options:backend:resolver:)`` recognises, each
+/// detected from the file's bytes, never from its name.
+public enum ModelFileKind: String, Sendable, Hashable, Codable, CaseIterable {
+    /// Keras Applications weights with the top (`include_top=True`: legacy `.h5`,
+    /// `.weights.h5`): the ImageNet classifier (or as many classes as `predictions` has).
+    case kerasWeights = "keras-weights"
+    /// Keras Applications weights without the top: the pooled embedding, no classes.
+    case kerasWeightsNoTop = "keras-weights-no-top"
+    /// A Keras transfer model, `.keras` archive or whole-model `.h5` (`model.save`):
+    /// MobileNetV2 base → GlobalAveragePooling2D → Dropout → [Dense(relu) → Dropout →]
+    /// Dense(softmax), its architecture read from `config.json` / the `model_config` attribute.
+    case kerasModel = "keras-model"
+    /// A `mobilenet train` model file (JSON, format versions 1 and 2): a head on the recorded
+    /// backbone, possibly with fine-tuned layers.
+    case trainedModel = "trained-model"
+
+    /// Whether models of this kind give class probabilities (all but ``kerasWeightsNoTop``).
+    public var isClassifier: Bool { self != .kerasWeightsNoTop }
+}
+
+/// What the caller asks of a model file beyond what the file records. Each setting the file
+/// records itself must agree with it: a conflict is a ``ModelFileError/conflictingOption(path:option:recorded:given:)``,
+/// never a silent override.
+public struct ModelOpenOptions: Sendable {
+    /// The input size in pixels for files that record none (weight files, a Keras model with a
+    /// dynamic input); default 224x224. Nil: the file's, else the default.
+    public var inputSize: (height: Int, width: Int)?
+    /// The expected width multiplier; nil accepts the file's (read from the weights).
+    public var alpha: Double?
+    /// The pooling of the embedding of a weight file without the top (Keras `pooling=`).
+    public var pooling: Pooling
+    /// For a `mobilenet train` model file: the backbone weight file (else the recorded path,
+    /// else ``/MobileNetIO/WeightsResolver``'s search); its SHA-256 must be the recorded one.
+    public var backboneWeightsPath: String?
+    /// Class names for a file that records none (Keras models and weight files of another class
+    /// count), one per output unit; default `class0`, `class1`, ... (ImageNet's for 1000 classes).
+    public var classNames: [String]?
+    /// The preprocessing for files that record none (weight files, Keras models); default
+    /// ``/MobileNetIO/PreprocessingConfiguration/standard`` (`tf.image.resize` bilinear, `x / 127.5 - 1`).
+    /// A `mobilenet train` model file keeps its own (override it per call with
+    /// ``RunnableModel/preprocessor(override:maxPixels:)``).
+    public var preprocessing: PreprocessingConfiguration?
+
+    /// Creates options; every argument defaults to "what the file says".
+    public init(inputSize: (height: Int, width: Int)? = nil, alpha: Double? = nil, pooling: Pooling = .avg, backboneWeightsPath: String? = nil,
+                classNames: [String]? = nil, preprocessing: PreprocessingConfiguration? = nil) {
+        self.inputSize = inputSize
+        self.alpha = alpha
+        self.pooling = pooling
+        self.backboneWeightsPath = backboneWeightsPath
+        self.classNames = classNames
+        self.preprocessing = preprocessing
+    }
+}
+
+/// Why a model file cannot be opened as asked. Each case names the file.
+public enum ModelFileError: Error, Equatable, CustomStringConvertible, LocalizedError {
+    /// Missing, a directory, a FIFO or a device, or unreadable.
+    case unreadable(path: String, reason: String)
+    /// Not a model file of any kind this library reads.
+    case unknownKind(path: String, reason: String)
+    /// An option disagrees with what the file records (its alpha or input size).
+    case conflictingOption(path: String, option: String, recorded: String, given: String)
+    /// The class names given do not match the model's outputs, or repeat a name.
+    case classNames(path: String, reason: String)
+    /// A classifier was asked for and the file has no top (weights saved without `predictions`).
+    case notAClassifier(path: String)
+
+    /// A one-line message naming the file.
+    public var description: String {
+        switch self {
+        case .unreadable(let path, let reason): "\(path): cannot read the model file (\(reason))"
+        case .unknownKind(let path, let reason): "\(path): not a model file this tool reads (\(reason))"
+        case .conflictingOption(let path, let option, let recorded, let given):
+            "\(path): the model records \(option) \(recorded); \(given) was given (leave the option out)"
+        case .classNames(let path, let reason): "\(path): \(reason)"
+        case .notAClassifier(let path):
+            "\(path): the weights have no top (include_top=False): they give embeddings, not classes; use a file with the top or a trained model"
+        }
+    }
+
+    /// The same as ``description``.
+    public var errorDescription: String? { description }
+}
+
+/// The one place a model file is opened: detects its kind from the bytes, reads everything it
+/// records (architecture, input size, head and activations, class names, preprocessing), and
+/// returns one ``RunnableModel`` that every command and the server run.
+///
+/// ```swift
+/// let model = try await ModelFile.open(URL(fileURLWithPath: "flowers.keras"), backend: OneDNNBackend())
+/// let outputs = try model.run(input)                   // embeddings and probabilities, one pass
+/// let top = model.topK(outputs.probabilities![0], k: 3) // class names (and synsets) of the model
+/// ```
+public enum ModelFile {
+    /// The kind of the file at `url`, from its first bytes and, for HDF5, its layers: JSON →
+    /// ``ModelFileKind/trainedModel``; ZIP or HDF5 with Dense layers outside the MobileNetV2
+    /// base → ``ModelFileKind/kerasModel``; with a `predictions` layer → ``ModelFileKind/kerasWeights``;
+    /// otherwise ``ModelFileKind/kerasWeightsNoTop``.
+    ///
+    /// - Throws: ``ModelFileError`` for a missing, special or unrecognised file;
+    ///   ``/MobileNetIO/WeightFileError`` for a damaged Keras file.
+    public static func kind(of url: URL) throws -> ModelFileKind {
+        switch try sniff(url) {
+        case .json: return .trainedModel
+        case .keras: return try classify(KerasWeightFile.read(contentsOf: url).weights)
+        }
+    }
+
+    /// Opens the model file at `url`.
+    ///
+    /// - Parameters:
+    ///   - url: a Keras weight file (with or without the top), a `.keras` archive, a whole-model
+    ///     `.h5` transfer model, or a `mobilenet train` model file.
+    ///   - options: what the file does not record (input size of weight files, class names of
+    ///     Keras models, the backbone of a trained model); see ``ModelOpenOptions``.
+    ///   - backend: the kernels that run the network.
+    ///   - resolver: for a trained model file, where to look for its backbone weights.
+    /// - Returns: the runnable model.
+    /// - Throws: ``ModelFileError``; ``ClassifierModelError`` and ``/MobileNetPipeline/BackboneMismatch``
+    ///   for a trained model file; ``KerasImportError`` for a Keras model whose head this library
+    ///   does not compute; ``/MobileNetIO/WeightFileError`` and ``/MobileNetModel/ModelError`` for
+    ///   damaged or mismatching weights (non-finite head weights included); the backend's errors.
+    public static func open(_ url: URL, options: ModelOpenOptions = ModelOpenOptions(), backend: any InferenceBackend,
+                            resolver: WeightsResolver = WeightsResolver()) async throws -> RunnableModel {
+        switch try sniff(url) {
+        case .json:
+            return try await openTrainedModel(url, options: options, backend: backend, resolver: resolver)
+        case .keras:
+            let (weights, _) = try KerasWeightFile.read(contentsOf: url)
+            switch try classify(weights) {
+            case .kerasModel: return try openKerasModel(url, weights: weights, options: options, backend: backend)
+            case let kind: return try openWeights(url, weights: weights, kind: kind, options: options, backend: backend)
+            }
+        }
+    }
+
+    /// Opens the default weights: `options`' explicit file (`weightsPath`), else
+    /// `$MOBILENET_WEIGHTS`, the cache, the official Keras download (``/MobileNetIO/WeightsResolver``).
+    ///
+    /// - Parameters:
+    ///   - weightsPath: an explicit file (any kind ``open(_:options:backend:resolver:)`` takes).
+    ///   - includeTop: look for the file with the top (the ImageNet classifier) or without it.
+    ///   - options: as for ``open(_:options:backend:resolver:)``; its alpha and input size choose
+    ///     the official file (default 1.0 and 224).
+    /// - Throws: ``/MobileNetIO/WeightsResolutionError`` when no file is found; ``ModelFileError/notAClassifier(path:)``
+    ///   when `includeTop` and the file has no top; as ``open(_:options:backend:resolver:)``.
+    public static func openDefault(weightsPath: String?, includeTop: Bool, options: ModelOpenOptions = ModelOpenOptions(),
+                                   backend: any InferenceBackend, resolver: WeightsResolver = WeightsResolver()) async throws -> RunnableModel {
+        let (h, w) = options.inputSize ?? (224, 224)
+        let url = try await resolver.resolve(alpha: options.alpha ?? 1.0, inputHeight: h, inputWidth: w, includeTop: includeTop, explicitPath: weightsPath)
+        let model = try await open(url, options: options, backend: backend, resolver: resolver)
+        if includeTop && !model.isClassifier { throw ModelFileError.notAClassifier(path: url.path) }
+        return model
+    }
+
+    // MARK: - Detection
+
+    private enum Container { case json, keras }
+
+    /// Only regular files are opened (a FIFO or device would block or never end); JSON is told
+    /// from Keras's ZIP and HDF5 by the first bytes.
+    private static func sniff(_ url: URL) throws(ModelFileError) -> Container {
+        switch FileKind(path: url.path) {
+        case .regular: break
+        case .missing: throw .unreadable(path: url.path, reason: "no such file")
+        case let other: throw .unreadable(path: url.path, reason: other.description)
+        }
+        let head: Data
+        do {
+            let handle = try FileHandle(forReadingFrom: url)
+            defer { try? handle.close() }
+            head = try handle.read(upToCount: 64) ?? Data()
+        } catch {
+            throw .unreadable(path: url.path, reason: error.localizedDescription)
+        }
+        if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) || head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .keras }
+        // A UTF-8 byte-order mark, then blanks, then `{`.
+        let body = head.starts(with: [0xEF, 0xBB, 0xBF]) ? head.dropFirst(3) : head[...]
+        if body.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }) == UInt8(ascii: "{") { return .json }
+        throw .unknownKind(path: url.path, reason: head.isEmpty ? "the file is empty"
+                           : "expected a Keras .h5/.weights.h5/.keras file or a mobilenet train model file (JSON)")
+    }
+
+    private static func classify(_ weights: KerasWeightSet) throws -> ModelFileKind {
+        if !weights.layersOutsideMobileNetV2().isEmpty { return .kerasModel }
+        return try weights.mobileNetV2Part().layer(named: "predictions") != nil ? .kerasWeights : .kerasWeightsNoTop
+    }
+
+    // MARK: - Kinds
+
+    private static func alpha(of weights: KerasWeightSet, path: String, options: ModelOpenOptions) throws -> Double {
+        // No official alpha fits: build at the requested one (or 1.0), which names the first bad shape.
+        let found = weights.widthMultiplier() ?? options.alpha ?? 1.0
+        if let given = options.alpha, given != found {
+            throw ModelError.alphaMismatch(expected: given, found: found, source: path)
+        }
+        return found
+    }
+
+    private static func openWeights(_ url: URL, weights: KerasWeightSet, kind: ModelFileKind, options: ModelOpenOptions,
+                                    backend: any InferenceBackend) throws -> RunnableModel {
+        let base = try weights.mobileNetV2Part()
+        let alpha = try alpha(of: base, path: url.path, options: options)
+        let (h, w) = options.inputSize ?? (224, 224)
+        var configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: h, inputWidth: w, includeTop: kind == .kerasWeights,
+                                                     pooling: kind == .kerasWeights ? nil : options.pooling)
+        if kind == .kerasWeights, let bias = base.layer(named: "predictions")?.arrays.first(where: { $0.shape.count == 1 }) {
+            configuration.classes = bias.shape[0]
+        }
+        let network = try MobileNetV2(configuration: configuration, weights: base, backend: backend)
+        var identityConfiguration = configuration
+        identityConfiguration.includeTop = false
+        identityConfiguration.pooling = kind == .kerasWeights ? .avg : options.pooling
+        let identity = try BackboneIdentity(configuration: identityConfiguration, weightsFile: url)
+        let preprocessing = options.preprocessing ?? .standard
+        let classes = kind == .kerasWeights ? try classNames(options.classNames, count: configuration.classes, path: url.path) : []
+        return RunnableModel(kind: kind, source: url, network: network, head: network.head, identity: identity, weightsURL: url, classes: classes,
+                             preprocessingConfiguration: preprocessing, preprocessing: PreprocessingIdentity(preprocessing, height: h, width: w),
+                             trainedModel: nil, pooling: identityConfiguration.pooling ?? .avg)
+    }
+
+    private static func openKerasModel(_ url: URL, weights: KerasWeightSet, options: ModelOpenOptions, backend: any InferenceBackend) throws -> RunnableModel {
+        let imported = try KerasTransferModel.read(weights: weights, path: url.path, config: try KerasWeightFile.modelConfig(contentsOf: url))
+        let alpha = try alpha(of: imported.backboneWeights, path: url.path, options: options)
+        if let recorded = imported.inputSize, let given = options.inputSize, recorded != given {
+            throw ModelFileError.conflictingOption(path: url.path, option: "input size", recorded: "\(recorded.height)x\(recorded.width)",
+                                                   given: "\(given.height)x\(given.width)")
+        }
+        let (h, w) = imported.inputSize ?? options.inputSize ?? (224, 224)
+        let configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: h, inputWidth: w, includeTop: false, pooling: .avg)
+        // A configuration the file's config declares (a 100000x100000 input) is the file's fault.
+        do {
+            try configuration.validate()
+        } catch {
+            throw KerasImportError.invalidConfig(path: url.path, message: "\(error)")
+        }
+        let head = try imported.head.denseHead(source: url.path)
+        let base = try MobileNetV2(configuration: configuration, weights: imported.backboneWeights.droppingClassifier(), backend: backend)
+        let network = try base.withHead(head)
+        let names = try classNames(options.classNames, count: head.classes, path: url.path)
+        let preprocessing = options.preprocessing ?? .standard
+        return RunnableModel(kind: .kerasModel, source: url, network: network, head: head,
+                             identity: try BackboneIdentity(configuration: configuration, weightsFile: url), weightsURL: url, classes: names,
+                             preprocessingConfiguration: preprocessing, preprocessing: PreprocessingIdentity(preprocessing, height: h, width: w),
+                             trainedModel: nil, pooling: .avg)
+    }
+
+    private static func openTrainedModel(_ url: URL, options: ModelOpenOptions, backend: any InferenceBackend, resolver: WeightsResolver) async throws -> RunnableModel {
+        let saved = try ClassifierModel.read(contentsOf: url)
+        let recorded = saved.backbone
+        if let given = options.alpha, given != recorded.alpha {
+            throw ModelFileError.conflictingOption(path: url.path, option: "alpha", recorded: "\(recorded.alpha)", given: "\(given)")
+        }
+        if let given = options.inputSize, given != (recorded.inputHeight, recorded.inputWidth) {
+            throw ModelFileError.conflictingOption(path: url.path, option: "input size", recorded: "\(recorded.inputHeight)x\(recorded.inputWidth)",
+                                                   given: "\(given.height)x\(given.width)")
+        }
+        var backbone = try await Backbone.load(matching: recorded, weightsPath: options.backboneWeightsPath, recordedPath: saved.backboneWeightsPath,
+                                               source: url.path, backend: backend, resolver: resolver)
+        if let fineTuning = saved.fineTuning {
+            backbone = try fineTunedBackbone(fineTuning, base: backbone, source: url.path, backend: backend)
+        }
+        let head = try saved.head.denseHead(source: url.path)
+        guard head.inputWidth == backbone.network.embeddingWidth else {
+            throw TrainedClassifierError.embeddingWidthMismatch(path: url.path, head: head.inputWidth, backbone: backbone.network.embeddingWidth)
+        }
+        let classes = try classNames(saved.classNames, count: head.classes, path: url.path)
+        return RunnableModel(kind: .trainedModel, source: url, network: try backbone.network.withHead(head), head: head, identity: backbone.identity,
+                             weightsURL: backbone.weightsURL, classes: classes, preprocessingConfiguration: saved.recordedPreprocessing,
+                             preprocessing: saved.preprocessing, trainedModel: saved, pooling: .avg)
+    }
+
+    /// The base network with the fine-tuned layers of a model file replaced: one network (BatchNorm
+    /// folded, one fast pass), its identity covering the fine-tuned weights.
+    ///
+    /// - Throws: ``ClassifierModelError/invalid(path:message:)`` naming the model file when the
+    ///   fine-tuned layers are damaged or do not fit the base; weight-file and model errors.
+    public static func fineTunedBackbone(_ fineTuning: FineTunedBase, base: Backbone, source: String, backend: any InferenceBackend) throws -> Backbone {
+        let weights = try ClassifierTraining.baseWeights(base)
+        let replaced: KerasWeightSet
+        do {
+            replaced = try fineTuning.applied(to: weights)
+        } catch {
+            throw ClassifierModelError.invalid(path: source, message: error.description)
+        }
+        let network = try MobileNetV2(configuration: base.network.configuration, weights: replaced, backend: backend)
+        return Backbone(network: network, identity: fineTuning.identity(base: base.identity), weightsURL: base.weightsURL)
+    }
+
+    /// The classes of a model: `names` when given (one per output, no repeats), ImageNet's
+    /// (with synsets) for 1000 outputs, else `class0`, `class1`, ...
+    private static func classNames(_ names: [String]?, count: Int, path: String) throws(ModelFileError) -> [ModelClass] {
+        guard let names else {
+            if count == ImageNetClasses.all.count { return ImageNetClasses.all.map { ModelClass(name: $0.name, synset: $0.synset) } }
+            return (0..<count).map { ModelClass(name: "class\($0)", synset: nil) }
+        }
+        guard names.count == count else {
+            throw .classNames(path: path, reason: "the model has \(count) classes but \(names.count) class names were given (\(names.prefix(20).joined(separator: ", ")))")
+        }
+        var seen = Set<String>()
+        for name in names where !seen.insert(name).inserted {
+            throw .classNames(path: path, reason: "the class name '\(name)' appears twice")
+        }
+        return names.map { ModelClass(name: $0, synset: nil) }
+    }
+}
+
+extension ClassifierHead {
+    /// The same head at inference, in Float32 (Dropout dropped: it is the identity there): each
+    /// Dense layer followed by a ReLU is a `relu` layer, the last one `softmax`. Layers are named
+    /// as Keras names them in a transfer model (`dense`, `dense_1`, ...).
+    ///
+    /// - Throws: ``/MobileNetModel/ModelError/invalidWeights(layer:variable:reason:source:)``
+    ///   naming `source` for an inconsistent head or a value that is NaN, infinite, or beyond
+    ///   Float32's range.
+    public func denseHead(source: String) throws(ModelError) -> DenseHead {
+        if let problem = inconsistency {
+            throw .invalidWeights(layer: "head", variable: "kernel", reason: problem, source: source)
+        }
+        var result: [DenseHead.Layer] = []
+        for layer in layers {
+            switch layer {
+            case .dropout: continue
+            case .relu: if !result.isEmpty { result[result.count - 1].activation = .relu }
+            case .dense(let d):
+                let name = result.isEmpty ? "dense" : "dense_\(result.count)"
+                result.append(DenseHead.Layer(name: name, kernel: Tensor(shape: [d.inputs, d.outputs], scalars: d.kernel.map { Float($0) }),
+                                              bias: d.bias.map { Float($0) }, activation: .linear))
+            }
+        }
+        if !result.isEmpty { result[result.count - 1].activation = .softmax }
+        return try DenseHead(layers: result, source: source)
+    }
+}

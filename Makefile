@@ -42,7 +42,7 @@ tour: setup
 
 # The DocC catalog (Sources/MobileNet/MobileNet.docc) links into the re-exported modules, so
 # they are documented together: .build-docs/plugins/Swift-DocC/outputs/swift-mobilenet.doccarchive
-DOC_TARGETS = MobileNet MobileNetKernels MobileNetOneDNN MobileNetModel MobileNetTraining MobileNetIO MobileNetStore MobileNetPipeline MobileNetTransfer MobileNetSearch
+DOC_TARGETS = MobileNet MobileNetProcess MobileNetKernels MobileNetOneDNN MobileNetModel MobileNetTraining MobileNetIO MobileNetStore MobileNetPipeline MobileNetTransfer MobileNetSearch
 
 docs: setup
 	swift package --scratch-path .build-docs --disable-sandbox generate-documentation $(addprefix --target ,$(DOC_TARGETS)) --enable-experimental-combined-documentation

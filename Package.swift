@@ -25,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         // The HTTP-types channel parts Hummingbird's pipeline carries (`Expect: 100-continue`).
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.34.1"),
+        // HTTP request and response types (what Hummingbird's routes and the server's errors use).
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         // multipart/form-data uploads to the plain endpoints.
         .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
     ],
@@ -36,6 +38,11 @@ let package = Package(
             pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev"])]
         ),
+        // Process-level concerns in C, linking nothing but libc: the fork lock every BLAS call
+        // shares (OpenBLAS is not fork-safe), a child's address-space limit, glibc malloc tuning.
+        .target(name: "CMobileNetProcess"),
+        // The same in Swift: the BLAS thread pool and the allocator's settings.
+        .target(name: "MobileNetProcess", dependencies: ["CMobileNetProcess"]),
         // Thin C shims over HDF5, libjpeg-turbo, libpng, libwebp, giflib and stb_image (BMP):
         // macros and setjmp-based error handling cannot be used from Swift directly.
         .target(
@@ -57,13 +64,13 @@ let package = Package(
         // the fine-tuning model (Keras `base_model.layers[N:]` trainable), softmax cross-entropy
         // with label smoothing, and Keras's optimisers; the fast Float network for real training
         // (`FineTuningNetwork`, OpenBLAS sgemm). Knows nothing of file formats.
-        .target(name: "MobileNetTraining", dependencies: ["MobileNetModel", "MobileNetKernels", "CBLAS", "CMobileNetShims"]),
+        .target(name: "MobileNetTraining", dependencies: ["MobileNetModel", "MobileNetKernels", "CBLAS", "CMobileNetProcess"]),
         // Weight files (.h5, .weights.h5, .keras), weight resolution and download, image
         // decoding and resizing, .npy output.
         .target(
             name: "MobileNetIO",
             dependencies: [
-                "MobileNetModel", "CMobileNetShims", "CZip",
+                "MobileNetKernels", "MobileNetModel", "CMobileNetShims", "CMobileNetProcess", "CZip",
             ]
         ),
         // libzip (Debian libzip-dev), found through pkg-config: the ZIP container of .keras files.
@@ -84,13 +91,14 @@ let package = Package(
         // preprocessing identity; shared by transfer learning and similarity search.
         .target(name: "MobileNetStore", dependencies: ["CSQLite"]),
         // Running the network over files: image file lists, the backbone loader, the pipelined
-        // batch runner, the cached embedder, augmented views. Transfer learning and search sit on it.
-        .target(name: "MobileNetPipeline", dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore"]),
+        // batch runner, the cached embedder, augmented views, filling and querying an image
+        // index. Transfer learning and the served models sit on it.
+        .target(name: "MobileNetPipeline", dependencies: ["MobileNetKernels", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetSearch"]),
         // Transfer learning: data sets from folders, the classifier head and its training,
         // evaluation, the model file, Keras import and export, the training workflow.
         .target(
             name: "MobileNetTransfer",
-            dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining", "CMobileNetShims"]
+            dependencies: ["MobileNetKernels", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining"]
         ),
         // OpenBLAS (Debian libopenblas-dev), found through pkg-config: similarity search.
         .systemLibrary(
@@ -99,8 +107,9 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
         ),
-        // Similarity search and near-duplicate detection over embeddings.
-        .target(name: "MobileNetSearch", dependencies: ["CBLAS", "CMobileNetShims", "MobileNetStore", "MobileNetPipeline"]),
+        // Exact similarity search and near-duplicate grouping over embeddings, the image index's
+        // store side and merges: no image stack (filling an index from files is MobileNetPipeline's).
+        .target(name: "MobileNetSearch", dependencies: ["CBLAS", "CMobileNetProcess", "MobileNetStore"]),
         // FAISS 1.7.3 (Debian libfaiss-dev: headers and a static libfaiss.a without FAISS's C API):
         // a C interface over its C++ API that turns every C++ exception into an error code and
         // message, and reads untrusted index files in a forked, memory-limited child first.
@@ -108,7 +117,7 @@ let package = Package(
         // runtime oneDNN already loads).
         .target(
             name: "CMobileNetFaiss",
-            dependencies: ["CMobileNetShims"],
+            dependencies: ["CMobileNetProcess"],
             cxxSettings: [.headerSearchPath("compat")],
             linkerSettings: [.linkedLibrary("faiss"), .linkedLibrary("openblas"), .linkedLibrary("gomp"), .linkedLibrary("stdc++")]
         ),
@@ -116,7 +125,7 @@ let package = Package(
         // vectors: building, .faiss files (read isolated and checked), search.
         .target(name: "MobileNetANN", dependencies: ["CMobileNetFaiss", "MobileNetSearch", "MobileNetIO", "MobileNetStore", "MobileNetPipeline"]),
         // Umbrella module: `import MobileNet`.
-        .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining", "MobileNetTransfer", "MobileNetSearch", "MobileNetANN"]),
+        .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining", "MobileNetTransfer", "MobileNetSearch", "MobileNetANN", "MobileNetProcess"]),
         // Model serving without HTTP: the served models and their registry, TensorFlow Serving
         // REST and KServe v2 request decoding and response encoding, the dynamic batcher.
         .target(name: "MobileNetServing", dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTransfer", "MobileNetSearch", "MobileNetANN", "MobileNetKernels"]),
@@ -128,6 +137,8 @@ let package = Package(
                 "MobileNetServing",
                 "MobileNetANN",
                 "MobileNetIO",
+                "MobileNetProcess",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -159,7 +170,7 @@ let package = Package(
         .testTarget(name: "MobileNetIOTests", dependencies: ["MobileNet", "MobileNetFuzzTargets", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetStoreTests", dependencies: ["MobileNetStore", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetTransferTests", dependencies: ["MobileNet", "MobileNetTestSupport"]),
-        .testTarget(name: "MobileNetSearchTests", dependencies: ["MobileNetSearch", "MobileNetTestSupport"]),
+        .testTarget(name: "MobileNetSearchTests", dependencies: ["MobileNetSearch", "MobileNetProcess", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetANNTests", dependencies: ["MobileNet", "MobileNetANN", "MobileNetSearch", "MobileNetIO", "MobileNetTraining", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetOneDNNTests", dependencies: ["MobileNet", "MobileNetOneDNN", "MobileNetTestSupport"]),
         .testTarget(

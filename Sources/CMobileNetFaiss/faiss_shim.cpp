@@ -1,6 +1,6 @@
 // The C interface of CMobileNetFaiss.h over the FAISS C++ API (faiss 1.7.3). See the header.
 #include "CMobileNetFaiss.h"
-#include "CMobileNetShims.h"
+#include "CMobileNetProcess.h"
 #include <omp.h>
 
 #include <stdexcept>

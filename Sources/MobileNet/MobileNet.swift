@@ -7,6 +7,7 @@
 @_exported import MobileNetModel
 @_exported import MobileNetOneDNN
 @_exported import MobileNetPipeline
+@_exported import MobileNetProcess
 @_exported import MobileNetSearch
 @_exported import MobileNetStore
 @_exported import MobileNetTraining

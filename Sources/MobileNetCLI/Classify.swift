@@ -20,9 +20,6 @@ struct Classify: AsyncParsableCommand {
 
     @OptionGroup(title: "Model") var model: BackboneOptions
 
-    @Option(name: .customLong("model"), help: ArgumentHelp("A model file: a `mobilenet train` model, a Keras .keras/.h5 transfer model, or Keras weights with the top (default: the ImageNet weights; with --model, --weights is a trained model's backbone).", valueName: "path"))
-    var modelFile: String?
-
     @Option(name: .long, help: ArgumentHelp("Comma-separated class names for a Keras transfer model (default: class0, class1, ...).", valueName: "names"))
     var classNames: String?
 
@@ -86,13 +83,7 @@ struct Classify: AsyncParsableCommand {
         let classifier: RunnableModel
         do {
             let names = classNames.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
-            let options = try model.openOptions(classNames: names)
-            if let modelFile {
-                classifier = try await ModelFile.open(URL(fileURLWithPath: modelFile), options: options, backend: runtime.inferenceBackend())
-                guard classifier.isClassifier else { throw ModelFileError.notAClassifier(path: modelFile) }
-            } else {
-                classifier = try await ModelFile.openDefault(weightsPath: model.weights, includeTop: true, options: options, backend: runtime.inferenceBackend())
-            }
+            classifier = try await model.openModel(backend: runtime.inferenceBackend(), includeTop: true, classNames: names)
         } catch {
             printError("error: \(errorMessage(error))")
             throw ExitCode(1)

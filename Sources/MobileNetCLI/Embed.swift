@@ -111,10 +111,10 @@ struct Embed: AsyncParsableCommand {
         }
         try checkUsage { try refuseOutputsAmongInputs(output.map { outputPaths($0) } ?? [], inputs: files) }
         if output != nil, resolvedFormat == .npy { try checkUsage { try validateListableNames(files) } }
-        let configuration = try model.configuration(includeTop: false, pooling: Pooling(rawValue: pooling))
-        let (network, weightsURL) = try await loadNetwork(configuration)
-        let preprocessor = image.preprocessor(height: configuration.inputHeight, width: configuration.inputWidth)
-        let backboneIdentity = try backbone(configuration, weightsURL)
+        let opened = try await openEmbedder()
+        let network = opened.network
+        let preprocessor = image.preprocessor(for: opened)
+        let backboneIdentity = opened.identity
         let preprocessingIdentity = PreprocessingIdentity(preprocessor)
         if let output, list.shard != nil {
             let manifest = try? ShardManifest.read(manifestURL(output))
@@ -172,21 +172,12 @@ struct Embed: AsyncParsableCommand {
         if failed { throw ExitCode(1) }
     }
 
-    /// The network and the weight file it was loaded from; a failure prints and exits 1.
-    func loadNetwork(_ configuration: MobileNetV2Configuration) async throws -> (MobileNetV2, URL) {
+    /// The pooled embedding network of the model (`--model`, any model file, or the weights);
+    /// a failure prints and exits 1.
+    func openEmbedder() async throws -> RunnableModel {
         do {
-            let loaded = try await MobileNetV2.load(configuration: configuration, weightsPath: model.weights, backend: runtime.inferenceBackend())
-            return (loaded.model, loaded.weightsFile)
-        } catch {
-            printError("error: \(errorMessage(error))")
-            throw ExitCode(1)
-        }
-    }
-
-    /// The backbone identity of a loaded network (the weight file's SHA-256).
-    func backbone(_ configuration: MobileNetV2Configuration, _ weightsURL: URL) throws -> BackboneIdentity {
-        do {
-            return try BackboneIdentity(configuration: configuration, weightsFile: weightsURL)
+            return try await model.openModel(backend: runtime.inferenceBackend(), includeTop: false, embeddingOnly: true,
+                                             pooling: Pooling(rawValue: pooling) ?? .avg)
         } catch {
             printError("error: \(errorMessage(error))")
             throw ExitCode(1)
@@ -202,10 +193,10 @@ struct Embed: AsyncParsableCommand {
             printError("error: \(error.description)")
             throw ExitCode(1)
         }
-        let configuration = try model.configuration(includeTop: false, pooling: Pooling(rawValue: pooling))
-        let (network, weightsURL) = try await loadNetwork(configuration)
-        let preprocessor = image.preprocessor(height: configuration.inputHeight, width: configuration.inputWidth)
-        let identity = (backbone: try backbone(configuration, weightsURL).key, preprocessing: PreprocessingIdentity(preprocessor).key)
+        let opened = try await openEmbedder()
+        let network = opened.network
+        let preprocessor = image.preprocessor(for: opened)
+        let identity = (backbone: opened.identity.key, preprocessing: PreprocessingIdentity(preprocessor).key)
         let pipeline = ImageBatchPipeline(model: network, preprocessor: preprocessor, runtime: runtime.runtime(decode))
         do {
             try pipeline.stream(reader, shard: list.selectedShard) { results in

@@ -22,9 +22,6 @@ struct Evaluate: AsyncParsableCommand {
     @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
     @OptionGroup(title: "Image preprocessing (default: what the model was trained with)") var image: ImageOptions
 
-    @Option(name: .customLong("model"), help: ArgumentHelp("Classifier: a `mobilenet train` model file, or a Keras .keras/.h5 transfer model.", valueName: "path"))
-    var modelFile: String
-
     @Argument(help: ArgumentHelp("Folder with one subfolder of images per class.", valueName: "data-dir"))
     var dataDir: String
 
@@ -41,13 +38,14 @@ struct Evaluate: AsyncParsableCommand {
     var overwrite = false
 
     func validate() throws {
+        guard model.modelFile != nil else { throw ValidationError("--model is required: a `mobilenet train` model file, a Keras transfer model or weights with the top") }
         if let report { try validateOutputs([report], overwrite: overwrite) }
     }
 
     func run() async throws {
         do {
             let root = URL(fileURLWithPath: dataDir, isDirectory: true)
-            var classifier = try await ModelFile.open(URL(fileURLWithPath: modelFile), options: try model.openOptions(), backend: runtime.inferenceBackend())
+            var classifier = try await model.openModel(backend: runtime.inferenceBackend(), includeTop: true)
             // A Keras model records no class names: the folder's sorted sub-folders give them.
             if classifier.kind == .kerasModel { classifier = try classifier.withClassNames(try ImageFolder(root: root).classNames) }
             let progress = ProgressReporter()
@@ -58,7 +56,7 @@ struct Evaluate: AsyncParsableCommand {
             for warning in warnings { printError("warning: \(warning)") }
             for failure in failures { printError("error: \(failure.message) (skipped)") }
             if let report {
-                let html = HTMLReport.render(title: "mobilenet evaluate \(modelFile) \(dataDir)", history: [], bestEpoch: nil, evaluation: evaluation)
+                let html = HTMLReport.render(title: "mobilenet evaluate \(model.modelFile ?? "") \(dataDir)", history: [], bestEpoch: nil, evaluation: evaluation)
                 try AtomicFile.write(Data(html.utf8), to: URL(fileURLWithPath: report), overwrite: overwrite)
             }
             print(json ? try jsonText(evaluation) : evaluation.table)

@@ -2,8 +2,15 @@ import ArgumentParser
 import Foundation
 import MobileNet
 
-/// The network and its weights: `--weights`, `--alpha`, `--input-size`.
+/// The model: `--model`, `--weights`, `--alpha`, `--input-size`. Every command that runs a
+/// model opens it through ``openModel(backend:includeTop:embeddingOnly:pooling:classNames:)``
+/// (the library's `ModelFile`).
 struct BackboneOptions: ParsableArguments {
+    @Option(name: .customLong("model"), help: ArgumentHelp("A model file: a `mobilenet train` model, a Keras .keras/whole-model .h5 transfer model, or Keras weights (with or without the top); detected from its bytes.",
+        discussion: "Without it: the ImageNet weights (--weights, or the usual resolution). With it, --weights names a trained model's backbone weight file.",
+        valueName: "path"))
+    var modelFile: String?
+
     @Option(name: .long, help: ArgumentHelp("Keras weight file (.h5, .weights.h5 or .keras).",
         discussion: "Without it: $MOBILENET_WEIGHTS, then the cache ($MOBILENET_CACHE_DIR or ~/.cache/swift-mobilenet, and ~/.keras/models), then the official Keras download (a non-official input size uses the 224 file).",
         valueName: "path"))
@@ -53,10 +60,27 @@ struct BackboneOptions: ParsableArguments {
         return MobileNetV2Configuration(alpha: alpha, inputHeight: h, inputWidth: w, includeTop: includeTop, pooling: includeTop ? nil : pooling)
     }
 
-    /// The pooled embedding network (``Backbone/load(weightsPath:alpha:inputHeight:inputWidth:pooling:backend:resolver:)``).
+    /// Opens the model: `--model` when given (any model file), else the default weights
+    /// (`--weights`, `$MOBILENET_WEIGHTS`, the cache, the download).
+    ///
+    /// - Parameters:
+    ///   - includeTop: a classifier is needed (weights without the top are refused).
+    ///   - embeddingOnly: only the pooled embedding network (`embed`, `index`, `train`).
+    func openModel(backend: any InferenceBackend, includeTop: Bool, embeddingOnly: Bool = false, pooling: Pooling = .avg,
+                   classNames: [String]? = nil) async throws -> RunnableModel {
+        var options = try openOptions(classNames: classNames, pooling: pooling)
+        options.embeddingOnly = embeddingOnly
+        guard let modelFile else {
+            return try await ModelFile.openDefault(weightsPath: weights, includeTop: includeTop, options: options, backend: backend)
+        }
+        let model = try await ModelFile.open(URL(fileURLWithPath: modelFile), options: options, backend: backend)
+        if includeTop && !model.isClassifier { throw ModelFileError.notAClassifier(path: modelFile) }
+        return model
+    }
+
+    /// The pooled embedding network of the model (``openModel(backend:includeTop:embeddingOnly:pooling:classNames:)``).
     func loadBackbone(runtime: RuntimeOptions, pooling: Pooling = .avg) async throws -> Backbone {
-        let (h, w) = try inputDimensions()
-        return try await Backbone.load(weightsPath: weights, alpha: alpha, inputHeight: h, inputWidth: w, pooling: pooling, backend: runtime.backend)
+        try await openModel(backend: runtime.backend, includeTop: false, embeddingOnly: true, pooling: pooling).backbone()
     }
 }
 
@@ -255,11 +279,31 @@ enum RawArguments {
         return result
     }
 
-    /// The options that take no value, after which an argument is a positional (an image path).
-    static let booleanFlags: Set<String> = [
-        "--recursive", "--overwrite", "--json", "--csv", "--balanced", "--no-top", "--no-cache", "--stream",
-        "--jpeg-dct-scaling", "--no-jpeg-dct-scaling", "--help", "-h",
-    ]
+    /// The options that take no value, after which an argument is a positional (an image path):
+    /// every flag of every command, read from ArgumentParser's own description of the tool
+    /// (`_dumpHelp()`, the JSON behind `--experimental-dump-help`), so a new flag cannot be
+    /// missing from it (a hand-kept list lacked `--no-fuse-depthwise`, and `classify
+    /// --no-fuse-depthwise -1.jpg` became `--no-fuse-depthwise=-1.jpg`).
+    static let booleanFlags: Set<String> = flags(inToolDescription: MobileNetCommand._dumpHelp())
+
+    /// The flag names (`--name`, `-n`) in an ArgumentParser tool description (ToolInfoV0 JSON),
+    /// with `--help` and `-h`.
+    static func flags(inToolDescription json: String) -> Set<String> {
+        var flags: Set<String> = ["--help", "-h"]
+        func visit(_ command: [String: Any]) {
+            for argument in command["arguments"] as? [[String: Any]] ?? [] where argument["kind"] as? String == "flag" {
+                for name in argument["names"] as? [[String: Any]] ?? [] {
+                    guard let text = name["name"] as? String, let kind = name["kind"] as? String else { continue }
+                    flags.insert(kind == "long" ? "--" + text : "-" + text)
+                }
+            }
+            for subcommand in command["subcommands"] as? [[String: Any]] ?? [] { visit(subcommand) }
+        }
+        if let root = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any], let command = root["command"] as? [String: Any] {
+            visit(command)
+        }
+        return flags
+    }
 }
 
 /// The image files of the command line (``ImageFileList``), with its problems printed on

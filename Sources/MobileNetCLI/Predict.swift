@@ -20,9 +20,6 @@ struct Predict: AsyncParsableCommand {
     @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
     @OptionGroup(title: "Image preprocessing (default: what the model was trained with)") var image: ImageOptions
 
-    @Option(name: .customLong("model"), help: ArgumentHelp("Classifier: a `mobilenet train` model file, or a Keras .keras/.h5 transfer model.", valueName: "path"))
-    var modelFile: String
-
     @Option(name: .long, help: ArgumentHelp("Comma-separated class names for a Keras model (default: class0, class1, ...).", valueName: "names"))
     var classNames: String?
 
@@ -42,6 +39,7 @@ struct Predict: AsyncParsableCommand {
     var images: [String]
 
     func validate() throws {
+        guard model.modelFile != nil else { throw ValidationError("--model is required: a `mobilenet train` model file, a Keras transfer model or weights with the top") }
         guard !images.isEmpty else { throw ValidationError("give at least one image file or directory") }
         guard !(json && csv) else { throw ValidationError("--json and --csv are exclusive") }
         guard (1...1_000_000).contains(topK) else { throw ValidationError("--top-k must be between 1 and 1000000, got \(topK)") }
@@ -59,8 +57,7 @@ struct Predict: AsyncParsableCommand {
         let classNames: [String]
         do {
             let names = self.classNames.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
-            let classifier = try await ModelFile.open(URL(fileURLWithPath: modelFile), options: try model.openOptions(classNames: names),
-                                                      backend: runtime.inferenceBackend())
+            let classifier = try await model.openModel(backend: runtime.inferenceBackend(), includeTop: true, classNames: names)
             classNames = classifier.classNames
             let progress = ProgressReporter()
             let (predictions, failures) = try classifier.predict(files, k: topK, preprocessor: image.preprocessor(for: classifier),

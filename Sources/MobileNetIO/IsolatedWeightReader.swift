@@ -1,3 +1,4 @@
+import CMobileNetProcess
 import CMobileNetShims
 import Foundation
 import MobileNetModel

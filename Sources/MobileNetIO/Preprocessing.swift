@@ -116,11 +116,6 @@ public struct ImagePreprocessor: Sendable {
         self.scaling = scaling
     }
 
-    /// `x / 127.5 - 1` element-wise (Keras "tf" mode): 0...255 to -1...1. Returns a new array.
-    public static func scaleToMinusOneOne(_ pixels: [Float]) -> [Float] {
-        PixelScaling.minusOneToOne.apply(pixels)
-    }
-
     /// The resized (and cropped) pixels of `image`, before scaling.
     ///
     /// - Returns: `[height, width, 3]` floats in 0...255.

@@ -113,22 +113,6 @@ public struct OneDNNBackend: InferenceBackend {
     /// different thread counts, fused differently, gave the same bits there (tested).
     public let fusesDepthwise: Bool
 
-    /// Makes the process wait passively in OpenMP (no longer needed: ``ThreadPolicy/adaptive``
-    /// handles a busy machine, and passive waiting doubles batch-1 latency at 2 threads on a
-    /// quiet one). When `OMP_WAIT_POLICY` is not set, sets it to
-    /// `passive` and re-executes the program (`execv` of `/proc/self/exe` with the same
-    /// arguments), because libgomp reads the variable only once, when it is loaded, before any
-    /// Swift code runs (setting it from a `.preinit_array` does not work either: glibc resets
-    /// the environment after it). Call it first thing in `main`; it returns normally when the
-    /// variable is already set or the re-execution fails. Costs one extra process start (a few
-    /// milliseconds).
-    public static func reexecWithPassiveWaitingIfNeeded() {
-        guard getenv("OMP_WAIT_POLICY") == nil else { return }
-        setenv("OMP_WAIT_POLICY", "passive", 1)
-        execv("/proc/self/exe", CommandLine.unsafeArgv)
-        // execv returns only on failure: carry on with the default policy.
-    }
-
     /// The number of cores this process may use (`ProcessInfo.activeProcessorCount`).
     public static var defaultThreads: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
 

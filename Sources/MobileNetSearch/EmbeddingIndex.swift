@@ -1,5 +1,5 @@
 import CBLAS
-import CMobileNetShims
+import CMobileNetProcess
 import Foundation
 
 /// How an ``EmbeddingIndex`` holds its vectors in memory.
@@ -146,7 +146,7 @@ public final class EmbeddingIndex: Sendable {
             vectors32.withUnsafeBufferPointer { a in
                 q.withUnsafeBufferPointer { x in
                     scores.withUnsafeMutableBufferPointer { y in
-                        mn_blas_enter()  // no fork while OpenBLAS runs (CMobileNetShims)
+                        mn_blas_enter()  // no fork while OpenBLAS runs (CMobileNetProcess)
                         cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(count), Int32(dimension), 1, a.baseAddress, Int32(dimension),
                                     x.baseAddress, 1, 0, y.baseAddress, 1)
                         mn_blas_leave()
@@ -167,7 +167,7 @@ public final class EmbeddingIndex: Sendable {
                 block.withUnsafeBufferPointer { a in
                     q.withUnsafeBufferPointer { x in
                         scores.withUnsafeMutableBufferPointer { y in
-                            mn_blas_enter()  // no fork while OpenBLAS runs (CMobileNetShims)
+                            mn_blas_enter()  // no fork while OpenBLAS runs (CMobileNetProcess)
                             cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(dimension), 1, a.baseAddress, Int32(dimension),
                                         x.baseAddress, 1, 0, y.baseAddress! + start, 1)
                             mn_blas_leave()
@@ -244,7 +244,7 @@ public final class EmbeddingIndex: Sendable {
             all.withUnsafeBufferPointer { a in
                 products.withUnsafeMutableBufferPointer { c in
                     // C[rows, count] = A[start..<start+rows] · Aᵀ
-                    mn_blas_enter()  // no fork while OpenBLAS runs (CMobileNetShims)
+                    mn_blas_enter()  // no fork while OpenBLAS runs (CMobileNetProcess)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(count), Int32(dimension), 1,
                                 a.baseAddress! + start * dimension, Int32(dimension), a.baseAddress, Int32(dimension), 0,
                                 c.baseAddress, Int32(count))

@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import MobileNetIO
+import MobileNetProcess
 import MobileNetServing
 import NIOCore
 import ServiceLifecycle

@@ -1,4 +1,5 @@
 import MobileNetIO
+import MobileNetProcess
 import MobileNetServing
 
 /// Where and how `mobilenet serve` listens and batches.

@@ -330,16 +330,6 @@ public final class EmbeddingStore {
         return result
     }
 
-    /// Every embedding of one backbone, preprocessing and view, ordered by content hash
-    /// (bulk load for similarity search).
-    public func allEmbeddings(backbone: BackboneIdentity, preprocessing: PreprocessingIdentity, view: String = "") throws(StoreError) -> [(contentSHA256: String, vector: [Float])] {
-        let statement = try connection.prepare("SELECT content_sha256, vector FROM embeddings WHERE backbone = ? AND preprocessing = ? AND view = ? ORDER BY content_sha256")
-        try statement.bind([.text(backbone.key), .text(preprocessing.key), .text(view)])
-        var result: [(String, [Float])] = []
-        while try statement.step() { result.append((statement.text(0) ?? "", Self.decode(statement.blob(1)))) }
-        return result
-    }
-
     /// The distinct preprocessing identity keys (``PreprocessingIdentity/key``) of the stored
     /// embeddings, sorted: one for a store built with one set of image options.
     public func preprocessingKeys() throws(StoreError) -> [String] {

@@ -1,5 +1,5 @@
 import CBLAS
-import CMobileNetShims
+import CMobileNetProcess
 import Dispatch
 import Foundation
 import MobileNetKernels
@@ -53,7 +53,7 @@ public enum GradientKernels {
     public static func pointwise(_ x: UnsafePointer<Float>, rows m: Int, inputChannels cin: Int, kernel: UnsafePointer<Float>,
                                  outputChannels cout: Int, into y: UnsafeMutablePointer<Float>) {
         guard m > 0, cout > 0 else { return }
-        mn_blas_enter()  // no fork while OpenBLAS runs (CMobileNetShims)
+        mn_blas_enter()  // no fork while OpenBLAS runs (CMobileNetProcess)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(cout), Int32(cin), 1, x, Int32(cin), kernel, Int32(cout), 0, y, Int32(cout))
         mn_blas_leave()
     }
@@ -63,7 +63,7 @@ public enum GradientKernels {
     public static func pointwiseBackwardData(_ dy: UnsafePointer<Float>, rows m: Int, inputChannels cin: Int, kernel: UnsafePointer<Float>,
                                              outputChannels cout: Int, into dx: UnsafeMutablePointer<Float>) {
         guard m > 0, cin > 0 else { return }
-        mn_blas_enter()  // no fork while OpenBLAS runs (CMobileNetShims)
+        mn_blas_enter()  // no fork while OpenBLAS runs (CMobileNetProcess)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(cin), Int32(cout), 1, dy, Int32(cout), kernel, Int32(cout), 0, dx, Int32(cin))
         mn_blas_leave()
     }
@@ -74,7 +74,7 @@ public enum GradientKernels {
                                                 outputChannels cout: Int, into dk: UnsafeMutablePointer<Float>) {
         guard cin > 0, cout > 0 else { return }
         if m == 0 { dk.update(repeating: 0, count: cin * cout); return }
-        mn_blas_enter()  // no fork while OpenBLAS runs (CMobileNetShims)
+        mn_blas_enter()  // no fork while OpenBLAS runs (CMobileNetProcess)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(cin), Int32(cout), Int32(m), 1, x, Int32(cin), dy, Int32(cout), 0, dk, Int32(cout))
         mn_blas_leave()
     }

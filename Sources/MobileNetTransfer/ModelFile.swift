@@ -30,7 +30,9 @@ public enum ModelFileKind: String, Sendable, Hashable, Codable, CaseIterable {
 /// never a silent override.
 public struct ModelOpenOptions: Sendable {
     /// The input size in pixels for files that record none (weight files, a Keras model with a
-    /// dynamic input); default 224x224. Nil: the file's, else the default.
+    /// dynamic input); default 224x224. Nil: the file's, else the default. With
+    /// ``embeddingOnly``, a Keras model's base runs at this size whatever its config records
+    /// (base weights fit any input size, as in Keras); a classifier must keep the recorded one.
     public var inputSize: (height: Int, width: Int)?
     /// The expected width multiplier; nil accepts the file's (read from the weights).
     public var alpha: Double?
@@ -47,10 +49,14 @@ public struct ModelOpenOptions: Sendable {
     /// A `mobilenet train` model file keeps its own (override it per call with
     /// ``RunnableModel/preprocessor(override:maxPixels:)``).
     public var preprocessing: PreprocessingConfiguration?
+    /// Open only the embedding network (the pooled backbone, ``pooling``), leaving any head
+    /// out: what `embed`, `index` and `train` run. The model is then not a classifier.
+    public var embeddingOnly: Bool
 
     /// Creates options; every argument defaults to "what the file says".
     public init(inputSize: (height: Int, width: Int)? = nil, alpha: Double? = nil, pooling: Pooling = .avg, backboneWeightsPath: String? = nil,
-                classNames: [String]? = nil, preprocessing: PreprocessingConfiguration? = nil) {
+                classNames: [String]? = nil, preprocessing: PreprocessingConfiguration? = nil, embeddingOnly: Bool = false) {
+        self.embeddingOnly = embeddingOnly
         self.inputSize = inputSize
         self.alpha = alpha
         self.pooling = pooling
@@ -210,18 +216,19 @@ public enum ModelFile {
         let base = try weights.mobileNetV2Part()
         let alpha = try alpha(of: base, path: url.path, options: options)
         let (h, w) = options.inputSize ?? (224, 224)
-        var configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: h, inputWidth: w, includeTop: kind == .kerasWeights,
-                                                     pooling: kind == .kerasWeights ? nil : options.pooling)
-        if kind == .kerasWeights, let bias = base.layer(named: "predictions")?.arrays.first(where: { $0.shape.count == 1 }) {
+        let classifier = kind == .kerasWeights && !options.embeddingOnly
+        var configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: h, inputWidth: w, includeTop: classifier,
+                                                     pooling: classifier ? nil : options.pooling)
+        if classifier, let bias = base.layer(named: "predictions")?.arrays.first(where: { $0.shape.count == 1 }) {
             configuration.classes = bias.shape[0]
         }
-        let network = try MobileNetV2(configuration: configuration, weights: base, backend: backend)
+        let network = try MobileNetV2(configuration: configuration, weights: classifier ? base : base.droppingClassifier(), backend: backend)
         var identityConfiguration = configuration
         identityConfiguration.includeTop = false
-        identityConfiguration.pooling = kind == .kerasWeights ? .avg : options.pooling
+        identityConfiguration.pooling = classifier ? .avg : options.pooling
         let identity = try BackboneIdentity(configuration: identityConfiguration, weightsFile: url)
         let preprocessing = options.preprocessing ?? .standard
-        let classes = kind == .kerasWeights ? try classNames(options.classNames, count: configuration.classes, path: url.path) : []
+        let classes = classifier ? try classNames(options.classNames, count: configuration.classes, path: url.path) : []
         return RunnableModel(kind: kind, source: url, network: network, head: network.head, identity: identity, weightsURL: url, classes: classes,
                              preprocessingConfiguration: preprocessing, preprocessing: PreprocessingIdentity(preprocessing, height: h, width: w),
                              trainedModel: nil, pooling: identityConfiguration.pooling ?? .avg)
@@ -230,12 +237,15 @@ public enum ModelFile {
     private static func openKerasModel(_ url: URL, weights: KerasWeightSet, options: ModelOpenOptions, backend: any InferenceBackend) throws -> RunnableModel {
         let imported = try KerasTransferModel.read(weights: weights, path: url.path, config: try KerasWeightFile.modelConfig(contentsOf: url))
         let alpha = try alpha(of: imported.backboneWeights, path: url.path, options: options)
-        if let recorded = imported.inputSize, let given = options.inputSize, recorded != given {
+        // The head was trained on features at the recorded size; the base alone (embeddings, a
+        // base to train on) runs at any size, as Keras loads base weights at any input shape.
+        if !options.embeddingOnly, let recorded = imported.inputSize, let given = options.inputSize, recorded != given {
             throw ModelFileError.conflictingOption(path: url.path, option: "input size", recorded: "\(recorded.height)x\(recorded.width)",
                                                    given: "\(given.height)x\(given.width)")
         }
-        let (h, w) = imported.inputSize ?? options.inputSize ?? (224, 224)
-        let configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: h, inputWidth: w, includeTop: false, pooling: .avg)
+        let (h, w) = (options.embeddingOnly ? options.inputSize ?? imported.inputSize : imported.inputSize ?? options.inputSize) ?? (224, 224)
+        let pooling = options.embeddingOnly ? options.pooling : .avg
+        let configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: h, inputWidth: w, includeTop: false, pooling: pooling)
         // A configuration the file's config declares (a 100000x100000 input) is the file's fault.
         do {
             try configuration.validate()
@@ -244,13 +254,13 @@ public enum ModelFile {
         }
         let head = try imported.head.denseHead(source: url.path)
         let base = try MobileNetV2(configuration: configuration, weights: imported.backboneWeights.droppingClassifier(), backend: backend)
-        let network = try base.withHead(head)
-        let names = try classNames(options.classNames, count: head.classes, path: url.path)
+        let names = options.embeddingOnly ? [] : try classNames(options.classNames, count: head.classes, path: url.path)
         let preprocessing = options.preprocessing ?? .standard
-        return RunnableModel(kind: .kerasModel, source: url, network: network, head: head,
+        return RunnableModel(kind: .kerasModel, source: url, network: options.embeddingOnly ? base : try base.withHead(head),
+                             head: options.embeddingOnly ? nil : head,
                              identity: try BackboneIdentity(configuration: configuration, weightsFile: url), weightsURL: url, classes: names,
                              preprocessingConfiguration: preprocessing, preprocessing: PreprocessingIdentity(preprocessing, height: h, width: w),
-                             trainedModel: nil, pooling: .avg)
+                             trainedModel: nil, pooling: pooling)
     }
 
     private static func openTrainedModel(_ url: URL, options: ModelOpenOptions, backend: any InferenceBackend, resolver: WeightsResolver) async throws -> RunnableModel {
@@ -272,8 +282,9 @@ public enum ModelFile {
         guard head.inputWidth == backbone.network.embeddingWidth else {
             throw TrainedClassifierError.embeddingWidthMismatch(path: url.path, head: head.inputWidth, backbone: backbone.network.embeddingWidth)
         }
-        let classes = try classNames(saved.classNames, count: head.classes, path: url.path)
-        return RunnableModel(kind: .trainedModel, source: url, network: try backbone.network.withHead(head), head: head, identity: backbone.identity,
+        let classes = options.embeddingOnly ? [] : try classNames(saved.classNames, count: head.classes, path: url.path)
+        return RunnableModel(kind: .trainedModel, source: url, network: options.embeddingOnly ? backbone.network : try backbone.network.withHead(head),
+                             head: options.embeddingOnly ? nil : head, identity: backbone.identity,
                              weightsURL: backbone.weightsURL, classes: classes, preprocessingConfiguration: saved.recordedPreprocessing,
                              preprocessing: saved.preprocessing, trainedModel: saved, pooling: .avg)
     }

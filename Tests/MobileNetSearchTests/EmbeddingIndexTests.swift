@@ -1,4 +1,5 @@
 import Foundation
+import MobileNetProcess
 import MobileNetSearch
 import Testing
 

@@ -1,4 +1,4 @@
-import CMobileNetShims
+import CMobileNetProcess
 
 import Foundation
 

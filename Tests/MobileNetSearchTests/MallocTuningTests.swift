@@ -1,4 +1,4 @@
-import MobileNetIO
+import MobileNetProcess
 import Testing
 
 @Suite("Allocator tuning")

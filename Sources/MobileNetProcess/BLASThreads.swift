@@ -1,4 +1,4 @@
-import CMobileNetShims
+import CMobileNetProcess
 
 /// The BLAS thread pool of the process (OpenBLAS, Debian's `libopenblas0-pthread`), which the
 /// exact search, FAISS and the training kernels use.

@@ -1,6 +1,6 @@
 import Foundation
 import MobileNetIO
-import MobileNetPipeline
+import MobileNetSearch
 import MobileNetStore
 
 extension ImageIndex {

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
-// Process helpers for isolating libhdf5 (which is not safe on damaged files) in a child process.
-#include "CMobileNetShims.h"
+// Process helpers: the fork/BLAS lock, isolating libhdf5 (not safe on damaged files) in a
+// child process, malloc tuning.
+#include "CMobileNetProcess.h"
 #include <dlfcn.h>
 #include <malloc.h>
 #include <pthread.h>

@@ -171,6 +171,7 @@ let package = Package(
         .testTarget(name: "MobileNetStoreTests", dependencies: ["MobileNetStore", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetTransferTests", dependencies: ["MobileNet", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetSearchTests", dependencies: ["MobileNetSearch", "MobileNetProcess", "MobileNetTestSupport"]),
+        .testTarget(name: "MobileNetProcessTests", dependencies: ["MobileNetProcess"]),
         .testTarget(name: "MobileNetANNTests", dependencies: ["MobileNet", "MobileNetANN", "MobileNetSearch", "MobileNetIO", "MobileNetTraining", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetOneDNNTests", dependencies: ["MobileNet", "MobileNetOneDNN", "MobileNetTestSupport"]),
         .testTarget(

@@ -120,9 +120,6 @@ extension Index {
             } catch let error as ValidationError {
                 printError("error: \(errorMessage(error))")
                 throw ExitCode(1)
-            } catch {
-                printError("error: \(errorMessage(error))")
-                throw ExitCode(1)
             }
         }
     }

@@ -84,9 +84,6 @@ struct Classify: AsyncParsableCommand {
         do {
             let names = classNames.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
             classifier = try await model.openModel(backend: runtime.inferenceBackend(), includeTop: true, classNames: names)
-        } catch {
-            printError("error: \(errorMessage(error))")
-            throw ExitCode(1)
         }
         let network = classifier.network
         var results: [Result] = []
@@ -121,9 +118,6 @@ struct Classify: AsyncParsableCommand {
             do {
                 try EmbeddingFiles.writeNPY(names: embeddingNames, rows: embeddingRows, width: network.embeddingWidth, to: URL(fileURLWithPath: embeddings), overwrite: overwrite)
                 printError("wrote \(counted(embeddingRows.count, "embedding")) of \(network.embeddingWidth) values to \(embeddings)")
-            } catch {
-                printError("error: \(errorMessage(error))")
-                throw ExitCode(1)
             }
         }
         if json {

@@ -163,9 +163,6 @@ struct Embed: AsyncParsableCommand {
                                                  preprocessing: preprocessingIdentity, files: entries, failures: shardFailures, outputs: written)
                     try manifest.write(besides: url)
                 }
-            } catch {
-                printError("error: \(errorMessage(error))")
-                throw ExitCode(1)
             }
             printError("wrote \(counted(rows.count, "embedding")) of \(network.embeddingWidth) values to \(output)")
         }
@@ -178,9 +175,6 @@ struct Embed: AsyncParsableCommand {
         do {
             return try await model.openModel(backend: runtime.inferenceBackend(), includeTop: false, embeddingOnly: true,
                                              pooling: Pooling(rawValue: pooling) ?? .avg)
-        } catch {
-            printError("error: \(errorMessage(error))")
-            throw ExitCode(1)
         }
     }
 
@@ -206,9 +200,6 @@ struct Embed: AsyncParsableCommand {
                 }
                 FileHandle.standardOutput.write(Data(text.utf8))
             }
-        } catch {
-            printError("error: \(errorMessage(error))")
-            throw ExitCode(1)
         }
     }
 

@@ -61,11 +61,6 @@ struct Evaluate: AsyncParsableCommand {
             }
             print(json ? try jsonText(evaluation) : evaluation.table)
             if !failures.isEmpty { throw ExitCode(1) }
-        } catch let exit as ExitCode {
-            throw exit
-        } catch {
-            printError("error: \(errorMessage(error))")
-            throw ExitCode(1)
         }
     }
 }

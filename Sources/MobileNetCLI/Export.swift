@@ -53,9 +53,6 @@ struct Export: AsyncParsableCommand {
             printError("wrote \(output): Keras \(KerasTransferExport.kerasVersion) transfer model \(export.baseModelName) → global \(identity.pooling) pooling → \(head), softmax")
             printError("outputs in class order: \(saved.classNames.joined(separator: ", "))")
             printError("input: images resized to \(identity.inputHeight)x\(identity.inputWidth) and scaled with x / 127.5 - 1 (keras.applications.mobilenet_v2.preprocess_input)")
-        } catch {
-            printError("error: \(errorMessage(error))")
-            throw ExitCode(1)
         }
     }
 }

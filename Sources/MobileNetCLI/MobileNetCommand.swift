@@ -23,9 +23,31 @@ struct MobileNetCommand: AsyncParsableCommand {
     /// arguments, then runs the command with negative numbers joined to their options
     /// (``RawArguments/joiningNegativeNumbers(_:)``). (OpenMP's waiting is left at GNU OpenMP's
     /// bounded spin; the oneDNN backend adapts its thread count to the machine's load.)
+    ///
+    /// The one error path of every command: an error a command's `run()` throws is printed as
+    /// `error: <its LocalizedError text>` on standard error and the process exits with 1;
+    /// ArgumentParser's own (usage errors, `--help`, `ExitCode`) keep its handling (64, 0, the code).
     static func main() async {
         BLASThreads.releaseIdle()
         RawArguments.record()
-        await Self.main(RawArguments.joiningNegativeNumbers(Array(CommandLine.arguments.dropFirst())))
+        let arguments = RawArguments.joiningNegativeNumbers(Array(CommandLine.arguments.dropFirst()))
+        var command: any ParsableCommand
+        do {
+            command = try parseAsRoot(arguments)
+        } catch {
+            exit(withError: error)
+        }
+        do {
+            if var asynchronous = command as? any AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                try command.run()
+            }
+        } catch let error where error is ExitCode || error is ValidationError || error is CleanExit {
+            exit(withError: error)
+        } catch {
+            printError("error: \(errorMessage(error))")
+            exit(withError: ExitCode(1))
+        }
     }
 }

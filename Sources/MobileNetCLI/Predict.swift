@@ -66,9 +66,6 @@ struct Predict: AsyncParsableCommand {
             progress.finish()
             errors += failures.map(\.message)
             results = predictions.map { Result(file: $0.file.relativePath, predictions: $0.classes.map { Prediction(className: $0.className, probability: $0.probability) }) }
-        } catch {
-            printError("error: \(errorMessage(error))")
-            throw ExitCode(1)
         }
         if json {
             print(try jsonText(Document(results: results, errors: errors)))

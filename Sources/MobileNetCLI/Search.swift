@@ -72,11 +72,6 @@ struct Index: AsyncParsableCommand {
                 }
                 printError("index: \(result.embeddings.count) images embedded (\(result.cached) from the index, \(result.computed) computed); \(try index.files().count) images in \(path)")
                 if !missing.isEmpty || !result.failures.isEmpty { throw ExitCode(1) }
-            } catch let exit as ExitCode {
-                throw exit
-            } catch {
-                printError("error: \(errorMessage(error))")
-                throw ExitCode(1)
             }
         }
     }
@@ -107,11 +102,6 @@ struct Index: AsyncParsableCommand {
                 }
                 let result = try ImageIndex(path: path).merge(shards.map { URL(fileURLWithPath: $0) })
                 printError("merge: \(result.files) files and \(result.embeddings) embeddings from \(counted(shards.count, "shard")) into \(path)")
-            } catch let exit as ExitCode {
-                throw exit
-            } catch {
-                printError("error: \(errorMessage(error))")
-                throw ExitCode(1)
             }
         }
     }
@@ -126,9 +116,6 @@ struct Index: AsyncParsableCommand {
                 let removed = try ImageIndex(path: try database.requiredPath()).sync()
                 for path in removed { print("removed \(path)") }
                 printError("sync: \(removed.count) missing files removed")
-            } catch {
-                printError("error: \(errorMessage(error))")
-                throw ExitCode(1)
             }
         }
     }
@@ -162,9 +149,6 @@ struct Index: AsyncParsableCommand {
                     print("backbone:          \(report.backbone ?? "none yet")")
                     print("file size:         \(report.fileBytes) bytes")
                 }
-            } catch {
-                printError("error: \(errorMessage(error))")
-                throw ExitCode(1)
             }
         }
     }
@@ -202,9 +186,6 @@ struct Index: AsyncParsableCommand {
                 let names = Data(try jsonText(Sidecar(backbone: backbone.key, paths: search.identifiers)).utf8)
                 try AtomicFile.writeGroup([(matrix, URL(fileURLWithPath: output)), (names, URL(fileURLWithPath: sidecar))], overwrite: overwrite)
                 printError("export: \(search.count) vectors of \(search.dimension) values to \(output) and \(sidecar)")
-            } catch {
-                printError("error: \(errorMessage(error))")
-                throw ExitCode(1)
             }
         }
     }
@@ -263,9 +244,6 @@ extension Index {
                 case .faiss(let operation, _) where operation.hasPrefix("index_factory"): throw ExitCode(64)
                 default: throw ExitCode(1)
                 }
-            } catch {
-                printError("error: \(errorMessage(error))")
-                throw ExitCode(1)
             }
         }
     }
@@ -366,9 +344,6 @@ struct Similar: AsyncParsableCommand {
             // --nprobe or --ef-search that the file's structure does not take: a usage error.
             printError("error: \(message)")
             throw ExitCode(64)
-        } catch {
-            printError("error: \(errorMessage(error))")
-            throw ExitCode(1)
         }
         if json { print(try jsonText(Report(index: path, results: results, errors: failures))) }
         if !failures.isEmpty { throw ExitCode(1) }
@@ -449,11 +424,6 @@ struct Duplicates: AsyncParsableCommand {
                 failed = failed || !embedded.failures.isEmpty
                 search = embedded.index
             }
-        } catch let exit as ExitCode {
-            throw exit
-        } catch {
-            printError("error: \(errorMessage(error))")
-            throw ExitCode(1)
         }
         let groups = NearDuplicates.groups(in: search, threshold: threshold)
         if json {

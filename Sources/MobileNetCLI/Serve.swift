@@ -141,9 +141,6 @@ struct Serve: AsyncParsableCommand {
             mallocMmapThreshold: MallocTuning.tunedByEnvironment() ? nil : MallocTuning.defaultMmapThreshold)
         do {
             try await MobileNetServer.run(specifications: specifications, indexes: indexSpecifications, loading: loading, configuration: configuration, logger: logger)
-        } catch {
-            printError("error: \(errorMessage(error))")
-            throw ExitCode(1)
         }
     }
 }

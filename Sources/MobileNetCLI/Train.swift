@@ -244,11 +244,6 @@ struct Train: AsyncParsableCommand {
             printError("wrote \(output)\(report.map { " and \($0)" } ?? "") in \(String(format: "%.1f", Date().timeIntervalSince(started))) s total")
             // Like evaluate and predict: images that failed make the exit status 1.
             if !outcome.failures.isEmpty { throw ExitCode(1) }
-        } catch let exit as ExitCode {
-            throw exit
-        } catch {
-            printError("error: \(errorMessage(error))")
-            throw ExitCode(1)
         }
     }
 }

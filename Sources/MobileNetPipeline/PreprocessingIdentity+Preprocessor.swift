@@ -19,6 +19,13 @@ extension PreprocessingIdentity {
         self.init(settings: settings)
     }
 
+    /// The default pipeline's identity (``/MobileNetIO/PreprocessingConfiguration/standard``: the
+    /// accurate integer JPEG IDCT, EXIF orientation applied, alpha dropped, no crop,
+    /// `tf.image.resize` bilinear, `x / 127.5 - 1`), derived from the configuration's
+    /// ``/MobileNetIO/PreprocessingConfiguration/identitySettings(height:width:)``, never written
+    /// out twice (it was a hand copy in the store module).
+    public static let standard = PreprocessingIdentity(PreprocessingConfiguration.standard, height: 224, width: 224)
+
     /// The identity of `configuration` for a `height` x `width` model.
     public init(_ configuration: PreprocessingConfiguration, height: Int, width: Int) {
         self.init(settings: configuration.identitySettings(height: height, width: width))

@@ -1,7 +1,14 @@
+import Foundation
+import Hummingbird
+import HTTPTypes
+import MobileNetServing
+
 /// The OpenAPI 3.0 description of the server's routes, served at `GET /openapi.json`
-/// (hand-written: it is the contract, kept beside the routes it describes).
-enum OpenAPIDocument {
-    static let json = #"""
+/// (hand-written: it is the contract, kept beside the routes it describes), and the check that
+/// it names exactly the routes the router registers (``routeMismatches()``).
+public enum OpenAPIDocument {
+    /// The document, JSON.
+    public static let json = #"""
     {
       "openapi": "3.0.3",
       "info": {
@@ -37,6 +44,20 @@ enum OpenAPIDocument {
             }
           }
         },
+        "/v1/models/{name}/versions/{version}": {
+          "get": {
+            "summary": "TensorFlow Serving status of one version",
+            "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "description": "the model version (every model has version 1)", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "model_version_status of that version", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TFStatus"}}}}, "404": {"$ref": "#/components/responses/Error"}}
+          }
+        },
+        "/v1/models/{name}/versions/{version}/metadata": {
+          "get": {
+            "summary": "TensorFlow Serving metadata of one version",
+            "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "description": "the model version (every model has version 1)", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "model_spec and metadata.signature_def", "content": {"application/json": {"schema": {"type": "object"}}}}, "404": {"$ref": "#/components/responses/Error"}}
+          }
+        },
         "/v1/models/{name}/versions/{version}:predict": {
           "post": {
             "summary": "TensorFlow Serving predict on a version (every model has version 1)",
@@ -53,6 +74,28 @@ enum OpenAPIDocument {
             "summary": "KServe v2 model metadata",
             "parameters": [{"$ref": "#/components/parameters/name"}],
             "responses": {"200": {"description": "name, versions, platform, inputs, outputs", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KServeMetadata"}}}}, "404": {"$ref": "#/components/responses/Error"}}
+          }
+        },
+        "/v2/models/{name}/versions/{version}": {
+          "get": {
+            "summary": "KServe v2 metadata of one model version",
+            "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "description": "the model version (every model has version 1)", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "name, versions, platform, inputs, outputs", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KServeMetadata"}}}}, "404": {"$ref": "#/components/responses/Error"}}
+          }
+        },
+        "/v2/models/{name}/versions/{version}/ready": {
+          "get": {"summary": "KServe v2 readiness of one model version", "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "description": "the model version (every model has version 1)", "schema": {"type": "string"}}], "responses": {"200": {"description": "{\"name\": ..., \"ready\": true}"}, "404": {"$ref": "#/components/responses/Error"}}}
+        },
+        "/v2/models/{name}/versions/{version}/infer": {
+          "post": {
+            "summary": "KServe v2 inference on one model version",
+            "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "description": "the model version (every model has version 1)", "schema": {"type": "string"}}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KServeInferRequest"}}}},
+            "responses": {
+              "200": {"description": "as /v2/models/{name}/infer", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KServeInferResponse"}}}},
+              "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
+              "413": {"$ref": "#/components/responses/Error"}, "503": {"$ref": "#/components/responses/Unavailable"}
+            }
           }
         },
         "/v2/models/{name}/ready": {
@@ -183,4 +226,63 @@ enum OpenAPIDocument {
       }
     }
     """#
+}
+
+extension OpenAPIDocument {
+    /// `METHOD path` of every operation the document describes (`POST /v1/models/{name}:predict`).
+    public static var documentedOperations: Set<String> {
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any],
+              let paths = object["paths"] as? [String: Any] else { return [] }
+        var result = Set<String>()
+        for (path, item) in paths {
+            for method in (item as? [String: Any])?.keys ?? [:].keys where ["get", "post", "put", "delete", "patch"].contains(method) {
+                result.insert("\(method.uppercased()) \(path)")
+            }
+        }
+        return result
+    }
+
+    /// `METHOD path` of every route ``ServingRoutes`` registers, as the document spells it: a
+    /// TensorFlow Serving `POST /v1/models/{name}` route serves the `:predict` verb
+    /// (`/v1/models/{name}:predict`); the 405 answers of GET on POST-only routes are not operations.
+    public static var registeredOperations: Set<String> {
+        let recorder = RouteRecorder()
+        ServingRoutes(state: ServerState(), configuration: ServerConfiguration(), metrics: ServingMetrics()).add(to: recorder)
+        var result = Set<String>()
+        for (method, path) in recorder.routes {
+            // A GET on a POST-only route only answers 405 (TF Serving's model paths have both).
+            if method == .get, !path.hasPrefix("/v1/models/"), recorder.routes.contains(where: { $0.method == .post && $0.path == path }) {
+                continue
+            }
+            if method == .post, path.hasPrefix("/v1/models/") {
+                result.insert("POST \(path):predict")
+            } else {
+                result.insert("\(method.rawValue) \(path)")
+            }
+        }
+        return result
+    }
+
+    /// The drift between the document and the router, both ways: routes registered but not
+    /// documented (schemathesis would never call them), and operations documented but not
+    /// registered. Both empty when they agree (tested).
+    public static func routeMismatches() -> (undocumented: [String], unregistered: [String]) {
+        let documented = documentedOperations, registered = registeredOperations
+        return (registered.subtracting(documented).sorted(), documented.subtracting(registered).sorted())
+    }
+}
+
+/// A ``RouterMethods`` that only records what is registered on it.
+final class RouteRecorder: RouterMethods, @unchecked Sendable {
+    typealias Context = ServingRequestContext
+    private(set) var routes: [(method: HTTPRequest.Method, path: String)] = []
+
+    @discardableResult
+    func on<Responder: HTTPResponder>(_ path: RouterPath, method: HTTPRequest.Method, responder: Responder) -> Self where Responder.Context == Context {
+        routes.append((method, path.description))
+        return self
+    }
+
+    @discardableResult
+    func add(middleware: any MiddlewareProtocol<Request, Response, Context>) -> Self { self }
 }

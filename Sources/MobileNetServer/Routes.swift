@@ -13,7 +13,7 @@ struct ServingRoutes: Sendable {
     let configuration: ServerConfiguration
     let metrics: ServingMetrics
 
-    func add(to router: Router<ServingRequestContext>) {
+    func add<Methods: RouterMethods<ServingRequestContext>>(to router: Methods) {
         // TensorFlow Serving REST API.
         router.get("/v1/models/{name}") { _, context in
             json(try state.requireService().tfServingStatus(model: try context.parameters.require("name")))

@@ -55,20 +55,6 @@ public struct PreprocessingIdentity: Sendable, Hashable, Codable, CustomStringCo
         self.settings = settings
     }
 
-    /// The default pipeline (`ImagePreprocessor` with its defaults): decode with the accurate
-    /// integer JPEG IDCT (or PNG, WebP, GIF, BMP), EXIF orientation applied, alpha dropped, no
-    /// crop, `tf.image.resize` bilinear with half-pixel centres and no antialiasing, then
-    /// `x / 127.5 - 1`. `PreprocessingIdentity(ImagePreprocessor(...))` (module
-    /// MobileNetTransfer) equals this for a default preprocessor; a test keeps them in step.
-    public static let standard = PreprocessingIdentity(settings: [
-        "decode": "jpeg-islow,png,webp,gif,bmp",
-        "exif": "apply",
-        "alpha": "drop",
-        "crop": "none",
-        "resize": "bilinear-half-pixel",
-        "scale": "x/127.5-1",
-    ])
-
     /// The same identity with one setting changed or added.
     public func setting(_ name: String, _ value: String) -> PreprocessingIdentity {
         var copy = self

@@ -23,7 +23,7 @@ struct ImageIndexTests {
             let record = try index.store.hashFile(at: url)
             fileRecords.append(record)
             records.append(EmbeddingRecord(contentSHA256: record.contentSHA256, backbone: backbone.key,
-                                           preprocessing: PreprocessingIdentity.standard.key, vector: vector.map(Float.init)))
+                                           preprocessing: PreprocessingIdentity.testDefault.key, vector: vector.map(Float.init)))
         }
         try index.store.insert(records)
         try index.store.recordFiles(fileRecords)
@@ -35,7 +35,7 @@ struct ImageIndexTests {
         let dir = try TestData.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let (index, files) = try Self.makeIndex(in: dir)
-        let (search, missing) = try index.searchIndex(preprocessing: .standard)
+        let (search, missing) = try index.searchIndex(preprocessing: .testDefault)
         #expect(missing.isEmpty)
         #expect(search.identifiers == files.map(\.path))
         let matches = try search.search([1, 0, 0], top: 2)
@@ -45,7 +45,7 @@ struct ImageIndexTests {
 
         try FileManager.default.removeItem(at: files[2])
         #expect(try index.sync() == [files[2].path])
-        #expect(try index.searchIndex(preprocessing: .standard).index.count == 2)
+        #expect(try index.searchIndex(preprocessing: .testDefault).index.count == 2)
     }
 
     @Test("another backbone is refused; an empty index says so")
@@ -61,7 +61,7 @@ struct ImageIndexTests {
         }
         let empty = try ImageIndex(url: dir.appendingPathComponent("empty.db"))
         #expect(throws: ImageIndexError.empty(path: dir.appendingPathComponent("empty.db").path)) {
-            try empty.searchIndex(preprocessing: .standard)
+            try empty.searchIndex(preprocessing: .testDefault)
         }
     }
 

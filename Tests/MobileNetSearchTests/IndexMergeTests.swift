@@ -12,7 +12,7 @@ struct IndexMergeTests {
 
     /// A shard index holding `names` (files with distinct contents) with 3-d vectors.
     static func shard(_ url: URL, names: [String], backbone: BackboneIdentity = backbone,
-                      preprocessing: PreprocessingIdentity = .standard) throws -> [URL] {
+                      preprocessing: PreprocessingIdentity = .testDefault) throws -> [URL] {
         let index = try ImageIndex(url: url)
         try index.store.register(backbone)
         var files: [URL] = []
@@ -40,9 +40,9 @@ struct IndexMergeTests {
         let merged = try ImageIndex(url: dir.appendingPathComponent("all.db"))
         let result = try merged.merge([a, b, c])
         #expect(result.files == 3 && result.embeddings == 3)
-        #expect(result.backbone == Self.backbone.key && result.preprocessing == PreprocessingIdentity.standard.key)
+        #expect(result.backbone == Self.backbone.key && result.preprocessing == PreprocessingIdentity.testDefault.key)
         #expect(try merged.files().map(\.path) == files.map(\.path).sorted())
-        let (search, missing) = try merged.searchIndex(preprocessing: .standard)
+        let (search, missing) = try merged.searchIndex(preprocessing: .testDefault)
         #expect(missing.isEmpty && search.count == 3)
         // Merging again changes nothing (keyed rows): a half-done merge is completed by a re-run.
         _ = try merged.merge([a, b])
@@ -70,7 +70,7 @@ struct IndexMergeTests {
         let dir = try TestData.temporaryDirectory()
         let a = dir.appendingPathComponent("a.db"), b = dir.appendingPathComponent("b.db")
         _ = try Self.shard(a, names: ["a.jpg"])
-        _ = try Self.shard(b, names: ["b.jpg"], preprocessing: PreprocessingIdentity.standard.setting("resize", "nearest"))
+        _ = try Self.shard(b, names: ["b.jpg"], preprocessing: PreprocessingIdentity.testDefault.setting("resize", "nearest"))
         let merged = try ImageIndex(url: dir.appendingPathComponent("all.db"))
         #expect(throws: IndexMergeError.self) { try merged.merge([a, b]) }
         #expect(try merged.store.count() == 0)

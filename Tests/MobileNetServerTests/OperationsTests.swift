@@ -44,6 +44,12 @@ struct OperationsTests {
                               "/v2/models/{name}", "/v2/models/{name}/ready", "/v2/models/{name}/infer", "/v1/classify", "/v1/embed", "/metrics"] {
                     #expect(paths.contains(route), "\(route)")
                 }
+                // Both ways, from the router itself: every registered route is documented (so
+                // schemathesis calls it) and every documented operation is served.
+                let drift = OpenAPIDocument.routeMismatches()
+                #expect(drift.undocumented.isEmpty, "registered, not in /openapi.json: \(drift.undocumented)")
+                #expect(drift.unregistered.isEmpty, "in /openapi.json, not registered: \(drift.unregistered)")
+                #expect(OpenAPIDocument.registeredOperations.count >= 20, "\(OpenAPIDocument.registeredOperations.sorted())")
             }
             try await client.execute(uri: "/", method: .get) { response throws in
                 #expect(response.status == .ok)

@@ -75,23 +75,22 @@ enum Tool {
         do {
             let store = try EmbeddingStore(url: url)
             try store.register(backbone)
-            try store.insert([EmbeddingRecord(contentSHA256: "h1", backbone: backbone.key, preprocessing: PreprocessingIdentity.standard.key, vector: vector)])
+            try store.insert([EmbeddingRecord(contentSHA256: "h1", backbone: backbone.key, preprocessing: PreprocessingIdentity.testDefault.key, vector: vector)])
         }
         let store = try EmbeddingStore(url: url)
-        #expect(try store.embeddings(for: ["h1", "h2"], backbone: backbone, preprocessing: .standard) == ["h1": vector])
+        #expect(try store.embeddings(for: ["h1", "h2"], backbone: backbone, preprocessing: .testDefault) == ["h1": vector])
         // Another weight file, another input size or another preprocessing never match.
         var other = backbone
         other.weightsSHA256 = String(repeating: "b", count: 64)
-        #expect(try store.embeddings(for: ["h1"], backbone: other, preprocessing: .standard).isEmpty)
+        #expect(try store.embeddings(for: ["h1"], backbone: other, preprocessing: .testDefault).isEmpty)
         other = backbone
         other.inputHeight = 160
-        #expect(try store.embeddings(for: ["h1"], backbone: other, preprocessing: .standard).isEmpty)
-        #expect(try store.embeddings(for: ["h1"], backbone: backbone, preprocessing: PreprocessingIdentity.standard.setting("crop", "center-0.875")).isEmpty)
-        #expect(try store.embeddings(for: ["h1"], backbone: backbone, preprocessing: .standard, view: "aug:1").isEmpty)
+        #expect(try store.embeddings(for: ["h1"], backbone: other, preprocessing: .testDefault).isEmpty)
+        #expect(try store.embeddings(for: ["h1"], backbone: backbone, preprocessing: PreprocessingIdentity.testDefault.setting("crop", "center-0.875")).isEmpty)
+        #expect(try store.embeddings(for: ["h1"], backbone: backbone, preprocessing: .testDefault, view: "aug:1").isEmpty)
         #expect(try store.backbones() == [backbone])
         #expect(try store.count() == 1)
         #expect(backbone.key == "mobilenetv2;alpha=1.0;input=224x224;pooling=avg;weights=sha256:" + String(repeating: "a", count: 64))
-        #expect(PreprocessingIdentity.standard.key == "alpha=drop;crop=none;decode=jpeg-islow,png,webp,gif,bmp;exif=apply;resize=bilinear-half-pixel;scale=x/127.5-1")
     }
 
     @Test func walModeAndSchemaVersion() throws {

@@ -63,3 +63,10 @@ public enum TestData {
 #if canImport(Testing)
 import Testing
 #endif
+
+extension PreprocessingIdentity {
+    /// An identity for store- and index-level tests, where what it says does not matter (the
+    /// default pipeline's own, derived from its configuration, is `PreprocessingIdentity.standard`
+    /// in MobileNetPipeline).
+    public static let testDefault = PreprocessingIdentity(settings: ["resize": "bilinear-half-pixel", "scale": "x/127.5-1"])
+}

@@ -35,13 +35,15 @@ struct Export: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let modelURL = URL(fileURLWithPath: modelFile)
-            let saved = try ClassifierModel.read(contentsOf: modelURL)
+            // Opened as every command opens a model; the backbone file is the one the head was
+            // trained on (same SHA-256), and only its raw weights are needed.
+            let opened = try await ModelFile.open(URL(fileURLWithPath: modelFile), options: ModelOpenOptions(backboneWeightsPath: weights, embeddingOnly: true),
+                                                  backend: ReferenceBackend())
+            guard let saved = opened.trainedModel else {
+                throw ValidationError("\(modelFile) is a \(opened.kind.rawValue) file; export takes a `mobilenet train` model file (a Keras model is already one)")
+            }
             let identity = saved.backbone
-            // The backbone the head was trained on (same SHA-256); only its raw weights are needed.
-            let backboneFile = try await Backbone.load(matching: identity, weightsPath: weights, recordedPath: saved.backboneWeightsPath,
-                                                       source: modelURL.path, backend: ReferenceBackend()).weightsURL
-            let backbone = try KerasWeightFile.read(contentsOf: backboneFile).weights.mobileNetV2Part().droppingClassifier()
+            let backbone = try KerasWeightFile.read(contentsOf: opened.weightsURL).weights.mobileNetV2Part().droppingClassifier()
             let export = try KerasTransferExport.write(saved, backbone: backbone, to: URL(fileURLWithPath: output), overwrite: overwrite)
             let head = saved.head.layers.map { layer -> String in
                 switch layer {

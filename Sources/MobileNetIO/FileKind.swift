@@ -45,3 +45,48 @@ public enum FileKind: Sendable, Hashable, CustomStringConvertible {
         }
     }
 }
+
+/// What a model file's first bytes say it is: the one check every opener uses (weights,
+/// model configs, ``/MobileNetTransfer/ModelFile``), so they cannot disagree.
+public enum ModelContainer: Sendable, Equatable {
+    /// An HDF5 file (`\x89HDF\r\n\x1a\n`): legacy `.h5`, whole-model `.h5`, Keras 3 `.weights.h5`.
+    case hdf5
+    /// A ZIP archive (`PK\x03\x04`): a Keras 3 `.keras` file.
+    case zip
+    /// Text whose first non-blank character (after an optional UTF-8 byte-order mark) is `{`.
+    case json
+    /// Anything else: the first bytes, for the message.
+    case unknown(head: Data)
+
+    /// The signature of an HDF5 file.
+    public static let hdf5Signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
+    /// The signature of a ZIP archive's first local header.
+    public static let zipSignature: [UInt8] = [0x50, 0x4B, 0x03, 0x04]
+
+    /// Reads the first bytes of the file at `url`, which must be a regular file (a FIFO or a
+    /// device would block or never end).
+    ///
+    /// - Throws: ``WeightFileError/notFound(path:)``, ``WeightFileError/unreadable(path:reason:)``
+    ///   for a directory, a special file or a read error, ``WeightFileError/empty(path:)``.
+    public init(contentsOf url: URL) throws(WeightFileError) {
+        let path = url.path
+        switch FileKind(path: path) {
+        case .missing: throw .notFound(path: path)
+        case .regular: break
+        case let other: throw .unreadable(path: path, reason: other.description)
+        }
+        let head: Data
+        do {
+            let handle = try FileHandle(forReadingFrom: url)
+            defer { try? handle.close() }
+            head = try handle.read(upToCount: 64) ?? Data()
+        } catch {
+            throw .unreadable(path: path, reason: error.localizedDescription)
+        }
+        if head.isEmpty { throw .empty(path: path) }
+        if head.starts(with: Self.hdf5Signature) { self = .hdf5; return }
+        if head.starts(with: Self.zipSignature) { self = .zip; return }
+        let body = head.starts(with: [0xEF, 0xBB, 0xBF]) ? head.dropFirst(3) : head[...]
+        self = body.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }) == UInt8(ascii: "{") ? .json : .unknown(head: head)
+    }
+}

@@ -15,27 +15,16 @@ extension KerasWeightFile {
     ///   `config.json`, or a config over the limit.
     public static func modelConfig(contentsOf url: URL) throws(WeightFileError) -> Data? {
         let path = url.path
-        switch FileKind(path: path) {
-        case .missing: throw .notFound(path: path)
-        case .regular: break
-        case let other: throw .unreadable(path: path, reason: other.description)
-        }
-        let header: Data
-        do {
-            let handle = try FileHandle(forReadingFrom: url)
-            defer { try? handle.close() }
-            header = try handle.read(upToCount: 8) ?? Data()
-        } catch {
-            throw .unreadable(path: path, reason: error.localizedDescription)
-        }
-        if header.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
+        switch try ModelContainer(contentsOf: url) {
+        case .zip:
             // Every `.keras` archive records its architecture.
             guard let config = try KerasArchive.member("config.json", of: url, limit: KerasArchive.maximumJSONBytes) else {
                 throw .corruptArchive(path: path, reason: "it has no config.json member")
             }
             return config
+        case .hdf5: break
+        case .json, .unknown: throw .unknownFormat(path: path)
         }
-        guard header.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) else { throw .unknownFormat(path: path) }
         // Child's answer: [0] no attribute, [1] + JSON, [2] too large, [3] not HDF5.
         let limit = Int(KerasArchive.maximumJSONBytes)
         let output = try runInChild(path: path, timeout: 60) {

@@ -85,32 +85,19 @@ public enum KerasWeightFile {
     /// - Throws: ``WeightFileError`` naming the file.
     static func openRoot(_ url: URL) throws(WeightFileError) -> (root: HDF5Group, archive: Bool) {
         let path = url.path
-        switch FileKind(path: path) {
-        case .missing: throw .notFound(path: path)
-        case .regular: break
-        case let other: throw .unreadable(path: path, reason: other.description)
-        }
-        let header: Data
-        do {
-            let handle = try FileHandle(forReadingFrom: url)
-            defer { try? handle.close() }
-            header = try handle.read(upToCount: 8) ?? Data()
-        } catch {
-            throw .unreadable(path: path, reason: error.localizedDescription)
-        }
-        if header.isEmpty { throw .empty(path: path) }
-        if header.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) {
+        switch try ModelContainer(contentsOf: url) {
+        case .hdf5:
             guard let root = HDF5Group.open(path: path) else { throw .corruptHDF5(path: path) }
             return (root, false)
-        }
-        if header.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
+        case .zip:
             let image = try archiveWeights(url: url)
             guard let root = HDF5Group.open(image: image) else {
                 throw .corruptArchive(path: path, reason: "model.weights.h5 is not a readable HDF5 file")
             }
             return (root, true)
+        case .json, .unknown:
+            throw .unknownFormat(path: path)
         }
-        throw .unknownFormat(path: path)
     }
 
     static func archiveWeights(url: URL) throws(WeightFileError) -> Data {

@@ -26,19 +26,10 @@ public enum ServedModelKind: String, Sendable, Hashable, Codable, CaseIterable {
 /// One class a served classifier can output (the model's ``/MobileNetTransfer/ModelClass``).
 public typealias ServedClass = ModelClass
 
-/// The outputs of one network run over a batch of `N` images.
-public struct ServedOutputs: Sendable, Equatable {
-    /// `N` pooled embeddings of ``ServedModel/embeddingWidth`` values each (0...6).
-    public var embeddings: [[Float]]
-    /// For a classifier, `N` rows of class probabilities (0...1, each row sums to 1); nil for an embedder.
-    public var probabilities: [[Float]]?
+/// The outputs of one network run over a batch of `N` images (the runnable model's).
+public typealias ServedOutputs = ModelOutputs
 
-    /// Creates outputs.
-    public init(embeddings: [[Float]], probabilities: [[Float]]?) {
-        self.embeddings = embeddings
-        self.probabilities = probabilities
-    }
-
+extension ModelOutputs {
     /// The number of images.
     public var count: Int { embeddings.count }
 
@@ -46,8 +37,8 @@ public struct ServedOutputs: Sendable, Equatable {
     public var primary: [[Float]] { probabilities ?? embeddings }
 
     /// The outputs of the images in `range` (positions in this batch).
-    public func rows(_ range: Range<Int>) -> ServedOutputs {
-        ServedOutputs(embeddings: Array(embeddings[range]), probabilities: probabilities.map { Array($0[range]) })
+    public func rows(_ range: Range<Int>) -> ModelOutputs {
+        ModelOutputs(embeddings: Array(embeddings[range]), probabilities: probabilities.map { Array($0[range]) })
     }
 }
 

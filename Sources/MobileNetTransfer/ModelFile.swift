@@ -174,25 +174,23 @@ public enum ModelFile {
     /// Only regular files are opened (a FIFO or device would block or never end); JSON is told
     /// from Keras's ZIP and HDF5 by the first bytes.
     private static func sniff(_ url: URL) throws(ModelFileError) -> Container {
-        switch FileKind(path: url.path) {
-        case .regular: break
-        case .missing: throw .unreadable(path: url.path, reason: "no such file")
-        case let other: throw .unreadable(path: url.path, reason: other.description)
-        }
-        let head: Data
+        let container: ModelContainer
         do {
-            let handle = try FileHandle(forReadingFrom: url)
-            defer { try? handle.close() }
-            head = try handle.read(upToCount: 64) ?? Data()
+            container = try ModelContainer(contentsOf: url)
         } catch {
-            throw .unreadable(path: url.path, reason: error.localizedDescription)
+            switch error {
+            case .notFound: throw .unreadable(path: url.path, reason: "no such file")
+            case .empty: throw .unknownKind(path: url.path, reason: "the file is empty")
+            case .unreadable(_, let reason): throw .unreadable(path: url.path, reason: reason)
+            default: throw .unreadable(path: url.path, reason: error.description)
+            }
         }
-        if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) || head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .keras }
-        // A UTF-8 byte-order mark, then blanks, then `{`.
-        let body = head.starts(with: [0xEF, 0xBB, 0xBF]) ? head.dropFirst(3) : head[...]
-        if body.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }) == UInt8(ascii: "{") { return .json }
-        throw .unknownKind(path: url.path, reason: head.isEmpty ? "the file is empty"
-                           : "expected a Keras .h5/.weights.h5/.keras file or a mobilenet train model file (JSON)")
+        switch container {
+        case .hdf5, .zip: return .keras
+        case .json: return .json
+        case .unknown:
+            throw .unknownKind(path: url.path, reason: "expected a Keras .h5/.weights.h5/.keras file or a mobilenet train model file (JSON)")
+        }
     }
 
     private static func classify(_ weights: KerasWeightSet) throws -> ModelFileKind {

@@ -27,6 +27,7 @@ struct MobileNetCommand: AsyncParsableCommand {
     /// The one error path of every command: an error a command's `run()` throws is printed as
     /// `error: <its LocalizedError text>` on standard error and the process exits with 1;
     /// ArgumentParser's own (usage errors, `--help`, `ExitCode`) keep its handling (64, 0, the code).
+    /// (`ValidationError` and `ExitCode` are not `LocalizedError`s.)
     static func main() async {
         BLASThreads.releaseIdle()
         RawArguments.record()
@@ -43,11 +44,13 @@ struct MobileNetCommand: AsyncParsableCommand {
             } else {
                 try command.run()
             }
-        } catch let error where error is ExitCode || error is ValidationError || error is CleanExit {
-            exit(withError: error)
-        } catch {
+        } catch let error as any LocalizedError {
+            // The library's typed errors and Foundation's: one line naming the file and problem.
             printError("error: \(errorMessage(error))")
             exit(withError: ExitCode(1))
+        } catch {
+            // ArgumentParser's own (usage errors, `--help` on a subcommand, `ExitCode`).
+            exit(withError: error)
         }
     }
 }

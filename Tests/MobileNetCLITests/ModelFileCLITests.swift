@@ -64,6 +64,11 @@ struct ModelFileCLITests {
             #expect(result.status == 64, "\(flag): \(result.status) \(result.stderr)")
             #expect(!result.stderr.contains("\(flag)=") && result.stderr.contains("Missing expected argument"), "\(flag): \(result.stderr)")
         }
+        // Help and usage errors keep ArgumentParser's handling through the one error path.
+        let help = try CLI.run(["classify", "--help"])
+        #expect(help.status == 0 && help.stdout.contains("OVERVIEW") && help.stdout.contains("--model"), "\(help.stderr)")
+        let usage = try CLI.run(["classify"])
+        #expect(usage.status == 64 && usage.stderr.contains("Missing expected argument"), "\(usage.stderr)")
         // A value option still takes its negative number.
         let value = try CLI.run(["similar", CLI.example, "--index", "/nonexistent/x.db", "--min-similarity", "-0.5"])
         #expect(!value.stderr.contains("Missing value"), "\(value.stderr)")

@@ -18,7 +18,7 @@ struct Classify: AsyncParsableCommand {
             """
     )
 
-    @OptionGroup(title: "Model") var model: BackboneOptions
+    @OptionGroup(title: "Model") var model: ModelOptions
 
     @Option(name: .long, help: ArgumentHelp("Comma-separated class names for a Keras transfer model (default: class0, class1, ...).", valueName: "names"))
     var classNames: String?
@@ -82,7 +82,7 @@ struct Classify: AsyncParsableCommand {
         if embeddings != nil { try checkUsage { try validateListableNames(files) } }
         let classifier: RunnableModel
         do {
-            let names = classNames.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+            let names = classNames.map { $0.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingCharacters(in: .whitespaces) } }
             classifier = try await model.openModel(backend: runtime.inferenceBackend(), includeTop: true, classNames: names)
         }
         let network = classifier.network

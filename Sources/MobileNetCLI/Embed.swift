@@ -36,7 +36,7 @@ struct Embed: AsyncParsableCommand {
         case npy, csv, jsonl
     }
 
-    @OptionGroup(title: "Model") var model: BackboneOptions
+    @OptionGroup(title: "Model") var model: ModelOptions
 
     @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
 

@@ -16,7 +16,7 @@ struct Evaluate: AsyncParsableCommand {
             """
     )
 
-    @OptionGroup(title: "Model") var model: BackboneOptions
+    @OptionGroup(title: "Model") var model: ModelOptions
     @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
     @OptionGroup var decode: DecodeOptions
     @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
@@ -47,7 +47,13 @@ struct Evaluate: AsyncParsableCommand {
             let root = URL(fileURLWithPath: dataDir, isDirectory: true)
             var classifier = try await model.openModel(backend: runtime.inferenceBackend(), includeTop: true)
             // A Keras model records no class names: the folder's sorted sub-folders give them.
-            if classifier.kind == .kerasModel { classifier = try classifier.withClassNames(try ImageFolder(root: root).classNames) }
+            if classifier.kind == .kerasModel {
+                let names = try ImageFolder(root: root).classNames
+                guard names.count == classifier.classes.count else {
+                    throw ModelFileError.classNames(path: classifier.source.path, reason: "the model has \(classifier.classes.count) classes; \(dataDir) has \(names.count) class folders (\(names.prefix(20).joined(separator: ", ")))")
+                }
+                classifier = try classifier.withClassNames(names)
+            }
             let progress = ProgressReporter()
             let (evaluation, failures, warnings) = try classifier.evaluate(folder: root, k: topK, preprocessor: image.preprocessor(for: classifier),
                                                                            allowOtherPreprocessing: image.isSet, store: try database.openCache(),

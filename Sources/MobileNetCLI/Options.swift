@@ -2,38 +2,24 @@ import ArgumentParser
 import Foundation
 import MobileNet
 
-/// The model: `--model`, `--weights`, `--alpha`, `--input-size`. Every command that runs a
-/// model opens it through ``openModel(backend:includeTop:embeddingOnly:pooling:classNames:)``
-/// (the library's `ModelFile`).
+/// The default weights and the network's size: `--weights`, `--alpha`, `--input-size` (`serve`
+/// and `bench`, which name their models otherwise; the other commands take ``ModelOptions``).
 struct BackboneOptions: ParsableArguments {
-    @Option(name: .customLong("model"), help: ArgumentHelp("A model file: a `mobilenet train` model, a Keras .keras/whole-model .h5 transfer model, or Keras weights (with or without the top); detected from its bytes.",
-        discussion: "Without it: the ImageNet weights (--weights, or the usual resolution). With it, --weights names a trained model's backbone weight file.",
-        valueName: "path"))
-    var modelFile: String?
-
     @Option(name: .long, help: ArgumentHelp("Keras weight file (.h5, .weights.h5 or .keras).",
         discussion: "Without it: $MOBILENET_WEIGHTS, then the cache ($MOBILENET_CACHE_DIR or ~/.cache/swift-mobilenet, and ~/.keras/models), then the official Keras download (a non-official input size uses the 224 file).",
         valueName: "path"))
     var weights: String?
 
-    @Option(name: .customLong("alpha"), help: "Width multiplier: 0.35, 0.5, 0.75, 1.0, 1.3 or 1.4 for the ImageNet weights (default 1.0; predict/evaluate/export: the model file's).")
+    @Option(name: .customLong("alpha"), help: "Width multiplier: 0.35, 0.5, 0.75, 1.0, 1.3 or 1.4 for the ImageNet weights (default 1.0; a model file's own when it records one: giving another is an error).")
     var alphaOption: Double?
 
-    @Option(name: .customLong("input-size"), help: ArgumentHelp("Model input size: N for NxN, or HxW (default 224; predict/evaluate: the model file's).", valueName: "size"))
+    @Option(name: .customLong("input-size"), help: ArgumentHelp("Model input size: N for NxN, or HxW (default 224; a model file's own when it records one: giving another is an error).", valueName: "size"))
     var inputSizeOption: String?
 
     /// The width multiplier (1.0 unless given).
     var alpha: Double { alphaOption ?? 1.0 }
     /// The input size text (`224` unless given).
     var inputSize: String { inputSizeOption ?? "224" }
-
-    /// How a model file is opened with these options: only what was given explicitly, so the
-    /// file's own alpha and input size are used, and an explicit one that disagrees is refused
-    /// by the library (``ModelFileError/conflictingOption(path:option:recorded:given:)``).
-    func openOptions(classNames: [String]? = nil, pooling: Pooling = .avg, preprocessing: PreprocessingConfiguration? = nil) throws -> ModelOpenOptions {
-        ModelOpenOptions(inputSize: inputSizeOption == nil ? nil : try inputDimensions(), alpha: alphaOption, pooling: pooling,
-                         backboneWeightsPath: weights, classNames: classNames, preprocessing: preprocessing)
-    }
 
     func inputDimensions() throws -> (height: Int, width: Int) {
         // Digits only ("+224", "224x", "x224" are typos, not sizes).
@@ -58,6 +44,38 @@ struct BackboneOptions: ParsableArguments {
     func configuration(includeTop: Bool, pooling: Pooling? = nil) throws -> MobileNetV2Configuration {
         let (h, w) = try inputDimensions()
         return MobileNetV2Configuration(alpha: alpha, inputHeight: h, inputWidth: w, includeTop: includeTop, pooling: includeTop ? nil : pooling)
+    }
+
+}
+
+/// The model of a command that runs one: `--model FILE` (any model file, through the library's
+/// `ModelFile`) or the default weights (``BackboneOptions``). Every such command opens it with
+/// ``openModel(backend:includeTop:embeddingOnly:pooling:classNames:)``.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .customLong("model"), help: ArgumentHelp("A model file: a `mobilenet train` model, a Keras .keras/whole-model .h5 transfer model, or Keras weights (with or without the top); detected from its bytes.",
+        discussion: "Without it: the ImageNet weights (--weights, or the usual resolution). With it, --weights names a trained model's backbone weight file.",
+        valueName: "path"))
+    var modelFile: String?
+
+    @OptionGroup var backbone: BackboneOptions
+
+    /// `--weights`.
+    var weights: String? { backbone.weights }
+    /// `--alpha`, when given.
+    var alphaOption: Double? { backbone.alphaOption }
+    /// `--input-size`, when given.
+    var inputSizeOption: String? { backbone.inputSizeOption }
+    /// The width multiplier (1.0 unless given).
+    var alpha: Double { backbone.alpha }
+    /// The input size (224x224 unless given).
+    func inputDimensions() throws -> (height: Int, width: Int) { try backbone.inputDimensions() }
+
+    /// How a model file is opened with these options: only what was given explicitly, so the
+    /// file's own alpha and input size are used, and an explicit one that disagrees is refused
+    /// by the library (``ModelFileError/conflictingOption(path:option:recorded:given:)``).
+    func openOptions(classNames: [String]? = nil, pooling: Pooling = .avg, preprocessing: PreprocessingConfiguration? = nil) throws -> ModelOpenOptions {
+        ModelOpenOptions(inputSize: inputSizeOption == nil ? nil : try inputDimensions(), alpha: alphaOption, pooling: pooling,
+                         backboneWeightsPath: weights, classNames: classNames, preprocessing: preprocessing)
     }
 
     /// Opens the model: `--model` when given (any model file), else the default weights

@@ -14,7 +14,7 @@ struct Predict: AsyncParsableCommand {
             """
     )
 
-    @OptionGroup(title: "Model") var model: BackboneOptions
+    @OptionGroup(title: "Model") var model: ModelOptions
     @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
     @OptionGroup var decode: DecodeOptions
     @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
@@ -56,7 +56,7 @@ struct Predict: AsyncParsableCommand {
         var results: [Result] = []
         let classNames: [String]
         do {
-            let names = self.classNames.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+            let names = self.classNames.map { $0.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingCharacters(in: .whitespaces) } }
             let classifier = try await model.openModel(backend: runtime.inferenceBackend(), includeTop: true, classNames: names)
             classNames = classifier.classNames
             let progress = ProgressReporter()

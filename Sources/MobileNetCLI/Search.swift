@@ -29,7 +29,7 @@ struct Index: AsyncParsableCommand {
 
         @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
         func validate() throws { _ = try database.requiredIndexPath() }
-        @OptionGroup(title: "Model") var model: BackboneOptions
+        @OptionGroup(title: "Model") var model: ModelOptions
         @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
         @OptionGroup var decode: DecodeOptions
         @OptionGroup(title: "Image preprocessing") var image: ImageOptions
@@ -262,7 +262,7 @@ struct Similar: AsyncParsableCommand {
             """)
 
     @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
-    @OptionGroup(title: "Model") var model: BackboneOptions
+    @OptionGroup(title: "Model") var model: ModelOptions
     @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
     @OptionGroup var decode: DecodeOptions
     @OptionGroup(title: "Image preprocessing (the one the index was built with)") var image: ImageOptions
@@ -364,7 +364,7 @@ struct Duplicates: AsyncParsableCommand {
             """)
 
     @OptionGroup(title: "Embedding database (an index to use, and add the given images to)") var database: EmbeddingDatabaseOptions
-    @OptionGroup(title: "Model") var model: BackboneOptions
+    @OptionGroup(title: "Model") var model: ModelOptions
     @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
     @OptionGroup var decode: DecodeOptions
     @OptionGroup(title: "Image preprocessing") var image: ImageOptions

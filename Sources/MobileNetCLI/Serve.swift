@@ -129,7 +129,7 @@ struct Serve: AsyncParsableCommand {
         let size = model.inputSizeOption == nil ? nil : try model.inputDimensions()
         let loading = ModelLoadingOptions(backend: runtime.inferenceBackend(), inputHeight: size?.height, inputWidth: size?.width,
                                           preprocessing: image.isSet ? image.configuration() : nil, defaultWeightsPath: model.weights,
-                                          defaultAlpha: model.alpha)
+                                          defaultAlpha: model.alpha, alpha: model.alphaOption)
         let configuration = ServerConfiguration(
             host: host, port: port,
             limits: ServingLimits(maxBodyBytes: maxBodyBytes, maxImagePixels: image.maxPixels, maxImagesPerRequest: maxImagesPerRequest),

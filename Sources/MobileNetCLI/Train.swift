@@ -36,7 +36,7 @@ struct Train: AsyncParsableCommand {
             """
     )
 
-    @OptionGroup(title: "Model") var model: BackboneOptions
+    @OptionGroup(title: "Model") var model: ModelOptions
     @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
     @OptionGroup var decode: DecodeOptions
     @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions

@@ -25,8 +25,10 @@ public enum AtomicFileError: Error, Equatable, CustomStringConvertible, Localize
 /// anything appeared at the destination meanwhile) when it is not. A destination that is not a
 /// regular file — a FIFO, `/dev/stdout`, `/dev/null` — is written through, never replaced by a
 /// regular file; so is a path under `/dev` or `/proc` (`-o /dev/stdout` when the shell
-/// redirected standard output to a file). A symbolic link is kept and its target written. On any
-/// failure the temporary file is removed.
+/// redirected standard output to a file). A symbolic link at any destination is never written
+/// through: it is replaced by the new file (with `overwrite`), or refused as existing (without),
+/// so a link planted at an output's or a manifest's path cannot redirect the write to another
+/// file (issue 32). On any failure the temporary file is removed.
 public enum AtomicFile {
     /// Writes `data` to `url`.
     ///
@@ -60,9 +62,9 @@ public enum AtomicFile {
         var staged: [Staged] = []
         defer { for file in staged where !file.placed { unlink(file.temporary) } }
         for (index, file) in files.enumerated() {
-            // Only the first file's symbolic link is followed: the side files are named by this
-            // program, so a link planted at `x.npy.files.txt` is replaced, never written through.
-            guard let stagedFile = try stage(file.data, to: file.url, overwrite: overwrite, alone: files.count == 1, followLinks: index == 0) else { return }
+            // No symbolic link is followed: a link planted at `x.npy`, `x.npy.files.txt` or a
+            // manifest's path is replaced, never written through.
+            guard let stagedFile = try stage(file.data, to: file.url, overwrite: overwrite, alone: files.count == 1) else { return }
             staged.append(stagedFile)
         }
         guard let first = staged.first else { return }
@@ -139,9 +141,9 @@ public enum AtomicFile {
 
     /// Writes `data` next to `url` in a flushed temporary file; or, for a stream, FIFO or device
     /// target (only when `alone`), writes it through and returns nil. A symbolic link at `url`
-    /// is resolved when `followLinks`, else replaced itself.
-    private static func stage(_ data: Data, to url: URL, overwrite: Bool, alone: Bool, followLinks: Bool) throws(AtomicFileError) -> Staged? {
-        var path = url.path
+    /// is replaced itself, never followed.
+    private static func stage(_ data: Data, to url: URL, overwrite: Bool, alone: Bool) throws(AtomicFileError) -> Staged? {
+        let path = url.path
         var info = stat()
         let exists = lstat(path, &info) == 0
         let isLink = exists && (info.st_mode & S_IFMT) == S_IFLNK
@@ -153,12 +155,7 @@ public enum AtomicFile {
             try writeThrough(data, path: path)
             return nil
         }
-        // A symbolic link is kept: its target is what gets written (or replaced).
-        if isLink, followLinks, let resolved = realpath(path, nil) {
-            path = String(cString: resolved)
-            free(resolved)
-        }
-        if !isLink || followLinks {
+        if !isLink {
             switch FileKind(path: path) {
             case .fifo, .device, .socket:
                 guard alone else { throw .io(path: path, reason: "it is not a regular file, and side files cannot be written beside it") }

@@ -57,8 +57,9 @@ public struct DenseHead: Sendable, Equatable {
     ///   - source: the file the weights came from, for messages.
     /// - Throws: ``ModelError/invalidWeights(layer:variable:reason:source:)`` naming the layer:
     ///   a kernel that is not `[inputs, units]`, a bias of another length, layers that do not
-    ///   chain, an activation in the wrong place, or a NaN or infinite value (a head with
-    ///   non-finite weights gives the same meaningless answer for every image).
+    ///   chain, an activation in the wrong place, a NaN or infinite value, or finite weights whose
+    ///   outputs can overflow Float for embeddings in 0...6 (either gives the same meaningless
+    ///   answer for every image).
     public init(layers: [Layer], source: String) throws(ModelError) {
         guard !layers.isEmpty else { throw .invalidWeights(layer: "head", variable: "kernel", reason: "the head has no Dense layer", source: source) }
         var width: Int?
@@ -85,6 +86,26 @@ public struct DenseHead: Sendable, Equatable {
                 throw .invalidWeights(layer: layer.name, variable: "bias", reason: "value \(bad) is \(layer.bias[bad])", source: source)
             }
             width = shape[1]
+        }
+        // Finite weights can still overflow: with every kernel value 3e38, a 1280-input layer's
+        // sums pass Float's largest value, and every image gets the same NaN answer. Bound each
+        // layer's outputs for inputs in 0...6 (MobileNetV2's pooled ReLU6 embedding), in Double.
+        var magnitude = 6.0
+        for layer in layers {
+            let units = layer.units
+            var sums = [Double](repeating: 0, count: units)
+            layer.kernel.scalars.withUnsafeBufferPointer { kernel in
+                for i in 0..<layer.inputs {
+                    for j in 0..<units { sums[j] += Double(abs(kernel[i * units + j])) }
+                }
+            }
+            var largest = 0.0
+            for j in 0..<units { largest = max(largest, Double(abs(layer.bias[j])) + magnitude * sums[j]) }
+            guard largest <= Double(Float.greatestFiniteMagnitude) else {
+                throw .invalidWeights(layer: layer.name, variable: "kernel",
+                                      reason: "its outputs can reach \(largest), beyond Float's range, for embeddings in 0...6", source: source)
+            }
+            magnitude = largest
         }
         self.layers = layers
     }

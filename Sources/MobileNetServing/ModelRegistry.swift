@@ -63,11 +63,14 @@ public struct ModelLoadingOptions: Sendable {
     public var defaultWeightsPath: String?
     /// The width multiplier of the default `imagenet` model (default 1.0; a given file's is read from it).
     public var defaultAlpha: Double
+    /// The width multiplier every specified model must have (`--alpha`); nil accepts each file's.
+    public var alpha: Double?
 
     /// Creates options.
     public init(backend: any InferenceBackend, inputHeight: Int? = nil, inputWidth: Int? = nil, preprocessing: PreprocessingConfiguration? = nil,
-                resolver: WeightsResolver = WeightsResolver(), defaultWeightsPath: String? = nil, defaultAlpha: Double = 1.0) {
+                resolver: WeightsResolver = WeightsResolver(), defaultWeightsPath: String? = nil, defaultAlpha: Double = 1.0, alpha: Double? = nil) {
         self.defaultAlpha = defaultAlpha
+        self.alpha = alpha
         self.backend = backend
         self.inputHeight = inputHeight
         self.inputWidth = inputWidth
@@ -172,7 +175,7 @@ public final class ModelRegistry: Sendable {
         var models: [ServedModel] = []
         for spec in specifications {
             models.append(try await ServedModel.load(name: spec.name, contentsOf: URL(fileURLWithPath: spec.path), inputHeight: options.inputHeight,
-                                                     inputWidth: options.inputWidth, preprocessing: options.preprocessing,
+                                                     inputWidth: options.inputWidth, alpha: options.alpha, preprocessing: options.preprocessing,
                                                      backend: options.backend, resolver: options.resolver))
         }
         return models

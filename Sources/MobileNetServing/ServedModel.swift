@@ -165,20 +165,22 @@ public final class ServedModel: Sendable {
     /// - Parameters:
     ///   - name: the served name.
     ///   - url: the model or weight file.
-    ///   - inputHeight: the input height for a weight file (default 224; model files record their own).
-    ///   - inputWidth: the input width for a weight file (default 224).
+    ///   - inputHeight: the input height for a file that records none (default 224); another
+    ///     than a model's recorded one is refused.
+    ///   - inputWidth: the input width, as `inputHeight`.
+    ///   - alpha: the width multiplier the file must have (nil: the file's).
     ///   - preprocessing: the preprocessing for a weight file (default: the Keras default); a
     ///     model file keeps the one it recorded.
     ///   - backend: the kernels that run the network.
     ///   - resolver: for a `mobilenet train` model file, where to look for its backbone weights.
     /// - Throws: ``ServingError/modelLoadFailed(name:path:reason:)`` with the library's reason
     ///   (an unreadable or damaged file, weights that do not fit, a missing backbone).
-    public static func load(name: String, contentsOf url: URL, inputHeight: Int? = nil, inputWidth: Int? = nil,
+    public static func load(name: String, contentsOf url: URL, inputHeight: Int? = nil, inputWidth: Int? = nil, alpha: Double? = nil,
                             preprocessing: PreprocessingConfiguration? = nil, backend: any InferenceBackend,
                             resolver: WeightsResolver = WeightsResolver()) async throws(ServingError) -> ServedModel {
         do {
             let size = inputHeight.map { ($0, inputWidth ?? $0) }
-            let model = try await ModelFile.open(url, options: ModelOpenOptions(inputSize: size, preprocessing: preprocessing), backend: backend, resolver: resolver)
+            let model = try await ModelFile.open(url, options: ModelOpenOptions(inputSize: size, alpha: alpha, preprocessing: preprocessing), backend: backend, resolver: resolver)
             return ServedModel(name: name, model: model)
         } catch {
             throw .modelLoadFailed(name: name, path: url.path, reason: (error as? LocalizedError)?.errorDescription ?? String(describing: error))

@@ -78,6 +78,8 @@ public enum ModelFileError: Error, Equatable, CustomStringConvertible, Localized
     case classNames(path: String, reason: String)
     /// A classifier was asked for and the file has no top (weights saved without `predictions`).
     case notAClassifier(path: String)
+    /// A `mobilenet train` model file's backbone cannot be loaded (not found, damaged, another alpha).
+    case backbone(path: String, reason: String)
 
     /// A one-line message naming the file.
     public var description: String {
@@ -87,6 +89,7 @@ public enum ModelFileError: Error, Equatable, CustomStringConvertible, Localized
         case .conflictingOption(let path, let option, let recorded, let given):
             "\(path): the model records \(option) \(recorded); \(given) was given (leave the option out)"
         case .classNames(let path, let reason): "\(path): \(reason)"
+        case .backbone(let path, let reason): "\(path): its backbone cannot be loaded: \(reason)"
         case .notAClassifier(let path):
             "\(path): the weights have no top (include_top=False): they give embeddings, not classes; use a file with the top or a trained model"
         }
@@ -140,10 +143,10 @@ public enum ModelFile {
         case .json:
             return try await openTrainedModel(url, options: options, backend: backend, resolver: resolver)
         case .keras:
-            let (weights, _) = try KerasWeightFile.read(contentsOf: url)
+            let (weights, format) = try KerasWeightFile.read(contentsOf: url)
             switch try classify(weights) {
             case .kerasModel: return try openKerasModel(url, weights: weights, options: options, backend: backend)
-            case let kind: return try openWeights(url, weights: weights, kind: kind, options: options, backend: backend)
+            case let kind: return try openWeights(url, weights: weights, format: format, kind: kind, options: options, backend: backend)
             }
         }
     }
@@ -209,16 +212,41 @@ public enum ModelFile {
         return found
     }
 
-    private static func openWeights(_ url: URL, weights: KerasWeightSet, kind: ModelFileKind, options: ModelOpenOptions,
+    /// The input size to run at: a classifier keeps the size its config records (refusing
+    /// another one given); the embedding network alone runs at the given size (base weights fit
+    /// any input size, as Keras loads them), else the recorded one; else 224x224.
+    private static func inputSize(recorded: (height: Int, width: Int)?, options: ModelOpenOptions, path: String) throws -> (height: Int, width: Int) {
+        if !options.embeddingOnly, let recorded, let given = options.inputSize, recorded != given {
+            throw ModelFileError.conflictingOption(path: path, option: "input size", recorded: "\(recorded.height)x\(recorded.width)",
+                                                   given: "\(given.height)x\(given.width)")
+        }
+        return (options.embeddingOnly ? options.inputSize ?? recorded : recorded ?? options.inputSize) ?? (224, 224)
+    }
+
+    private static func openWeights(_ url: URL, weights: KerasWeightSet, format: KerasWeightFileFormat, kind: ModelFileKind, options: ModelOpenOptions,
                                     backend: any InferenceBackend) throws -> RunnableModel {
         let base = try weights.mobileNetV2Part()
         let alpha = try alpha(of: base, path: url.path, options: options)
-        let (h, w) = options.inputSize ?? (224, 224)
+        // A whole model saved by Keras (`model.save`: a `.keras` archive, a whole-model `.h5`)
+        // records its input size; weight files (`save_weights`, the downloads) do not.
+        var recorded: (height: Int, width: Int)?
+        if format == .kerasArchive || format == .legacyModel, let data = try KerasWeightFile.modelConfig(contentsOf: url),
+           let config = try? JSONSerialization.jsonObject(with: data) {
+            recorded = KerasTransferModel.inputShape(in: config)
+        }
+        let (h, w) = try inputSize(recorded: recorded, options: options, path: url.path)
         let classifier = kind == .kerasWeights && !options.embeddingOnly
         var configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: h, inputWidth: w, includeTop: classifier,
                                                      pooling: classifier ? nil : options.pooling)
         if classifier, let bias = base.layer(named: "predictions")?.arrays.first(where: { $0.shape.count == 1 }) {
             configuration.classes = bias.shape[0]
+        }
+        if recorded != nil {
+            do {
+                try configuration.validate()
+            } catch {
+                throw KerasImportError.invalidConfig(path: url.path, message: "\(error)")
+            }
         }
         let network = try MobileNetV2(configuration: configuration, weights: classifier ? base : base.droppingClassifier(), backend: backend)
         var identityConfiguration = configuration
@@ -235,13 +263,7 @@ public enum ModelFile {
     private static func openKerasModel(_ url: URL, weights: KerasWeightSet, options: ModelOpenOptions, backend: any InferenceBackend) throws -> RunnableModel {
         let imported = try KerasTransferModel.read(weights: weights, path: url.path, config: try KerasWeightFile.modelConfig(contentsOf: url))
         let alpha = try alpha(of: imported.backboneWeights, path: url.path, options: options)
-        // The head was trained on features at the recorded size; the base alone (embeddings, a
-        // base to train on) runs at any size, as Keras loads base weights at any input shape.
-        if !options.embeddingOnly, let recorded = imported.inputSize, let given = options.inputSize, recorded != given {
-            throw ModelFileError.conflictingOption(path: url.path, option: "input size", recorded: "\(recorded.height)x\(recorded.width)",
-                                                   given: "\(given.height)x\(given.width)")
-        }
-        let (h, w) = (options.embeddingOnly ? options.inputSize ?? imported.inputSize : imported.inputSize ?? options.inputSize) ?? (224, 224)
+        let (h, w) = try inputSize(recorded: imported.inputSize, options: options, path: url.path)
         let pooling = options.embeddingOnly ? options.pooling : .avg
         let configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: h, inputWidth: w, includeTop: false, pooling: pooling)
         // A configuration the file's config declares (a 100000x100000 input) is the file's fault.
@@ -263,7 +285,17 @@ public enum ModelFile {
 
     private static func openTrainedModel(_ url: URL, options: ModelOpenOptions, backend: any InferenceBackend, resolver: WeightsResolver) async throws -> RunnableModel {
         let saved = try ClassifierModel.read(contentsOf: url)
+        if let given = options.classNames, given != saved.classNames {
+            throw ModelFileError.conflictingOption(path: url.path, option: "class names", recorded: saved.classNames.joined(separator: ","),
+                                                   given: given.joined(separator: ","))
+        }
         let recorded = saved.backbone
+        // A recorded configuration the machine cannot run is the file's fault: named as such.
+        do {
+            try MobileNetV2Configuration(alpha: recorded.alpha, inputHeight: recorded.inputHeight, inputWidth: recorded.inputWidth, includeTop: false).validate()
+        } catch {
+            throw ClassifierModelError.invalid(path: url.path, message: "its backbone: \(error.description)")
+        }
         if let given = options.alpha, given != recorded.alpha {
             throw ModelFileError.conflictingOption(path: url.path, option: "alpha", recorded: "\(recorded.alpha)", given: "\(given)")
         }
@@ -271,8 +303,17 @@ public enum ModelFile {
             throw ModelFileError.conflictingOption(path: url.path, option: "input size", recorded: "\(recorded.inputHeight)x\(recorded.inputWidth)",
                                                    given: "\(given.height)x\(given.width)")
         }
-        var backbone = try await Backbone.load(matching: recorded, weightsPath: options.backboneWeightsPath, recordedPath: saved.backboneWeightsPath,
+        var backbone: Backbone
+        do {
+            backbone = try await Backbone.load(matching: recorded, weightsPath: options.backboneWeightsPath, recordedPath: saved.backboneWeightsPath,
                                                source: url.path, backend: backend, resolver: resolver)
+        } catch let error as BackboneMismatch {
+            throw error  // names the model file already
+        } catch let error as BackboneWeightsMissing {
+            throw error
+        } catch {
+            throw ModelFileError.backbone(path: url.path, reason: (error as? LocalizedError)?.errorDescription ?? "\(error)")
+        }
         if let fineTuning = saved.fineTuning {
             backbone = try fineTunedBackbone(fineTuning, base: backbone, source: url.path, backend: backend)
         }
@@ -315,8 +356,11 @@ public enum ModelFile {
             throw .classNames(path: path, reason: "the model has \(count) classes but \(names.count) class names were given (\(names.prefix(20).joined(separator: ", ")))")
         }
         var seen = Set<String>()
-        for name in names where !seen.insert(name).inserted {
-            throw .classNames(path: path, reason: "the class name '\(name)' appears twice")
+        for (index, name) in names.enumerated() {
+            guard !name.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+                throw .classNames(path: path, reason: "class name \(index) is empty")
+            }
+            guard seen.insert(name).inserted else { throw .classNames(path: path, reason: "the class name '\(name)' appears twice") }
         }
         return names.map { ModelClass(name: $0, synset: nil) }
     }

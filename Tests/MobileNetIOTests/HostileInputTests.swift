@@ -92,18 +92,29 @@ struct HostileHDF5Tests {
     }
 }
 
-@Suite("AtomicFile: links kept, streams written through, nothing replaced without leave")
+@Suite("AtomicFile: never through a link, streams written through, nothing replaced without leave")
 struct AtomicFileTests {
-    @Test("a symbolic link stays a link and its target is replaced; a dangling link is not replaced without overwrite")
+    @Test("a symbolic link at the destination is replaced, never written through (issue 32); without overwrite any link is refused")
     func links() throws {
         let dir = try TestData.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let target = dir.appendingPathComponent("target.txt"), link = dir.appendingPathComponent("link.txt")
         try Data("old".utf8).write(to: target)
         try FileManager.default.createSymbolicLink(at: link, withDestinationURL: target)
+        #expect(throws: AtomicFileError.exists(path: link.path)) { try AtomicFile.write(Data("new".utf8), to: link, overwrite: false) }
         try AtomicFile.write(Data("new".utf8), to: link, overwrite: true)
-        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link.path) == target.path)
-        #expect(try String(contentsOf: target, encoding: .utf8) == "new")
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: link.path)) == nil, "the link itself was replaced")
+        #expect(try String(contentsOf: link, encoding: .utf8) == "new")
+        #expect(try String(contentsOf: target, encoding: .utf8) == "old", "the link's target is untouched")
+        // The same for the first file of a group (a .npy and its list) and a link to a device.
+        let npy = dir.appendingPathComponent("x.npy")
+        try FileManager.default.createSymbolicLink(at: npy, withDestinationURL: target)
+        try EmbeddingFiles.writeNPY(names: ["a.jpg"], rows: [[1]], width: 1, to: npy, overwrite: true)
+        #expect(try String(contentsOf: target, encoding: .utf8) == "old" && (try? FileManager.default.destinationOfSymbolicLink(atPath: npy.path)) == nil)
+        let null = dir.appendingPathComponent("null.txt")
+        try FileManager.default.createSymbolicLink(atPath: null.path, withDestinationPath: "/dev/null")
+        try AtomicFile.write(Data("kept".utf8), to: null, overwrite: true)
+        #expect(try String(contentsOf: null, encoding: .utf8) == "kept")
         let dangling = dir.appendingPathComponent("dangling.txt")
         try FileManager.default.createSymbolicLink(atPath: dangling.path, withDestinationPath: dir.appendingPathComponent("nowhere").path)
         #expect(throws: AtomicFileError.exists(path: dangling.path)) { try AtomicFile.write(Data("x".utf8), to: dangling, overwrite: false) }

@@ -50,7 +50,38 @@ import Testing
             _ = try await ModelFile.open(url, options: ModelOpenOptions(classNames: ["a", "b", "a", "c", "d"]), backend: ReferenceBackend())
         }
         #expect(throws: ModelFileError.self) { _ = try model.withClassNames(["x", "x", "y", "z", "w"]) }
+        await #expect(throws: ModelFileError.classNames(path: url.path, reason: "class name 1 is empty")) {
+            _ = try await ModelFile.open(url, options: ModelOpenOptions(classNames: ["a", " ", "b", "c", "d"]), backend: ReferenceBackend())
+        }
         #expect(try model.withClassNames(["v", "w", "x", "y", "z"]).classNames == ["v", "w", "x", "y", "z"])
+    }
+
+    /// A `train` model file records its class names and backbone: other names are refused, and
+    /// a backbone configuration it cannot run is named as the file's fault, before any weights
+    /// are looked for.
+    @Test func trainedModelFilesKeepWhatTheyRecord() async throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var random = SeededRandom(seed: 2)
+        let head = ClassifierHead(inputs: 1280, classes: 2, random: &random).roundedToFloat32()
+        func write(alpha: Double, name: String) throws -> URL {
+            let model = ClassifierModel(classNames: ["cat", "dog"], backbone: BackboneIdentity(alpha: alpha, inputHeight: 224, inputWidth: 224, weightsSHA256: "00"),
+                                        backboneWeightsPath: nil, preprocessing: .standard, head: head, training: nil, history: [], bestEpoch: nil, validation: nil)
+            let url = dir.appendingPathComponent(name)
+            try model.write(to: url, overwrite: true)
+            return url
+        }
+        let good = try write(alpha: 1.0, name: "m.json")
+        await #expect(throws: ModelFileError.conflictingOption(path: good.path, option: "class names", recorded: "cat,dog", given: "a,b")) {
+            _ = try await ModelFile.open(good, options: ModelOpenOptions(classNames: ["a", "b"]), backend: ReferenceBackend())
+        }
+        let bad = try write(alpha: -1, name: "bad.json")
+        do {
+            _ = try await ModelFile.open(bad, backend: ReferenceBackend())
+            Issue.record("alpha -1 was accepted")
+        } catch {
+            #expect("\(error)".hasPrefix(bad.path) && "\(error)".contains("alpha"), "\(error)")
+        }
     }
 
     @Test func kindsAreDetectedFromTheBytes() throws {
@@ -88,6 +119,14 @@ import Testing
         let a = try classifier.run(input), b = try embedder.run(input)
         #expect(zip(a.embeddings[0], b.embeddings[0]).map { abs($0 - $1) }.max() ?? 1 <= 1e-5)
         #expect(b.probabilities == nil)
+        // A `.keras` archive records its input size (224): a classifier keeps it, refusing
+        // another; the embedding network alone runs at any size.
+        let archive = TestData.shared("data/weights/mobilenet_v2_1.0_224_dequant.keras")
+        await #expect(throws: ModelFileError.conflictingOption(path: archive.path, option: "input size", recorded: "224x224", given: "128x128")) {
+            _ = try await ModelFile.open(archive, options: ModelOpenOptions(inputSize: (128, 128)), backend: OneDNNBackend())
+        }
+        let small = try await ModelFile.open(archive, options: ModelOpenOptions(inputSize: (128, 128), embeddingOnly: true), backend: OneDNNBackend())
+        #expect(small.configuration.inputHeight == 128 && !small.isClassifier)
     }
 
     /// A head with hidden ReLU layers runs inside the graph (on oneDNN and the reference backend)
@@ -125,6 +164,10 @@ import Testing
         #expect(throws: ModelError.invalidWeights(layer: "dense", variable: "kernel", reason: "value 0 is inf", source: "m.json")) {
             _ = try huge.denseHead(source: "m.json")
         }
+        // Finite but overflowing: every kernel value 3e38 (issue 32: every image got one answer).
+        let overflowing = DenseHead.Layer(name: "dense", kernel: Tensor(shape: [1280, 5], scalars: [Float](repeating: 3e38, count: 6400)),
+                                          bias: [Float](repeating: 0, count: 5), activation: .softmax)
+        #expect(throws: ModelError.self) { _ = try DenseHead(layers: [overflowing], source: "x") }
         let nanBias = DenseHead.Layer(name: "predictions", kernel: Tensor(shape: [4, 2], scalars: [Float](repeating: 0, count: 8)), bias: [0, .nan], activation: .softmax)
         #expect(throws: ModelError.self) { _ = try DenseHead(layers: [nanBias], source: "x") }
         let misplaced = DenseHead.Layer(name: "dense", kernel: Tensor(shape: [4, 2], scalars: [Float](repeating: 0, count: 8)), bias: [0, 0], activation: .softmax)

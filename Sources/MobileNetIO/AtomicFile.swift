@@ -44,10 +44,11 @@ public enum AtomicFile {
 
     /// Writes a file and the side files that describe it (`x.npy` and `x.npy.files.txt`, an
     /// export and its `.json`) so that they can never be out of step: every file is written and
-    /// flushed to a temporary first; then the side files already at their destinations are
-    /// removed, the first file is moved into place, and the side files after it. A reader, or a
-    /// run killed at any instant, sees the old group, the new group, or the new first file with
-    /// a side file missing — never a first file paired with a side file of another write.
+    /// flushed to a temporary first; then the files already at the destinations move aside (the
+    /// first file first), the side files are moved into place, and the first file last. A
+    /// reader, or a run killed at any instant, sees the old group, side files without a first
+    /// file, or the new group — never a first file without its side files, or with those of
+    /// another write.
     ///
     /// - Parameters:
     ///   - files: the first file, then its side files, each with its complete contents. A
@@ -56,8 +57,7 @@ public enum AtomicFile {
     ///   - overwrite: replace existing regular files; `false` refuses anything at any of the
     ///     destinations, checked atomically when each file is put in place (a file put in place
     ///     before the refusal is removed again).
-    /// - Throws: ``AtomicFileError``; destinations are then as they were, except that with
-    ///   `overwrite` a side file may already have been removed when moving the first file in fails.
+    /// - Throws: ``AtomicFileError``; destinations are then as they were.
     public static func writeGroup(_ files: [(data: Data, url: URL)], overwrite: Bool) throws(AtomicFileError) {
         var staged: [Staged] = []
         defer { for file in staged where !file.placed { unlink(file.temporary) } }
@@ -67,13 +67,23 @@ public enum AtomicFile {
             guard let stagedFile = try stage(file.data, to: file.url, overwrite: overwrite, alone: files.count == 1) else { return }
             staged.append(stagedFile)
         }
-        guard let first = staged.first else { return }
+        guard !staged.isEmpty else { return }
+        // The first file (a matrix) goes in last and comes out first, so at no instant is it on
+        // disk without the side files that describe it (`kill -9` between two renames left a new
+        // `x.npy` without its `x.npy.files.txt`, issue 32): a reader or a killed run sees the
+        // old group, side files without a first file, or the new group.
+        let order = Array(staged.indices.dropFirst()) + [0]
         if overwrite {
-            // The old side files move aside (renamed, not deleted) before the first file is
-            // replaced, and come back if it cannot be: a failed write changes nothing.
+            // The old files move aside (renamed, not deleted), the first one first, and come back
+            // if a new one cannot be placed: a failed write changes nothing.
             var asides: [(destination: String, aside: String)] = []
-            func restore() { for moved in asides { rename(moved.aside, moved.destination) } }
-            for file in staged.dropFirst() {
+            var placed: [String] = []
+            func restore() {
+                for destination in placed where !asides.contains(where: { $0.destination == destination }) { unlink(destination) }
+                for moved in asides.reversed() { rename(moved.aside, moved.destination) }
+            }
+            for index in [0] + staged.indices.dropFirst() {
+                let file = staged[index]
                 var info = stat()
                 guard lstat(file.destination, &info) == 0 else { continue }
                 let aside = file.temporary + "-old"
@@ -84,31 +94,26 @@ public enum AtomicFile {
                 }
                 asides.append((file.destination, aside))
             }
-            beforePlacing?(first.destination)
-            guard rename(first.temporary, first.destination) == 0 else {
-                let reason = String(cString: strerror(errno))
-                restore()
-                throw .io(path: first.destination, reason: reason)
-            }
-            staged[0].placed = true
-            // From here the first file is new: an old side file must not come back beside it.
-            for moved in asides { unlink(moved.aside) }
-            for index in staged.indices.dropFirst() {
+            for index in order {
                 beforePlacing?(staged[index].destination)
                 guard rename(staged[index].temporary, staged[index].destination) == 0 else {
-                    throw .io(path: staged[index].destination, reason: String(cString: strerror(errno)))
+                    let reason = String(cString: strerror(errno))
+                    restore()
+                    throw .io(path: staged[index].destination, reason: reason)
                 }
                 staged[index].placed = true
+                placed.append(staged[index].destination)
             }
+            for moved in asides { unlink(moved.aside) }
         } else {
-            for index in staged.indices {
+            for (position, index) in order.enumerated() {
                 beforePlacing?(staged[index].destination)
                 guard link(staged[index].temporary, staged[index].destination) == 0 else {
                     let failure: AtomicFileError = errno == EEXIST
                         ? .exists(path: staged[index].destination)
                         : .io(path: staged[index].destination, reason: String(cString: strerror(errno)))
                     // What this call linked into place is removed again: nothing half-written stays.
-                    for earlier in staged[..<index] { unlink(earlier.destination) }
+                    for earlier in order[..<position] { unlink(staged[earlier].destination) }
                     throw failure
                 }
             }

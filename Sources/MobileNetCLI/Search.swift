@@ -100,7 +100,7 @@ struct Index: AsyncParsableCommand {
                     printError("error: \(shard): no such file")
                     throw ExitCode(1)
                 }
-                let result = try ImageIndex(path: path).merge(shards.map { URL(fileURLWithPath: $0) })
+                let result = try ImageIndex.merge(shards.map { URL(fileURLWithPath: $0) }, into: URL(fileURLWithPath: path))
                 printError("merge: \(result.files) files and \(result.embeddings) embeddings from \(counted(shards.count, "shard")) into \(path)")
             }
         }

@@ -10,6 +10,11 @@ public enum IndexMergeError: Error, Equatable, CustomStringConvertible, Localize
     case mixedPreprocessing(first: String, firstPreprocessing: String, other: String, otherPreprocessing: String)
     /// An input is the destination itself.
     case inputIsDestination(path: String)
+    /// A stored embedding that cannot be searched: NaN or infinite values, or another width
+    /// than the other rows (a damaged or foreign shard). Nothing is merged.
+    case invalidRow(path: String, content: String, problem: String)
+    /// The merged index could not be renamed over the destination (it is left as it was).
+    case cannotReplace(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -19,6 +24,10 @@ public enum IndexMergeError: Error, Equatable, CustomStringConvertible, Localize
             "cannot merge: \(first) was embedded with preprocessing \(a) but \(other) with \(b); use the same image options in every shard"
         case .inputIsDestination(let path):
             "cannot merge \(path) into itself"
+        case .invalidRow(let path, let content, let problem):
+            "cannot merge \(path): the embedding of content \(content) \(problem); nothing was merged"
+        case .cannotReplace(let path, let reason):
+            "cannot put the merged index in place at \(path) (\(reason)); it is unchanged"
         }
     }
 
@@ -51,7 +60,41 @@ extension ImageIndex {
     ///   this index; ``ImageIndexError/ambiguousBackbone(path:backbones:)``; store errors
     ///   naming the file.
     public func merge(_ inputs: [URL]) throws -> IndexMergeResult {
-        let destination = store.url.standardizedFileURL.path
+        try merge(inputs, destination: store.url)
+    }
+
+    /// Merges shard indexes into the index file at `destination` as one step: the existing index
+    /// (if any) is copied to a temporary database beside it, the inputs are merged into the copy
+    /// (every row checked: finite values, one width), and the copy is renamed over `destination`
+    /// only when all of it worked. A failure, or a kill at any instant, leaves `destination` as
+    /// it was (a symbolic link there is replaced, never written through).
+    ///
+    /// - Throws: as ``merge(_:)``, and ``IndexMergeError/invalidRow(path:content:problem:)``;
+    ///   ``IndexMergeError/cannotReplace(path:reason:)`` when the copy cannot be put in place.
+    public static func merge(_ inputs: [URL], into destination: URL) throws -> IndexMergeResult {
+        let target = destination.standardizedFileURL
+        for url in inputs where url.standardizedFileURL.path == target.path { throw IndexMergeError.inputIsDestination(path: url.path) }
+        let folder = target.deletingLastPathComponent()
+        let temporary = folder.appendingPathComponent(".\(target.lastPathComponent).merge-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        defer { for suffix in ["", "-wal", "-shm", "-journal"] { unlink(temporary.path + suffix) } }
+        var info = stat()
+        if lstat(target.path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG {
+            try ImageIndex(url: target, readOnly: true).store.copy(to: temporary)
+        }
+        let result: IndexMergeResult
+        do {
+            // Closed (and back in one-file journal mode) when this scope ends, before the rename.
+            let index = try ImageIndex(url: temporary)
+            result = try index.merge(inputs, destination: target)
+        }
+        guard rename(temporary.path, target.path) == 0 else {
+            throw IndexMergeError.cannotReplace(path: target.path, reason: String(cString: strerror(errno)))
+        }
+        return result
+    }
+
+    func merge(_ inputs: [URL], destination target: URL) throws -> IndexMergeResult {
+        let destination = target.standardizedFileURL.path
         var sources: [(url: URL, index: ImageIndex)] = []
         for url in inputs {
             if url.standardizedFileURL.path == destination { throw IndexMergeError.inputIsDestination(path: url.path) }
@@ -89,8 +132,19 @@ extension ImageIndex {
         }
         var result = IndexMergeResult(files: 0, embeddings: 0, backbone: reference.backbone?.key, preprocessing: reference.preprocessing)
         if let backbone = reference.backbone { try store.register(backbone) }
-        for (_, index) in sources {
+        // Every row must be searchable: finite, and of the one width of the index.
+        var width = try store.dimensions().first
+        for (url, index) in sources {
             try index.store.forEachEmbeddingChunk { records in
+                for record in records {
+                    if let bad = record.vector.firstIndex(where: { !$0.isFinite }) {
+                        throw IndexMergeError.invalidRow(path: url.path, content: record.contentSHA256, problem: "has value \(record.vector[bad]) at \(bad)")
+                    }
+                    if let width, record.vector.count != width {
+                        throw IndexMergeError.invalidRow(path: url.path, content: record.contentSHA256, problem: "has \(record.vector.count) values where the index has \(width)")
+                    }
+                    width = width ?? record.vector.count
+                }
                 try store.insert(records)
                 result.embeddings += records.count
             }

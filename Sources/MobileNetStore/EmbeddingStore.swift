@@ -361,6 +361,24 @@ public final class EmbeddingStore {
         if !records.isEmpty { try body(records) }
     }
 
+    /// A consistent copy of the whole database in a new file at `url` (SQLite `VACUUM INTO`),
+    /// from a read-only store too; `url` must not exist.
+    ///
+    /// - Throws: ``StoreError`` naming this store's file.
+    public func copy(to url: URL) throws(StoreError) {
+        let statement = try connection.prepare("VACUUM INTO ?")
+        try statement.bind([.text(url.path)])
+        _ = try statement.step()
+    }
+
+    /// The distinct embedding widths stored, sorted (one for a store made by one backbone).
+    public func dimensions() throws(StoreError) -> [Int] {
+        let statement = try connection.prepare("SELECT DISTINCT dimension FROM embeddings ORDER BY dimension")
+        var result: [Int] = []
+        while try statement.step() { result.append(Int(statement.integer(0))) }
+        return result
+    }
+
     /// Stores `records` in one transaction (all or nothing), replacing equal keys.
     public func insert(_ records: [EmbeddingRecord]) throws(StoreError) {
         guard !records.isEmpty else { return }

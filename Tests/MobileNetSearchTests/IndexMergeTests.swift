@@ -85,3 +85,57 @@ struct IndexMergeTests {
         #expect(throws: IndexMergeError.inputIsDestination(path: merged.store.url.path)) { try merged.merge([merged.store.url]) }
     }
 }
+
+/// Issue 32 item 7: a shard with a NaN row or a row of another width is refused and nothing is
+/// merged; the merge goes to a temporary database renamed into place, so a failure half-way
+/// leaves the destination as it was.
+@Suite("Merging shard indexes: rows checked, all or nothing")
+struct AtomicIndexMergeTests {
+    static func shard(_ url: URL, rows: [(name: String, vector: [Float])]) throws {
+        let index = try ImageIndex(url: url)
+        try index.store.register(IndexMergeTests.backbone)
+        var records: [EmbeddingRecord] = [], files: [FileRecord] = []
+        for row in rows {
+            let file = url.deletingLastPathComponent().appendingPathComponent(row.name)
+            try Data("image \(row.name)".utf8).write(to: file)
+            let record = try index.store.hashFile(at: file)
+            files.append(record)
+            records.append(EmbeddingRecord(contentSHA256: record.contentSHA256, backbone: IndexMergeTests.backbone.key,
+                                           preprocessing: PreprocessingIdentity.testDefault.key, vector: row.vector))
+        }
+        try index.store.insert(records)
+        try index.store.recordFiles(files)
+    }
+
+    @Test func badRowsAreRefusedAndNothingIsWritten() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let good = dir.appendingPathComponent("good.db"), nan = dir.appendingPathComponent("nan.db"), narrow = dir.appendingPathComponent("narrow.db")
+        try Self.shard(good, rows: [("g1.jpg", [1, 2, 3]), ("g2.jpg", [3, 2, 1])])
+        try Self.shard(nan, rows: [("n1.jpg", [1, .nan, 3])])
+        try Self.shard(narrow, rows: [("w1.jpg", [1, 2])])
+        let all = dir.appendingPathComponent("all.db")
+        // A fresh destination: the good shard first, then a bad one: no all.db at all.
+        #expect(throws: IndexMergeError.self) { _ = try ImageIndex.merge([good, nan], into: all) }
+        #expect(!FileManager.default.fileExists(atPath: all.path))
+        // An existing destination keeps exactly what it had.
+        _ = try ImageIndex.merge([good], into: all)
+        let before = try Data(contentsOf: all)
+        do {
+            _ = try ImageIndex.merge([narrow], into: all)
+            Issue.record("a row of 2 values was merged into an index of 3")
+        } catch let error as IndexMergeError {
+            #expect(error.description.contains("has 2 values where the index has 3") && error.description.contains(narrow.path), "\(error)")
+        }
+        #expect(try Data(contentsOf: all) == before)
+        #expect(try ImageIndex(url: all, readOnly: true).store.count() == 2)
+        // No temporary database is left beside it.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".merge-") }.isEmpty)
+        // A symbolic link at the destination is replaced, not written through.
+        let victim = dir.appendingPathComponent("victim.txt"), link = dir.appendingPathComponent("link.db")
+        try Data("victim".utf8).write(to: victim)
+        try FileManager.default.createSymbolicLink(at: link, withDestinationURL: victim)
+        _ = try ImageIndex.merge([good], into: link)
+        #expect(try String(contentsOf: victim, encoding: .utf8) == "victim")
+    }
+}

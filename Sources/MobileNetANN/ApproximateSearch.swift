@@ -60,7 +60,7 @@ extension ImageIndex {
         return (try ANNIndex.build(from: search, factory: factory, searchParameter: searchParameter, progress: progress), search)
     }
 
-    /// ``/MobileNetSearch/ImageIndex/similar(to:top:minimumSimilarity:precision:backbone:preprocessor:runtime:)``
+    /// ``/MobileNetPipeline/MobileNetSearch/ImageIndex/similar(to:top:minimumSimilarity:precision:backbone:preprocessor:runtime:)``
     /// through an ANN index read from `annFile` (which must have been built from this index's
     /// current embeddings): the call behind `mobilenet similar --ann FILE`.
     ///

@@ -61,7 +61,7 @@ public enum AtomicFile {
     public static func writeGroup(_ files: [(data: Data, url: URL)], overwrite: Bool) throws(AtomicFileError) {
         var staged: [Staged] = []
         defer { for file in staged where !file.placed { unlink(file.temporary) } }
-        for (index, file) in files.enumerated() {
+        for file in files {
             // No symbolic link is followed: a link planted at `x.npy`, `x.npy.files.txt` or a
             // manifest's path is replaced, never written through.
             guard let stagedFile = try stage(file.data, to: file.url, overwrite: overwrite, alone: files.count == 1) else { return }

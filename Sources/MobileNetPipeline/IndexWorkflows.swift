@@ -9,12 +9,12 @@ extension ImageIndex {
     ///
     /// - Parameters:
     ///   - files: image files (absolute paths are stored as given; pass standardised URLs).
-    ///   - backbone: must be the index's backbone (``checkCompatible(_:)``).
+    ///   - backbone: must be the index's backbone (``/MobileNetSearch/ImageIndex/checkCompatible(_:)``).
     ///   - preprocessor: how images become input; its identity is stored with each embedding.
     ///   - runtime: network batch size and decoding threads (the backend is the backbone's).
     ///   - progress: (images handled, images to compute) after each batch.
     /// - Returns: the embeddings and failures (a bad image is reported, the others are added).
-    /// - Throws: ``ImageIndexError/backboneMismatch(path:index:requested:)``, ``/MobileNetStore/StoreError``, network errors.
+    /// - Throws: ``/MobileNetSearch/ImageIndexError/backboneMismatch(path:index:requested:)``, ``/MobileNetStore/StoreError``, network errors.
     public func add(_ files: [URL], backbone: Backbone, preprocessor: ImagePreprocessor, runtime: RuntimeOptions,
                     progress: ((Int, Int) -> Void)? = nil) throws -> EmbeddingResult {
         try checkCompatible(backbone.identity)
@@ -28,7 +28,7 @@ extension ImageIndex {
     ///
     /// - Returns: per query that could be embedded, in input order, its matches (best first);
     ///   the queries that failed.
-    /// - Throws: ``ImageIndexError`` (empty index, other backbone), ``SearchError``, store and network errors.
+    /// - Throws: ``/MobileNetSearch/ImageIndexError`` (empty index, other backbone), ``/MobileNetSearch/SearchError``, store and network errors.
     public func similar(to queries: [URL], top: Int, minimumSimilarity: Float? = nil, precision: VectorPrecision = .float32,
                         backbone: Backbone, preprocessor: ImagePreprocessor, runtime: RuntimeOptions) throws
         -> (results: [(query: URL, matches: [SimilarityMatch])], failures: [EmbeddingFailure]) {
@@ -71,7 +71,7 @@ public enum NearDuplicates {
     /// Embeds `files` (without storing them) and returns the in-memory index of those that
     /// worked, identified by their relative paths, with the failures.
     ///
-    /// - Throws: ``ImageIndexError/empty(path:)`` when no file could be embedded; network errors.
+    /// - Throws: ``/MobileNetSearch/ImageIndexError/empty(path:)`` when no file could be embedded; network errors.
     public static func embed(_ files: [URL], backbone: Backbone, preprocessor: ImagePreprocessor, runtime: RuntimeOptions,
                              progress: ((Int, Int) -> Void)? = nil) throws -> (index: EmbeddingIndex, failures: [EmbeddingFailure]) {
         let embedder = try CachedEmbedder(backbone: backbone, preprocessor: preprocessor, store: nil, runtime: runtime)

@@ -117,13 +117,13 @@ struct Embed: AsyncParsableCommand {
         let backboneIdentity = opened.identity
         let preprocessingIdentity = PreprocessingIdentity(preprocessor)
         if let output, list.shard != nil {
-            let manifest = try? ShardManifest.read(manifestURL(output))
-            if let manifest, manifest.isComplete(shard: list.selectedShard, source: list.source(images), backbone: backboneIdentity,
-                                                 preprocessing: preprocessingIdentity, inputs: files.map(\.relativePath)) {
+            if ShardManifest.completedRun(besides: URL(fileURLWithPath: output), shard: list.selectedShard, source: list.source(images), backbone: backboneIdentity,
+                                          preprocessing: preprocessingIdentity, inputs: files.map(\.relativePath)) != nil {
                 printError("shard \(list.selectedShard): already complete (\(manifestURL(output).relativePath)); nothing to do")
                 if failed { throw ExitCode(1) }
                 return
             }
+            let manifest = try? ShardManifest.read(manifestURL(output))
             if !overwrite, manifest == nil || pathIsTaken(output) {
                 try checkUsage { try validateOutputs(outputPaths(output), overwrite: false) }
             }

@@ -136,13 +136,29 @@ public struct ShardManifest: Codable, Sendable, Equatable {
     }
 
     /// Whether this manifest records a finished run of the same work: the same shard, source,
-    /// backbone, preprocessing and input files (in order), no failures, and outputs whose sizes
-    /// and SHA-256 still match (so a re-run of a complete shard can stop at once).
+    /// backbone, preprocessing and input files (in order) whose contents still have the recorded
+    /// SHA-256 (an image replaced since must be embedded again, issue 32), no failures, and
+    /// outputs whose sizes and SHA-256 still match (so a re-run of a complete shard can stop at once).
     public func isComplete(shard: Shard, source: String, backbone: BackboneIdentity, preprocessing: PreprocessingIdentity, inputs: [String]) -> Bool {
         guard self.shard == shard.description, self.source == source, self.backbone == backbone.key,
               self.preprocessing == preprocessing.key, failures.isEmpty, files.map(\.path) == inputs, !outputs.isEmpty else { return false }
-        return outputs.allSatisfy { output in
+        let outputsMatch = outputs.allSatisfy { output in
             (try? Self.output(at: URL(fileURLWithPath: output.path))) == output
         }
+        return outputsMatch && files.allSatisfy { file in
+            (try? SHA256.hex(contentsOf: URL(fileURLWithPath: file.path))) == file.sha256.lowercased()
+        }
+    }
+
+    /// The resume decision of a sharded run, in one place: the finished run recorded beside
+    /// `output` when it is one of exactly this work (``isComplete(shard:source:backbone:preprocessing:inputs:)``),
+    /// else nil (no manifest, an unreadable one, or different or changed work: run again).
+    ///
+    /// - Parameter output: the run's main output (its manifest is `<output>.manifest.json`).
+    public static func completedRun(besides output: URL, shard: Shard, source: String, backbone: BackboneIdentity,
+                                    preprocessing: PreprocessingIdentity, inputs: [String]) -> ShardManifest? {
+        guard let manifest = try? read(url(besides: output)),
+              manifest.isComplete(shard: shard, source: source, backbone: backbone, preprocessing: preprocessing, inputs: inputs) else { return nil }
+        return manifest
     }
 }

@@ -84,6 +84,34 @@ struct ShardCLITests {
         #expect(try CLI.run(arguments).stderr.contains("already complete"))
     }
 
+    /// Issue 32 item 4: a listed image replaced by another photo after the shard completed is
+    /// embedded again (its recorded SHA-256 no longer matches), not "already complete".
+    @Test("a complete shard whose images changed is redone, with and without --overwrite")
+    func resumeChecksInputs() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let photos = try Self.photos()
+        let copy = dir.appendingPathComponent("a.jpg")
+        try FileManager.default.copyItem(atPath: photos[0], toPath: copy.path)
+        let list = dir.appendingPathComponent("list.txt")
+        try Data((copy.path + "\n" + photos[1] + "\n").utf8).write(to: list)
+        let out = dir.appendingPathComponent("s.npy")
+        let arguments = ["embed", "--files-from", list.path, "--shard", "0/1", "--weights", CLI.noTopWeights, "-o", out.path]
+        #expect(try CLI.run(arguments).status == 0)
+        let before = try Self.rows(out)[copy.path]
+        try FileManager.default.removeItem(at: copy)
+        try FileManager.default.copyItem(atPath: photos[2], toPath: copy.path)
+        let refused = try CLI.run(arguments)
+        #expect(!refused.stderr.contains("already complete") && refused.status == 64 && refused.stderr.contains("--overwrite"), "\(refused.stderr)")
+        let redone = try CLI.run(arguments + ["--overwrite"])
+        #expect(redone.status == 0 && !redone.stderr.contains("already complete"), "\(redone.stderr)")
+        let after = try Self.rows(out)[copy.path]
+        #expect(before != nil && after != nil && before != after)
+        let manifest = try #require(try ShardManifest.read(ShardManifest.url(besides: out)))
+        #expect(manifest.files.first { $0.path == copy.path }?.sha256 == (try SHA256.hex(contentsOf: copy)))
+        #expect(try CLI.run(arguments).stderr.contains("already complete"))
+    }
+
     @Test("--shard is validated strictly: exit 64", arguments: ["3/3", "-1/3", "1/0", "a/3", "1/3x", "1 /3", "1/99999999"])
     func badShard(value: String) throws {
         let result = try CLI.run(["embed", CLI.example, "--shard", value, "--weights", CLI.noTopWeights])

@@ -42,8 +42,9 @@ tour: setup
 
 # The DocC catalog (Sources/MobileNet/MobileNet.docc) links into the re-exported modules, so
 # they are documented together: .build/plugins/Swift-DocC/outputs/swift-mobilenet.doccarchive
-# In release, in .build: the symbol graphs come from the release build `make test` has already
-# made (a debug build in a separate folder compiled every module a third time in CI).
+# In release, in .build: the plugin still compiles each documented module once more (its build
+# of a single target does not reuse `--build-tests` objects; about 3.5 min on 2 cores, AMD EPYC
+# AVX2, 2026-12-07), where the former debug build in .build-docs compiled every dependency too.
 DOC_TARGETS = MobileNet MobileNetProcess MobileNetKernels MobileNetOneDNN MobileNetModel MobileNetTraining MobileNetIO MobileNetStore MobileNetPipeline MobileNetTransfer MobileNetSearch MobileNetANN
 
 docs: setup

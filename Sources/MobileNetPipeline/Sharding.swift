@@ -166,7 +166,8 @@ public enum PathListError: Error, Sendable, Hashable, CustomStringConvertible, L
 /// Reads a list of paths, one per line, as a stream: memory stays bounded (one 64 KiB buffer
 /// plus the current line, itself at most ``maximumLineBytes``) however long the list is, so a
 /// 10 GB list can be piped through. `\n` ends a line and a `\r` before it is dropped (CRLF
-/// lists); empty lines are skipped; a last line without `\n` counts. Paths are taken
+/// lists); empty lines are skipped; a last line without `\n` counts; a UTF-8 byte-order mark at
+/// the start is skipped. Paths are taken
 /// byte-for-byte (no trimming of spaces, which file names may hold). Hostile lines — too long,
 /// not UTF-8, holding NUL — are delivered as ``PathListError/badLine(list:line:problem:)``
 /// values, never thrown, so one bad line never stops the list.
@@ -185,6 +186,7 @@ public final class PathListReader {
     private var end = 0
     private var atEnd = false
     private var lineNumber = 0
+    private var checkedByteOrderMark = false
 
     /// Reads from an open file descriptor (not closed by the reader unless `closeWhenDone`).
     public init(fileDescriptor: Int32, name: String, closeWhenDone: Bool = false) {
@@ -219,6 +221,7 @@ public final class PathListReader {
             let n = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
             if n > 0 {
                 end = n
+                if !checkedByteOrderMark { try skipByteOrderMark() }
                 return true
             }
             if n == 0 {
@@ -229,6 +232,21 @@ public final class PathListReader {
             if errno == EINTR { continue }
             throw .unreadable(list: name, message: String(cString: strerror(errno)))
         }
+    }
+
+    /// A UTF-8 byte-order mark at the very start of the list (Windows editors write one) is not
+    /// part of the first path: skipped, before the path's shard hash is computed.
+    private func skipByteOrderMark() throws(PathListError) {
+        checkedByteOrderMark = true
+        // A pipe may deliver the first bytes one at a time: gather three before deciding.
+        while end < 3 {
+            let n = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress! + end, $0.count - end) }
+            if n > 0 { end += n; continue }
+            if n == 0 { break }
+            if errno == EINTR { continue }
+            throw .unreadable(list: name, message: String(cString: strerror(errno)))
+        }
+        if end >= 3, buffer[0] == 0xEF, buffer[1] == 0xBB, buffer[2] == 0xBF { start = 3 }
     }
 
     /// The next non-empty line, or nil at the end of the list.

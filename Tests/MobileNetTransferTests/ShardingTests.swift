@@ -99,6 +99,32 @@ struct ShardingTests {
         #expect(try reader.next() == nil)
     }
 
+    /// Issue 32: a byte-order mark at the start of a list (Windows editors) became part of the
+    /// first path (and of its shard hash); one byte at a time through a pipe too.
+    @Test("a UTF-8 byte-order mark at the start of a list is not part of the first path")
+    func byteOrderMark() throws {
+        let reader = try PathListReader(path: try Self.listFile([0xEF, 0xBB, 0xBF] + Array("a.jpg\nb.jpg\n".utf8)).path)
+        let first = try #require(try reader.next())
+        #expect(try first.path.get() == "a.jpg" && first.hash == Shard.fnv1a64(Array("a.jpg".utf8)))
+        #expect(try reader.next()?.path.get() == "b.jpg")
+        // Only at the start: a mark inside the list is the path's own bytes.
+        let inside = try PathListReader(path: try Self.listFile(Array("a.jpg\n".utf8) + [0xEF, 0xBB, 0xBF] + Array("b.jpg".utf8)).path)
+        _ = try inside.next()
+        #expect(try inside.next()?.path.get() == "\u{FEFF}b.jpg")
+        let pipe = Pipe()
+        Thread.detachNewThread {
+            for byte in [0xEF, 0xBB, 0xBF] + Array("c.jpg\n".utf8) as [UInt8] {
+                pipe.fileHandleForWriting.write(Data([byte]))
+                usleep(2000)
+            }
+            try? pipe.fileHandleForWriting.close()
+        }
+        let piped = PathListReader(fileDescriptor: pipe.fileHandleForReading.fileDescriptor, name: "standard input")
+        #expect(try piped.readAll().paths == ["c.jpg"])
+        // A list shorter than a mark is read as it is.
+        #expect(try PathListReader(path: try Self.listFile(Array("x".utf8)).path).readAll().paths == ["x"])
+    }
+
     @Test("a list through a pipe (standard input) reads the same, line by line, across buffer boundaries")
     func pipeList() throws {
         let paths = (0..<20_000).map { "folder/\($0)-\(String(repeating: "p", count: $0 % 50)).jpg" }

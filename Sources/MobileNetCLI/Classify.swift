@@ -128,7 +128,7 @@ struct Classify: AsyncParsableCommand {
     }
 
     static func table(_ result: Result) -> String {
-        var lines = [result.file]
+        var lines = [displayed(result.file)]
         let nameWidth = result.predictions.map(\.name.count).max() ?? 0
         for p in result.predictions {
             let percent = String(format: "%7.3f%%", Double(p.probability) * 100)

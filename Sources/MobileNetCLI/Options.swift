@@ -353,6 +353,16 @@ func requireImages(_ files: [URL], _ arguments: [String], problems: [ImageFilePr
     throw ExitCode(1)
 }
 
+/// A file name or other text from the outside as a table shows it: control characters (an escape
+/// sequence in a file name would drive the terminal) written as `\x1b`; the rest as it is.
+/// JSON output is escaped by its encoder.
+func displayed(_ text: String) -> String {
+    guard text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else { return text }
+    return text.unicodeScalars.map { scalar in
+        scalar.properties.generalCategory == .control ? String(format: "\\x%02x", scalar.value) : String(scalar)
+    }.joined()
+}
+
 /// `1 image`, `2 images`.
 func counted(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
 

@@ -82,7 +82,7 @@ struct Predict: AsyncParsableCommand {
             } else {
                 let width = classNames.map(\.count).max() ?? 5
                 for result in results {
-                    print(result.file)
+                    print(displayed(result.file))
                     for (rank, p) in result.predictions.enumerated() {
                         print("  \(rank + 1). \(p.className.padding(toLength: width, withPad: " ", startingAt: 0))  \(String(format: "%7.3f%%", p.probability * 100))")
                     }

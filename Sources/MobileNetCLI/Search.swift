@@ -114,7 +114,7 @@ struct Index: AsyncParsableCommand {
         func run() throws {
             do {
                 let removed = try ImageIndex(path: try database.requiredPath()).sync()
-                for path in removed { print("removed \(path)") }
+                for path in removed { print("removed \(displayed(path))") }
                 printError("sync: \(removed.count) missing files removed")
             }
         }
@@ -331,9 +331,9 @@ struct Similar: AsyncParsableCommand {
             for (url, matches) in found.results {
                 results.append(Result(query: url.relativePath, matches: matches))
                 if !json {
-                    print(url.relativePath)
+                    print(displayed(url.relativePath))
                     for (rank, match) in matches.enumerated() {
-                        print(String(format: "  %2d. %.4f  ", rank + 1, match.similarity) + match.identifier)
+                        print(String(format: "  %2d. %.4f  ", rank + 1, match.similarity) + displayed(match.identifier))
                     }
                     if matches.isEmpty { print("  (no match\(minSimilarity.map { " at or above \($0)" } ?? ""))") }
                 }
@@ -431,7 +431,7 @@ struct Duplicates: AsyncParsableCommand {
         } else {
             for (number, group) in groups.enumerated() {
                 print("group \(number + 1) (\(group.count) images)")
-                for member in group { print(String(format: "  %.4f  ", member.similarityToFirst) + member.file) }
+                for member in group { print(String(format: "  %.4f  ", member.similarityToFirst) + displayed(member.file)) }
             }
             printError("duplicates: \(counted(groups.count, "group")) among \(counted(search.count, "image")) (threshold \(threshold))")
         }

@@ -37,6 +37,14 @@ struct ModelFileCLITests {
         // An explicit input size that disagrees with the recorded one is refused, naming the file.
         let conflict = try CLI.run(["classify", "--model", Self.transfer.appendingPathComponent("transfer_a035_96.h5").path, CLI.example, "--input-size", "224"])
         #expect(conflict.status == 1 && conflict.stderr.contains("records input size 96x96"), "\(conflict.stderr)")
+        // A file name holding an escape sequence is shown escaped in the table, not sent to the
+        // terminal (issue 32: `similar` printed them raw); the same in classify, predict, duplicates.
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let evil = dir.appendingPathComponent("evil\u{1b}[2J.png")
+        try FileManager.default.copyItem(atPath: CLI.example, toPath: evil.path)
+        let shown = try CLI.run(["classify", "--model", Self.transfer.appendingPathComponent("transfer_a035_96.keras").path, evil.path, "--top-k", "1"])
+        #expect(shown.status == 0 && !shown.stdout.contains("\u{1b}") && shown.stdout.contains("evil\\x1b[2J.png"), "\(shown.stdout)")
         // Repeated class names are refused.
         let repeated = try CLI.run(["classify", "--model", Self.transfer.appendingPathComponent("transfer_a035_96.keras").path, CLI.example,
                                     "--class-names", "a,b,a,c,d"])

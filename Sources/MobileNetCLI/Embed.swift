@@ -117,13 +117,13 @@ struct Embed: AsyncParsableCommand {
         let backboneIdentity = opened.identity
         let preprocessingIdentity = PreprocessingIdentity(preprocessor)
         if let output, list.shard != nil {
-            if ShardManifest.completedRun(besides: URL(fileURLWithPath: output), shard: list.selectedShard, source: list.source(images), backbone: backboneIdentity,
-                                          preprocessing: preprocessingIdentity, inputs: files.map(\.relativePath)) != nil {
+            let manifest = try? ShardManifest.read(manifestURL(output))
+            if let manifest, manifest.isComplete(shard: list.selectedShard, source: list.source(images), backbone: backboneIdentity,
+                                                 preprocessing: preprocessingIdentity, inputs: files.map(\.relativePath)) {
                 printError("shard \(list.selectedShard): already complete (\(manifestURL(output).relativePath)); nothing to do")
                 if failed { throw ExitCode(1) }
                 return
             }
-            let manifest = try? ShardManifest.read(manifestURL(output))
             if !overwrite, manifest == nil || pathIsTaken(output) {
                 try checkUsage { try validateOutputs(outputPaths(output), overwrite: false) }
             }
@@ -169,13 +169,9 @@ struct Embed: AsyncParsableCommand {
         if failed { throw ExitCode(1) }
     }
 
-    /// The pooled embedding network of the model (`--model`, any model file, or the weights);
-    /// a failure prints and exits 1.
+    /// The pooled embedding network of the model (`--model`, any model file, or the weights).
     func openEmbedder() async throws -> RunnableModel {
-        do {
-            return try await model.openModel(backend: runtime.inferenceBackend(), includeTop: false, embeddingOnly: true,
-                                             pooling: Pooling(rawValue: pooling) ?? .avg)
-        }
+        try await model.openModel(backend: runtime.inferenceBackend(), includeTop: false, embeddingOnly: true, pooling: Pooling(rawValue: pooling) ?? .avg)
     }
 
     /// `--stream`: paths in, one JSON line per image out, flushed per batch.

@@ -149,16 +149,4 @@ public struct ShardManifest: Codable, Sendable, Equatable {
             (try? SHA256.hex(contentsOf: URL(fileURLWithPath: file.path))) == file.sha256.lowercased()
         }
     }
-
-    /// The resume decision of a sharded run, in one place: the finished run recorded beside
-    /// `output` when it is one of exactly this work (``isComplete(shard:source:backbone:preprocessing:inputs:)``),
-    /// else nil (no manifest, an unreadable one, or different or changed work: run again).
-    ///
-    /// - Parameter output: the run's main output (its manifest is `<output>.manifest.json`).
-    public static func completedRun(besides output: URL, shard: Shard, source: String, backbone: BackboneIdentity,
-                                    preprocessing: PreprocessingIdentity, inputs: [String]) -> ShardManifest? {
-        guard let manifest = try? read(url(besides: output)),
-              manifest.isComplete(shard: shard, source: source, backbone: backbone, preprocessing: preprocessing, inputs: inputs) else { return nil }
-        return manifest
-    }
 }

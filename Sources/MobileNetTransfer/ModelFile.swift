@@ -347,7 +347,7 @@ public enum ModelFile {
 
     /// The classes of a model: `names` when given (one per output, no repeats), ImageNet's
     /// (with synsets) for 1000 outputs, else `class0`, `class1`, ...
-    private static func classNames(_ names: [String]?, count: Int, path: String) throws(ModelFileError) -> [ModelClass] {
+    static func classNames(_ names: [String]?, count: Int, path: String) throws(ModelFileError) -> [ModelClass] {
         guard let names else {
             if count == ImageNetClasses.all.count { return ImageNetClasses.all.map { ModelClass(name: $0.name, synset: $0.synset) } }
             return (0..<count).map { ModelClass(name: "class\($0)", synset: nil) }

@@ -129,18 +129,12 @@ public final class RunnableModel: Sendable {
 
     /// The same model with other class names (a Keras model records none): the network is shared.
     ///
-    /// - Parameter names: one name per output, no repeats.
-    /// - Throws: ``ModelFileError/classNames(path:reason:)`` for another count or a repeated name.
+    /// - Parameter names: one name per output, none empty, no repeats.
+    /// - Throws: ``ModelFileError/classNames(path:reason:)`` for another count, an empty or a repeated name.
     public func withClassNames(_ names: [String]) throws -> RunnableModel {
-        guard names.count == classes.count else {
-            throw ModelFileError.classNames(path: source.path, reason: "the model has \(classes.count) classes but \(names.count) class names were given")
-        }
-        guard Set(names).count == names.count else {
-            throw ModelFileError.classNames(path: source.path, reason: "a class name appears twice")
-        }
-        return RunnableModel(kind: kind, source: source, network: network, head: head, identity: identity, weightsURL: weightsURL,
-                             classes: names.map { ModelClass(name: $0, synset: nil) }, preprocessingConfiguration: preprocessingConfiguration,
-                             preprocessing: preprocessing, trainedModel: trainedModel, pooling: pooling)
+        RunnableModel(kind: kind, source: source, network: network, head: head, identity: identity, weightsURL: weightsURL,
+                      classes: try ModelFile.classNames(names, count: classes.count, path: source.path),
+                      preprocessingConfiguration: preprocessingConfiguration, preprocessing: preprocessing, trainedModel: trainedModel, pooling: pooling)
     }
 
     /// Whether the model gives class probabilities.

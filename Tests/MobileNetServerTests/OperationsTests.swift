@@ -50,6 +50,11 @@ struct OperationsTests {
                 #expect(drift.undocumented.isEmpty, "registered, not in /openapi.json: \(drift.undocumented)")
                 #expect(drift.unregistered.isEmpty, "in /openapi.json, not registered: \(drift.unregistered)")
                 #expect(OpenAPIDocument.registeredOperations.count >= 20, "\(OpenAPIDocument.registeredOperations.sorted())")
+                // The catalog's model kinds are the served kinds, no more, no fewer.
+                let catalog = ((object["components"] as? [String: Any])?["schemas"] as? [String: Any])?["Catalog"] as? [String: Any]
+                let models = ((catalog?["properties"] as? [String: Any])?["models"] as? [String: Any])?["items"] as? [String: Any]
+                let kinds = (((models?["properties"] as? [String: Any])?["kind"] as? [String: Any])?["enum"] as? [String]) ?? []
+                #expect(Set(kinds) == Set(ServedModelKind.allCases.map(\.rawValue)) && kinds.count == ServedModelKind.allCases.count, "\(kinds)")
             }
             try await client.execute(uri: "/", method: .get) { response throws in
                 #expect(response.status == .ok)

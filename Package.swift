@@ -128,7 +128,8 @@ let package = Package(
         .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining", "MobileNetTransfer", "MobileNetSearch", "MobileNetANN", "MobileNetProcess"]),
         // Model serving without HTTP: the served models and their registry, TensorFlow Serving
         // REST and KServe v2 request decoding and response encoding, the dynamic batcher.
-        .target(name: "MobileNetServing", dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTransfer", "MobileNetSearch", "MobileNetANN", "MobileNetKernels"]),
+        .target(name: "MobileNetServing", dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTransfer", "MobileNetSearch", "MobileNetANN", "MobileNetKernels",
+                                                   .product(name: "NIOPosix", package: "swift-nio")]),
         // `mobilenet serve`: the HTTP face (Hummingbird 2) over MobileNetServing, with Prometheus
         // metrics, structured logging and graceful shutdown.
         .target(

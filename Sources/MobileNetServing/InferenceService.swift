@@ -124,7 +124,8 @@ public final class InferenceService: Sendable {
     ///   an image that cannot be decoded, a full queue, a network failure.
     public func tfServingPredict(model name: String, version: String? = nil, body: Data) async throws(ServingError) -> Data {
         let model = try registry.model(named: name, version: version)
-        let request = try TFServing.decodePredict(body, model: model, limits: limits)
+        let limits = limits
+        let request = try await RequestWork.run(for: name) { () throws(ServingError) in try TFServing.decodePredict(body, model: model, limits: limits) }
         let outputs = try await run(request.images, on: model)
         return TFServing.encodePredictResponse(outputs, format: request.format)
     }
@@ -145,7 +146,8 @@ public final class InferenceService: Sendable {
     /// - Throws: as ``tfServingPredict(model:version:body:)``.
     public func kserveInfer(model name: String, version: String? = nil, body: Data) async throws(ServingError) -> Data {
         let model = try registry.model(named: name, version: version)
-        let request = try KServe.decodeInfer(body, model: model, limits: limits)
+        let limits = limits
+        let request = try await RequestWork.run(for: name) { () throws(ServingError) in try KServe.decodeInfer(body, model: model, limits: limits) }
         let outputs = try await run(request.images, on: model)
         return KServe.encodeInferResponse(outputs, model: model, id: request.id)
     }

@@ -41,93 +41,141 @@ public enum KServe {
     ///   input or output name, another datatype, a shape that is not the model's, data whose
     ///   count differs from the shape, values outside the input range, more images than allowed.
     public static func decodeInfer(_ body: Data, model: ServedModel, limits: ServingLimits) throws(ServingError) -> InferRequest {
-        let object = try RequestJSON.object(body)
-        var id: String?
-        if let value = object["id"] {
-            guard let text = value as? String else { throw .invalidInput(field: "id", problem: "expected a string, got \(RequestJSON.typeName(value))") }
-            id = text
-        }
-        if let parameters = object["parameters"], !(parameters is [String: Any]) {
-            throw .invalidInput(field: "parameters", problem: "expected an object, got \(RequestJSON.typeName(parameters))")
-        }
-        if let outputs = object["outputs"] {
-            guard let list = outputs as? [Any] else { throw .invalidInput(field: "outputs", problem: "expected an array, got \(RequestJSON.typeName(outputs))") }
-            for (i, item) in list.enumerated() {
-                guard let output = item as? [String: Any], let name = output["name"] as? String else {
-                    throw .invalidInput(field: "outputs[\(i)]", problem: "expected an object with a name")
+        try RequestJSON.decode(InferDocument.self, from: body, context: RequestJSON.Context(model: model, limits: limits)).request
+    }
+
+    /// An inference request body, read in the shapes ``decodeInfer(_:model:limits:)`` describes.
+    struct InferDocument: Decodable {
+        var request: InferRequest
+
+        init(from decoder: any Decoder) throws {
+            let context = RequestJSON.context(decoder)
+            let object = try RequestJSON.topLevelObject(decoder)
+            var id: String?
+            if object.contains(JSONKey("id")) { id = try RequestJSON.string(object, "id", field: "id") }
+            if object.contains(JSONKey("parameters")), (try? object.nestedContainer(keyedBy: JSONKey.self, forKey: JSONKey("parameters"))) == nil {
+                throw ServingError.invalidInput(field: "parameters", problem: "expected an object, got \(RequestJSON.typeName(object, "parameters"))")
+            }
+            if object.contains(JSONKey("outputs")) {
+                var list: any UnkeyedDecodingContainer
+                do { list = try object.nestedUnkeyedContainer(forKey: JSONKey("outputs")) } catch {
+                    throw ServingError.invalidInput(field: "outputs", problem: "expected an array, got \(RequestJSON.typeName(object, "outputs"))")
                 }
-                guard name == model.outputName else {
-                    throw .invalidInput(field: "outputs[\(i)].name", problem: "model '\(model.name)' has no output '\(name)' (outputs: \(model.outputName))")
+                var i = 0
+                while !list.isAtEnd {
+                    guard let output = try? list.nestedContainer(keyedBy: JSONKey.self), let name = try? output.decode(String.self, forKey: JSONKey("name")) else {
+                        throw ServingError.invalidInput(field: "outputs[\(i)]", problem: "expected an object with a name")
+                    }
+                    guard name == context.outputName else {
+                        throw ServingError.invalidInput(field: "outputs[\(i)].name", problem: "model '\(context.modelName)' has no output '\(name)' (outputs: \(context.outputName))")
+                    }
+                    i += 1
                 }
             }
-        }
-        guard let inputsValue = object["inputs"] else { throw .invalidInput(field: "inputs", problem: "missing") }
-        guard let inputs = inputsValue as? [Any] else { throw .invalidInput(field: "inputs", problem: "expected an array, got \(RequestJSON.typeName(inputsValue))") }
-        guard inputs.count == 1 else {
-            throw .invalidInput(field: "inputs", problem: "expected exactly one input ('\(ServedModel.inputName)'), got \(inputs.count)")
-        }
-        guard let input = inputs[0] as? [String: Any] else { throw .invalidInput(field: "inputs[0]", problem: "expected an object, got \(RequestJSON.typeName(inputs[0]))") }
-        guard let name = input["name"] as? String else { throw .invalidInput(field: "inputs[0].name", problem: "missing, or not a string") }
-        guard name == ServedModel.inputName else {
-            throw .invalidInput(field: "inputs[0].name", problem: "model '\(model.name)' has no input '\(name)' (inputs: \(ServedModel.inputName))")
-        }
-        guard let datatypeText = input["datatype"] as? String else { throw .invalidInput(field: "inputs[0].datatype", problem: "missing, or not a string") }
-        guard let datatype = Datatype(rawValue: datatypeText) else {
-            throw .invalidInput(field: "inputs[0].datatype", problem: "'\(datatypeText)' is not accepted (FP32 for an image tensor, BYTES for encoded images)")
-        }
-        guard let shapeValue = input["shape"] as? [Any] else { throw .invalidInput(field: "inputs[0].shape", problem: "missing, or not an array") }
-        var shape: [Int] = []
-        for (i, dimension) in shapeValue.enumerated() {
-            guard let n = RequestJSON.integer(dimension), n >= 0 else {
-                throw .invalidInput(field: "inputs[0].shape[\(i)]", problem: "expected a non-negative integer, got \(RequestJSON.typeName(dimension))")
+            guard object.contains(JSONKey("inputs")) else { throw ServingError.invalidInput(field: "inputs", problem: "missing") }
+            var inputs: any UnkeyedDecodingContainer
+            do { inputs = try object.nestedUnkeyedContainer(forKey: JSONKey("inputs")) } catch {
+                throw ServingError.invalidInput(field: "inputs", problem: "expected an array, got \(RequestJSON.typeName(object, "inputs"))")
             }
-            shape.append(n)
+            guard inputs.count == 1 else {
+                throw ServingError.invalidInput(field: "inputs", problem: "expected exactly one input ('\(ServedModel.inputName)'), got \(inputs.count ?? 0)")
+            }
+            let input: KeyedDecodingContainer<JSONKey>
+            do { input = try inputs.nestedContainer(keyedBy: JSONKey.self) } catch {
+                throw ServingError.invalidInput(field: "inputs[0]", problem: "expected an object, got \(RequestJSON.typeName(next: &inputs))")
+            }
+            guard let name = try? input.decode(String.self, forKey: JSONKey("name")) else { throw ServingError.invalidInput(field: "inputs[0].name", problem: "missing, or not a string") }
+            guard name == ServedModel.inputName else {
+                throw ServingError.invalidInput(field: "inputs[0].name", problem: "model '\(context.modelName)' has no input '\(name)' (inputs: \(ServedModel.inputName))")
+            }
+            guard let datatypeText = try? input.decode(String.self, forKey: JSONKey("datatype")) else {
+                throw ServingError.invalidInput(field: "inputs[0].datatype", problem: "missing, or not a string")
+            }
+            guard let datatype = Datatype(rawValue: datatypeText) else {
+                throw ServingError.invalidInput(field: "inputs[0].datatype", problem: "'\(datatypeText)' is not accepted (FP32 for an image tensor, BYTES for encoded images)")
+            }
+            guard var shapeList = try? input.nestedUnkeyedContainer(forKey: JSONKey("shape")) else {
+                throw ServingError.invalidInput(field: "inputs[0].shape", problem: "missing, or not an array")
+            }
+            var shape: [Int] = []
+            while !shapeList.isAtEnd {
+                let i = shape.count
+                guard let n = try? shapeList.decode(Int.self), n >= 0 else {
+                    let kind = (try? shapeList.decode(JSONTypeName.self).name) ?? "a value of another kind"
+                    throw ServingError.invalidInput(field: "inputs[0].shape[\(i)]", problem: "expected a non-negative integer, got \(kind)")
+                }
+                guard shape.count < 8 else { throw ServingError.invalidInput(field: "inputs[0].shape", problem: "more than 8 dimensions") }
+                shape.append(n)
+            }
+            if input.contains(JSONKey("parameters")) {
+                guard let parameters = try? input.nestedContainer(keyedBy: JSONKey.self, forKey: JSONKey("parameters")) else {
+                    throw ServingError.invalidInput(field: "inputs[0].parameters", problem: "expected an object, got \(RequestJSON.typeName(input, "parameters"))")
+                }
+                // The binary tensor extension puts the data after the JSON; this server reads the data in the JSON only.
+                if parameters.contains(JSONKey("binary_data_size")) {
+                    throw ServingError.invalidInput(field: "inputs[0].parameters.binary_data_size", problem: "the binary tensor data extension is not supported: send the tensor in \"data\" (JSON numbers for FP32, strings for BYTES)")
+                }
+            }
+            guard input.contains(JSONKey("data")) else { throw ServingError.invalidInput(field: "inputs[0].data", problem: "missing") }
+            let data = try input.superDecoder(forKey: JSONKey("data"))
+            let images: [RequestImage]
+            let inputScalarCount = context.height * context.width * 3
+            switch datatype {
+            case .fp32:
+                let expected = "[N, \(context.height), \(context.width), 3]"
+                guard shape.count == 4, shape[1] == context.height, shape[2] == context.width, shape[3] == 3 else {
+                    throw ServingError.invalidInput(field: "inputs[0].shape", problem: "\(shape) is not \(expected), the input of model '\(context.modelName)'")
+                }
+                let n = shape[0]
+                try checkCount(n, limits: context.limits)
+                let values = try RequestJSON.flatNumbers(data, limit: n * inputScalarCount, maxDepth: maxDataDepth, field: "inputs[0].data")
+                guard values.count == n * inputScalarCount else {
+                    throw ServingError.invalidInput(field: "inputs[0].data", problem: "\(values.count) values, but shape \(shape) has \(n * inputScalarCount)")
+                }
+                let range = context.range, slack: Float = 1e-3 * max(1, range.upperBound - range.lowerBound)
+                if let bad = values.firstIndex(where: { $0 < range.lowerBound - slack || $0 > range.upperBound + slack }) {
+                    throw ServingError.invalidInput(field: "inputs[0].data", problem: "value \(values[bad]) at flat index \(bad) is outside \(range.lowerBound)...\(range.upperBound), the range of this model's preprocessed input; send preprocessed values, or encoded images as BYTES")
+                }
+                images = (0..<n).map { .tensor(Array(values[($0 * inputScalarCount)..<(($0 + 1) * inputScalarCount)])) }
+            case .bytes:
+                guard shape.count == 1 || (shape.count == 2 && shape[1] == 1) else {
+                    throw ServingError.invalidInput(field: "inputs[0].shape", problem: "\(shape) is not [N] (one encoded image per element) for BYTES")
+                }
+                let n = shape[0]
+                try checkCount(n, limits: context.limits)
+                images = try Self.strings(data, count: n, shape: shape).enumerated().map { .encoded(bytes(of: $0.element), field: "inputs[0].data[\($0.offset)]") }
+            }
+            request = InferRequest(id: id, images: images)
         }
-        if let parameters = input["parameters"], !(parameters is [String: Any]) {
-            throw .invalidInput(field: "inputs[0].parameters", problem: "expected an object, got \(RequestJSON.typeName(parameters))")
-        }
-        guard let data = input["data"] else { throw .invalidInput(field: "inputs[0].data", problem: "missing") }
-        let images: [RequestImage]
-        switch datatype {
-        case .fp32:
-            let expected = "[N, \(model.inputHeight), \(model.inputWidth), 3]"
-            guard shape.count == 4, shape[1] == model.inputHeight, shape[2] == model.inputWidth, shape[3] == 3 else {
-                throw .invalidInput(field: "inputs[0].shape", problem: "\(shape) is not \(expected), the input of model '\(model.name)'")
+
+        /// The strings of a BYTES `data`: `[N]` flat, or nested as `[[s], ...]`.
+        private static func strings(_ decoder: any Decoder, count n: Int, shape: [Int]) throws -> [String] {
+            var list: any UnkeyedDecodingContainer
+            do { list = try decoder.unkeyedContainer() } catch {
+                throw ServingError.invalidInput(field: "inputs[0].data", problem: "expected an array of strings, got \(RequestJSON.typeName(decoder))")
             }
-            let n = shape[0]
-            try checkCount(n, limits: limits)
-            let values = try RequestJSON.flatNumbers(data, limit: n * model.inputScalarCount, maxDepth: maxDataDepth, field: "inputs[0].data")
-            guard values.count == n * model.inputScalarCount else {
-                throw .invalidInput(field: "inputs[0].data", problem: "\(values.count) values, but shape \(shape) has \(n * model.inputScalarCount)")
+            var strings: [String] = []
+            while !list.isAtEnd {
+                let field = "inputs[0].data[\(strings.count)]"
+                if let text = try? list.decode(String.self) {
+                    strings.append(text)
+                } else if var inner = try? list.nestedUnkeyedContainer() {
+                    while !inner.isAtEnd {
+                        guard let text = try? inner.decode(String.self) else {
+                            throw ServingError.invalidInput(field: "inputs[0].data[\(strings.count)]", problem: "expected a string holding an encoded image, got \(RequestJSON.typeName(next: &inner))")
+                        }
+                        strings.append(text)
+                    }
+                } else {
+                    throw ServingError.invalidInput(field: field, problem: "expected a string holding an encoded image, got \(RequestJSON.typeName(next: &list))")
+                }
             }
-            let range = model.inputRange, slack: Float = 1e-3 * max(1, range.upperBound - range.lowerBound)
-            if let bad = values.firstIndex(where: { $0 < range.lowerBound - slack || $0 > range.upperBound + slack }) {
-                throw .invalidInput(field: "inputs[0].data", problem: "value \(values[bad]) at flat index \(bad) is outside \(range.lowerBound)...\(range.upperBound), the range of this model's preprocessed input; send preprocessed values, or encoded images as BYTES")
-            }
-            let size = model.inputScalarCount
-            images = (0..<n).map { .tensor(Array(values[($0 * size)..<(($0 + 1) * size)])) }
-        case .bytes:
-            guard shape.count == 1 || (shape.count == 2 && shape[1] == 1) else {
-                throw .invalidInput(field: "inputs[0].shape", problem: "\(shape) is not [N] (one encoded image per element) for BYTES")
-            }
-            let n = shape[0]
-            try checkCount(n, limits: limits)
-            guard let list = data as? [Any] else {
-                throw .invalidInput(field: "inputs[0].data", problem: "expected an array of strings, got \(RequestJSON.typeName(data))")
-            }
-            let strings = list.flatMap { ($0 as? [Any]) ?? [$0] }  // [N] flat, or nested as [[s], ...]
+            // Bounded: the census allows a few strings per image.
             guard strings.count == n else {
-                throw .invalidInput(field: "inputs[0].data", problem: "\(strings.count) elements, but shape \(shape) has \(n)")
+                throw ServingError.invalidInput(field: "inputs[0].data", problem: "\(strings.count) elements, but shape \(shape) has \(n)")
             }
-            var decoded: [RequestImage] = []
-            for (i, element) in strings.enumerated() {
-                let field = "inputs[0].data[\(i)]"
-                guard let text = element as? String else { throw .invalidInput(field: field, problem: "expected a string holding an encoded image, got \(RequestJSON.typeName(element))") }
-                decoded.append(.encoded(bytes(of: text), field: field))
-            }
-            images = decoded
+            return strings
         }
-        return InferRequest(id: id, images: images)
     }
 
     private static func checkCount(_ n: Int, limits: ServingLimits) throws(ServingError) {

@@ -42,68 +42,83 @@ public enum TFServing {
     ///   for a `signature_name` other than `serving_default`, ``ServingError/invalidInput(field:problem:)``
     ///   naming the field for everything else that does not fit.
     public static func decodePredict(_ body: Data, model: ServedModel, limits: ServingLimits) throws(ServingError) -> PredictRequest {
-        let object = try RequestJSON.object(body)
-        let known: Set<String> = ["signature_name", "instances", "inputs"]
-        if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
-            throw .invalidInput(field: unknown, problem: "unknown field (a predict request has signature_name and one of instances or inputs)")
-        }
-        if let signature = object["signature_name"] {
-            guard let name = signature as? String else {
-                throw .invalidInput(field: "signature_name", problem: "expected a string, got \(RequestJSON.typeName(signature))")
-            }
-            guard name == defaultSignature || name.isEmpty else { throw .unknownSignature(name: name, available: [defaultSignature]) }
-        }
-        switch (object["instances"], object["inputs"]) {
-        case (nil, nil):
-            throw .invalidInput(field: "instances", problem: "missing: give instances (row format) or inputs (columnar format)")
-        case (.some, .some):
-            throw .invalidInput(field: "inputs", problem: "instances and inputs exclude each other")
-        case (let instances?, nil):
-            return PredictRequest(format: .row, images: try batch(instances, field: "instances", model: model, limits: limits))
-        case (nil, let inputs?):
-            var value = inputs, field = "inputs"
-            if let named = inputs as? [String: Any], named["b64"] == nil {
-                guard named.count == 1, let tensor = named[ServedModel.inputName] else {
-                    throw .invalidInput(field: "inputs", problem: "expected the batch, or an object with the one input '\(ServedModel.inputName)', got keys \(named.keys.sorted())")
-                }
-                (value, field) = (tensor, "inputs.\(ServedModel.inputName)")
-            }
-            if value is [String: Any] {  // a single {"b64": ...}
-                return PredictRequest(format: .columnar, images: [try instance(value, field: field, model: model)])
-            }
-            return PredictRequest(format: .columnar, images: try batch(value, field: field, model: model, limits: limits))
-        }
+        try RequestJSON.decode(PredictDocument.self, from: body, context: RequestJSON.Context(model: model, limits: limits)).request
     }
 
-    private static func batch(_ value: Any, field: String, model: ServedModel, limits: ServingLimits) throws(ServingError) -> [RequestImage] {
-        guard let items = value as? [Any] else {
-            throw .invalidInput(field: field, problem: "expected an array of instances, got \(RequestJSON.typeName(value))")
-        }
-        guard !items.isEmpty else { throw .invalidInput(field: field, problem: "no instances") }
-        guard items.count <= limits.maxImagesPerRequest else {
-            throw .invalidInput(field: field, problem: "\(items.count) instances, more than the \(limits.maxImagesPerRequest) a request may have")
-        }
-        var images: [RequestImage] = []
-        for (i, item) in items.enumerated() { images.append(try instance(item, field: "\(field)[\(i)]", model: model)) }
-        return images
-    }
+    /// A predict request body, read in the shapes ``decodePredict(_:model:limits:)`` describes.
+    struct PredictDocument: Decodable {
+        var request: PredictRequest
 
-    private static func instance(_ value: Any, field: String, model: ServedModel, named: Bool = false) throws(ServingError) -> RequestImage {
-        if let object = value as? [String: Any] {
-            if let encoded = object["b64"] {
-                guard object.count == 1 else { throw .invalidInput(field: field, problem: "a binary value is {\"b64\": \"...\"} with no other keys, got keys \(object.keys.sorted())") }
-                guard let text = encoded as? String else {
-                    throw .invalidInput(field: "\(field).b64", problem: "expected a base64 string, got \(RequestJSON.typeName(encoded))")
+        init(from decoder: any Decoder) throws {
+            let context = RequestJSON.context(decoder)
+            let object = try RequestJSON.topLevelObject(decoder)
+            let known: Set<String> = ["signature_name", "instances", "inputs"]
+            if let unknown = object.allKeys.map(\.stringValue).sorted().first(where: { !known.contains($0) }) {
+                throw ServingError.invalidInput(field: unknown, problem: "unknown field (a predict request has signature_name and one of instances or inputs)")
+            }
+            if object.contains(JSONKey("signature_name")) {
+                let name = try RequestJSON.string(object, "signature_name", field: "signature_name")
+                guard name == defaultSignature || name.isEmpty else { throw ServingError.unknownSignature(name: name, available: [defaultSignature]) }
+            }
+            switch (object.contains(JSONKey("instances")), object.contains(JSONKey("inputs"))) {
+            case (false, false):
+                throw ServingError.invalidInput(field: "instances", problem: "missing: give instances (row format) or inputs (columnar format)")
+            case (true, true):
+                throw ServingError.invalidInput(field: "inputs", problem: "instances and inputs exclude each other")
+            case (true, false):
+                request = PredictRequest(format: .row, images: try Self.batch(try object.superDecoder(forKey: JSONKey("instances")), field: "instances", context: context))
+            case (false, true):
+                var value = try object.superDecoder(forKey: JSONKey("inputs")), field = "inputs"
+                if let named = try? value.container(keyedBy: JSONKey.self) {
+                    if !named.contains(JSONKey("b64")) {
+                        guard named.allKeys.count == 1, named.contains(JSONKey(ServedModel.inputName)) else {
+                            throw ServingError.invalidInput(field: "inputs", problem: "expected the batch, or an object with the one input '\(ServedModel.inputName)', got keys \(named.allKeys.map(\.stringValue).sorted())")
+                        }
+                        (value, field) = (try named.superDecoder(forKey: JSONKey(ServedModel.inputName)), "inputs.\(ServedModel.inputName)")
+                    }
                 }
-                guard let data = RequestJSON.base64(text) else { throw .invalidInput(field: "\(field).b64", problem: "not valid base64") }
-                return .encoded(data, field: "\(field).b64")
+                if (try? value.container(keyedBy: JSONKey.self)) != nil {  // a single {"b64": ...}
+                    request = PredictRequest(format: .columnar, images: [try Self.instance(value, field: field, context: context)])
+                } else {
+                    request = PredictRequest(format: .columnar, images: try Self.batch(value, field: field, context: context))
+                }
             }
-            guard !named, object.count == 1, let inner = object[ServedModel.inputName] else {
-                throw .invalidInput(field: field, problem: "an instance is a \(model.inputHeight)x\(model.inputWidth)x3 array, {\"b64\": ...} or {\"\(ServedModel.inputName)\": ...}; got an object with keys \(object.keys.sorted())")
-            }
-            return try instance(inner, field: "\(field).\(ServedModel.inputName)", model: model, named: true)
         }
-        return .tensor(try RequestJSON.imageTensor(value, height: model.inputHeight, width: model.inputWidth, range: model.inputRange, field: field))
+
+        private static func batch(_ decoder: any Decoder, field: String, context: RequestJSON.Context) throws -> [RequestImage] {
+            var items: any UnkeyedDecodingContainer
+            do { items = try decoder.unkeyedContainer() } catch {
+                throw ServingError.invalidInput(field: field, problem: "expected an array of instances, got \(RequestJSON.typeName(decoder))")
+            }
+            let count = items.count ?? 0
+            guard count > 0 else { throw ServingError.invalidInput(field: field, problem: "no instances") }
+            guard count <= context.limits.maxImagesPerRequest else {
+                throw ServingError.invalidInput(field: field, problem: "\(count) instances, more than the \(context.limits.maxImagesPerRequest) a request may have")
+            }
+            var images: [RequestImage] = []
+            for i in 0..<count { images.append(try instance(try items.superDecoder(), field: "\(field)[\(i)]", context: context)) }
+            return images
+        }
+
+        private static func instance(_ decoder: any Decoder, field: String, context: RequestJSON.Context, named: Bool = false) throws -> RequestImage {
+            if let object = try? decoder.container(keyedBy: JSONKey.self) {
+                let keys = object.allKeys.map(\.stringValue).sorted()
+                if object.contains(JSONKey("b64")) {
+                    guard keys.count == 1 else { throw ServingError.invalidInput(field: field, problem: "a binary value is {\"b64\": \"...\"} with no other keys, got keys \(keys)") }
+                    let text: String
+                    do { text = try object.decode(String.self, forKey: JSONKey("b64")) } catch {
+                        throw ServingError.invalidInput(field: "\(field).b64", problem: "expected a base64 string, got \(RequestJSON.typeName(object, "b64"))")
+                    }
+                    guard let data = RequestJSON.base64(text) else { throw ServingError.invalidInput(field: "\(field).b64", problem: "not valid base64") }
+                    return .encoded(data, field: "\(field).b64")
+                }
+                guard !named, keys == [ServedModel.inputName] else {
+                    throw ServingError.invalidInput(field: field, problem: "an instance is a \(context.height)x\(context.width)x3 array, {\"b64\": ...} or {\"\(ServedModel.inputName)\": ...}; got an object with keys \(keys)")
+                }
+                return try instance(try object.superDecoder(forKey: JSONKey(ServedModel.inputName)), field: "\(field).\(ServedModel.inputName)", context: context, named: true)
+            }
+            return .tensor(try RequestJSON.imageTensor(decoder, field: field, context: context))
+        }
     }
 
     /// The response body: `{"predictions": [row, ...]}` or `{"outputs": [row, ...]}`, one row of

@@ -39,7 +39,7 @@ struct ErrorTests {
             let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
             let bodies: [(String, String)] = [
                 ("{not json", "not a JSON object"), ("", "empty"), ("[1, 2]", "not an object"), ("\"text\"", "not a JSON object"),
-                ("{\"instances\": " + deep + "}", "not a JSON object"), ("{\"instances\": 3}", "instances"),
+                ("{\"instances\": " + deep + "}", "nested more than 16 levels"), ("{\"instances\": 3}", "instances"),
                 ("{\"instances\": []}", "no instances"), ("{\"instances\": [[1, 2]]}", "instances[0]"),
                 ("{\"instances\": [{\"b64\": 7}]}", "instances[0].b64"), ("{\"instances\": [{\"b64\": \"%%%\"}]}", "not valid base64"),
                 ("{\"inputs\": [], \"instances\": []}", "exclude"), ("{\"instance\": []}", "unknown field"),
@@ -65,6 +65,57 @@ struct ErrorTests {
             try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: ByteBuffer(string: "{\"inputs\": [{\"name\": \"input_1\", \"datatype\": \"INT8\", \"shape\": [1], \"data\": [1]}]}")) { response throws in
                 #expect(response.status == .badRequest)
                 #expect(try Self.error(response).contains("INT8"))
+            }
+        }
+    }
+
+    @Test("a body with more JSON values than any request can need is refused before it is parsed (issue 32: 21 MB of {\"b64\":\"\"} took 7.2 GB)")
+    func hostileValueCounts() async throws {
+        try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in
+            // 2,000,000 empty binary instances, 21 MB: the issue's reproduction.
+            var objects = "{\"instances\":["
+            objects += Array(repeating: "{\"b64\":\"\"}", count: 2_000_000).joined(separator: ",")
+            objects += "]}"
+            // 20,000,000 numbers in 40 MB.
+            var numbers = "{\"instances\":[["
+            numbers += String(repeating: "0,", count: 20_000_000)
+            numbers += "0]]}"
+            for (body, expected) in [(objects, "JSON strings"), (numbers, "JSON values")] {
+                try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: ByteBuffer(string: body)) { response throws in
+                    #expect(response.status == .badRequest)
+                    let message = try Self.error(response)
+                    #expect(message.hasPrefix("body: more than") && message.contains(expected), "\(message)")
+                }
+                try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: ByteBuffer(string: body)) { response throws in
+                    #expect(response.status == .badRequest)
+                    #expect(try Self.error(response).contains(expected))
+                }
+            }
+            // At the limit (64 instances, each under the input's name) the count passes and the
+            // request is refused for its content, as before.
+            let named = "{\"instances\":[" + Array(repeating: "{\"input_1\":{\"b64\":\"%%\"}}", count: 64).joined(separator: ",") + "]}"
+            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: ByteBuffer(string: named)) { response throws in
+                #expect(response.status == .badRequest)
+                #expect(try Self.error(response).contains("instances[0].input_1.b64: not valid base64"))
+            }
+        }
+    }
+
+    @Test("KServe: JSON booleans are not FP32 numbers, and the binary data extension is refused, not ignored")
+    func kserveBooleansAndBinaryData() async throws {
+        try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in
+            let count = 224 * 224 * 3
+            let booleans = "{\"inputs\":[{\"name\":\"input_1\",\"datatype\":\"FP32\",\"shape\":[1,224,224,3],\"data\":["
+                + Array(repeating: "true", count: count).joined(separator: ",") + "]}]}"
+            try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: ByteBuffer(string: booleans)) { response throws in
+                #expect(response.status == .badRequest)
+                let message = try Self.error(response)
+                #expect(message.contains("inputs[0].data[0]") && message.contains("a boolean"), "\(message)")
+            }
+            let binary = "{\"inputs\":[{\"name\":\"input_1\",\"datatype\":\"FP32\",\"shape\":[1,224,224,3],\"parameters\":{\"binary_data_size\":602112}}]}"
+            try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: ByteBuffer(string: binary)) { response throws in
+                #expect(response.status == .badRequest)
+                #expect(try Self.error(response).contains("binary_data_size"))
             }
         }
     }

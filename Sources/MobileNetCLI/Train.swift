@@ -22,8 +22,8 @@ struct Train: AsyncParsableCommand {
 
             Fine-tuning (--fine-tune-at N or --fine-tune-from LAYER), the guide's second half: after \
             the head, the base's layers from N on (Keras base_model.layers[N:]; the guide uses 100) are \
-            trained with the head for --fine-tune-epochs at --fine-tune-learning-rate (default the head's \
-            rate / 10), with RMSprop (Keras defaults), Adam or SGD, early stopping on val_loss restoring \
+            trained with the head for --fine-tune-epochs at --fine-tune-learning-rate (default 1e-5, both \
+            Keras guides' rate), with RMSprop (Keras defaults), Adam or SGD, early stopping on val_loss restoring \
             the best epoch. Each epoch decodes the training images again with a new random horizontal \
             flip per image (seeded; --fine-tune-rotation adds Keras RandomRotation), runs the frozen part, \
             then a training step. BatchNorm stays in \
@@ -105,8 +105,11 @@ struct Train: AsyncParsableCommand {
     @Option(name: .long, help: "Maximum fine-tuning epochs (default 10 when fine-tuning).")
     var fineTuneEpochs: Int?
 
-    @Option(name: .long, help: "Fine-tuning learning rate (default: the head's learning rate / 10).")
+    @Option(name: .long, help: "Fine-tuning learning rate (default 1e-5, the Keras guides').")
     var fineTuneLearningRate: Double?
+
+    @Flag(name: .long, help: "Write the fine-tuned model even when it is worse on validation than the head alone (default: keep the head-only model then).")
+    var keepFineTuned = false
 
     @Option(name: .long, help: "Fine-tuning optimizer: rmsprop (Keras defaults, the default), adam or sgd (with --momentum).")
     var fineTuneOptimizer: String?
@@ -159,7 +162,8 @@ struct Train: AsyncParsableCommand {
         } else {
             // Fine-tuning settings without fine-tuning would be ignored silently.
             let given = [("--fine-tune-epochs", fineTuneEpochs != nil), ("--fine-tune-learning-rate", fineTuneLearningRate != nil),
-                         ("--fine-tune-optimizer", fineTuneOptimizer != nil), ("--fine-tune-rotation", fineTuneRotation != nil)].filter { $0.1 }.map { $0.0 }
+                         ("--fine-tune-optimizer", fineTuneOptimizer != nil), ("--fine-tune-rotation", fineTuneRotation != nil),
+                         ("--keep-fine-tuned", keepFineTuned)].filter { $0.1 }.map { $0.0 }
             if !given.isEmpty { throw ValidationError("\(given.joined(separator: ", ")) only apply with --fine-tune-at N or --fine-tune-from LAYER") }
         }
         guard validationDir != nil || (validationSplit > 0 && validationSplit < 1) else {
@@ -211,6 +215,7 @@ struct Train: AsyncParsableCommand {
                                               validationSplit: validationSplit, settings: settings, preprocessing: image.configuration(),
                                               maxPixels: image.maxPixels, topK: topK)
             training.fineTuning = fineTuning
+            training.keepWorseFineTuning = keepFineTuned
             if let fineTuneRotation, fineTuneRotation > 0 { training.augmentation = .keras(try KerasAugmentation(horizontalFlip: true, rotationFactor: fineTuneRotation)) }
             let progress = ProgressReporter()
             let outcome = try training.run(backbone: backbone, store: try database.openCache(), runtime: options) { event in
@@ -231,10 +236,11 @@ struct Train: AsyncParsableCommand {
             }
             progress.finish()
             printError(String(format: "head trained in %.2f s (%d epochs, best epoch %d)", outcome.headSeconds, outcome.model.history.count, outcome.model.bestEpoch ?? 0))
-            if let tuned = outcome.model.fineTuning {
-                printError(String(format: "fine-tuned in %.1f s (%d epochs, best epoch %d, %.1f images/s): val_accuracy %.4f with the head only, %.4f fine-tuned",
-                                  outcome.fineTuningSeconds, tuned.history.count, tuned.bestEpoch, outcome.fineTuningImagesPerSecond,
-                                  outcome.headOnlyEvaluation.accuracy, outcome.evaluation.accuracy))
+            if let tuned = outcome.fineTunedEvaluation {
+                printError(String(format: "fine-tuned in %.1f s (%.1f images/s): val_accuracy %.4f with the head only, %.4f fine-tuned; writing the %@ model%@",
+                                  outcome.fineTuningSeconds, outcome.fineTuningImagesPerSecond, outcome.headOnlyEvaluation.accuracy, tuned.accuracy,
+                                  outcome.fineTuningKept ? "fine-tuned" : "head-only",
+                                  outcome.fineTuningKept ? "" : " (--keep-fine-tuned writes the fine-tuned one)"))
             }
             try outcome.model.write(to: URL(fileURLWithPath: output), overwrite: overwrite)
             if let report {

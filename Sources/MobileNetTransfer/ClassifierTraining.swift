@@ -116,6 +116,10 @@ public struct ClassifierTraining: Sendable {
     public var fineTuning: FineTuningSettings?
     /// The on-the-fly augmentation of fine-tuning (default `RandomFlip("horizontal")`); nil: none.
     public var augmentation: FineTuningAugmentation? = .horizontalFlip
+    /// Keep the fine-tuned model even when it is worse on validation than the head alone (lower
+    /// accuracy, or the same with a higher loss). Default false: the head-only model is the
+    /// result then (see ``Outcome/fineTuningKept``), and a message gives both figures.
+    public var keepWorseFineTuning = false
     /// Builds the trainable network of fine-tuning (default ``FineTuningNetworks/standard``).
     public var networkFactory: FineTuningNetworkFactory = FineTuningNetworks.standard
 
@@ -145,6 +149,13 @@ public struct ClassifierTraining: Sendable {
         public var headSeconds: Double
         /// Validation metrics of the head alone (equal to ``evaluation`` without fine-tuning).
         public var headOnlyEvaluation: EvaluationReport
+        /// Validation metrics of the fine-tuned model, also when it was not kept; nil without fine-tuning.
+        public var fineTunedEvaluation: EvaluationReport?
+        /// Whether ``model`` is the fine-tuned model: true when fine-tuning did at least as well
+        /// on validation as the head alone (accuracy, then loss on a tie) or
+        /// ``keepWorseFineTuning`` was set; false without fine-tuning, and when the
+        /// fine-tuned model was worse and the head-only model was kept instead.
+        public var fineTuningKept = false
         /// Seconds of the fine-tuning phase (0 without it).
         public var fineTuningSeconds: Double = 0
         /// Mean fine-tuning throughput, training images per second (0 without it).
@@ -261,7 +272,7 @@ public struct ClassifierTraining: Sendable {
         var network = try networkFactory(setup)
         var recorded = tuning
         recorded.augmentation = augmentation?.name
-        let optimizer = tuning.optimizerSettings(headOptimizer: settings.optimizer)
+        let optimizer = tuning.optimizerSettings
         var trainer = FineTuningTrainer(settings: recorded, optimizer: optimizer, labelSmoothing: settings.labelSmoothing,
                                         seed: settings.seed, augmentation: augmentation)
         // The head phase's class weights and L2 penalty hold in phase 2 too, as in Keras (the same
@@ -280,17 +291,33 @@ public struct ClassifierTraining: Sendable {
             kernel: predictions.arrays[0].values.map(Double.init), bias: predictions.arrays[1].values.map(Double.init)))])
         let evaluation = EvaluationReport(probabilities: tuned.validationProbabilities, labels: tuned.validationImages.map(\.label),
                                           classNames: folder.classNames, k: topK)
+        outcome.failures += tuned.failures.filter { failure in !outcome.failures.contains { $0.url == failure.url } }
+        outcome.fineTuningSeconds = tuned.seconds
+        outcome.fineTuningImagesPerSecond = tuned.imagesPerSecond
+        outcome.fineTunedEvaluation = evaluation
+        // A fine-tuned model worse on validation than the head alone is not the result unless asked for.
+        guard keepWorseFineTuning || !Self.isWorse(evaluation, than: headEvaluation) else {
+            events(.message(String(format: "fine-tuning made the model worse on validation (val_accuracy %.4f, val_loss %.4f; the head alone: %.4f, %.4f): keeping the head-only model",
+                                    evaluation.accuracy, evaluation.loss, headEvaluation.accuracy, headEvaluation.loss)))
+            return outcome
+        }
         model.head = tunedHead
         model.validation = evaluation
         model.fineTuning = FineTunedBase(fineTuneAt: fineTuneAt, firstLayer: firstLayer, settings: recorded, optimizer: optimizer, history: tuned.history,
                                          bestEpoch: tuned.bestEpoch, headOnlyValidation: headEvaluation, weights: tuned.weights)
         outcome.model = model
         outcome.evaluation = evaluation
-        outcome.failures += tuned.failures.filter { failure in !outcome.failures.contains { $0.url == failure.url } }
-        outcome.fineTuningSeconds = tuned.seconds
-        outcome.fineTuningImagesPerSecond = tuned.imagesPerSecond
+        outcome.fineTuningKept = true
         outcome.misclassified = Misclassification.find(probabilities: tuned.validationProbabilities, images: tuned.validationImages, classNames: folder.classNames)
         return outcome
+    }
+
+    /// Whether `tuned` is worse than `head` on the same validation images: lower accuracy, or
+    /// the same accuracy with a higher loss. The rule by which a fine-tuned model gives way to
+    /// the head-only one (``keepWorseFineTuning``).
+    public static func isWorse(_ tuned: EvaluationReport, than head: EvaluationReport) -> Bool {
+        if tuned.accuracy != head.accuracy { return tuned.accuracy < head.accuracy }
+        return tuned.loss > head.loss
     }
 
     /// Opens the existential network for the generic trainer.

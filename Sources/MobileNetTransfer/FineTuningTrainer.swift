@@ -29,7 +29,7 @@ import MobileNetTraining
 public struct FineTuningTrainer: Sendable {
     /// The fine-tuning settings.
     public var settings: FineTuningSettings
-    /// The optimiser (see ``FineTuningSettings/optimizerSettings(headOptimizer:)``).
+    /// The optimiser (see ``FineTuningSettings/optimizerSettings``).
     public var optimizer: OptimizerSettings
     /// Label smoothing of the loss (the head phase's).
     public var labelSmoothing: Double

@@ -33,6 +33,8 @@ enum TinyFineTuning {
         fineTuning.learningRate = 1e-3
         fineTuning.patience = nil
         training.fineTuning = fineTuning
+        // These runs test the mechanics: keep the fine-tuned model whatever its validation figures.
+        training.keepWorseFineTuning = true
         training.augmentation = augmentation
         training.networkFactory = ReferenceFineTuningNetwork.factory
         return training
@@ -411,6 +413,30 @@ struct FineTuningTests {
         }
     }
 
+    @Test("a fine-tuned model worse on validation than the head alone is not the result, unless keepWorseFineTuning (issue 32)")
+    func aWorseFineTunedModelIsNotKept() throws {
+        let root = try TinyFineTuning.makeData()
+        let backbone = try TinyFineTuning.backbone()
+        var training = TinyFineTuning.training(root, epochs: 1, augmentation: nil)
+        training.networkFactory = { ConstantAnswerNetwork(inner: try ReferenceFineTuningNetwork($0)) }
+        training.keepWorseFineTuning = false
+        var messages: [String] = []
+        let outcome = try training.run(backbone: backbone, store: nil, runtime: RuntimeOptions(backend: backbone.network.backend, batchSize: 4, decodeThreads: 1)) { event in
+            if case .message(let text) = event { messages.append(text) }
+        }
+        let tuned = try #require(outcome.fineTunedEvaluation)
+        // Every validation image is called class 0 with logit 20: half right, and a loss of about 10.
+        #expect(tuned.accuracy == 0.5 && tuned.loss > outcome.headOnlyEvaluation.loss + 1)
+        #expect(ClassifierTraining.isWorse(tuned, than: outcome.headOnlyEvaluation))
+        #expect(!outcome.fineTuningKept && outcome.model.fineTuning == nil)
+        #expect(outcome.evaluation == outcome.headOnlyEvaluation && outcome.model.validation == outcome.headOnlyEvaluation)
+        #expect(messages.contains { $0.contains("fine-tuning made the model worse") && $0.contains("keeping the head-only model") }, "\(messages)")
+
+        training.keepWorseFineTuning = true
+        let kept = try training.run(backbone: backbone, store: nil, runtime: RuntimeOptions(backend: backbone.network.backend, batchSize: 4, decodeThreads: 1))
+        #expect(kept.fineTuningKept && kept.model.fineTuning != nil && kept.evaluation.accuracy == 0.5)
+    }
+
     @Test func thumbnailsOfMisclassifiedImagesAreEmbedded() throws {
         let root = try TinyFineTuning.makeData(count: 1, validation: 1)
         let image = root.appendingPathComponent("val/bars/0.bmp")
@@ -430,4 +456,31 @@ struct FineTuningTests {
         let decoded = try StandardImageDecoder().decode(png, source: "thumbnail", target: nil)
         #expect(decoded.width == 40 && decoded.height == 40)
     }
+}
+
+/// The reference network, trained as usual, whose every inference answer is class 0 (logits
+/// [20, 0, ...]): a fine-tuning run that makes the model worse, on purpose.
+struct ConstantAnswerNetwork: FineTunableNetwork {
+    var inner: ReferenceFineTuningNetwork
+    var entryLayer: String { inner.entryLayer }
+    var trainableVariables: [String] { inner.trainableVariables }
+
+    func lossAndGradients(entry: Tensor, labels: [Int], loss: SoftmaxCrossEntropy, training: Bool,
+                          random: inout SplitMix64) throws -> (loss: Double, logits: Tensor, gradients: ReferenceFineTuningNetwork.Gradients) {
+        try inner.lossAndGradients(entry: entry, labels: labels, loss: loss, training: training, random: &random)
+    }
+
+    func logits(entry: Tensor) throws -> Tensor {
+        let real = try inner.logits(entry: entry)
+        let (n, classes) = (real.shape[0], real.shape[1])
+        var scalars = [Float](repeating: 0, count: n * classes)
+        for i in 0..<n { scalars[i * classes] = 20 }
+        return Tensor(shape: [n, classes], scalars: scalars)
+    }
+
+    mutating func apply(_ gradients: ReferenceFineTuningNetwork.Gradients, optimizer: inout Optimizer) throws {
+        try inner.apply(gradients, optimizer: &optimizer)
+    }
+
+    func trainedWeights() throws -> KerasWeightSet { try inner.trainedWeights() }
 }

@@ -31,3 +31,42 @@ final class ContinueResponder: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelRead(data)
     }
 }
+
+/// Ends the connection after a final response that says `Connection: close` (the 413 for a body
+/// over the limit, the 408 for a body too slow), which Hummingbird 2 sends but does not act on:
+/// without this the connection stayed open, and a client that never sent the refused body (it
+/// waited for `100 Continue`) left the server waiting for it until the idle timeout.
+///
+/// Once the response is written the server's side is shut for writing (the client reads the
+/// answer and sees the end), and the connection is closed 2 s later whatever the client does, so
+/// a client still sending the refused body is not read without bound; a plain close at once
+/// could reset the connection before the client has read the answer. Added to every
+/// connection's pipeline by ``MobileNetServer``.
+final class ConnectionCloser: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    /// How long the server keeps reading (and dropping) after shutting its side.
+    static let linger: TimeAmount = .seconds(2)
+
+    private var closeAfterResponse = false
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let response) where response.status.code >= 200:
+            closeAfterResponse = response.headerFields[.connection]?.lowercased().contains("close") ?? false
+        case .end where closeAfterResponse:
+            let written = promise ?? context.eventLoop.makePromise(of: Void.self)
+            let channel = context.channel
+            written.futureResult.whenComplete { _ in
+                channel.close(mode: .output, promise: nil)
+                channel.eventLoop.scheduleTask(in: Self.linger) { channel.close(promise: nil) }
+            }
+            context.write(data, promise: written)
+            return
+        default:
+            break
+        }
+        context.write(data, promise: promise)
+    }
+}

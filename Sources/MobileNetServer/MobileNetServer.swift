@@ -40,7 +40,7 @@ public enum MobileNetServer {
                                        services: [any Service] = [], logger: Logger,
                                        onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         Application(router: makeRouter(state: state, configuration: configuration, metrics: metrics),
-                    server: .http1(configuration: HTTP1Channel.Configuration(additionalChannelHandlers: [DisconnectDetector(), ContinueResponder(maxBodyBytes: configuration.limits.maxBodyBytes)], idleTimeout: TimeAmount.nanoseconds(
+                    server: .http1(configuration: HTTP1Channel.Configuration(additionalChannelHandlers: [DisconnectDetector(), ContinueResponder(maxBodyBytes: configuration.limits.maxBodyBytes), ConnectionCloser()], idleTimeout: TimeAmount.nanoseconds(
                         configuration.idleTimeout.components.seconds * 1_000_000_000 + configuration.idleTimeout.components.attoseconds / 1_000_000_000))),
                     configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port), serverName: "mobilenet"),
                     services: services,

@@ -16,14 +16,15 @@ struct ServingRoutes: Sendable {
     func add<Methods: RouterMethods<ServingRequestContext>>(to router: Methods) {
         // TensorFlow Serving REST API.
         router.get("/v1/models/{name}") { _, context in
-            json(try state.requireService().tfServingStatus(model: try context.parameters.require("name")))
+            let name = try Self.statusName(try context.parameters.require("name"), path: "/v1/models/{name}:predict")
+            return json(try state.requireService().tfServingStatus(model: name))
         }
         router.get("/v1/models/{name}/metadata") { _, context in
             json(try state.requireService().tfServingMetadata(model: try context.parameters.require("name")))
         }
         router.get("/v1/models/{name}/versions/{version}") { _, context in
-            json(try state.requireService().tfServingStatus(model: try context.parameters.require("name"),
-                                                               version: try context.parameters.require("version")))
+            let version = try Self.statusName(try context.parameters.require("version"), path: "/v1/models/{name}/versions/{version}:predict")
+            return json(try state.requireService().tfServingStatus(model: try context.parameters.require("name"), version: version))
         }
         router.get("/v1/models/{name}/versions/{version}/metadata") { _, context in
             json(try state.requireService().tfServingMetadata(model: try context.parameters.require("name"),
@@ -116,7 +117,7 @@ struct ServingRoutes: Sendable {
         }
 
         // HEAD is every GET route's (HeadMiddleware); a GET on a POST-only route is 405.
-        for path in ["/v1/classify", "/v1/embed", "/v1/similar"] {
+        for path in ["/v1/classify", "/v1/embed", "/v1/similar", "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"] {
             router.get(RouterPath(path)) { _, _ -> Response in
                 throw ServingError.methodNotAllowed(path: path, allowed: "POST")
             }
@@ -140,6 +141,13 @@ struct ServingRoutes: Sendable {
         var headers = response.headers
         if let length = response.body.contentLength { headers[.contentLength] = String(length) }
         return Response(status: response.status, headers: headers)
+    }
+
+    /// The model name (or version) of a TF Serving status GET; a GET (or HEAD) of the
+    /// `:predict` path of a POST route is ``/MobileNetServing/ServingError/methodNotAllowed(path:allowed:)``.
+    static func statusName(_ segment: String, path: String) throws(ServingError) -> String {
+        guard segment.contains(":") else { return segment }
+        throw .methodNotAllowed(path: path, allowed: "POST")
     }
 
     /// `resnet:predict` to (`resnet`, `predict`).

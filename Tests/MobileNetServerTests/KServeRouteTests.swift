@@ -41,8 +41,13 @@ struct KServeRouteTests {
                 }
             }
             // A POST-only route: HEAD is its GET's 405 with Allow, no body; no route: 404, no body.
-            try await client.execute(uri: "/v1/classify", method: .head) { response in
-                #expect(response.status == .methodNotAllowed && response.headers[.allow] == "POST" && response.body.readableBytes == 0)
+            for uri in ["/v1/classify", "/v2/models/imagenet/infer", "/v2/models/imagenet/versions/1/infer", "/v1/models/imagenet:predict", "/v1/models/imagenet/versions/1:predict"] {
+                try await client.execute(uri: uri, method: .head) { response in
+                    #expect(response.status == .methodNotAllowed && response.headers[.allow] == "POST" && response.body.readableBytes == 0, "HEAD \(uri): \(response.status)")
+                }
+                try await client.execute(uri: uri, method: .get) { response in
+                    #expect(response.status == .methodNotAllowed && response.headers[.allow] == "POST", "GET \(uri): \(response.status)")
+                }
             }
             try await client.execute(uri: "/nosuch", method: .head) { response in
                 #expect(response.status == .notFound && response.body.readableBytes == 0)

@@ -95,6 +95,47 @@ struct LiveServerTests {
     }
 }
 
+extension LiveServerTests {
+    @Test("a 413 closes the connection (it stayed open after an Expect: 100-continue upload over the limit, issue 32)")
+    func oversizedUploadClosesTheConnection() async throws {
+        let state = ServerState()
+        let configuration = ServerConfiguration(host: "127.0.0.1", port: 0, limits: ServingLimits(maxBodyBytes: 1000))
+        let portBox = PortBox()
+        let app = MobileNetServer.makeApplication(specifications: [try ModelSpecification(name: "imagenet", path: Harness.topWeights.path)],
+                                                  loading: ModelLoadingOptions(backend: OneDNNBackend()), configuration: configuration,
+                                                  state: state, logger: Harness.quietLogger, onServerRunning: { portBox.set($0) })
+        try await app.test(.live) { _ in
+            let port = try #require(portBox.value)
+            // With Expect (the client never sends the body), and without (it sends it all).
+            for (headers, body) in [("Expect: 100-continue\r\n", Data()), ("", Data(repeating: 0x41, count: 5000))] {
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                #expect(fd >= 0)
+                defer { close(fd) }
+                var address = sockaddr_in()
+                address.sin_family = sa_family_t(AF_INET)
+                address.sin_port = in_port_t(UInt16(port).bigEndian)
+                address.sin_addr.s_addr = inet_addr("127.0.0.1")
+                let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+                #expect(connected == 0)
+                var timeout = timeval(tv_sec: 20, tv_usec: 0)
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                let request = Data("POST /v1/classify HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\(headers)\r\n".utf8) + body
+                _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+                // Read to the end: recv returns 0 when the server closes; -1 after the 20 s timeout.
+                var answer = Data(), last = 0
+                var chunk = [UInt8](repeating: 0, count: 4096)
+                repeat {
+                    last = recv(fd, &chunk, chunk.count, 0)
+                    if last > 0 { answer.append(contentsOf: chunk[0..<last]) }
+                } while last > 0
+                let text = String(decoding: answer, as: UTF8.self)
+                #expect(text.hasPrefix("HTTP/1.1 413"), "\(text.prefix(80))")
+                #expect(last == 0, "the connection was not closed (\(headers.isEmpty ? "body sent" : "Expect"))")
+            }
+        }
+    }
+}
+
 /// The port the live server bound, set from its `onServerRunning`.
 final class PortBox: @unchecked Sendable {
     private let lock = NSLock()

@@ -50,3 +50,5 @@ int mn_limit_address_space(unsigned long long bytes) {
 int mn_set_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
 
 int mn_set_trim_threshold(long bytes) { return mallopt(M_TRIM_THRESHOLD, (int)(bytes > 0x7fffffffL ? 0x7fffffffL : bytes)); }
+
+int mn_set_top_pad(long bytes) { return mallopt(M_TOP_PAD, (int)(bytes > 0x7fffffffL ? 0x7fffffffL : bytes)); }

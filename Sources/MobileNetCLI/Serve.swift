@@ -138,7 +138,7 @@ struct Serve: AsyncParsableCommand {
             idleTimeout: .milliseconds(Int64(idleTimeoutSeconds * 1000)), shutdownTimeout: .milliseconds(Int64(shutdownTimeoutSeconds * 1000)),
             bodyTimeout: .milliseconds(Int64(bodyTimeoutSeconds * 1000)),
             // The user's own allocator tuning wins over the server's fixed threshold.
-            mallocMmapThreshold: MallocTuning.tunedByEnvironment() ? nil : MallocTuning.defaultMmapThreshold)
+            malloc: MallocTuning.tunedByEnvironment() ? nil : .server)
         do {
             try await MobileNetServer.run(specifications: specifications, indexes: indexSpecifications, loading: loading, configuration: configuration, logger: logger)
         }

@@ -32,6 +32,22 @@ public enum FileKind: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Why `path` cannot be reached when something is there but `stat` fails for another reason
+    /// than its absence: `a loop of symbolic links`, `permission denied` (on a directory on the
+    /// way), ...; nil when the path is reachable or simply does not exist (`ENOENT`, `ENOTDIR`).
+    public static func unreachableReason(_ path: String) -> String? {
+        var info = stat()
+        guard stat(path, &info) != 0 else { return nil }
+        let code = errno
+        switch code {
+        case ENOENT, ENOTDIR: return nil
+        case ELOOP: return "a loop of symbolic links (too many levels to follow)"
+        case EACCES: return "permission denied on a directory on the way"
+        case ENAMETOOLONG: return "the path is too long"
+        default: return String(cString: strerror(code))
+        }
+    }
+
     /// `it is a directory`, `it is a FIFO (named pipe), not a regular file`, ...
     public var description: String {
         switch self {

@@ -76,7 +76,7 @@ extension ImageBatchPipeline {
                     early.append(.failure(path: reader.name, message: error.description))
                 case .success(let path):
                     switch FileKind(path: path) {
-                    case .missing: early.append(.failure(path: path, message: "\(path): no such file or directory"))
+                    case .missing: early.append(.failure(path: path, message: "\(path): \(FileKind.unreachableReason(path) ?? "no such file or directory")"))
                     case .directory: early.append(.failure(path: path, message: "\(path): a directory, not an image file"))
                     default: chunk.append(URL(fileURLWithPath: path))
                     }

@@ -23,6 +23,10 @@ public struct ImageFileProblem: Sendable, Hashable, CustomStringConvertible {
         /// A line of a path list that is not a usable path (an error); `reason` says why, with
         /// the list's name and the line number (``PathListError/badLine(list:line:problem:)``).
         case badListLine(reason: String)
+        /// The path exists but cannot be reached (an error): a loop of symbolic links, a
+        /// directory on the way without search permission; `reason` says which
+        /// (``/MobileNetIO/FileKind/unreachableReason(_:)``).
+        case unreachable(reason: String)
     }
     /// The path concerned.
     public var path: String
@@ -47,6 +51,7 @@ public struct ImageFileProblem: Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         switch kind {
         case .missing: "\(path): no such file or directory"
+        case .unreachable(let reason): "\(path): \(reason)"
         case .notAnImage: "skipping \(path): not an image"
         case .undecodableName:
             "\(path): a file name that is not valid UTF-8 (shown with its bytes escaped); rename it to process it"
@@ -124,7 +129,7 @@ public struct ImageFileList: Sendable {
                 problems.append(ImageFileProblem(path: reader.name, kind: .badListLine(reason: error.description)))
             case .success(let path):
                 switch FileKind(path: path) {
-                case .missing: problems.append(ImageFileProblem(path: path, kind: .missing))
+                case .missing: problems.append(ImageFileProblem(path: path, kind: FileKind.unreachableReason(path).map { .unreachable(reason: $0) } ?? .missing))
                 case .directory: problems.append(ImageFileProblem(path: path, kind: .listedDirectory))
                 default: files.append(URL(fileURLWithPath: path))
                 }

@@ -138,9 +138,10 @@ public struct ShardManifest: Codable, Sendable, Equatable {
     /// Whether this manifest records a finished run of the same work: the same shard, source,
     /// backbone, preprocessing and input files (in order) whose contents still have the recorded
     /// SHA-256 (an image replaced since must be embedded again, issue 32), no failures, and
-    /// outputs whose sizes and SHA-256 still match (so a re-run of a complete shard can stop at once).
+    /// outputs whose sizes and SHA-256 still match (so a re-run of a complete shard can stop at once),
+    /// and a ``count`` that agrees with ``files`` (an edited or damaged manifest is not trusted).
     public func isComplete(shard: Shard, source: String, backbone: BackboneIdentity, preprocessing: PreprocessingIdentity, inputs: [String]) -> Bool {
-        guard self.shard == shard.description, self.source == source, self.backbone == backbone.key,
+        guard count == files.count, self.shard == shard.description, self.source == source, self.backbone == backbone.key,
               self.preprocessing == preprocessing.key, failures.isEmpty, files.map(\.path) == inputs, !outputs.isEmpty else { return false }
         let outputsMatch = outputs.allSatisfy { output in
             (try? Self.output(at: URL(fileURLWithPath: output.path))) == output

@@ -36,7 +36,7 @@ public enum IndexMergeError: Error, Equatable, CustomStringConvertible, Localize
 
 /// What ``ImageIndex/merge(_:)`` did.
 public struct IndexMergeResult: Sendable, Equatable {
-    /// Files recorded in the destination from the inputs (a path in several inputs counts once per input).
+    /// Distinct files the inputs record (a path in several inputs counts once: the last input's record is kept).
     public var files: Int
     /// Embedding rows copied (equal keys replace each other: the same content embedded by two
     /// shards with one backbone and preprocessing is stored once).
@@ -134,6 +134,7 @@ extension ImageIndex {
         if let backbone = reference.backbone { try store.register(backbone) }
         // Every row must be searchable: finite, and of the one width of the index.
         var width = try store.dimensions().first
+        var paths = Set<String>()
         for (url, index) in sources {
             try index.store.forEachEmbeddingChunk { records in
                 for record in records {
@@ -150,8 +151,9 @@ extension ImageIndex {
             }
             let files = try index.store.allFiles()
             try store.recordFiles(files)
-            result.files += files.count
+            paths.formUnion(files.map(\.path))
         }
+        result.files = paths.count
         return result
     }
 }

@@ -7,8 +7,8 @@ import NIOCore
 /// itself, or the file of a `multipart/form-data` body (an HTML form, `curl -F image=@cat.jpg`).
 ///
 /// The multipart framing is parsed by Vapor's MultipartKit (RFC 7578); this type only picks the
-/// part: the one named `image` or `file`, else the first part that carries a `filename`, else the
-/// only part.
+/// part: the one named `image`, else the one named `file`, else the first part that carries a
+/// `filename`, else the only part.
 enum ImageUpload {
     /// The encoded image in `body`.
     ///
@@ -37,7 +37,8 @@ enum ImageUpload {
         do { try parser.execute(ByteBuffer(bytes: body)) } catch {
             throw .invalidInput(field: "body", problem: "the multipart/form-data body does not parse (\(error))")
         }
-        let chosen = parts.first { $0.name == "image" || $0.name == "file" }
+        // `image` wins wherever it is, then `file` (a first part named `file` does not shadow a later `image`).
+        let chosen = parts.first { $0.name == "image" } ?? parts.first { $0.name == "file" }
             ?? parts.first { $0.filename != nil }
             ?? (parts.count == 1 ? parts[0] : nil)
         guard let chosen else {

@@ -79,8 +79,8 @@ public enum MobileNetServer {
                            configuration: ServerConfiguration, logger: Logger) async throws {
         // A missing file is reported before the port is bound.
         try ModelRegistry.checkFilesExist(models: specifications, indexes: indexes, options: loading)
-        if let threshold = configuration.mallocMmapThreshold, !MallocTuning.useFixedMmapThreshold(threshold) {
-            logger.warning("the C allocator did not take M_MMAP_THRESHOLD", metadata: ["bytes": .stringConvertible(threshold)])
+        if let settings = configuration.malloc, !MallocTuning.apply(settings) {
+            logger.warning("the C allocator did not take the settings", metadata: ["settings": .string("\(settings)")])
         }
         let state = ServerState(), metrics = ServingMetrics()
         let loader = ModelLoaderService(specifications: specifications, indexes: indexes, loading: loading, configuration: configuration,

@@ -25,11 +25,11 @@ public struct ServerConfiguration: Sendable {
     /// byte now and then resets the idle timeout, so without this it could hold a connection (and
     /// a request task) forever. Past it: 408 and the connection closes.
     public var bodyTimeout: Duration
-    /// A fixed glibc `M_MMAP_THRESHOLD` set when the server starts
-    /// (``/MobileNetIO/MallocTuning/useFixedMmapThreshold(_:)``, default 128 KiB), so the resident
-    /// size stays flat under load; nil leaves the allocator as the process has it (for example
-    /// tuned by `GLIBC_TUNABLES`).
-    public var mallocMmapThreshold: Int?
+    /// glibc allocator settings applied when the server starts
+    /// (``/MobileNetProcess/MallocTuning/apply(_:)``, default ``/MobileNetProcess/MallocSettings/server``):
+    /// no page faults per request and a resident size that stays flat under load; nil leaves the
+    /// allocator as the process has it (for example tuned by `GLIBC_TUNABLES`).
+    public var malloc: MallocSettings?
 
     /// TensorFlow Serving's REST port.
     public static let defaultPort = 8501
@@ -37,7 +37,7 @@ public struct ServerConfiguration: Sendable {
     /// Creates a configuration.
     public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, limits: ServingLimits = ServingLimits(),
                 batching: BatchingConfiguration = BatchingConfiguration(), retryAfterSeconds: Int = 1, idleTimeout: Duration = .seconds(60),
-                shutdownTimeout: Duration = .seconds(25), bodyTimeout: Duration = .seconds(60), mallocMmapThreshold: Int? = MallocTuning.defaultMmapThreshold) {
+                shutdownTimeout: Duration = .seconds(25), bodyTimeout: Duration = .seconds(60), malloc: MallocSettings? = .server) {
         self.host = host
         self.port = port
         self.limits = limits
@@ -46,6 +46,6 @@ public struct ServerConfiguration: Sendable {
         self.idleTimeout = max(.milliseconds(100), idleTimeout)
         self.shutdownTimeout = max(.milliseconds(100), shutdownTimeout)
         self.bodyTimeout = max(.milliseconds(100), bodyTimeout)
-        self.mallocMmapThreshold = mallocMmapThreshold
+        self.malloc = malloc
     }
 }

@@ -115,13 +115,22 @@ public struct ClassifierModel: Sendable, Equatable, Codable {
         return try encoder.encode(copy)
     }
 
+    /// The largest model file read (256 MiB): a model fine-tuned from the first layer of an
+    /// alpha 1.4 base is under 60 MB; a bigger file is refused before it is read.
+    public static let maximumFileBytes = 256 << 20
+
     /// Reads a model file.
     ///
-    /// - Throws: ``ClassifierModelError`` naming the file.
+    /// - Throws: ``ClassifierModelError`` naming the file: ``ClassifierModelError/unreadable(path:message:)``
+    ///   also for a directory, a device or FIFO, and a file over ``maximumFileBytes``.
     public static func read(contentsOf url: URL) throws(ClassifierModelError) -> ClassifierModel {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else { throw .unreadable(path: url.path, message: "no such file") }
-        guard !isDirectory.boolValue else { throw .unreadable(path: url.path, message: "it is a directory") }
+        switch FileKind(path: url.path) {
+        case .missing: throw .unreadable(path: url.path, message: FileKind.unreachableReason(url.path) ?? "no such file")
+        case .regular(let bytes) where bytes > Int64(maximumFileBytes):
+            throw .unreadable(path: url.path, message: "\(bytes) bytes, more than the \(maximumFileBytes >> 20) MiB a model file can have")
+        case .regular: break
+        case let other: throw .unreadable(path: url.path, message: other.description)
+        }
         let data: Data
         do { data = try Data(contentsOf: url) } catch { throw .unreadable(path: url.path, message: error.localizedDescription) }
         return try decode(data, path: url.path)

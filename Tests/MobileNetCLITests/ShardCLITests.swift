@@ -110,6 +110,12 @@ struct ShardCLITests {
         let manifest = try #require(try ShardManifest.read(ShardManifest.url(besides: out)))
         #expect(manifest.files.first { $0.path == copy.path }?.sha256 == (try SHA256.hex(contentsOf: copy)))
         #expect(try CLI.run(arguments).stderr.contains("already complete"))
+        // A manifest whose count disagrees with its file list is not trusted (issue 32: it was not checked).
+        var edited = manifest
+        edited.count += 1
+        try edited.encoded().write(to: ShardManifest.url(besides: out))
+        let recount = try CLI.run(arguments)
+        #expect(!recount.stderr.contains("already complete") && recount.status == 64, "\(recount.stderr)")
     }
 
     @Test("--shard is validated strictly: exit 64", arguments: ["3/3", "-1/3", "1/0", "a/3", "1/3x", "1 /3", "1/99999999"])

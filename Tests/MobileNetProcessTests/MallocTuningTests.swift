@@ -24,6 +24,15 @@ struct MallocTuningTests {
     @Test("the training setting is taken (32 MiB mmap threshold, 1 GiB trim threshold)")
     func training() {
         #expect(MallocTuning.keepFreedBlocksForTraining())
-        #expect(MallocTuning.useFixedMmapThreshold())  // back to the server's setting for the other tests
+        #expect(MallocTuning.apply(.server))  // back to the server's setting for the other tests
+    }
+
+    @Test("the server's settings are taken; out-of-range ones are refused")
+    func server() {
+        #expect(MallocSettings.server == MallocSettings(mmapThreshold: 8 << 20, trimThreshold: 64 << 20, topPad: 16 << 20))
+        #expect(MallocTuning.apply(.server))
+        #expect(!MallocTuning.apply(MallocSettings(mmapThreshold: 64 << 20, trimThreshold: 0, topPad: 0)))
+        #expect(!MallocTuning.apply(MallocSettings(mmapThreshold: 1 << 20, trimThreshold: -1, topPad: 0)))
+        #expect(MallocTuning.apply(.server))
     }
 }

@@ -47,6 +47,8 @@ struct IndexMergeTests {
         // Merging again changes nothing (keyed rows): a half-done merge is completed by a re-run.
         _ = try merged.merge([a, b])
         #expect(try merged.store.count() == 3 && merged.files().count == 3)
+        // One shard given twice: its 2 files are counted once (was 4, issue 32).
+        #expect(try merged.merge([a, a]).files == 2)
     }
 
     @Test("shards of different backbones are refused before anything is written")

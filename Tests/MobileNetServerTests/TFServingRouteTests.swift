@@ -146,6 +146,8 @@ struct TFServingRouteTests {
                 ("image part among others", [("note", nil, Data("hello".utf8)), ("image", "chelsea.png", png)]),
                 ("a file part under another name", [("upload", "chelsea.png", png), ("note", nil, Data("x".utf8))]),
                 ("the only part", [("whatever", nil, png)]),
+                ("image after a file part and a filename part (issue 32: the first was taken)",
+                 [("file", "notes.txt", Data("not an image".utf8)), ("thumb", "t.png", Data("x".utf8)), ("image", "chelsea.png", png)]),
                 ("a UTF-8 filename (header values are not screened)", [("image", "chat-\u{E9}t\u{E9}.png", png)]),
             ]
             for (label, parts) in cases {

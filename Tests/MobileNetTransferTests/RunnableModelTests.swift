@@ -102,6 +102,20 @@ import Testing
         }
     }
 
+    @Test("a model file over 256 MiB is refused before it is read (issue 32: 1.5 GB was read first)")
+    func hugeModelFilesAreRefusedUnread() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let huge = dir.appendingPathComponent("huge.json")
+        try Data("{\"format\": \"swift-mobilenet-classifier\"".utf8).write(to: huge)
+        let handle = try FileHandle(forWritingTo: huge)
+        try handle.truncate(atOffset: 300 << 20)  // sparse: no 300 MB written
+        try handle.close()
+        #expect(throws: ClassifierModelError.unreadable(path: huge.path, message: "\(300 << 20) bytes, more than the 256 MiB a model file can have")) {
+            try ClassifierModel.read(contentsOf: huge)
+        }
+    }
+
     @Test(.enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
     func sharedWeightFilesOpenAsImageNetClassifierAndEmbedder() async throws {
         let top = TestData.shared("data/weights/mobilenet_v2_1.0_224_dequant.h5")

@@ -159,6 +159,13 @@ struct ShardingTests {
         #expect(list.problems.map(\.kind) == [.missing, .listedDirectory, .badListLine(reason: list.problems.last.map { "\($0)" } ?? "")])
         #expect(list.problems.allSatisfy { $0.isError })
         #expect("\(list.problems[2])".contains("line 4"))
+
+        // A loop of symbolic links is named as one, not as a missing file (issue 32).
+        let loop = dir.appendingPathComponent("loop.jpg").path
+        try FileManager.default.createSymbolicLink(atPath: loop, withDestinationPath: loop)
+        let looped = try ImageFileList(listedIn: try PathListReader(path: try Self.listFile(Array("\(loop)\n".utf8)).path))
+        #expect(looped.problems.map(\.kind) == [.unreachable(reason: "a loop of symbolic links (too many levels to follow)")])
+        #expect("\(looped.problems[0])".contains("loop.jpg: a loop of symbolic links") && looped.problems[0].isError)
     }
 
     static let configuration = MobileNetV2Configuration(alpha: 0.35, inputHeight: 32, inputWidth: 32, includeTop: false, pooling: .avg)

@@ -32,6 +32,8 @@ int mn_limit_address_space(unsigned long long bytes);
 int mn_set_mmap_threshold(int bytes);
 /// mallopt(M_TRIM_THRESHOLD, bytes) (clamped to INT_MAX); 1 on success.
 int mn_set_trim_threshold(long bytes);
+/// mallopt(M_TOP_PAD, bytes) (clamped to INT_MAX): extra bytes taken from the system with each heap growth; 1 on success.
+int mn_set_top_pad(long bytes);
 
 #ifdef __cplusplus
 }

@@ -41,14 +41,15 @@ tour: setup
 	.build/release/LibraryTour "$(SHARED)"
 
 # The DocC catalog (Sources/MobileNet/MobileNet.docc) links into the re-exported modules, so
-# they are documented together: .build/plugins/Swift-DocC/outputs/swift-mobilenet.doccarchive
-# In release, in .build: the plugin still compiles each documented module once more (its build
-# of a single target does not reuse `--build-tests` objects; about 3.5 min on 2 cores, AMD EPYC
-# AVX2, 2026-12-07), where the former debug build in .build-docs compiled every dependency too.
+# they are documented together: .build/docs/swift-mobilenet.doccarchive. scripts/docs.sh takes
+# the symbol graphs from the release build (`swift package dump-symbol-graph`, no compilation
+# after `make test`) and runs docc convert per target and docc merge, as swift-docc-plugin's
+# combined documentation does; the plugin compiled every documented module once more (about
+# 3.5 min on 2 cores, AMD EPYC AVX2; the script takes under 1 min, 2026-12-07).
 DOC_TARGETS = MobileNet MobileNetProcess MobileNetKernels MobileNetOneDNN MobileNetModel MobileNetTraining MobileNetIO MobileNetStore MobileNetPipeline MobileNetTransfer MobileNetSearch MobileNetANN
 
 docs: setup
-	swift package -c release --disable-sandbox generate-documentation $(addprefix --target ,$(DOC_TARGETS)) --enable-experimental-combined-documentation
+	scripts/docs.sh $(DOC_TARGETS)
 
 # Coverage-guided fuzzing with libFuzzer and AddressSanitizer: `make fuzz TARGET=image SECONDS=300`
 # (targets: image, keras-archive, model-file, store, weight-payload). New interesting inputs are

@@ -28,7 +28,7 @@ struct Index: AsyncParsableCommand {
                 """)
 
         @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
-        func validate() throws { _ = try database.requiredIndexPath() }
+        func validate() throws { _ = try database.indexPath() }
         @OptionGroup(title: "Model") var model: ModelOptions
         @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
         @OptionGroup var decode: DecodeOptions
@@ -49,7 +49,7 @@ struct Index: AsyncParsableCommand {
                 try requireImages(files, images.isEmpty ? [list.filesFrom ?? ""] : images, problems: missing)
             }
             do {
-                let path = try database.requiredPath()
+                let path = try database.indexPath()
                 let options = runtime.runtime(decode)
                 let backbone = try await model.loadBackbone(runtime: options)
                 let index = try ImageIndex(path: path)
@@ -89,13 +89,13 @@ struct Index: AsyncParsableCommand {
         var shards: [String]
 
         func validate() throws {
-            _ = try database.requiredIndexPath()
+            _ = try database.indexPath()
             guard !shards.isEmpty else { throw ValidationError("give the shard index files to merge") }
         }
 
         func run() throws {
             do {
-                let path = try database.requiredPath()
+                let path = try database.indexPath()
                 for shard in shards where !FileManager.default.fileExists(atPath: shard) {
                     printError("error: \(shard): no such file")
                     throw ExitCode(1)
@@ -109,11 +109,11 @@ struct Index: AsyncParsableCommand {
     struct Sync: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Forget indexed files that no longer exist.")
         @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
-        func validate() throws { _ = try database.requiredIndexPath() }
+        func validate() throws { _ = try database.indexPath() }
 
         func run() throws {
             do {
-                let removed = try ImageIndex(path: try database.requiredPath()).sync()
+                let removed = try ImageIndex(path: try database.indexPath()).sync()
                 for path in removed { print("removed \(displayed(path))") }
                 printError("sync: \(removed.count) missing files removed")
             }
@@ -123,7 +123,7 @@ struct Index: AsyncParsableCommand {
     struct Stats: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show what the index holds.")
         @OptionGroup(title: "Embedding database") var database: EmbeddingDatabaseOptions
-        func validate() throws { _ = try database.requiredIndexPath() }
+        func validate() throws { _ = try database.indexPath() }
         @Flag(name: .long, help: "Print JSON.")
         var json = false
 
@@ -133,7 +133,7 @@ struct Index: AsyncParsableCommand {
 
         func run() throws {
             do {
-                let path = try database.requiredPath()
+                let path = try database.indexPath()
                 let index = try ImageIndex(path: path, readOnly: true)
                 let files = try index.files()
                 let attributes = try? FileManager.default.attributesOfItem(atPath: path)
@@ -169,15 +169,15 @@ struct Index: AsyncParsableCommand {
         var overwrite = false
 
         func validate() throws {
-            _ = try database.requiredIndexPath()
+            _ = try database.indexPath()
             try validateOutputs([output, output + ".json"], overwrite: overwrite, needsSideFile: [output], inputs: database.database.map { [$0] } ?? [])
         }
 
         func run() throws {
             let sidecar = output + ".json"
             do {
-                let index = try ImageIndex(path: try database.requiredPath(), readOnly: true)
-                guard let backbone = try index.backbone() else { throw ImageIndexError.empty(path: try database.requiredPath()) }
+                let index = try ImageIndex(path: try database.indexPath(), readOnly: true)
+                guard let backbone = try index.backbone() else { throw ImageIndexError.empty(path: try database.indexPath()) }
                 let preprocessing = PreprocessingIdentity(image.configuration(), height: backbone.inputHeight, width: backbone.inputWidth)
                 let (search, _) = try index.searchIndex(preprocessing: preprocessing)
                 let rows = (0..<search.count).flatMap { search.vector(at: $0) }
@@ -218,14 +218,14 @@ extension Index {
         var overwrite = false
 
         func validate() throws {
-            _ = try database.requiredIndexPath()
+            _ = try database.indexPath()
             try validateOutputs([output], overwrite: overwrite, needsSideFile: [], inputs: database.database.map { [$0] } ?? [])
             if let searchParameter, searchParameter < 1 { throw ValidationError("--search-parameter must be at least 1") }
         }
 
         func run() throws {
             do {
-                let path = try database.requiredPath()
+                let path = try database.indexPath()
                 let index = try ImageIndex(path: path, readOnly: true)
                 guard let backbone = try index.backbone() else { throw ImageIndexError.empty(path: path) }
                 let preprocessing = PreprocessingIdentity(image.configuration(), height: backbone.inputHeight, width: backbone.inputWidth)
@@ -288,7 +288,7 @@ struct Similar: AsyncParsableCommand {
     struct Report: Encodable { let index: String; let results: [Result]; let errors: [Failure] }
 
     func validate() throws {
-        _ = try database.requiredIndexPath()
+        _ = try database.indexPath()
         guard (1...1_000_000).contains(top) else { throw ValidationError("--top must be between 1 and 1000000, got \(top)") }
         guard VectorPrecision(rawValue: precision) != nil else { throw ValidationError("--precision must be float32 or float16") }
         // A cosine similarity; NaN would compare false and keep every match.
@@ -306,7 +306,7 @@ struct Similar: AsyncParsableCommand {
         var results: [Result] = []
         let path: String
         do {
-            path = try database.requiredPath()
+            path = try database.indexPath()
             let index = try ImageIndex(path: path, readOnly: true)
             let options = runtime.runtime(decode)
             let backbone = try await model.loadBackbone(runtime: options)
@@ -381,7 +381,7 @@ struct Duplicates: AsyncParsableCommand {
 
     func validate() throws {
         guard database.database != nil || !images.isEmpty else { throw ValidationError("give directories or files, or --index FILE") }
-        if database.database != nil { _ = try database.requiredIndexPath() }
+        if database.database != nil { _ = try database.indexPath() }
         guard (-1...1).contains(threshold) else { throw ValidationError("--threshold must be in -1...1") }
     }
 
@@ -436,16 +436,5 @@ struct Duplicates: AsyncParsableCommand {
             printError("duplicates: \(counted(groups.count, "group")) among \(counted(search.count, "image")) (threshold \(threshold))")
         }
         if failed { throw ExitCode(1) }
-    }
-}
-
-extension EmbeddingDatabaseOptions {
-    /// The `--index` path of the index commands, which must be given and must not be empty.
-    ///
-    /// - Throws: `ValidationError` (a usage error) when `--index` is missing or is `""`.
-    func requiredIndexPath() throws -> String {
-        let path = try requiredPath()
-        guard !path.isEmpty else { throw ValidationError("--index: the path is empty; give the index database file") }
-        return path
     }
 }

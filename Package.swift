@@ -178,8 +178,9 @@ let package = Package(
         .testTarget(
             name: "MobileNetServerTests",
             dependencies: ["MobileNet", "MobileNetServing", "MobileNetServer", "MobileNetTestSupport",
-                           .product(name: "Hummingbird", package: "hummingbird"),
-                           .product(name: "HummingbirdTesting", package: "hummingbird"), .product(name: "Logging", package: "swift-log")]
+                           .product(name: "Hummingbird", package: "hummingbird"), .product(name: "Logging", package: "swift-log"),
+                           .product(name: "HTTPTypes", package: "swift-http-types"), .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
         .testTarget(name: "MobileNetCLITests", dependencies: ["MobileNet", "MobileNetTestSupport", "MobileNetCLI"]),
     ]

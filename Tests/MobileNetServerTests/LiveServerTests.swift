@@ -1,6 +1,5 @@
 import Foundation
 import Hummingbird
-import HummingbirdTesting
 import MobileNet
 import MobileNetServer
 import MobileNetServing
@@ -14,11 +13,12 @@ struct LiveServerTests {
     func liveServer() async throws {
         let state = ServerState()
         let configuration = ServerConfiguration(host: "127.0.0.1", port: 0)
+        let portBox = PortBox()
         let app = MobileNetServer.makeApplication(specifications: [try ModelSpecification(name: "imagenet", path: Harness.topWeights.path)],
                                                   loading: ModelLoadingOptions(backend: OneDNNBackend()), configuration: configuration,
-                                                  state: state, logger: Harness.quietLogger)
+                                                  state: state, logger: Harness.quietLogger, onServerRunning: { portBox.set($0) })
         let png = try Data(contentsOf: Harness.png)
-        try await app.test(.live) { client in
+        try await LiveTest.run(app, port: portBox) { client in
             try await client.execute(uri: "/v2/health/live", method: .get) { #expect($0.status == .ok) }
             let clock = ContinuousClock(), deadline = clock.now + .seconds(60)
             var ready = false
@@ -51,7 +51,7 @@ struct LiveServerTests {
                                                   loading: ModelLoadingOptions(backend: OneDNNBackend()), configuration: configuration,
                                                   state: state, logger: Harness.quietLogger, onServerRunning: { portBox.set($0) })
         let png = try Data(contentsOf: Harness.png)
-        try await app.test(.live) { client in
+        try await LiveTest.run(app, port: portBox) { client in
             let clock = ContinuousClock(), deadline = clock.now + .seconds(60)
             while !state.isReady, clock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
             let service = try #require(state.service)
@@ -104,7 +104,7 @@ extension LiveServerTests {
         let app = MobileNetServer.makeApplication(specifications: [try ModelSpecification(name: "imagenet", path: Harness.topWeights.path)],
                                                   loading: ModelLoadingOptions(backend: OneDNNBackend()), configuration: configuration,
                                                   state: state, logger: Harness.quietLogger, onServerRunning: { portBox.set($0) })
-        try await app.test(.live) { _ in
+        try await LiveTest.run(app, port: portBox) { _ in
             let port = try #require(portBox.value)
             // With Expect (the client never sends the body), and without (it sends it all).
             for (headers, body) in [("Expect: 100-continue\r\n", Data()), ("", Data(repeating: 0x41, count: 5000))] {

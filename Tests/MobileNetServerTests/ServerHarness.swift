@@ -1,6 +1,5 @@
 import Foundation
 import Hummingbird
-import HummingbirdTesting
 import Logging
 import MobileNet
 import MobileNetServer
@@ -26,18 +25,27 @@ enum Harness {
     /// The embedder from the shared weights without the top.
     static func embedder() async throws -> ServedModel { try await embedderTask.value }
 
-    /// Runs `body` against an in-process server (Hummingbird's router test framework) over
-    /// `models`, with its own batchers, metrics and limits.
+    /// Runs `body` against a server on a loopback port (``LiveTest``) over `models`, with its
+    /// own batchers, metrics and limits.
     static func withServer<T: Sendable>(models: [ServedModel], batching: BatchingConfiguration = BatchingConfiguration(), limits: ServingLimits = ServingLimits(),
                                         ready: Bool = true,
-                                        _ body: @Sendable (any TestClientProtocol, ModelRegistry, ServingMetrics) async throws -> T) async throws -> T {
+                                        _ body: @Sendable (TestClient, ModelRegistry, ServingMetrics) async throws -> T) async throws -> T {
         let metrics = ServingMetrics()
         let registry = try ModelRegistry(models: models, batching: batching, observer: metrics)
         defer { registry.shutdown() }
-        let configuration = ServerConfiguration(limits: limits, batching: batching)
+        let configuration = ServerConfiguration(host: "127.0.0.1", port: 0, limits: limits, batching: batching)
         let state = ServerState(service: ready ? InferenceService(registry: registry, limits: limits) : nil)
-        let app = Application(router: MobileNetServer.makeRouter(state: state, configuration: configuration, metrics: metrics), logger: quietLogger)
-        return try await app.test(.router) { client in try await body(client, registry, metrics) }
+        return try await serve(state: state, configuration: configuration, metrics: metrics) { client in try await body(client, registry, metrics) }
+    }
+
+    /// Runs `body` against the application of `state` on a loopback port (``LiveTest``).
+    static func serve<T: Sendable>(state: ServerState, configuration: ServerConfiguration = ServerConfiguration(host: "127.0.0.1", port: 0), metrics: ServingMetrics,
+                                   _ body: @Sendable (TestClient) async throws -> T) async throws -> T {
+        var configuration = configuration
+        configuration.port = 0
+        let port = PortBox()
+        let app = MobileNetServer.makeApplication(state: state, configuration: configuration, metrics: metrics, logger: quietLogger) { port.set($0) }
+        return try await LiveTest.run(app, port: port, body)
     }
 
     /// A logger that keeps the test output to warnings and errors (the request log is `info`).

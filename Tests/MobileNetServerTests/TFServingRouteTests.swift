@@ -1,6 +1,5 @@
 import Foundation
 import Hummingbird
-import HummingbirdTesting
 import MobileNet
 import MobileNetServer
 import MobileNetServing

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -gt 0 ] || { echo "usage: scripts/docs.sh TARGET..." >&2; exit 64; }
 
-swift package -c release dump-symbol-graph --minimum-access-level public >/dev/null
+swift package -c release dump-symbol-graph --minimum-access-level public --emit-extension-block-symbols >/dev/null
 graphs="$(swift build -c release --show-bin-path)/../symbolgraph"
 [ -d "$graphs" ] || { echo "docs: no symbol graphs in $graphs" >&2; exit 1; }
 docc="$(command -v docc || echo "$(dirname "$(command -v swift)")/docc")"

@@ -243,7 +243,7 @@ public final class ANNIndex: @unchecked Sendable {
     ///   - progress: (vectors added, total) after each block.
     /// - Throws: ``ANNError/faiss(operation:message:)`` for a bad factory string or a FAISS
     ///   failure; ``ANNError/unsupported(path:reason:)`` for an index kind other than flat storage;
-    ///   ``ANNError/invalidArgument(_:)`` for sizes that could not be built (``checkSizes(factory:count:)``)
+    ///   ``ANNError/invalidArgument(_:)`` for sizes that could not be built (`checkSizes(factory:count:)`)
     ///   or a `searchParameter` the structure does not take — all before k-means or adding.
     /// - Complexity: IVF: O(sample × lists × d) per k-means iteration and O(count × lists × d) to
     ///   add; HNSW: about O(count × log(count) × M × d).
@@ -355,6 +355,7 @@ public final class ANNIndex: @unchecked Sendable {
     ///     `normalise` is false.
     ///   - k: neighbours per query (fewer when the index holds fewer, or the IVF cells scanned do).
     ///   - parameters: nprobe / efSearch for this call.
+    ///   - normalise: L2-normalise each query row first (default true; false for rows already normalised).
     /// - Throws: ``ANNError/invalidArgument(_:)`` for sizes, a zero query or parameters out of
     ///   range; ``ANNError/faiss(operation:message:)``.
     public func search(_ queries: [Float], k: Int, parameters: ANNSearchParameters = ANNSearchParameters(), normalise: Bool = true) throws(ANNError) -> [[Neighbor]] {
@@ -397,7 +398,9 @@ public final class ANNIndex: @unchecked Sendable {
 
     /// Checks that this index was built from `index`: same dimension and vector count.
     ///
-    /// - Parameter path: the file, for the message.
+    /// - Parameters:
+    ///   - index: the exact index the rows come from.
+    ///   - path: the file, for the message.
     /// - Throws: ``ANNError/mismatch(path:reason:)``.
     public func check(matches index: EmbeddingIndex, path: String) throws(ANNError) {
         guard dimension == index.dimension else {
@@ -461,7 +464,9 @@ public final class ANNIndex: @unchecked Sendable {
 
     /// Writes the index atomically (``/MobileNetIO/AtomicFile``): readers never see a partial file.
     ///
-    /// - Parameter overwrite: replace an existing file.
+    /// - Parameters:
+    ///   - url: the file to write.
+    ///   - overwrite: replace an existing file.
     /// - Throws: ``/MobileNetIO/AtomicFileError`` (exists, I/O), ``ANNError``.
     public func write(to url: URL, overwrite: Bool) throws {
         try AtomicFile.write(try serialized(), to: url, overwrite: overwrite)

@@ -5,7 +5,7 @@ import MobileNetSearch
 import MobileNetStore
 
 extension EmbeddingIndex {
-    /// The `top` most similar stored vectors, best first: exact (``search(_:top:minimumSimilarity:)``,
+    /// The `top` most similar stored vectors, best first: exact (``/MobileNetSearch/EmbeddingIndex/search(_:top:minimumSimilarity:)``,
     /// BLAS) without `ann`, approximate with it. The one search call a server can route every
     /// query through, with the ANN index of the `.faiss` file that belongs to this index or nil.
     ///

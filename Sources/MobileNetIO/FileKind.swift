@@ -63,7 +63,7 @@ public enum FileKind: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// What a model file's first bytes say it is: the one check every opener uses (weights,
-/// model configs, ``/MobileNetTransfer/ModelFile``), so they cannot disagree.
+/// model configs, `ModelFile` in MobileNetTransfer), so they cannot disagree.
 public enum ModelContainer: Sendable, Equatable {
     /// An HDF5 file (`\x89HDF\r\n\x1a\n`): legacy `.h5`, whole-model `.h5`, Keras 3 `.weights.h5`.
     case hdf5

@@ -16,7 +16,7 @@ public enum StreamedResult: Sendable, Equatable {
     /// processes can be checked), `{"path": ..., "error": "..."}` for a failure.
     ///
     /// - Parameters:
-    ///   - backbone: the backbone identity's key (``BackboneIdentity``'s `key`).
+    ///   - backbone: the backbone identity's key (``/MobileNetStore/BackboneIdentity``'s `key`).
     ///   - preprocessing: the preprocessing identity's key.
     /// - Throws: `EncodingError` for a non-finite value in the output.
     public func jsonLine(backbone: String, preprocessing: String) throws -> String {

@@ -176,8 +176,10 @@ public struct ImageFileList: Sendable {
     /// Whether a file found in a directory should be processed: an image extension, or bytes
     /// that start like an image (a PNG named `.JPEG`, a JPEG without extension).
     ///
-    /// - Parameter unreadable: the answer for a file that cannot be opened (true: process it, so
-    ///   its error is reported; false: skip it).
+    /// - Parameters:
+    ///   - url: the file.
+    ///   - unreadable: the answer for a file that cannot be opened (true: process it, so
+    ///     its error is reported; false: skip it).
     public static func looksLikeImage(_ url: URL, unreadable: Bool = true) -> Bool {
         if imageFileExtensions.contains(url.pathExtension.lowercased()) { return true }
         guard let handle = try? FileHandle(forReadingFrom: url) else { return unreadable }

@@ -47,7 +47,7 @@ public enum KerasAugmentationError: Error, Equatable, CustomStringConvertible, L
 /// before `preprocess_input`, which is where the guide augments. Use
 /// ``/MobileNetIO/ImagePreprocessor/resizedPixels(for:)``, then ``apply(_:to:height:width:)``,
 /// then the preprocessor's ``/MobileNetIO/PixelScaling`` (or
-/// ``/MobileNetIO/ImagePreprocessor/tensor(for:augmentation:view:)`` for all three). Values
+/// `ImagePreprocessor.tensor(for:augmentation:view:)` for all three). Values
 /// stay within the input's range (bilinear weights are a convex combination; constant fill adds
 /// its value).
 ///
@@ -162,8 +162,11 @@ public struct KerasAugmentation: Sendable, Hashable, Codable {
     ///
     /// - Parameters:
     ///   - pixels: `[height, width, channels]` (HWC) floats, 0...255.
-    ///   - height, width: the image size.
-    ///   - seed, epoch, index: as in ``view(seed:epoch:index:)``.
+    ///   - height: the image height in pixels.
+    ///   - width: the image width in pixels.
+    ///   - seed: as in ``view(seed:epoch:index:)``.
+    ///   - epoch: as in ``view(seed:epoch:index:)``.
+    ///   - index: as in ``view(seed:epoch:index:)``.
     /// - Returns: a new `[height, width, channels]` image.
     public func augment(_ pixels: [Float], height: Int, width: Int, seed: UInt64, epoch: Int, index: Int) -> [Float] {
         apply(view(seed: seed, epoch: epoch, index: index), to: pixels, height: height, width: width)
@@ -175,7 +178,8 @@ public struct KerasAugmentation: Sendable, Hashable, Codable {
     ///   - view: the flip and angle (finite).
     ///   - pixels: `[height, width, channels]` (HWC) floats, 0...255; `pixels.count` must be a
     ///     multiple of `height · width` (a programmer error otherwise).
-    ///   - height, width: the image size.
+    ///   - height: the image height in pixels.
+    ///   - width: the image width in pixels.
     /// - Returns: a new `[height, width, channels]` image of the same size.
     /// - Complexity: O(height · width · channels), one pass per step.
     public func apply(_ view: View, to pixels: [Float], height: Int, width: Int) -> [Float] {
@@ -185,7 +189,10 @@ public struct KerasAugmentation: Sendable, Hashable, Codable {
 
     /// Keras `RandomFlip("horizontal")` of one image: `out[y][x] = in[y][width − 1 − x]`.
     ///
-    /// - Parameter pixels: `[height, width, channels]` (HWC); its count a multiple of `height · width`.
+    /// - Parameters:
+    ///   - pixels: `[height, width, channels]` (HWC); its count a multiple of `height · width`.
+    ///   - height: the image height in pixels.
+    ///   - width: the image width in pixels.
     /// - Returns: the mirrored image, same layout.
     public static func flippedHorizontally(_ pixels: [Float], height: Int, width: Int) -> [Float] {
         let channels = Self.channels(pixels, height: height, width: width)
@@ -228,6 +235,8 @@ public struct KerasAugmentation: Sendable, Hashable, Codable {
     ///
     /// - Parameters:
     ///   - pixels: `[height, width, channels]` (HWC) floats; count a multiple of `height · width`.
+    ///   - height: the image height in pixels.
+    ///   - width: the image width in pixels.
     ///   - degrees: the angle, finite (a programmer error otherwise).
     ///   - fillMode: reflect or constant.
     /// - Returns: the rotated image, same size and layout.
@@ -305,11 +314,11 @@ public struct KerasAugmentation: Sendable, Hashable, Codable {
 }
 
 extension ImagePreprocessor {
-    /// The model input for one augmented view of `image`: resize (``resizedPixels(for:)``,
-    /// 0...255), ``KerasAugmentation/apply(_:to:height:width:)``, then ``scaling`` — the order
+    /// The model input for one augmented view of `image`: resize (``/MobileNetIO/ImagePreprocessor/resizedPixels(for:)``,
+    /// 0...255), ``KerasAugmentation/apply(_:to:height:width:)``, then ``/MobileNetIO/ImagePreprocessor/scaling`` — the order
     /// of the Keras guide (augmentation layers before `preprocess_input`).
     ///
-    /// - Returns: `[1, height, width, 3]` (NHWC), values as ``scaling`` gives them (-1...1 by default).
+    /// - Returns: `[1, height, width, 3]` (NHWC), values as ``/MobileNetIO/ImagePreprocessor/scaling`` gives them (-1...1 by default).
     public func tensor(for image: RGBImage, augmentation: KerasAugmentation, view: KerasAugmentation.View) -> Tensor {
         let augmented = augmentation.apply(view, to: resizedPixels(for: image), height: height, width: width)
         return Tensor(shape: [1, height, width, 3], scalars: scaling.apply(augmented))

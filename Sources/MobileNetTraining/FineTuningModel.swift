@@ -253,7 +253,7 @@ public struct FineTuningModel: Sendable {
     /// residual `Add`) sums their gradients.
     ///
     /// - Returns: the gradient of every trainable variable.
-    /// - Precondition: `pass` came from ``forward(_:training:random:)`` of this model and
+    /// - Precondition: `pass` came from ``forward(_:training:random:)-(Tensor,_,_)`` of this model and
     ///   `logitsGradient` has its logits' shape (a programmer error).
     public func backward(_ pass: ForwardPass, logitsGradient: DoubleTensor) -> Gradients {
         typealias K = ReferenceGradientKernels

@@ -144,7 +144,7 @@ public struct FineTuningNetwork: Sendable {
     ///     `N ≥ 1` (for `input_layer`, the image preprocessed to -1...1).
     ///   - training: whether Dropout is active (Keras `training=True` for the head). BatchNorm
     ///     always runs in inference mode.
-    ///   - random: draws the Dropout mask exactly as ``FineTuningModel/forward(_:training:random:)``
+    ///   - random: draws the Dropout mask exactly as ``FineTuningModel/forward(_:training:random:)-(Tensor,_,_)``
     ///     (one `uniform()` per pooled value in row-major order; dropped when below the rate,
     ///     kept values scaled by `1 / (1 − rate)`); unused when Dropout is inactive.
     /// - Returns: the logits and the activations the backward pass reads.
@@ -431,7 +431,7 @@ public struct FineTuningNetwork: Sendable {
     // MARK: Updates
 
     /// Applies one optimiser step to the trainable variables (``trainableVariables`` order), with
-    /// Keras's update rule (``Optimizer/update(_:gradients:)-(inout [[Float]],_)``).
+    /// Keras's update rule (``Optimizer/update(_:gradients:)-([[Float]],_)``).
     ///
     /// - Throws: ``FineTuningError/gradients(_:)`` when a trainable variable has no gradient or
     ///   one of another size (nothing is changed then).

@@ -51,7 +51,7 @@ public struct Optimizer: Sendable {
     /// optimiser state and the arithmetic in Double, each new value rounded to `Float` (Keras
     /// keeps both in float32; the difference is the rounding of the state).
     ///
-    /// - Precondition: as ``update(_:gradients:)-(inout [[Double]],_)``.
+    /// - Precondition: as ``update(_:gradients:)-([[Double]],_)``.
     public mutating func update(_ parameters: inout [[Float]], gradients: [[Float]]) {
         apply(&parameters, gradients)
     }

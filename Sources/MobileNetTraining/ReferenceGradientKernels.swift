@@ -77,6 +77,8 @@ public enum ReferenceGradientKernels {
     ///   - x: the forward input `[N, H, W, Cin]`.
     ///   - kernel: `[KH, KW, Cin, Cout]`.
     ///   - dy: `[N, OH, OW, Cout]`.
+    ///   - stride: the forward stride.
+    ///   - padding: the forward padding.
     ///   - inputGradient: whether to compute `dx` (not needed when the input comes from a frozen layer).
     /// - Returns: `dx` (`[N, H, W, Cin]`, nil when not asked for) and `dkernel` (`[KH, KW, Cin, Cout]`).
     public static func conv2DBackward(_ x: DoubleTensor, kernel: DoubleTensor, stride: Int, padding: Padding, dy: DoubleTensor,
@@ -131,6 +133,8 @@ public enum ReferenceGradientKernels {
     /// - Parameters:
     ///   - x: `[N, H, W, C]`.
     ///   - kernel: `[KH, KW, C, 1]`.
+    ///   - stride: the stride, both directions.
+    ///   - padding: Keras `same` (TensorFlow's split: the extra row or column at the bottom right) or `valid`.
     /// - Returns: `[N, OH, OW, C]`.
     public static func depthwiseConv2D(_ x: DoubleTensor, kernel: DoubleTensor, stride: Int, padding: Padding) -> DoubleTensor {
         let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
@@ -166,7 +170,12 @@ public enum ReferenceGradientKernels {
     /// `dk[ky, kx, c, 0] = Σ x[…, c] · dy[…, c]`, `dx[…, c] += k[ky, kx, c, 0] · dy[…, c]`.
     ///
     /// - Parameters:
-    ///   - x: the forward input `[N, H, W, C]`; `kernel` `[KH, KW, C, 1]`; `dy` `[N, OH, OW, C]`.
+    ///   - x: the forward input `[N, H, W, C]`.
+    ///   - kernel: `[KH, KW, C, 1]`.
+    ///   - dy: `[N, OH, OW, C]`.
+    ///   - stride: the forward stride.
+    ///   - padding: the forward padding.
+    ///   - inputGradient: whether to compute `dx`.
     /// - Returns: `dx` (`[N, H, W, C]`, nil when `inputGradient` is false) and `dkernel` `[KH, KW, C, 1]`.
     public static func depthwiseConv2DBackward(_ x: DoubleTensor, kernel: DoubleTensor, stride: Int, padding: Padding, dy: DoubleTensor,
                                                inputGradient: Bool) -> (dx: DoubleTensor?, dkernel: DoubleTensor) {
@@ -329,7 +338,9 @@ public enum ReferenceGradientKernels {
 
     /// The backward pass of ``globalAveragePool(_:)``: `dx[b, y, x, c] = dy[b, c] / (H·W)`.
     ///
-    /// - Parameter inputShape: the forward input's shape `[N, H, W, C]`.
+    /// - Parameters:
+    ///   - dy: `[N, C]`.
+    ///   - inputShape: the forward input's shape `[N, H, W, C]`.
     public static func globalAveragePoolBackward(_ dy: DoubleTensor, inputShape: [Int]) -> DoubleTensor {
         let (n, h, w, c) = (inputShape[0], inputShape[1], inputShape[2], inputShape[3])
         precondition(dy.shape == [n, c], "globalAveragePoolBackward: dy \(dy.shape) for input \(inputShape)")

@@ -159,6 +159,8 @@ public enum ModelFile {
     ///   - includeTop: look for the file with the top (the ImageNet classifier) or without it.
     ///   - options: as for ``open(_:options:backend:resolver:)``; its alpha and input size choose
     ///     the official file (default 1.0 and 224).
+    ///   - backend: the inference backend the network runs on.
+    ///   - resolver: where a file is looked for (the cache folder, the download).
     /// - Throws: ``/MobileNetIO/WeightsResolutionError`` when no file is found; ``ModelFileError/notAClassifier(path:)``
     ///   when `includeTop` and the file has no top; as ``open(_:options:backend:resolver:)``.
     public static func openDefault(weightsPath: String?, includeTop: Bool, options: ModelOpenOptions = ModelOpenOptions(),

@@ -45,7 +45,8 @@ tour: setup
 # the symbol graphs from the release build (`swift package dump-symbol-graph`, no compilation
 # after `make test`) and runs docc convert per target and docc merge, as swift-docc-plugin's
 # combined documentation does; the plugin compiled every documented module once more (about
-# 3.5 min on 2 cores, AMD EPYC AVX2; the script takes under 1 min, 2026-12-07).
+# 3.5 min on 2 cores, AMD EPYC AVX2; the script takes about 1 min, 2026-12-07). A DocC warning
+# fails it (--warnings-as-errors).
 DOC_TARGETS = MobileNet MobileNetProcess MobileNetKernels MobileNetOneDNN MobileNetModel MobileNetTraining MobileNetIO MobileNetStore MobileNetPipeline MobileNetTransfer MobileNetSearch MobileNetANN
 
 docs: setup

@@ -6,6 +6,8 @@
 # `docc merge`: what swift-docc-plugin's --enable-experimental-combined-documentation does,
 # without the plugin's own compilation of every documented module (about 3.5 min on 2 cores).
 #
+# A DocC warning (a broken link, an undocumented parameter) fails the build.
+#
 # Usage: scripts/docs.sh TARGET... (the documented targets; MobileNet carries the catalog)
 # Output: .build/docs/swift-mobilenet.doccarchive
 set -euo pipefail
@@ -46,10 +48,10 @@ while read -r target deps; do
     [ -d "Sources/$target/$target.docc" ] && arguments+=("Sources/$target/$target.docc")
     arguments+=(--fallback-display-name "$target" --fallback-bundle-identifier "$target"
                 --additional-symbol-graph-dir "$out/graphs/$target" --output-path "$out/archives/$target.doccarchive"
-                --enable-experimental-external-link-support)
+                --enable-experimental-external-link-support --warnings-as-errors)
     for dep in $deps; do arguments+=(--dependency "$out/archives/$dep.doccarchive"); done
     "$docc" "${arguments[@]}" >"$out/$target.log" 2>&1 || { cat "$out/$target.log" >&2; echo "docs: docc convert failed for $target" >&2; exit 1; }
-    echo "docs: $target ($(grep -c "warning:" "$out/$target.log" || true) warnings)"
+    echo "docs: $target"
 done <<<"$order"
 
 archives=()

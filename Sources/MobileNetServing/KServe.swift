@@ -67,7 +67,7 @@ public enum KServe {
                         throw ServingError.invalidInput(field: "outputs[\(i)]", problem: "expected an object with a name")
                     }
                     guard name == context.outputName else {
-                        throw ServingError.invalidInput(field: "outputs[\(i)].name", problem: "model '\(context.modelName)' has no output '\(name)' (outputs: \(context.outputName))")
+                        throw ServingError.invalidInput(field: "outputs[\(i)].name", problem: "model '\(context.modelName)' has no output '\(RequestJSON.quoted(name))' (outputs: \(context.outputName))")
                     }
                     i += 1
                 }
@@ -86,13 +86,13 @@ public enum KServe {
             }
             guard let name = try? input.decode(String.self, forKey: JSONKey("name")) else { throw ServingError.invalidInput(field: "inputs[0].name", problem: "missing, or not a string") }
             guard name == ServedModel.inputName else {
-                throw ServingError.invalidInput(field: "inputs[0].name", problem: "model '\(context.modelName)' has no input '\(name)' (inputs: \(ServedModel.inputName))")
+                throw ServingError.invalidInput(field: "inputs[0].name", problem: "model '\(context.modelName)' has no input '\(RequestJSON.quoted(name))' (inputs: \(ServedModel.inputName))")
             }
             guard let datatypeText = try? input.decode(String.self, forKey: JSONKey("datatype")) else {
                 throw ServingError.invalidInput(field: "inputs[0].datatype", problem: "missing, or not a string")
             }
             guard let datatype = Datatype(rawValue: datatypeText) else {
-                throw ServingError.invalidInput(field: "inputs[0].datatype", problem: "'\(datatypeText)' is not accepted (FP32 for an image tensor, BYTES for encoded images)")
+                throw ServingError.invalidInput(field: "inputs[0].datatype", problem: "'\(RequestJSON.quoted(datatypeText))' is not accepted (FP32 for an image tensor, BYTES for encoded images)")
             }
             guard var shapeList = try? input.nestedUnkeyedContainer(forKey: JSONKey("shape")) else {
                 throw ServingError.invalidInput(field: "inputs[0].shape", problem: "missing, or not an array")

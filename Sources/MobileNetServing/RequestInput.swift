@@ -117,11 +117,20 @@ public enum RequestImageDecoder {
         do {
             return try await withThrowingTaskGroup(of: (Int, [Float]).self) { group in
                 var results = [[Float]](repeating: [], count: images.count)
+                // At most `imagesDecodedAtOnce` images of one request in the pool at a time: the
+                // pool's queue is first come, first served, so a request of many large images
+                // queued at once would hold every other request's decode behind all of its own.
+                var running = 0
                 for (index, image) in images.enumerated() {
                     switch image {
                     case .tensor(let scalars): results[index] = scalars
                     case .encoded(let data, let field):
+                        if running == imagesDecodedAtOnce, let (done, scalars) = try await group.next() {
+                            results[done] = scalars
+                            running -= 1
+                        }
                         group.addTask { (index, try await RequestWork.run { () throws(ServingError) in try decode(data, field: field, preprocessor: preprocessor) }) }
+                        running += 1
                     }
                 }
                 for try await (index, scalars) in group { results[index] = scalars }
@@ -133,6 +142,12 @@ public enum RequestImageDecoder {
             throw .inferenceFailed(model: model.name, reason: "the request was cancelled (\(error))")
         }
     }
+
+    /// How many images of one request are decoded at the same time (2): enough to use both
+    /// cores of a small machine for one request, few enough that another request's image waits
+    /// for at most two decodes of this one (one upload of 64 images of 100 megapixels held
+    /// every other request's decode for minutes when all 64 were queued at once).
+    public static let imagesDecodedAtOnce = 2
 
     /// Decodes and preprocesses one encoded image.
     ///

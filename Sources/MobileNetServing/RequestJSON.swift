@@ -97,7 +97,8 @@ struct JSONKey: CodingKey, Hashable {
 /// What a JSON value is, for messages ("a string", "an array", ...); decoded only where a
 /// value turned out not to be what the request needed.
 struct JSONTypeName: Decodable {
-    /// `null`, `a boolean`, `a number`, `a string`, `an array`, `an object`, or `a number out of range`.
+    /// `null`, `a boolean`, `a number`, `a string`, `an array`, `an object`, or a value that
+    /// cannot be read (a string with a lone surrogate or invalid UTF-8, a number beyond Double).
     var name: String
 
     init(from decoder: any Decoder) throws {
@@ -108,7 +109,7 @@ struct JSONTypeName: Decodable {
         if (try? single.decode(String.self)) != nil { name = "a string"; return }
         if (try? decoder.unkeyedContainer()) != nil { name = "an array"; return }
         if (try? decoder.container(keyedBy: JSONKey.self)) != nil { name = "an object"; return }
-        name = "a number out of range"
+        name = "a value that cannot be read (a string that is not valid Unicode, or a number out of range)"
     }
 }
 
@@ -227,6 +228,12 @@ enum RequestJSON {
         }
     }
 
+    /// Text from the request as an error message quotes it: at most 64 characters (an unknown
+    /// key or a signature name of 60 MB was echoed whole).
+    static func quoted(_ text: String) -> String {
+        text.count <= 64 ? text : String(text.prefix(64)) + "... (\(text.utf8.count) bytes)"
+    }
+
     /// The request field a coding path names: `instances[0].b64`.
     static func field(_ path: [any CodingKey]) -> String {
         var out = ""
@@ -289,7 +296,7 @@ enum RequestJSON {
             if v.isFinite { return v }
         } catch {
             let kind = typeName(next: &list)
-            throw .invalidInput(field: field, problem: kind == "a number" || kind == "a number out of range" ? "a number beyond the range of a 32-bit float" : "expected a finite number, got \(kind)")
+            throw .invalidInput(field: field, problem: kind == "a number" ? "a number beyond the range of a 32-bit float" : "expected a finite number, got \(kind)")
         }
         throw .invalidInput(field: field, problem: "a number beyond the range of a 32-bit float")
     }

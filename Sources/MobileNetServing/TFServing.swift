@@ -54,11 +54,11 @@ public enum TFServing {
             let object = try RequestJSON.topLevelObject(decoder)
             let known: Set<String> = ["signature_name", "instances", "inputs"]
             if let unknown = object.allKeys.map(\.stringValue).sorted().first(where: { !known.contains($0) }) {
-                throw ServingError.invalidInput(field: unknown, problem: "unknown field (a predict request has signature_name and one of instances or inputs)")
+                throw ServingError.invalidInput(field: RequestJSON.quoted(unknown), problem: "unknown field (a predict request has signature_name and one of instances or inputs)")
             }
             if object.contains(JSONKey("signature_name")) {
                 let name = try RequestJSON.string(object, "signature_name", field: "signature_name")
-                guard name == defaultSignature || name.isEmpty else { throw ServingError.unknownSignature(name: name, available: [defaultSignature]) }
+                guard name == defaultSignature || name.isEmpty else { throw ServingError.unknownSignature(name: RequestJSON.quoted(name), available: [defaultSignature]) }
             }
             switch (object.contains(JSONKey("instances")), object.contains(JSONKey("inputs"))) {
             case (false, false):
@@ -72,7 +72,7 @@ public enum TFServing {
                 if let named = try? value.container(keyedBy: JSONKey.self) {
                     if !named.contains(JSONKey("b64")) {
                         guard named.allKeys.count == 1, named.contains(JSONKey(ServedModel.inputName)) else {
-                            throw ServingError.invalidInput(field: "inputs", problem: "expected the batch, or an object with the one input '\(ServedModel.inputName)', got keys \(named.allKeys.map(\.stringValue).sorted())")
+                            throw ServingError.invalidInput(field: "inputs", problem: "expected the batch, or an object with the one input '\(ServedModel.inputName)', got keys \(named.allKeys.map { RequestJSON.quoted($0.stringValue) }.sorted())")
                         }
                         (value, field) = (try named.superDecoder(forKey: JSONKey(ServedModel.inputName)), "inputs.\(ServedModel.inputName)")
                     }
@@ -102,7 +102,7 @@ public enum TFServing {
 
         private static func instance(_ decoder: any Decoder, field: String, context: RequestJSON.Context, named: Bool = false) throws -> RequestImage {
             if let object = try? decoder.container(keyedBy: JSONKey.self) {
-                let keys = object.allKeys.map(\.stringValue).sorted()
+                let keys = object.allKeys.map { RequestJSON.quoted($0.stringValue) }.sorted()
                 if object.contains(JSONKey("b64")) {
                     guard keys.count == 1 else { throw ServingError.invalidInput(field: field, problem: "a binary value is {\"b64\": \"...\"} with no other keys, got keys \(keys)") }
                     let text: String

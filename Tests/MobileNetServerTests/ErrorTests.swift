@@ -100,6 +100,24 @@ struct ErrorTests {
         }
     }
 
+    @Test("messages quote at most 64 characters of the request (a 1 MB key was echoed whole) and name strings that are not valid Unicode")
+    func messagesQuoteBriefly() async throws {
+        try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in
+            let long = String(repeating: "a", count: 1 << 20)
+            for body in ["{\"signature_name\": \"\(long)\", \"instances\": [[]]}", "{\"\(long)\": 1}"] {
+                try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: ByteBuffer(string: body)) { response throws in
+                    #expect(response.status == .badRequest)
+                    #expect(response.body.readableBytes < 1000 && String(buffer: response.body).contains("(1048576 bytes)"), "\(response.body.readableBytes) bytes")
+                }
+            }
+            try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: ByteBuffer(string: "{\"instances\": [{\"b64\": \"\\ud800iVBOR\"}]}")) { response throws in
+                #expect(response.status == .badRequest)
+                let message = try Self.error(response)
+                #expect(message.contains("instances[0].b64") && message.contains("not valid Unicode"), "\(message)")
+            }
+        }
+    }
+
     @Test("KServe: JSON booleans are not FP32 numbers, and the binary data extension is refused, not ignored")
     func kserveBooleansAndBinaryData() async throws {
         try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in

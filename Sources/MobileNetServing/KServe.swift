@@ -49,7 +49,7 @@ public enum KServe {
         var request: InferRequest
 
         init(from decoder: any Decoder) throws {
-            let context = RequestJSON.context(decoder)
+            let context = try RequestJSON.context(decoder)
             let object = try RequestJSON.topLevelObject(decoder)
             var id: String?
             if object.contains(JSONKey("id")) { id = try RequestJSON.string(object, "id", field: "id") }
@@ -101,7 +101,7 @@ public enum KServe {
             while !shapeList.isAtEnd {
                 let i = shape.count
                 guard let n = try? shapeList.decode(Int.self), n >= 0 else {
-                    let kind = (try? shapeList.decode(JSONTypeName.self).name) ?? "a value of another kind"
+                    let kind = RequestJSON.typeName(next: &shapeList)
                     throw ServingError.invalidInput(field: "inputs[0].shape[\(i)]", problem: "expected a non-negative integer, got \(kind)")
                 }
                 guard shape.count < 8 else { throw ServingError.invalidInput(field: "inputs[0].shape", problem: "more than 8 dimensions") }
@@ -132,7 +132,7 @@ public enum KServe {
                 guard values.count == n * inputScalarCount else {
                     throw ServingError.invalidInput(field: "inputs[0].data", problem: "\(values.count) values, but shape \(shape) has \(n * inputScalarCount)")
                 }
-                let range = context.range, slack: Float = 1e-3 * max(1, range.upperBound - range.lowerBound)
+                let range = context.range, slack = context.slack
                 if let bad = values.firstIndex(where: { $0 < range.lowerBound - slack || $0 > range.upperBound + slack }) {
                     throw ServingError.invalidInput(field: "inputs[0].data", problem: "value \(values[bad]) at flat index \(bad) is outside \(range.lowerBound)...\(range.upperBound), the range of this model's preprocessed input; send preprocessed values, or encoded images as BYTES")
                 }

@@ -131,6 +131,10 @@ enum RequestJSON {
         var outputName: String
         var limits: ServingLimits
 
+        /// How far outside ``range`` a value may be: a little slack for the rounding of
+        /// clients that preprocess in another precision.
+        var slack: Float { 1e-3 * max(1, range.upperBound - range.lowerBound) }
+
         /// The context of a request for `model` under `limits`.
         init(model: ServedModel, limits: ServingLimits) {
             (height, width, range) = (model.inputHeight, model.inputWidth, model.inputRange)
@@ -191,8 +195,14 @@ enum RequestJSON {
     }
 
     /// The decoding context a document reads (set by ``decode(_:from:context:)``).
-    static func context(_ decoder: any Decoder) -> Context {
-        decoder.userInfo[contextKey] as! Context
+    ///
+    /// - Throws: `DecodingError.dataCorrupted` when the document was decoded without one (not
+    ///   through ``decode(_:from:context:)``).
+    static func context(_ decoder: any Decoder) throws -> Context {
+        guard let context = decoder.userInfo[contextKey] as? Context else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "a request document decoded without its model context"))
+        }
+        return context
     }
 
     /// The top-level object of a request.
@@ -255,8 +265,7 @@ enum RequestJSON {
         guard rows.count == height else {
             throw ServingError.invalidInput(field: field, problem: "expected \(height) rows (an image of \(height)x\(width)x3), got \(rows.count ?? 0)")
         }
-        // A little slack for the rounding of clients that preprocess in another precision.
-        let slack: Float = 1e-3 * max(1, range.upperBound - range.lowerBound)
+        let slack = context.slack
         var scalars: [Float] = []
         scalars.reserveCapacity(height * width * 3)
         for y in 0..<height {

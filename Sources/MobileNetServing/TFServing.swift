@@ -50,7 +50,7 @@ public enum TFServing {
         var request: PredictRequest
 
         init(from decoder: any Decoder) throws {
-            let context = RequestJSON.context(decoder)
+            let context = try RequestJSON.context(decoder)
             let object = try RequestJSON.topLevelObject(decoder)
             let known: Set<String> = ["signature_name", "instances", "inputs"]
             if let unknown = object.allKeys.map(\.stringValue).sorted().first(where: { !known.contains($0) }) {

@@ -62,14 +62,7 @@ struct LiveServerTests {
             let holder = Task { try await batcher.submit([image]) }
             while batcher.queueDepth < 1 { try await Task.sleep(for: .milliseconds(5)) }
             // A raw TCP client: the whole request, then close before the answer.
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            #expect(fd >= 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-            #expect(connected == 0)
+            let fd = try TestClient.connectedSocket(port: port)
             let request = Data("POST /v1/classify HTTP/1.1\r\nHost: localhost\r\nContent-Length: \(png.count)\r\n\r\n".utf8) + png
             let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
             #expect(sent == request.count)
@@ -108,17 +101,8 @@ extension LiveServerTests {
             let port = try #require(portBox.value)
             // With Expect (the client never sends the body), and without (it sends it all).
             for (headers, body) in [("Expect: 100-continue\r\n", Data()), ("", Data(repeating: 0x41, count: 5000))] {
-                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-                #expect(fd >= 0)
+                let fd = try TestClient.connectedSocket(port: port, receiveTimeoutSeconds: 20)
                 defer { close(fd) }
-                var address = sockaddr_in()
-                address.sin_family = sa_family_t(AF_INET)
-                address.sin_port = in_port_t(UInt16(port).bigEndian)
-                address.sin_addr.s_addr = inet_addr("127.0.0.1")
-                let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-                #expect(connected == 0)
-                var timeout = timeval(tv_sec: 20, tv_usec: 0)
-                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
                 let request = Data("POST /v1/classify HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\(headers)\r\n".utf8) + body
                 _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
                 // Read to the end: recv returns 0 when the server closes; -1 after the 20 s timeout.

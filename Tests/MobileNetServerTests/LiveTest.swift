@@ -87,20 +87,30 @@ struct TestClient: Sendable {
         return try await check(TestResponse(status: HTTPResponse.Status(code: http.statusCode), headers: fields, body: ByteBuffer(bytes: data)))
     }
 
-    /// Sends `request` as it is (no client in between to normalise its target, such as an
-    /// invalid percent-encoding) with `Connection: close`, and returns the raw response text.
-    func raw(_ request: String) throws -> String {
+    /// A TCP socket connected to 127.0.0.1:`port`, whose reads give up after the timeout
+    /// (the caller closes it).
+    static func connectedSocket(port: Int, receiveTimeoutSeconds: Int = 60) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw HarnessError("socket: \(errno)") }
-        defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard connected == 0 else { throw HarnessError("connect: \(errno)") }
-        var timeout = timeval(tv_sec: 60, tv_usec: 0)
+        guard connected == 0 else {
+            close(fd)
+            throw HarnessError("connect: \(errno)")
+        }
+        var timeout = timeval(tv_sec: receiveTimeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        return fd
+    }
+
+    /// Sends `request` as it is (no client in between to normalise its target, such as an
+    /// invalid percent-encoding) with `Connection: close`, and returns the raw response text.
+    func raw(_ request: String) throws -> String {
+        let fd = try Self.connectedSocket(port: port, receiveTimeoutSeconds: 60)
+        defer { close(fd) }
         let bytes = Array(request.utf8)
         guard send(fd, bytes, bytes.count, 0) == bytes.count else { throw HarnessError("send: \(errno)") }
         var answer = [UInt8](), chunk = [UInt8](repeating: 0, count: 4096)

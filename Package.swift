@@ -54,6 +54,13 @@ let package = Package(
         .target(name: "MobileNetKernels"),
         // oneDNN 2.x (Debian libdnnl-dev 2.6.3; no pkg-config file): the C API, pinned to 2.x.
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
+        // TensorFlow Lite's flatbuffer schema (schema/schema.fbs) read through the C++ that flatc
+        // generates from it (generated/, committed; scripts/generate-tflite-schema.sh) and its
+        // Verifier: Debian's libflatbuffers-dev 2.0.8, header-only.
+        .target(name: "CMobileNetTFLite", exclude: ["schema"], cxxSettings: [.headerSearchPath(".")]),
+        // `.tflite` models: the checked reader, MobileNetV2 recognised in the graph, and the
+        // integer kernels of quantized files (TFLite's requantization, the oracle in plain Swift).
+        .target(name: "MobileNetTFLite", dependencies: ["MobileNetKernels", "MobileNetModel", "CMobileNetTFLite"]),
         // The fast CPU backend on oneDNN behind the `InferenceBackend` seam. Knows nothing of MobileNetV2.
         .target(name: "MobileNetOneDNN", dependencies: ["MobileNetKernels", "CDNNL"]),
         // The architecture (paper Table 2 / Keras layer names), weights by Keras layer name,
@@ -98,7 +105,7 @@ let package = Package(
         // evaluation, the model file, Keras import and export, the training workflow.
         .target(
             name: "MobileNetTransfer",
-            dependencies: ["MobileNetKernels", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining"]
+            dependencies: ["MobileNetKernels", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining", "MobileNetTFLite"]
         ),
         // OpenBLAS (Debian libopenblas-dev), found through pkg-config: similarity search.
         .systemLibrary(
@@ -125,7 +132,7 @@ let package = Package(
         // vectors: building, .faiss files (read isolated and checked), search.
         .target(name: "MobileNetANN", dependencies: ["CMobileNetFaiss", "MobileNetSearch", "MobileNetIO", "MobileNetStore", "MobileNetPipeline"]),
         // Umbrella module: `import MobileNet`.
-        .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining", "MobileNetTransfer", "MobileNetSearch", "MobileNetANN", "MobileNetProcess"]),
+        .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining", "MobileNetTransfer", "MobileNetSearch", "MobileNetANN", "MobileNetProcess", "MobileNetTFLite"]),
         // Model serving without HTTP: the served models and their registry, TensorFlow Serving
         // REST and KServe v2 request decoding and response encoding, the dynamic batcher.
         .target(name: "MobileNetServing", dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTransfer", "MobileNetSearch", "MobileNetANN", "MobileNetKernels",
@@ -165,6 +172,7 @@ let package = Package(
         .target(name: "MobileNetFuzzTargets", dependencies: ["MobileNet"]),
         .executableTarget(name: "MobileNetFuzz", dependencies: ["MobileNetFuzzTargets"]),
         .target(name: "MobileNetTestSupport", dependencies: ["MobileNet"], path: "Tests/MobileNetTestSupport"),
+        .testTarget(name: "MobileNetTFLiteTests", dependencies: ["MobileNet", "MobileNetTFLite", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetKernelsTests", dependencies: ["MobileNetKernels", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetModelTests", dependencies: ["MobileNet", "MobileNetModel", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetTrainingTests", dependencies: ["MobileNet", "MobileNetTraining", "MobileNetTestSupport"]),

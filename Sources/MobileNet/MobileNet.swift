@@ -10,6 +10,7 @@
 @_exported import MobileNetProcess
 @_exported import MobileNetSearch
 @_exported import MobileNetStore
+@_exported import MobileNetTFLite
 @_exported import MobileNetTraining
 @_exported import MobileNetTransfer
 

@@ -53,10 +53,14 @@ struct BackboneOptions: ParsableArguments {
 /// `ModelFile`) or the default weights (``BackboneOptions``). Every such command opens it with
 /// ``openModel(backend:includeTop:embeddingOnly:pooling:classNames:)``.
 struct ModelOptions: ParsableArguments {
-    @Option(name: .customLong("model"), help: ArgumentHelp("A model file: a `mobilenet train` model, a Keras .keras/whole-model .h5 transfer model, or Keras weights (with or without the top); detected from its bytes.",
+    @Option(name: .customLong("model"), help: ArgumentHelp("A model file: a `mobilenet train` model, a Keras .keras/whole-model .h5 transfer model, Keras weights (with or without the top), or a TFLite .tflite MobileNetV2 (float or quantized); detected from its bytes.",
         discussion: "Without it: the ImageNet weights (--weights, or the usual resolution). With it, --weights names a trained model's backbone weight file.",
         valueName: "path"))
     var modelFile: String?
+
+    @Option(name: .customLong("labels"), help: ArgumentHelp("A label file: one class name per line, in the model's output order (a TFLite model's labels, `background` first for TF-slim's 1001 classes); instead of the names the model records.",
+        valueName: "path"))
+    var labelsFile: String?
 
     @OptionGroup var backbone: BackboneOptions
 
@@ -75,8 +79,10 @@ struct ModelOptions: ParsableArguments {
     /// file's own alpha and input size are used, and an explicit one that disagrees is refused
     /// by the library (``ModelFileError/conflictingOption(path:option:recorded:given:)``).
     func openOptions(classNames: [String]? = nil, pooling: Pooling = .avg, preprocessing: PreprocessingConfiguration? = nil) throws -> ModelOpenOptions {
-        ModelOpenOptions(inputSize: inputSizeOption == nil ? nil : try inputDimensions(), alpha: alphaOption, pooling: pooling,
-                         backboneWeightsPath: weights, classNames: classNames, preprocessing: preprocessing)
+        if classNames != nil, labelsFile != nil { throw ValidationError("give the class names once: --class-names or --labels") }
+        let names = try classNames ?? labelsFile.map { try ModelFile.labels(contentsOf: URL(fileURLWithPath: $0)) }
+        return ModelOpenOptions(inputSize: inputSizeOption == nil ? nil : try inputDimensions(), alpha: alphaOption, pooling: pooling,
+                                backboneWeightsPath: weights, classNames: names, preprocessing: preprocessing)
     }
 
     /// Opens the model: `--model` when given (any model file), else the default weights

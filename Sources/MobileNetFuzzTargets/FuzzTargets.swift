@@ -17,6 +17,10 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case store
     /// The weight-file reader's child-to-parent payload (what the parent decodes).
     case weightPayload = "weight-payload"
+    /// A `.tflite` file: the flatbuffer Verifier, every index, shape, constant size and
+    /// quantization check, TFLite Support metadata, MobileNetV2 recognition and the integer
+    /// program's compilation.
+    case tflite
 
     /// Runs the target on `data`.
     public func run(_ data: Data) {
@@ -26,7 +30,19 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .modelFile: Self.modelFile(data)
         case .store: Self.store(data)
         case .weightPayload: Self.weightPayload(data)
+        case .tflite: Self.tflite(data)
         }
+    }
+
+    static func tflite(_ data: Data) {
+        guard let model = try? TFLiteModel(bytes: data, path: "fuzz.tflite") else { return }
+        for tensor in model.tensors {
+            precondition(tensor.shape.allSatisfy { $0 >= 0 } && tensor.elementCount <= TFLiteModel.maximumElements, "unchecked shape")
+            if let bytes = tensor.data { precondition(bytes.count == tensor.elementCount * tensor.type.byteWidth, "unchecked constant size") }
+        }
+        _ = try? model.supportMetadata()
+        _ = try? TFLiteMobileNetV2(model: model)
+        _ = try? QuantizedProgram(model: model)
     }
 
     // A small pixel limit keeps each run fast; the limit itself is part of what is fuzzed.

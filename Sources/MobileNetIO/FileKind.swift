@@ -69,6 +69,8 @@ public enum ModelContainer: Sendable, Equatable {
     case hdf5
     /// A ZIP archive (`PK\x03\x04`): a Keras 3 `.keras` file.
     case zip
+    /// A TensorFlow Lite flatbuffer: the file identifier `TFL3` at bytes 4...7.
+    case tflite
     /// Text whose first non-blank character (after an optional UTF-8 byte-order mark) is `{`.
     case json
     /// Anything else: the first bytes, for the message.
@@ -102,6 +104,7 @@ public enum ModelContainer: Sendable, Equatable {
         if head.isEmpty { throw .empty(path: path) }
         if head.starts(with: Self.hdf5Signature) { self = .hdf5; return }
         if head.starts(with: Self.zipSignature) { self = .zip; return }
+        if head.count >= 8, head.dropFirst(4).prefix(4).elementsEqual("TFL3".utf8) { self = .tflite; return }
         let body = head.starts(with: [0xEF, 0xBB, 0xBF]) ? head.dropFirst(3) : head[...]
         self = body.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }) == UInt8(ascii: "{") ? .json : .unknown(head: head)
     }

@@ -23,7 +23,7 @@ extension KerasWeightFile {
             }
             return config
         case .hdf5: break
-        case .json, .unknown: throw .unknownFormat(path: path)
+        case .json, .tflite, .unknown: throw .unknownFormat(path: path)
         }
         // Child's answer: [0] no attribute, [1] + JSON, [2] too large, [3] not HDF5.
         let limit = Int(KerasArchive.maximumJSONBytes)

@@ -95,7 +95,7 @@ public enum KerasWeightFile {
                 throw .corruptArchive(path: path, reason: "model.weights.h5 is not a readable HDF5 file")
             }
             return (root, true)
-        case .json, .unknown:
+        case .json, .tflite, .unknown:
             throw .unknownFormat(path: path)
         }
     }

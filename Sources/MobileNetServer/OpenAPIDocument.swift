@@ -219,7 +219,7 @@ public enum OpenAPIDocument {
           },
           "KServeInferResponse": {"type": "object", "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"}, "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "datatype": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}}, "data": {"type": "array", "items": {"type": "number"}}}}}}},
           "Catalog": {"type": "object", "properties": {
-            "models": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "kind": {"type": "string", "enum": ["imagenet-classifier", "embedder", "trained-classifier", "keras-classifier"]}, "classifier": {"type": "boolean"}, "classes": {"type": "integer"}, "input": {"type": "array", "items": {"type": "integer"}}}}},
+            "models": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "kind": {"type": "string", "enum": [\#(ServedModelKind.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))]}, "classifier": {"type": "boolean"}, "classes": {"type": "integer"}, "input": {"type": "array", "items": {"type": "integer"}}}}},
             "indexes": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "images": {"type": "integer"}}}}}},
           "Classification": {"type": "object", "properties": {"model": {"type": "string"}, "predictions": {"type": "array", "items": {"type": "object", "properties": {"rank": {"type": "integer"}, "index": {"type": "integer"}, "label": {"type": "string"}, "synset": {"type": "string"}, "probability": {"type": "number"}}}}}}
         }

@@ -18,6 +18,9 @@ public enum ServedModelKind: String, Sendable, Hashable, Codable, CaseIterable {
     /// A Keras transfer model (`.keras` archive or whole-model `.h5`: MobileNetV2 base, pooling,
     /// Dense softmax head): probabilities of its classes.
     case kerasClassifier = "keras-classifier"
+    /// A TFLite MobileNetV2 with a head (`.tflite`, float or quantized): probabilities of its
+    /// classes (TF-slim's 1001 with `background` first). One without a head serves as ``embedder``.
+    case tfliteClassifier = "tflite-classifier"
 
     /// Whether the model gives class probabilities (every kind but ``embedder``).
     public var isClassifier: Bool { self != .embedder }
@@ -94,6 +97,7 @@ public final class ServedModel: Sendable {
         case .kerasWeightsNoTop: kind = .embedder
         case .kerasModel: kind = .kerasClassifier
         case .trainedModel: kind = .trainedClassifier
+        case .tflite: kind = model.isClassifier ? .tfliteClassifier : .embedder
         }
     }
 

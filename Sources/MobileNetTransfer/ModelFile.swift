@@ -4,6 +4,7 @@ import MobileNetKernels
 import MobileNetModel
 import MobileNetPipeline
 import MobileNetStore
+import MobileNetTFLite
 
 /// The kinds of model file ``ModelFile/open(_:options:backend:resolver:)`` recognises, each
 /// detected from the file's bytes, never from its name.
@@ -20,6 +21,10 @@ public enum ModelFileKind: String, Sendable, Hashable, Codable, CaseIterable {
     /// A `mobilenet train` model file (JSON, format versions 1 and 2): a head on the recorded
     /// backbone, possibly with fine-tuned layers.
     case trainedModel = "trained-model"
+    /// A TensorFlow Lite flatbuffer (`.tflite`) recognised as MobileNetV2: float32, float16
+    /// weights, dynamic-range or fully quantized (uint8 TF-slim / Coral, int8 post-training); a
+    /// fully quantized file runs in integer arithmetic (``/MobileNetTFLite/TFLiteIntegerBackend``).
+    case tflite = "tflite"
 
     /// Whether models of this kind give class probabilities (all but ``kerasWeightsNoTop``).
     public var isClassifier: Bool { self != .kerasWeightsNoTop }
@@ -119,6 +124,7 @@ public enum ModelFile {
     public static func kind(of url: URL) throws -> ModelFileKind {
         switch try sniff(url) {
         case .json: return .trainedModel
+        case .tflite: return .tflite
         case .keras: return try classify(KerasWeightFile.read(contentsOf: url).weights)
         }
     }
@@ -142,6 +148,8 @@ public enum ModelFile {
         switch try sniff(url) {
         case .json:
             return try await openTrainedModel(url, options: options, backend: backend, resolver: resolver)
+        case .tflite:
+            return try openTFLite(url, options: options, backend: backend)
         case .keras:
             let (weights, format) = try KerasWeightFile.read(contentsOf: url)
             switch try classify(weights) {
@@ -174,7 +182,7 @@ public enum ModelFile {
 
     // MARK: - Detection
 
-    private enum Container { case json, keras }
+    private enum Container { case json, keras, tflite }
 
     /// Only regular files are opened (a FIFO or device would block or never end); JSON is told
     /// from Keras's ZIP and HDF5 by the first bytes.
@@ -193,8 +201,9 @@ public enum ModelFile {
         switch container {
         case .hdf5, .zip: return .keras
         case .json: return .json
+        case .tflite: return .tflite
         case .unknown:
-            throw .unknownKind(path: url.path, reason: "expected a Keras .h5/.weights.h5/.keras file or a mobilenet train model file (JSON)")
+            throw .unknownKind(path: url.path, reason: "expected a Keras .h5/.weights.h5/.keras file, a TFLite .tflite file or a mobilenet train model file (JSON)")
         }
     }
 
@@ -285,6 +294,118 @@ public enum ModelFile {
                              trainedModel: nil, pooling: pooling)
     }
 
+    /// A `.tflite` file: the graph recognised as MobileNetV2 (``/MobileNetTFLite/TFLiteMobileNetV2``),
+    /// its weights dequantized into the Keras-named network; a fully quantized file runs on
+    /// ``/MobileNetTFLite/TFLiteIntegerBackend`` (its own integer operators), the others on `backend`.
+    /// The input size is the file's; class names are `options.classNames`, else TFLite
+    /// metadata's label file, else ImageNet's for 1000 classes or background + ImageNet's for
+    /// TF-slim's 1001 (each with its synset), else `class0`, ...
+    private static func openTFLite(_ url: URL, options: ModelOpenOptions, backend: any InferenceBackend) throws -> RunnableModel {
+        let file = try TFLiteModel(contentsOf: url)
+        let recognised = try TFLiteMobileNetV2(model: file)
+        let recorded = (recognised.configuration.inputHeight, recognised.configuration.inputWidth)
+        if let given = options.inputSize, given != recorded {
+            throw ModelFileError.conflictingOption(path: url.path, option: "input size", recorded: "\(recorded.0)x\(recorded.1)",
+                                                   given: "\(given.height)x\(given.width)")
+        }
+        if let given = options.alpha, given != recognised.configuration.alpha {
+            throw ModelError.alphaMismatch(expected: given, found: recognised.configuration.alpha, source: url.path)
+        }
+        let preprocessing = options.preprocessing ?? .standard
+        let runOn: any InferenceBackend = recognised.quantizationKind == .fullInteger
+            ? try TFLiteIntegerBackend(network: recognised, minusOneToOne: preprocessing.scaling == .minusOneToOne) : backend
+        let pooling = options.embeddingOnly ? options.pooling : .avg
+        var configuration = recognised.configuration
+        configuration.pooling = pooling
+        let base = try MobileNetV2(configuration: configuration, weights: recognised.backboneWeights, backend: runOn)
+        let head = options.embeddingOnly ? nil : recognised.head
+        var classes: [ModelClass] = []
+        if let head {
+            let names = try options.classNames ?? tfliteLabels(file, url: url)
+            classes = try tfliteClassNames(names, path: url.path, count: head.classes)
+        }
+        return RunnableModel(kind: .tflite, source: url, network: head == nil ? base : try base.withHead(head!), head: head,
+                             identity: try BackboneIdentity(configuration: configuration, weightsFile: url), weightsURL: url, classes: classes,
+                             preprocessingConfiguration: preprocessing,
+                             preprocessing: PreprocessingIdentity(preprocessing, height: recorded.0, width: recorded.1),
+                             trainedModel: nil, pooling: pooling)
+    }
+
+    /// The label file TFLite Support's metadata names for the first output, read from the ZIP
+    /// appended to the model (in a child process, at most 4 MiB): one class per line, a trailing
+    /// empty line and carriage returns dropped. Nil when the file has no such metadata.
+    ///
+    /// - Throws: ``/MobileNetTFLite/TFLiteError/damaged(path:reason:)`` for damaged metadata or
+    ///   a label file that is named but missing.
+    static func tfliteLabels(_ file: TFLiteModel, url: URL) throws -> [String]? {
+        guard let name = try file.supportMetadata()?.labelsFile else { return nil }
+        let data: Data?
+        do {
+            data = try KerasArchive.member(name, of: url, limit: 4 << 20)
+        } catch {
+            throw TFLiteError.damaged(path: url.path, reason: "its metadata names the label file \(name), which cannot be read from the appended archive (\(error.description))")
+        }
+        guard let data else { throw TFLiteError.damaged(path: url.path, reason: "its metadata names the label file \(name), which it does not hold") }
+        return labelLines(data)
+    }
+
+    /// The largest label file read: 4 MiB (ImageNet's 1001 names take 22 KB).
+    public static let maximumLabelFileBytes = 4 << 20
+
+    /// Reads a label file: one class name per line, in output order (TFLite's label files,
+    /// `--labels`). A UTF-8 byte-order mark, carriage returns and trailing empty lines are
+    /// dropped; the names are checked against the model's outputs when it is opened
+    /// (``ModelOpenOptions/classNames``).
+    ///
+    /// - Throws: ``ModelFileError/unreadable(path:reason:)`` for a missing, special, unreadable
+    ///   or oversized file; ``ModelFileError/classNames(path:reason:)`` for one with no names.
+    public static func labels(contentsOf url: URL) throws(ModelFileError) -> [String] {
+        switch FileKind(path: url.path) {
+        case .regular: break
+        case .missing: throw .unreadable(path: url.path, reason: "no such file")
+        case let other: throw .unreadable(path: url.path, reason: other.description)
+        }
+        let data: Data
+        do {
+            let handle = try FileHandle(forReadingFrom: url)
+            defer { try? handle.close() }
+            data = try handle.read(upToCount: maximumLabelFileBytes + 1) ?? Data()
+        } catch {
+            throw .unreadable(path: url.path, reason: error.localizedDescription)
+        }
+        guard data.count <= maximumLabelFileBytes else {
+            throw .unreadable(path: url.path, reason: "a label file of more than \(maximumLabelFileBytes >> 20) MiB")
+        }
+        let lines = labelLines(data)
+        guard !lines.isEmpty else { throw .classNames(path: url.path, reason: "the label file holds no names") }
+        return lines
+    }
+
+    static func labelLines(_ data: Data) -> [String] {
+        let body = data.starts(with: [0xEF, 0xBB, 0xBF]) ? data.dropFirst(3) : data[...]
+        var lines = String(decoding: body, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+            .map { $0.hasSuffix("\r") ? String($0.dropLast()) : String($0) }
+        while lines.last == "" { lines.removeLast() }
+        return lines
+    }
+
+    /// Class names of a TFLite classifier with `count` outputs (see ``openTFLite``); a 1001-way
+    /// file whose first class is TF-slim's `background` gets ImageNet's synsets from class 1 on.
+    static func tfliteClassNames(_ given: [String]?, path: String, count: Int) throws(ModelFileError) -> [ModelClass] {
+        let imageNet = ImageNetClasses.all
+        if given == nil, count == imageNet.count + 1 {
+            return [ModelClass(name: "background", synset: nil)] + imageNet.map { ModelClass(name: $0.name, synset: $0.synset) }
+        }
+        // An ImageNet-sized label list gets synsets, which tell its repeated names apart.
+        var classes = try classNames(given, count: count, path: path, allowRepeats: count == imageNet.count || count == imageNet.count + 1)
+        if given != nil, count == imageNet.count + 1, classes[0].name.lowercased() == "background" {
+            for i in 1..<count { classes[i].synset = imageNet[i - 1].synset }
+        } else if given != nil, count == imageNet.count {
+            for i in 0..<count { classes[i].synset = imageNet[i].synset }
+        }
+        return classes
+    }
+
     private static func openTrainedModel(_ url: URL, options: ModelOpenOptions, backend: any InferenceBackend, resolver: WeightsResolver) async throws -> RunnableModel {
         let saved = try ClassifierModel.read(contentsOf: url)
         if let given = options.classNames, given != saved.classNames {
@@ -349,7 +470,10 @@ public enum ModelFile {
 
     /// The classes of a model: `names` when given (one per output, no repeats), ImageNet's
     /// (with synsets) for 1000 outputs, else `class0`, `class1`, ...
-    static func classNames(_ names: [String]?, count: Int, path: String) throws(ModelFileError) -> [ModelClass] {
+    ///
+    /// `allowRepeats` accepts a name twice: ImageNet's own label files name two classes `crane`
+    /// (the bird and the machine) and two `maillot`, told apart by their synsets.
+    static func classNames(_ names: [String]?, count: Int, path: String, allowRepeats: Bool = false) throws(ModelFileError) -> [ModelClass] {
         guard let names else {
             if count == ImageNetClasses.all.count { return ImageNetClasses.all.map { ModelClass(name: $0.name, synset: $0.synset) } }
             return (0..<count).map { ModelClass(name: "class\($0)", synset: nil) }
@@ -362,7 +486,7 @@ public enum ModelFile {
             guard !name.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
                 throw .classNames(path: path, reason: "class name \(index) is empty")
             }
-            guard seen.insert(name).inserted else { throw .classNames(path: path, reason: "the class name '\(name)' appears twice") }
+            guard seen.insert(name).inserted || allowRepeats else { throw .classNames(path: path, reason: "the class name '\(name)' appears twice") }
         }
         return names.map { ModelClass(name: $0, synset: nil) }
     }

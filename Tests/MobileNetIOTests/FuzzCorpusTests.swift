@@ -36,5 +36,12 @@ struct FuzzCorpusTests {
         #expect(try store.count() == 1)
         #expect(KerasWeightFile.decodePayloadForFuzzing(try Data(contentsOf: seeds.appendingPathComponent("weight-payload/ok.bin"))) == true)
         #expect(KerasWeightFile.decodePayloadForFuzzing(try Data(contentsOf: seeds.appendingPathComponent("weight-payload/error.bin"))) == false)
+        // scripts/fixtures/make_tflite_seeds.py: TensorFlow's conversions of one tiny model.
+        for mode in ["float32", "float16", "dynamic-range", "int8"] {
+            let model = try TFLiteModel(contentsOf: seeds.appendingPathComponent("tflite/tiny-\(mode).tflite"))
+            #expect(model.tensors[model.outputs[0]].shape == [1, 3])
+        }
+        let int8 = try TFLiteModel(contentsOf: seeds.appendingPathComponent("tflite/tiny-int8.tflite"))
+        _ = try QuantizedProgram(model: int8) // QUANTIZE uint8 → int8, per-channel weights, MEAN, FULLY_CONNECTED, SOFTMAX
     }
 }

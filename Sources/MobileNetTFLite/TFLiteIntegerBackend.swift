@@ -1,0 +1,171 @@
+import Foundation
+import MobileNetKernels
+import MobileNetModel
+
+/// The inference backend of a fully quantized `.tflite` MobileNetV2: the graph's layers run as
+/// the file's integer operators (``QuantizedProgram``), and each graph output a layer of the
+/// file gives is its tensor dequantized (`scale * (q - zeroPoint)`). Graph nodes the file does
+/// not have — a new head trained on the quantized backbone, global max pooling — run in Float32
+/// with ``/MobileNetKernels/ReferenceKernels`` on those dequantized values.
+///
+/// Images enter as the file expects: a float32 input (before the file's QUANTIZE) gets the
+/// preprocessed tensor; a uint8/int8 input gets ``InputMapping`` of it.
+public struct TFLiteIntegerBackend: InferenceBackend {
+    /// How a preprocessed float value becomes the integer input value.
+    public enum InputMapping: Sendable, Equatable {
+        /// The file takes floats (its first operator is QUANTIZE).
+        case float
+        /// `q = clamp(round(x / scale) + zeroPoint)`, TFLite's own quantization.
+        case quantize(scale: Float, zeroPoint: Int32, range: ClosedRange<Int32>)
+        /// Raw pixels: `q = clamp(floor((x + 1) * 127.5 + 0.5)) + offset` for an input whose
+        /// quantization is the `x / 127.5 - 1` normalisation within one step (TF-slim's uint8
+        /// 1/128 and 128; int8 2/255 and -1 with `offset` -128), as Coral's and TFLite Support's
+        /// classifiers feed such models.
+        case pixels(offset: Int32, range: ClosedRange<Int32>)
+    }
+
+    /// `tflite-int8`.
+    public let name = "tflite-int8"
+    /// The recognised file.
+    public let network: TFLiteMobileNetV2
+    /// The compiled integer program.
+    public let program: QuantizedProgram
+    /// How images enter.
+    public let inputMapping: InputMapping
+
+    /// Prepares the integer program of `network`.
+    ///
+    /// - Parameter minusOneToOne: whether the images are preprocessed as `x / 127.5 - 1` (then a
+    ///   uint8/int8 input whose quantization matches gets raw pixels, ``InputMapping/pixels(offset:range:)``).
+    /// - Throws: ``TFLiteError`` for an operator the integer kernels do not run.
+    public init(network: TFLiteMobileNetV2, minusOneToOne: Bool = true) throws(TFLiteError) {
+        self.network = network
+        program = try QuantizedProgram(model: network.model)
+        let input = network.model.tensors[network.model.inputs[0]]
+        if input.type == .float32 {
+            inputMapping = .float
+        } else {
+            let scale = input.quantization?.scales.first ?? 1, zero = Int32(input.quantization?.zeroPoints.first ?? 0)
+            let range: ClosedRange<Int32> = input.type == .uint8 ? 0...255 : -128...127
+            let offset: Int32 = input.type == .uint8 ? 0 : -128
+            // Does q = pixel + offset dequantize to pixel / 127.5 - 1 within one step at both ends?
+            func error(_ pixel: Float) -> Float { abs(scale * Float(Int32(pixel) + offset - zero) - (pixel / 127.5 - 1)) }
+            if minusOneToOne, error(0) <= scale * 1.001, error(255) <= scale * 1.001 {
+                inputMapping = .pixels(offset: offset, range: range)
+            } else {
+                inputMapping = .quantize(scale: scale, zeroPoint: zero, range: range)
+            }
+        }
+    }
+
+    /// Maps the graph's nodes to the file's tensors and returns the executor.
+    ///
+    /// - Throws: ``/MobileNetKernels/GraphError`` for an invalid graph; ``TFLiteError`` when a
+    ///   backbone layer of the graph is not one of the file's.
+    public func makeExecutor(for graph: Graph) throws -> any GraphExecutor {
+        let shapes = try graph.validate()
+        var sources: [Int: Int] = [:] // node → tensor
+        for (index, node) in graph.nodes.enumerated() {
+            guard let tensor = network.layerTensors[node.name] ?? network.layerTensors[node.name + "_logits"] else { continue }
+            let t = network.model.tensors[tensor]
+            guard t.elementCount == shapes[index].reduce(1, *) else { continue }
+            // A head the graph carries must be the file's own (a new head may reuse the names).
+            if case .dense(let p) = node.operation {
+                guard let layer = network.head?.layers.first(where: { $0.name == node.name }), layer.kernel == p.kernel, layer.bias == p.bias else { continue }
+            }
+            if node.operation == .softmax, network.layerTensors[node.name] == nil { continue }
+            sources[index] = tensor
+        }
+        // Every other node needed must be a head operation computed from mapped values.
+        func check(_ index: Int) throws {
+            if index == Graph.inputIndex || sources[index] != nil { return }
+            let node = graph.nodes[index]
+            switch node.operation {
+            case .dense, .relu, .softmax, .globalAveragePool, .globalMaxPool:
+                for i in node.inputs { try check(i) }
+            default:
+                throw TFLiteError.unsupportedOperator(path: network.model.path, index: -1, name: node.name,
+                                                      reason: "the layer is not one of the file's, and only head layers run outside its integer operators")
+            }
+        }
+        for output in graph.outputs { try check(output) }
+        return IntegerExecutor(graph: graph, shapes: shapes, sources: sources, backend: self)
+    }
+}
+
+private struct IntegerExecutor: GraphExecutor {
+    let graph: Graph
+    let shapes: [[Int]]
+    let sources: [Int: Int]
+    let backend: TFLiteIntegerBackend
+
+    func run(_ input: Tensor) throws -> [Tensor] {
+        guard input.rank == 4, Array(input.shape.dropFirst()) == graph.inputShape, input.shape[0] >= 1 else {
+            throw GraphError.inputShape(expected: graph.inputShape, got: input.shape)
+        }
+        let batch = input.shape[0]
+        let perImage = graph.inputShape.reduce(1, *)
+        // The mapped nodes the outputs need.
+        var needed = Set<Int>()
+        func collect(_ index: Int) {
+            if index == Graph.inputIndex || needed.contains(index) { return }
+            needed.insert(index)
+            if sources[index] == nil { graph.nodes[index].inputs.forEach(collect) }
+        }
+        graph.outputs.forEach(collect)
+        let mapped = needed.filter { sources[$0] != nil }
+        let keep = Set(mapped.compactMap { sources[$0] })
+        var values: [Int: [Float]] = [:]
+        for n in mapped { values[n] = [] }
+        let program = backend.program
+        for b in 0..<batch {
+            let pixels = input.scalars[(b * perImage)..<((b + 1) * perImage)]
+            let programInput: QuantizedProgram.Input
+            switch backend.inputMapping {
+            case .float:
+                programInput = .float(Array(pixels))
+            case .quantize(let scale, let zero, let range):
+                programInput = .quantized(pixels.map { x in
+                    let q = (x / scale).rounded(.toNearestOrAwayFromZero)
+                    let v = q.isFinite ? Int32(min(max(q, -1e6), 1e6)) : 0
+                    return min(max(v + zero, range.lowerBound), range.upperBound)
+                })
+            case .pixels(let offset, let range):
+                programInput = .quantized(pixels.map { x in
+                    let p = ((x + 1) * 127.5 + 0.5).rounded(.down)
+                    let v = p.isFinite ? Int32(min(max(p, 0), 255)) : 0
+                    return min(max(v + offset, range.lowerBound), range.upperBound)
+                })
+            }
+            let result = try program.run(programInput, keep: keep)
+            for n in mapped {
+                let tensor = sources[n]!
+                if let f = result.float[tensor] {
+                    values[n]!.append(contentsOf: f)
+                } else if let q = result.quantized[tensor] {
+                    let info = program.tensors[tensor]
+                    values[n]!.append(contentsOf: q.map { Float(Double(info.scale) * Double($0 - info.zeroPoint)) })
+                }
+            }
+        }
+        var tensors: [Int: Tensor] = [:]
+        for n in mapped { tensors[n] = Tensor(shape: [batch] + shapes[n], scalars: values[n]!) }
+        func value(_ index: Int) -> Tensor {
+            if let t = tensors[index] { return t }
+            let node = graph.nodes[index]
+            let x = value(node.inputs[0])
+            let result: Tensor
+            switch node.operation {
+            case .dense(let p): result = ReferenceKernels.dense(x, p)
+            case .relu: result = ReferenceKernels.relu(x)
+            case .softmax: result = ReferenceKernels.softmax(x)
+            case .globalAveragePool: result = ReferenceKernels.globalAveragePool(x)
+            case .globalMaxPool: result = ReferenceKernels.globalMaxPool(x)
+            default: result = x // refused by makeExecutor
+            }
+            tensors[index] = result
+            return result
+        }
+        return graph.outputs.map { $0 == Graph.inputIndex ? input : value($0) }
+    }
+}

@@ -1,0 +1,193 @@
+import Foundation
+import MobileNet
+import MobileNetTestSupport
+import MobileNetTFLite
+import Testing
+
+/// The Coral / TF-slim quantization-aware MobileNetV2 (uint8, 1001 classes) in the shared data.
+private let coral = TestData.shared("data/tflite/mobilenet_v2_1.0_224_quant.tflite")
+
+/// LiteRT's outputs on it (scripts/fixtures/make_tflite_fixtures.py).
+private struct CoralFixture: Decodable {
+    struct Photo: Decodable {
+        var input_sha256: String
+        var top5_builtin: [Int]
+        var output_builtin: [Int32]
+        var output_xnnpack: [Int32]
+    }
+    var photos: [String: Photo]
+
+    static func load() throws -> CoralFixture {
+        try JSONDecoder().decode(CoralFixture.self, from: Data(contentsOf: TestData.fixtures.appendingPathComponent("tflite/coral-litert.json")))
+    }
+}
+
+/// The uint8 input the fixture fed LiteRT: the photo's Keras tensor mapped back to pixels.
+private func pixels(_ id: String) throws -> [Int32] {
+    let tensor = try NPY.read(contentsOf: TestData.shared("data/reference/\(id).input.npy"))
+    return tensor.scalars.map { x in Int32(min(max(((Double(x) + 1) * 127.5 + 0.5).rounded(.down), 0), 255)) }
+}
+
+@Suite("TFLite requantization arithmetic (TFLite's reference rounding)")
+struct QuantizedArithmeticTests {
+    @Test("QuantizeMultiplier: mantissa in Q0.31 and shift, as TFLite's quantization_util")
+    func quantizeMultiplier() {
+        #expect(QuantizedArithmetic.quantizeMultiplier(0.5) == .init(multiplier: 1 << 30, shift: 0))
+        #expect(QuantizedArithmetic.quantizeMultiplier(1.0) == .init(multiplier: 1 << 30, shift: 1))
+        #expect(QuantizedArithmetic.quantizeMultiplier(0.25) == .init(multiplier: 1 << 30, shift: -1))
+        #expect(QuantizedArithmetic.quantizeMultiplier(0) == .init(multiplier: 0, shift: 0))
+        // A mantissa that rounds up to 2^31 is halved and the shift raised.
+        let nearlyOne = QuantizedArithmetic.quantizeMultiplier(0.99999999999)
+        #expect(nearlyOne == .init(multiplier: 1 << 30, shift: 1))
+        // Below 2^-32 the multiplier flushes to zero.
+        #expect(QuantizedArithmetic.quantizeMultiplier(1e-12) == .init(multiplier: 0, shift: 0))
+    }
+
+    @Test("rounding: high multiplication saturates, division by a power of two rounds half away from zero")
+    func rounding() {
+        #expect(QuantizedArithmetic.saturatingRoundingDoublingHighMul(Int32.min, Int32.min) == Int32.max)
+        #expect(QuantizedArithmetic.saturatingRoundingDoublingHighMul(1 << 30, 1 << 30) == 1 << 29)
+        #expect(QuantizedArithmetic.roundingDivideByPOT(5, 1) == 3)
+        #expect(QuantizedArithmetic.roundingDivideByPOT(-5, 1) == -3)
+        #expect(QuantizedArithmetic.roundingDivideByPOT(-5, 2) == -1)
+        #expect(QuantizedArithmetic.roundingDivideByPOT(6, 2) == 2)
+        // 1000 * 0.3 = 300; -1001 * 0.3 = -300.3 becomes -301: TFLite rounds twice (the high
+        // multiplication to -601, then -601 / 2 = -300.5 away from zero), and so must we.
+        let m = QuantizedArithmetic.quantizeMultiplier(0.3)
+        #expect(m == .init(multiplier: 1_288_490_189, shift: -1))
+        #expect(QuantizedArithmetic.multiply(1000, by: m) == 300)
+        #expect(QuantizedArithmetic.multiply(-1001, by: m) == -301)
+    }
+
+    @Test("ReLU6 becomes a clamp in the quantized domain")
+    func activationRange() {
+        let range = QuantizedArithmetic.activationRange(.relu6, scale: 0.0235285, zeroPoint: 0, typeRange: 0...255)
+        #expect(range == 0...255) // 6 / 0.0235285 = 255.0
+        #expect(QuantizedArithmetic.activationRange(.relu6, scale: 0.05, zeroPoint: 10, typeRange: 0...255) == 10...130)
+        #expect(QuantizedArithmetic.activationRange(.none, scale: 0.05, zeroPoint: 10, typeRange: -128...127) == -128...127)
+    }
+}
+
+@Suite("TFLite files: reading, recognising MobileNetV2, integer kernels against LiteRT", .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
+struct TFLiteModelTests {
+    @Test("the Coral file reads: 66 operators, uint8 input 1x224x224x3, 1001 outputs, recognised as MobileNetV2 1.0")
+    func reads() throws {
+        let model = try TFLiteModel(contentsOf: coral)
+        #expect(model.operators.count == 66)
+        let input = model.tensors[model.inputs[0]]
+        #expect(input.type == .uint8 && input.shape == [1, 224, 224, 3])
+        #expect(input.quantization?.scales == [0.0078125] && input.quantization?.zeroPoints == [128])
+        #expect(model.tensors[model.outputs[0]].shape == [1, 1001])
+        let network = try TFLiteMobileNetV2(model: model)
+        #expect(network.configuration.alpha == 1.0 && network.configuration.inputHeight == 224)
+        #expect(network.quantizationKind == .fullInteger)
+        #expect(network.classes == 1001 && network.hasSoftmax)
+        #expect(network.backboneWeights.layers.count == 52 * 2) // 52 convolutions, each with its identity BatchNorm
+    }
+
+    @Test("a damaged file is a typed error naming it, never a crash (truncated, bytes flipped)")
+    func hostile() throws {
+        let bytes = try Data(contentsOf: coral)
+        // (The file ends with a ZIP of its label file, outside the flatbuffer: cut inside it.)
+        for cut in [0, 7, 8, 100, bytes.count / 2] {
+            #expect(throws: TFLiteError.self) { try TFLiteModel(bytes: bytes.prefix(cut), path: "cut.tflite") }
+        }
+        var random = SystemRandomNumberGenerator()
+        // Flip bytes where the flatbuffer's tables and vectors are: the start, and the end before the label ZIP.
+        let regions = [0..<60_000, (bytes.count - 120_000)..<(bytes.count - 22_000)]
+        for _ in 0..<150 {
+            var copy = bytes
+            let region = regions.randomElement(using: &random)!
+            for _ in 0..<4 { copy[Int.random(in: region, using: &random)] = UInt8.random(in: 0...255, using: &random) }
+            switch Result(catching: { () throws(TFLiteError) in try TFLiteModel(bytes: copy, path: "flipped.tflite") }) {
+            case .success(let model):
+                _ = try? TFLiteMobileNetV2(model: model)
+                _ = try? QuantizedProgram(model: model)
+            case .failure(let error):
+                #expect(error.description.hasPrefix("flipped.tflite: "))
+            }
+        }
+        var wrongIdentifier = bytes
+        wrongIdentifier[4] = UInt8(ascii: "X")
+        #expect(throws: TFLiteError.damaged(path: "x.tflite", reason: "no TFLite file identifier (\"TFL3\" at byte 4)")) {
+            try TFLiteModel(bytes: wrongIdentifier, path: "x.tflite")
+        }
+    }
+
+    @Test("integer kernels equal LiteRT's built-in kernels bit for bit, and XNNPACK's within 1, on the shared photos")
+    func parityWithLiteRT() throws {
+        let fixture = try CoralFixture.load()
+        let model = try TFLiteModel(contentsOf: coral)
+        let program = try QuantizedProgram(model: model)
+        let output = model.outputs[0]
+        let ids = fixture.photos.keys.sorted()
+        var equal = 0, xnnpackWithinOne = 0, total = 0, sameTop = 0
+        for id in ids {
+            let expected = fixture.photos[id]!
+            let ours = try program.run(.quantized(try pixels(id)), keep: [output]).quantized[output]!
+            #expect(ours.count == 1001)
+            for (i, a) in ours.enumerated() {
+                total += 1
+                if a == expected.output_builtin[i] { equal += 1 }
+                if abs(a - expected.output_xnnpack[i]) <= 1 { xnnpackWithinOne += 1 }
+            }
+            let top = ours.indices.max { ours[$0] < ours[$1] || (ours[$0] == ours[$1] && $0 > $1) }!
+            if top == expected.top5_builtin[0] { sameTop += 1 }
+        }
+        #expect(equal == total, "equal to LiteRT's built-in kernels: \(equal)/\(total)")
+        #expect(Double(xnnpackWithinOne) >= 0.99 * Double(total), "within 1 of LiteRT with XNNPACK: \(xnnpackWithinOne)/\(total)")
+        #expect(sameTop == ids.count)
+    }
+
+    @Test("ModelFile opens the Coral file: ImageNet classes after background with synsets, the integer backend, embeddings")
+    func modelFile() async throws {
+        let model = try await ModelFile.open(coral, backend: OneDNNBackend())
+        #expect(model.kind == .tflite)
+        #expect(model.classes.count == 1001 && model.classes[0].name == "background")
+        #expect(model.network.backendName == "tflite-int8")
+        let id = "cat"
+        let input = try NPY.read(contentsOf: TestData.shared("data/reference/\(id).input.npy"))
+        let outputs = try model.run(Tensor(shape: [1, 224, 224, 3], scalars: input.scalars))
+        let probabilities = try #require(outputs.probabilities?.first)
+        let fixture = try CoralFixture.load().photos[id]!
+        let top = model.topK(probabilities, k: 1)[0]
+        #expect(top.index == fixture.top5_builtin[0])
+        // The probabilities are LiteRT's uint8 output dequantized (scale 1/256).
+        #expect(abs(probabilities[top.index] - Float(fixture.output_builtin[top.index]) / 256) <= 1.0 / 256)
+        #expect(top.synset == ImageNetClasses.all[top.index - 1].synset)
+        #expect(outputs.embeddings[0].count == 1280)
+        let embedder = try await ModelFile.open(coral, options: ModelOpenOptions(embeddingOnly: true), backend: OneDNNBackend())
+        let embedding = try embedder.run(Tensor(shape: [1, 224, 224, 3], scalars: input.scalars)).embeddings[0]
+        #expect(embedding == outputs.embeddings[0])
+        #expect(!embedder.isClassifier)
+    }
+}
+
+@Suite("int8 path against LiteRT (a tiny TF2 full-integer model, no shared data)")
+struct TinyInt8Tests {
+    struct Fixture: Decodable {
+        var inputs: [[Int32]]
+        var output_builtin: [[Int32]]
+        var output_xnnpack: [[Int32]]
+    }
+
+    @Test("per-channel int8 convolutions, QUANTIZE uint8 to int8, MEAN, FULLY_CONNECTED and SOFTMAX equal LiteRT's built-in kernels")
+    func parity() throws {
+        let fixture = try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: TestData.fixtures.appendingPathComponent("tflite/tiny-int8-litert.json")))
+        let model = try TFLiteModel(contentsOf: TestData.fixtures.appendingPathComponent("fuzz-corpus/tflite/tiny-int8.tflite"))
+        let program = try QuantizedProgram(model: model)
+        let output = model.outputs[0]
+        var equal = 0, withinOne = 0, total = 0
+        for (i, input) in fixture.inputs.enumerated() {
+            let ours = try #require(try program.run(.quantized(input), keep: [output]).quantized[output])
+            for (j, v) in ours.enumerated() {
+                total += 1
+                if v == fixture.output_builtin[i][j] { equal += 1 }
+                if abs(v - fixture.output_xnnpack[i][j]) <= 1 { withinOne += 1 }
+            }
+        }
+        #expect(total == 60)
+        #expect(equal == total, "equal to LiteRT's built-in kernels: \(equal)/\(total)")
+        #expect(withinOne == total, "within 1 of LiteRT with XNNPACK: \(withinOne)/\(total)")
+    }
+}

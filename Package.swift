@@ -100,7 +100,7 @@ let package = Package(
         // Running the network over files: image file lists, the backbone loader, the pipelined
         // batch runner, the cached embedder, augmented views, filling and querying an image
         // index. Transfer learning and the served models sit on it.
-        .target(name: "MobileNetPipeline", dependencies: ["MobileNetKernels", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetSearch"]),
+        .target(name: "MobileNetPipeline", dependencies: ["MobileNetKernels", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetSearch", "MobileNetTFLite"]),
         // Transfer learning: data sets from folders, the classifier head and its training,
         // evaluation, the model file, Keras import and export, the training workflow.
         .target(

@@ -3,6 +3,7 @@ import MobileNetIO
 import MobileNetKernels
 import MobileNetModel
 import MobileNetStore
+import MobileNetTFLite
 
 /// The frozen embedding network of transfer learning and search: MobileNetV2 without the top,
 /// globally pooled, with its identity (configuration and weight-file hash, the cache key of its
@@ -50,6 +51,17 @@ public struct Backbone: Sendable {
     /// - Throws: as ``load(weightsPath:alpha:inputHeight:inputWidth:pooling:backend:resolver:)``.
     public static func load(contentsOf url: URL, alpha: Double, inputHeight: Int, inputWidth: Int, pooling: Pooling = .avg,
                             backend: any InferenceBackend) throws -> Backbone {
+        if case .tflite = try ModelContainer(contentsOf: url) {
+            // A `.tflite` MobileNetV2 (an index or model made with `--model x.tflite`): its own
+            // backend for a quantized file, the images preprocessed as the default (`x / 127.5 - 1`).
+            let recognised = try TFLiteMobileNetV2(model: TFLiteModel(contentsOf: url))
+            let c = recognised.configuration
+            guard c.alpha == alpha, c.inputHeight == inputHeight, c.inputWidth == inputWidth else {
+                throw ModelError.invalidConfiguration("\(url.path) is MobileNetV2 alpha \(c.alpha) at \(c.inputHeight)x\(c.inputWidth), not alpha \(alpha) at \(inputHeight)x\(inputWidth)")
+            }
+            let network = try recognised.embeddingNetwork(pooling: pooling, backend: recognised.backend(float: backend, minusOneToOne: true))
+            return Backbone(network: network, identity: try BackboneIdentity(configuration: network.configuration, weightsFile: url), weightsURL: url)
+        }
         let configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: inputHeight, inputWidth: inputWidth, includeTop: false, pooling: pooling)
         let network = try MobileNetV2.load(configuration: configuration, contentsOf: url, backend: backend)
         return Backbone(network: network, identity: try BackboneIdentity(configuration: configuration, weightsFile: url), weightsURL: url)

@@ -104,7 +104,7 @@ private struct IntegerExecutor: GraphExecutor {
             throw GraphError.inputShape(expected: graph.inputShape, got: input.shape)
         }
         let batch = input.shape[0]
-        let perImage = graph.inputShape.reduce(1, *)
+        let imageSize = graph.inputShape.reduce(1, *)
         // The mapped nodes the outputs need.
         var needed = Set<Int>()
         func collect(_ index: Int) {
@@ -115,39 +115,33 @@ private struct IntegerExecutor: GraphExecutor {
         graph.outputs.forEach(collect)
         let mapped = needed.filter { sources[$0] != nil }
         let keep = Set(mapped.compactMap { sources[$0] })
-        var values: [Int: [Float]] = [:]
-        for n in mapped { values[n] = [] }
         let program = backend.program
-        for b in 0..<batch {
-            let pixels = input.scalars[(b * perImage)..<((b + 1) * perImage)]
-            let programInput: QuantizedProgram.Input
-            switch backend.inputMapping {
-            case .float:
-                programInput = .float(Array(pixels))
-            case .quantize(let scale, let zero, let range):
-                programInput = .quantized(pixels.map { x in
-                    let q = (x / scale).rounded(.toNearestOrAwayFromZero)
-                    let v = q.isFinite ? Int32(min(max(q, -1e6), 1e6)) : 0
-                    return min(max(v + zero, range.lowerBound), range.upperBound)
-                })
-            case .pixels(let offset, let range):
-                programInput = .quantized(pixels.map { x in
-                    let p = ((x + 1) * 127.5 + 0.5).rounded(.down)
-                    let v = p.isFinite ? Int32(min(max(p, 0), 255)) : 0
-                    return min(max(v + offset, range.lowerBound), range.upperBound)
-                })
-            }
-            let result = try program.run(programInput, keep: keep)
-            for n in mapped {
-                let tensor = sources[n]!
-                if let f = result.float[tensor] {
-                    values[n]!.append(contentsOf: f)
-                } else if let q = result.quantized[tensor] {
-                    let info = program.tensors[tensor]
-                    values[n]!.append(contentsOf: q.map { Float(Double(info.scale) * Double($0 - info.zeroPoint)) })
+        let mapping = backend.inputMapping
+        let order = mapped.sorted()
+        // One image per task: the integer kernels run an image on one thread; images of a batch in parallel.
+        var perImage = [Result<[Int: [Float]], any Error>](repeating: .success([:]), count: batch)
+        perImage.withUnsafeMutableBufferPointer { slots in
+            let slots = UncheckedSendableBox(slots)
+            DispatchQueue.concurrentPerform(iterations: batch) { b in
+                slots.value[b] = Result {
+                    let result = try program.run(Self.programInput(input, image: b, size: imageSize, mapping: mapping), keep: keep)
+                    var row: [Int: [Float]] = [:]
+                    for n in order {
+                        let tensor = sources[n]!
+                        if let f = result.float[tensor] {
+                            row[n] = f
+                        } else if let q = result.quantized[tensor] {
+                            let info = program.tensors[tensor]
+                            row[n] = q.map { Float(Double(info.scale) * Double($0 - info.zeroPoint)) }
+                        }
+                    }
+                    return row
                 }
             }
         }
+        let rows = try perImage.map { try $0.get() }
+        var values: [Int: [Float]] = [:]
+        for n in order { values[n] = rows.flatMap { $0[n] ?? [] } }
         var tensors: [Int: Tensor] = [:]
         for n in mapped { tensors[n] = Tensor(shape: [batch] + shapes[n], scalars: values[n]!) }
         func value(_ index: Int) -> Tensor {
@@ -168,4 +162,31 @@ private struct IntegerExecutor: GraphExecutor {
         }
         return graph.outputs.map { $0 == Graph.inputIndex ? input : value($0) }
     }
+
+    /// Image `b` of the batch as the program's input (``TFLiteIntegerBackend/InputMapping``).
+    static func programInput(_ input: Tensor, image b: Int, size: Int, mapping: TFLiteIntegerBackend.InputMapping) -> QuantizedProgram.Input {
+        let pixels = input.scalars[(b * size)..<((b + 1) * size)]
+        switch mapping {
+        case .float:
+            return .float(Array(pixels))
+        case .quantize(let scale, let zero, let range):
+            return .quantized(pixels.map { x in
+                let q = (x / scale).rounded(.toNearestOrAwayFromZero)
+                let v = q.isFinite ? Int32(min(max(q, -1e6), 1e6)) : 0
+                return min(max(v + zero, range.lowerBound), range.upperBound)
+            })
+        case .pixels(let offset, let range):
+            return .quantized(pixels.map { x in
+                let p = ((x + 1) * 127.5 + 0.5).rounded(.down)
+                let v = p.isFinite ? Int32(min(max(p, 0), 255)) : 0
+                return min(max(v + offset, range.lowerBound), range.upperBound)
+            })
+        }
+    }
+}
+
+/// Hands a buffer to `concurrentPerform`'s tasks, each writing its own element.
+private struct UncheckedSendableBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

@@ -397,3 +397,25 @@ private struct Matcher {
         return values
     }
 }
+
+extension TFLiteMobileNetV2 {
+    /// The backend the file runs on: ``TFLiteIntegerBackend`` (its own integer operators) for a
+    /// fully quantized file, `floatBackend` for the others (weights dequantized).
+    ///
+    /// - Parameters:
+    ///   - floatBackend: the backend of float, float16 and dynamic-range files (oneDNN by default in the CLI).
+    ///   - minusOneToOne: whether images are preprocessed as `x / 127.5 - 1` (see ``TFLiteIntegerBackend/InputMapping``).
+    /// - Throws: ``TFLiteError`` for an operator the integer kernels do not run.
+    public func backend(float floatBackend: any InferenceBackend, minusOneToOne: Bool) throws(TFLiteError) -> any InferenceBackend {
+        quantizationKind == .fullInteger ? try TFLiteIntegerBackend(network: self, minusOneToOne: minusOneToOne) : floatBackend
+    }
+
+    /// The pooled embedding network (`include_top=False`, `pooling`) of the file on `backend`.
+    ///
+    /// - Throws: ``/MobileNetModel/ModelError`` and the backend's errors.
+    public func embeddingNetwork(pooling: Pooling, backend: any InferenceBackend) throws -> MobileNetV2 {
+        var c = configuration
+        c.pooling = pooling
+        return try MobileNetV2(configuration: c, weights: backboneWeights, backend: backend)
+    }
+}

@@ -312,12 +312,10 @@ public enum ModelFile {
             throw ModelError.alphaMismatch(expected: given, found: recognised.configuration.alpha, source: url.path)
         }
         let preprocessing = options.preprocessing ?? .standard
-        let runOn: any InferenceBackend = recognised.quantizationKind == .fullInteger
-            ? try TFLiteIntegerBackend(network: recognised, minusOneToOne: preprocessing.scaling == .minusOneToOne) : backend
+        let runOn = try recognised.backend(float: backend, minusOneToOne: preprocessing.scaling == .minusOneToOne)
         let pooling = options.embeddingOnly ? options.pooling : .avg
-        var configuration = recognised.configuration
-        configuration.pooling = pooling
-        let base = try MobileNetV2(configuration: configuration, weights: recognised.backboneWeights, backend: runOn)
+        let base = try recognised.embeddingNetwork(pooling: pooling, backend: runOn)
+        let configuration = base.configuration
         let head = options.embeddingOnly ? nil : recognised.head
         var classes: [ModelClass] = []
         if let head {

@@ -24,7 +24,7 @@ public enum TFLiteQuantizationKind: String, Sendable, Hashable, Codable {
 /// VALID stride-2 depthwise convolution, or SAME padding, which is the same here) → global
 /// average pooling (TF-slim's `AVERAGE_POOL_2D` over the whole map, or Keras's `MEAN` over
 /// height and width) → [RESHAPE/SQUEEZE] → zero or more 1x1 `CONV_2D` or `FULLY_CONNECTED`
-/// layers (linear or ReLU) → [SOFTMAX] → [DEQUANTIZE]. Float16 weights behind DEQUANTIZE and
+/// layers (linear or ReLU) → [SOFTMAX] → [DEQUANTIZE or QUANTIZE]. Float16 weights behind DEQUANTIZE and
 /// int8 weights of dynamic-range files are dequantized.
 public struct TFLiteMobileNetV2: Sendable {
     /// The file.
@@ -324,11 +324,11 @@ private struct Matcher {
             case 25 where softmax == nil && !denseLayers.isEmpty:
                 guard op.options.beta == 1 else { throw mismatch("\(describe(op)) has beta \(op.options.beta); only 1 is supported") }
                 softmax = op
-            case 6 where position == ops.count - 1:
-                break // DEQUANTIZE of the output
+            case 6 where position == ops.count - 1, 114 where position == ops.count - 1:
+                break // DEQUANTIZE of the output, or QUANTIZE to its uint8/int8 output type
             default:
                 throw .fatal(.unsupportedOperator(path: path, index: op.index, name: op.name,
-                                                  reason: "after the pooling a MobileNetV2 model has Dense layers (1x1 CONV_2D or FULLY_CONNECTED), RESHAPE/SQUEEZE, SOFTMAX and DEQUANTIZE only"))
+                                                  reason: "after the pooling a MobileNetV2 model has Dense layers (1x1 CONV_2D or FULLY_CONNECTED), RESHAPE/SQUEEZE, SOFTMAX, and a last DEQUANTIZE or QUANTIZE only"))
             }
             current = op.outputs[0]
             position += 1

@@ -191,3 +191,65 @@ struct TinyInt8Tests {
         #expect(withinOne == total, "within 1 of LiteRT with XNNPACK: \(withinOne)/\(total)")
     }
 }
+
+@Suite("Keras MobileNetV2 converted by TensorFlow (alpha 0.35, 96x96, 5 classes; float16 and int8 files, no shared data)")
+struct ConvertedMobileNetV2Tests {
+    struct Fixture: Decodable {
+        var inputs: [[Float]]
+        var keras_probabilities: [[Float]]
+        var float16_builtin: [[Float]]
+        var int8_builtin: [[Int32]]
+        var int8_xnnpack: [[Int32]]
+    }
+
+    static let directory = TestData.fixtures.appendingPathComponent("tflite")
+    static func fixture() throws -> Fixture {
+        try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: directory.appendingPathComponent("mnv2-035-96-litert.json")))
+    }
+
+    @Test("the float16 file is recognised (DEQUANTIZE of the weights, MEAN, FULLY_CONNECTED) and runs on oneDNN as LiteRT does")
+    func float16() async throws {
+        let url = Self.directory.appendingPathComponent("mnv2-035-96-float16.tflite")
+        let recognised = try TFLiteMobileNetV2(model: try TFLiteModel(contentsOf: url))
+        #expect(recognised.configuration.alpha == 0.35 && recognised.configuration.inputHeight == 96)
+        #expect(recognised.quantizationKind == .float16Weights)
+        #expect(recognised.classes == 5 && recognised.hasSoftmax)
+        let model = try await ModelFile.open(url, backend: OneDNNBackend())
+        #expect(model.kind == .tflite && model.classNames == ["class0", "class1", "class2", "class3", "class4"])
+        #expect(model.network.backendName == "onednn")
+        let fixture = try Self.fixture()
+        var worst: Float = 0
+        for (input, expected) in zip(fixture.inputs, fixture.float16_builtin) {
+            let probabilities = try #require(try model.run(Tensor(shape: [1, 96, 96, 3], scalars: input)).probabilities?.first)
+            worst = max(worst, zip(probabilities, expected).map { abs($0 - $1) }.max()!)
+        }
+        #expect(worst < 1e-4, "max |difference| from LiteRT: \(worst)")
+    }
+
+    @Test("the int8 file (per-channel weights, uint8 input and output) runs in integer arithmetic equal to LiteRT's built-in kernels")
+    func int8() async throws {
+        let url = Self.directory.appendingPathComponent("mnv2-035-96-int8.tflite")
+        let file = try TFLiteModel(contentsOf: url)
+        let recognised = try TFLiteMobileNetV2(model: file)
+        #expect(recognised.quantizationKind == .fullInteger && recognised.classes == 5)
+        let program = try QuantizedProgram(model: file)
+        let input = file.tensors[file.inputs[0]]
+        let (scale, zero) = (input.quantization!.scales[0], Int32(input.quantization!.zeroPoints[0]))
+        let fixture = try Self.fixture()
+        var equal = 0, withinOne = 0, total = 0
+        for (i, x) in fixture.inputs.enumerated() {
+            // Quantized as the fixture script fed LiteRT: round(x / scale) + zero point.
+            let q = x.map { min(max(Int32(($0 / scale).rounded(.toNearestOrAwayFromZero)) + zero, 0), 255) }
+            let ours = try #require(try program.run(.quantized(q), keep: [file.outputs[0]]).quantized[file.outputs[0]])
+            for (j, v) in ours.enumerated() {
+                total += 1
+                if v == fixture.int8_builtin[i][j] { equal += 1 }
+                if abs(v - fixture.int8_xnnpack[i][j]) <= 1 { withinOne += 1 }
+            }
+        }
+        #expect(equal == total, "equal to LiteRT's built-in kernels: \(equal)/\(total)")
+        #expect(withinOne == total, "within 1 of LiteRT with XNNPACK: \(withinOne)/\(total)")
+        let model = try await ModelFile.open(url, backend: OneDNNBackend())
+        #expect(model.network.backendName == "tflite-int8" && model.embeddingWidth == 1280)
+    }
+}

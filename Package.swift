@@ -165,6 +165,8 @@ let package = Package(
         ),
         // A runnable tour of the library API on the shared data (`make tour`).
         .executableTarget(name: "LibraryTour", dependencies: ["MobileNet"], path: "Examples/LibraryTour"),
+        // Our outputs on .tflite files against LiteRT's (scripts/fixtures/make_tflite_models.py --shared).
+        .executableTarget(name: "TFLiteParity", dependencies: ["MobileNet"], path: "Examples/TFLiteParity"),
         // The speed and peak memory of a fine-tuning step (scripts/bench/finetune_step.sh).
         .executableTarget(name: "FineTuningBenchmark", dependencies: ["MobileNet"], path: "Examples/FineTuningBenchmark"),
         // Coverage-guided fuzzing (libFuzzer): the targets, and a driver that replays a corpus in

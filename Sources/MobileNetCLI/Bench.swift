@@ -22,6 +22,9 @@ struct Bench: AsyncParsableCommand {
     )
 
     @OptionGroup(title: "Model") var model: BackboneOptions
+
+    @Option(name: .customLong("model"), help: ArgumentHelp("A model file to time instead (any kind `classify --model` takes, a .tflite included: a quantized one runs on its integer kernels); its own input size.", valueName: "path"))
+    var modelFile: String?
     @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
 
     @Option(name: .long, help: "Timed batches.")
@@ -78,13 +81,16 @@ struct Bench: AsyncParsableCommand {
         let buildStart = clock.now
         let backend = runtime.inferenceBackend()
         let network: MobileNetV2
-        if model.weights != nil {
+        if let modelFile {
+            network = try await ModelFile.open(URL(fileURLWithPath: modelFile), options: ModelOpenOptions(embeddingOnly: noTop), backend: backend).network
+        } else if model.weights != nil {
             network = try await MobileNetV2.load(configuration: configuration, weightsPath: model.weights, backend: backend).model
         } else {
             network = try MobileNetV2(configuration: configuration, weights: KerasWeightSet.random(for: configuration), backend: backend)
         }
         let buildSeconds = Self.seconds(clock.now - buildStart)
-        let input = Tensor.randomInput(shape: [runtime.batchSize, h, w, 3], seed: 42)
+        let (inputHeight, inputWidth) = modelFile == nil ? (h, w) : (network.configuration.inputHeight, network.configuration.inputWidth)
+        let input = Tensor.randomInput(shape: [runtime.batchSize, inputHeight, inputWidth, 3], seed: 42)
         let firstStart = clock.now
         _ = try network(input)
         let firstBatchSeconds = Self.seconds(clock.now - firstStart)
@@ -103,17 +109,17 @@ struct Bench: AsyncParsableCommand {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let onednn = backend as? OneDNNBackend
         var report = Report(
-            backend: network.backendName, threads: runtime.backend == .onednn ? (runtime.threads ?? OneDNNBackend.defaultThreads) : nil,
+            backend: network.backendName, threads: network.backendName == "onednn" ? (runtime.threads ?? OneDNNBackend.defaultThreads) : nil,
             microBatch: onednn?.microBatch, threadPolicy: onednn?.threadPolicy.rawValue, layoutPolicy: onednn?.layoutPolicy.rawValue,
             fusesDepthwise: onednn?.fusesDepthwise,
-            alpha: model.alpha, inputHeight: h, inputWidth: w, batch: runtime.batchSize, iterations: iterations,
+            alpha: network.configuration.alpha, inputHeight: inputHeight, inputWidth: inputWidth, batch: runtime.batchSize, iterations: iterations,
             buildSeconds: buildSeconds, firstBatchSeconds: firstBatchSeconds,
             medianMilliseconds: median, meanMilliseconds: mean, minMilliseconds: times[0], p90Milliseconds: p90,
             imagesPerSecond: Double(runtime.batchSize) / (median / 1000), peakRSSMegabytes: Double(usage.ru_maxrss) / 1024)
         if let decode {
             let list = ImageFileList([decode], recursive: true)
             guard !list.files.isEmpty else { throw ValidationError("--decode \(decode): no image files there") }
-            let preprocessor = ImagePreprocessor(height: h, width: w)
+            let preprocessor = ImagePreprocessor(height: inputHeight, width: inputWidth)
             var decodeTimes: [Double] = []
             var failures = 0
             for pass in 0..<2 {
@@ -138,7 +144,7 @@ struct Bench: AsyncParsableCommand {
             print(try jsonText(report, pretty: false))
         } else {
             print("""
-                \(configuration.description), backend \(report.backend)\(report.threads.map { ", \($0) thread\($0 == 1 ? "" : "s")" } ?? "")\(onednnSettings(report)), batch \(report.batch)\(report.microBatch.map { " (micro-batches of \($0))" } ?? "")
+                \(network.configuration.description), backend \(report.backend)\(report.threads.map { ", \($0) thread\($0 == 1 ? "" : "s")" } ?? "")\(onednnSettings(report)), batch \(report.batch)\(report.microBatch.map { " (micro-batches of \($0))" } ?? "")
                   build \(String(format: "%.3f", buildSeconds)) s, first batch \(String(format: "%.1f", firstBatchSeconds * 1000)) ms
                   latency ms: median \(String(format: "%.2f", median)), mean \(String(format: "%.2f", mean)), min \(String(format: "%.2f", times[0])), p90 \(String(format: "%.2f", p90))
                   throughput \(String(format: "%.1f", report.imagesPerSecond)) images/s, peak RSS \(String(format: "%.0f", report.peakRSSMegabytes)) MB

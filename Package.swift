@@ -60,7 +60,10 @@ let package = Package(
         .target(name: "CMobileNetTFLite", exclude: ["schema"], cxxSettings: [.headerSearchPath(".")]),
         // `.tflite` models: the checked reader, MobileNetV2 recognised in the graph, and the
         // integer kernels of quantized files (TFLite's requantization, the oracle in plain Swift).
-        .target(name: "MobileNetTFLite", dependencies: ["MobileNetKernels", "MobileNetModel", "CMobileNetTFLite"]),
+        .target(name: "MobileNetTFLite", dependencies: ["MobileNetKernels", "MobileNetModel", "CMobileNetTFLite", "CXNNPACK"]),
+        // XNNPACK's quantized operators (Debian libxnnpack-dev 0.0~git20220216 and libpthreadpool-dev;
+        // no pkg-config file): the fast integer kernels of quantized .tflite files.
+        .systemLibrary(name: "CXNNPACK", path: "Sources/CXNNPACK", providers: [.apt(["libxnnpack-dev", "libpthreadpool-dev"])]),
         // The fast CPU backend on oneDNN behind the `InferenceBackend` seam. Knows nothing of MobileNetV2.
         .target(name: "MobileNetOneDNN", dependencies: ["MobileNetKernels", "CDNNL"]),
         // The architecture (paper Table 2 / Keras layer names), weights by Keras layer name,

@@ -7,11 +7,12 @@
 # (libdnnl-dev, the fast CPU backend; Debian 12 ships 2.6.3). FAISS 1.7.3 (libfaiss-dev, approximate
 # search; a static libfaiss.a that also links OpenBLAS/LAPACK and libgomp — libgomp.so comes with
 # libgcc-12-dev, which the Swift toolchain needs anyway). FlatBuffers 2.0.8 (libflatbuffers-dev, header
-# only: the Verifier of the C++ flatc generated from TFLite's schema, committed). Does nothing when they are
+# only: the Verifier of the C++ flatc generated from TFLite's schema, committed). XNNPACK and pthreadpool
+# (libxnnpack-dev, libpthreadpool-dev: the integer kernels of quantized .tflite files). Does nothing when they are
 # already installed.
 set -euo pipefail
 
-packages=(pkg-config libhdf5-dev libjpeg-dev libpng-dev libwebp-dev libgif-dev libstb-dev libsqlite3-dev sqlite3 libopenblas-dev libdnnl-dev libzip-dev libfaiss-dev libflatbuffers-dev)
+packages=(pkg-config libhdf5-dev libjpeg-dev libpng-dev libwebp-dev libgif-dev libstb-dev libsqlite3-dev sqlite3 libopenblas-dev libdnnl-dev libzip-dev libfaiss-dev libflatbuffers-dev libxnnpack-dev libpthreadpool-dev)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

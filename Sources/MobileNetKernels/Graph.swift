@@ -305,4 +305,12 @@ public protocol InferenceBackend: Sendable {
     ///
     /// - Throws: ``GraphError`` when the graph is invalid, or a backend-specific error.
     func makeExecutor(for graph: Graph) throws -> any GraphExecutor
+    /// The threads it runs a graph on, when it has a pool of its own (oneDNN's); nil otherwise.
+    /// A model file with its own kernels (a quantized `.tflite` on XNNPACK) sizes its pool by it.
+    var threadCount: Int? { get }
+}
+
+extension InferenceBackend {
+    /// No pool of its own (the reference backend runs on the calling thread).
+    public var threadCount: Int? { nil }
 }

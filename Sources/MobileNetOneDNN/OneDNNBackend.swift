@@ -62,6 +62,8 @@ public struct OneDNNBackend: InferenceBackend {
     public let name = "onednn"
     /// OpenMP threads per inference (at least 1).
     public let threads: Int
+    /// ``threads``.
+    public var threadCount: Int? { threads }
     /// How memory formats are chosen; ``LayoutPolicy/blocked`` by default.
     public let layoutPolicy: LayoutPolicy
     /// The largest batch run through the network at once (at least 1). A larger input batch is

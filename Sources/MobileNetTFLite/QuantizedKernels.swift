@@ -46,45 +46,7 @@ extension QuantizedProgram {
             for i in step.inputs { lastUse[i] = position }
         }
         for (position, step) in steps.enumerated() {
-            let out = tensors[step.output]
-            switch step.kind {
-            case .quantize(let multiplier):
-                if let multiplier {
-                    let x = values.quantized[step.inputs[0]] ?? []
-                    let zx = tensors[step.inputs[0]].zeroPoint
-                    values.quantized[step.output] = x.map { v in
-                        min(max(QuantizedArithmetic.multiply(v - zx, by: multiplier) + out.zeroPoint, out.range.lowerBound), out.range.upperBound)
-                    }
-                } else {
-                    let x = values.float[step.inputs[0]] ?? []
-                    values.quantized[step.output] = x.map { f in
-                        let q = (f / out.scale).rounded(.toNearestOrAwayFromZero)
-                        let clamped = min(max(q, Float(Int32.min / 2)), Float(Int32.max / 2))
-                        return min(max(Int32(clamped) + out.zeroPoint, out.range.lowerBound), out.range.upperBound)
-                    }
-                }
-            case .dequantize:
-                let x = tensors[step.inputs[0]]
-                values.float[step.output] = (values.quantized[step.inputs[0]] ?? []).map { Float(Double(x.scale) * Double($0 - x.zeroPoint)) }
-            case .copy:
-                if let q = values.quantized[step.inputs[0]] { values.quantized[step.output] = q }
-            case .convolution(let c):
-                values.quantized[step.output] = QuantizedKernels.convolution(values.quantized[step.inputs[0]] ?? [], input: tensors[step.inputs[0]].shape,
-                                                                             output: out.shape, c)
-            case .fullyConnected(let c):
-                values.quantized[step.output] = QuantizedKernels.fullyConnected(values.quantized[step.inputs[0]] ?? [], c)
-            case .add(let a):
-                values.quantized[step.output] = QuantizedKernels.add(values.quantized[step.inputs[0]] ?? [], values.quantized[step.inputs[1]] ?? [], a)
-            case .averagePool(let p):
-                values.quantized[step.output] = QuantizedKernels.averagePool(values.quantized[step.inputs[0]] ?? [], input: tensors[step.inputs[0]].shape,
-                                                                             output: out.shape, p)
-            case .mean(let m):
-                values.quantized[step.output] = QuantizedKernels.mean(values.quantized[step.inputs[0]] ?? [], input: tensors[step.inputs[0]].shape, m)
-            case .softmax(let s):
-                values.quantized[step.output] = QuantizedKernels.softmax(values.quantized[step.inputs[0]] ?? [], s)
-            case .pad(let p):
-                values.quantized[step.output] = QuantizedKernels.pad(values.quantized[step.inputs[0]] ?? [], input: tensors[step.inputs[0]].shape, p)
-            }
+            apply(step, to: &values)
             if let keep {
                 for i in step.inputs where lastUse[i] == position && !keep.contains(i) {
                     values.quantized[i] = nil
@@ -93,6 +55,57 @@ extension QuantizedProgram {
             }
         }
         return values
+    }
+
+    /// Runs one step on `values`, adding its output.
+    func apply(_ step: Step, to values: inout QuantizedValues) {
+        let out = tensors[step.output]
+        switch step.kind {
+        case .quantize(let multiplier):
+            if let multiplier {
+                let x = values.quantized[step.inputs[0]] ?? []
+                let zx = tensors[step.inputs[0]].zeroPoint
+                values.quantized[step.output] = x.map { v in
+                    min(max(QuantizedArithmetic.multiply(v - zx, by: multiplier) + out.zeroPoint, out.range.lowerBound), out.range.upperBound)
+                }
+            } else {
+                let x = values.float[step.inputs[0]] ?? []
+                values.quantized[step.output] = x.map { f in
+                    let q = (f / out.scale).rounded(.toNearestOrAwayFromZero)
+                    let clamped = min(max(q, Float(Int32.min / 2)), Float(Int32.max / 2))
+                    return min(max(Int32(clamped) + out.zeroPoint, out.range.lowerBound), out.range.upperBound)
+                }
+            }
+        case .dequantize:
+            let x = tensors[step.inputs[0]]
+            values.float[step.output] = (values.quantized[step.inputs[0]] ?? []).map { Float(Double(x.scale) * Double($0 - x.zeroPoint)) }
+        case .copy:
+            if let q = values.quantized[step.inputs[0]] { values.quantized[step.output] = q }
+        case .convolution(let c):
+            values.quantized[step.output] = QuantizedKernels.convolution(values.quantized[step.inputs[0]] ?? [], input: tensors[step.inputs[0]].shape,
+                                                                         output: out.shape, c)
+        case .fullyConnected(let c):
+            values.quantized[step.output] = QuantizedKernels.fullyConnected(values.quantized[step.inputs[0]] ?? [], c)
+        case .add(let a):
+            values.quantized[step.output] = QuantizedKernels.add(values.quantized[step.inputs[0]] ?? [], values.quantized[step.inputs[1]] ?? [], a)
+        case .averagePool(let p):
+            values.quantized[step.output] = QuantizedKernels.averagePool(values.quantized[step.inputs[0]] ?? [], input: tensors[step.inputs[0]].shape,
+                                                                         output: out.shape, p)
+        case .mean(let m):
+            values.quantized[step.output] = QuantizedKernels.mean(values.quantized[step.inputs[0]] ?? [], input: tensors[step.inputs[0]].shape, m)
+        case .softmax(let s):
+            values.quantized[step.output] = QuantizedKernels.softmax(values.quantized[step.inputs[0]] ?? [], s)
+        case .pad(let p):
+            values.quantized[step.output] = QuantizedKernels.pad(values.quantized[step.inputs[0]] ?? [], input: tensors[step.inputs[0]].shape, p)
+        }
+    }
+
+    /// One step on `values` (its inputs), returning them with the step's output added: the
+    /// plain-Swift kernel of an operator the fast path does not run.
+    func runStep(_ step: Step, on values: QuantizedValues) -> QuantizedValues {
+        var result = values
+        apply(step, to: &result)
+        return result
     }
 }
 

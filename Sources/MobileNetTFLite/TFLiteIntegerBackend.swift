@@ -24,23 +24,41 @@ public struct TFLiteIntegerBackend: InferenceBackend {
         case pixels(offset: Int32, range: ClosedRange<Int32>)
     }
 
-    /// `tflite-int8`.
-    public let name = "tflite-int8"
+    /// The integer kernels.
+    public enum Kernels: String, Sendable {
+        /// XNNPACK's quantized operators (``XNNPACKProgram``), LiteRT's default; the plain-Swift
+        /// kernels for the operators it does not run. Falls back to ``reference`` when XNNPACK
+        /// cannot initialise.
+        case xnnpack
+        /// The plain-Swift kernels (``QuantizedProgram/run(_:keep:)``): LiteRT's built-in
+        /// kernels bit for bit, about 25 times slower.
+        case reference
+    }
+
+    /// `tflite-xnnpack` or `tflite-reference`.
+    public var name: String { xnnpack == nil ? "tflite-reference" : "tflite-xnnpack" }
     /// The recognised file.
     public let network: TFLiteMobileNetV2
     /// The compiled integer program.
     public let program: QuantizedProgram
     /// How images enter.
     public let inputMapping: InputMapping
+    /// The XNNPACK operators, nil with the reference kernels.
+    let xnnpack: XNNPACKProgram?
 
     /// Prepares the integer program of `network`.
     ///
-    /// - Parameter minusOneToOne: whether the images are preprocessed as `x / 127.5 - 1` (then a
-    ///   uint8/int8 input whose quantization matches gets raw pixels, ``InputMapping/pixels(offset:range:)``).
+    /// - Parameters:
+    ///   - minusOneToOne: whether the images are preprocessed as `x / 127.5 - 1` (then a
+    ///     uint8/int8 input whose quantization matches gets raw pixels, ``InputMapping/pixels(offset:range:)``).
+    ///   - kernels: XNNPACK (the default) or the plain-Swift reference.
+    ///   - threads: XNNPACK's threads (default: every core).
     /// - Throws: ``TFLiteError`` for an operator the integer kernels do not run.
-    public init(network: TFLiteMobileNetV2, minusOneToOne: Bool = true) throws(TFLiteError) {
+    public init(network: TFLiteMobileNetV2, minusOneToOne: Bool = true, kernels: Kernels = .xnnpack,
+                threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws(TFLiteError) {
         self.network = network
         program = try QuantizedProgram(model: network.model)
+        xnnpack = kernels == .xnnpack ? XNNPACKProgram(model: network.model, program: program, threads: threads) : nil
         let input = network.model.tensors[network.model.inputs[0]]
         if input.type == .float32 {
             inputMapping = .float
@@ -119,27 +137,39 @@ private struct IntegerExecutor: GraphExecutor {
         let mapping = backend.inputMapping
         let order = mapped.sorted()
         // One image per task: the integer kernels run an image on one thread; images of a batch in parallel.
+        @Sendable func dequantized(_ result: QuantizedValues) -> [Int: [Float]] {
+            var row: [Int: [Float]] = [:]
+            for n in order {
+                let tensor = sources[n]!
+                if let f = result.float[tensor] {
+                    row[n] = f
+                } else if let q = result.quantized[tensor] {
+                    let info = program.tensors[tensor]
+                    row[n] = q.map { Float(Double(info.scale) * Double($0 - info.zeroPoint)) }
+                }
+            }
+            return row
+        }
+        if let xnnpack = backend.xnnpack {
+            let inputs = (0..<batch).map { Self.programInput(input, image: $0, size: imageSize, mapping: mapping) }
+            let rows = try xnnpack.run(inputs, keep: keep).map(dequantized)
+            return try finish(rows: rows, order: order, batch: batch, mapped: mapped, input: input)
+        }
         var perImage = [Result<[Int: [Float]], any Error>](repeating: .success([:]), count: batch)
         perImage.withUnsafeMutableBufferPointer { slots in
             let slots = UncheckedSendableBox(slots)
             DispatchQueue.concurrentPerform(iterations: batch) { b in
                 slots.value[b] = Result {
-                    let result = try program.run(Self.programInput(input, image: b, size: imageSize, mapping: mapping), keep: keep)
-                    var row: [Int: [Float]] = [:]
-                    for n in order {
-                        let tensor = sources[n]!
-                        if let f = result.float[tensor] {
-                            row[n] = f
-                        } else if let q = result.quantized[tensor] {
-                            let info = program.tensors[tensor]
-                            row[n] = q.map { Float(Double(info.scale) * Double($0 - info.zeroPoint)) }
-                        }
-                    }
-                    return row
+                    dequantized(try program.run(Self.programInput(input, image: b, size: imageSize, mapping: mapping), keep: keep))
                 }
             }
         }
-        let rows = try perImage.map { try $0.get() }
+        return try finish(rows: try perImage.map { try $0.get() }, order: order, batch: batch, mapped: mapped, input: input)
+    }
+
+    /// The graph's outputs from the mapped nodes' values of each image: the rest (a head the
+    /// file does not have) in Float32 with the reference kernels.
+    private func finish(rows: [[Int: [Float]]], order: [Int], batch: Int, mapped: Set<Int>, input: Tensor) throws -> [Tensor] {
         var values: [Int: [Float]] = [:]
         for n in order { values[n] = rows.flatMap { $0[n] ?? [] } }
         var tensors: [Int: Tensor] = [:]

@@ -399,15 +399,20 @@ private struct Matcher {
 }
 
 extension TFLiteMobileNetV2 {
-    /// The backend the file runs on: ``TFLiteIntegerBackend`` (its own integer operators) for a
-    /// fully quantized file, `floatBackend` for the others (weights dequantized).
+    /// The backend the file runs on: ``TFLiteIntegerBackend`` (its own integer operators, on
+    /// XNNPACK, or on the plain-Swift kernels when `floatBackend` is the reference backend) for
+    /// a fully quantized file, `floatBackend` for the others (weights dequantized).
     ///
     /// - Parameters:
     ///   - floatBackend: the backend of float, float16 and dynamic-range files (oneDNN by default in the CLI).
     ///   - minusOneToOne: whether images are preprocessed as `x / 127.5 - 1` (see ``TFLiteIntegerBackend/InputMapping``).
     /// - Throws: ``TFLiteError`` for an operator the integer kernels do not run.
     public func backend(float floatBackend: any InferenceBackend, minusOneToOne: Bool) throws(TFLiteError) -> any InferenceBackend {
-        quantizationKind == .fullInteger ? try TFLiteIntegerBackend(network: self, minusOneToOne: minusOneToOne) : floatBackend
+        guard quantizationKind == .fullInteger else { return floatBackend }
+        // The plain-Swift oracle asked for (`--backend reference`) means the integer oracle too.
+        let kernels: TFLiteIntegerBackend.Kernels = floatBackend is ReferenceBackend ? .reference : .xnnpack
+        return try TFLiteIntegerBackend(network: self, minusOneToOne: minusOneToOne, kernels: kernels,
+                                        threads: floatBackend.threadCount ?? ProcessInfo.processInfo.activeProcessorCount)
     }
 
     /// The pooled embedding network (`include_top=False`, `pooling`) of the file on `backend`.

@@ -139,12 +139,41 @@ struct TFLiteModelTests {
         #expect(sameTop == ids.count)
     }
 
+    @Test("XNNPACK's operators: within 1 of LiteRT with XNNPACK in at least 99% of outputs, the same top-1")
+    func xnnpackParity() throws {
+        let fixture = try CoralFixture.load()
+        let model = try TFLiteModel(contentsOf: coral)
+        let program = try QuantizedProgram(model: model)
+        let fast = try #require(XNNPACKProgram(model: model, program: program, threads: 2))
+        #expect(fast.xnnpackOperators >= 60)
+        let ids = fixture.photos.keys.sorted()
+        let output = model.outputs[0]
+        let results = try fast.run(try ids.map { .quantized(try pixels($0)) }, keep: [output])
+        var withinOne = 0, equalXNNPACK = 0, withinOneBuiltin = 0, total = 0, sameTop = 0, maxDiff: Int32 = 0
+        for (id, result) in zip(ids, results) {
+            let ours = try #require(result.quantized[output])
+            let expected = fixture.photos[id]!
+            for (j, v) in ours.enumerated() {
+                total += 1
+                if v == expected.output_xnnpack[j] { equalXNNPACK += 1 }
+                if abs(v - expected.output_xnnpack[j]) <= 1 { withinOne += 1 }
+                if abs(v - expected.output_builtin[j]) <= 1 { withinOneBuiltin += 1 }
+                maxDiff = max(maxDiff, abs(v - expected.output_xnnpack[j]))
+            }
+            let top = ours.indices.max { ours[$0] < ours[$1] || (ours[$0] == ours[$1] && $0 > $1) }!
+            if top == expected.top5_builtin[0] { sameTop += 1 }
+        }
+        print("XNNPACK vs LiteRT XNNPACK: equal \(equalXNNPACK)/\(total), within 1 \(withinOne)/\(total), max \(maxDiff); within 1 of built-in \(withinOneBuiltin)/\(total); top-1 \(sameTop)/\(ids.count)")
+        #expect(Double(withinOne) >= 0.99 * Double(total))
+        #expect(sameTop == ids.count)
+    }
+
     @Test("ModelFile opens the Coral file: ImageNet classes after background with synsets, the integer backend, embeddings")
     func modelFile() async throws {
         let model = try await ModelFile.open(coral, backend: OneDNNBackend())
         #expect(model.kind == .tflite)
         #expect(model.classes.count == 1001 && model.classes[0].name == "background")
-        #expect(model.network.backendName == "tflite-int8")
+        #expect(model.network.backendName == "tflite-xnnpack")
         let id = "cat"
         let input = try NPY.read(contentsOf: TestData.shared("data/reference/\(id).input.npy"))
         let outputs = try model.run(Tensor(shape: [1, 224, 224, 3], scalars: input.scalars))
@@ -152,8 +181,8 @@ struct TFLiteModelTests {
         let fixture = try CoralFixture.load().photos[id]!
         let top = model.topK(probabilities, k: 1)[0]
         #expect(top.index == fixture.top5_builtin[0])
-        // The probabilities are LiteRT's uint8 output dequantized (scale 1/256).
-        #expect(abs(probabilities[top.index] - Float(fixture.output_builtin[top.index]) / 256) <= 1.0 / 256)
+        // The probabilities are the uint8 output dequantized (scale 1/256): XNNPACK's, LiteRT's default.
+        #expect(probabilities.enumerated().allSatisfy { $0.element == Float(fixture.output_xnnpack[$0.offset]) / 256 })
         #expect(top.synset == ImageNetClasses.all[top.index - 1].synset)
         #expect(outputs.embeddings[0].count == 1280)
         let embedder = try await ModelFile.open(coral, options: ModelOpenOptions(embeddingOnly: true), backend: OneDNNBackend())
@@ -250,6 +279,6 @@ struct ConvertedMobileNetV2Tests {
         #expect(equal == total, "equal to LiteRT's built-in kernels: \(equal)/\(total)")
         #expect(withinOne == total, "within 1 of LiteRT with XNNPACK: \(withinOne)/\(total)")
         let model = try await ModelFile.open(url, backend: OneDNNBackend())
-        #expect(model.network.backendName == "tflite-int8" && model.embeddingWidth == 1280)
+        #expect(model.network.backendName == "tflite-xnnpack" && model.embeddingWidth == 1280)
     }
 }

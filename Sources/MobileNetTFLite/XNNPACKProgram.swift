@@ -1,0 +1,304 @@
+import CXNNPACK
+import Foundation
+
+/// The fast path of a quantized TFLite graph: each operator of a ``QuantizedProgram`` as an
+/// XNNPACK operator (Debian's libxnnpack, the library LiteRT itself runs quantized models with):
+/// `qu8` convolutions, depthwise convolutions (HWGo filters), fully connected layers, ADD, global
+/// average pooling and softmax for uint8 files (TF-slim / Coral); `qc8` (per-channel) and `qs8`
+/// for int8 files (TF2 post-training quantization; a per-channel FULLY_CONNECTED as a 1x1 `qc8`
+/// convolution). Operators XNNPACK does not offer here (PAD, QUANTIZE between integer types,
+/// int8 SOFTMAX, DEQUANTIZE) run on the plain-Swift kernels, as does any operator XNNPACK refuses
+/// to create (its requantization scale limits).
+///
+/// XNNPACK requantizes in Float (`round(acc * scale)`, to nearest even), as LiteRT does when it
+/// runs a model through XNNPACK (its default): the outputs are LiteRT's default outputs, within 1
+/// of its built-in kernels (which ``QuantizedProgram/run(_:keep:)`` equals bit for bit).
+///
+/// Operators are set up for each batch and are not thread-safe: runs are serialised by a lock;
+/// XNNPACK's thread pool runs each operator on ``threads`` threads.
+public final class XNNPACKProgram: @unchecked Sendable {
+    /// XNNPACK's one-time initialisation (CPU detection, kernel tables); false when it failed.
+    static let available: Bool = xnn_initialize(nil) == xnn_status_success
+
+    private enum Kernel {
+        case convolution(xnn_operator_t, signed: Bool, perChannel: Bool, inputH: Int, inputW: Int)
+        case fullyConnected(xnn_operator_t, signed: Bool)
+        case add(xnn_operator_t, signed: Bool, shape: [Int])
+        case globalAveragePool(xnn_operator_t, signed: Bool, width: Int)
+        case softmax(xnn_operator_t)
+        case reference
+    }
+
+    let program: QuantizedProgram
+    private var kernels: [Kernel] = []
+    private let pool: pthreadpool_t?
+    private let lock = NSLock()
+    /// Operators run on XNNPACK (the rest on the plain-Swift kernels).
+    public private(set) var xnnpackOperators = 0
+    /// Threads of XNNPACK's pool.
+    public let threads: Int
+
+    /// Creates XNNPACK operators for `program`'s steps, nil when XNNPACK is unavailable.
+    ///
+    /// - Parameters:
+    ///   - model: the file `program` was compiled from (its raw weights and scales).
+    ///   - program: the compiled graph.
+    ///   - threads: XNNPACK's thread pool size, at least 1.
+    public init?(model: TFLiteModel, program: QuantizedProgram, threads: Int) {
+        guard Self.available else { return nil }
+        self.program = program
+        self.threads = max(1, threads)
+        pool = pthreadpool_create(self.threads)
+        for step in program.steps {
+            let op = model.operators[step.index]
+            let kernel = Self.makeKernel(step, op: op, model: model, program: program)
+            if case .reference = kernel {} else { xnnpackOperators += 1 }
+            kernels.append(kernel)
+        }
+    }
+
+    deinit {
+        for kernel in kernels {
+            switch kernel {
+            case .convolution(let op, _, _, _, _), .fullyConnected(let op, _), .add(let op, _, _), .globalAveragePool(let op, _, _), .softmax(let op):
+                xnn_delete_operator(op)
+            case .reference: break
+            }
+        }
+        if let pool { pthreadpool_destroy(pool) }
+    }
+
+    private static func makeKernel(_ step: QuantizedProgram.Step, op: TFLiteOperator, model: TFLiteModel, program: QuantizedProgram) -> Kernel {
+        let output = model.tensors[step.output]
+        let signed = output.type == .int8
+        var created: xnn_operator_t?
+        func lo(_ r: ClosedRange<Int32>) -> Int32 { r.lowerBound }
+        func hi(_ r: ClosedRange<Int32>) -> Int32 { r.upperBound }
+        switch step.kind {
+        case .convolution(let c), .fullyConnected(let c):
+            let x = model.tensors[step.inputs[0]], w = model.input(op, 1)!
+            guard let wq = w.quantization, let data = w.data, x.type == output.type, w.type == (signed ? .int8 : .uint8) || (signed && w.type == .int8) else { return .reference }
+            let bias: [Int32] = model.input(op, 2)?.data.map { d in d.withUnsafeBytes { Array($0.bindMemory(to: Int32.self)) } } ?? [Int32](repeating: 0, count: c.outputChannels)
+            let xs = x.quantization!.scales[0], ys = output.quantization!.scales[0]
+            let isFullyConnected: Bool = { if case .fullyConnected = step.kind { return true } else { return false } }()
+            let (kh, kw) = (c.kernelH, c.kernelW)
+            var inH = 1, inW = 1, padBottom = 0, padRight = 0
+            if !isFullyConnected {
+                (inH, inW) = (x.shape[1], x.shape[2])
+                padBottom = max(0, (output.shape[1] - 1) * c.strideH + kh - inH - c.padTop)
+                padRight = max(0, (output.shape[2] - 1) * c.strideW + kw - inW - c.padLeft)
+            }
+            let groups = c.depthwise ? c.outputChannels : 1
+            let groupIn = c.depthwise ? 1 : c.inputChannels, groupOut = c.depthwise ? 1 : c.outputChannels
+            let flags: UInt32 = c.depthwise ? UInt32(XNN_FLAG_DEPTHWISE_CONVOLUTION) : 0
+            let status: xnn_status = data.withUnsafeBytes { raw in
+                if !signed {
+                    if isFullyConnected {
+                        return xnn_create_fully_connected_nc_qu8(c.inputChannels, c.outputChannels, c.inputChannels, c.outputChannels,
+                                                                 UInt8(c.inputZero), xs, UInt8(wq.zeroPoints[0]), wq.scales[0],
+                                                                 raw.bindMemory(to: UInt8.self).baseAddress, bias, UInt8(c.outputZero), ys,
+                                                                 UInt8(lo(c.bounds)), UInt8(hi(c.bounds)), 0, &created)
+                    }
+                    return xnn_create_convolution2d_nhwc_qu8(UInt32(c.padTop), UInt32(padRight), UInt32(padBottom), UInt32(c.padLeft),
+                                                             UInt32(kh), UInt32(kw), UInt32(c.strideH), UInt32(c.strideW), 1, 1,
+                                                             UInt32(groups), groupIn, groupOut, c.inputChannels, c.outputChannels,
+                                                             UInt8(c.inputZero), xs, UInt8(wq.zeroPoints[0]), wq.scales[0],
+                                                             raw.bindMemory(to: UInt8.self).baseAddress, bias, UInt8(c.outputZero), ys,
+                                                             UInt8(lo(c.bounds)), UInt8(hi(c.bounds)), flags, &created)
+                }
+                guard wq.zeroPoints.allSatisfy({ $0 == 0 }) else { return xnn_status_unsupported_parameter }
+                if isFullyConnected && wq.isPerTensor {
+                    return xnn_create_fully_connected_nc_qs8(c.inputChannels, c.outputChannels, c.inputChannels, c.outputChannels,
+                                                             Int8(c.inputZero), xs, wq.scales[0], raw.bindMemory(to: Int8.self).baseAddress,
+                                                             bias, Int8(c.outputZero), ys, Int8(lo(c.bounds)), Int8(hi(c.bounds)), 0, &created)
+                }
+                // A per-channel FULLY_CONNECTED is a 1x1 convolution of a 1x1 image: the same [out, in] weights.
+                let scales = wq.isPerTensor ? [Float](repeating: wq.scales[0], count: c.outputChannels) : wq.scales
+                return xnn_create_convolution2d_nhwc_qc8(UInt32(c.padTop), UInt32(padRight), UInt32(padBottom), UInt32(c.padLeft),
+                                                         UInt32(kh), UInt32(kw), UInt32(c.strideH), UInt32(c.strideW), 1, 1,
+                                                         UInt32(groups), groupIn, groupOut, c.inputChannels, c.outputChannels,
+                                                         Int8(c.inputZero), xs, scales, raw.bindMemory(to: Int8.self).baseAddress, bias,
+                                                         Int8(c.outputZero), ys, Int8(lo(c.bounds)), Int8(hi(c.bounds)), flags, &created)
+            }
+            guard status == xnn_status_success, let created else { return .reference }
+            if isFullyConnected && !(signed && !wq.isPerTensor) { return .fullyConnected(created, signed: signed) }
+            return .convolution(created, signed: signed, perChannel: true, inputH: inH, inputW: inW)
+        case .add(let a):
+            let x1 = model.tensors[step.inputs[0]], x2 = model.tensors[step.inputs[1]]
+            let (s1, s2, ys) = (x1.quantization!.scales[0], x2.quantization!.scales[0], output.quantization!.scales[0])
+            let status = signed
+                ? xnn_create_add_nd_qs8(Int8(a.zero1), s1, Int8(a.zero2), s2, Int8(a.outputZero), ys, Int8(lo(a.bounds)), Int8(hi(a.bounds)), 0, &created)
+                : xnn_create_add_nd_qu8(UInt8(a.zero1), s1, UInt8(a.zero2), s2, UInt8(a.outputZero), ys, UInt8(lo(a.bounds)), UInt8(hi(a.bounds)), 0, &created)
+            guard status == xnn_status_success, let created else { return .reference }
+            return .add(created, signed: signed, shape: x1.shape)
+        case .averagePool(let p):
+            // Only the average over the whole map (TF-slim's global pooling) is XNNPACK's here.
+            let x = model.tensors[step.inputs[0]]
+            guard output.shape[1] == 1, output.shape[2] == 1, p.filterH == x.shape[1], p.filterW == x.shape[2], p.padTop == 0, p.padLeft == 0 else { return .reference }
+            return globalPool(x: x, y: output, bounds: p.bounds, signed: signed, created: &created)
+        case .mean(let m):
+            return globalPool(x: model.tensors[step.inputs[0]], y: output, bounds: m.bounds, signed: signed, created: &created)
+        case .softmax:
+            guard !signed, let xs = model.tensors[step.inputs[0]].quantization?.scales[0], op.options.beta == 1 else { return .reference }
+            let channels = output.elementCount
+            guard xnn_create_softmax_nc_qu8(channels, channels, channels, xs, UInt8(output.quantization!.zeroPoints[0]), output.quantization!.scales[0], 0, &created) == xnn_status_success,
+                  let created else { return .reference }
+            return .softmax(created)
+        default:
+            return .reference
+        }
+    }
+
+    private static func globalPool(x: TFLiteTensor, y: TFLiteTensor, bounds: ClosedRange<Int32>, signed: Bool, created: inout xnn_operator_t?) -> Kernel {
+        guard let xq = x.quantization, let yq = y.quantization, x.shape.count == 4 else { return .reference }
+        let channels = x.shape[3]
+        let status = signed
+            ? xnn_create_global_average_pooling_nwc_qs8(channels, channels, channels, Int8(xq.zeroPoints[0]), xq.scales[0], Int8(yq.zeroPoints[0]), yq.scales[0],
+                                                        Int8(bounds.lowerBound), Int8(bounds.upperBound), 0, &created)
+            : xnn_create_global_average_pooling_nwc_qu8(channels, channels, channels, UInt8(xq.zeroPoints[0]), xq.scales[0], UInt8(yq.zeroPoints[0]), yq.scales[0],
+                                                        UInt8(bounds.lowerBound), UInt8(bounds.upperBound), 0, &created)
+        guard status == xnn_status_success, let created else { return .reference }
+        return .globalAveragePool(created, signed: signed, width: x.shape[1] * x.shape[2])
+    }
+
+    /// Runs a batch: one input per image (as ``QuantizedProgram/run(_:keep:)`` takes it); returns
+    /// the kept tensors' values per image.
+    ///
+    /// - Throws: ``TFLiteError/damaged(path:reason:)`` for inputs of the wrong size; an XNNPACK
+    ///   failure names the operator.
+    public func run(_ inputs: [QuantizedProgram.Input], keep: Set<Int>) throws(TFLiteError) -> [QuantizedValues] {
+        lock.lock()
+        defer { lock.unlock() }
+        let batch = inputs.count
+        let tensors = program.tensors
+        // Activations as bytes (uint8, or int8's bit patterns), batch-major; floats for float tensors.
+        var bytes: [Int: [UInt8]] = [:]
+        var floats: [Int: [Float]] = [:]
+        let inputInfo = tensors[program.input]
+        for input in inputs {
+            switch input {
+            case .float(let x):
+                guard inputInfo.type == .float32, x.count == inputInfo.count else { throw .damaged(path: program.path, reason: "the input takes \(inputInfo.count) \(inputInfo.type.name) values") }
+                floats[program.input, default: []].append(contentsOf: x)
+            case .quantized(let x):
+                guard inputInfo.type != .float32, x.count == inputInfo.count else { throw .damaged(path: program.path, reason: "the input takes \(inputInfo.count) \(inputInfo.type.name) values") }
+                bytes[program.input, default: []].append(contentsOf: x.map { UInt8(truncatingIfNeeded: min(max($0, inputInfo.range.lowerBound), inputInfo.range.upperBound)) })
+            }
+        }
+        func ints(_ index: Int) -> [Int32] {
+            let signed = tensors[index].type == .int8
+            return (bytes[index] ?? []).map { signed ? Int32(Int8(bitPattern: $0)) : Int32($0) }
+        }
+        for (position, step) in program.steps.enumerated() {
+            let out = tensors[step.output]
+            let count = out.count * batch
+            func failed(_ status: xnn_status) -> TFLiteError {
+                .unsupportedOperator(path: program.path, index: step.index, name: "\(step.kind)", reason: "XNNPACK failed with status \(status.rawValue)")
+            }
+            switch kernels[position] {
+            case .convolution(let op, let signed, _, let h, let w):
+                var y = [UInt8](repeating: 0, count: count)
+                let x = bytes[step.inputs[0]] ?? []
+                let status = x.withUnsafeBytes { xp in
+                    y.withUnsafeMutableBytes { yp in
+                        signed
+                            ? (xnn_setup_convolution2d_nhwc_qc8(op, batch, h, w, xp.bindMemory(to: Int8.self).baseAddress, yp.bindMemory(to: Int8.self).baseAddress, pool) == xnn_status_success
+                                ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
+                            : (xnn_setup_convolution2d_nhwc_qu8(op, batch, h, w, xp.bindMemory(to: UInt8.self).baseAddress, yp.bindMemory(to: UInt8.self).baseAddress, pool) == xnn_status_success
+                                ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
+                    }
+                }
+                guard status == xnn_status_success else { throw failed(status) }
+                bytes[step.output] = y
+            case .fullyConnected(let op, let signed):
+                var y = [UInt8](repeating: 0, count: count)
+                let x = bytes[step.inputs[0]] ?? []
+                let status = x.withUnsafeBytes { xp in
+                    y.withUnsafeMutableBytes { yp in
+                        signed
+                            ? (xnn_setup_fully_connected_nc_qs8(op, batch, xp.bindMemory(to: Int8.self).baseAddress, yp.bindMemory(to: Int8.self).baseAddress, pool) == xnn_status_success
+                                ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
+                            : (xnn_setup_fully_connected_nc_qu8(op, batch, xp.bindMemory(to: UInt8.self).baseAddress, yp.bindMemory(to: UInt8.self).baseAddress, pool) == xnn_status_success
+                                ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
+                    }
+                }
+                guard status == xnn_status_success else { throw failed(status) }
+                bytes[step.output] = y
+            case .add(let op, let signed, let shape):
+                var y = [UInt8](repeating: 0, count: count)
+                let a = bytes[step.inputs[0]] ?? [], b = bytes[step.inputs[1]] ?? []
+                var dims = [batch] + shape.dropFirst()
+                let status = a.withUnsafeBytes { ap in
+                    b.withUnsafeBytes { bp in
+                        y.withUnsafeMutableBytes { yp in
+                            signed
+                                ? (xnn_setup_add_nd_qs8(op, dims.count, &dims, dims.count, &dims, ap.bindMemory(to: Int8.self).baseAddress, bp.bindMemory(to: Int8.self).baseAddress,
+                                                        yp.bindMemory(to: Int8.self).baseAddress, pool) == xnn_status_success ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
+                                : (xnn_setup_add_nd_qu8(op, dims.count, &dims, dims.count, &dims, ap.bindMemory(to: UInt8.self).baseAddress, bp.bindMemory(to: UInt8.self).baseAddress,
+                                                        yp.bindMemory(to: UInt8.self).baseAddress, pool) == xnn_status_success ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
+                        }
+                    }
+                }
+                guard status == xnn_status_success else { throw failed(status) }
+                bytes[step.output] = y
+            case .globalAveragePool(let op, let signed, let width):
+                var y = [UInt8](repeating: 0, count: count)
+                let x = bytes[step.inputs[0]] ?? []
+                let status = x.withUnsafeBytes { xp in
+                    y.withUnsafeMutableBytes { yp in
+                        signed
+                            ? (xnn_setup_global_average_pooling_nwc_qs8(op, batch, width, xp.bindMemory(to: Int8.self).baseAddress, yp.bindMemory(to: Int8.self).baseAddress, pool) == xnn_status_success
+                                ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
+                            : (xnn_setup_global_average_pooling_nwc_qu8(op, batch, width, xp.bindMemory(to: UInt8.self).baseAddress, yp.bindMemory(to: UInt8.self).baseAddress, pool) == xnn_status_success
+                                ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
+                    }
+                }
+                guard status == xnn_status_success else { throw failed(status) }
+                bytes[step.output] = y
+            case .softmax(let op):
+                var y = [UInt8](repeating: 0, count: count)
+                let x = bytes[step.inputs[0]] ?? []
+                let status = x.withUnsafeBytes { xp in
+                    y.withUnsafeMutableBytes { yp in
+                        xnn_setup_softmax_nc_qu8(op, batch, xp.bindMemory(to: UInt8.self).baseAddress, yp.bindMemory(to: UInt8.self).baseAddress, pool) == xnn_status_success
+                            ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter
+                    }
+                }
+                guard status == xnn_status_success else { throw failed(status) }
+                bytes[step.output] = y
+            case .reference:
+                // The plain-Swift kernel, image by image.
+                var outputs: [Int32] = []
+                var floatOutputs: [Float] = []
+                for b in 0..<batch {
+                    var values = QuantizedValues()
+                    for i in step.inputs {
+                        let n = tensors[i].count
+                        if tensors[i].type == .float32 {
+                            values.float[i] = Array((floats[i] ?? [])[(b * n)..<((b + 1) * n)])
+                        } else {
+                            values.quantized[i] = Array(ints(i)[(b * n)..<((b + 1) * n)])
+                        }
+                    }
+                    let result = program.runStep(step, on: values)
+                    if let q = result.quantized[step.output] { outputs.append(contentsOf: q) }
+                    if let f = result.float[step.output] { floatOutputs.append(contentsOf: f) }
+                }
+                if out.type == .float32 { floats[step.output] = floatOutputs } else { bytes[step.output] = outputs.map { UInt8(truncatingIfNeeded: $0) } }
+            }
+        }
+        return (0..<batch).map { b in
+            var values = QuantizedValues()
+            for index in keep {
+                let n = tensors[index].count
+                if tensors[index].type == .float32 {
+                    if let f = floats[index] { values.float[index] = Array(f[(b * n)..<((b + 1) * n)]) }
+                } else if let raw = bytes[index] {
+                    let signed = tensors[index].type == .int8
+                    values.quantized[index] = raw[(b * n)..<((b + 1) * n)].map { signed ? Int32(Int8(bitPattern: $0)) : Int32($0) }
+                }
+            }
+            return values
+        }
+    }
+}

@@ -26,6 +26,7 @@ public final class XNNPACKProgram: @unchecked Sendable {
         case add(xnn_operator_t, signed: Bool, shape: [Int])
         case globalAveragePool(xnn_operator_t, signed: Bool, width: Int)
         case softmax(xnn_operator_t)
+        case flipSignBit
         case reference
     }
 
@@ -52,7 +53,10 @@ public final class XNNPACKProgram: @unchecked Sendable {
         for step in program.steps {
             let op = model.operators[step.index]
             let kernel = Self.makeKernel(step, op: op, model: model, program: program)
-            if case .reference = kernel {} else { xnnpackOperators += 1 }
+            switch kernel {
+            case .reference, .flipSignBit: break
+            default: xnnpackOperators += 1
+            }
             kernels.append(kernel)
         }
     }
@@ -62,9 +66,10 @@ public final class XNNPACKProgram: @unchecked Sendable {
             switch kernel {
             case .convolution(let op, _, _, _, _), .fullyConnected(let op, _), .add(let op, _, _), .globalAveragePool(let op, _, _), .softmax(let op):
                 xnn_delete_operator(op)
-            case .reference: break
+            case .reference, .flipSignBit: break
             }
         }
+        for b in buffers.values { b.deallocate() }
         if let pool { pthreadpool_destroy(pool) }
     }
 
@@ -144,6 +149,12 @@ public final class XNNPACKProgram: @unchecked Sendable {
             guard xnn_create_softmax_nc_qu8(channels, channels, channels, xs, UInt8(output.quantization!.zeroPoints[0]), output.quantization!.scales[0], 0, &created) == xnn_status_success,
                   let created else { return .reference }
             return .softmax(created)
+        case .quantize(let multiplier?):
+            let x = model.tensors[step.inputs[0]]
+            guard let xq = x.quantization, let yq = output.quantization, xq.scales == yq.scales, x.type != output.type,
+                  abs(xq.zeroPoints[0] - yq.zeroPoints[0]) == 128, (x.type == .uint8) == (xq.zeroPoints[0] > yq.zeroPoints[0]) else { return .reference }
+            _ = multiplier
+            return .flipSignBit
         default:
             return .reference
         }
@@ -162,143 +173,115 @@ public final class XNNPACKProgram: @unchecked Sendable {
     }
 
     /// Runs a batch: one input per image (as ``QuantizedProgram/run(_:keep:)`` takes it); returns
-    /// the kept tensors' values per image.
+    /// the kept tensors' values per image. Images run one after the other, each operator on the
+    /// pool's threads, in buffers kept from run to run (XNNPACK then reuses its indirection
+    /// buffers, which it rebuilds whenever an operator's input moves).
     ///
     /// - Throws: ``TFLiteError/damaged(path:reason:)`` for inputs of the wrong size; an XNNPACK
     ///   failure names the operator.
     public func run(_ inputs: [QuantizedProgram.Input], keep: Set<Int>) throws(TFLiteError) -> [QuantizedValues] {
         lock.lock()
         defer { lock.unlock() }
-        let batch = inputs.count
+        var results: [QuantizedValues] = []
+        results.reserveCapacity(inputs.count)
+        for input in inputs { results.append(try runOne(input, keep: keep)) }
+        return results
+    }
+
+    /// One byte per element of each integer tensor, for one image, allocated on first use.
+    private var buffers: [Int: UnsafeMutableRawBufferPointer] = [:]
+
+    private func buffer(_ index: Int) -> UnsafeMutableRawBufferPointer {
+        if let b = buffers[index] { return b }
+        let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(program.tensors[index].count, 1), alignment: 64)
+        b.initializeMemory(as: UInt8.self, repeating: 0)
+        buffers[index] = b
+        return b
+    }
+
+    private func ints(_ index: Int) -> [Int32] {
+        let b = buffer(index)
+        return program.tensors[index].type == .int8 ? b.bindMemory(to: Int8.self).map { Int32($0) } : b.bindMemory(to: UInt8.self).map { Int32($0) }
+    }
+
+    private func runOne(_ input: QuantizedProgram.Input, keep: Set<Int>) throws(TFLiteError) -> QuantizedValues {
         let tensors = program.tensors
-        // Activations as bytes (uint8, or int8's bit patterns), batch-major; floats for float tensors.
-        var bytes: [Int: [UInt8]] = [:]
         var floats: [Int: [Float]] = [:]
         let inputInfo = tensors[program.input]
-        for input in inputs {
-            switch input {
-            case .float(let x):
-                guard inputInfo.type == .float32, x.count == inputInfo.count else { throw .damaged(path: program.path, reason: "the input takes \(inputInfo.count) \(inputInfo.type.name) values") }
-                floats[program.input, default: []].append(contentsOf: x)
-            case .quantized(let x):
-                guard inputInfo.type != .float32, x.count == inputInfo.count else { throw .damaged(path: program.path, reason: "the input takes \(inputInfo.count) \(inputInfo.type.name) values") }
-                bytes[program.input, default: []].append(contentsOf: x.map { UInt8(truncatingIfNeeded: min(max($0, inputInfo.range.lowerBound), inputInfo.range.upperBound)) })
-            }
-        }
-        func ints(_ index: Int) -> [Int32] {
-            let signed = tensors[index].type == .int8
-            return (bytes[index] ?? []).map { signed ? Int32(Int8(bitPattern: $0)) : Int32($0) }
+        switch input {
+        case .float(let x):
+            guard inputInfo.type == .float32, x.count == inputInfo.count else { throw .damaged(path: program.path, reason: "the input takes \(inputInfo.count) \(inputInfo.type.name) values") }
+            floats[program.input] = x
+        case .quantized(let x):
+            guard inputInfo.type != .float32, x.count == inputInfo.count else { throw .damaged(path: program.path, reason: "the input takes \(inputInfo.count) \(inputInfo.type.name) values") }
+            let b = buffer(program.input).bindMemory(to: UInt8.self)
+            for (i, v) in x.enumerated() { b[i] = UInt8(truncatingIfNeeded: min(max(v, inputInfo.range.lowerBound), inputInfo.range.upperBound)) }
         }
         for (position, step) in program.steps.enumerated() {
             let out = tensors[step.output]
-            let count = out.count * batch
             func failed(_ status: xnn_status) -> TFLiteError {
                 .unsupportedOperator(path: program.path, index: step.index, name: "\(step.kind)", reason: "XNNPACK failed with status \(status.rawValue)")
             }
+            var status = xnn_status_success
             switch kernels[position] {
             case .convolution(let op, let signed, _, let h, let w):
-                var y = [UInt8](repeating: 0, count: count)
-                let x = bytes[step.inputs[0]] ?? []
-                let status = x.withUnsafeBytes { xp in
-                    y.withUnsafeMutableBytes { yp in
-                        signed
-                            ? (xnn_setup_convolution2d_nhwc_qc8(op, batch, h, w, xp.bindMemory(to: Int8.self).baseAddress, yp.bindMemory(to: Int8.self).baseAddress, pool) == xnn_status_success
-                                ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
-                            : (xnn_setup_convolution2d_nhwc_qu8(op, batch, h, w, xp.bindMemory(to: UInt8.self).baseAddress, yp.bindMemory(to: UInt8.self).baseAddress, pool) == xnn_status_success
-                                ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
-                    }
-                }
-                guard status == xnn_status_success else { throw failed(status) }
-                bytes[step.output] = y
+                let x = buffer(step.inputs[0]).baseAddress, y = buffer(step.output).baseAddress
+                status = signed
+                    ? xnn_setup_convolution2d_nhwc_qc8(op, 1, h, w, x?.assumingMemoryBound(to: Int8.self), y?.assumingMemoryBound(to: Int8.self), pool)
+                    : xnn_setup_convolution2d_nhwc_qu8(op, 1, h, w, x?.assumingMemoryBound(to: UInt8.self), y?.assumingMemoryBound(to: UInt8.self), pool)
+                if status == xnn_status_success { status = xnn_run_operator(op, pool) }
             case .fullyConnected(let op, let signed):
-                var y = [UInt8](repeating: 0, count: count)
-                let x = bytes[step.inputs[0]] ?? []
-                let status = x.withUnsafeBytes { xp in
-                    y.withUnsafeMutableBytes { yp in
-                        signed
-                            ? (xnn_setup_fully_connected_nc_qs8(op, batch, xp.bindMemory(to: Int8.self).baseAddress, yp.bindMemory(to: Int8.self).baseAddress, pool) == xnn_status_success
-                                ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
-                            : (xnn_setup_fully_connected_nc_qu8(op, batch, xp.bindMemory(to: UInt8.self).baseAddress, yp.bindMemory(to: UInt8.self).baseAddress, pool) == xnn_status_success
-                                ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
-                    }
-                }
-                guard status == xnn_status_success else { throw failed(status) }
-                bytes[step.output] = y
+                let x = buffer(step.inputs[0]).baseAddress, y = buffer(step.output).baseAddress
+                status = signed
+                    ? xnn_setup_fully_connected_nc_qs8(op, 1, x?.assumingMemoryBound(to: Int8.self), y?.assumingMemoryBound(to: Int8.self), pool)
+                    : xnn_setup_fully_connected_nc_qu8(op, 1, x?.assumingMemoryBound(to: UInt8.self), y?.assumingMemoryBound(to: UInt8.self), pool)
+                if status == xnn_status_success { status = xnn_run_operator(op, pool) }
             case .add(let op, let signed, let shape):
-                var y = [UInt8](repeating: 0, count: count)
-                let a = bytes[step.inputs[0]] ?? [], b = bytes[step.inputs[1]] ?? []
-                var dims = [batch] + shape.dropFirst()
-                let status = a.withUnsafeBytes { ap in
-                    b.withUnsafeBytes { bp in
-                        y.withUnsafeMutableBytes { yp in
-                            signed
-                                ? (xnn_setup_add_nd_qs8(op, dims.count, &dims, dims.count, &dims, ap.bindMemory(to: Int8.self).baseAddress, bp.bindMemory(to: Int8.self).baseAddress,
-                                                        yp.bindMemory(to: Int8.self).baseAddress, pool) == xnn_status_success ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
-                                : (xnn_setup_add_nd_qu8(op, dims.count, &dims, dims.count, &dims, ap.bindMemory(to: UInt8.self).baseAddress, bp.bindMemory(to: UInt8.self).baseAddress,
-                                                        yp.bindMemory(to: UInt8.self).baseAddress, pool) == xnn_status_success ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
-                        }
-                    }
-                }
-                guard status == xnn_status_success else { throw failed(status) }
-                bytes[step.output] = y
+                let a = buffer(step.inputs[0]).baseAddress, b = buffer(step.inputs[1]).baseAddress, y = buffer(step.output).baseAddress
+                var dims = [1] + shape.dropFirst()
+                status = signed
+                    ? xnn_setup_add_nd_qs8(op, dims.count, &dims, dims.count, &dims, a?.assumingMemoryBound(to: Int8.self), b?.assumingMemoryBound(to: Int8.self),
+                                           y?.assumingMemoryBound(to: Int8.self), pool)
+                    : xnn_setup_add_nd_qu8(op, dims.count, &dims, dims.count, &dims, a?.assumingMemoryBound(to: UInt8.self), b?.assumingMemoryBound(to: UInt8.self),
+                                           y?.assumingMemoryBound(to: UInt8.self), pool)
+                if status == xnn_status_success { status = xnn_run_operator(op, pool) }
             case .globalAveragePool(let op, let signed, let width):
-                var y = [UInt8](repeating: 0, count: count)
-                let x = bytes[step.inputs[0]] ?? []
-                let status = x.withUnsafeBytes { xp in
-                    y.withUnsafeMutableBytes { yp in
-                        signed
-                            ? (xnn_setup_global_average_pooling_nwc_qs8(op, batch, width, xp.bindMemory(to: Int8.self).baseAddress, yp.bindMemory(to: Int8.self).baseAddress, pool) == xnn_status_success
-                                ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
-                            : (xnn_setup_global_average_pooling_nwc_qu8(op, batch, width, xp.bindMemory(to: UInt8.self).baseAddress, yp.bindMemory(to: UInt8.self).baseAddress, pool) == xnn_status_success
-                                ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter)
-                    }
-                }
-                guard status == xnn_status_success else { throw failed(status) }
-                bytes[step.output] = y
+                let x = buffer(step.inputs[0]).baseAddress, y = buffer(step.output).baseAddress
+                status = signed
+                    ? xnn_setup_global_average_pooling_nwc_qs8(op, 1, width, x?.assumingMemoryBound(to: Int8.self), y?.assumingMemoryBound(to: Int8.self), pool)
+                    : xnn_setup_global_average_pooling_nwc_qu8(op, 1, width, x?.assumingMemoryBound(to: UInt8.self), y?.assumingMemoryBound(to: UInt8.self), pool)
+                if status == xnn_status_success { status = xnn_run_operator(op, pool) }
             case .softmax(let op):
-                var y = [UInt8](repeating: 0, count: count)
-                let x = bytes[step.inputs[0]] ?? []
-                let status = x.withUnsafeBytes { xp in
-                    y.withUnsafeMutableBytes { yp in
-                        xnn_setup_softmax_nc_qu8(op, batch, xp.bindMemory(to: UInt8.self).baseAddress, yp.bindMemory(to: UInt8.self).baseAddress, pool) == xnn_status_success
-                            ? xnn_run_operator(op, pool) : xnn_status_invalid_parameter
-                    }
-                }
-                guard status == xnn_status_success else { throw failed(status) }
-                bytes[step.output] = y
+                let x = buffer(step.inputs[0]).baseAddress, y = buffer(step.output).baseAddress
+                status = xnn_setup_softmax_nc_qu8(op, 1, x?.assumingMemoryBound(to: UInt8.self), y?.assumingMemoryBound(to: UInt8.self), pool)
+                if status == xnn_status_success { status = xnn_run_operator(op, pool) }
+            case .flipSignBit:
+                // uint8 <-> int8 with one scale and zero points 128 apart: q - 128 is the top bit flipped.
+                let x = buffer(step.inputs[0]), y = buffer(step.output)
+                for i in 0..<y.count { y[i] = x[i] ^ 0x80 }
             case .reference:
-                // The plain-Swift kernel, image by image.
-                var outputs: [Int32] = []
-                var floatOutputs: [Float] = []
-                for b in 0..<batch {
-                    var values = QuantizedValues()
-                    for i in step.inputs {
-                        let n = tensors[i].count
-                        if tensors[i].type == .float32 {
-                            values.float[i] = Array((floats[i] ?? [])[(b * n)..<((b + 1) * n)])
-                        } else {
-                            values.quantized[i] = Array(ints(i)[(b * n)..<((b + 1) * n)])
-                        }
-                    }
-                    let result = program.runStep(step, on: values)
-                    if let q = result.quantized[step.output] { outputs.append(contentsOf: q) }
-                    if let f = result.float[step.output] { floatOutputs.append(contentsOf: f) }
+                var values = QuantizedValues()
+                for i in step.inputs {
+                    if tensors[i].type == .float32 { values.float[i] = floats[i] ?? [] } else { values.quantized[i] = ints(i) }
                 }
-                if out.type == .float32 { floats[step.output] = floatOutputs } else { bytes[step.output] = outputs.map { UInt8(truncatingIfNeeded: $0) } }
-            }
-        }
-        return (0..<batch).map { b in
-            var values = QuantizedValues()
-            for index in keep {
-                let n = tensors[index].count
-                if tensors[index].type == .float32 {
-                    if let f = floats[index] { values.float[index] = Array(f[(b * n)..<((b + 1) * n)]) }
-                } else if let raw = bytes[index] {
-                    let signed = tensors[index].type == .int8
-                    values.quantized[index] = raw[(b * n)..<((b + 1) * n)].map { signed ? Int32(Int8(bitPattern: $0)) : Int32($0) }
+                let result = program.runStep(step, on: values)
+                if let f = result.float[step.output] { floats[step.output] = f }
+                if let q = result.quantized[step.output] {
+                    let y = buffer(step.output)
+                    for (i, v) in q.enumerated() where i < y.count { y[i] = UInt8(truncatingIfNeeded: v) }
                 }
             }
-            return values
+            guard status == xnn_status_success else { throw failed(status) }
+            _ = out
         }
+        var values = QuantizedValues()
+        for index in keep {
+            if tensors[index].type == .float32 {
+                if let f = floats[index] { values.float[index] = f }
+            } else {
+                values.quantized[index] = ints(index)
+            }
+        }
+        return values
     }
 }

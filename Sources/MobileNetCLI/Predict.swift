@@ -54,11 +54,9 @@ struct Predict: AsyncParsableCommand {
         var errors = missing.map(\.description)
         try requireImages(files, images, problems: missing)
         var results: [Result] = []
-        let classNames: [String]
         do {
             let names = self.classNames.map { $0.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingCharacters(in: .whitespaces) } }
             let classifier = try await model.openModel(backend: runtime.inferenceBackend(), includeTop: true, classNames: names)
-            classNames = classifier.classNames
             let progress = ProgressReporter()
             let (predictions, failures) = try classifier.predict(files, k: topK, preprocessor: image.preprocessor(for: classifier),
                                                                  allowOtherPreprocessing: image.isSet, store: try database.openCache(),
@@ -80,8 +78,9 @@ struct Predict: AsyncParsableCommand {
                     }
                 }
             } else {
-                let width = classNames.map(\.count).max() ?? 5
                 for result in results {
+                    // As wide as the names shown (ImageNet's longest takes 97 characters).
+                    let width = result.predictions.map(\.className.count).max() ?? 5
                     print(displayed(result.file))
                     for (rank, p) in result.predictions.enumerated() {
                         print("  \(rank + 1). \(p.className.padding(toLength: width, withPad: " ", startingAt: 0))  \(String(format: "%7.3f%%", p.probability * 100))")

@@ -83,7 +83,7 @@ struct Classify: AsyncParsableCommand {
         let classifier: RunnableModel
         do {
             let names = classNames.map { $0.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingCharacters(in: .whitespaces) } }
-            classifier = try await model.openModel(backend: runtime.inferenceBackend(), includeTop: true, classNames: names)
+            classifier = try await model.openModel(backend: runtime.inferenceBackend(), includeTop: true, classNames: names, preprocessing: image.modelPreprocessing)
         }
         let network = classifier.network
         var results: [Result] = []

@@ -171,7 +171,7 @@ struct Embed: AsyncParsableCommand {
 
     /// The pooled embedding network of the model (`--model`, any model file, or the weights).
     func openEmbedder() async throws -> RunnableModel {
-        try await model.openModel(backend: runtime.inferenceBackend(), includeTop: false, embeddingOnly: true, pooling: Pooling(rawValue: pooling) ?? .avg)
+        try await model.openModel(backend: runtime.inferenceBackend(), includeTop: false, embeddingOnly: true, pooling: Pooling(rawValue: pooling) ?? .avg, preprocessing: image.modelPreprocessing)
     }
 
     /// `--stream`: paths in, one JSON line per image out, flushed per batch.

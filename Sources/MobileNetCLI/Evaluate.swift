@@ -45,7 +45,7 @@ struct Evaluate: AsyncParsableCommand {
     func run() async throws {
         do {
             let root = URL(fileURLWithPath: dataDir, isDirectory: true)
-            var classifier = try await model.openModel(backend: runtime.inferenceBackend(), includeTop: true)
+            var classifier = try await model.openModel(backend: runtime.inferenceBackend(), includeTop: true, preprocessing: image.modelPreprocessing)
             // A Keras model records no class names: the folder's sorted sub-folders give them.
             if classifier.kind == .kerasModel {
                 let names = try ImageFolder(root: root).classNames

@@ -8,6 +8,27 @@ extension StandardImageDecoder.OrientationHandling: ExpressibleByArgument {}
 extension StandardImageDecoder.DCTMethod: ExpressibleByArgument {}
 
 /// The values of `--crop`.
+/// `--scaling`: how pixels 0...255 become the network's input (``PixelScaling``).
+enum ScalingChoice: String, ExpressibleByArgument, CaseIterable {
+    /// Keras `mobilenet_v2.preprocess_input`: `x / 127.5 - 1` (the default).
+    case minusOneToOne = "minus-one-to-one"
+    /// TF Hub image models: `x / 255`.
+    case zeroToOne = "zero-to-one"
+    /// torchvision: `(x / 255 - mean) / std` with ImageNet's statistics.
+    case imageNetMeanStd = "imagenet-mean-std"
+    /// The pixels as they are, 0...255.
+    case none
+
+    var scaling: PixelScaling {
+        switch self {
+        case .minusOneToOne: .minusOneToOne
+        case .zeroToOne: .zeroToOne
+        case .imageNetMeanStd: .imageNetMeanStd
+        case .none: .none
+        }
+    }
+}
+
 enum CropChoice: String, ExpressibleByArgument, CaseIterable {
     /// No crop (the default).
     case none
@@ -49,6 +70,9 @@ struct ImageOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("JPEG inverse DCT: islow (accurate integer, libjpeg's and Pillow's default) or ifast (fast integer, tf.io.decode_jpeg's default, for parity with TF pipelines).", valueName: "method"))
     var jpegIdct: StandardImageDecoder.DCTMethod?
 
+    @Option(name: .long, help: ArgumentHelp("Pixel scaling: minus-one-to-one (x / 127.5 - 1, Keras preprocess_input, the default), zero-to-one (x / 255, TF Hub), imagenet-mean-std (torchvision) or none (0...255). A .tflite model uses its metadata's normalisation unless this is given; a quantized one gets the raw pixels when its input quantization is this scaling, else the scaled values quantized.", valueName: "mode"))
+    var scaling: ScalingChoice?
+
     @Option(name: .long, help: ArgumentHelp("Refuse images with more pixels than this (decompression bombs).", valueName: "n"))
     var maxPixels: Int = 100_000_000
 
@@ -63,7 +87,7 @@ struct ImageOptions: ParsableArguments {
     }
 
     /// Whether any option was given (a preset or a single setting).
-    var isSet: Bool { preset != nil || resize != nil || crop != nil || exif != nil || background != nil || jpegIdct != nil || jpegDctScaling != nil }
+    var isSet: Bool { preset != nil || resize != nil || crop != nil || exif != nil || background != nil || jpegIdct != nil || jpegDctScaling != nil || scaling != nil }
 
     /// The settings: `base` (the recorded or default preprocessing), replaced by `--preset`,
     /// then each single option given.
@@ -75,8 +99,14 @@ struct ImageOptions: ParsableArguments {
         if let background { c.background = RGBColor(parsing: background) }
         if let jpegIdct { c.jpegIDCT = jpegIdct }
         if let jpegDctScaling { c.jpegDCTScaling = jpegDctScaling }
+        if let scaling { c.scaling = scaling.scaling }
         return c
     }
+
+    /// What a model is opened with (``ModelOptions/openModel(backend:includeTop:embeddingOnly:pooling:classNames:preprocessing:)``):
+    /// the settings when any option was given (a `.tflite` file's integer input follows its
+    /// scaling), else nil (the model's own).
+    var modelPreprocessing: PreprocessingConfiguration? { isSet ? configuration() : nil }
 
     /// The preprocessor for a `height` x `width` model.
     func preprocessor(height: Int, width: Int, base: PreprocessingConfiguration = .standard) -> ImagePreprocessor {

@@ -51,7 +51,7 @@ struct BackboneOptions: ParsableArguments {
 
 /// The model of a command that runs one: `--model FILE` (any model file, through the library's
 /// `ModelFile`) or the default weights (``BackboneOptions``). Every such command opens it with
-/// ``openModel(backend:includeTop:embeddingOnly:pooling:classNames:)``.
+/// ``openModel(backend:includeTop:embeddingOnly:pooling:classNames:preprocessing:)``.
 struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("model"), help: ArgumentHelp("A model file: a `mobilenet train` model, a Keras .keras/whole-model .h5 transfer model, Keras weights (with or without the top), or a TFLite .tflite MobileNetV2 (float or quantized); detected from its bytes.",
         discussion: "Without it: the ImageNet weights (--weights, or the usual resolution). With it, --weights names a trained model's backbone weight file.",
@@ -92,8 +92,8 @@ struct ModelOptions: ParsableArguments {
     ///   - includeTop: a classifier is needed (weights without the top are refused).
     ///   - embeddingOnly: only the pooled embedding network (`embed`, `index`, `train`).
     func openModel(backend: any InferenceBackend, includeTop: Bool, embeddingOnly: Bool = false, pooling: Pooling = .avg,
-                   classNames: [String]? = nil) async throws -> RunnableModel {
-        var options = try openOptions(classNames: classNames, pooling: pooling)
+                   classNames: [String]? = nil, preprocessing: PreprocessingConfiguration? = nil) async throws -> RunnableModel {
+        var options = try openOptions(classNames: classNames, pooling: pooling, preprocessing: preprocessing)
         options.embeddingOnly = embeddingOnly
         guard let modelFile else {
             return try await ModelFile.openDefault(weightsPath: weights, includeTop: includeTop, options: options, backend: backend)
@@ -103,9 +103,9 @@ struct ModelOptions: ParsableArguments {
         return model
     }
 
-    /// The pooled embedding network of the model (``openModel(backend:includeTop:embeddingOnly:pooling:classNames:)``).
-    func loadBackbone(runtime: RuntimeOptions, pooling: Pooling = .avg) async throws -> Backbone {
-        try await openModel(backend: runtime.backend, includeTop: false, embeddingOnly: true, pooling: pooling).backbone()
+    /// The pooled embedding network of the model (``openModel(backend:includeTop:embeddingOnly:pooling:classNames:preprocessing:)``).
+    func loadBackbone(runtime: RuntimeOptions, pooling: Pooling = .avg, preprocessing: PreprocessingConfiguration? = nil) async throws -> Backbone {
+        try await openModel(backend: runtime.backend, includeTop: false, embeddingOnly: true, pooling: pooling, preprocessing: preprocessing).backbone()
     }
 }
 

@@ -56,7 +56,7 @@ struct Predict: AsyncParsableCommand {
         var results: [Result] = []
         do {
             let names = self.classNames.map { $0.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingCharacters(in: .whitespaces) } }
-            let classifier = try await model.openModel(backend: runtime.inferenceBackend(), includeTop: true, classNames: names)
+            let classifier = try await model.openModel(backend: runtime.inferenceBackend(), includeTop: true, classNames: names, preprocessing: image.modelPreprocessing)
             let progress = ProgressReporter()
             let (predictions, failures) = try classifier.predict(files, k: topK, preprocessor: image.preprocessor(for: classifier),
                                                                  allowOtherPreprocessing: image.isSet, store: try database.openCache(),

@@ -51,7 +51,7 @@ struct Index: AsyncParsableCommand {
             do {
                 let path = try database.indexPath()
                 let options = runtime.runtime(decode)
-                let backbone = try await model.loadBackbone(runtime: options)
+                let backbone = try await model.loadBackbone(runtime: options, preprocessing: image.modelPreprocessing)
                 let index = try ImageIndex(path: path)
                 let c = backbone.network.configuration
                 let progress = ProgressReporter()
@@ -309,7 +309,7 @@ struct Similar: AsyncParsableCommand {
             path = try database.indexPath()
             let index = try ImageIndex(path: path, readOnly: true)
             let options = runtime.runtime(decode)
-            let backbone = try await model.loadBackbone(runtime: options)
+            let backbone = try await model.loadBackbone(runtime: options, preprocessing: image.modelPreprocessing)
             let c = backbone.network.configuration
             let (queryFiles, missing) = collectImageFiles(queries, recursive: false, offersRecursion: false)
             failures += missing.map { Failure(file: $0.path, error: $0.description) }
@@ -403,7 +403,7 @@ struct Duplicates: AsyncParsableCommand {
                 let imageIndex = try ImageIndex(path: indexPath, readOnly: images.isEmpty)
                 var preprocessing: PreprocessingIdentity
                 if !files.isEmpty {
-                    let backbone = try await model.loadBackbone(runtime: options)
+                    let backbone = try await model.loadBackbone(runtime: options, preprocessing: image.modelPreprocessing)
                     let c = backbone.network.configuration
                     let preprocessor = image.preprocessor(height: c.inputHeight, width: c.inputWidth)
                     let result = try imageIndex.add(files.map(\.standardizedFileURL), backbone: backbone, preprocessor: preprocessor, runtime: options, progress: progress.update)
@@ -416,7 +416,7 @@ struct Duplicates: AsyncParsableCommand {
                 }
                 search = try imageIndex.searchIndex(preprocessing: preprocessing).index
             } else {
-                let backbone = try await model.loadBackbone(runtime: options)
+                let backbone = try await model.loadBackbone(runtime: options, preprocessing: image.modelPreprocessing)
                 let c = backbone.network.configuration
                 let embedded = try NearDuplicates.embed(files, backbone: backbone, preprocessor: image.preprocessor(height: c.inputHeight, width: c.inputWidth),
                                                         runtime: options, progress: progress.update)

@@ -209,7 +209,7 @@ struct Train: AsyncParsableCommand {
             // Fine-tuning allocates and frees the same large tensors every step: keep them in the
             // heap (the user's own allocator settings win).
             if fineTuning != nil, !MallocTuning.tunedByEnvironment() { MallocTuning.keepFreedBlocksForTraining() }
-            let backbone = try await model.loadBackbone(runtime: options)
+            let backbone = try await model.loadBackbone(runtime: options, preprocessing: image.modelPreprocessing)
             var training = ClassifierTraining(dataDirectory: URL(fileURLWithPath: dataDir, isDirectory: true),
                                               validationDirectory: validationDir.map { URL(fileURLWithPath: $0, isDirectory: true) },
                                               validationSplit: validationSplit, settings: settings, preprocessing: image.configuration(),

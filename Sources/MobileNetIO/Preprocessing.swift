@@ -65,6 +65,32 @@ public enum PixelScaling: Sendable, Hashable, Codable {
     /// torchvision's ImageNet statistics: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225).
     public static let imageNetMeanStd = PixelScaling.meanStd(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225])
 
+    /// The scaling as `value = (pixel - mean[c]) / std[c]` on pixels 0...255, channel `c` (R, G, B):
+    /// (127.5, 127.5) for ``minusOneToOne``, (0, 255) for ``zeroToOne``, (0, 1) for ``none``.
+    public var pixelMeanStd: (mean: [Float], std: [Float]) {
+        switch self {
+        case .minusOneToOne: return ([127.5, 127.5, 127.5], [127.5, 127.5, 127.5])
+        case .zeroToOne: return ([0, 0, 0], [255, 255, 255])
+        case .none: return ([0, 0, 0], [1, 1, 1])
+        case .meanStd(let mean, let std):
+            guard isValid else { return ([0, 0, 0], [255, 255, 255]) }
+            return (mean.map { $0 * 255 }, std.map { $0 * 255 })
+        }
+    }
+
+    /// The scaling TFLite Support's `NormalizationOptions` describe, `(pixel - mean) / std` on
+    /// pixels 0...255 with one value or one per channel: the named cases when they match exactly,
+    /// else ``meanStd(mean:std:)``; nil for values that are not one or three finite numbers
+    /// with non-zero deviations.
+    public init?(normalizationMean mean: [Float], std: [Float]) {
+        guard [1, 3].contains(mean.count), [1, 3].contains(std.count), (mean + std).allSatisfy(\.isFinite), !std.contains(0) else { return nil }
+        let m = mean.count == 1 ? [mean[0], mean[0], mean[0]] : mean, d = std.count == 1 ? [std[0], std[0], std[0]] : std
+        if m.allSatisfy({ $0 == 127.5 }) && d.allSatisfy({ $0 == 127.5 }) { self = .minusOneToOne }
+        else if m.allSatisfy({ $0 == 0 }) && d.allSatisfy({ $0 == 255 }) { self = .zeroToOne }
+        else if m.allSatisfy({ $0 == 0 }) && d.allSatisfy({ $0 == 1 }) { self = .none }
+        else { self = .meanStd(mean: m.map { $0 / 255 }, std: d.map { $0 / 255 }) }
+    }
+
     /// The scaled copy of interleaved RGB `pixels` (0...255); the input is not changed.
     ///
     /// For ``meanStd(mean:std:)`` with other than three means and three non-zero deviations

@@ -59,8 +59,11 @@ public struct Backbone: Sendable {
             guard c.alpha == alpha, c.inputHeight == inputHeight, c.inputWidth == inputWidth else {
                 throw ModelError.invalidConfiguration("\(url.path) is MobileNetV2 alpha \(c.alpha) at \(c.inputHeight)x\(c.inputWidth), not alpha \(alpha) at \(inputHeight)x\(inputWidth)")
             }
-            let network = try recognised.embeddingNetwork(pooling: pooling, backend: recognised.backend(float: backend, minusOneToOne: true))
-            return Backbone(network: network, identity: try BackboneIdentity(configuration: network.configuration, weightsFile: url), weightsURL: url)
+            let runOn = try recognised.backend(float: backend, normalization: PixelScaling.minusOneToOne.pixelMeanStd)
+            let network = try recognised.embeddingNetwork(pooling: pooling, backend: runOn)
+            var identity = try BackboneIdentity(configuration: network.configuration, weightsFile: url)
+            identity.architecture = TFLiteMobileNetV2.architectureName(backend: runOn)
+            return Backbone(network: network, identity: identity, weightsURL: url)
         }
         let configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: inputHeight, inputWidth: inputWidth, includeTop: false, pooling: pooling)
         let network = try MobileNetV2.load(configuration: configuration, contentsOf: url, backend: backend)

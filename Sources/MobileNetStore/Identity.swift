@@ -4,7 +4,7 @@ import Foundation
 /// only when their backbone identities are equal; the store never returns an embedding made by
 /// another backbone.
 public struct BackboneIdentity: Sendable, Hashable, Codable, CustomStringConvertible {
-    /// Architecture name, `"mobilenetv2"`.
+    /// Architecture name: `"mobilenetv2"`; `"mobilenetv2+tflite-xnnpack"` or `"mobilenetv2+tflite-reference"` for a quantized `.tflite` on its integer kernels (their outputs differ now and then).
     public var architecture: String
     /// Width multiplier (Keras `alpha`).
     public var alpha: Double

@@ -22,6 +22,10 @@ public enum QuantizedArithmetic {
         }
     }
 
+    /// The requantization multipliers integer kernels take: 2^-32 ... 256 (XNNPACK's limits; a
+    /// scale outside them is a damaged or hostile file, refused when the program is compiled).
+    public static let multiplierRange: ClosedRange<Double> = 0x1p-32...255.99
+
     /// TFLite's `QuantizeMultiplier`: `frexp`, the mantissa rounded to 31 bits (half away from
     /// zero), a mantissa of exactly 2^31 halved, a shift below -31 flushed to zero.
     ///
@@ -86,7 +90,7 @@ public enum QuantizedArithmetic {
     public static func multiplyRoundingUp(_ x: Int32, by m: Multiplier) -> Int32 {
         let left = m.shift > 0 ? m.shift : 0
         let right = m.shift > 0 ? 0 : -m.shift
-        let high = ((Int64(x) << Int64(left)) * Int64(m.multiplier) + (1 << 30)) >> 31
+        let high = ((Int64(x) << Int64(left)) &* Int64(m.multiplier) &+ (1 << 30)) >> 31
         let result = right == 0 ? high : (high + (Int64(1) << Int64(right - 1))) >> Int64(right)
         return Int32(truncatingIfNeeded: result)
     }

@@ -143,6 +143,13 @@ public struct QuantizedProgram: Sendable {
             return q
         }
         guard !op.options.hasCustomOptions else { throw unsupported("it has custom options or intermediate tensors") }
+        /// A requantization scale the integer kernels can take (``QuantizedArithmetic/multiplierRange``).
+        func multiplier(_ real: Double, _ what: String) throws(TFLiteError) -> QuantizedArithmetic.Multiplier {
+            guard QuantizedArithmetic.multiplierRange.contains(real) else {
+                throw unsupported("its requantization scale (\(what)) is \(real), outside 2^-32 ... 256: the tensors' quantization scales are not usable")
+            }
+            return QuantizedArithmetic.quantizeMultiplier(real)
+        }
         let output = model.output(op)
         let step = { (kind: Kind, inputs: [Int]) in Step(index: op.index, kind: kind, inputs: inputs, output: output.index) }
         switch op.builtinCode {
@@ -177,7 +184,7 @@ public struct QuantizedProgram: Sendable {
                 // multiplier's last bits, and with them a rounding tie now and then.
                 let real = wq.isPerTensor ? Double(xq.scales[0] * wq.scales[0]) / Double(yq.scales[0])
                     : Double(xq.scales[0]) * Double(wq.scales[c]) / Double(yq.scales[0])
-                multipliers.append(QuantizedArithmetic.quantizeMultiplier(real))
+                multipliers.append(try multiplier(real, "input scale x weight scale / output scale, channel \(c)"))
             }
             let perChannelStride = kind == 4 ? 1 : (w.elementCount / max(outChannels, 1))
             for i in 0..<raw.count {
@@ -240,6 +247,10 @@ public struct QuantizedProgram: Sendable {
             let mOut = twiceMax / Double(Float(1 << leftShift) * yq.scales[0])
             let bounds = QuantizedArithmetic.activationRange(activation, scale: yq.scales[0], zeroPoint: yq.zeroPoints[0],
                                                              typeRange: output.type == .uint8 ? 0...255 : -128...127)
+            // (m1 and m2 are at most 1/2; the inputs' scales may not be 2^32 apart.)
+            guard m1 >= 0x1p-32, m2 >= 0x1p-32, mOut.isFinite, mOut > 0, mOut < 256 else {
+                throw unsupported("its input and output scales (\(aq.scales[0]), \(bq.scales[0]), \(yq.scales[0])) are too far apart for integer kernels")
+            }
             return step(.add(Add(zero1: Int32(aq.zeroPoints[0]), zero2: Int32(bq.zeroPoints[0]), outputZero: Int32(yq.zeroPoints[0]),
                                  multiplier1: QuantizedArithmetic.quantizeMultiplier(m1), multiplier2: QuantizedArithmetic.quantizeMultiplier(m2),
                                  outputMultiplier: QuantizedArithmetic.quantizeMultiplier(mOut), bounds: bounds)), [a.index, b.index])
@@ -275,7 +286,7 @@ public struct QuantizedProgram: Sendable {
             // the tiny int8 fixture, where the variant with the zero point folded into a bias is not).
             let count = x.shape[1] * x.shape[2]
             let real = Double(xq.scales[0]) / (Double(count) * Double(yq.scales[0]))
-            return step(.mean(Mean(multiplier: QuantizedArithmetic.quantizeMultiplier(real), inputZero: Int32(xq.zeroPoints[0]),
+            return step(.mean(Mean(multiplier: try multiplier(real, "input scale / (count x output scale)"), inputZero: Int32(xq.zeroPoints[0]),
                                    outputZero: Int32(yq.zeroPoints[0]), bounds: output.type == .uint8 ? 0...255 : -128...127)), [x.index])
         case 22, 43: // RESHAPE, SQUEEZE
             let x = try tensor(0)
@@ -310,7 +321,7 @@ public struct QuantizedProgram: Sendable {
             guard x.elementCount == output.elementCount else { throw unsupported("its input and output differ in size") }
             if x.type == .float32 { return step(.quantize(nil), [x.index]) }
             let xq = try quantized(x, role: "input")
-            return step(.quantize(QuantizedArithmetic.quantizeMultiplier(Double(xq.scales[0]) / Double(yq.scales[0]))), [x.index])
+            return step(.quantize(try multiplier(Double(xq.scales[0]) / Double(yq.scales[0]), "input scale / output scale")), [x.index])
         case 6: // DEQUANTIZE
             let x = try tensor(0)
             _ = try quantized(x, role: "input")

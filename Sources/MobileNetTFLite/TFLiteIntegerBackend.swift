@@ -17,11 +17,11 @@ public struct TFLiteIntegerBackend: InferenceBackend {
         case float
         /// `q = clamp(round(x / scale) + zeroPoint)`, TFLite's own quantization.
         case quantize(scale: Float, zeroPoint: Int32, range: ClosedRange<Int32>)
-        /// Raw pixels: `q = clamp(floor((x + 1) * 127.5 + 0.5)) + offset` for an input whose
-        /// quantization is the `x / 127.5 - 1` normalisation within one step (TF-slim's uint8
-        /// 1/128 and 128; int8 2/255 and -1 with `offset` -128), as Coral's and TFLite Support's
-        /// classifiers feed such models.
-        case pixels(offset: Int32, range: ClosedRange<Int32>)
+        /// Raw pixels: the preprocessing undone, `pixel = x * std[c] + mean[c]`, then
+        /// `q = clamp(floor(pixel + 0.5)) + offset`, for an input whose quantization is the
+        /// images' normalisation within one step (TF-slim's uint8 1/128 and 128 for `x / 127.5 - 1`;
+        /// int8 2/255 and -1 with `offset` -128), as Coral's and TFLite Support's classifiers feed such models.
+        case pixels(offset: Int32, range: ClosedRange<Int32>, mean: [Float], std: [Float])
     }
 
     /// The integer kernels.
@@ -49,12 +49,13 @@ public struct TFLiteIntegerBackend: InferenceBackend {
     /// Prepares the integer program of `network`.
     ///
     /// - Parameters:
-    ///   - minusOneToOne: whether the images are preprocessed as `x / 127.5 - 1` (then a
-    ///     uint8/int8 input whose quantization matches gets raw pixels, ``InputMapping/pixels(offset:range:)``).
+    ///   - normalization: how the images are preprocessed, `(pixel - mean[c]) / std[c]` on pixels
+    ///     0...255 (default `x / 127.5 - 1`): a uint8/int8 input whose quantization is the same
+    ///     map within one step gets raw pixels (``InputMapping/pixels(offset:range:mean:std:)``).
     ///   - kernels: XNNPACK (the default) or the plain-Swift reference.
     ///   - threads: XNNPACK's threads (default: every core).
     /// - Throws: ``TFLiteError`` for an operator the integer kernels do not run.
-    public init(network: TFLiteMobileNetV2, minusOneToOne: Bool = true, kernels: Kernels = .xnnpack,
+    public init(network: TFLiteMobileNetV2, normalization: (mean: [Float], std: [Float]) = ([127.5, 127.5, 127.5], [127.5, 127.5, 127.5]), kernels: Kernels = .xnnpack,
                 threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws(TFLiteError) {
         self.network = network
         program = try QuantizedProgram(model: network.model)
@@ -66,10 +67,12 @@ public struct TFLiteIntegerBackend: InferenceBackend {
             let scale = input.quantization?.scales.first ?? 1, zero = Int32(input.quantization?.zeroPoints.first ?? 0)
             let range: ClosedRange<Int32> = input.type == .uint8 ? 0...255 : -128...127
             let offset: Int32 = input.type == .uint8 ? 0 : -128
-            // Does q = pixel + offset dequantize to pixel / 127.5 - 1 within one step at both ends?
-            func error(_ pixel: Float) -> Float { abs(scale * Float(Int32(pixel) + offset - zero) - (pixel / 127.5 - 1)) }
-            if minusOneToOne, error(0) <= scale * 1.001, error(255) <= scale * 1.001 {
-                inputMapping = .pixels(offset: offset, range: range)
+            // Does q = pixel + offset dequantize to the normalised pixel within one step, at both ends, in every channel?
+            let (mean, std) = normalization
+            let valid = mean.count == 3 && std.count == 3 && !std.contains(0) && (mean + std).allSatisfy(\.isFinite)
+            func error(_ pixel: Float, _ c: Int) -> Float { abs(scale * Float(Int32(pixel) + offset - zero) - (pixel - mean[c]) / std[c]) }
+            if valid, (0..<3).allSatisfy({ error(0, $0) <= scale * 1.001 && error(255, $0) <= scale * 1.001 }) {
+                inputMapping = .pixels(offset: offset, range: range, mean: mean, std: std)
             } else {
                 inputMapping = .quantize(scale: scale, zeroPoint: zero, range: range)
             }
@@ -205,9 +208,10 @@ private struct IntegerExecutor: GraphExecutor {
                 let v = q.isFinite ? Int32(min(max(q, -1e6), 1e6)) : 0
                 return min(max(v + zero, range.lowerBound), range.upperBound)
             })
-        case .pixels(let offset, let range):
-            return .quantized(pixels.map { x in
-                let p = ((x + 1) * 127.5 + 0.5).rounded(.down)
+        case .pixels(let offset, let range, let mean, let std):
+            return .quantized(pixels.enumerated().map { i, x in
+                let c = i % 3
+                let p = (x * std[c] + mean[c] + 0.5).rounded(.down)
                 let v = p.isFinite ? Int32(min(max(p, 0), 255)) : 0
                 return min(max(v + offset, range.lowerBound), range.upperBound)
             })

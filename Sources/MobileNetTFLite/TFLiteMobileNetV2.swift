@@ -200,7 +200,10 @@ private struct Matcher {
             guard w.shape == expected else {
                 throw mismatch("\(describe(op)) has weights \(w.shape); \(spec.name) of \(alphaText) has \(expected)")
             }
-            guard op.options.strideH == stride, op.options.strideW == stride, op.options.dilationH == 1, op.options.dilationW == 1 else {
+            guard op.options.dilationH == 1, op.options.dilationW == 1 else {
+                throw mismatch("\(describe(op)) is dilated \(op.options.dilationW)x\(op.options.dilationH); \(spec.name) is not")
+            }
+            guard op.options.strideH == stride, op.options.strideW == stride else {
                 throw mismatch("\(describe(op)) has stride \(op.options.strideW)x\(op.options.strideH); \(spec.name) has \(stride)")
             }
             let out = model.output(op)
@@ -405,14 +408,22 @@ extension TFLiteMobileNetV2 {
     ///
     /// - Parameters:
     ///   - floatBackend: the backend of float, float16 and dynamic-range files (oneDNN by default in the CLI).
-    ///   - minusOneToOne: whether images are preprocessed as `x / 127.5 - 1` (see ``TFLiteIntegerBackend/InputMapping``).
+    ///   - normalization: how images are preprocessed, `(pixel - mean[c]) / std[c]` (see ``TFLiteIntegerBackend/InputMapping``).
     /// - Throws: ``TFLiteError`` for an operator the integer kernels do not run.
-    public func backend(float floatBackend: any InferenceBackend, minusOneToOne: Bool) throws(TFLiteError) -> any InferenceBackend {
+    public func backend(float floatBackend: any InferenceBackend, normalization: (mean: [Float], std: [Float])) throws(TFLiteError) -> any InferenceBackend {
         guard quantizationKind == .fullInteger else { return floatBackend }
         // The plain-Swift oracle asked for (`--backend reference`) means the integer oracle too.
         let kernels: TFLiteIntegerBackend.Kernels = floatBackend is ReferenceBackend ? .reference : .xnnpack
-        return try TFLiteIntegerBackend(network: self, minusOneToOne: minusOneToOne, kernels: kernels,
+        return try TFLiteIntegerBackend(network: self, normalization: normalization, kernels: kernels,
                                         threads: floatBackend.threadCount ?? ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    /// The architecture name of the embedding identity (the embedding cache's key) on `backend`:
+    /// `mobilenetv2` for float kernels; for integer kernels the kernels' name too
+    /// (`mobilenetv2+tflite-xnnpack`), since XNNPACK's and the reference kernels' outputs differ
+    /// by a quantization step now and then and must not share cached embeddings.
+    public static func architectureName(backend: any InferenceBackend) -> String {
+        backend is TFLiteIntegerBackend ? "mobilenetv2+\(backend.name)" : "mobilenetv2"
     }
 
     /// The pooled embedding network (`include_top=False`, `pooling`) of the file on `backend`.

@@ -264,6 +264,7 @@ private struct Reader {
     func read(fileBytes: Data) throws(TFLiteError) -> TFLiteModel {
         var info = mn_tflite_model_info()
         mn_tflite_model(base, &info)
+        guard info.version == 3 else { throw damaged("schema version \(info.version); TFLite files are version 3") }
         guard info.subgraph_count >= 1 else { throw damaged("the model has no subgraph") }
         var buffers: [Data?] = []
         buffers.reserveCapacity(Int(info.buffer_count))
@@ -272,7 +273,7 @@ private struct Reader {
             guard mn_tflite_buffer_at(base, i, &b) == 0 else { throw damaged("buffer \(i) cannot be read") }
             if b.offset > 1 {
                 // Constants outside the flatbuffer: only files over 2 GB use them, and those are refused.
-                throw damaged("buffer \(i) lies outside the flatbuffer (offset \(b.offset)), which only files over 2 GB use")
+                throw damaged("buffer \(i) lies outside the flatbuffer (offset \(b.offset), size \(b.external_size)), which only files over 2 GB use")
             }
             if let data = b.data, b.size > 0 { buffers.append(Data(bytes: data, count: Int(b.size))) } else { buffers.append(nil) }
         }

@@ -85,6 +85,8 @@ public enum ModelFileError: Error, Equatable, CustomStringConvertible, Localized
     case notAClassifier(path: String)
     /// A `mobilenet train` model file's backbone cannot be loaded (not found, damaged, another alpha).
     case backbone(path: String, reason: String)
+    /// A label file (`--labels`) is missing, not a regular file, unreadable or too large.
+    case labelFile(path: String, reason: String)
 
     /// A one-line message naming the file.
     public var description: String {
@@ -95,6 +97,7 @@ public enum ModelFileError: Error, Equatable, CustomStringConvertible, Localized
             "\(path): the model records \(option) \(recorded); \(given) was given (leave the option out)"
         case .classNames(let path, let reason): "\(path): \(reason)"
         case .backbone(let path, let reason): "\(path): its backbone cannot be loaded: \(reason)"
+        case .labelFile(let path, let reason): "\(path): cannot read the label file (\(reason))"
         case .notAClassifier(let path):
             "\(path): the weights have no top (include_top=False): they give embeddings, not classes; use a file with the top or a trained model"
         }
@@ -297,7 +300,8 @@ public enum ModelFile {
     /// A `.tflite` file: the graph recognised as MobileNetV2 (``/MobileNetTFLite/TFLiteMobileNetV2``),
     /// its weights dequantized into the Keras-named network; a fully quantized file runs on
     /// ``/MobileNetTFLite/TFLiteIntegerBackend`` (its own integer operators), the others on `backend`.
-    /// The input size is the file's; class names are `options.classNames`, else TFLite
+    /// The input size is the file's; the preprocessing `options.preprocessing`, else the
+    /// metadata's normalisation, else the default; class names are `options.classNames`, else TFLite
     /// metadata's label file, else ImageNet's for 1000 classes or background + ImageNet's for
     /// TF-slim's 1001 (each with its synset), else `class0`, ...
     private static func openTFLite(_ url: URL, options: ModelOpenOptions, backend: any InferenceBackend) throws -> RunnableModel {
@@ -311,8 +315,14 @@ public enum ModelFile {
         if let given = options.alpha, given != recognised.configuration.alpha {
             throw ModelError.alphaMismatch(expected: given, found: recognised.configuration.alpha, source: url.path)
         }
-        let preprocessing = options.preprocessing ?? .standard
-        let runOn = try recognised.backend(float: backend, minusOneToOne: preprocessing.scaling == .minusOneToOne)
+        // The preprocessing: the caller's, else the normalisation the file's metadata records
+        // (TFLite Support's NormalizationOptions), else the default (x / 127.5 - 1).
+        var preprocessing = options.preprocessing ?? .standard
+        if options.preprocessing == nil, let metadata = try file.supportMetadata(), let mean = metadata.mean, let std = metadata.std,
+           let scaling = PixelScaling(normalizationMean: mean, std: std) {
+            preprocessing.scaling = scaling
+        }
+        let runOn = try recognised.backend(float: backend, normalization: preprocessing.scaling.pixelMeanStd)
         let pooling = options.embeddingOnly ? options.pooling : .avg
         let base = try recognised.embeddingNetwork(pooling: pooling, backend: runOn)
         let configuration = base.configuration
@@ -322,8 +332,10 @@ public enum ModelFile {
             let names = try options.classNames ?? tfliteLabels(file, url: url)
             classes = try tfliteClassNames(names, path: url.path, count: head.classes)
         }
+        var identity = try BackboneIdentity(configuration: configuration, weightsFile: url)
+        identity.architecture = TFLiteMobileNetV2.architectureName(backend: runOn)
         return RunnableModel(kind: .tflite, source: url, network: head == nil ? base : try base.withHead(head!), head: head,
-                             identity: try BackboneIdentity(configuration: configuration, weightsFile: url), weightsURL: url, classes: classes,
+                             identity: identity, weightsURL: url, classes: classes,
                              preprocessingConfiguration: preprocessing,
                              preprocessing: PreprocessingIdentity(preprocessing, height: recorded.0, width: recorded.1),
                              trainedModel: nil, pooling: pooling)
@@ -341,7 +353,8 @@ public enum ModelFile {
         do {
             data = try KerasArchive.member(name, of: url, limit: 4 << 20)
         } catch {
-            throw TFLiteError.damaged(path: url.path, reason: "its metadata names the label file \(name), which cannot be read from the appended archive (\(error.description))")
+            let reason = error.description.replacingOccurrences(of: url.path + ": ", with: "").replacingOccurrences(of: "damaged .keras archive: ", with: "")
+            throw TFLiteError.damaged(path: url.path, reason: "its metadata names the label file \(name), which cannot be read from the ZIP archive appended to the model (\(reason)); give the class names with --labels")
         }
         guard let data else { throw TFLiteError.damaged(path: url.path, reason: "its metadata names the label file \(name), which it does not hold") }
         return labelLines(data)
@@ -355,13 +368,13 @@ public enum ModelFile {
     /// dropped; the names are checked against the model's outputs when it is opened
     /// (``ModelOpenOptions/classNames``).
     ///
-    /// - Throws: ``ModelFileError/unreadable(path:reason:)`` for a missing, special, unreadable
+    /// - Throws: ``ModelFileError/labelFile(path:reason:)`` for a missing, special, unreadable
     ///   or oversized file; ``ModelFileError/classNames(path:reason:)`` for one with no names.
     public static func labels(contentsOf url: URL) throws(ModelFileError) -> [String] {
         switch FileKind(path: url.path) {
         case .regular: break
-        case .missing: throw .unreadable(path: url.path, reason: "no such file")
-        case let other: throw .unreadable(path: url.path, reason: other.description)
+        case .missing: throw .labelFile(path: url.path, reason: "no such file")
+        case let other: throw .labelFile(path: url.path, reason: other.description)
         }
         let data: Data
         do {
@@ -369,10 +382,10 @@ public enum ModelFile {
             defer { try? handle.close() }
             data = try handle.read(upToCount: maximumLabelFileBytes + 1) ?? Data()
         } catch {
-            throw .unreadable(path: url.path, reason: error.localizedDescription)
+            throw .labelFile(path: url.path, reason: error.localizedDescription)
         }
         guard data.count <= maximumLabelFileBytes else {
-            throw .unreadable(path: url.path, reason: "a label file of more than \(maximumLabelFileBytes >> 20) MiB")
+            throw .labelFile(path: url.path, reason: "more than \(maximumLabelFileBytes >> 20) MiB")
         }
         let lines = labelLines(data)
         guard !lines.isEmpty else { throw .classNames(path: url.path, reason: "the label file holds no names") }
@@ -380,9 +393,12 @@ public enum ModelFile {
     }
 
     static func labelLines(_ data: Data) -> [String] {
+        // Split the bytes, not the characters: Swift reads "\r\n" as one Character, so a
+        // Windows label file would be one line.
         let body = data.starts(with: [0xEF, 0xBB, 0xBF]) ? data.dropFirst(3) : data[...]
-        var lines = String(decoding: body, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
-            .map { $0.hasSuffix("\r") ? String($0.dropLast()) : String($0) }
+        var lines = body.split(separator: 0x0A, omittingEmptySubsequences: false).map { line in
+            String(decoding: line.last == 0x0D ? line.dropLast() : line, as: UTF8.self)
+        }
         while lines.last == "" { lines.removeLast() }
         return lines
     }
@@ -477,7 +493,7 @@ public enum ModelFile {
             return (0..<count).map { ModelClass(name: "class\($0)", synset: nil) }
         }
         guard names.count == count else {
-            throw .classNames(path: path, reason: "the model has \(count) classes but \(names.count) class names were given (\(names.prefix(20).joined(separator: ", ")))")
+            throw .classNames(path: path, reason: "the model has \(count) classes but \(names.count) class names were given (\(names.prefix(5).map { "'\($0)'" }.joined(separator: ", "))\(names.count > 5 ? ", ..." : ""))")
         }
         var seen = Set<String>()
         for (index, name) in names.enumerated() {

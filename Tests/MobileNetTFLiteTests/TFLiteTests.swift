@@ -85,6 +85,43 @@ struct TFLiteModelTests {
         #expect(network.backboneWeights.layers.count == 52 * 2) // 52 convolutions, each with its identity BatchNorm
     }
 
+    @Test("TFLite Support metadata: the packed label file and the normalisation, used by ModelFile")
+    func metadata() async throws {
+        let metadata = try #require(try TFLiteModel(contentsOf: coral).supportMetadata())
+        #expect(metadata.labelsFile != nil)
+        let mean = try #require(metadata.mean), std = try #require(metadata.std)
+        #expect(PixelScaling(normalizationMean: mean, std: std) == .minusOneToOne)
+        let model = try await ModelFile.open(coral, backend: OneDNNBackend())
+        #expect(model.classes[1].name == "tench, Tinca tinca" && model.classes[1].synset == "n01440764")
+        #expect(model.preprocessingConfiguration?.scaling == .minusOneToOne)
+        // --labels replaces the packed names; a wrong count names the file.
+        let dir = try TestData.temporaryDirectory()
+        let labels = dir.appendingPathComponent("labels.txt")
+        try Data(([0xEF, 0xBB, 0xBF] + Array(((0..<1001).map { "c\($0)" }.joined(separator: "\r\n") + "\r\n").utf8))).write(to: labels)
+        let names = try ModelFile.labels(contentsOf: labels)
+        #expect(names.count == 1001 && names[0] == "c0" && names[1000] == "c1000")
+        let relabelled = try await ModelFile.open(coral, options: ModelOpenOptions(classNames: names), backend: OneDNNBackend())
+        #expect(relabelled.classes[5].name == "c5")
+        await #expect(throws: ModelFileError.self) {
+            try await ModelFile.open(coral, options: ModelOpenOptions(classNames: Array(names.prefix(1000))), backend: OneDNNBackend())
+        }
+        try Data().write(to: labels)
+        #expect(throws: ModelFileError.classNames(path: labels.path, reason: "the label file holds no names")) { try ModelFile.labels(contentsOf: labels) }
+        // Another scaling: the integer input is then the scaled image quantized, not the raw pixels.
+        let zeroToOne = try await ModelFile.open(coral, options: ModelOpenOptions(preprocessing: PreprocessingConfiguration(scaling: .zeroToOne)), backend: OneDNNBackend())
+        let backend = try #require(zeroToOne.network.backend as? TFLiteIntegerBackend)
+        #expect(backend.inputMapping == .quantize(scale: 0.0078125, zeroPoint: 128, range: 0...255))
+    }
+
+    @Test("NormalizationOptions map to the named scalings when they match exactly")
+    func normalization() {
+        #expect(PixelScaling(normalizationMean: [0], std: [255]) == .zeroToOne)
+        #expect(PixelScaling(normalizationMean: [0, 0, 0], std: [1, 1, 1]) == PixelScaling.none)
+        #expect(PixelScaling(normalizationMean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375]) != nil)
+        #expect(PixelScaling(normalizationMean: [1, 2], std: [1]) == nil)
+        #expect(PixelScaling(normalizationMean: [0], std: [0]) == nil)
+    }
+
     @Test("a damaged file is a typed error naming it, never a crash (truncated, bytes flipped)")
     func hostile() throws {
         let bytes = try Data(contentsOf: coral)
@@ -218,6 +255,28 @@ struct TinyInt8Tests {
         #expect(total == 60)
         #expect(equal == total, "equal to LiteRT's built-in kernels: \(equal)/\(total)")
         #expect(withinOne == total, "within 1 of LiteRT with XNNPACK: \(withinOne)/\(total)")
+    }
+
+    @Test("quantization scales no integer kernel can take are refused when compiled (they crashed XNNPACK and the reference)")
+    func extremeScales() throws {
+        let url = TestData.fixtures.appendingPathComponent("fuzz-corpus/tflite/tiny-int8.tflite")
+        let bytes = try Data(contentsOf: url)
+        let input = try TFLiteModel(bytes: bytes, path: "tiny.tflite")
+        let scale = input.tensors[input.inputs[0]].quantization!.scales[0]
+        let pattern = withUnsafeBytes(of: scale.bitPattern.littleEndian) { Data($0) }
+        for hostile: Float in [1e8, 1e-12] {
+            var copy = bytes
+            var replaced = 0
+            var start = copy.startIndex
+            while let range = copy[start...].firstRange(of: pattern) {
+                copy.replaceSubrange(range, with: withUnsafeBytes(of: hostile.bitPattern.littleEndian) { Data($0) })
+                replaced += 1
+                start = range.upperBound
+            }
+            #expect(replaced >= 1)
+            let model = try TFLiteModel(bytes: copy, path: "scale.tflite")
+            #expect(throws: TFLiteError.self) { try QuantizedProgram(model: model) }
+        }
     }
 }
 

@@ -396,14 +396,13 @@ extension RunnableModel {
                          progress: ((Int, Int) -> Void)? = nil) throws -> (report: EvaluationReport, failures: [EmbeddingFailure], warnings: [String]) {
         guard isClassifier else { throw ModelFileError.notAClassifier(path: source.path) }
         let folder = try ImageFolder(root: root, classNames: classNames)
-        let embedder = try CachedEmbedder(backbone: try backbone(), preprocessor: preprocessor ?? self.preprocessor(),
-                                          expectedPreprocessing: allowOtherPreprocessing ? nil : preprocessing, store: store, runtime: runtime)
-        let result = try embedder.embed(folder.images.map(\.url), progress: progress)
-        let (data, _) = ClassifierTraining.labelledMatrix(folder.images, embeddings: result.embeddings)
-        guard !data.labels.isEmpty else { throw ClassifierTrainingError.noValidationImage }
-        let rows = try probabilities(embeddings: (0..<data.features.rows).map { data.features.row($0).map { Float($0) } })
+        let (byFile, failures) = try classProbabilities(folder.images.map(\.url), preprocessor: preprocessor, allowOtherPreprocessing: allowOtherPreprocessing,
+                                                        store: store, runtime: runtime, progress: progress)
+        let kept = folder.images.filter { byFile[$0.url] != nil }
+        guard !kept.isEmpty else { throw ClassifierTrainingError.noValidationImage }
+        let rows = kept.map { byFile[$0.url]! }
         let probabilities = Matrix(rows: rows.count, columns: classes.count, values: rows.flatMap { $0.map(Double.init) })
-        let report = EvaluationReport(probabilities: probabilities, labels: data.labels, classNames: classNames, k: k)
-        return (report, result.failures, folder.warnings)
+        let report = EvaluationReport(probabilities: probabilities, labels: kept.map(\.label), classNames: classNames, k: k)
+        return (report, failures, folder.warnings)
     }
 }

@@ -4,6 +4,7 @@ import MobileNetKernels
 import MobileNetModel
 import MobileNetPipeline
 import MobileNetStore
+import MobileNetTFLite
 
 /// One class a classifier outputs.
 public struct ModelClass: Sendable, Hashable, Codable {
@@ -204,7 +205,46 @@ public final class RunnableModel: Sendable {
         }
     }
 
-    /// The predictions for image files, through the embedding cache: the one call behind
+    /// Whether the head gives the network's own probabilities from cached embeddings. False for
+    /// a fully quantized `.tflite`: its head runs in integer arithmetic, so its probabilities
+    /// come from a full pass (as `classify` and LiteRT give them), not from the dequantized
+    /// embedding through a float head.
+    public var headRunsOnEmbeddings: Bool { !(network.backend is TFLiteIntegerBackend) }
+
+    /// The class probabilities of image files: through the embedding cache and the head when
+    /// ``headRunsOnEmbeddings``, else from full network passes (no cache). Behind ``predict(_:k:preprocessor:allowOtherPreprocessing:store:runtime:progress:)``
+    /// and `evaluate`.
+    ///
+    /// - Returns: one row per file that worked (keyed by the file); the failures.
+    /// - Throws: ``ModelFileError/notAClassifier(path:)``; ``/MobileNetPipeline/PreprocessingMismatch``;
+    ///   store and network errors.
+    public func classProbabilities(_ files: [URL], preprocessor: ImagePreprocessor? = nil, allowOtherPreprocessing: Bool = false,
+                                   store: EmbeddingStore?, runtime: RuntimeOptions,
+                                   progress: ((Int, Int) -> Void)? = nil) throws -> (rows: [URL: [Float]], failures: [EmbeddingFailure]) {
+        guard isClassifier else { throw ModelFileError.notAClassifier(path: source.path) }
+        let preprocessor = preprocessor ?? self.preprocessor()
+        if !headRunsOnEmbeddings {
+            var rows: [URL: [Float]] = [:]
+            var failures: [EmbeddingFailure] = []
+            try ImageBatchPipeline(model: network, preprocessor: preprocessor, runtime: runtime).run(files) { batch in
+                for (file, row) in zip(batch.files, batch.outputs) { rows[file] = row }
+                failures += batch.failures
+                progress?(batch.processed, batch.total)
+            }
+            return (rows, failures)
+        }
+        let embedder = try CachedEmbedder(backbone: try backbone(), preprocessor: preprocessor,
+                                          expectedPreprocessing: allowOtherPreprocessing ? nil : preprocessing, store: store, runtime: runtime)
+        let result = try embedder.embed(files, progress: progress)
+        let embedded = files.compactMap { file in result.embeddings[file].map { (file, $0.vector) } }
+        let probabilityRows = try probabilities(embeddings: embedded.map(\.1))
+        var rows: [URL: [Float]] = [:]
+        for (item, row) in zip(embedded, probabilityRows) { rows[item.0] = row }
+        return (rows, result.failures)
+    }
+
+    /// The predictions for image files, through the embedding cache (see
+    /// ``classProbabilities(_:preprocessor:allowOtherPreprocessing:store:runtime:progress:)``): the one call behind
     /// `mobilenet predict`.
     ///
     /// - Parameters:
@@ -222,16 +262,13 @@ public final class RunnableModel: Sendable {
     public func predict(_ files: [URL], k: Int, preprocessor: ImagePreprocessor? = nil, allowOtherPreprocessing: Bool = false,
                         store: EmbeddingStore?, runtime: RuntimeOptions,
                         progress: ((Int, Int) -> Void)? = nil) throws -> (predictions: [(file: URL, classes: [ClassScore])], failures: [EmbeddingFailure]) {
-        guard isClassifier else { throw ModelFileError.notAClassifier(path: source.path) }
-        let embedder = try CachedEmbedder(backbone: try backbone(), preprocessor: preprocessor ?? self.preprocessor(),
-                                          expectedPreprocessing: allowOtherPreprocessing ? nil : preprocessing, store: store, runtime: runtime)
-        let result = try embedder.embed(files, progress: progress)
-        let embedded = files.compactMap { file in result.embeddings[file].map { (file, $0.vector) } }
-        let rows = try probabilities(embeddings: embedded.map(\.1))
+        let (rows, failures) = try classProbabilities(files, preprocessor: preprocessor, allowOtherPreprocessing: allowOtherPreprocessing,
+                                                      store: store, runtime: runtime, progress: progress)
         var predictions: [(file: URL, classes: [ClassScore])] = []
-        for (item, row) in zip(embedded, rows) {
-            predictions.append((item.0, topK(row, k: k).map { ClassScore(className: $0.name, probability: Double($0.score)) }))
+        for file in files {
+            guard let row = rows[file] else { continue }
+            predictions.append((file, topK(row, k: k).map { ClassScore(className: $0.name, probability: Double($0.score)) }))
         }
-        return (predictions, result.failures)
+        return (predictions, failures)
     }
 }

@@ -113,6 +113,22 @@ struct TFLiteModelTests {
         #expect(backend.inputMapping == .quantize(scale: 0.0078125, zeroPoint: 128, range: 0...255))
     }
 
+    @Test("predict and evaluate give a quantized file's own integer probabilities (a full pass, as classify), not a float head on cached embeddings")
+    func predictUsesIntegerHead() async throws {
+        let model = try await ModelFile.open(coral, backend: OneDNNBackend())
+        #expect(!model.headRunsOnEmbeddings)
+        let photo = TestData.shared("data/images/cat.jpg")
+        let runtime = RuntimeOptions(backend: OneDNNBackend(), batchSize: 4, decodeThreads: 0)
+        let (predictions, failures) = try model.predict([photo], k: 3, store: nil, runtime: runtime)
+        #expect(failures.isEmpty)
+        var classify: [Float] = []
+        try ImageBatchPipeline(model: model.network, preprocessor: model.preprocessor(), runtime: runtime).run([photo]) { classify = $0.outputs[0] }
+        let top = try #require(predictions.first?.classes.first)
+        #expect(top.className == "Egyptian cat")
+        #expect(Float(top.probability) == classify.max())
+        #expect((top.probability * 256).rounded() == top.probability * 256) // a uint8 output, dequantized
+    }
+
     @Test("NormalizationOptions map to the named scalings when they match exactly")
     func normalization() {
         #expect(PixelScaling(normalizationMean: [0], std: [255]) == .zeroToOne)

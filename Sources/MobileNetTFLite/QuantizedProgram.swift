@@ -3,7 +3,7 @@ import Foundation
 /// A fully quantized TFLite graph ready to run in integer arithmetic: every operator checked
 /// and its constants decoded once (weights minus their zero points, biases, the requantization
 /// multipliers of each output channel, the activation bounds), run by the plain-Swift integer
-/// kernels of ``QuantizedKernels`` with TFLite's semantics (per-channel scales, zero points,
+/// kernels (``run(_:keep:)``) with TFLite's semantics (per-channel scales, zero points,
 /// the rounding of ``QuantizedArithmetic``, ReLU6 as a clamp in the quantized domain, ADD's
 /// rescaling, average pooling's rounded division, the softmax of LiteRT's uint8/int8 kernel).
 ///

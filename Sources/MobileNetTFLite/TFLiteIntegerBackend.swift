@@ -49,6 +49,7 @@ public struct TFLiteIntegerBackend: InferenceBackend {
     /// Prepares the integer program of `network`.
     ///
     /// - Parameters:
+    ///   - network: the recognised file.
     ///   - normalization: how the images are preprocessed, `(pixel - mean[c]) / std[c]` on pixels
     ///     0...255 (default `x / 127.5 - 1`): a uint8/int8 input whose quantization is the same
     ///     map within one step gets raw pixels (``InputMapping/pixels(offset:range:mean:std:)``).

@@ -4,7 +4,8 @@
 //
 // (a) classify and embed two photos in one pass, (b) tap a layer by its Keras name, (c) derive
 // the embedding network without reading weights again, (d) train, save, reload and run a
-// classifier for two flower classes, (e) index photos, search them and group near-duplicates.
+// classifier for two flower classes, (e) index photos, search them and group near-duplicates,
+// (f) open a quantized .tflite (the Coral model) and run it in integer arithmetic.
 // Only the public API of `import MobileNet` is used.
 import Foundation
 import MobileNet
@@ -26,7 +27,8 @@ let weightsFile = data.appendingPathComponent("weights/mobilenet_v2_1.0_224_dequ
 let images = data.appendingPathComponent("images")
 let photos = [images.appendingPathComponent("cat.jpg"), images.appendingPathComponent("grace_hopper.jpg")]
 let flowers = data.appendingPathComponent("flowers")
-for required in [weightsFile, flowers.appendingPathComponent("train/daisy"), flowers.appendingPathComponent("val/roses")] + photos
+for required in [weightsFile, flowers.appendingPathComponent("train/daisy"), flowers.appendingPathComponent("val/roses"),
+                 data.appendingPathComponent("tflite/mobilenet_v2_1.0_224_quant.tflite")] + photos
 where !FileManager.default.fileExists(atPath: required.path) {
     fail("\(required.path) not found: pass the shared data folder (the one holding data/) as argument 1 or set MOBILENET_SHARED_DIR")
 }
@@ -132,6 +134,18 @@ func tour() async throws {
     let search = try index.searchIndex(preprocessing: PreprocessingIdentity(preprocessor)).index
     let groups = NearDuplicates.groups(in: search)    // cosine >= 0.88 (NearDuplicates.defaultThreshold)
     print("    \(groups.count) near-duplicate groups; the first: \(groups.first?.map { URL(fileURLWithPath: $0.file).lastPathComponent } ?? [])")
+
+    // (f) A .tflite model is one more model file: ModelFile recognises MobileNetV2 in its graph.
+    // The Coral file is uint8 (TF-slim, 1001 classes with `background` first, labels packed in
+    // it): it runs on XNNPACK's integer operators; its probabilities are uint8 outputs / 256.
+    let coral = try await ModelFile.open(data.appendingPathComponent("tflite/mobilenet_v2_1.0_224_quant.tflite"), backend: backend)
+    let coralBatch = Tensor.concatenatingBatches(try photos.map { try coral.preprocessor().tensor(contentsOf: $0) })
+    let coralOutputs = try coral.run(coralBatch)
+    print("(f) \(coral.kind.rawValue) on \(coral.network.backendName): \(coral.classes.count) classes, embedding width \(coral.embeddingWidth)")
+    for (photo, row) in zip(photos, coralOutputs.probabilities ?? []) {
+        let top = coral.topK(row, k: 2).map { "\($0.name) (\($0.synset)) \(String(format: "%.1f%%", 100 * $0.score))" }
+        print("    \(photo.lastPathComponent): \(top.joined(separator: ", "))")
+    }
 }
 
 do {

@@ -45,6 +45,10 @@ public struct TFLiteIntegerBackend: InferenceBackend {
     public let inputMapping: InputMapping
     /// The XNNPACK operators, nil with the reference kernels.
     let xnnpack: XNNPACKProgram?
+    /// For batches: one single-threaded copy of the operators per thread, each running its
+    /// share of the images side by side (an image's operators are too small to keep two threads
+    /// busy: batch 32 of the Coral file 137 -> about 160 images/s on 2 cores). Empty with one thread.
+    let lanes: [XNNPACKProgram]
 
     /// Prepares the integer program of `network`.
     ///
@@ -60,7 +64,13 @@ public struct TFLiteIntegerBackend: InferenceBackend {
                 threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws(TFLiteError) {
         self.network = network
         program = try QuantizedProgram(model: network.model)
-        xnnpack = kernels == .xnnpack ? XNNPACKProgram(model: network.model, program: program, threads: threads) : nil
+        let compiled = program
+        xnnpack = kernels == .xnnpack ? XNNPACKProgram(model: network.model, program: compiled, threads: threads) : nil
+        var lanes: [XNNPACKProgram] = []
+        if xnnpack != nil && threads > 1 {
+            for _ in 0..<threads { if let lane = XNNPACKProgram(model: network.model, program: compiled, threads: 1) { lanes.append(lane) } }
+        }
+        self.lanes = lanes
         let input = network.model.tensors[network.model.inputs[0]]
         if input.type == .float32 {
             inputMapping = .float
@@ -156,8 +166,21 @@ private struct IntegerExecutor: GraphExecutor {
         }
         if let xnnpack = backend.xnnpack {
             let inputs = (0..<batch).map { Self.programInput(input, image: $0, size: imageSize, mapping: mapping) }
-            let rows = try xnnpack.run(inputs, keep: keep).map(dequantized)
-            return try finish(rows: rows, order: order, batch: batch, mapped: mapped, input: input)
+            let lanes = backend.lanes
+            if batch < 2 || lanes.count < 2 {
+                return try finish(rows: try xnnpack.run(inputs, keep: keep).map(dequantized), order: order, batch: batch, mapped: mapped, input: input)
+            }
+            // Contiguous shares of the batch, one per lane, side by side.
+            let share = (batch + lanes.count - 1) / lanes.count
+            var parts = [Result<[[Int: [Float]]], any Error>](repeating: .success([]), count: lanes.count)
+            parts.withUnsafeMutableBufferPointer { slots in
+                let slots = UncheckedSendableBox(slots)
+                DispatchQueue.concurrentPerform(iterations: lanes.count) { lane in
+                    let range = min(lane * share, batch)..<min((lane + 1) * share, batch)
+                    slots.value[lane] = Result { try lanes[lane].run(Array(inputs[range]), keep: keep).map(dequantized) }
+                }
+            }
+            return try finish(rows: try parts.flatMap { try $0.get() }, order: order, batch: batch, mapped: mapped, input: input)
         }
         var perImage = [Result<[Int: [Float]], any Error>](repeating: .success([:]), count: batch)
         perImage.withUnsafeMutableBufferPointer { slots in

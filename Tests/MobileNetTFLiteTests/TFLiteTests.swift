@@ -238,6 +238,11 @@ struct TFLiteModelTests {
         #expect(probabilities.enumerated().allSatisfy { $0.element == Float(fixture.output_xnnpack[$0.offset]) / 256 })
         #expect(top.synset == ImageNetClasses.all[top.index - 1].synset)
         #expect(outputs.embeddings[0].count == 1280)
+        // A batch runs on one single-threaded lane per thread: the same values as one by one.
+        let other = try NPY.read(contentsOf: TestData.shared("data/reference/bird.input.npy")).scalars
+        let pair = try model.run(Tensor(shape: [3, 224, 224, 3], scalars: input.scalars + other + input.scalars))
+        #expect(pair.probabilities?[0] == probabilities && pair.probabilities?[2] == probabilities)
+        #expect(pair.probabilities?[1] == (try model.run(Tensor(shape: [1, 224, 224, 3], scalars: other)).probabilities?[0]))
         let embedder = try await ModelFile.open(coral, options: ModelOpenOptions(embeddingOnly: true), backend: OneDNNBackend())
         let embedding = try embedder.run(Tensor(shape: [1, 224, 224, 3], scalars: input.scalars)).embeddings[0]
         #expect(embedding == outputs.embeddings[0])

@@ -234,8 +234,9 @@ struct TFLiteModelTests {
         let fixture = try CoralFixture.load().photos[id]!
         let top = model.topK(probabilities, k: 1)[0]
         #expect(top.index == fixture.top5_builtin[0])
-        // The probabilities are the uint8 output dequantized (scale 1/256): XNNPACK's, LiteRT's default.
-        #expect(probabilities.enumerated().allSatisfy { $0.element == Float(fixture.output_xnnpack[$0.offset]) / 256 })
+        // The probabilities are the uint8 output dequantized (scale 1/256): XNNPACK's, LiteRT's
+        // default (equal on AVX2; within a step allows for XNNPACK's kernels of another CPU).
+        #expect(probabilities.enumerated().allSatisfy { abs($0.element - Float(fixture.output_xnnpack[$0.offset]) / 256) <= 1.0 / 256 })
         #expect(top.synset == ImageNetClasses.all[top.index - 1].synset)
         #expect(outputs.embeddings[0].count == 1280)
         // A batch runs on one single-threaded lane per thread: the same values as one by one.

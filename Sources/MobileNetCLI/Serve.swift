@@ -30,6 +30,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("model"), help: ArgumentHelp("A model to serve, NAME=PATH (repeatable).", valueName: "name=path"))
     var models: [String] = []
 
+    @Option(name: .customLong("labels"), help: ArgumentHelp("Class names for a served model, NAME=FILE (one name per line, in output order; repeatable): a .tflite without its label file, or names for a Keras model.", valueName: "name=file"))
+    var labels: [String] = []
+
     @Option(name: .customLong("index"), help: ArgumentHelp("An image index for POST /v1/similar, NAME=DB (repeatable; built with mobilenet index add and the same image options).", valueName: "name=db"))
     var indexes: [String] = []
 
@@ -127,9 +130,20 @@ struct Serve: AsyncParsableCommand {
         let specifications = try models.map { try ModelSpecification(parsing: $0) }
         let indexSpecifications = try IndexSpecification.attachingANN(anns, to: try indexes.map { try IndexSpecification(parsing: $0) })
         let size = model.inputSizeOption == nil ? nil : try model.inputDimensions()
-        let loading = ModelLoadingOptions(backend: runtime.inferenceBackend(), inputHeight: size?.height, inputWidth: size?.width,
+        var loading = ModelLoadingOptions(backend: runtime.inferenceBackend(), inputHeight: size?.height, inputWidth: size?.width,
                                           preprocessing: image.isSet ? image.configuration() : nil, defaultWeightsPath: model.weights,
                                           defaultAlpha: model.alpha, alpha: model.alphaOption)
+        for text in labels {
+            // NAME=FILE, as --model NAME=PATH: the name must be a served model's.
+            let spec = try ModelSpecification(parsing: text)
+            try checkUsage {
+                guard specifications.contains(where: { $0.name == spec.name }) else {
+                    throw ValidationError("--labels \(text): no model is served as '\(spec.name)' (give --model \(spec.name)=PATH)")
+                }
+                guard loading.classNames[spec.name] == nil else { throw ValidationError("--labels \(text): '\(spec.name)' has labels already") }
+            }
+            loading.classNames[spec.name] = try ModelFile.labels(contentsOf: URL(fileURLWithPath: spec.path))
+        }
         let configuration = ServerConfiguration(
             host: host, port: port,
             limits: ServingLimits(maxBodyBytes: maxBodyBytes, maxImagePixels: image.maxPixels, maxImagesPerRequest: maxImagesPerRequest),

@@ -65,6 +65,9 @@ public struct ModelLoadingOptions: Sendable {
     public var defaultAlpha: Double
     /// The width multiplier every specified model must have (`--alpha`); nil accepts each file's.
     public var alpha: Double?
+    /// Class names by served model name (`--labels NAME=FILE`), instead of what each file
+    /// records: one per output, as ``/MobileNetTransfer/ModelOpenOptions/classNames``.
+    public var classNames: [String: [String]] = [:]
 
     /// Creates options.
     public init(backend: any InferenceBackend, inputHeight: Int? = nil, inputWidth: Int? = nil, preprocessing: PreprocessingConfiguration? = nil,
@@ -176,7 +179,7 @@ public final class ModelRegistry: Sendable {
         for spec in specifications {
             models.append(try await ServedModel.load(name: spec.name, contentsOf: URL(fileURLWithPath: spec.path), inputHeight: options.inputHeight,
                                                      inputWidth: options.inputWidth, alpha: options.alpha, preprocessing: options.preprocessing,
-                                                     backend: options.backend, resolver: options.resolver))
+                                                     classNames: options.classNames[spec.name], backend: options.backend, resolver: options.resolver))
         }
         return models
     }

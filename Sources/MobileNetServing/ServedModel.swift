@@ -175,16 +175,19 @@ public final class ServedModel: Sendable {
     ///   - alpha: the width multiplier the file must have (nil: the file's).
     ///   - preprocessing: the preprocessing for a weight file (default: the Keras default); a
     ///     model file keeps the one it recorded.
+    ///   - classNames: class names instead of the file's (a label file), one per output.
     ///   - backend: the kernels that run the network.
     ///   - resolver: for a `mobilenet train` model file, where to look for its backbone weights.
     /// - Throws: ``ServingError/modelLoadFailed(name:path:reason:)`` with the library's reason
-    ///   (an unreadable or damaged file, weights that do not fit, a missing backbone).
+    ///   (an unreadable or damaged file, weights that do not fit, a missing backbone, class names
+    ///   that do not fit).
     public static func load(name: String, contentsOf url: URL, inputHeight: Int? = nil, inputWidth: Int? = nil, alpha: Double? = nil,
-                            preprocessing: PreprocessingConfiguration? = nil, backend: any InferenceBackend,
+                            preprocessing: PreprocessingConfiguration? = nil, classNames: [String]? = nil, backend: any InferenceBackend,
                             resolver: WeightsResolver = WeightsResolver()) async throws(ServingError) -> ServedModel {
         do {
             let size = inputHeight.map { ($0, inputWidth ?? $0) }
-            let model = try await ModelFile.open(url, options: ModelOpenOptions(inputSize: size, alpha: alpha, preprocessing: preprocessing), backend: backend, resolver: resolver)
+            let options = ModelOpenOptions(inputSize: size, alpha: alpha, classNames: classNames, preprocessing: preprocessing)
+            let model = try await ModelFile.open(url, options: options, backend: backend, resolver: resolver)
             return ServedModel(name: name, model: model)
         } catch {
             throw .modelLoadFailed(name: name, path: url.path, reason: (error as? LocalizedError)?.errorDescription ?? String(describing: error))

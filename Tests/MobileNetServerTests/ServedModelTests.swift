@@ -17,6 +17,20 @@ struct ServedModelTests {
         }
     }
 
+    @Test("a .tflite classifier is served as tflite-classifier, on its integer kernels, with --labels names")
+    func tflite() async throws {
+        let url = TestData.fixtures.appendingPathComponent("tflite/mnv2-035-96-int8.tflite")
+        var options = ModelLoadingOptions(backend: OneDNNBackend())
+        options.classNames = ["flowers": ["daisy", "dandelion", "roses", "sunflowers", "tulips"]]
+        let models = try await ModelRegistry.load([try ModelSpecification(name: "flowers", path: url.path)], options: options)
+        let model = try #require(models.first)
+        #expect(model.kind == .tfliteClassifier && model.outputWidth == 5)
+        #expect(model.classes.map(\.name) == ["daisy", "dandelion", "roses", "sunflowers", "tulips"])
+        #expect(model.model.network.backendName == "tflite-xnnpack")
+        options.classNames = ["flowers": ["a", "b"]]
+        await #expect(throws: ServingError.self) { try await ModelRegistry.load([try ModelSpecification(name: "flowers", path: url.path)], options: options) }
+    }
+
     @Test("kinds from the contents: weights with top, without top, a Keras transfer model, a mobilenet train model file",
           .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
     func kinds() async throws {

@@ -16,7 +16,7 @@ public enum ImageIndexError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .backboneMismatch(let path, let index, let requested):
-            "\(path): the index was built with backbone \(index), not \(requested); its embeddings are not comparable — use the same --alpha, --input-size and --weights, or another --index file"
+            "\(path): the index was built with backbone \(index), not \(requested); its embeddings are not comparable — use the same --model (or --alpha, --input-size and --weights), or another --index file"
         case .ambiguousBackbone(let path, let backbones):
             "\(path): the database holds embeddings of \(backbones.count) backbones (\(backbones.joined(separator: ", "))); an index needs exactly one"
         case .empty(path: let path):

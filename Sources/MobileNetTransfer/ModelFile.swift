@@ -412,9 +412,17 @@ public enum ModelFile {
         }
         // An ImageNet-sized label list gets synsets, which tell its repeated names apart.
         var classes = try classNames(given, count: count, path: path, allowRepeats: count == imageNet.count || count == imageNet.count + 1)
-        if given != nil, count == imageNet.count + 1, classes[0].name.lowercased() == "background" {
+        // Synsets only for ImageNet's own labels in ImageNet's order (9 in 10 names the same as
+        // Keras's, compared lower-cased, `_` as space, up to the first comma: "tabby, tabby cat").
+        func key(_ name: String) -> String {
+            String(name.split(separator: ",").first ?? "").replacingOccurrences(of: "_", with: " ").trimmingCharacters(in: .whitespaces).lowercased()
+        }
+        func isImageNet(_ names: ArraySlice<ModelClass>) -> Bool {
+            zip(names, imageNet).filter { key($0.name) == key($1.name) }.count * 10 >= imageNet.count * 9
+        }
+        if given != nil, count == imageNet.count + 1, classes[0].name.lowercased() == "background", isImageNet(classes[1...]) {
             for i in 1..<count { classes[i].synset = imageNet[i - 1].synset }
-        } else if given != nil, count == imageNet.count {
+        } else if given != nil, count == imageNet.count, isImageNet(classes[...]) {
             for i in 0..<count { classes[i].synset = imageNet[i].synset }
         }
         return classes

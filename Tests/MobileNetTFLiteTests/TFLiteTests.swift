@@ -102,6 +102,10 @@ struct TFLiteModelTests {
         #expect(names.count == 1001 && names[0] == "c0" && names[1000] == "c1000")
         let relabelled = try await ModelFile.open(coral, options: ModelOpenOptions(classNames: names), backend: OneDNNBackend())
         #expect(relabelled.classes[5].name == "c5")
+        #expect(relabelled.classes.allSatisfy { $0.synset == nil }) // not ImageNet's labels: no synsets
+        let imageNetLabels = try ModelFile.labels(contentsOf: TestData.shared("data/tflite/imagenet_labels.txt"))
+        let labelled = try await ModelFile.open(coral, options: ModelOpenOptions(classNames: imageNetLabels), backend: OneDNNBackend())
+        #expect(labelled.classes[286].synset == "n02124075" && labelled.classes[286].name == "Egyptian cat")
         await #expect(throws: ModelFileError.self) {
             try await ModelFile.open(coral, options: ModelOpenOptions(classNames: Array(names.prefix(1000))), backend: OneDNNBackend())
         }

@@ -21,7 +21,7 @@ public final class XNNPACKProgram: @unchecked Sendable {
     static let available: Bool = xnn_initialize(nil) == xnn_status_success
 
     private enum Kernel {
-        case convolution(xnn_operator_t, signed: Bool, perChannel: Bool, inputH: Int, inputW: Int)
+        case convolution(xnn_operator_t, signed: Bool, inputH: Int, inputW: Int)
         case fullyConnected(xnn_operator_t, signed: Bool)
         case add(xnn_operator_t, signed: Bool, shape: [Int])
         case globalAveragePool(xnn_operator_t, signed: Bool, width: Int)
@@ -64,7 +64,7 @@ public final class XNNPACKProgram: @unchecked Sendable {
     deinit {
         for kernel in kernels {
             switch kernel {
-            case .convolution(let op, _, _, _, _), .fullyConnected(let op, _), .add(let op, _, _), .globalAveragePool(let op, _, _), .softmax(let op):
+            case .convolution(let op, _, _, _), .fullyConnected(let op, _), .add(let op, _, _), .globalAveragePool(let op, _, _), .softmax(let op):
                 xnn_delete_operator(op)
             case .reference, .flipSignBit: break
             }
@@ -77,12 +77,10 @@ public final class XNNPACKProgram: @unchecked Sendable {
         let output = model.tensors[step.output]
         let signed = output.type == .int8
         var created: xnn_operator_t?
-        func lo(_ r: ClosedRange<Int32>) -> Int32 { r.lowerBound }
-        func hi(_ r: ClosedRange<Int32>) -> Int32 { r.upperBound }
         switch step.kind {
         case .convolution(let c), .fullyConnected(let c):
             let x = model.tensors[step.inputs[0]], w = model.input(op, 1)!
-            guard let wq = w.quantization, let data = w.data, x.type == output.type, w.type == (signed ? .int8 : .uint8) || (signed && w.type == .int8) else { return .reference }
+            guard let wq = w.quantization, let data = w.data, x.type == output.type, w.type == (signed ? .int8 : .uint8) else { return .reference }
             let bias: [Int32] = model.input(op, 2)?.data.map { d in d.withUnsafeBytes { Array($0.bindMemory(to: Int32.self)) } } ?? [Int32](repeating: 0, count: c.outputChannels)
             let xs = x.quantization!.scales[0], ys = output.quantization!.scales[0]
             let isFullyConnected: Bool = { if case .fullyConnected = step.kind { return true } else { return false } }()
@@ -102,20 +100,20 @@ public final class XNNPACKProgram: @unchecked Sendable {
                         return xnn_create_fully_connected_nc_qu8(c.inputChannels, c.outputChannels, c.inputChannels, c.outputChannels,
                                                                  UInt8(c.inputZero), xs, UInt8(wq.zeroPoints[0]), wq.scales[0],
                                                                  raw.bindMemory(to: UInt8.self).baseAddress, bias, UInt8(c.outputZero), ys,
-                                                                 UInt8(lo(c.bounds)), UInt8(hi(c.bounds)), 0, &created)
+                                                                 UInt8(c.bounds.lowerBound), UInt8(c.bounds.upperBound), 0, &created)
                     }
                     return xnn_create_convolution2d_nhwc_qu8(UInt32(c.padTop), UInt32(padRight), UInt32(padBottom), UInt32(c.padLeft),
                                                              UInt32(kh), UInt32(kw), UInt32(c.strideH), UInt32(c.strideW), 1, 1,
                                                              UInt32(groups), groupIn, groupOut, c.inputChannels, c.outputChannels,
                                                              UInt8(c.inputZero), xs, UInt8(wq.zeroPoints[0]), wq.scales[0],
                                                              raw.bindMemory(to: UInt8.self).baseAddress, bias, UInt8(c.outputZero), ys,
-                                                             UInt8(lo(c.bounds)), UInt8(hi(c.bounds)), flags, &created)
+                                                             UInt8(c.bounds.lowerBound), UInt8(c.bounds.upperBound), flags, &created)
                 }
                 guard wq.zeroPoints.allSatisfy({ $0 == 0 }) else { return xnn_status_unsupported_parameter }
                 if isFullyConnected && wq.isPerTensor {
                     return xnn_create_fully_connected_nc_qs8(c.inputChannels, c.outputChannels, c.inputChannels, c.outputChannels,
                                                              Int8(c.inputZero), xs, wq.scales[0], raw.bindMemory(to: Int8.self).baseAddress,
-                                                             bias, Int8(c.outputZero), ys, Int8(lo(c.bounds)), Int8(hi(c.bounds)), 0, &created)
+                                                             bias, Int8(c.outputZero), ys, Int8(c.bounds.lowerBound), Int8(c.bounds.upperBound), 0, &created)
                 }
                 // A per-channel FULLY_CONNECTED is a 1x1 convolution of a 1x1 image: the same [out, in] weights.
                 let scales = wq.isPerTensor ? [Float](repeating: wq.scales[0], count: c.outputChannels) : wq.scales
@@ -123,17 +121,17 @@ public final class XNNPACKProgram: @unchecked Sendable {
                                                          UInt32(kh), UInt32(kw), UInt32(c.strideH), UInt32(c.strideW), 1, 1,
                                                          UInt32(groups), groupIn, groupOut, c.inputChannels, c.outputChannels,
                                                          Int8(c.inputZero), xs, scales, raw.bindMemory(to: Int8.self).baseAddress, bias,
-                                                         Int8(c.outputZero), ys, Int8(lo(c.bounds)), Int8(hi(c.bounds)), flags, &created)
+                                                         Int8(c.outputZero), ys, Int8(c.bounds.lowerBound), Int8(c.bounds.upperBound), flags, &created)
             }
             guard status == xnn_status_success, let created else { return .reference }
             if isFullyConnected && !(signed && !wq.isPerTensor) { return .fullyConnected(created, signed: signed) }
-            return .convolution(created, signed: signed, perChannel: true, inputH: inH, inputW: inW)
+            return .convolution(created, signed: signed, inputH: inH, inputW: inW)
         case .add(let a):
             let x1 = model.tensors[step.inputs[0]], x2 = model.tensors[step.inputs[1]]
             let (s1, s2, ys) = (x1.quantization!.scales[0], x2.quantization!.scales[0], output.quantization!.scales[0])
             let status = signed
-                ? xnn_create_add_nd_qs8(Int8(a.zero1), s1, Int8(a.zero2), s2, Int8(a.outputZero), ys, Int8(lo(a.bounds)), Int8(hi(a.bounds)), 0, &created)
-                : xnn_create_add_nd_qu8(UInt8(a.zero1), s1, UInt8(a.zero2), s2, UInt8(a.outputZero), ys, UInt8(lo(a.bounds)), UInt8(hi(a.bounds)), 0, &created)
+                ? xnn_create_add_nd_qs8(Int8(a.zero1), s1, Int8(a.zero2), s2, Int8(a.outputZero), ys, Int8(a.bounds.lowerBound), Int8(a.bounds.upperBound), 0, &created)
+                : xnn_create_add_nd_qu8(UInt8(a.zero1), s1, UInt8(a.zero2), s2, UInt8(a.outputZero), ys, UInt8(a.bounds.lowerBound), UInt8(a.bounds.upperBound), 0, &created)
             guard status == xnn_status_success, let created else { return .reference }
             return .add(created, signed: signed, shape: x1.shape)
         case .averagePool(let p):
@@ -224,7 +222,7 @@ public final class XNNPACKProgram: @unchecked Sendable {
             }
             var status = xnn_status_success
             switch kernels[position] {
-            case .convolution(let op, let signed, _, let h, let w):
+            case .convolution(let op, let signed, let h, let w):
                 let x = buffer(step.inputs[0]).baseAddress, y = buffer(step.output).baseAddress
                 status = signed
                     ? xnn_setup_convolution2d_nhwc_qc8(op, 1, h, w, x?.assumingMemoryBound(to: Int8.self), y?.assumingMemoryBound(to: Int8.self), pool)

@@ -70,3 +70,11 @@ public struct Tensor: Sendable, Equatable {
         return Tensor(shape: [batch] + inner, scalars: scalars)
     }
 }
+
+/// A value handed to `DispatchQueue.concurrentPerform`'s work items whose callers guarantee that
+/// they touch disjoint memory (each writes its own elements of a buffer): the training kernels'
+/// `GradientKernels.parallel` and the TFLite integer executor's images.
+package struct UncheckedSendable<Value>: @unchecked Sendable {
+    package let value: Value
+    package init(_ value: Value) { self.value = value }
+}

@@ -121,23 +121,7 @@ public struct TFLiteIntegerBackend: InferenceBackend {
             }
         }
         for output in graph.outputs { try check(output) }
-        return IntegerExecutor(graph: graph, shapes: shapes, sources: sources, backend: self)
-    }
-}
-
-private struct IntegerExecutor: GraphExecutor {
-    let graph: Graph
-    let shapes: [[Int]]
-    let sources: [Int: Int]
-    let backend: TFLiteIntegerBackend
-
-    func run(_ input: Tensor) throws -> [Tensor] {
-        guard input.rank == 4, Array(input.shape.dropFirst()) == graph.inputShape, input.shape[0] >= 1 else {
-            throw GraphError.inputShape(expected: graph.inputShape, got: input.shape)
-        }
-        let batch = input.shape[0]
-        let imageSize = graph.inputShape.reduce(1, *)
-        // The mapped nodes the outputs need.
+        // The mapped nodes the outputs need (the file's tensors to keep), found once per graph.
         var needed = Set<Int>()
         func collect(_ index: Int) {
             if index == Graph.inputIndex || needed.contains(index) { return }
@@ -146,10 +130,29 @@ private struct IntegerExecutor: GraphExecutor {
         }
         graph.outputs.forEach(collect)
         let mapped = needed.filter { sources[$0] != nil }
-        let keep = Set(mapped.compactMap { sources[$0] })
-        let program = backend.program
-        let mapping = backend.inputMapping
-        let order = mapped.sorted()
+        return IntegerExecutor(graph: graph, shapes: shapes, sources: sources, order: mapped.sorted(),
+                               keep: Set(mapped.compactMap { sources[$0] }), backend: self)
+    }
+}
+
+private struct IntegerExecutor: GraphExecutor {
+    let graph: Graph
+    let shapes: [[Int]]
+    /// Graph node → the file's tensor that gives its value.
+    let sources: [Int: Int]
+    /// The mapped nodes the outputs need, in node order.
+    let order: [Int]
+    /// Their tensors: what a run keeps.
+    let keep: Set<Int>
+    let backend: TFLiteIntegerBackend
+
+    func run(_ input: Tensor) throws -> [Tensor] {
+        guard input.rank == 4, Array(input.shape.dropFirst()) == graph.inputShape, input.shape[0] >= 1 else {
+            throw GraphError.inputShape(expected: graph.inputShape, got: input.shape)
+        }
+        let batch = input.shape[0]
+        let imageSize = graph.inputShape.reduce(1, *)
+        let (program, mapping, order, keep, sources) = (backend.program, backend.inputMapping, order, keep, sources)
         // One image per task: the integer kernels run an image on one thread; images of a batch in parallel.
         @Sendable func dequantized(_ result: QuantizedValues) -> [Int: [Float]] {
             var row: [Int: [Float]] = [:]
@@ -168,39 +171,37 @@ private struct IntegerExecutor: GraphExecutor {
             let inputs = (0..<batch).map { Self.programInput(input, image: $0, size: imageSize, mapping: mapping) }
             let lanes = backend.lanes
             if batch < 2 || lanes.count < 2 {
-                return try finish(rows: try xnnpack.run(inputs, keep: keep).map(dequantized), order: order, batch: batch, mapped: mapped, input: input)
+                return try finish(rows: try xnnpack.run(inputs, keep: keep).map(dequantized), batch: batch, input: input)
             }
             // Contiguous shares of the batch, one per lane, side by side.
             let share = (batch + lanes.count - 1) / lanes.count
             var parts = [Result<[[Int: [Float]]], any Error>](repeating: .success([]), count: lanes.count)
             parts.withUnsafeMutableBufferPointer { slots in
-                let slots = UncheckedSendableBox(slots)
+                let slots = UncheckedSendable(slots)
                 DispatchQueue.concurrentPerform(iterations: lanes.count) { lane in
                     let range = min(lane * share, batch)..<min((lane + 1) * share, batch)
                     slots.value[lane] = Result { try lanes[lane].run(Array(inputs[range]), keep: keep).map(dequantized) }
                 }
             }
-            return try finish(rows: try parts.flatMap { try $0.get() }, order: order, batch: batch, mapped: mapped, input: input)
+            return try finish(rows: try parts.flatMap { try $0.get() }, batch: batch, input: input)
         }
         var perImage = [Result<[Int: [Float]], any Error>](repeating: .success([:]), count: batch)
         perImage.withUnsafeMutableBufferPointer { slots in
-            let slots = UncheckedSendableBox(slots)
+            let slots = UncheckedSendable(slots)
             DispatchQueue.concurrentPerform(iterations: batch) { b in
                 slots.value[b] = Result {
                     dequantized(try program.run(Self.programInput(input, image: b, size: imageSize, mapping: mapping), keep: keep))
                 }
             }
         }
-        return try finish(rows: try perImage.map { try $0.get() }, order: order, batch: batch, mapped: mapped, input: input)
+        return try finish(rows: try perImage.map { try $0.get() }, batch: batch, input: input)
     }
 
     /// The graph's outputs from the mapped nodes' values of each image: the rest (a head the
     /// file does not have) in Float32 with the reference kernels.
-    private func finish(rows: [[Int: [Float]]], order: [Int], batch: Int, mapped: Set<Int>, input: Tensor) throws -> [Tensor] {
-        var values: [Int: [Float]] = [:]
-        for n in order { values[n] = rows.flatMap { $0[n] ?? [] } }
+    private func finish(rows: [[Int: [Float]]], batch: Int, input: Tensor) throws -> [Tensor] {
         var tensors: [Int: Tensor] = [:]
-        for n in mapped { tensors[n] = Tensor(shape: [batch] + shapes[n], scalars: values[n]!) }
+        for n in order { tensors[n] = Tensor(shape: [batch] + shapes[n], scalars: rows.flatMap { $0[n] ?? [] }) }
         func value(_ index: Int) -> Tensor {
             if let t = tensors[index] { return t }
             let node = graph.nodes[index]
@@ -241,10 +242,4 @@ private struct IntegerExecutor: GraphExecutor {
             })
         }
     }
-}
-
-/// Hands a buffer to `concurrentPerform`'s tasks, each writing its own element.
-private struct UncheckedSendableBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }

@@ -524,9 +524,3 @@ public enum GradientKernels {
     }
 }
 
-/// A value handed to `DispatchQueue.concurrentPerform` by ``GradientKernels/parallel(_:grain:_:)``,
-/// whose callers guarantee that the work items touch disjoint memory.
-struct UncheckedSendable<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
-}

@@ -60,7 +60,7 @@ let package = Package(
         .target(name: "CMobileNetTFLite", exclude: ["schema"], cxxSettings: [.headerSearchPath(".")]),
         // `.tflite` models: the checked reader, MobileNetV2 recognised in the graph, and the
         // integer kernels of quantized files (TFLite's requantization, the oracle in plain Swift).
-        .target(name: "MobileNetTFLite", dependencies: ["MobileNetKernels", "MobileNetModel", "CMobileNetTFLite", "CXNNPACK"]),
+        .target(name: "MobileNetTFLite", dependencies: ["MobileNetKernels", "MobileNetModel", "CMobileNetTFLite", "CXNNPACK", "CZip"]),
         // XNNPACK's quantized operators (Debian libxnnpack-dev 0.0~git20220216 and libpthreadpool-dev;
         // no pkg-config file): the fast integer kernels of quantized .tflite files.
         .systemLibrary(name: "CXNNPACK", path: "Sources/CXNNPACK", providers: [.apt(["libxnnpack-dev", "libpthreadpool-dev"])]),
@@ -83,12 +83,13 @@ let package = Package(
                 "MobileNetKernels", "MobileNetModel", "CMobileNetShims", "CMobileNetProcess", "CZip",
             ]
         ),
-        // libzip (Debian libzip-dev), found through pkg-config: the ZIP container of .keras files.
+        // libzip (Debian libzip-dev), found through pkg-config: the ZIP container of .keras files; and
+        // zlib (zlib1g-dev): the CRC-32 of files packed into exported .tflite models.
         .systemLibrary(
             name: "CZip",
             path: "Sources/CZip",
             pkgConfig: "libzip",
-            providers: [.apt(["libzip-dev"])]
+            providers: [.apt(["libzip-dev", "zlib1g-dev"])]
         ),
         // SQLite 3 (Debian libsqlite3-dev), found through pkg-config.
         .systemLibrary(

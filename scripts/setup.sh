@@ -12,7 +12,7 @@
 # already installed.
 set -euo pipefail
 
-packages=(pkg-config libhdf5-dev libjpeg-dev libpng-dev libwebp-dev libgif-dev libstb-dev libsqlite3-dev sqlite3 libopenblas-dev libdnnl-dev libzip-dev libfaiss-dev libflatbuffers-dev libxnnpack-dev libpthreadpool-dev)
+packages=(pkg-config libhdf5-dev libjpeg-dev libpng-dev libwebp-dev libgif-dev libstb-dev libsqlite3-dev sqlite3 libopenblas-dev libdnnl-dev libzip-dev zlib1g-dev libfaiss-dev libflatbuffers-dev libxnnpack-dev libpthreadpool-dev)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "CMobileNetTFLiteWriter.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -70,6 +70,19 @@ public struct ImageFileProblem: Sendable, Hashable, CustomStringConvertible {
 /// as spelled), hidden files skipped, non-image files skipped with a warning (a file counts as an image when its extension is one of
 /// ``imageFileExtensions`` or its first bytes are an image signature).
 public struct ImageFileList: Sendable {
+    /// At most `count` of `files`, spread evenly over the list and in its order (file `i *
+    /// files.count / count` for `i` in `0..<count`), so that a sorted folder of class subfolders
+    /// gives every class its share: a calibration or sample set that does not depend on chance.
+    ///
+    /// - Parameters:
+    ///   - files: the files, in their order.
+    ///   - count: how many to keep (all when `count >= files.count`; none when `count <= 0`).
+    public static func evenlySpaced(_ files: [URL], count: Int) -> [URL] {
+        guard count < files.count else { return files }
+        guard count > 0 else { return [] }
+        return (0..<count).map { files[$0 * files.count / count] }
+    }
+
     /// The files, in argument order, each directory's files sorted by path.
     public var files: [URL]
     /// Missing paths (errors), skipped files and directories with only sub-folders (warnings).

@@ -196,6 +196,55 @@ struct TFLiteExportTests {
         #expect(difference < 1e-5)
     }
 
+    @Test("the shared ImageNet weights to int8 (calibrated on the 100 sample photos): LiteRT's outputs on the 31 reference photos are ours",
+          .enabled(if: TestData.sharedAvailable && liteRTAvailable, "needs ../shared and LiteRT"))
+    func sharedWeightsInt8() async throws {
+        let weights = TestData.shared("data/weights/mobilenet_v2_1.0_224_dequant.h5")
+        let model = try await ModelFile.open(weights, backend: OneDNNBackend())
+        let sample = TestData.shared("data/imagenet-sample")
+        let photos = try FileManager.default.contentsOfDirectory(at: sample, includingPropertiesForKeys: nil).sorted { $0.path < $1.path }
+        let settings = TFLiteExportSettings(quantization: .int8, calibrationImages: photos, inputType: .uint8, outputType: .uint8, name: "imagenet")
+        let result = try model.exportTFLite(settings, floatBackend: OneDNNBackend(), runtime: RuntimeOptions(backend: OneDNNBackend()))
+        #expect(result.calibrationImages == photos.count && result.calibrationFailures.isEmpty)
+
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("imagenet-int8.tflite")
+        try result.data.write(to: url)
+        let reference = TestData.shared("data/reference")
+        let ids = try FileManager.default.contentsOfDirectory(atPath: reference.path).filter { $0.hasSuffix(".input.npy") }
+            .map { String($0.dropLast(".input.npy".count)) }.sorted()
+        let tensors = try ids.map { try NPY.read(contentsOf: reference.appendingPathComponent("\($0).input.npy")) }
+        let lite = try Self.liteRT(url, inputs: tensors, in: dir)
+
+        let file = try TFLiteModel(contentsOf: url)
+        let program = try QuantizedProgram(model: file)
+        let fast = try #require(XNNPACKProgram(model: file, program: program, threads: 2))
+        let input = file.tensors[file.inputs[0]]
+        let (scale, zero) = (input.quantization!.scales[0], Int32(input.quantization!.zeroPoints[0]))
+        let quantized = tensors.map { x in x.scalars.map { v -> Int32 in min(max(Int32((v / scale).rounded(.toNearestOrAwayFromZero)) + zero, 0), 255) } }
+        let output = file.outputs[0]
+        let fastResults = try fast.run(quantized.map { .quantized($0) }, keep: [output])
+        var equal = 0, withinOne = 0, total = 0, sameTopKeras = 0
+        for (i, q) in quantized.enumerated() {
+            let ours = try #require(try program.run(.quantized(q), keep: [output]).quantized[output])
+            let ourFast = try #require(fastResults[i].quantized[output])
+            for j in ours.indices {
+                total += 1
+                if Double(ours[j]) == lite.builtin[i][j] { equal += 1 }
+                if abs(Double(ourFast[j]) - lite.xnnpack[i][j]) <= 1 { withinOne += 1 }
+            }
+            let keras = try NPY.read(contentsOf: reference.appendingPathComponent("\(ids[i]).probs.npy")).scalars
+            let top = ourFast.indices.max { ourFast[$0] < ourFast[$1] || (ourFast[$0] == ourFast[$1] && $0 > $1) }!
+            if top == keras.indices.max(by: { keras[$0] < keras[$1] })! { sameTopKeras += 1 }
+        }
+        print("exported int8 (shared weights): reference kernels equal to LiteRT built-in \(equal)/\(total); XNNPACK within 1 of LiteRT XNNPACK \(withinOne)/\(total); top-1 as Keras float \(sameTopKeras)/\(ids.count); \(result.data.count) bytes")
+        #expect(Double(equal) >= 0.99 * Double(total))
+        #expect(Double(withinOne) >= 0.99 * Double(total))
+        #expect(sameTopKeras >= ids.count - 2)
+        #expect(lite.packed["labels.txt"]?.split(separator: "\n").count == 1000)
+    }
+
     @Test("what cannot be written is a typed error: integer I/O without calibration, a foreign calibration, wrong class names, an unfolded graph")
     func refusals() throws {
         let network = try smallClassifier()

@@ -52,4 +52,65 @@ struct ExportCommandTests {
         print("mobilenet predict: model file vs exported .keras max |diff| = \(diff)")
         #expect(diff <= 1e-6)
     }
+
+    @Test func exportToTFLiteThenClassifyWithIt() throws {
+        let work = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: work) }
+        let data = work.appendingPathComponent("data")
+        for name in ["daisy", "roses", "tulips"] {
+            let dir = data.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let source = TestData.shared("data/flowers/train/\(name)")
+            for file in try FileManager.default.contentsOfDirectory(atPath: source.path).sorted().prefix(3) {
+                try FileManager.default.copyItem(at: source.appendingPathComponent(file), to: dir.appendingPathComponent(file))
+            }
+        }
+        let model = work.appendingPathComponent("model.json").path
+        let common = ["--weights", CLI.noTopWeights]
+        let train = try CLI.run(["train", data.path, "--no-cache", "-o", model, "--validation-split", "0.34", "--epochs", "5",
+                                 "--input-size", "64", "--hidden", "8"] + common)
+        #expect(train.status == 0, "\(train.stderr)")
+
+        // int8 with uint8 ends, calibrated on the training folder; the report on the same folder.
+        let int8 = work.appendingPathComponent("model-int8.tflite").path
+        let export = try CLI.run(["export", "--model", model, "-o", int8, "--quantize", "int8", "--calibration", data.path,
+                                  "--input-type", "uint8", "--output-type", "uint8", "--validation", data.path] + common)
+        #expect(export.status == 0, "\(export.stderr)")
+        #expect(export.stderr.contains("int8 (calibrated on 9 images; input uint8, output uint8)"), "\(export.stderr)")
+        #expect(export.stderr.contains("warning: 9 calibration images"))
+        #expect(export.stdout.contains("validation images       9") && export.stdout.contains("top-1 agreement"), "\(export.stdout)")
+        let again = try CLI.run(["export", "--model", model, "-o", int8] + common)
+        #expect(again.status == 64 && again.stderr.contains("already exists"))
+
+        // The written file is a model like any other: its packed class names, no --weights.
+        let photos = data.appendingPathComponent("roses").path
+        let classify = try CLI.run(["classify", "--model", int8, photos, "--top-k", "3"])
+        #expect(classify.status == 0, "\(classify.stderr)")
+        #expect(classify.stdout.contains("roses") && classify.stdout.contains("daisy") && classify.stdout.contains("tulips"), "\(classify.stdout)")
+        let float = work.appendingPathComponent("model.tflite").path
+        let floatExport = try CLI.run(["export", "--model", model, "-o", float] + common)
+        #expect(floatExport.status == 0 && floatExport.stderr.contains("float32"), "\(floatExport.stderr)")
+        let fromJSON = try CLI.run(["predict", "--model", model, photos, "--no-cache", "--json", "--top-k", "3"] + common)
+        let fromTFLite = try CLI.run(["predict", "--model", float, photos, "--no-cache", "--json", "--top-k", "3"])
+        let a = try JSONDecoder().decode(Document.self, from: Data(fromJSON.stdout.utf8))
+        let b = try JSONDecoder().decode(Document.self, from: Data(fromTFLite.stdout.utf8))
+        #expect(a.results.map(\.file) == b.results.map(\.file))
+        for (x, y) in zip(a.results, b.results) {
+            #expect(x.predictions.map(\.className) == y.predictions.map(\.className))
+            for (p, q) in zip(x.predictions, y.predictions) { #expect(abs(p.probability - q.probability) < 1e-5) }
+        }
+
+        // Options that do not fit are usage errors (64), before anything is opened.
+        let out = work.appendingPathComponent("x.tflite").path
+        for (arguments, message) in [(["--quantize", "int8"], "--quantize int8 needs --calibration"),
+                                     (["--input-type", "uint8"], "need --quantize int8"),
+                                     (["--calibration", data.path], "--calibration applies to --quantize int8"),
+                                     (["--quantize", "int8", "--calibration", data.path, "--calibration-limit", "0"], "--calibration-limit must be")] {
+            let r = try CLI.run(["export", "--model", model, "-o", out] + arguments + common)
+            #expect(r.status == 64 && r.stderr.contains(message), "\(arguments): \(r.stderr)")
+        }
+        let keras = try CLI.run(["export", "--model", model, "-o", work.appendingPathComponent("x.keras").path, "--quantize", "int8"] + common)
+        #expect(keras.status == 64 && keras.stderr.contains("--quantize applies to a .tflite export"), "\(keras.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
 }

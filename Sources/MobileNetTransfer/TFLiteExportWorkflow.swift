@@ -102,7 +102,7 @@ extension RunnableModel {
     /// Writes this model as a `.tflite` file: the float graph (backbone, pooling, head; for an
     /// embedder the pooled embedding) through ``/MobileNetTFLite/TFLiteExporter``, with TFLite
     /// Support metadata: the class names as the packed `labels.txt`, the input normalisation of
-    /// the model's preprocessing (``PreprocessingConfiguration/scaling``), name and version.
+    /// the model's preprocessing (``/MobileNetIO/PreprocessingConfiguration/scaling``), name and version.
     ///
     /// For int8, calibration runs the float graph on `floatBackend` over every calibration image
     /// (preprocessed as this model's images) and records each activation's range; images that do

@@ -19,7 +19,14 @@ One invocation:
   5. repeats steps 3 and 4 `--rounds` times (default 3), each round running every system in turn, and
      prints a table of the medians over rounds with the ratio of ours to each peer (the
      per-round values follow as JSON);
-  6. does all of that in two conditions (`--conditions quiet,loaded`): a quiet machine, and a
+  6. quantized TFLite (issue 31): the same Keras model converted by TFLiteConverter to full-integer
+     int8 (per-channel weights, uint8 input and output, calibrated on data/imagenet-sample) and,
+     when present, the shared Coral uint8 file: LiteRT's default (XNNPACK) run of each file
+     ("litert-int8", "litert-coral") against ours on the same file (`mobilenet bench --model`,
+     "ours-int8", "ours-coral"), batch-1 latency and batch-32 throughput, and `mobilenet embed
+     --model` of the flowers with the int8 file; the table adds ours-int8 / litert-int8,
+     ours-coral / litert-coral and ours-int8 / ours (our integer path against our float one);
+  7. does all of that in two conditions (`--conditions quiet,loaded`): a quiet machine, and a
      loaded one, where a competing busy process (one Python thread spinning, pinned to CPU 0
      with taskset when available) runs for the whole condition, the same for every system.
      Loaded rows are marked "(loaded)".
@@ -43,6 +50,8 @@ WEIGHTS = os.path.join(SHARED, "data/weights/mobilenet_v2_1.0_224_dequant.h5")
 WEIGHTS_NO_TOP = os.path.join(SHARED, "data/weights/mobilenet_v2_1.0_224_dequant_no_top.h5")
 FLOWERS = os.path.join(SHARED, "data/flowers")
 IMAGE = os.path.join(ROOT, "Examples/chelsea.png")
+CORAL = os.path.join(SHARED, "data/tflite/mobilenet_v2_1.0_224_quant.tflite")
+SAMPLE = os.path.join(SHARED, "data/imagenet-sample")
 PACKAGES = ["tensorflow==2.21.*", "keras==3.15.*", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "pillow", "numpy"]
 
 
@@ -102,17 +111,25 @@ def load_peer(peer, threads, workdir):
         session = ort.InferenceSession(os.path.join(workdir, "model.onnx"), options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
-    if peer == "litert":
+    if peer in ("litert", "litert-int8", "litert-coral"):
         from ai_edge_litert.interpreter import Interpreter
-        interpreter = Interpreter(model_path=os.path.join(workdir, "model.tflite"), num_threads=threads)
+        path = {"litert": os.path.join(workdir, "model.tflite"), "litert-int8": os.path.join(workdir, "model-int8.tflite"), "litert-coral": CORAL}[peer]
+        interpreter = Interpreter(model_path=path, num_threads=threads)
         state = {"batch": None}
 
         def run(x):
+            detail = interpreter.get_input_details()[0]
             if state["batch"] != x.shape[0]:
-                interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], list(x.shape))
+                interpreter.resize_tensor_input(detail["index"], list(x.shape))
                 interpreter.allocate_tensors()
                 state["batch"] = x.shape[0]
-            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+                detail = interpreter.get_input_details()[0]
+            if detail["dtype"] != np.float32:
+                # An integer input gets the images through its quantization, as LiteRT's users feed it.
+                scale, zero = detail["quantization"]
+                info = np.iinfo(detail["dtype"])
+                x = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
+            interpreter.set_tensor(detail["index"], x)
             interpreter.invoke()
             return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
         return run
@@ -204,6 +221,22 @@ def export_models(workdir):
             converter = tf.lite.TFLiteConverter.from_saved_model(saved)
             with open(os.path.join(directory, "model.tflite"), "wb") as f:
                 f.write(converter.convert())
+            # Full-integer int8 (per-channel weights, uint8 ends), calibrated on the ImageNet
+            # sample photos (random images without the shared data).
+            import numpy as np
+            if os.path.isdir(SAMPLE):
+                photos = sorted(os.path.join(SAMPLE, f) for f in os.listdir(SAMPLE))
+                calibration = [np.asarray(keras.utils.load_img(p, target_size=(224, 224)), dtype=np.float32) / 127.5 - 1 for p in photos]
+            else:
+                calibration = list(np.random.default_rng(0).uniform(-1, 1, (32, 224, 224, 3)).astype(np.float32))
+            converter = tf.lite.TFLiteConverter.from_keras_model(model)
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([x[np.newaxis]] for x in calibration)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.uint8
+            converter.inference_output_type = tf.uint8
+            with open(os.path.join(directory, "model-int8.tflite"), "wb") as f:
+                f.write(converter.convert())
         log(f"exported {'with' if include_top else 'without'} top to {directory}")
 
 
@@ -276,6 +309,9 @@ def main():
     export_models(args.workdir)
 
     peers = ["keras", "onnxruntime", "litert"] + (["torch"] if args.torch else [])
+    quantized = [("ours-int8", "litert-int8", os.path.join(args.workdir, "model-int8.tflite"))]
+    if os.path.exists(CORAL):
+        quantized.append(("ours-coral", "litert-coral", CORAL))
     me = [sys.executable, os.path.abspath(__file__), "--workdir", args.workdir]
     results = {}  # metric -> {system: [value per round]}
 
@@ -295,13 +331,13 @@ def main():
             competitor = subprocess.Popen((["taskset", "-c", "0"] if shutil.which("taskset") else []) + spin)
             log("loaded: a busy process on CPU 0")
         try:
-            measure_rounds(args, me, peers, put)
+            measure_rounds(args, me, peers, quantized, put)
         finally:
             if competitor:
                 competitor.kill()
                 competitor.wait()
 
-    print_table(results, peers)
+    print_table(results, peers, quantized)
 
 
 # Our binary as it is (GNU OpenMP's bounded spin, adaptive threads), and as it ran before the
@@ -309,7 +345,7 @@ def main():
 OURS = [("ours", None, []), ("passive", dict(os.environ, OMP_WAIT_POLICY="passive"), ["--thread-policy", "fixed"])]
 
 
-def measure_rounds(args, me, peers, put):
+def measure_rounds(args, me, peers, quantized, put):
     """Every measurement, `args.rounds` times, each round running every system in turn."""
     # Rounds interleave every system, so a burst of load on this shared machine hits all of
     # them alike; the table shows the median over rounds.
@@ -324,6 +360,13 @@ def measure_rounds(args, me, peers, put):
                 r = run_json(me + ["--worker", "speed", "--peer", peer, "--threads", str(threads), "--batch", "1", "--iterations", str(args.iterations)])
                 if r:
                     put(f"batch-1 latency, {threads} thread(s) (ms)", peer, r["medianMilliseconds"])
+            for ours_name, peer, model in quantized:
+                ours = run_json([args.mobilenet, "bench", "--model", model, "--threads", str(threads), "--batch-size", "1", "--iterations", str(args.iterations), "--json"])
+                if ours:
+                    put(f"batch-1 latency, {threads} thread(s) (ms)", ours_name, ours["medianMilliseconds"])
+                r = run_json(me + ["--worker", "speed", "--peer", peer, "--threads", str(threads), "--batch", "1", "--iterations", str(args.iterations)])
+                if r:
+                    put(f"batch-1 latency, {threads} thread(s) (ms)", peer, r["medianMilliseconds"])
             log(f"batch-1 latency at {threads} thread(s) done")
         for name, env, extra in OURS:
             ours = run_json([args.mobilenet, "bench", "--threads", "2", "--batch-size", "32", "--iterations", str(args.batch_iterations), "--warmup", "1", "--json", *extra], env)
@@ -331,6 +374,15 @@ def measure_rounds(args, me, peers, put):
                 put("batch-32 throughput, 2 threads (images/s)", name, ours["imagesPerSecond"])
                 put("peak RSS, batch 32 (MB)", name, ours["peakRSSMegabytes"])
         for peer in peers:
+            r = run_json(me + ["--worker", "speed", "--peer", peer, "--threads", "2", "--batch", "32", "--iterations", str(args.batch_iterations), "--warmup", "1"])
+            if r:
+                put("batch-32 throughput, 2 threads (images/s)", peer, r["imagesPerSecond"])
+                put("peak RSS, batch 32 (MB)", peer, r["peakRSSMegabytes"])
+        for ours_name, peer, model in quantized:
+            ours = run_json([args.mobilenet, "bench", "--model", model, "--threads", "2", "--batch-size", "32", "--iterations", str(args.batch_iterations), "--warmup", "1", "--json"])
+            if ours:
+                put("batch-32 throughput, 2 threads (images/s)", ours_name, ours["imagesPerSecond"])
+                put("peak RSS, batch 32 (MB)", ours_name, ours["peakRSSMegabytes"])
             r = run_json(me + ["--worker", "speed", "--peer", peer, "--threads", "2", "--batch", "32", "--iterations", str(args.batch_iterations), "--warmup", "1"])
             if r:
                 put("batch-32 throughput, 2 threads (images/s)", peer, r["imagesPerSecond"])
@@ -357,27 +409,29 @@ def measure_rounds(args, me, peers, put):
                 for name, env, extra in OURS:
                     seconds = timed([args.mobilenet, "embed", FLOWERS, "--recursive", *no_top, "-o", out, "--overwrite", "--batch-size", "32", *extra], env)
                     put(f"embed flowers folder, {count} JPEGs (images/s)", name, count / seconds if seconds else None)
+                seconds = timed([args.mobilenet, "embed", FLOWERS, "--recursive", "--model", quantized[0][2], "-o", out, "--overwrite", "--batch-size", "32"])
+                put(f"embed flowers folder, {count} JPEGs (images/s)", "ours-int8", count / seconds if seconds else None)
             for peer in ["keras", "onnxruntime"]:
                 seconds = timed(me + ["--worker", "e2e", "--peer", peer, "--threads", "2"])
                 put(f"embed flowers folder, {count} JPEGs (images/s)", peer, count / seconds if seconds else None)
             log("end-to-end done")
 
 
-def print_table(results, peers):
-    systems = ["ours", "passive"] + peers
-    higher_is_better = lambda metric: "images/s" in metric
-    header = ["metric"] + systems + [f"ours vs {p}" for p in ["passive"] + peers]
+def print_table(results, peers, quantized=()):
+    systems = ["ours", "passive"] + peers + [name for pair in quantized for name in pair[:2]]
+    pairs = [("ours", p) for p in ["passive"] + peers] + [(a, b) for a, b, _ in quantized] + ([("ours-int8", "ours")] if quantized else [])
+    header = ["metric"] + systems + [f"{a} vs {b}" for a, b in pairs]
     rows = []
     runs = results
     results = {metric: {system: statistics.median(v) for system, v in values.items()} for metric, values in runs.items()}
     for metric, values in results.items():
         row = [metric] + [("%.3g" % values[s]) if values.get(s) is not None else "-" for s in systems]
-        for p in ["passive"] + peers:
-            a, b = values.get("ours"), values.get(p)
+        for x, y in pairs:
+            a, b = values.get(x), values.get(y)
             row.append("%.2fx" % (a / b) if a and b else "-")
         rows.append(row)
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    print("Ratios: ours / peer (for ms, s and MB lower is better; for images/s higher is better).")
+    print("Ratios: a / b (for ms, s and MB lower is better; for images/s higher is better).")
     for r in [header, ["-" * w for w in widths]] + rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
     print(json.dumps({"medians": results, "rounds": runs}))

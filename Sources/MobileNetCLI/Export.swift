@@ -129,7 +129,10 @@ struct Export: AsyncParsableCommand {
 
     private func exportTFLite() async throws {
         let backend = runtime.inferenceBackend()
-        let source = try await model.openModel(backend: backend, includeTop: model.modelFile == nil, preprocessing: image.modelPreprocessing)
+        // Without --model: the weights --weights names (a file with the top is the ImageNet
+        // classifier, one without it the embedder); with neither, the ImageNet classifier.
+        let source = try await model.openModel(backend: backend, includeTop: model.modelFile == nil && model.weights == nil,
+                                               preprocessing: image.modelPreprocessing)
         var images: [URL] = []
         if quantize == .int8 {
             let list = ImageFileList(calibration, recursive: true)

@@ -21,9 +21,9 @@ struct Export: AsyncParsableCommand {
 
             .tflite (--format tflite, or an output ending in .tflite): any model --model opens (a \
             `mobilenet train` model, head-only or fine-tuned; Keras weights or models; a .tflite), or \
-            the ImageNet classifier without --model; written with LiteRT's built-in operators and \
+            without --model the weights --weights names (the ImageNet classifier by default); written with LiteRT's built-in operators and \
             TFLite Support metadata (class names packed as labels.txt, the input normalisation), so \
-            LiteRT, TFLite Support's ImageClassifier and `mobilenet classify --model` use it as it is. \
+            LiteRT and `mobilenet classify --model` use it as it is. \
             --quantize dynamic-range stores int8 weights; --quantize int8 --calibration DIR quantizes \
             weights (per channel) and activations (ranges seen on 100-500 of your images), as \
             TensorFlow's converter does; --input-type/--output-type uint8|int8 make the ends integer \
@@ -49,10 +49,10 @@ struct Export: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Images (a folder, searched recursively, or files) the int8 activation ranges are measured on.", valueName: "path"))
     var calibration: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("Calibration images used at most, spread evenly over those found (TensorFlow suggests 100-500).", valueName: "n"))
-    var calibrationLimit: Int = 500
+    @Option(name: .long, help: ArgumentHelp("Calibration images used at most, 1...100000, spread evenly over those found (default 500; TensorFlow suggests 100-500).", valueName: "n"))
+    var calibrationLimit: Int?
 
-    @Option(name: .long, help: ArgumentHelp("TFLite input type: float32, uint8 or int8 (integer types with --quantize int8).", valueName: "type"))
+    @Option(name: .long, help: ArgumentHelp("TFLite input type: float32 (the preprocessed image), uint8 (raw pixels 0...255 for the default scaling) or int8 (pixel - 128); integer types with --quantize int8.", valueName: "type"))
     var inputType: TFLiteIOType = .float32
 
     @Option(name: .long, help: ArgumentHelp("TFLite output type: float32, uint8 or int8 (integer types with --quantize int8).", valueName: "type"))
@@ -64,14 +64,14 @@ struct Export: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The model's name in the TFLite metadata (default: the output file's name).", valueName: "text"))
     var name: String?
 
-    @Option(name: .long, help: ArgumentHelp("The model's version in the TFLite metadata.", valueName: "text"))
-    var metadataVersion: String = "1"
+    @Option(name: .long, help: ArgumentHelp("The model's version in the TFLite metadata (default 1).", valueName: "text"))
+    var metadataVersion: String?
 
     @Option(name: .long, help: ArgumentHelp("Author in the TFLite metadata.", valueName: "text"))
-    var author: String = ""
+    var author: String?
 
     @Option(name: .long, help: ArgumentHelp("Licence in the TFLite metadata.", valueName: "text"))
-    var license: String = ""
+    var license: String?
 
     @OptionGroup(title: "Runtime") var runtime: RuntimeOptionGroup
     @OptionGroup var decode: DecodeOptions
@@ -81,19 +81,38 @@ struct Export: AsyncParsableCommand {
 
     func validate() throws {
         try validateOutputs([output], overwrite: overwrite, inputs: [model.modelFile, model.weights].compactMap { $0 })
+        if output == "-" { throw ValidationError("-o - is not a file: export writes a .keras or .tflite file (/dev/stdout for a pipe)") }
+        let lowered = output.lowercased()
+        if let format, (format == .keras && lowered.hasSuffix(".tflite")) || (format == .tflite && lowered.hasSuffix(".keras")) {
+            throw ValidationError("--format \(format.rawValue) does not fit the output \(output): name it .\(format.rawValue) or leave --format out")
+        }
+        let tfliteOnly = [(quantize != .none, "--quantize"), (!calibration.isEmpty, "--calibration"), (calibrationLimit != nil, "--calibration-limit"),
+                          (inputType != .float32, "--input-type"), (outputType != .float32, "--output-type"), (validation != nil, "--validation"),
+                          (name != nil, "--name"), (metadataVersion != nil, "--metadata-version"), (author != nil, "--author"),
+                          (license != nil, "--license")].filter(\.0).map(\.1)
         if resolvedFormat == .keras {
             guard model.modelFile != nil else { throw ValidationError("--model is required for a .keras export: a `mobilenet train` model file") }
-            let tfliteOnly = [(quantize != .none, "--quantize"), (!calibration.isEmpty, "--calibration"), (inputType != .float32, "--input-type"),
-                              (outputType != .float32, "--output-type"), (validation != nil, "--validation")].filter(\.0).map(\.1)
             if let first = tfliteOnly.first { throw ValidationError("\(first) applies to a .tflite export (-o FILE.tflite or --format tflite)") }
             return
         }
         if quantize == .int8 && calibration.isEmpty { throw ValidationError("--quantize int8 needs --calibration DIR: 100-500 images like those the model will see") }
         if quantize != .int8 && !calibration.isEmpty { throw ValidationError("--calibration applies to --quantize int8") }
+        if quantize != .int8 && calibrationLimit != nil { throw ValidationError("--calibration-limit applies to --quantize int8") }
         if quantize != .int8 && (inputType != .float32 || outputType != .float32) {
             throw ValidationError("--input-type and --output-type uint8/int8 need --quantize int8")
         }
-        guard (1...100_000).contains(calibrationLimit) else { throw ValidationError("--calibration-limit must be between 1 and 100000, got \(calibrationLimit)") }
+        if let limit = calibrationLimit, !(1...100_000).contains(limit) {
+            throw ValidationError("--calibration-limit must be between 1 and 100000, got \(limit)")
+        }
+        for path in calibration where !FileManager.default.fileExists(atPath: path) {
+            throw ValidationError("--calibration \(path): no such file or directory")
+        }
+        if let validation {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: validation, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ValidationError("--validation \(validation): not a directory (one subfolder of images per class)")
+            }
+        }
     }
 
     func run() async throws {
@@ -110,7 +129,10 @@ struct Export: AsyncParsableCommand {
         let opened = try await ModelFile.open(URL(fileURLWithPath: modelFile), options: ModelOpenOptions(backboneWeightsPath: model.weights, embeddingOnly: true),
                                               backend: ReferenceBackend())
         guard let saved = opened.trainedModel else {
-            throw ValidationError("\(modelFile) is a \(opened.kind.rawValue) file; a .keras export takes a `mobilenet train` model file (a Keras model is already one; -o FILE.tflite exports any model to TFLite)")
+            try checkUsage {
+                throw ValidationError("\(modelFile) is a \(opened.kind.rawValue) file; a .keras export takes a `mobilenet train` model file (a Keras model is already one; -o FILE.tflite exports any model to TFLite)")
+            }
+            return
         }
         let identity = saved.backbone
         let backbone = try KerasWeightFile.read(contentsOf: opened.weightsURL).weights.mobileNetV2Part().droppingClassifier()
@@ -128,26 +150,48 @@ struct Export: AsyncParsableCommand {
     }
 
     private func exportTFLite() async throws {
-        let backend = runtime.inferenceBackend()
-        // Without --model: the weights --weights names (a file with the top is the ImageNet
-        // classifier, one without it the embedder); with neither, the ImageNet classifier.
-        let source = try await model.openModel(backend: backend, includeTop: model.modelFile == nil && model.weights == nil,
-                                               preprocessing: image.modelPreprocessing)
+        // Everything a mistake in the arguments would stop is checked before any work: the
+        // calibration images are listed, the validation folder read.
         var images: [URL] = []
         if quantize == .int8 {
             let list = ImageFileList(calibration, recursive: true)
             for problem in list.problems where problem.isError { printError("warning: \(problem) (skipped)") }
-            images = ImageFileList.evenlySpaced(list.files, count: calibrationLimit)
-            if images.isEmpty { throw TFLiteExportWorkflowError.noCalibrationImage }
-            if images.count < 100 { printError("warning: \(images.count) calibration images; TensorFlow suggests 100-500 for stable activation ranges") }
+            images = ImageFileList.evenlySpaced(list.files, count: calibrationLimit ?? 500)
+            try checkUsage {
+                if images.isEmpty { throw ValidationError("--calibration \(calibration.joined(separator: " ")): no image files found") }
+            }
+        }
+        let backend = runtime.inferenceBackend()
+        // Without --model: the weights --weights names (a file with the top is the ImageNet
+        // classifier, one without it the embedder); with neither, the ImageNet classifier.
+        var source = try await model.openModel(backend: backend, includeTop: model.modelFile == nil && model.weights == nil,
+                                               preprocessing: image.modelPreprocessing)
+        var validationFolder: URL?
+        if let validation {
+            let root = URL(fileURLWithPath: validation, isDirectory: true)
+            guard source.isClassifier else { throw ModelFileError.notAClassifier(path: source.source.path) }
+            // A Keras model records no class names: as `evaluate` does, the folder's sorted
+            // subfolders name them (and the written file packs those names).
+            if source.kind == .kerasModel && model.labelsFile == nil {
+                let names = try ImageFolder(root: root).classNames
+                source = try source.withClassNames(names)
+                printError("note: \(source.source.lastPathComponent) records no class names; using the subfolders of \(validation): \(names.prefix(10).joined(separator: ", "))")
+            }
+            _ = try ImageFolder(root: root, classNames: source.classNames)
+            validationFolder = root
+        } else if source.kind == .kerasModel && model.labelsFile == nil && source.isClassifier {
+            printError("warning: \(source.source.lastPathComponent) records no class names: the .tflite packs class0 ... class\(source.classes.count - 1); give them with --labels FILE")
         }
         let settings = TFLiteExportSettings(quantization: quantize, calibrationImages: images, inputType: inputType, outputType: outputType,
                                             name: name ?? URL(fileURLWithPath: output).deletingPathExtension().lastPathComponent,
-                                            version: metadataVersion, author: author, license: license)
+                                            version: metadataVersion ?? "1", author: author ?? "", license: license ?? "")
         let progress = ProgressReporter()
         let result = try source.exportTFLite(settings, floatBackend: backend, runtime: runtime.runtime(decode), progress: progress.update)
         progress.finish()
         for failure in result.calibrationFailures { printError("error: \(failure.message) (skipped)") }
+        if quantize == .int8 && result.calibrationImages < 100 {
+            printError("warning: \(result.calibrationImages) calibration image\(result.calibrationImages == 1 ? "" : "s"); TensorFlow suggests 100-500 for stable activation ranges")
+        }
         let url = URL(fileURLWithPath: output)
         try AtomicFile.write(result.data, to: url, overwrite: overwrite)
         let c = source.configuration
@@ -162,9 +206,9 @@ struct Export: AsyncParsableCommand {
         } else {
             printError("output: the \(source.embeddingWidth)-d pooled embedding")
         }
-        guard let validation else { return }
+        guard let validationFolder else { return }
         let exported = try await ModelFile.open(url, options: ModelOpenOptions(preprocessing: source.preprocessingConfiguration), backend: backend)
-        let (comparison, failures) = try source.compare(with: exported, folder: URL(fileURLWithPath: validation, isDirectory: true), runtime: runtime.runtime(decode))
+        let (comparison, failures) = try source.compare(with: exported, folder: validationFolder, runtime: runtime.runtime(decode))
         for failure in failures { printError("error: \(failure.message) (skipped)") }
         func percent(_ x: Double) -> String { String(format: "%.2f%%", x * 100) }
         print("validation images       \(comparison.images)")

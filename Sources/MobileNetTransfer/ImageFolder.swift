@@ -30,7 +30,11 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
             return "\(path): found \(found.count) class folder(s) \(found); a classifier needs at least 2 (one subfolder of images per class)"
         case .emptyClass(let path, let name): return "\(path): class folder '\(name)' contains no images"
         case .classMismatch(let path, let expected, let found):
-            return "\(path): validation classes \(found) differ from the training classes \(expected)"
+            // A 1000-class model's names would fill the screen: the differences, and counts.
+            func list(_ names: [String]) -> String { names.count <= 12 ? "\(names)" : "\(Array(names.prefix(10))) and \(names.count - 10) more" }
+            let missing = expected.filter { !found.contains($0) }, extra = found.filter { !expected.contains($0) }
+            return "\(path): validation classes \(list(found)) differ from the training classes \(list(expected))"
+                + (expected.count > 12 || found.count > 12 ? " (\(extra.count) not among the training classes: \(list(extra)); \(missing.count) training classes missing)" : "")
         case .invalidValidationSplit(let value): return "the validation split must be in 0..<1, got \(value)"
         case .undecodableClassName(let path):
             return "\(path): a class folder whose name is not valid UTF-8 (shown with its bytes escaped); rename it to use it"

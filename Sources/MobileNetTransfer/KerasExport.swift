@@ -246,21 +246,17 @@ public struct KerasTransferExport: Sendable {
         } catch {
             throw .writeFailed(path: path, message: "ZIP: \(error.reason)")
         }
-        if overwrite {
-            guard rename(archiveURL.path, path) == 0 else {
-                throw .writeFailed(path: path, message: String(cString: strerror(errno)))
-            }
-        } else {
-            // link(2) refuses an existing destination atomically; fall back to rename where
-            // hard links are not supported.
-            if link(archiveURL.path, path) != 0 {
-                let code = errno
-                if code == EEXIST { throw .exists(path: path) }
-                if fileManager.fileExists(atPath: path) { throw .exists(path: path) }
-                guard rename(archiveURL.path, path) == 0 else {
-                    throw .writeFailed(path: path, message: String(cString: strerror(errno)))
-                }
-            }
+        // Put in place as every output is (AtomicFile): a symbolic link is replaced, never
+        // written through; a device or FIFO is written into, never replaced by a regular file;
+        // without `overwrite` an existing file is refused at the moment of placing.
+        do {
+            let bytes = try Data(contentsOf: archiveURL)
+            try AtomicFile.write(bytes, to: url, overwrite: overwrite)
+        } catch let error as AtomicFileError {
+            if case .exists = error { throw .exists(path: path) }
+            throw .writeFailed(path: path, message: error.description)
+        } catch {
+            throw .writeFailed(path: path, message: error.localizedDescription)
         }
     }
 

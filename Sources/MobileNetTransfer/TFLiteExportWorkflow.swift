@@ -66,15 +66,18 @@ public struct TFLiteExportResult: Sendable {
 
 /// Why a model cannot be exported as asked.
 public enum TFLiteExportWorkflowError: Error, Equatable, CustomStringConvertible, LocalizedError {
-    /// int8 without a calibration image, or none of them decoded.
-    case noCalibrationImage
+    /// int8 without a calibration image, or none of them decoded: how many were tried and
+    /// why the first ones failed.
+    case noCalibrationImage(tried: Int, reasons: [String])
     /// Integer input or output types without int8 quantization.
     case integerTypesNeedInt8
 
     /// A one-line message.
     public var description: String {
         switch self {
-        case .noCalibrationImage: "int8 quantization needs calibration images (--calibration DIR) and none could be read"
+        case .noCalibrationImage(let tried, let reasons):
+            tried == 0 ? "int8 quantization needs calibration images (--calibration DIR) and none were given"
+                : "none of the \(tried) calibration images could be read (\(reasons.prefix(3).joined(separator: "; "))\(reasons.count > 3 ? "; ..." : ""))"
         case .integerTypesNeedInt8: "uint8 or int8 input and output types need --quantize int8 (a float model takes and gives float32)"
         }
     }
@@ -145,7 +148,7 @@ extension RunnableModel {
                 calibrated += tensors.count
                 progress?(range.upperBound, files.count)
             }
-            guard calibrated > 0 else { throw TFLiteExportWorkflowError.noCalibrationImage }
+            guard calibrated > 0 else { throw TFLiteExportWorkflowError.noCalibrationImage(tried: files.count, reasons: failures.map(\.message)) }
             quantization = .fullInteger(try calibrator.calibration())
         }
         let scaling = (preprocessingConfiguration ?? .standard).scaling.pixelMeanStd

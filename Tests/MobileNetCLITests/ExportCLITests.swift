@@ -111,6 +111,49 @@ struct ExportCommandTests {
         }
         let keras = try CLI.run(["export", "--model", model, "-o", work.appendingPathComponent("x.keras").path, "--quantize", "int8"] + common)
         #expect(keras.status == 64 && keras.stderr.contains("--quantize applies to a .tflite export"), "\(keras.stderr)")
+        let empty = work.appendingPathComponent("empty")
+        try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
+        for (arguments, message) in [(["--validation", work.appendingPathComponent("nope").path], "not a directory"),
+                                     (["--format", "keras"], "does not fit the output"),
+                                     (["--calibration-limit", "5"], "--calibration-limit applies to --quantize int8"),
+                                     (["--quantize", "int8", "--calibration", work.appendingPathComponent("nope").path], "no such file or directory"),
+                                     (["--quantize", "int8", "--calibration", empty.path], "no image files found")] {
+            let r = try CLI.run(["export", "--model", model, "-o", out] + arguments + common)
+            #expect(r.status == 64 && r.stderr.contains(message), "\(arguments): \(r.stderr)")
+        }
+        // A validation folder of other classes is found before anything is written.
+        let other = work.appendingPathComponent("other")
+        for name in ["cats", "dogs"] {
+            try FileManager.default.createDirectory(at: other.appendingPathComponent(name), withIntermediateDirectories: true)
+            try FileManager.default.copyItem(at: data.appendingPathComponent("roses").appendingPathComponent(try FileManager.default.contentsOfDirectory(atPath: data.appendingPathComponent("roses").path)[0]),
+                                             to: other.appendingPathComponent(name).appendingPathComponent("a.jpg"))
+        }
+        let mismatch = try CLI.run(["export", "--model", model, "-o", out, "--validation", other.path] + common)
+        #expect(mismatch.status == 1 && mismatch.stderr.contains("differ from the training classes"), "\(mismatch.stderr)")
         #expect(!FileManager.default.fileExists(atPath: out))
+
+        // --overwrite onto a FIFO writes into it (a reader gets the archive); it never replaces
+        // the FIFO with a regular file (a device such as /dev/null was replaced, issue 30's review).
+        let fifo = work.appendingPathComponent("pipe.keras").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let received = ReceivedBytes()
+        let reader = Thread {
+            if let handle = FileHandle(forReadingAtPath: fifo) { received.set(handle.readDataToEndOfFile().count) }
+        }
+        reader.start()
+        let intoFIFO = try CLI.run(["export", "--model", model, "-o", fifo, "--overwrite"] + common)
+        #expect(intoFIFO.status == 0, "\(intoFIFO.stderr)")
+        var info = stat()
+        #expect(lstat(fifo, &info) == 0 && (info.st_mode & S_IFMT) == S_IFIFO, "the FIFO was replaced")
+        for _ in 0..<100 where received.value == 0 { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(received.value > 100_000)
     }
+}
+
+/// Bytes a reader thread got, shared with the test.
+private final class ReceivedBytes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+    func set(_ n: Int) { lock.lock(); count = n; lock.unlock() }
 }

@@ -14,6 +14,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // SavedModel folders: TensorFlow's protocol buffers (generated code committed).
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         // `swift package generate-documentation` (the DocC catalog in Sources/MobileNet/MobileNet.docc).
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
         // `mobilenet serve` (MobileNetServer): HTTP, metrics, logging, graceful shutdown.
@@ -61,6 +63,12 @@ let package = Package(
         // `.tflite` models: the checked reader, MobileNetV2 recognised in the graph, and the
         // integer kernels of quantized files (TFLite's requantization, the oracle in plain Swift).
         .target(name: "MobileNetTFLite", dependencies: ["MobileNetKernels", "MobileNetModel", "CMobileNetTFLite", "CXNNPACK", "CZip"]),
+        // SavedModel folders (Keras 3 exports, TF Serving's version folders): saved_model.pb
+        // through swift-protobuf (TensorFlow's schema as a descriptor set in schema/, the Swift
+        // generated once by scripts/generate-savedmodel-protos.sh), the variables' tensor bundle
+        // read with every table offset, size and checksum checked.
+        .target(name: "MobileNetSavedModel", dependencies: ["MobileNetKernels", "MobileNetModel", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                exclude: ["schema"]),
         // XNNPACK's quantized operators (Debian libxnnpack-dev 0.0~git20220216 and libpthreadpool-dev;
         // no pkg-config file): the fast integer kernels of quantized .tflite files.
         .systemLibrary(name: "CXNNPACK", path: "Sources/CXNNPACK", providers: [.apt(["libxnnpack-dev", "libpthreadpool-dev"])]),
@@ -104,12 +112,12 @@ let package = Package(
         // Running the network over files: image file lists, the backbone loader, the pipelined
         // batch runner, the cached embedder, augmented views, filling and querying an image
         // index. Transfer learning and the served models sit on it.
-        .target(name: "MobileNetPipeline", dependencies: ["MobileNetKernels", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetSearch", "MobileNetTFLite"]),
+        .target(name: "MobileNetPipeline", dependencies: ["MobileNetKernels", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetSearch", "MobileNetTFLite", "MobileNetSavedModel"]),
         // Transfer learning: data sets from folders, the classifier head and its training,
         // evaluation, the model file, Keras import and export, the training workflow.
         .target(
             name: "MobileNetTransfer",
-            dependencies: ["MobileNetKernels", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining", "MobileNetTFLite"]
+            dependencies: ["MobileNetKernels", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining", "MobileNetTFLite", "MobileNetSavedModel"]
         ),
         // OpenBLAS (Debian libopenblas-dev), found through pkg-config: similarity search.
         .systemLibrary(
@@ -136,7 +144,7 @@ let package = Package(
         // vectors: building, .faiss files (read isolated and checked), search.
         .target(name: "MobileNetANN", dependencies: ["CMobileNetFaiss", "MobileNetSearch", "MobileNetIO", "MobileNetStore", "MobileNetPipeline"]),
         // Umbrella module: `import MobileNet`.
-        .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining", "MobileNetTransfer", "MobileNetSearch", "MobileNetANN", "MobileNetProcess", "MobileNetTFLite"]),
+        .target(name: "MobileNet", dependencies: ["MobileNetKernels", "MobileNetOneDNN", "MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTraining", "MobileNetTransfer", "MobileNetSearch", "MobileNetANN", "MobileNetProcess", "MobileNetTFLite", "MobileNetSavedModel"]),
         // Model serving without HTTP: the served models and their registry, TensorFlow Serving
         // REST and KServe v2 request decoding and response encoding, the dynamic batcher.
         .target(name: "MobileNetServing", dependencies: ["MobileNetModel", "MobileNetIO", "MobileNetStore", "MobileNetPipeline", "MobileNetTransfer", "MobileNetSearch", "MobileNetANN", "MobileNetKernels",
@@ -179,6 +187,7 @@ let package = Package(
         .executableTarget(name: "MobileNetFuzz", dependencies: ["MobileNetFuzzTargets"]),
         .target(name: "MobileNetTestSupport", dependencies: ["MobileNet"], path: "Tests/MobileNetTestSupport"),
         .testTarget(name: "MobileNetTFLiteTests", dependencies: ["MobileNet", "MobileNetTFLite", "MobileNetTestSupport"]),
+        .testTarget(name: "MobileNetSavedModelTests", dependencies: ["MobileNet", "MobileNetSavedModel", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetKernelsTests", dependencies: ["MobileNetKernels", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetModelTests", dependencies: ["MobileNet", "MobileNetModel", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetTrainingTests", dependencies: ["MobileNet", "MobileNetTraining", "MobileNetTestSupport"]),

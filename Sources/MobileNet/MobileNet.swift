@@ -8,6 +8,7 @@
 @_exported import MobileNetOneDNN
 @_exported import MobileNetPipeline
 @_exported import MobileNetProcess
+@_exported import MobileNetSavedModel
 @_exported import MobileNetSearch
 @_exported import MobileNetStore
 @_exported import MobileNetTFLite

@@ -2,6 +2,7 @@ import Foundation
 import MobileNetIO
 import MobileNetKernels
 import MobileNetModel
+import MobileNetSavedModel
 import MobileNetStore
 import MobileNetTFLite
 
@@ -51,6 +52,15 @@ public struct Backbone: Sendable {
     /// - Throws: as ``load(weightsPath:alpha:inputHeight:inputWidth:pooling:backend:resolver:)``.
     public static func load(contentsOf url: URL, alpha: Double, inputHeight: Int, inputWidth: Int, pooling: Pooling = .avg,
                             backend: any InferenceBackend) throws -> Backbone {
+        if SavedModelFolder.isFolder(url) {
+            // A SavedModel folder (an index or model made with `--model DIR`): its Keras-named variables.
+            let (folder, _) = try SavedModelFolder.resolve(url)
+            let recognised = try SavedModelMobileNetV2(folder: try SavedModelFolder(contentsOf: folder))
+            let configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: inputHeight, inputWidth: inputWidth, includeTop: false, pooling: pooling)
+            let network = try MobileNetV2(configuration: configuration, weights: recognised.backboneWeights.droppingClassifier(), backend: backend)
+            let index = folder.appendingPathComponent("variables/variables.index")
+            return Backbone(network: network, identity: try BackboneIdentity(configuration: configuration, weightsFile: index), weightsURL: folder)
+        }
         if case .tflite = try ModelContainer(contentsOf: url) {
             // A `.tflite` MobileNetV2 (an index or model made with `--model x.tflite`): its own
             // backend for a quantized file, the images preprocessed as the default (`x / 127.5 - 1`).

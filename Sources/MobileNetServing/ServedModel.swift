@@ -98,6 +98,7 @@ public final class ServedModel: Sendable {
         case .kerasModel: kind = .kerasClassifier
         case .trainedModel: kind = .trainedClassifier
         case .tflite: kind = model.isClassifier ? .tfliteClassifier : .embedder
+        case .savedModel: kind = model.isClassifier ? .kerasClassifier : .embedder
         }
     }
 

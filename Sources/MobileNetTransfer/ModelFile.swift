@@ -3,6 +3,7 @@ import MobileNetIO
 import MobileNetKernels
 import MobileNetModel
 import MobileNetPipeline
+import MobileNetSavedModel
 import MobileNetStore
 import MobileNetTFLite
 
@@ -25,6 +26,10 @@ public enum ModelFileKind: String, Sendable, Hashable, Codable, CaseIterable {
     /// weights, dynamic-range or fully quantized (uint8 TF-slim / Coral, int8 post-training); a
     /// fully quantized file runs in integer arithmetic (``/MobileNetTFLite/TFLiteIntegerBackend``).
     case tflite = "tflite"
+    /// A SavedModel folder recognised as MobileNetV2 (Keras 3 `model.export`), or a TF Serving
+    /// base folder of version folders (the highest version): the Keras-named variables and the
+    /// Dense head (``/MobileNetSavedModel/SavedModelMobileNetV2``).
+    case savedModel = "saved-model"
 
     /// Whether models of this kind give class probabilities (all but ``kerasWeightsNoTop``).
     public var isClassifier: Bool { self != .kerasWeightsNoTop }
@@ -125,6 +130,7 @@ public enum ModelFile {
     /// - Throws: ``ModelFileError`` for a missing, special or unrecognised file;
     ///   ``/MobileNetIO/WeightFileError`` for a damaged Keras file.
     public static func kind(of url: URL) throws -> ModelFileKind {
+        if SavedModelFolder.isFolder(url) { return .savedModel }
         switch try sniff(url) {
         case .json: return .trainedModel
         case .tflite: return .tflite
@@ -148,6 +154,7 @@ public enum ModelFile {
     ///   damaged or mismatching weights (non-finite head weights included); the backend's errors.
     public static func open(_ url: URL, options: ModelOpenOptions = ModelOpenOptions(), backend: any InferenceBackend,
                             resolver: WeightsResolver = WeightsResolver()) async throws -> RunnableModel {
+        if SavedModelFolder.isFolder(url) { return try openSavedModel(url, options: options, backend: backend) }
         switch try sniff(url) {
         case .json:
             return try await openTrainedModel(url, options: options, backend: backend, resolver: resolver)
@@ -338,6 +345,43 @@ public enum ModelFile {
                              identity: identity, weightsURL: url, classes: classes,
                              preprocessingConfiguration: preprocessing,
                              preprocessing: PreprocessingIdentity(preprocessing, height: recorded.0, width: recorded.1),
+                             trainedModel: nil, pooling: pooling)
+    }
+
+    /// A SavedModel folder, or a TF Serving base folder (its highest version): MobileNetV2 from
+    /// the Keras-named variables, the head from its Dense layers
+    /// (``/MobileNetSavedModel/SavedModelMobileNetV2``), the input size of the serving signature.
+    /// The images get the default preprocessing (`x / 127.5 - 1`, the backbone's own input),
+    /// else `options.preprocessing`. The identity's hash is the variables index's (it holds
+    /// every tensor's CRC-32C).
+    private static func openSavedModel(_ url: URL, options: ModelOpenOptions, backend: any InferenceBackend) throws -> RunnableModel {
+        let (folderURL, _) = try SavedModelFolder.resolve(url)
+        let recognised = try SavedModelMobileNetV2(folder: try SavedModelFolder(contentsOf: folderURL))
+        let weights = recognised.backboneWeights
+        let alpha = try alpha(of: weights, path: folderURL.path, options: options)
+        let (h, w) = try inputSize(recorded: recognised.inputSize, options: options, path: folderURL.path)
+        let hasTop = weights.layer(named: "predictions") != nil
+        let classifier = !options.embeddingOnly && (recognised.head != nil || hasTop)
+        let pooling = options.embeddingOnly ? options.pooling : .avg
+        let configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: h, inputWidth: w, includeTop: false, pooling: pooling)
+        do {
+            try configuration.validate()
+        } catch {
+            throw SavedModelError.notAMobileNetV2(path: folderURL.path, reason: "\(error)")
+        }
+        let base = try MobileNetV2(configuration: configuration, weights: weights.droppingClassifier(), backend: backend)
+        var head = recognised.head
+        if head == nil, hasTop, let top = try? MobileNetV2(configuration: MobileNetV2Configuration(alpha: alpha, inputHeight: h, inputWidth: w, includeTop: true),
+                                                            weights: weights, backend: ReferenceBackend(), foldBatchNorm: true).head {
+            head = top
+        }
+        let classes = classifier && head != nil ? try classNames(options.classNames, count: head!.classes, path: folderURL.path) : []
+        let preprocessing = options.preprocessing ?? .standard
+        let index = folderURL.appendingPathComponent("variables/variables.index")
+        return RunnableModel(kind: .savedModel, source: folderURL, network: classifier && head != nil ? try base.withHead(head!) : base,
+                             head: classifier ? head : nil,
+                             identity: try BackboneIdentity(configuration: configuration, weightsFile: index), weightsURL: folderURL, classes: classes,
+                             preprocessingConfiguration: preprocessing, preprocessing: PreprocessingIdentity(preprocessing, height: h, width: w),
                              trainedModel: nil, pooling: pooling)
     }
 

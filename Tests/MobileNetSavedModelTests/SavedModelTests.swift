@@ -1,0 +1,140 @@
+import Foundation
+import MobileNet
+import MobileNetSavedModel
+import MobileNetTestSupport
+import Testing
+
+/// The Keras 3 export fixture (scripts/fixtures/make_savedmodel_fixtures.py): MobileNetV2 alpha
+/// 0.35 at 96x96 → pooling → Dropout → Dense(8, relu) → Dense(5, softmax), in TF Serving's
+/// layout (version folder 1), with TensorFlow's outputs for 4 random inputs.
+private let base = TestData.fixtures.appendingPathComponent("savedmodel/keras3-export")
+private let version1 = base.appendingPathComponent("1")
+
+private struct Fixture: Decodable {
+    var inputs: [[Float]]
+    var outputs: [[Float]]
+    static func load() throws -> Fixture {
+        try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: TestData.fixtures.appendingPathComponent("savedmodel/keras3-export.json")))
+    }
+}
+
+/// A copy of the fixture folder to damage.
+private func copy() throws -> URL {
+    let dir = try TestData.temporaryDirectory().appendingPathComponent("model")
+    try FileManager.default.copyItem(at: version1, to: dir)
+    return dir
+}
+
+@Suite("SavedModel folders: Keras 3 exports read through swift-protobuf and the tensor bundle")
+struct SavedModelTests {
+    @Test("the tensor bundle index: header, entries, the object graph, checked tensors")
+    func bundle() throws {
+        let bundle = try TensorBundle(indexURL: version1.appendingPathComponent("variables/variables.index"))
+        #expect(bundle.shardCount == 1)
+        #expect(bundle.keys.contains("_CHECKPOINTABLE_OBJECT_GRAPH"))
+        #expect(bundle.keys.count > 500)
+        let key = try #require(bundle.keys.first { $0.hasPrefix("variables/") })
+        let (shape, values) = try bundle.floats(key)
+        #expect(shape == bundle.shape(of: key) && values.count == shape.reduce(1, *))
+    }
+
+    @Test("the folder: serving signature input, variables named by Keras layer")
+    func folder() throws {
+        let folder = try SavedModelFolder(contentsOf: version1)
+        #expect(folder.inputShape == [-1, 96, 96, 3])
+        #expect(folder.variables.contains { $0.name == "Conv1/kernel" && $0.shape == [3, 3, 3, 16] })
+        #expect(folder.variables.contains { $0.name == "block_16_depthwise/kernel" })
+        #expect(Set(folder.variables.map(\.name)).count == folder.variables.count)
+    }
+
+    @Test("recognised as MobileNetV2 0.35 with a Dense(8, relu) → Dense(5, softmax) head; TensorFlow's outputs within 1e-5")
+    func recognised() throws {
+        let model = try SavedModelMobileNetV2(folder: try SavedModelFolder(contentsOf: version1))
+        #expect(model.inputSize == (96, 96))
+        let head = try #require(model.head)
+        #expect(head.layers.map(\.activation) == [.relu, .softmax] && head.layers.map(\.units) == [8, 5])
+        #expect(model.backboneWeights.widthMultiplier() == 0.35)
+        let configuration = MobileNetV2Configuration(alpha: 0.35, inputHeight: 96, inputWidth: 96, includeTop: false, pooling: .avg)
+        let network = try MobileNetV2(configuration: configuration, weights: model.backboneWeights, backend: OneDNNBackend()).withHead(head)
+        let fixture = try Fixture.load()
+        var worst: Float = 0
+        for (input, expected) in zip(fixture.inputs, fixture.outputs) {
+            let output = try network(Tensor(shape: [1, 96, 96, 3], scalars: input)).scalars
+            worst = max(worst, zip(output, expected).map { abs($0 - $1) }.max()!)
+        }
+        #expect(worst < 1e-5, "max |difference| from TensorFlow: \(worst)")
+    }
+
+    @Test("damaged folders are typed errors naming the file: cut index, flipped tensor bytes, no variables, garbage graph")
+    func damaged() throws {
+        let cut = try copy()
+        let index = cut.appendingPathComponent("variables/variables.index")
+        let bytes = try Data(contentsOf: index)
+        for length in [0, 20, 47, bytes.count / 2, bytes.count - 1] {
+            try bytes.prefix(length).write(to: index)
+            #expect(throws: SavedModelError.self) { try SavedModelFolder(contentsOf: cut) }
+        }
+        // Every byte of the index's last block flipped in turn: never a crash.
+        for position in stride(from: bytes.count - 200, to: bytes.count, by: 7) {
+            var damaged = bytes
+            damaged[position] ^= 0x5a
+            try damaged.write(to: index)
+            // Typed throws: anything thrown is a SavedModelError; the point is that nothing traps.
+            _ = try? SavedModelMobileNetV2(folder: try SavedModelFolder(contentsOf: cut))
+        }
+        let flipped = try copy()
+        let shard = flipped.appendingPathComponent("variables/variables.data-00000-of-00001")
+        var data = try Data(contentsOf: shard)
+        // Keras 3 saves each variable twice and one copy is read: damage the whole shard.
+        for position in stride(from: 0, to: data.count, by: 1000) { data[position] ^= 0xff }
+        try data.write(to: shard)
+        #expect(throws: SavedModelError.self) { try SavedModelMobileNetV2(folder: try SavedModelFolder(contentsOf: flipped)) }
+
+        let noVariables = try copy()
+        try FileManager.default.removeItem(at: noVariables.appendingPathComponent("variables"))
+        #expect(throws: SavedModelError.self) { try SavedModelFolder(contentsOf: noVariables) }
+
+        let garbage = try copy()
+        try Data((0..<5000).map { UInt8(truncatingIfNeeded: $0 &* 31) }).write(to: garbage.appendingPathComponent("saved_model.pb"))
+        let error = #expect(throws: SavedModelError.self) { try SavedModelFolder(contentsOf: garbage) }
+        #expect(error?.description.contains("saved_model.pb") == true, "\(String(describing: error))")
+    }
+}
+
+@Suite("SavedModel folders as models: ModelFile.open, TF Serving's version folders")
+struct SavedModelFileTests {
+    @Test("a TF Serving base folder opens its highest version; TensorFlow's probabilities within 1e-5")
+    func openBaseFolder() async throws {
+        let model = try await ModelFile.open(base, backend: OneDNNBackend())
+        #expect(model.kind == .savedModel && model.isClassifier)
+        #expect(model.classNames == ["class0", "class1", "class2", "class3", "class4"])
+        #expect(model.configuration.alpha == 0.35 && model.configuration.inputHeight == 96)
+        #expect(model.source.lastPathComponent == "1")
+        let fixture = try Fixture.load()
+        var worst: Float = 0
+        for (input, expected) in zip(fixture.inputs, fixture.outputs) {
+            let probabilities = try #require(try model.run(Tensor(shape: [1, 96, 96, 3], scalars: input)).probabilities?.first)
+            worst = max(worst, zip(probabilities, expected).map { abs($0 - $1) }.max()!)
+        }
+        #expect(worst < 1e-5, "max |difference| from TensorFlow: \(worst)")
+        // As an embedder (index, similar, train): the pooled 1280-d embedding.
+        let embedder = try await ModelFile.open(version1, options: ModelOpenOptions(embeddingOnly: true), backend: OneDNNBackend())
+        #expect(!embedder.isClassifier && embedder.embeddingWidth == 1280)
+    }
+
+    @Test("version folders: the highest holding saved_model.pb, or the one asked for; other folders are not versions")
+    func versions() throws {
+        let dir = try TestData.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for name in ["1", "3", "10-draft", "007x"] {
+            try FileManager.default.copyItem(at: version1, to: dir.appendingPathComponent(name))
+        }
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("12"), withIntermediateDirectories: true) // no saved_model.pb
+        #expect(try SavedModelFolder.resolve(dir).version == 3)
+        #expect(try SavedModelFolder.resolve(dir, version: 1).url.lastPathComponent == "1")
+        #expect(throws: SavedModelError.self) { try SavedModelFolder.resolve(dir, version: 2) }
+        #expect(try SavedModelFolder.resolve(version1).version == nil)
+        let empty = dir.appendingPathComponent("12")
+        #expect(throws: SavedModelError.self) { try SavedModelFolder.resolve(empty) }
+    }
+}

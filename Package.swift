@@ -183,7 +183,7 @@ let package = Package(
         .executableTarget(name: "FineTuningBenchmark", dependencies: ["MobileNet"], path: "Examples/FineTuningBenchmark"),
         // Coverage-guided fuzzing (libFuzzer): the targets, and a driver that replays a corpus in
         // normal builds and fuzzes when built with -sanitize=fuzzer -DFUZZING (`make fuzz`).
-        .target(name: "MobileNetFuzzTargets", dependencies: ["MobileNet"]),
+        .target(name: "MobileNetFuzzTargets", dependencies: ["MobileNet", "MobileNetSavedModel"]),
         .executableTarget(name: "MobileNetFuzz", dependencies: ["MobileNetFuzzTargets"]),
         .target(name: "MobileNetTestSupport", dependencies: ["MobileNet"], path: "Tests/MobileNetTestSupport"),
         .testTarget(name: "MobileNetTFLiteTests", dependencies: ["MobileNet", "MobileNetTFLite", "MobileNetTestSupport"]),

@@ -44,5 +44,5 @@ rm -f "$out"/*.pb.swift
 # Well-known types (any.proto, wrappers.proto) are in the set for protoc but not generated:
 # SwiftProtobuf has them.
 protoc --plugin=protoc-gen-swift="$plugin" --descriptor_set_in="$schema" \
-    --swift_out="$out" --swift_opt=Visibility=Public --swift_opt=FileNaming=PathToUnderscores $files
+    --swift_out="$out" --swift_opt=Visibility=Internal --swift_opt=FileNaming=PathToUnderscores $files
 ls "$out"

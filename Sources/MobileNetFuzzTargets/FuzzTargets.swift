@@ -1,5 +1,6 @@
 import Foundation
 import MobileNet
+@_spi(Fuzzing) import MobileNetSavedModel
 
 /// The coverage-guided fuzzing targets (libFuzzer, `make fuzz`): each takes arbitrary bytes,
 /// runs one hostile-input path of the library and checks that the result is either a typed
@@ -21,6 +22,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// quantization check, TFLite Support metadata, MobileNetV2 recognition and the integer
     /// program's compilation.
     case tflite
+    /// SavedModel parts: the bytes as a tensor bundle index (table footer, blocks, checksums,
+    /// entries) and as a `saved_model.pb` (protocol buffer, serving signature, the head's data flow).
+    case savedModel = "saved-model"
 
     /// Runs the target on `data`.
     public func run(_ data: Data) {
@@ -31,6 +35,17 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .store: Self.store(data)
         case .weightPayload: Self.weightPayload(data)
         case .tflite: Self.tflite(data)
+        case .savedModel: Self.savedModel(data)
+        }
+    }
+
+    static func savedModel(_ data: Data) {
+        if let bundle = try? TensorBundle(indexBytes: data, indexURL: URL(fileURLWithPath: "/nonexistent/fuzz/variables.index")) {
+            precondition(bundle.shardCount >= 1, "a bundle without shards")
+            for key in bundle.keys { precondition(bundle.shape(of: key) != nil, "a key without an entry") }
+        }
+        if let graph = SavedModelFolder.inspectGraph(data), let chain = graph.chain {
+            precondition(!chain.isEmpty && chain.count <= 64, "an unbounded head chain")
         }
     }
 

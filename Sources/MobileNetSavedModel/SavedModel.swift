@@ -48,30 +48,9 @@ public struct SavedModelFolder: Sendable {
     public init(contentsOf url: URL) throws(SavedModelError) {
         self.url = url
         let graphURL = url.appendingPathComponent("saved_model.pb")
-        let data = try readRegularFile(graphURL, limit: Self.maximumGraphBytes)
-        let model: Tensorflow_SavedModel
-        do {
-            var options = BinaryDecodingOptions()
-            options.messageDepthLimit = 100
-            model = try Tensorflow_SavedModel(serializedBytes: data, options: options)
-        } catch {
-            throw .damaged(path: graphURL.path, reason: "the protocol buffer does not parse (\(error))")
-        }
-        guard let meta = model.metaGraphs.first(where: { $0.metaInfoDef.tags.contains("serve") }) ?? model.metaGraphs.first else {
-            throw .damaged(path: graphURL.path, reason: "no meta graph")
-        }
-        func nodes(_ defs: [Tensorflow_NodeDef]) -> [GraphNode] {
-            // Inputs are `node`, `node:0` or `node:output:0`; `^node` is a control input.
-            defs.map { GraphNode(name: $0.name, op: $0.op, inputs: $0.input.filter { !$0.hasPrefix("^") }.map { String($0.split(separator: ":").first ?? "") }) }
-        }
-        functions = [nodes(meta.graphDef.node)] + meta.graphDef.library.function.map { nodes($0.nodeDef) }
-        // The serving signature: TF Serving's default key, else Keras 3's `serve`.
-        let signature = meta.signatureDef["serving_default"] ?? meta.signatureDef["serve"]
-        if let signature, signature.inputs.count == 1, let input = signature.inputs.values.first, !input.tensorShape.unknownRank {
-            inputShape = input.tensorShape.dim.map { Int($0.size) }
-        } else {
-            inputShape = nil
-        }
+        let meta = try Self.metaGraph(try readRegularFile(graphURL, limit: Self.maximumGraphBytes), path: graphURL.path)
+        functions = Self.nodes(of: meta)
+        inputShape = Self.servingInputShape(meta)
         let index = url.appendingPathComponent("variables/variables.index")
         bundle = try TensorBundle(indexURL: index)
         // Checkpoint keys of the object graph's variables.
@@ -113,7 +92,9 @@ public struct SavedModelFolder: Sendable {
     /// `Mean` of a function, each `MatMul` → `BiasAdd` → activation (`Relu`, `Softmax`, or none)
     /// in turn, through `Identity` nodes (Dropout at inference). Nil when no function holds
     /// such a chain; an activation this library does not compute is returned by name.
-    func denseChain() -> [String]? {
+    func denseChain() -> [String]? { Self.denseChain(in: functions) }
+
+    static func denseChain(in functions: [[GraphNode]]) -> [String]? {
         for nodes in functions {
             let means = nodes.filter { $0.op == "Mean" }
             guard means.count == 1 else { continue }
@@ -270,6 +251,46 @@ public struct SavedModelMobileNetV2: Sendable {
 }
 
 extension SavedModelFolder {
+    /// The serving meta graph of a `saved_model.pb` (tagged `serve`, else the first).
+    static func metaGraph(_ data: Data, path: String) throws(SavedModelError) -> Tensorflow_MetaGraphDef {
+        let model: Tensorflow_SavedModel
+        do {
+            var options = BinaryDecodingOptions()
+            options.messageDepthLimit = 100
+            model = try Tensorflow_SavedModel(serializedBytes: data, options: options)
+        } catch {
+            throw .damaged(path: path, reason: "the protocol buffer does not parse (\(error))")
+        }
+        guard let meta = model.metaGraphs.first(where: { $0.metaInfoDef.tags.contains("serve") }) ?? model.metaGraphs.first else {
+            throw .damaged(path: path, reason: "no meta graph")
+        }
+        return meta
+    }
+
+    /// The graph's and each function's nodes.
+    static func nodes(of meta: Tensorflow_MetaGraphDef) -> [[GraphNode]] {
+        func nodes(_ defs: [Tensorflow_NodeDef]) -> [GraphNode] {
+            // Inputs are `node`, `node:0` or `node:output:0`; `^node` is a control input.
+            defs.map { GraphNode(name: $0.name, op: $0.op, inputs: $0.input.filter { !$0.hasPrefix("^") }.map { String($0.split(separator: ":").first ?? "") }) }
+        }
+        return [nodes(meta.graphDef.node)] + meta.graphDef.library.function.map { nodes($0.nodeDef) }
+    }
+
+    /// The serving signature's input shape (TF Serving's default key, else Keras 3's `serve`).
+    static func servingInputShape(_ meta: Tensorflow_MetaGraphDef) -> [Int]? {
+        let signature = meta.signatureDef["serving_default"] ?? meta.signatureDef["serve"]
+        guard let signature, signature.inputs.count == 1, let input = signature.inputs.values.first, !input.tensorShape.unknownRank else { return nil }
+        return input.tensorShape.dim.map { Int($0.size) }
+    }
+
+    /// The hostile-input path of a `saved_model.pb` without its folder, for the fuzz target:
+    /// parse, the serving input shape, the head's chain through the data flow.
+    @_spi(Fuzzing) public static func inspectGraph(_ data: Data) -> (inputShape: [Int]?, chain: [String]?)? {
+        guard let meta = try? metaGraph(data, path: "fuzz") else { return nil }
+        let functions = nodes(of: meta)
+        return (servingInputShape(meta), denseChain(in: functions))
+    }
+
     /// Whether `url` is a folder: a SavedModel (holding `saved_model.pb`) or a TF Serving base
     /// folder (numeric version folders holding SavedModels).
     public static func isFolder(_ url: URL) -> Bool {

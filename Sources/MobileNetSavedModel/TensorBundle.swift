@@ -53,9 +53,16 @@ public struct TensorBundle: Sendable {
     /// - Parameter indexURL: `.../variables/variables.index`.
     /// - Throws: ``SavedModelError``.
     public init(indexURL: URL) throws(SavedModelError) {
+        try self.init(indexBytes: try readRegularFile(indexURL, limit: Self.maximumIndexBytes), indexURL: indexURL)
+    }
+
+    /// Parses an index already read (its shards are looked for beside `indexURL`).
+    ///
+    /// - Throws: ``SavedModelError/damaged(path:reason:)``.
+    public init(indexBytes data: Data, indexURL: URL) throws(SavedModelError) {
         self.indexURL = indexURL
         let path = indexURL.path
-        let data = try readRegularFile(indexURL, limit: Self.maximumIndexBytes)
+        guard data.count <= Self.maximumIndexBytes else { throw .tooLarge(path: path, bytes: data.count, limit: Self.maximumIndexBytes) }
         let bytes = [UInt8](data)
         var table = SortedTable(bytes: bytes, path: path)
         let raw = try table.entries()

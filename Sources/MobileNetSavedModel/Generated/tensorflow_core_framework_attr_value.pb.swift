@@ -25,14 +25,14 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_AttrValue: Sendable {
+nonisolated struct Tensorflow_AttrValue: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var value: Tensorflow_AttrValue.OneOf_Value? = nil
+  var value: Tensorflow_AttrValue.OneOf_Value? = nil
 
-  public var s: Data {
+  var s: Data {
     get {
       if case .s(let v)? = value {return v}
       return Data()
@@ -40,7 +40,7 @@ public nonisolated struct Tensorflow_AttrValue: Sendable {
     set {value = .s(newValue)}
   }
 
-  public var i: Int64 {
+  var i: Int64 {
     get {
       if case .i(let v)? = value {return v}
       return 0
@@ -48,7 +48,7 @@ public nonisolated struct Tensorflow_AttrValue: Sendable {
     set {value = .i(newValue)}
   }
 
-  public var f: Float {
+  var f: Float {
     get {
       if case .f(let v)? = value {return v}
       return 0
@@ -56,7 +56,7 @@ public nonisolated struct Tensorflow_AttrValue: Sendable {
     set {value = .f(newValue)}
   }
 
-  public var b: Bool {
+  var b: Bool {
     get {
       if case .b(let v)? = value {return v}
       return false
@@ -64,7 +64,7 @@ public nonisolated struct Tensorflow_AttrValue: Sendable {
     set {value = .b(newValue)}
   }
 
-  public var type: Tensorflow_DataType {
+  var type: Tensorflow_DataType {
     get {
       if case .type(let v)? = value {return v}
       return .dtInvalid
@@ -72,7 +72,7 @@ public nonisolated struct Tensorflow_AttrValue: Sendable {
     set {value = .type(newValue)}
   }
 
-  public var shape: Tensorflow_TensorShapeProto {
+  var shape: Tensorflow_TensorShapeProto {
     get {
       if case .shape(let v)? = value {return v}
       return Tensorflow_TensorShapeProto()
@@ -80,7 +80,7 @@ public nonisolated struct Tensorflow_AttrValue: Sendable {
     set {value = .shape(newValue)}
   }
 
-  public var tensor: Tensorflow_TensorProto {
+  var tensor: Tensorflow_TensorProto {
     get {
       if case .tensor(let v)? = value {return v}
       return Tensorflow_TensorProto()
@@ -88,7 +88,7 @@ public nonisolated struct Tensorflow_AttrValue: Sendable {
     set {value = .tensor(newValue)}
   }
 
-  public var list: Tensorflow_AttrValue.ListValue {
+  var list: Tensorflow_AttrValue.ListValue {
     get {
       if case .list(let v)? = value {return v}
       return Tensorflow_AttrValue.ListValue()
@@ -96,7 +96,7 @@ public nonisolated struct Tensorflow_AttrValue: Sendable {
     set {value = .list(newValue)}
   }
 
-  public var `func`: Tensorflow_NameAttrList {
+  var `func`: Tensorflow_NameAttrList {
     get {
       if case .func(let v)? = value {return v}
       return Tensorflow_NameAttrList()
@@ -104,7 +104,7 @@ public nonisolated struct Tensorflow_AttrValue: Sendable {
     set {value = .func(newValue)}
   }
 
-  public var placeholder: String {
+  var placeholder: String {
     get {
       if case .placeholder(let v)? = value {return v}
       return String()
@@ -112,9 +112,9 @@ public nonisolated struct Tensorflow_AttrValue: Sendable {
     set {value = .placeholder(newValue)}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated enum OneOf_Value: Equatable, Sendable {
+  nonisolated enum OneOf_Value: Equatable, Sendable {
     case s(Data)
     case i(Int64)
     case f(Float)
@@ -128,47 +128,47 @@ public nonisolated struct Tensorflow_AttrValue: Sendable {
 
   }
 
-  public nonisolated struct ListValue: Sendable {
+  nonisolated struct ListValue: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var s: [Data] = []
+    var s: [Data] = []
 
-    public var i: [Int64] = []
+    var i: [Int64] = []
 
-    public var f: [Float] = []
+    var f: [Float] = []
 
-    public var b: [Bool] = []
+    var b: [Bool] = []
 
-    public var type: [Tensorflow_DataType] = []
+    var type: [Tensorflow_DataType] = []
 
-    public var shape: [Tensorflow_TensorShapeProto] = []
+    var shape: [Tensorflow_TensorShapeProto] = []
 
-    public var tensor: [Tensorflow_TensorProto] = []
+    var tensor: [Tensorflow_TensorProto] = []
 
-    public var `func`: [Tensorflow_NameAttrList] = []
+    var `func`: [Tensorflow_NameAttrList] = []
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
   }
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_NameAttrList: Sendable {
+nonisolated struct Tensorflow_NameAttrList: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  var name: String = String()
 
-  public var attr: Dictionary<String,Tensorflow_AttrValue> = [:]
+  var attr: Dictionary<String,Tensorflow_AttrValue> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -176,10 +176,10 @@ public nonisolated struct Tensorflow_NameAttrList: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_AttrValue: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".AttrValue"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}list\0\u{1}s\0\u{1}i\0\u{1}f\0\u{1}b\0\u{1}type\0\u{1}shape\0\u{1}tensor\0\u{1}placeholder\0\u{1}func\0")
+  static let protoMessageName: String = _protobuf_package + ".AttrValue"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}list\0\u{1}s\0\u{1}i\0\u{1}f\0\u{1}b\0\u{1}type\0\u{1}shape\0\u{1}tensor\0\u{1}placeholder\0\u{1}func\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -290,7 +290,7 @@ nonisolated extension Tensorflow_AttrValue: SwiftProtobuf.Message, SwiftProtobuf
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -341,7 +341,7 @@ nonisolated extension Tensorflow_AttrValue: SwiftProtobuf.Message, SwiftProtobuf
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_AttrValue, rhs: Tensorflow_AttrValue) -> Bool {
+  static func ==(lhs: Tensorflow_AttrValue, rhs: Tensorflow_AttrValue) -> Bool {
     if lhs.value != rhs.value {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -349,10 +349,10 @@ nonisolated extension Tensorflow_AttrValue: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Tensorflow_AttrValue.ListValue: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_AttrValue.protoMessageName + ".ListValue"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\u{2}s\0\u{1}i\0\u{1}f\0\u{1}b\0\u{1}type\0\u{1}shape\0\u{1}tensor\0\u{1}func\0")
+  static let protoMessageName: String = Tensorflow_AttrValue.protoMessageName + ".ListValue"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\u{2}s\0\u{1}i\0\u{1}f\0\u{1}b\0\u{1}type\0\u{1}shape\0\u{1}tensor\0\u{1}func\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -371,7 +371,7 @@ nonisolated extension Tensorflow_AttrValue.ListValue: SwiftProtobuf.Message, Swi
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.s.isEmpty {
       try visitor.visitRepeatedBytesField(value: self.s, fieldNumber: 2)
     }
@@ -399,7 +399,7 @@ nonisolated extension Tensorflow_AttrValue.ListValue: SwiftProtobuf.Message, Swi
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_AttrValue.ListValue, rhs: Tensorflow_AttrValue.ListValue) -> Bool {
+  static func ==(lhs: Tensorflow_AttrValue.ListValue, rhs: Tensorflow_AttrValue.ListValue) -> Bool {
     if lhs.s != rhs.s {return false}
     if lhs.i != rhs.i {return false}
     if lhs.f != rhs.f {return false}
@@ -414,10 +414,10 @@ nonisolated extension Tensorflow_AttrValue.ListValue: SwiftProtobuf.Message, Swi
 }
 
 nonisolated extension Tensorflow_NameAttrList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".NameAttrList"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}attr\0")
+  static let protoMessageName: String = _protobuf_package + ".NameAttrList"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}attr\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -430,7 +430,7 @@ nonisolated extension Tensorflow_NameAttrList: SwiftProtobuf.Message, SwiftProto
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -440,7 +440,7 @@ nonisolated extension Tensorflow_NameAttrList: SwiftProtobuf.Message, SwiftProto
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_NameAttrList, rhs: Tensorflow_NameAttrList) -> Bool {
+  static func ==(lhs: Tensorflow_NameAttrList, rhs: Tensorflow_NameAttrList) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.attr != rhs.attr {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

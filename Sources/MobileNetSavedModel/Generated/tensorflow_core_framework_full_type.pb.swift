@@ -20,8 +20,8 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated enum Tensorflow_FullTypeId: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
+nonisolated enum Tensorflow_FullTypeId: SwiftProtobuf.Enum, Swift.CaseIterable {
+  typealias RawValue = Int
   case tftUnset // = 0
   case tftVar // = 1
   case tftAny // = 2
@@ -58,11 +58,11 @@ public nonisolated enum Tensorflow_FullTypeId: SwiftProtobuf.Enum, Swift.CaseIte
   case tftLegacyVariant // = 10203
   case UNRECOGNIZED(Int)
 
-  public init() {
+  init() {
     self = .tftUnset
   }
 
-  public init?(rawValue: Int) {
+  init?(rawValue: Int) {
     switch rawValue {
     case 0: self = .tftUnset
     case 1: self = .tftVar
@@ -102,7 +102,7 @@ public nonisolated enum Tensorflow_FullTypeId: SwiftProtobuf.Enum, Swift.CaseIte
     }
   }
 
-  public var rawValue: Int {
+  var rawValue: Int {
     switch self {
     case .tftUnset: return 0
     case .tftVar: return 1
@@ -143,7 +143,7 @@ public nonisolated enum Tensorflow_FullTypeId: SwiftProtobuf.Enum, Swift.CaseIte
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Tensorflow_FullTypeId] = [
+  static let allCases: [Tensorflow_FullTypeId] = [
     .tftUnset,
     .tftVar,
     .tftAny,
@@ -182,18 +182,18 @@ public nonisolated enum Tensorflow_FullTypeId: SwiftProtobuf.Enum, Swift.CaseIte
 
 }
 
-public nonisolated struct Tensorflow_FullTypeDef: Sendable {
+nonisolated struct Tensorflow_FullTypeDef: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var typeID: Tensorflow_FullTypeId = .tftUnset
+  var typeID: Tensorflow_FullTypeId = .tftUnset
 
-  public var args: [Tensorflow_FullTypeDef] = []
+  var args: [Tensorflow_FullTypeDef] = []
 
-  public var attr: Tensorflow_FullTypeDef.OneOf_Attr? = nil
+  var attr: Tensorflow_FullTypeDef.OneOf_Attr? = nil
 
-  public var s: String {
+  var s: String {
     get {
       if case .s(let v)? = attr {return v}
       return String()
@@ -201,7 +201,7 @@ public nonisolated struct Tensorflow_FullTypeDef: Sendable {
     set {attr = .s(newValue)}
   }
 
-  public var i: Int64 {
+  var i: Int64 {
     get {
       if case .i(let v)? = attr {return v}
       return 0
@@ -209,15 +209,15 @@ public nonisolated struct Tensorflow_FullTypeDef: Sendable {
     set {attr = .i(newValue)}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated enum OneOf_Attr: Equatable, Sendable {
+  nonisolated enum OneOf_Attr: Equatable, Sendable {
     case s(String)
     case i(Int64)
 
   }
 
-  public init() {}
+  init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -225,14 +225,14 @@ public nonisolated struct Tensorflow_FullTypeDef: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_FullTypeId: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TFT_UNSET\0\u{1}TFT_VAR\0\u{1}TFT_ANY\0\u{1}TFT_PRODUCT\0\u{1}TFT_NAMED\0\u{2}\u{10}TFT_FOR_EACH\0\u{2}P\u{1}TFT_CALLABLE\0\u{2}d\u{1}TFT_BOOL\0\u{1}TFT_UINT8\0\u{1}TFT_UINT16\0\u{1}TFT_UINT32\0\u{1}TFT_UINT64\0\u{1}TFT_INT8\0\u{1}TFT_INT16\0\u{1}TFT_INT32\0\u{1}TFT_INT64\0\u{1}TFT_HALF\0\u{1}TFT_FLOAT\0\u{1}TFT_DOUBLE\0\u{1}TFT_COMPLEX64\0\u{1}TFT_COMPLEX128\0\u{1}TFT_STRING\0\u{1}TFT_BFLOAT16\0\u{2}Q\u{c}TFT_TENSOR\0\u{1}TFT_ARRAY\0\u{1}TFT_OPTIONAL\0\u{1}TFT_LITERAL\0\u{1}TFT_ENCODED\0\u{1}TFT_SHAPE_TENSOR\0\u{2}IN\u{2}TFT_DATASET\0\u{1}TFT_RAGGED\0\u{1}TFT_ITERATOR\0\u{2}b\u{1}TFT_MUTEX_LOCK\0\u{1}TFT_LEGACY_VARIANT\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TFT_UNSET\0\u{1}TFT_VAR\0\u{1}TFT_ANY\0\u{1}TFT_PRODUCT\0\u{1}TFT_NAMED\0\u{2}\u{10}TFT_FOR_EACH\0\u{2}P\u{1}TFT_CALLABLE\0\u{2}d\u{1}TFT_BOOL\0\u{1}TFT_UINT8\0\u{1}TFT_UINT16\0\u{1}TFT_UINT32\0\u{1}TFT_UINT64\0\u{1}TFT_INT8\0\u{1}TFT_INT16\0\u{1}TFT_INT32\0\u{1}TFT_INT64\0\u{1}TFT_HALF\0\u{1}TFT_FLOAT\0\u{1}TFT_DOUBLE\0\u{1}TFT_COMPLEX64\0\u{1}TFT_COMPLEX128\0\u{1}TFT_STRING\0\u{1}TFT_BFLOAT16\0\u{2}Q\u{c}TFT_TENSOR\0\u{1}TFT_ARRAY\0\u{1}TFT_OPTIONAL\0\u{1}TFT_LITERAL\0\u{1}TFT_ENCODED\0\u{1}TFT_SHAPE_TENSOR\0\u{2}IN\u{2}TFT_DATASET\0\u{1}TFT_RAGGED\0\u{1}TFT_ITERATOR\0\u{2}b\u{1}TFT_MUTEX_LOCK\0\u{1}TFT_LEGACY_VARIANT\0")
 }
 
 nonisolated extension Tensorflow_FullTypeDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".FullTypeDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}type_id\0\u{1}args\0\u{1}s\0\u{1}i\0")
+  static let protoMessageName: String = _protobuf_package + ".FullTypeDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}type_id\0\u{1}args\0\u{1}s\0\u{1}i\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -261,7 +261,7 @@ nonisolated extension Tensorflow_FullTypeDef: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -286,7 +286,7 @@ nonisolated extension Tensorflow_FullTypeDef: SwiftProtobuf.Message, SwiftProtob
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_FullTypeDef, rhs: Tensorflow_FullTypeDef) -> Bool {
+  static func ==(lhs: Tensorflow_FullTypeDef, rhs: Tensorflow_FullTypeDef) -> Bool {
     if lhs.typeID != rhs.typeID {return false}
     if lhs.args != rhs.args {return false}
     if lhs.attr != rhs.attr {return false}

@@ -20,111 +20,111 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_FunctionDefLibrary: Sendable {
+nonisolated struct Tensorflow_FunctionDefLibrary: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var function: [Tensorflow_FunctionDef] = []
+  var function: [Tensorflow_FunctionDef] = []
 
-  public var gradient: [Tensorflow_GradientDef] = []
+  var gradient: [Tensorflow_GradientDef] = []
 
-  public var registeredGradients: [Tensorflow_RegisteredGradient] = []
+  var registeredGradients: [Tensorflow_RegisteredGradient] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_FunctionDef: @unchecked Sendable {
+nonisolated struct Tensorflow_FunctionDef: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var signature: Tensorflow_OpDef {
+  var signature: Tensorflow_OpDef {
     get {_storage._signature ?? Tensorflow_OpDef()}
     set {_uniqueStorage()._signature = newValue}
   }
   /// Returns true if `signature` has been explicitly set.
-  public var hasSignature: Bool {_storage._signature != nil}
+  var hasSignature: Bool {_storage._signature != nil}
   /// Clears the value of `signature`. Subsequent reads from it will return its default value.
-  public mutating func clearSignature() {_uniqueStorage()._signature = nil}
+  mutating func clearSignature() {_uniqueStorage()._signature = nil}
 
-  public var attr: Dictionary<String,Tensorflow_AttrValue> {
+  var attr: Dictionary<String,Tensorflow_AttrValue> {
     get {_storage._attr}
     set {_uniqueStorage()._attr = newValue}
   }
 
-  public var argAttr: Dictionary<UInt32,Tensorflow_FunctionDef.ArgAttrs> {
+  var argAttr: Dictionary<UInt32,Tensorflow_FunctionDef.ArgAttrs> {
     get {_storage._argAttr}
     set {_uniqueStorage()._argAttr = newValue}
   }
 
-  public var resourceArgUniqueID: Dictionary<UInt32,UInt32> {
+  var resourceArgUniqueID: Dictionary<UInt32,UInt32> {
     get {_storage._resourceArgUniqueID}
     set {_uniqueStorage()._resourceArgUniqueID = newValue}
   }
 
-  public var nodeDef: [Tensorflow_NodeDef] {
+  var nodeDef: [Tensorflow_NodeDef] {
     get {_storage._nodeDef}
     set {_uniqueStorage()._nodeDef = newValue}
   }
 
-  public var ret: Dictionary<String,String> {
+  var ret: Dictionary<String,String> {
     get {_storage._ret}
     set {_uniqueStorage()._ret = newValue}
   }
 
-  public var controlRet: Dictionary<String,String> {
+  var controlRet: Dictionary<String,String> {
     get {_storage._controlRet}
     set {_uniqueStorage()._controlRet = newValue}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated struct ArgAttrs: Sendable {
+  nonisolated struct ArgAttrs: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var attr: Dictionary<String,Tensorflow_AttrValue> = [:]
+    var attr: Dictionary<String,Tensorflow_AttrValue> = [:]
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
   }
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Tensorflow_GradientDef: Sendable {
+nonisolated struct Tensorflow_GradientDef: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var functionName: String = String()
+  var functionName: String = String()
 
-  public var gradientFunc: String = String()
+  var gradientFunc: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_RegisteredGradient: Sendable {
+nonisolated struct Tensorflow_RegisteredGradient: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var gradientFunc: String = String()
+  var gradientFunc: String = String()
 
-  public var registeredOpType: String = String()
+  var registeredOpType: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -132,10 +132,10 @@ public nonisolated struct Tensorflow_RegisteredGradient: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_FunctionDefLibrary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".FunctionDefLibrary"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}function\0\u{1}gradient\0\u{3}registered_gradients\0")
+  static let protoMessageName: String = _protobuf_package + ".FunctionDefLibrary"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}function\0\u{1}gradient\0\u{3}registered_gradients\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -149,7 +149,7 @@ nonisolated extension Tensorflow_FunctionDefLibrary: SwiftProtobuf.Message, Swif
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.function.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.function, fieldNumber: 1)
     }
@@ -162,7 +162,7 @@ nonisolated extension Tensorflow_FunctionDefLibrary: SwiftProtobuf.Message, Swif
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_FunctionDefLibrary, rhs: Tensorflow_FunctionDefLibrary) -> Bool {
+  static func ==(lhs: Tensorflow_FunctionDefLibrary, rhs: Tensorflow_FunctionDefLibrary) -> Bool {
     if lhs.function != rhs.function {return false}
     if lhs.gradient != rhs.gradient {return false}
     if lhs.registeredGradients != rhs.registeredGradients {return false}
@@ -172,8 +172,8 @@ nonisolated extension Tensorflow_FunctionDefLibrary: SwiftProtobuf.Message, Swif
 }
 
 nonisolated extension Tensorflow_FunctionDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".FunctionDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}signature\0\u{4}\u{2}node_def\0\u{1}ret\0\u{1}attr\0\u{3}control_ret\0\u{3}arg_attr\0\u{3}resource_arg_unique_id\0\u{c}\u{2}\u{1}")
+  static let protoMessageName: String = _protobuf_package + ".FunctionDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}signature\0\u{4}\u{2}node_def\0\u{1}ret\0\u{1}attr\0\u{3}control_ret\0\u{3}arg_attr\0\u{3}resource_arg_unique_id\0\u{c}\u{2}\u{1}")
 
   fileprivate class _StorageClass {
     var _signature: Tensorflow_OpDef? = nil
@@ -210,7 +210,7 @@ nonisolated extension Tensorflow_FunctionDef: SwiftProtobuf.Message, SwiftProtob
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -231,7 +231,7 @@ nonisolated extension Tensorflow_FunctionDef: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -262,7 +262,7 @@ nonisolated extension Tensorflow_FunctionDef: SwiftProtobuf.Message, SwiftProtob
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_FunctionDef, rhs: Tensorflow_FunctionDef) -> Bool {
+  static func ==(lhs: Tensorflow_FunctionDef, rhs: Tensorflow_FunctionDef) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -284,10 +284,10 @@ nonisolated extension Tensorflow_FunctionDef: SwiftProtobuf.Message, SwiftProtob
 }
 
 nonisolated extension Tensorflow_FunctionDef.ArgAttrs: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_FunctionDef.protoMessageName + ".ArgAttrs"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}attr\0")
+  static let protoMessageName: String = Tensorflow_FunctionDef.protoMessageName + ".ArgAttrs"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}attr\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -299,14 +299,14 @@ nonisolated extension Tensorflow_FunctionDef.ArgAttrs: SwiftProtobuf.Message, Sw
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.attr.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Tensorflow_AttrValue>.self, value: self.attr, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_FunctionDef.ArgAttrs, rhs: Tensorflow_FunctionDef.ArgAttrs) -> Bool {
+  static func ==(lhs: Tensorflow_FunctionDef.ArgAttrs, rhs: Tensorflow_FunctionDef.ArgAttrs) -> Bool {
     if lhs.attr != rhs.attr {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -314,10 +314,10 @@ nonisolated extension Tensorflow_FunctionDef.ArgAttrs: SwiftProtobuf.Message, Sw
 }
 
 nonisolated extension Tensorflow_GradientDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".GradientDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}function_name\0\u{3}gradient_func\0")
+  static let protoMessageName: String = _protobuf_package + ".GradientDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}function_name\0\u{3}gradient_func\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -330,7 +330,7 @@ nonisolated extension Tensorflow_GradientDef: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.functionName.isEmpty {
       try visitor.visitSingularStringField(value: self.functionName, fieldNumber: 1)
     }
@@ -340,7 +340,7 @@ nonisolated extension Tensorflow_GradientDef: SwiftProtobuf.Message, SwiftProtob
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_GradientDef, rhs: Tensorflow_GradientDef) -> Bool {
+  static func ==(lhs: Tensorflow_GradientDef, rhs: Tensorflow_GradientDef) -> Bool {
     if lhs.functionName != rhs.functionName {return false}
     if lhs.gradientFunc != rhs.gradientFunc {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -349,10 +349,10 @@ nonisolated extension Tensorflow_GradientDef: SwiftProtobuf.Message, SwiftProtob
 }
 
 nonisolated extension Tensorflow_RegisteredGradient: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RegisteredGradient"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gradient_func\0\u{3}registered_op_type\0")
+  static let protoMessageName: String = _protobuf_package + ".RegisteredGradient"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gradient_func\0\u{3}registered_op_type\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -365,7 +365,7 @@ nonisolated extension Tensorflow_RegisteredGradient: SwiftProtobuf.Message, Swif
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.gradientFunc.isEmpty {
       try visitor.visitSingularStringField(value: self.gradientFunc, fieldNumber: 1)
     }
@@ -375,7 +375,7 @@ nonisolated extension Tensorflow_RegisteredGradient: SwiftProtobuf.Message, Swif
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_RegisteredGradient, rhs: Tensorflow_RegisteredGradient) -> Bool {
+  static func ==(lhs: Tensorflow_RegisteredGradient, rhs: Tensorflow_RegisteredGradient) -> Bool {
     if lhs.gradientFunc != rhs.gradientFunc {return false}
     if lhs.registeredOpType != rhs.registeredOpType {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

@@ -20,46 +20,46 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_GraphDef: Sendable {
+nonisolated struct Tensorflow_GraphDef: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var node: [Tensorflow_NodeDef] = []
+  var node: [Tensorflow_NodeDef] = []
 
-  public var versions: Tensorflow_VersionDef {
+  var versions: Tensorflow_VersionDef {
     get {_versions ?? Tensorflow_VersionDef()}
     set {_versions = newValue}
   }
   /// Returns true if `versions` has been explicitly set.
-  public var hasVersions: Bool {self._versions != nil}
+  var hasVersions: Bool {self._versions != nil}
   /// Clears the value of `versions`. Subsequent reads from it will return its default value.
-  public mutating func clearVersions() {self._versions = nil}
+  mutating func clearVersions() {self._versions = nil}
 
   /// NOTE: This field was marked as deprecated in the .proto file.
-  public var version: Int32 = 0
+  var version: Int32 = 0
 
-  public var library: Tensorflow_FunctionDefLibrary {
+  var library: Tensorflow_FunctionDefLibrary {
     get {_library ?? Tensorflow_FunctionDefLibrary()}
     set {_library = newValue}
   }
   /// Returns true if `library` has been explicitly set.
-  public var hasLibrary: Bool {self._library != nil}
+  var hasLibrary: Bool {self._library != nil}
   /// Clears the value of `library`. Subsequent reads from it will return its default value.
-  public mutating func clearLibrary() {self._library = nil}
+  mutating func clearLibrary() {self._library = nil}
 
-  public var debugInfo: Tensorflow_GraphDebugInfo {
+  var debugInfo: Tensorflow_GraphDebugInfo {
     get {_debugInfo ?? Tensorflow_GraphDebugInfo()}
     set {_debugInfo = newValue}
   }
   /// Returns true if `debugInfo` has been explicitly set.
-  public var hasDebugInfo: Bool {self._debugInfo != nil}
+  var hasDebugInfo: Bool {self._debugInfo != nil}
   /// Clears the value of `debugInfo`. Subsequent reads from it will return its default value.
-  public mutating func clearDebugInfo() {self._debugInfo = nil}
+  mutating func clearDebugInfo() {self._debugInfo = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _versions: Tensorflow_VersionDef? = nil
   fileprivate var _library: Tensorflow_FunctionDefLibrary? = nil
@@ -71,10 +71,10 @@ public nonisolated struct Tensorflow_GraphDef: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_GraphDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".GraphDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}library\0\u{1}version\0\u{1}versions\0\u{3}debug_info\0")
+  static let protoMessageName: String = _protobuf_package + ".GraphDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}library\0\u{1}version\0\u{1}versions\0\u{3}debug_info\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -90,7 +90,7 @@ nonisolated extension Tensorflow_GraphDef: SwiftProtobuf.Message, SwiftProtobuf.
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -113,7 +113,7 @@ nonisolated extension Tensorflow_GraphDef: SwiftProtobuf.Message, SwiftProtobuf.
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_GraphDef, rhs: Tensorflow_GraphDef) -> Bool {
+  static func ==(lhs: Tensorflow_GraphDef, rhs: Tensorflow_GraphDef) -> Bool {
     if lhs.node != rhs.node {return false}
     if lhs._versions != rhs._versions {return false}
     if lhs.version != rhs.version {return false}

@@ -20,76 +20,76 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_GraphDebugInfo: Sendable {
+nonisolated struct Tensorflow_GraphDebugInfo: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var files: [String] = []
+  var files: [String] = []
 
-  public var framesByID: Dictionary<UInt64,Tensorflow_GraphDebugInfo.FileLineCol> = [:]
+  var framesByID: Dictionary<UInt64,Tensorflow_GraphDebugInfo.FileLineCol> = [:]
 
-  public var tracesByID: Dictionary<UInt64,Tensorflow_GraphDebugInfo.StackTrace> = [:]
+  var tracesByID: Dictionary<UInt64,Tensorflow_GraphDebugInfo.StackTrace> = [:]
 
-  public var traces: Dictionary<String,Tensorflow_GraphDebugInfo.StackTrace> = [:]
+  var traces: Dictionary<String,Tensorflow_GraphDebugInfo.StackTrace> = [:]
 
-  public var nameToTraceID: Dictionary<String,UInt64> = [:]
+  var nameToTraceID: Dictionary<String,UInt64> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated struct FileLineCol: Sendable {
+  nonisolated struct FileLineCol: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var fileIndex: Int32 {
+    var fileIndex: Int32 {
       get {_fileIndex ?? 0}
       set {_fileIndex = newValue}
     }
     /// Returns true if `fileIndex` has been explicitly set.
-    public var hasFileIndex: Bool {self._fileIndex != nil}
+    var hasFileIndex: Bool {self._fileIndex != nil}
     /// Clears the value of `fileIndex`. Subsequent reads from it will return its default value.
-    public mutating func clearFileIndex() {self._fileIndex = nil}
+    mutating func clearFileIndex() {self._fileIndex = nil}
 
-    public var line: Int32 {
+    var line: Int32 {
       get {_line ?? 0}
       set {_line = newValue}
     }
     /// Returns true if `line` has been explicitly set.
-    public var hasLine: Bool {self._line != nil}
+    var hasLine: Bool {self._line != nil}
     /// Clears the value of `line`. Subsequent reads from it will return its default value.
-    public mutating func clearLine() {self._line = nil}
+    mutating func clearLine() {self._line = nil}
 
-    public var col: Int32 {
+    var col: Int32 {
       get {_col ?? 0}
       set {_col = newValue}
     }
     /// Returns true if `col` has been explicitly set.
-    public var hasCol: Bool {self._col != nil}
+    var hasCol: Bool {self._col != nil}
     /// Clears the value of `col`. Subsequent reads from it will return its default value.
-    public mutating func clearCol() {self._col = nil}
+    mutating func clearCol() {self._col = nil}
 
-    public var `func`: String {
+    var `func`: String {
       get {_func ?? String()}
       set {_func = newValue}
     }
     /// Returns true if ``func`` has been explicitly set.
-    public var hasFunc: Bool {self._func != nil}
+    var hasFunc: Bool {self._func != nil}
     /// Clears the value of ``func``. Subsequent reads from it will return its default value.
-    public mutating func clearFunc() {self._func = nil}
+    mutating func clearFunc() {self._func = nil}
 
-    public var code: String {
+    var code: String {
       get {_code ?? String()}
       set {_code = newValue}
     }
     /// Returns true if `code` has been explicitly set.
-    public var hasCode: Bool {self._code != nil}
+    var hasCode: Bool {self._code != nil}
     /// Clears the value of `code`. Subsequent reads from it will return its default value.
-    public mutating func clearCode() {self._code = nil}
+    mutating func clearCode() {self._code = nil}
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
 
     fileprivate var _fileIndex: Int32? = nil
     fileprivate var _line: Int32? = nil
@@ -98,21 +98,21 @@ public nonisolated struct Tensorflow_GraphDebugInfo: Sendable {
     fileprivate var _code: String? = nil
   }
 
-  public nonisolated struct StackTrace: Sendable {
+  nonisolated struct StackTrace: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var fileLineCols: [Tensorflow_GraphDebugInfo.FileLineCol] = []
+    var fileLineCols: [Tensorflow_GraphDebugInfo.FileLineCol] = []
 
-    public var frameID: [UInt64] = []
+    var frameID: [UInt64] = []
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
   }
 
-  public init() {}
+  init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -120,10 +120,10 @@ public nonisolated struct Tensorflow_GraphDebugInfo: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_GraphDebugInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".GraphDebugInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}files\0\u{1}traces\0\u{4}\u{2}frames_by_id\0\u{3}name_to_trace_id\0\u{3}traces_by_id\0")
+  static let protoMessageName: String = _protobuf_package + ".GraphDebugInfo"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}files\0\u{1}traces\0\u{4}\u{2}frames_by_id\0\u{3}name_to_trace_id\0\u{3}traces_by_id\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -139,7 +139,7 @@ nonisolated extension Tensorflow_GraphDebugInfo: SwiftProtobuf.Message, SwiftPro
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.files.isEmpty {
       try visitor.visitRepeatedStringField(value: self.files, fieldNumber: 1)
     }
@@ -158,7 +158,7 @@ nonisolated extension Tensorflow_GraphDebugInfo: SwiftProtobuf.Message, SwiftPro
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_GraphDebugInfo, rhs: Tensorflow_GraphDebugInfo) -> Bool {
+  static func ==(lhs: Tensorflow_GraphDebugInfo, rhs: Tensorflow_GraphDebugInfo) -> Bool {
     if lhs.files != rhs.files {return false}
     if lhs.framesByID != rhs.framesByID {return false}
     if lhs.tracesByID != rhs.tracesByID {return false}
@@ -170,10 +170,10 @@ nonisolated extension Tensorflow_GraphDebugInfo: SwiftProtobuf.Message, SwiftPro
 }
 
 nonisolated extension Tensorflow_GraphDebugInfo.FileLineCol: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_GraphDebugInfo.protoMessageName + ".FileLineCol"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}file_index\0\u{1}line\0\u{1}col\0\u{1}func\0\u{1}code\0")
+  static let protoMessageName: String = Tensorflow_GraphDebugInfo.protoMessageName + ".FileLineCol"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}file_index\0\u{1}line\0\u{1}col\0\u{1}func\0\u{1}code\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -189,7 +189,7 @@ nonisolated extension Tensorflow_GraphDebugInfo.FileLineCol: SwiftProtobuf.Messa
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -212,7 +212,7 @@ nonisolated extension Tensorflow_GraphDebugInfo.FileLineCol: SwiftProtobuf.Messa
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_GraphDebugInfo.FileLineCol, rhs: Tensorflow_GraphDebugInfo.FileLineCol) -> Bool {
+  static func ==(lhs: Tensorflow_GraphDebugInfo.FileLineCol, rhs: Tensorflow_GraphDebugInfo.FileLineCol) -> Bool {
     if lhs._fileIndex != rhs._fileIndex {return false}
     if lhs._line != rhs._line {return false}
     if lhs._col != rhs._col {return false}
@@ -224,10 +224,10 @@ nonisolated extension Tensorflow_GraphDebugInfo.FileLineCol: SwiftProtobuf.Messa
 }
 
 nonisolated extension Tensorflow_GraphDebugInfo.StackTrace: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_GraphDebugInfo.protoMessageName + ".StackTrace"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}file_line_cols\0\u{3}frame_id\0")
+  static let protoMessageName: String = Tensorflow_GraphDebugInfo.protoMessageName + ".StackTrace"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}file_line_cols\0\u{3}frame_id\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -240,7 +240,7 @@ nonisolated extension Tensorflow_GraphDebugInfo.StackTrace: SwiftProtobuf.Messag
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.fileLineCols.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.fileLineCols, fieldNumber: 1)
     }
@@ -250,7 +250,7 @@ nonisolated extension Tensorflow_GraphDebugInfo.StackTrace: SwiftProtobuf.Messag
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_GraphDebugInfo.StackTrace, rhs: Tensorflow_GraphDebugInfo.StackTrace) -> Bool {
+  static func ==(lhs: Tensorflow_GraphDebugInfo.StackTrace, rhs: Tensorflow_GraphDebugInfo.StackTrace) -> Bool {
     if lhs.fileLineCols != rhs.fileLineCols {return false}
     if lhs.frameID != rhs.frameID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

@@ -20,56 +20,56 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_NodeDef: Sendable {
+nonisolated struct Tensorflow_NodeDef: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  var name: String = String()
 
-  public var op: String = String()
+  var op: String = String()
 
-  public var input: [String] = []
+  var input: [String] = []
 
-  public var device: String = String()
+  var device: String = String()
 
-  public var attr: Dictionary<String,Tensorflow_AttrValue> = [:]
+  var attr: Dictionary<String,Tensorflow_AttrValue> = [:]
 
-  public var experimentalDebugInfo: Tensorflow_NodeDef.ExperimentalDebugInfo {
+  var experimentalDebugInfo: Tensorflow_NodeDef.ExperimentalDebugInfo {
     get {_experimentalDebugInfo ?? Tensorflow_NodeDef.ExperimentalDebugInfo()}
     set {_experimentalDebugInfo = newValue}
   }
   /// Returns true if `experimentalDebugInfo` has been explicitly set.
-  public var hasExperimentalDebugInfo: Bool {self._experimentalDebugInfo != nil}
+  var hasExperimentalDebugInfo: Bool {self._experimentalDebugInfo != nil}
   /// Clears the value of `experimentalDebugInfo`. Subsequent reads from it will return its default value.
-  public mutating func clearExperimentalDebugInfo() {self._experimentalDebugInfo = nil}
+  mutating func clearExperimentalDebugInfo() {self._experimentalDebugInfo = nil}
 
-  public var experimentalType: Tensorflow_FullTypeDef {
+  var experimentalType: Tensorflow_FullTypeDef {
     get {_experimentalType ?? Tensorflow_FullTypeDef()}
     set {_experimentalType = newValue}
   }
   /// Returns true if `experimentalType` has been explicitly set.
-  public var hasExperimentalType: Bool {self._experimentalType != nil}
+  var hasExperimentalType: Bool {self._experimentalType != nil}
   /// Clears the value of `experimentalType`. Subsequent reads from it will return its default value.
-  public mutating func clearExperimentalType() {self._experimentalType = nil}
+  mutating func clearExperimentalType() {self._experimentalType = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated struct ExperimentalDebugInfo: Sendable {
+  nonisolated struct ExperimentalDebugInfo: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var originalNodeNames: [String] = []
+    var originalNodeNames: [String] = []
 
-    public var originalFuncNames: [String] = []
+    var originalFuncNames: [String] = []
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
   }
 
-  public init() {}
+  init() {}
 
   fileprivate var _experimentalDebugInfo: Tensorflow_NodeDef.ExperimentalDebugInfo? = nil
   fileprivate var _experimentalType: Tensorflow_FullTypeDef? = nil
@@ -80,10 +80,10 @@ public nonisolated struct Tensorflow_NodeDef: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_NodeDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".NodeDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}op\0\u{1}input\0\u{1}device\0\u{1}attr\0\u{3}experimental_debug_info\0\u{3}experimental_type\0")
+  static let protoMessageName: String = _protobuf_package + ".NodeDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}op\0\u{1}input\0\u{1}device\0\u{1}attr\0\u{3}experimental_debug_info\0\u{3}experimental_type\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -101,7 +101,7 @@ nonisolated extension Tensorflow_NodeDef: SwiftProtobuf.Message, SwiftProtobuf._
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -130,7 +130,7 @@ nonisolated extension Tensorflow_NodeDef: SwiftProtobuf.Message, SwiftProtobuf._
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_NodeDef, rhs: Tensorflow_NodeDef) -> Bool {
+  static func ==(lhs: Tensorflow_NodeDef, rhs: Tensorflow_NodeDef) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.op != rhs.op {return false}
     if lhs.input != rhs.input {return false}
@@ -144,10 +144,10 @@ nonisolated extension Tensorflow_NodeDef: SwiftProtobuf.Message, SwiftProtobuf._
 }
 
 nonisolated extension Tensorflow_NodeDef.ExperimentalDebugInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_NodeDef.protoMessageName + ".ExperimentalDebugInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}original_node_names\0\u{3}original_func_names\0")
+  static let protoMessageName: String = Tensorflow_NodeDef.protoMessageName + ".ExperimentalDebugInfo"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}original_node_names\0\u{3}original_func_names\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -160,7 +160,7 @@ nonisolated extension Tensorflow_NodeDef.ExperimentalDebugInfo: SwiftProtobuf.Me
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.originalNodeNames.isEmpty {
       try visitor.visitRepeatedStringField(value: self.originalNodeNames, fieldNumber: 1)
     }
@@ -170,7 +170,7 @@ nonisolated extension Tensorflow_NodeDef.ExperimentalDebugInfo: SwiftProtobuf.Me
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_NodeDef.ExperimentalDebugInfo, rhs: Tensorflow_NodeDef.ExperimentalDebugInfo) -> Bool {
+  static func ==(lhs: Tensorflow_NodeDef.ExperimentalDebugInfo, rhs: Tensorflow_NodeDef.ExperimentalDebugInfo) -> Bool {
     if lhs.originalNodeNames != rhs.originalNodeNames {return false}
     if lhs.originalFuncNames != rhs.originalFuncNames {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

@@ -20,167 +20,167 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_OpDef: Sendable {
+nonisolated struct Tensorflow_OpDef: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  var name: String = String()
 
-  public var inputArg: [Tensorflow_OpDef.ArgDef] = []
+  var inputArg: [Tensorflow_OpDef.ArgDef] = []
 
-  public var outputArg: [Tensorflow_OpDef.ArgDef] = []
+  var outputArg: [Tensorflow_OpDef.ArgDef] = []
 
-  public var controlOutput: [String] = []
+  var controlOutput: [String] = []
 
-  public var attr: [Tensorflow_OpDef.AttrDef] = []
+  var attr: [Tensorflow_OpDef.AttrDef] = []
 
-  public var deprecation: Tensorflow_OpDeprecation {
+  var deprecation: Tensorflow_OpDeprecation {
     get {_deprecation ?? Tensorflow_OpDeprecation()}
     set {_deprecation = newValue}
   }
   /// Returns true if `deprecation` has been explicitly set.
-  public var hasDeprecation: Bool {self._deprecation != nil}
+  var hasDeprecation: Bool {self._deprecation != nil}
   /// Clears the value of `deprecation`. Subsequent reads from it will return its default value.
-  public mutating func clearDeprecation() {self._deprecation = nil}
+  mutating func clearDeprecation() {self._deprecation = nil}
 
-  public var summary: String = String()
+  var summary: String = String()
 
-  public var description_p: String = String()
+  var description_p: String = String()
 
-  public var isCommutative: Bool = false
+  var isCommutative: Bool = false
 
-  public var isAggregate: Bool = false
+  var isAggregate: Bool = false
 
-  public var isStateful: Bool = false
+  var isStateful: Bool = false
 
-  public var allowsUninitializedInput: Bool = false
+  var allowsUninitializedInput: Bool = false
 
-  public var isDistributedCommunication: Bool = false
+  var isDistributedCommunication: Bool = false
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated struct ArgDef: Sendable {
+  nonisolated struct ArgDef: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var name: String = String()
+    var name: String = String()
 
-    public var description_p: String = String()
+    var description_p: String = String()
 
-    public var type: Tensorflow_DataType = .dtInvalid
+    var type: Tensorflow_DataType = .dtInvalid
 
-    public var typeAttr: String = String()
+    var typeAttr: String = String()
 
-    public var numberAttr: String = String()
+    var numberAttr: String = String()
 
-    public var typeListAttr: String = String()
+    var typeListAttr: String = String()
 
-    public var handleData: [Tensorflow_ResourceHandleProto.DtypeAndShape] = []
+    var handleData: [Tensorflow_ResourceHandleProto.DtypeAndShape] = []
 
-    public var isRef: Bool = false
+    var isRef: Bool = false
 
-    public var experimentalFullType: Tensorflow_FullTypeDef {
+    var experimentalFullType: Tensorflow_FullTypeDef {
       get {_experimentalFullType ?? Tensorflow_FullTypeDef()}
       set {_experimentalFullType = newValue}
     }
     /// Returns true if `experimentalFullType` has been explicitly set.
-    public var hasExperimentalFullType: Bool {self._experimentalFullType != nil}
+    var hasExperimentalFullType: Bool {self._experimentalFullType != nil}
     /// Clears the value of `experimentalFullType`. Subsequent reads from it will return its default value.
-    public mutating func clearExperimentalFullType() {self._experimentalFullType = nil}
+    mutating func clearExperimentalFullType() {self._experimentalFullType = nil}
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
 
     fileprivate var _experimentalFullType: Tensorflow_FullTypeDef? = nil
   }
 
-  public nonisolated struct AttrDef: @unchecked Sendable {
+  nonisolated struct AttrDef: @unchecked Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var name: String {
+    var name: String {
       get {_storage._name}
       set {_uniqueStorage()._name = newValue}
     }
 
-    public var type: String {
+    var type: String {
       get {_storage._type}
       set {_uniqueStorage()._type = newValue}
     }
 
-    public var defaultValue: Tensorflow_AttrValue {
+    var defaultValue: Tensorflow_AttrValue {
       get {_storage._defaultValue ?? Tensorflow_AttrValue()}
       set {_uniqueStorage()._defaultValue = newValue}
     }
     /// Returns true if `defaultValue` has been explicitly set.
-    public var hasDefaultValue: Bool {_storage._defaultValue != nil}
+    var hasDefaultValue: Bool {_storage._defaultValue != nil}
     /// Clears the value of `defaultValue`. Subsequent reads from it will return its default value.
-    public mutating func clearDefaultValue() {_uniqueStorage()._defaultValue = nil}
+    mutating func clearDefaultValue() {_uniqueStorage()._defaultValue = nil}
 
-    public var description_p: String {
+    var description_p: String {
       get {_storage._description_p}
       set {_uniqueStorage()._description_p = newValue}
     }
 
-    public var hasMinimum_p: Bool {
+    var hasMinimum_p: Bool {
       get {_storage._hasMinimum_p}
       set {_uniqueStorage()._hasMinimum_p = newValue}
     }
 
-    public var minimum: Int64 {
+    var minimum: Int64 {
       get {_storage._minimum}
       set {_uniqueStorage()._minimum = newValue}
     }
 
-    public var allowedValues: Tensorflow_AttrValue {
+    var allowedValues: Tensorflow_AttrValue {
       get {_storage._allowedValues ?? Tensorflow_AttrValue()}
       set {_uniqueStorage()._allowedValues = newValue}
     }
     /// Returns true if `allowedValues` has been explicitly set.
-    public var hasAllowedValues: Bool {_storage._allowedValues != nil}
+    var hasAllowedValues: Bool {_storage._allowedValues != nil}
     /// Clears the value of `allowedValues`. Subsequent reads from it will return its default value.
-    public mutating func clearAllowedValues() {_uniqueStorage()._allowedValues = nil}
+    mutating func clearAllowedValues() {_uniqueStorage()._allowedValues = nil}
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
 
     fileprivate var _storage = _StorageClass.defaultInstance
   }
 
-  public init() {}
+  init() {}
 
   fileprivate var _deprecation: Tensorflow_OpDeprecation? = nil
 }
 
-public nonisolated struct Tensorflow_OpDeprecation: Sendable {
+nonisolated struct Tensorflow_OpDeprecation: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var version: Int32 = 0
+  var version: Int32 = 0
 
-  public var explanation: String = String()
+  var explanation: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_OpList: Sendable {
+nonisolated struct Tensorflow_OpList: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var op: [Tensorflow_OpDef] = []
+  var op: [Tensorflow_OpDef] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -188,10 +188,10 @@ public nonisolated struct Tensorflow_OpList: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_OpDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".OpDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}input_arg\0\u{3}output_arg\0\u{1}attr\0\u{1}summary\0\u{1}description\0\u{2}\u{2}deprecation\0\u{4}\u{8}is_aggregate\0\u{3}is_stateful\0\u{3}is_commutative\0\u{3}allows_uninitialized_input\0\u{3}control_output\0\u{3}is_distributed_communication\0")
+  static let protoMessageName: String = _protobuf_package + ".OpDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}input_arg\0\u{3}output_arg\0\u{1}attr\0\u{1}summary\0\u{1}description\0\u{2}\u{2}deprecation\0\u{4}\u{8}is_aggregate\0\u{3}is_stateful\0\u{3}is_commutative\0\u{3}allows_uninitialized_input\0\u{3}control_output\0\u{3}is_distributed_communication\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -215,7 +215,7 @@ nonisolated extension Tensorflow_OpDef: SwiftProtobuf.Message, SwiftProtobuf._Me
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -262,7 +262,7 @@ nonisolated extension Tensorflow_OpDef: SwiftProtobuf.Message, SwiftProtobuf._Me
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_OpDef, rhs: Tensorflow_OpDef) -> Bool {
+  static func ==(lhs: Tensorflow_OpDef, rhs: Tensorflow_OpDef) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.inputArg != rhs.inputArg {return false}
     if lhs.outputArg != rhs.outputArg {return false}
@@ -282,10 +282,10 @@ nonisolated extension Tensorflow_OpDef: SwiftProtobuf.Message, SwiftProtobuf._Me
 }
 
 nonisolated extension Tensorflow_OpDef.ArgDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_OpDef.protoMessageName + ".ArgDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}description\0\u{1}type\0\u{3}type_attr\0\u{3}number_attr\0\u{3}type_list_attr\0\u{3}handle_data\0\u{4}\u{9}is_ref\0\u{3}experimental_full_type\0")
+  static let protoMessageName: String = Tensorflow_OpDef.protoMessageName + ".ArgDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}description\0\u{1}type\0\u{3}type_attr\0\u{3}number_attr\0\u{3}type_list_attr\0\u{3}handle_data\0\u{4}\u{9}is_ref\0\u{3}experimental_full_type\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -305,7 +305,7 @@ nonisolated extension Tensorflow_OpDef.ArgDef: SwiftProtobuf.Message, SwiftProto
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -340,7 +340,7 @@ nonisolated extension Tensorflow_OpDef.ArgDef: SwiftProtobuf.Message, SwiftProto
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_OpDef.ArgDef, rhs: Tensorflow_OpDef.ArgDef) -> Bool {
+  static func ==(lhs: Tensorflow_OpDef.ArgDef, rhs: Tensorflow_OpDef.ArgDef) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.description_p != rhs.description_p {return false}
     if lhs.type != rhs.type {return false}
@@ -356,8 +356,8 @@ nonisolated extension Tensorflow_OpDef.ArgDef: SwiftProtobuf.Message, SwiftProto
 }
 
 nonisolated extension Tensorflow_OpDef.AttrDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_OpDef.protoMessageName + ".AttrDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}default_value\0\u{1}description\0\u{3}has_minimum\0\u{1}minimum\0\u{3}allowed_values\0")
+  static let protoMessageName: String = Tensorflow_OpDef.protoMessageName + ".AttrDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}default_value\0\u{1}description\0\u{3}has_minimum\0\u{1}minimum\0\u{3}allowed_values\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -394,7 +394,7 @@ nonisolated extension Tensorflow_OpDef.AttrDef: SwiftProtobuf.Message, SwiftProt
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -415,7 +415,7 @@ nonisolated extension Tensorflow_OpDef.AttrDef: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -446,7 +446,7 @@ nonisolated extension Tensorflow_OpDef.AttrDef: SwiftProtobuf.Message, SwiftProt
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_OpDef.AttrDef, rhs: Tensorflow_OpDef.AttrDef) -> Bool {
+  static func ==(lhs: Tensorflow_OpDef.AttrDef, rhs: Tensorflow_OpDef.AttrDef) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -468,10 +468,10 @@ nonisolated extension Tensorflow_OpDef.AttrDef: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Tensorflow_OpDeprecation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".OpDeprecation"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}explanation\0")
+  static let protoMessageName: String = _protobuf_package + ".OpDeprecation"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}explanation\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -484,7 +484,7 @@ nonisolated extension Tensorflow_OpDeprecation: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.version != 0 {
       try visitor.visitSingularInt32Field(value: self.version, fieldNumber: 1)
     }
@@ -494,7 +494,7 @@ nonisolated extension Tensorflow_OpDeprecation: SwiftProtobuf.Message, SwiftProt
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_OpDeprecation, rhs: Tensorflow_OpDeprecation) -> Bool {
+  static func ==(lhs: Tensorflow_OpDeprecation, rhs: Tensorflow_OpDeprecation) -> Bool {
     if lhs.version != rhs.version {return false}
     if lhs.explanation != rhs.explanation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -503,10 +503,10 @@ nonisolated extension Tensorflow_OpDeprecation: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Tensorflow_OpList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".OpList"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}op\0")
+  static let protoMessageName: String = _protobuf_package + ".OpList"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}op\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -518,14 +518,14 @@ nonisolated extension Tensorflow_OpList: SwiftProtobuf.Message, SwiftProtobuf._M
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.op.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.op, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_OpList, rhs: Tensorflow_OpList) -> Bool {
+  static func ==(lhs: Tensorflow_OpList, rhs: Tensorflow_OpList) -> Bool {
     if lhs.op != rhs.op {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

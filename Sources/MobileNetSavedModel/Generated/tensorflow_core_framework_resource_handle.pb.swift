@@ -20,49 +20,49 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_ResourceHandleProto: Sendable {
+nonisolated struct Tensorflow_ResourceHandleProto: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var device: String = String()
+  var device: String = String()
 
-  public var container: String = String()
+  var container: String = String()
 
-  public var name: String = String()
+  var name: String = String()
 
-  public var hashCode: UInt64 = 0
+  var hashCode: UInt64 = 0
 
-  public var maybeTypeName: String = String()
+  var maybeTypeName: String = String()
 
-  public var dtypesAndShapes: [Tensorflow_ResourceHandleProto.DtypeAndShape] = []
+  var dtypesAndShapes: [Tensorflow_ResourceHandleProto.DtypeAndShape] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated struct DtypeAndShape: Sendable {
+  nonisolated struct DtypeAndShape: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var dtype: Tensorflow_DataType = .dtInvalid
+    var dtype: Tensorflow_DataType = .dtInvalid
 
-    public var shape: Tensorflow_TensorShapeProto {
+    var shape: Tensorflow_TensorShapeProto {
       get {_shape ?? Tensorflow_TensorShapeProto()}
       set {_shape = newValue}
     }
     /// Returns true if `shape` has been explicitly set.
-    public var hasShape: Bool {self._shape != nil}
+    var hasShape: Bool {self._shape != nil}
     /// Clears the value of `shape`. Subsequent reads from it will return its default value.
-    public mutating func clearShape() {self._shape = nil}
+    mutating func clearShape() {self._shape = nil}
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
 
     fileprivate var _shape: Tensorflow_TensorShapeProto? = nil
   }
 
-  public init() {}
+  init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -70,10 +70,10 @@ public nonisolated struct Tensorflow_ResourceHandleProto: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_ResourceHandleProto: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ResourceHandleProto"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}device\0\u{1}container\0\u{1}name\0\u{3}hash_code\0\u{3}maybe_type_name\0\u{3}dtypes_and_shapes\0\u{c}\u{7}\u{1}")
+  static let protoMessageName: String = _protobuf_package + ".ResourceHandleProto"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}device\0\u{1}container\0\u{1}name\0\u{3}hash_code\0\u{3}maybe_type_name\0\u{3}dtypes_and_shapes\0\u{c}\u{7}\u{1}")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -90,7 +90,7 @@ nonisolated extension Tensorflow_ResourceHandleProto: SwiftProtobuf.Message, Swi
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.device.isEmpty {
       try visitor.visitSingularStringField(value: self.device, fieldNumber: 1)
     }
@@ -112,7 +112,7 @@ nonisolated extension Tensorflow_ResourceHandleProto: SwiftProtobuf.Message, Swi
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_ResourceHandleProto, rhs: Tensorflow_ResourceHandleProto) -> Bool {
+  static func ==(lhs: Tensorflow_ResourceHandleProto, rhs: Tensorflow_ResourceHandleProto) -> Bool {
     if lhs.device != rhs.device {return false}
     if lhs.container != rhs.container {return false}
     if lhs.name != rhs.name {return false}
@@ -125,10 +125,10 @@ nonisolated extension Tensorflow_ResourceHandleProto: SwiftProtobuf.Message, Swi
 }
 
 nonisolated extension Tensorflow_ResourceHandleProto.DtypeAndShape: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_ResourceHandleProto.protoMessageName + ".DtypeAndShape"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{1}shape\0")
+  static let protoMessageName: String = Tensorflow_ResourceHandleProto.protoMessageName + ".DtypeAndShape"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{1}shape\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -141,7 +141,7 @@ nonisolated extension Tensorflow_ResourceHandleProto.DtypeAndShape: SwiftProtobu
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -155,7 +155,7 @@ nonisolated extension Tensorflow_ResourceHandleProto.DtypeAndShape: SwiftProtobu
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_ResourceHandleProto.DtypeAndShape, rhs: Tensorflow_ResourceHandleProto.DtypeAndShape) -> Bool {
+  static func ==(lhs: Tensorflow_ResourceHandleProto.DtypeAndShape, rhs: Tensorflow_ResourceHandleProto.DtypeAndShape) -> Bool {
     if lhs.dtype != rhs.dtype {return false}
     if lhs._shape != rhs._shape {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

@@ -25,126 +25,126 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_TensorProto: @unchecked Sendable {
+nonisolated struct Tensorflow_TensorProto: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var dtype: Tensorflow_DataType {
+  var dtype: Tensorflow_DataType {
     get {_storage._dtype}
     set {_uniqueStorage()._dtype = newValue}
   }
 
-  public var tensorShape: Tensorflow_TensorShapeProto {
+  var tensorShape: Tensorflow_TensorShapeProto {
     get {_storage._tensorShape ?? Tensorflow_TensorShapeProto()}
     set {_uniqueStorage()._tensorShape = newValue}
   }
   /// Returns true if `tensorShape` has been explicitly set.
-  public var hasTensorShape: Bool {_storage._tensorShape != nil}
+  var hasTensorShape: Bool {_storage._tensorShape != nil}
   /// Clears the value of `tensorShape`. Subsequent reads from it will return its default value.
-  public mutating func clearTensorShape() {_uniqueStorage()._tensorShape = nil}
+  mutating func clearTensorShape() {_uniqueStorage()._tensorShape = nil}
 
-  public var versionNumber: Int32 {
+  var versionNumber: Int32 {
     get {_storage._versionNumber}
     set {_uniqueStorage()._versionNumber = newValue}
   }
 
-  public var tensorContent: Data {
+  var tensorContent: Data {
     get {_storage._tensorContent}
     set {_uniqueStorage()._tensorContent = newValue}
   }
 
-  public var halfVal: [Int32] {
+  var halfVal: [Int32] {
     get {_storage._halfVal}
     set {_uniqueStorage()._halfVal = newValue}
   }
 
-  public var floatVal: [Float] {
+  var floatVal: [Float] {
     get {_storage._floatVal}
     set {_uniqueStorage()._floatVal = newValue}
   }
 
-  public var doubleVal: [Double] {
+  var doubleVal: [Double] {
     get {_storage._doubleVal}
     set {_uniqueStorage()._doubleVal = newValue}
   }
 
-  public var intVal: [Int32] {
+  var intVal: [Int32] {
     get {_storage._intVal}
     set {_uniqueStorage()._intVal = newValue}
   }
 
-  public var stringVal: [Data] {
+  var stringVal: [Data] {
     get {_storage._stringVal}
     set {_uniqueStorage()._stringVal = newValue}
   }
 
-  public var scomplexVal: [Float] {
+  var scomplexVal: [Float] {
     get {_storage._scomplexVal}
     set {_uniqueStorage()._scomplexVal = newValue}
   }
 
-  public var int64Val: [Int64] {
+  var int64Val: [Int64] {
     get {_storage._int64Val}
     set {_uniqueStorage()._int64Val = newValue}
   }
 
-  public var boolVal: [Bool] {
+  var boolVal: [Bool] {
     get {_storage._boolVal}
     set {_uniqueStorage()._boolVal = newValue}
   }
 
-  public var dcomplexVal: [Double] {
+  var dcomplexVal: [Double] {
     get {_storage._dcomplexVal}
     set {_uniqueStorage()._dcomplexVal = newValue}
   }
 
-  public var resourceHandleVal: [Tensorflow_ResourceHandleProto] {
+  var resourceHandleVal: [Tensorflow_ResourceHandleProto] {
     get {_storage._resourceHandleVal}
     set {_uniqueStorage()._resourceHandleVal = newValue}
   }
 
-  public var variantVal: [Tensorflow_VariantTensorDataProto] {
+  var variantVal: [Tensorflow_VariantTensorDataProto] {
     get {_storage._variantVal}
     set {_uniqueStorage()._variantVal = newValue}
   }
 
-  public var uint32Val: [UInt32] {
+  var uint32Val: [UInt32] {
     get {_storage._uint32Val}
     set {_uniqueStorage()._uint32Val = newValue}
   }
 
-  public var uint64Val: [UInt64] {
+  var uint64Val: [UInt64] {
     get {_storage._uint64Val}
     set {_uniqueStorage()._uint64Val = newValue}
   }
 
-  public var float8Val: Data {
+  var float8Val: Data {
     get {_storage._float8Val}
     set {_uniqueStorage()._float8Val = newValue}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Tensorflow_VariantTensorDataProto: Sendable {
+nonisolated struct Tensorflow_VariantTensorDataProto: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var typeName: String = String()
+  var typeName: String = String()
 
-  public var metadata: Data = Data()
+  var metadata: Data = Data()
 
-  public var tensors: [Tensorflow_TensorProto] = []
+  var tensors: [Tensorflow_TensorProto] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -152,8 +152,8 @@ public nonisolated struct Tensorflow_VariantTensorDataProto: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_TensorProto: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".TensorProto"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{3}tensor_shape\0\u{3}version_number\0\u{3}tensor_content\0\u{3}float_val\0\u{3}double_val\0\u{3}int_val\0\u{3}string_val\0\u{3}scomplex_val\0\u{3}int64_val\0\u{3}bool_val\0\u{3}dcomplex_val\0\u{3}half_val\0\u{3}resource_handle_val\0\u{3}variant_val\0\u{3}uint32_val\0\u{3}uint64_val\0\u{3}float8_val\0")
+  static let protoMessageName: String = _protobuf_package + ".TensorProto"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{3}tensor_shape\0\u{3}version_number\0\u{3}tensor_content\0\u{3}float_val\0\u{3}double_val\0\u{3}int_val\0\u{3}string_val\0\u{3}scomplex_val\0\u{3}int64_val\0\u{3}bool_val\0\u{3}dcomplex_val\0\u{3}half_val\0\u{3}resource_handle_val\0\u{3}variant_val\0\u{3}uint32_val\0\u{3}uint64_val\0\u{3}float8_val\0")
 
   fileprivate class _StorageClass {
     var _dtype: Tensorflow_DataType = .dtInvalid
@@ -212,7 +212,7 @@ nonisolated extension Tensorflow_TensorProto: SwiftProtobuf.Message, SwiftProtob
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -244,7 +244,7 @@ nonisolated extension Tensorflow_TensorProto: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -308,7 +308,7 @@ nonisolated extension Tensorflow_TensorProto: SwiftProtobuf.Message, SwiftProtob
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TensorProto, rhs: Tensorflow_TensorProto) -> Bool {
+  static func ==(lhs: Tensorflow_TensorProto, rhs: Tensorflow_TensorProto) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -341,10 +341,10 @@ nonisolated extension Tensorflow_TensorProto: SwiftProtobuf.Message, SwiftProtob
 }
 
 nonisolated extension Tensorflow_VariantTensorDataProto: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".VariantTensorDataProto"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}type_name\0\u{1}metadata\0\u{1}tensors\0")
+  static let protoMessageName: String = _protobuf_package + ".VariantTensorDataProto"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}type_name\0\u{1}metadata\0\u{1}tensors\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -358,7 +358,7 @@ nonisolated extension Tensorflow_VariantTensorDataProto: SwiftProtobuf.Message, 
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.typeName.isEmpty {
       try visitor.visitSingularStringField(value: self.typeName, fieldNumber: 1)
     }
@@ -371,7 +371,7 @@ nonisolated extension Tensorflow_VariantTensorDataProto: SwiftProtobuf.Message, 
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_VariantTensorDataProto, rhs: Tensorflow_VariantTensorDataProto) -> Bool {
+  static func ==(lhs: Tensorflow_VariantTensorDataProto, rhs: Tensorflow_VariantTensorDataProto) -> Bool {
     if lhs.typeName != rhs.typeName {return false}
     if lhs.metadata != rhs.metadata {return false}
     if lhs.tensors != rhs.tensors {return false}

@@ -20,32 +20,32 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_TensorShapeProto: Sendable {
+nonisolated struct Tensorflow_TensorShapeProto: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var dim: [Tensorflow_TensorShapeProto.Dim] = []
+  var dim: [Tensorflow_TensorShapeProto.Dim] = []
 
-  public var unknownRank: Bool = false
+  var unknownRank: Bool = false
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated struct Dim: Sendable {
+  nonisolated struct Dim: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var size: Int64 = 0
+    var size: Int64 = 0
 
-    public var name: String = String()
+    var name: String = String()
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
   }
 
-  public init() {}
+  init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -53,10 +53,10 @@ public nonisolated struct Tensorflow_TensorShapeProto: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_TensorShapeProto: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".TensorShapeProto"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\u{2}dim\0\u{3}unknown_rank\0")
+  static let protoMessageName: String = _protobuf_package + ".TensorShapeProto"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\u{2}dim\0\u{3}unknown_rank\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -69,7 +69,7 @@ nonisolated extension Tensorflow_TensorShapeProto: SwiftProtobuf.Message, SwiftP
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.dim.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.dim, fieldNumber: 2)
     }
@@ -79,7 +79,7 @@ nonisolated extension Tensorflow_TensorShapeProto: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TensorShapeProto, rhs: Tensorflow_TensorShapeProto) -> Bool {
+  static func ==(lhs: Tensorflow_TensorShapeProto, rhs: Tensorflow_TensorShapeProto) -> Bool {
     if lhs.dim != rhs.dim {return false}
     if lhs.unknownRank != rhs.unknownRank {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -88,10 +88,10 @@ nonisolated extension Tensorflow_TensorShapeProto: SwiftProtobuf.Message, SwiftP
 }
 
 nonisolated extension Tensorflow_TensorShapeProto.Dim: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_TensorShapeProto.protoMessageName + ".Dim"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}size\0\u{1}name\0")
+  static let protoMessageName: String = Tensorflow_TensorShapeProto.protoMessageName + ".Dim"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}size\0\u{1}name\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -104,7 +104,7 @@ nonisolated extension Tensorflow_TensorShapeProto.Dim: SwiftProtobuf.Message, Sw
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.size != 0 {
       try visitor.visitSingularInt64Field(value: self.size, fieldNumber: 1)
     }
@@ -114,7 +114,7 @@ nonisolated extension Tensorflow_TensorShapeProto.Dim: SwiftProtobuf.Message, Sw
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TensorShapeProto.Dim, rhs: Tensorflow_TensorShapeProto.Dim) -> Bool {
+  static func ==(lhs: Tensorflow_TensorShapeProto.Dim, rhs: Tensorflow_TensorShapeProto.Dim) -> Bool {
     if lhs.size != rhs.size {return false}
     if lhs.name != rhs.name {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

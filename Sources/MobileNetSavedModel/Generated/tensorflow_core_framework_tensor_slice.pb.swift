@@ -20,25 +20,25 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_TensorSliceProto: Sendable {
+nonisolated struct Tensorflow_TensorSliceProto: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var extent: [Tensorflow_TensorSliceProto.Extent] = []
+  var extent: [Tensorflow_TensorSliceProto.Extent] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated struct Extent: Sendable {
+  nonisolated struct Extent: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var start: Int64 = 0
+    var start: Int64 = 0
 
-    public var hasLengthHack_p: Tensorflow_TensorSliceProto.Extent.OneOf_HasLengthHack? = nil
+    var hasLengthHack_p: Tensorflow_TensorSliceProto.Extent.OneOf_HasLengthHack? = nil
 
-    public var length: Int64 {
+    var length: Int64 {
       get {
         if case .length(let v)? = hasLengthHack_p {return v}
         return 0
@@ -46,17 +46,17 @@ public nonisolated struct Tensorflow_TensorSliceProto: Sendable {
       set {hasLengthHack_p = .length(newValue)}
     }
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public nonisolated enum OneOf_HasLengthHack: Equatable, Sendable {
+    nonisolated enum OneOf_HasLengthHack: Equatable, Sendable {
       case length(Int64)
 
     }
 
-    public init() {}
+    init() {}
   }
 
-  public init() {}
+  init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -64,10 +64,10 @@ public nonisolated struct Tensorflow_TensorSliceProto: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_TensorSliceProto: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".TensorSliceProto"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}extent\0")
+  static let protoMessageName: String = _protobuf_package + ".TensorSliceProto"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}extent\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -79,14 +79,14 @@ nonisolated extension Tensorflow_TensorSliceProto: SwiftProtobuf.Message, SwiftP
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.extent.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.extent, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TensorSliceProto, rhs: Tensorflow_TensorSliceProto) -> Bool {
+  static func ==(lhs: Tensorflow_TensorSliceProto, rhs: Tensorflow_TensorSliceProto) -> Bool {
     if lhs.extent != rhs.extent {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -94,10 +94,10 @@ nonisolated extension Tensorflow_TensorSliceProto: SwiftProtobuf.Message, SwiftP
 }
 
 nonisolated extension Tensorflow_TensorSliceProto.Extent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_TensorSliceProto.protoMessageName + ".Extent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}start\0\u{1}length\0")
+  static let protoMessageName: String = Tensorflow_TensorSliceProto.protoMessageName + ".Extent"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}start\0\u{1}length\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -117,7 +117,7 @@ nonisolated extension Tensorflow_TensorSliceProto.Extent: SwiftProtobuf.Message,
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -131,7 +131,7 @@ nonisolated extension Tensorflow_TensorSliceProto.Extent: SwiftProtobuf.Message,
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TensorSliceProto.Extent, rhs: Tensorflow_TensorSliceProto.Extent) -> Bool {
+  static func ==(lhs: Tensorflow_TensorSliceProto.Extent, rhs: Tensorflow_TensorSliceProto.Extent) -> Bool {
     if lhs.start != rhs.start {return false}
     if lhs.hasLengthHack_p != rhs.hasLengthHack_p {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

@@ -20,8 +20,8 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated enum Tensorflow_DataType: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
+nonisolated enum Tensorflow_DataType: SwiftProtobuf.Enum, Swift.CaseIterable {
+  typealias RawValue = Int
   case dtInvalid // = 0
   case dtFloat // = 1
   case dtDouble // = 2
@@ -91,11 +91,11 @@ public nonisolated enum Tensorflow_DataType: SwiftProtobuf.Enum, Swift.CaseItera
   case dtFloat4E2M1FnRef // = 133
   case UNRECOGNIZED(Int)
 
-  public init() {
+  init() {
     self = .dtInvalid
   }
 
-  public init?(rawValue: Int) {
+  init?(rawValue: Int) {
     switch rawValue {
     case 0: self = .dtInvalid
     case 1: self = .dtFloat
@@ -168,7 +168,7 @@ public nonisolated enum Tensorflow_DataType: SwiftProtobuf.Enum, Swift.CaseItera
     }
   }
 
-  public var rawValue: Int {
+  var rawValue: Int {
     switch self {
     case .dtInvalid: return 0
     case .dtFloat: return 1
@@ -242,7 +242,7 @@ public nonisolated enum Tensorflow_DataType: SwiftProtobuf.Enum, Swift.CaseItera
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Tensorflow_DataType] = [
+  static let allCases: [Tensorflow_DataType] = [
     .dtInvalid,
     .dtFloat,
     .dtDouble,
@@ -314,16 +314,16 @@ public nonisolated enum Tensorflow_DataType: SwiftProtobuf.Enum, Swift.CaseItera
 
 }
 
-public nonisolated struct Tensorflow_SerializedDType: Sendable {
+nonisolated struct Tensorflow_SerializedDType: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var datatype: Tensorflow_DataType = .dtInvalid
+  var datatype: Tensorflow_DataType = .dtInvalid
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -331,14 +331,14 @@ public nonisolated struct Tensorflow_SerializedDType: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_DataType: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DT_INVALID\0\u{1}DT_FLOAT\0\u{1}DT_DOUBLE\0\u{1}DT_INT32\0\u{1}DT_UINT8\0\u{1}DT_INT16\0\u{1}DT_INT8\0\u{1}DT_STRING\0\u{1}DT_COMPLEX64\0\u{1}DT_INT64\0\u{1}DT_BOOL\0\u{1}DT_QINT8\0\u{1}DT_QUINT8\0\u{1}DT_QINT32\0\u{1}DT_BFLOAT16\0\u{1}DT_QINT16\0\u{1}DT_QUINT16\0\u{1}DT_UINT16\0\u{1}DT_COMPLEX128\0\u{1}DT_HALF\0\u{1}DT_RESOURCE\0\u{1}DT_VARIANT\0\u{1}DT_UINT32\0\u{1}DT_UINT64\0\u{1}DT_FLOAT8_E5M2\0\u{1}DT_FLOAT8_E4M3FN\0\u{1}DT_FLOAT8_E4M3FNUZ\0\u{1}DT_FLOAT8_E4M3B11FNUZ\0\u{1}DT_FLOAT8_E5M2FNUZ\0\u{1}DT_INT4\0\u{1}DT_UINT4\0\u{1}DT_INT2\0\u{1}DT_UINT2\0\u{1}DT_FLOAT4_E2M1FN\0\u{2}D\u{1}DT_FLOAT_REF\0\u{1}DT_DOUBLE_REF\0\u{1}DT_INT32_REF\0\u{1}DT_UINT8_REF\0\u{1}DT_INT16_REF\0\u{1}DT_INT8_REF\0\u{1}DT_STRING_REF\0\u{1}DT_COMPLEX64_REF\0\u{1}DT_INT64_REF\0\u{1}DT_BOOL_REF\0\u{1}DT_QINT8_REF\0\u{1}DT_QUINT8_REF\0\u{1}DT_QINT32_REF\0\u{1}DT_BFLOAT16_REF\0\u{1}DT_QINT16_REF\0\u{1}DT_QUINT16_REF\0\u{1}DT_UINT16_REF\0\u{1}DT_COMPLEX128_REF\0\u{1}DT_HALF_REF\0\u{1}DT_RESOURCE_REF\0\u{1}DT_VARIANT_REF\0\u{1}DT_UINT32_REF\0\u{1}DT_UINT64_REF\0\u{1}DT_FLOAT8_E5M2_REF\0\u{1}DT_FLOAT8_E4M3FN_REF\0\u{1}DT_FLOAT8_E4M3FNUZ_REF\0\u{1}DT_FLOAT8_E4M3B11FNUZ_REF\0\u{1}DT_FLOAT8_E5M2FNUZ_REF\0\u{1}DT_INT4_REF\0\u{1}DT_UINT4_REF\0\u{1}DT_INT2_REF\0\u{1}DT_UINT2_REF\0\u{1}DT_FLOAT4_E2M1FN_REF\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DT_INVALID\0\u{1}DT_FLOAT\0\u{1}DT_DOUBLE\0\u{1}DT_INT32\0\u{1}DT_UINT8\0\u{1}DT_INT16\0\u{1}DT_INT8\0\u{1}DT_STRING\0\u{1}DT_COMPLEX64\0\u{1}DT_INT64\0\u{1}DT_BOOL\0\u{1}DT_QINT8\0\u{1}DT_QUINT8\0\u{1}DT_QINT32\0\u{1}DT_BFLOAT16\0\u{1}DT_QINT16\0\u{1}DT_QUINT16\0\u{1}DT_UINT16\0\u{1}DT_COMPLEX128\0\u{1}DT_HALF\0\u{1}DT_RESOURCE\0\u{1}DT_VARIANT\0\u{1}DT_UINT32\0\u{1}DT_UINT64\0\u{1}DT_FLOAT8_E5M2\0\u{1}DT_FLOAT8_E4M3FN\0\u{1}DT_FLOAT8_E4M3FNUZ\0\u{1}DT_FLOAT8_E4M3B11FNUZ\0\u{1}DT_FLOAT8_E5M2FNUZ\0\u{1}DT_INT4\0\u{1}DT_UINT4\0\u{1}DT_INT2\0\u{1}DT_UINT2\0\u{1}DT_FLOAT4_E2M1FN\0\u{2}D\u{1}DT_FLOAT_REF\0\u{1}DT_DOUBLE_REF\0\u{1}DT_INT32_REF\0\u{1}DT_UINT8_REF\0\u{1}DT_INT16_REF\0\u{1}DT_INT8_REF\0\u{1}DT_STRING_REF\0\u{1}DT_COMPLEX64_REF\0\u{1}DT_INT64_REF\0\u{1}DT_BOOL_REF\0\u{1}DT_QINT8_REF\0\u{1}DT_QUINT8_REF\0\u{1}DT_QINT32_REF\0\u{1}DT_BFLOAT16_REF\0\u{1}DT_QINT16_REF\0\u{1}DT_QUINT16_REF\0\u{1}DT_UINT16_REF\0\u{1}DT_COMPLEX128_REF\0\u{1}DT_HALF_REF\0\u{1}DT_RESOURCE_REF\0\u{1}DT_VARIANT_REF\0\u{1}DT_UINT32_REF\0\u{1}DT_UINT64_REF\0\u{1}DT_FLOAT8_E5M2_REF\0\u{1}DT_FLOAT8_E4M3FN_REF\0\u{1}DT_FLOAT8_E4M3FNUZ_REF\0\u{1}DT_FLOAT8_E4M3B11FNUZ_REF\0\u{1}DT_FLOAT8_E5M2FNUZ_REF\0\u{1}DT_INT4_REF\0\u{1}DT_UINT4_REF\0\u{1}DT_INT2_REF\0\u{1}DT_UINT2_REF\0\u{1}DT_FLOAT4_E2M1FN_REF\0")
 }
 
 nonisolated extension Tensorflow_SerializedDType: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SerializedDType"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}datatype\0")
+  static let protoMessageName: String = _protobuf_package + ".SerializedDType"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}datatype\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -350,14 +350,14 @@ nonisolated extension Tensorflow_SerializedDType: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.datatype != .dtInvalid {
       try visitor.visitSingularEnumField(value: self.datatype, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SerializedDType, rhs: Tensorflow_SerializedDType) -> Bool {
+  static func ==(lhs: Tensorflow_SerializedDType, rhs: Tensorflow_SerializedDType) -> Bool {
     if lhs.datatype != rhs.datatype {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

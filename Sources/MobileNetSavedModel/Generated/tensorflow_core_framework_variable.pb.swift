@@ -20,19 +20,19 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated enum Tensorflow_VariableSynchronization: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
+nonisolated enum Tensorflow_VariableSynchronization: SwiftProtobuf.Enum, Swift.CaseIterable {
+  typealias RawValue = Int
   case auto // = 0
   case none // = 1
   case onWrite // = 2
   case onRead // = 3
   case UNRECOGNIZED(Int)
 
-  public init() {
+  init() {
     self = .auto
   }
 
-  public init?(rawValue: Int) {
+  init?(rawValue: Int) {
     switch rawValue {
     case 0: self = .auto
     case 1: self = .none
@@ -42,7 +42,7 @@ public nonisolated enum Tensorflow_VariableSynchronization: SwiftProtobuf.Enum, 
     }
   }
 
-  public var rawValue: Int {
+  var rawValue: Int {
     switch self {
     case .auto: return 0
     case .none: return 1
@@ -53,7 +53,7 @@ public nonisolated enum Tensorflow_VariableSynchronization: SwiftProtobuf.Enum, 
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Tensorflow_VariableSynchronization] = [
+  static let allCases: [Tensorflow_VariableSynchronization] = [
     .auto,
     .none,
     .onWrite,
@@ -62,19 +62,19 @@ public nonisolated enum Tensorflow_VariableSynchronization: SwiftProtobuf.Enum, 
 
 }
 
-public nonisolated enum Tensorflow_VariableAggregation: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
+nonisolated enum Tensorflow_VariableAggregation: SwiftProtobuf.Enum, Swift.CaseIterable {
+  typealias RawValue = Int
   case none // = 0
   case sum // = 1
   case mean // = 2
   case onlyFirstReplica // = 3
   case UNRECOGNIZED(Int)
 
-  public init() {
+  init() {
     self = .none
   }
 
-  public init?(rawValue: Int) {
+  init?(rawValue: Int) {
     switch rawValue {
     case 0: self = .none
     case 1: self = .sum
@@ -84,7 +84,7 @@ public nonisolated enum Tensorflow_VariableAggregation: SwiftProtobuf.Enum, Swif
     }
   }
 
-  public var rawValue: Int {
+  var rawValue: Int {
     switch self {
     case .none: return 0
     case .sum: return 1
@@ -95,7 +95,7 @@ public nonisolated enum Tensorflow_VariableAggregation: SwiftProtobuf.Enum, Swif
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Tensorflow_VariableAggregation] = [
+  static let allCases: [Tensorflow_VariableAggregation] = [
     .none,
     .sum,
     .mean,
@@ -104,59 +104,59 @@ public nonisolated enum Tensorflow_VariableAggregation: SwiftProtobuf.Enum, Swif
 
 }
 
-public nonisolated struct Tensorflow_VariableDef: Sendable {
+nonisolated struct Tensorflow_VariableDef: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var variableName: String = String()
+  var variableName: String = String()
 
-  public var initialValueName: String = String()
+  var initialValueName: String = String()
 
-  public var initializerName: String = String()
+  var initializerName: String = String()
 
-  public var snapshotName: String = String()
+  var snapshotName: String = String()
 
-  public var saveSliceInfoDef: Tensorflow_SaveSliceInfoDef {
+  var saveSliceInfoDef: Tensorflow_SaveSliceInfoDef {
     get {_saveSliceInfoDef ?? Tensorflow_SaveSliceInfoDef()}
     set {_saveSliceInfoDef = newValue}
   }
   /// Returns true if `saveSliceInfoDef` has been explicitly set.
-  public var hasSaveSliceInfoDef: Bool {self._saveSliceInfoDef != nil}
+  var hasSaveSliceInfoDef: Bool {self._saveSliceInfoDef != nil}
   /// Clears the value of `saveSliceInfoDef`. Subsequent reads from it will return its default value.
-  public mutating func clearSaveSliceInfoDef() {self._saveSliceInfoDef = nil}
+  mutating func clearSaveSliceInfoDef() {self._saveSliceInfoDef = nil}
 
-  public var isResource: Bool = false
+  var isResource: Bool = false
 
-  public var trainable: Bool = false
+  var trainable: Bool = false
 
-  public var synchronization: Tensorflow_VariableSynchronization = .auto
+  var synchronization: Tensorflow_VariableSynchronization = .auto
 
-  public var aggregation: Tensorflow_VariableAggregation = .none
+  var aggregation: Tensorflow_VariableAggregation = .none
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _saveSliceInfoDef: Tensorflow_SaveSliceInfoDef? = nil
 }
 
-public nonisolated struct Tensorflow_SaveSliceInfoDef: Sendable {
+nonisolated struct Tensorflow_SaveSliceInfoDef: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var fullName: String = String()
+  var fullName: String = String()
 
-  public var fullShape: [Int64] = []
+  var fullShape: [Int64] = []
 
-  public var varOffset: [Int64] = []
+  var varOffset: [Int64] = []
 
-  public var varShape: [Int64] = []
+  var varShape: [Int64] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -164,18 +164,18 @@ public nonisolated struct Tensorflow_SaveSliceInfoDef: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_VariableSynchronization: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0VARIABLE_SYNCHRONIZATION_AUTO\0\u{1}VARIABLE_SYNCHRONIZATION_NONE\0\u{1}VARIABLE_SYNCHRONIZATION_ON_WRITE\0\u{1}VARIABLE_SYNCHRONIZATION_ON_READ\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0VARIABLE_SYNCHRONIZATION_AUTO\0\u{1}VARIABLE_SYNCHRONIZATION_NONE\0\u{1}VARIABLE_SYNCHRONIZATION_ON_WRITE\0\u{1}VARIABLE_SYNCHRONIZATION_ON_READ\0")
 }
 
 nonisolated extension Tensorflow_VariableAggregation: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0VARIABLE_AGGREGATION_NONE\0\u{1}VARIABLE_AGGREGATION_SUM\0\u{1}VARIABLE_AGGREGATION_MEAN\0\u{1}VARIABLE_AGGREGATION_ONLY_FIRST_REPLICA\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0VARIABLE_AGGREGATION_NONE\0\u{1}VARIABLE_AGGREGATION_SUM\0\u{1}VARIABLE_AGGREGATION_MEAN\0\u{1}VARIABLE_AGGREGATION_ONLY_FIRST_REPLICA\0")
 }
 
 nonisolated extension Tensorflow_VariableDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".VariableDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}variable_name\0\u{3}initializer_name\0\u{3}snapshot_name\0\u{3}save_slice_info_def\0\u{3}is_resource\0\u{3}initial_value_name\0\u{1}trainable\0\u{1}synchronization\0\u{1}aggregation\0")
+  static let protoMessageName: String = _protobuf_package + ".VariableDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}variable_name\0\u{3}initializer_name\0\u{3}snapshot_name\0\u{3}save_slice_info_def\0\u{3}is_resource\0\u{3}initial_value_name\0\u{1}trainable\0\u{1}synchronization\0\u{1}aggregation\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -195,7 +195,7 @@ nonisolated extension Tensorflow_VariableDef: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -230,7 +230,7 @@ nonisolated extension Tensorflow_VariableDef: SwiftProtobuf.Message, SwiftProtob
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_VariableDef, rhs: Tensorflow_VariableDef) -> Bool {
+  static func ==(lhs: Tensorflow_VariableDef, rhs: Tensorflow_VariableDef) -> Bool {
     if lhs.variableName != rhs.variableName {return false}
     if lhs.initialValueName != rhs.initialValueName {return false}
     if lhs.initializerName != rhs.initializerName {return false}
@@ -246,10 +246,10 @@ nonisolated extension Tensorflow_VariableDef: SwiftProtobuf.Message, SwiftProtob
 }
 
 nonisolated extension Tensorflow_SaveSliceInfoDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SaveSliceInfoDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}full_name\0\u{3}full_shape\0\u{3}var_offset\0\u{3}var_shape\0")
+  static let protoMessageName: String = _protobuf_package + ".SaveSliceInfoDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}full_name\0\u{3}full_shape\0\u{3}var_offset\0\u{3}var_shape\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -264,7 +264,7 @@ nonisolated extension Tensorflow_SaveSliceInfoDef: SwiftProtobuf.Message, SwiftP
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.fullName.isEmpty {
       try visitor.visitSingularStringField(value: self.fullName, fieldNumber: 1)
     }
@@ -280,7 +280,7 @@ nonisolated extension Tensorflow_SaveSliceInfoDef: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SaveSliceInfoDef, rhs: Tensorflow_SaveSliceInfoDef) -> Bool {
+  static func ==(lhs: Tensorflow_SaveSliceInfoDef, rhs: Tensorflow_SaveSliceInfoDef) -> Bool {
     if lhs.fullName != rhs.fullName {return false}
     if lhs.fullShape != rhs.fullShape {return false}
     if lhs.varOffset != rhs.varOffset {return false}

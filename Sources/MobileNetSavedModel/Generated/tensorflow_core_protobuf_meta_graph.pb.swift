@@ -25,120 +25,120 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_MetaGraphDef: @unchecked Sendable {
+nonisolated struct Tensorflow_MetaGraphDef: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var metaInfoDef: Tensorflow_MetaGraphDef.MetaInfoDef {
+  var metaInfoDef: Tensorflow_MetaGraphDef.MetaInfoDef {
     get {_storage._metaInfoDef ?? Tensorflow_MetaGraphDef.MetaInfoDef()}
     set {_uniqueStorage()._metaInfoDef = newValue}
   }
   /// Returns true if `metaInfoDef` has been explicitly set.
-  public var hasMetaInfoDef: Bool {_storage._metaInfoDef != nil}
+  var hasMetaInfoDef: Bool {_storage._metaInfoDef != nil}
   /// Clears the value of `metaInfoDef`. Subsequent reads from it will return its default value.
-  public mutating func clearMetaInfoDef() {_uniqueStorage()._metaInfoDef = nil}
+  mutating func clearMetaInfoDef() {_uniqueStorage()._metaInfoDef = nil}
 
-  public var graphDef: Tensorflow_GraphDef {
+  var graphDef: Tensorflow_GraphDef {
     get {_storage._graphDef ?? Tensorflow_GraphDef()}
     set {_uniqueStorage()._graphDef = newValue}
   }
   /// Returns true if `graphDef` has been explicitly set.
-  public var hasGraphDef: Bool {_storage._graphDef != nil}
+  var hasGraphDef: Bool {_storage._graphDef != nil}
   /// Clears the value of `graphDef`. Subsequent reads from it will return its default value.
-  public mutating func clearGraphDef() {_uniqueStorage()._graphDef = nil}
+  mutating func clearGraphDef() {_uniqueStorage()._graphDef = nil}
 
-  public var saverDef: Tensorflow_SaverDef {
+  var saverDef: Tensorflow_SaverDef {
     get {_storage._saverDef ?? Tensorflow_SaverDef()}
     set {_uniqueStorage()._saverDef = newValue}
   }
   /// Returns true if `saverDef` has been explicitly set.
-  public var hasSaverDef: Bool {_storage._saverDef != nil}
+  var hasSaverDef: Bool {_storage._saverDef != nil}
   /// Clears the value of `saverDef`. Subsequent reads from it will return its default value.
-  public mutating func clearSaverDef() {_uniqueStorage()._saverDef = nil}
+  mutating func clearSaverDef() {_uniqueStorage()._saverDef = nil}
 
-  public var collectionDef: Dictionary<String,Tensorflow_CollectionDef> {
+  var collectionDef: Dictionary<String,Tensorflow_CollectionDef> {
     get {_storage._collectionDef}
     set {_uniqueStorage()._collectionDef = newValue}
   }
 
-  public var signatureDef: Dictionary<String,Tensorflow_SignatureDef> {
+  var signatureDef: Dictionary<String,Tensorflow_SignatureDef> {
     get {_storage._signatureDef}
     set {_uniqueStorage()._signatureDef = newValue}
   }
 
-  public var assetFileDef: [Tensorflow_AssetFileDef] {
+  var assetFileDef: [Tensorflow_AssetFileDef] {
     get {_storage._assetFileDef}
     set {_uniqueStorage()._assetFileDef = newValue}
   }
 
-  public var objectGraphDef: Tensorflow_SavedObjectGraph {
+  var objectGraphDef: Tensorflow_SavedObjectGraph {
     get {_storage._objectGraphDef ?? Tensorflow_SavedObjectGraph()}
     set {_uniqueStorage()._objectGraphDef = newValue}
   }
   /// Returns true if `objectGraphDef` has been explicitly set.
-  public var hasObjectGraphDef: Bool {_storage._objectGraphDef != nil}
+  var hasObjectGraphDef: Bool {_storage._objectGraphDef != nil}
   /// Clears the value of `objectGraphDef`. Subsequent reads from it will return its default value.
-  public mutating func clearObjectGraphDef() {_uniqueStorage()._objectGraphDef = nil}
+  mutating func clearObjectGraphDef() {_uniqueStorage()._objectGraphDef = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated struct MetaInfoDef: Sendable {
+  nonisolated struct MetaInfoDef: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var metaGraphVersion: String = String()
+    var metaGraphVersion: String = String()
 
-    public var strippedOpList: Tensorflow_OpList {
+    var strippedOpList: Tensorflow_OpList {
       get {_strippedOpList ?? Tensorflow_OpList()}
       set {_strippedOpList = newValue}
     }
     /// Returns true if `strippedOpList` has been explicitly set.
-    public var hasStrippedOpList: Bool {self._strippedOpList != nil}
+    var hasStrippedOpList: Bool {self._strippedOpList != nil}
     /// Clears the value of `strippedOpList`. Subsequent reads from it will return its default value.
-    public mutating func clearStrippedOpList() {self._strippedOpList = nil}
+    mutating func clearStrippedOpList() {self._strippedOpList = nil}
 
-    public var anyInfo: SwiftProtobuf.Google_Protobuf_Any {
+    var anyInfo: SwiftProtobuf.Google_Protobuf_Any {
       get {_anyInfo ?? SwiftProtobuf.Google_Protobuf_Any()}
       set {_anyInfo = newValue}
     }
     /// Returns true if `anyInfo` has been explicitly set.
-    public var hasAnyInfo: Bool {self._anyInfo != nil}
+    var hasAnyInfo: Bool {self._anyInfo != nil}
     /// Clears the value of `anyInfo`. Subsequent reads from it will return its default value.
-    public mutating func clearAnyInfo() {self._anyInfo = nil}
+    mutating func clearAnyInfo() {self._anyInfo = nil}
 
-    public var tags: [String] = []
+    var tags: [String] = []
 
-    public var tensorflowVersion: String = String()
+    var tensorflowVersion: String = String()
 
-    public var tensorflowGitVersion: String = String()
+    var tensorflowGitVersion: String = String()
 
-    public var strippedDefaultAttrs: Bool = false
+    var strippedDefaultAttrs: Bool = false
 
-    public var functionAliases: Dictionary<String,String> = [:]
+    var functionAliases: Dictionary<String,String> = [:]
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
 
     fileprivate var _strippedOpList: Tensorflow_OpList? = nil
     fileprivate var _anyInfo: SwiftProtobuf.Google_Protobuf_Any? = nil
   }
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Tensorflow_CollectionDef: Sendable {
+nonisolated struct Tensorflow_CollectionDef: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var kind: Tensorflow_CollectionDef.OneOf_Kind? = nil
+  var kind: Tensorflow_CollectionDef.OneOf_Kind? = nil
 
-  public var nodeList: Tensorflow_CollectionDef.NodeList {
+  var nodeList: Tensorflow_CollectionDef.NodeList {
     get {
       if case .nodeList(let v)? = kind {return v}
       return Tensorflow_CollectionDef.NodeList()
@@ -146,7 +146,7 @@ public nonisolated struct Tensorflow_CollectionDef: Sendable {
     set {kind = .nodeList(newValue)}
   }
 
-  public var bytesList: Tensorflow_CollectionDef.BytesList {
+  var bytesList: Tensorflow_CollectionDef.BytesList {
     get {
       if case .bytesList(let v)? = kind {return v}
       return Tensorflow_CollectionDef.BytesList()
@@ -154,7 +154,7 @@ public nonisolated struct Tensorflow_CollectionDef: Sendable {
     set {kind = .bytesList(newValue)}
   }
 
-  public var int64List: Tensorflow_CollectionDef.Int64List {
+  var int64List: Tensorflow_CollectionDef.Int64List {
     get {
       if case .int64List(let v)? = kind {return v}
       return Tensorflow_CollectionDef.Int64List()
@@ -162,7 +162,7 @@ public nonisolated struct Tensorflow_CollectionDef: Sendable {
     set {kind = .int64List(newValue)}
   }
 
-  public var floatList: Tensorflow_CollectionDef.FloatList {
+  var floatList: Tensorflow_CollectionDef.FloatList {
     get {
       if case .floatList(let v)? = kind {return v}
       return Tensorflow_CollectionDef.FloatList()
@@ -170,7 +170,7 @@ public nonisolated struct Tensorflow_CollectionDef: Sendable {
     set {kind = .floatList(newValue)}
   }
 
-  public var anyList: Tensorflow_CollectionDef.AnyList {
+  var anyList: Tensorflow_CollectionDef.AnyList {
     get {
       if case .anyList(let v)? = kind {return v}
       return Tensorflow_CollectionDef.AnyList()
@@ -178,9 +178,9 @@ public nonisolated struct Tensorflow_CollectionDef: Sendable {
     set {kind = .anyList(newValue)}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated enum OneOf_Kind: Equatable, Sendable {
+  nonisolated enum OneOf_Kind: Equatable, Sendable {
     case nodeList(Tensorflow_CollectionDef.NodeList)
     case bytesList(Tensorflow_CollectionDef.BytesList)
     case int64List(Tensorflow_CollectionDef.Int64List)
@@ -189,77 +189,77 @@ public nonisolated struct Tensorflow_CollectionDef: Sendable {
 
   }
 
-  public nonisolated struct NodeList: Sendable {
+  nonisolated struct NodeList: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var value: [String] = []
+    var value: [String] = []
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
   }
 
-  public nonisolated struct BytesList: Sendable {
+  nonisolated struct BytesList: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var value: [Data] = []
+    var value: [Data] = []
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
   }
 
-  public nonisolated struct Int64List: Sendable {
+  nonisolated struct Int64List: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var value: [Int64] = []
+    var value: [Int64] = []
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
   }
 
-  public nonisolated struct FloatList: Sendable {
+  nonisolated struct FloatList: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var value: [Float] = []
+    var value: [Float] = []
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
   }
 
-  public nonisolated struct AnyList: Sendable {
+  nonisolated struct AnyList: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var value: [SwiftProtobuf.Google_Protobuf_Any] = []
+    var value: [SwiftProtobuf.Google_Protobuf_Any] = []
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
   }
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_TensorInfo: Sendable {
+nonisolated struct Tensorflow_TensorInfo: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var encoding: Tensorflow_TensorInfo.OneOf_Encoding? = nil
+  var encoding: Tensorflow_TensorInfo.OneOf_Encoding? = nil
 
-  public var name: String {
+  var name: String {
     get {
       if case .name(let v)? = encoding {return v}
       return String()
@@ -267,7 +267,7 @@ public nonisolated struct Tensorflow_TensorInfo: Sendable {
     set {encoding = .name(newValue)}
   }
 
-  public var cooSparse: Tensorflow_TensorInfo.CooSparse {
+  var cooSparse: Tensorflow_TensorInfo.CooSparse {
     get {
       if case .cooSparse(let v)? = encoding {return v}
       return Tensorflow_TensorInfo.CooSparse()
@@ -275,7 +275,7 @@ public nonisolated struct Tensorflow_TensorInfo: Sendable {
     set {encoding = .cooSparse(newValue)}
   }
 
-  public var compositeTensor: Tensorflow_TensorInfo.CompositeTensor {
+  var compositeTensor: Tensorflow_TensorInfo.CompositeTensor {
     get {
       if case .compositeTensor(let v)? = encoding {return v}
       return Tensorflow_TensorInfo.CompositeTensor()
@@ -283,107 +283,107 @@ public nonisolated struct Tensorflow_TensorInfo: Sendable {
     set {encoding = .compositeTensor(newValue)}
   }
 
-  public var dtype: Tensorflow_DataType = .dtInvalid
+  var dtype: Tensorflow_DataType = .dtInvalid
 
-  public var tensorShape: Tensorflow_TensorShapeProto {
+  var tensorShape: Tensorflow_TensorShapeProto {
     get {_tensorShape ?? Tensorflow_TensorShapeProto()}
     set {_tensorShape = newValue}
   }
   /// Returns true if `tensorShape` has been explicitly set.
-  public var hasTensorShape: Bool {self._tensorShape != nil}
+  var hasTensorShape: Bool {self._tensorShape != nil}
   /// Clears the value of `tensorShape`. Subsequent reads from it will return its default value.
-  public mutating func clearTensorShape() {self._tensorShape = nil}
+  mutating func clearTensorShape() {self._tensorShape = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated enum OneOf_Encoding: Equatable, Sendable {
+  nonisolated enum OneOf_Encoding: Equatable, Sendable {
     case name(String)
     case cooSparse(Tensorflow_TensorInfo.CooSparse)
     case compositeTensor(Tensorflow_TensorInfo.CompositeTensor)
 
   }
 
-  public nonisolated struct CooSparse: Sendable {
+  nonisolated struct CooSparse: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var valuesTensorName: String = String()
+    var valuesTensorName: String = String()
 
-    public var indicesTensorName: String = String()
+    var indicesTensorName: String = String()
 
-    public var denseShapeTensorName: String = String()
+    var denseShapeTensorName: String = String()
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
   }
 
-  public nonisolated struct CompositeTensor: Sendable {
+  nonisolated struct CompositeTensor: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var typeSpec: Tensorflow_TypeSpecProto {
+    var typeSpec: Tensorflow_TypeSpecProto {
       get {_typeSpec ?? Tensorflow_TypeSpecProto()}
       set {_typeSpec = newValue}
     }
     /// Returns true if `typeSpec` has been explicitly set.
-    public var hasTypeSpec: Bool {self._typeSpec != nil}
+    var hasTypeSpec: Bool {self._typeSpec != nil}
     /// Clears the value of `typeSpec`. Subsequent reads from it will return its default value.
-    public mutating func clearTypeSpec() {self._typeSpec = nil}
+    mutating func clearTypeSpec() {self._typeSpec = nil}
 
-    public var components: [Tensorflow_TensorInfo] = []
+    var components: [Tensorflow_TensorInfo] = []
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    init() {}
 
     fileprivate var _typeSpec: Tensorflow_TypeSpecProto? = nil
   }
 
-  public init() {}
+  init() {}
 
   fileprivate var _tensorShape: Tensorflow_TensorShapeProto? = nil
 }
 
-public nonisolated struct Tensorflow_SignatureDef: Sendable {
+nonisolated struct Tensorflow_SignatureDef: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var inputs: Dictionary<String,Tensorflow_TensorInfo> = [:]
+  var inputs: Dictionary<String,Tensorflow_TensorInfo> = [:]
 
-  public var outputs: Dictionary<String,Tensorflow_TensorInfo> = [:]
+  var outputs: Dictionary<String,Tensorflow_TensorInfo> = [:]
 
-  public var methodName: String = String()
+  var methodName: String = String()
 
-  public var defaults: Dictionary<String,Tensorflow_TensorProto> = [:]
+  var defaults: Dictionary<String,Tensorflow_TensorProto> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_AssetFileDef: Sendable {
+nonisolated struct Tensorflow_AssetFileDef: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var tensorInfo: Tensorflow_TensorInfo {
+  var tensorInfo: Tensorflow_TensorInfo {
     get {_tensorInfo ?? Tensorflow_TensorInfo()}
     set {_tensorInfo = newValue}
   }
   /// Returns true if `tensorInfo` has been explicitly set.
-  public var hasTensorInfo: Bool {self._tensorInfo != nil}
+  var hasTensorInfo: Bool {self._tensorInfo != nil}
   /// Clears the value of `tensorInfo`. Subsequent reads from it will return its default value.
-  public mutating func clearTensorInfo() {self._tensorInfo = nil}
+  mutating func clearTensorInfo() {self._tensorInfo = nil}
 
-  public var filename: String = String()
+  var filename: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _tensorInfo: Tensorflow_TensorInfo? = nil
 }
@@ -393,8 +393,8 @@ public nonisolated struct Tensorflow_AssetFileDef: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_MetaGraphDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".MetaGraphDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}meta_info_def\0\u{3}graph_def\0\u{3}saver_def\0\u{3}collection_def\0\u{3}signature_def\0\u{3}asset_file_def\0\u{3}object_graph_def\0")
+  static let protoMessageName: String = _protobuf_package + ".MetaGraphDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}meta_info_def\0\u{3}graph_def\0\u{3}saver_def\0\u{3}collection_def\0\u{3}signature_def\0\u{3}asset_file_def\0\u{3}object_graph_def\0")
 
   fileprivate class _StorageClass {
     var _metaInfoDef: Tensorflow_MetaGraphDef.MetaInfoDef? = nil
@@ -431,7 +431,7 @@ nonisolated extension Tensorflow_MetaGraphDef: SwiftProtobuf.Message, SwiftProto
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -452,7 +452,7 @@ nonisolated extension Tensorflow_MetaGraphDef: SwiftProtobuf.Message, SwiftProto
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -483,7 +483,7 @@ nonisolated extension Tensorflow_MetaGraphDef: SwiftProtobuf.Message, SwiftProto
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_MetaGraphDef, rhs: Tensorflow_MetaGraphDef) -> Bool {
+  static func ==(lhs: Tensorflow_MetaGraphDef, rhs: Tensorflow_MetaGraphDef) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -505,10 +505,10 @@ nonisolated extension Tensorflow_MetaGraphDef: SwiftProtobuf.Message, SwiftProto
 }
 
 nonisolated extension Tensorflow_MetaGraphDef.MetaInfoDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_MetaGraphDef.protoMessageName + ".MetaInfoDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}meta_graph_version\0\u{3}stripped_op_list\0\u{3}any_info\0\u{1}tags\0\u{3}tensorflow_version\0\u{3}tensorflow_git_version\0\u{3}stripped_default_attrs\0\u{3}function_aliases\0")
+  static let protoMessageName: String = Tensorflow_MetaGraphDef.protoMessageName + ".MetaInfoDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}meta_graph_version\0\u{3}stripped_op_list\0\u{3}any_info\0\u{1}tags\0\u{3}tensorflow_version\0\u{3}tensorflow_git_version\0\u{3}stripped_default_attrs\0\u{3}function_aliases\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -527,7 +527,7 @@ nonisolated extension Tensorflow_MetaGraphDef.MetaInfoDef: SwiftProtobuf.Message
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -559,7 +559,7 @@ nonisolated extension Tensorflow_MetaGraphDef.MetaInfoDef: SwiftProtobuf.Message
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_MetaGraphDef.MetaInfoDef, rhs: Tensorflow_MetaGraphDef.MetaInfoDef) -> Bool {
+  static func ==(lhs: Tensorflow_MetaGraphDef.MetaInfoDef, rhs: Tensorflow_MetaGraphDef.MetaInfoDef) -> Bool {
     if lhs.metaGraphVersion != rhs.metaGraphVersion {return false}
     if lhs._strippedOpList != rhs._strippedOpList {return false}
     if lhs._anyInfo != rhs._anyInfo {return false}
@@ -574,10 +574,10 @@ nonisolated extension Tensorflow_MetaGraphDef.MetaInfoDef: SwiftProtobuf.Message
 }
 
 nonisolated extension Tensorflow_CollectionDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".CollectionDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_list\0\u{3}bytes_list\0\u{3}int64_list\0\u{3}float_list\0\u{3}any_list\0")
+  static let protoMessageName: String = _protobuf_package + ".CollectionDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_list\0\u{3}bytes_list\0\u{3}int64_list\0\u{3}float_list\0\u{3}any_list\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -653,7 +653,7 @@ nonisolated extension Tensorflow_CollectionDef: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -684,7 +684,7 @@ nonisolated extension Tensorflow_CollectionDef: SwiftProtobuf.Message, SwiftProt
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_CollectionDef, rhs: Tensorflow_CollectionDef) -> Bool {
+  static func ==(lhs: Tensorflow_CollectionDef, rhs: Tensorflow_CollectionDef) -> Bool {
     if lhs.kind != rhs.kind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -692,10 +692,10 @@ nonisolated extension Tensorflow_CollectionDef: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Tensorflow_CollectionDef.NodeList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_CollectionDef.protoMessageName + ".NodeList"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}value\0")
+  static let protoMessageName: String = Tensorflow_CollectionDef.protoMessageName + ".NodeList"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}value\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -707,14 +707,14 @@ nonisolated extension Tensorflow_CollectionDef.NodeList: SwiftProtobuf.Message, 
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.value.isEmpty {
       try visitor.visitRepeatedStringField(value: self.value, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_CollectionDef.NodeList, rhs: Tensorflow_CollectionDef.NodeList) -> Bool {
+  static func ==(lhs: Tensorflow_CollectionDef.NodeList, rhs: Tensorflow_CollectionDef.NodeList) -> Bool {
     if lhs.value != rhs.value {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -722,10 +722,10 @@ nonisolated extension Tensorflow_CollectionDef.NodeList: SwiftProtobuf.Message, 
 }
 
 nonisolated extension Tensorflow_CollectionDef.BytesList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_CollectionDef.protoMessageName + ".BytesList"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}value\0")
+  static let protoMessageName: String = Tensorflow_CollectionDef.protoMessageName + ".BytesList"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}value\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -737,14 +737,14 @@ nonisolated extension Tensorflow_CollectionDef.BytesList: SwiftProtobuf.Message,
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.value.isEmpty {
       try visitor.visitRepeatedBytesField(value: self.value, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_CollectionDef.BytesList, rhs: Tensorflow_CollectionDef.BytesList) -> Bool {
+  static func ==(lhs: Tensorflow_CollectionDef.BytesList, rhs: Tensorflow_CollectionDef.BytesList) -> Bool {
     if lhs.value != rhs.value {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -752,10 +752,10 @@ nonisolated extension Tensorflow_CollectionDef.BytesList: SwiftProtobuf.Message,
 }
 
 nonisolated extension Tensorflow_CollectionDef.Int64List: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_CollectionDef.protoMessageName + ".Int64List"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}value\0")
+  static let protoMessageName: String = Tensorflow_CollectionDef.protoMessageName + ".Int64List"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}value\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -767,14 +767,14 @@ nonisolated extension Tensorflow_CollectionDef.Int64List: SwiftProtobuf.Message,
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.value.isEmpty {
       try visitor.visitPackedInt64Field(value: self.value, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_CollectionDef.Int64List, rhs: Tensorflow_CollectionDef.Int64List) -> Bool {
+  static func ==(lhs: Tensorflow_CollectionDef.Int64List, rhs: Tensorflow_CollectionDef.Int64List) -> Bool {
     if lhs.value != rhs.value {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -782,10 +782,10 @@ nonisolated extension Tensorflow_CollectionDef.Int64List: SwiftProtobuf.Message,
 }
 
 nonisolated extension Tensorflow_CollectionDef.FloatList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_CollectionDef.protoMessageName + ".FloatList"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}value\0")
+  static let protoMessageName: String = Tensorflow_CollectionDef.protoMessageName + ".FloatList"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}value\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -797,14 +797,14 @@ nonisolated extension Tensorflow_CollectionDef.FloatList: SwiftProtobuf.Message,
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.value.isEmpty {
       try visitor.visitPackedFloatField(value: self.value, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_CollectionDef.FloatList, rhs: Tensorflow_CollectionDef.FloatList) -> Bool {
+  static func ==(lhs: Tensorflow_CollectionDef.FloatList, rhs: Tensorflow_CollectionDef.FloatList) -> Bool {
     if lhs.value != rhs.value {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -812,10 +812,10 @@ nonisolated extension Tensorflow_CollectionDef.FloatList: SwiftProtobuf.Message,
 }
 
 nonisolated extension Tensorflow_CollectionDef.AnyList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_CollectionDef.protoMessageName + ".AnyList"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}value\0")
+  static let protoMessageName: String = Tensorflow_CollectionDef.protoMessageName + ".AnyList"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}value\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -827,14 +827,14 @@ nonisolated extension Tensorflow_CollectionDef.AnyList: SwiftProtobuf.Message, S
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.value.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.value, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_CollectionDef.AnyList, rhs: Tensorflow_CollectionDef.AnyList) -> Bool {
+  static func ==(lhs: Tensorflow_CollectionDef.AnyList, rhs: Tensorflow_CollectionDef.AnyList) -> Bool {
     if lhs.value != rhs.value {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -842,10 +842,10 @@ nonisolated extension Tensorflow_CollectionDef.AnyList: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Tensorflow_TensorInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".TensorInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}dtype\0\u{3}tensor_shape\0\u{3}coo_sparse\0\u{3}composite_tensor\0")
+  static let protoMessageName: String = _protobuf_package + ".TensorInfo"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}dtype\0\u{3}tensor_shape\0\u{3}coo_sparse\0\u{3}composite_tensor\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -892,7 +892,7 @@ nonisolated extension Tensorflow_TensorInfo: SwiftProtobuf.Message, SwiftProtobu
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -920,7 +920,7 @@ nonisolated extension Tensorflow_TensorInfo: SwiftProtobuf.Message, SwiftProtobu
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TensorInfo, rhs: Tensorflow_TensorInfo) -> Bool {
+  static func ==(lhs: Tensorflow_TensorInfo, rhs: Tensorflow_TensorInfo) -> Bool {
     if lhs.encoding != rhs.encoding {return false}
     if lhs.dtype != rhs.dtype {return false}
     if lhs._tensorShape != rhs._tensorShape {return false}
@@ -930,10 +930,10 @@ nonisolated extension Tensorflow_TensorInfo: SwiftProtobuf.Message, SwiftProtobu
 }
 
 nonisolated extension Tensorflow_TensorInfo.CooSparse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_TensorInfo.protoMessageName + ".CooSparse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}values_tensor_name\0\u{3}indices_tensor_name\0\u{3}dense_shape_tensor_name\0")
+  static let protoMessageName: String = Tensorflow_TensorInfo.protoMessageName + ".CooSparse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}values_tensor_name\0\u{3}indices_tensor_name\0\u{3}dense_shape_tensor_name\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -947,7 +947,7 @@ nonisolated extension Tensorflow_TensorInfo.CooSparse: SwiftProtobuf.Message, Sw
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.valuesTensorName.isEmpty {
       try visitor.visitSingularStringField(value: self.valuesTensorName, fieldNumber: 1)
     }
@@ -960,7 +960,7 @@ nonisolated extension Tensorflow_TensorInfo.CooSparse: SwiftProtobuf.Message, Sw
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TensorInfo.CooSparse, rhs: Tensorflow_TensorInfo.CooSparse) -> Bool {
+  static func ==(lhs: Tensorflow_TensorInfo.CooSparse, rhs: Tensorflow_TensorInfo.CooSparse) -> Bool {
     if lhs.valuesTensorName != rhs.valuesTensorName {return false}
     if lhs.indicesTensorName != rhs.indicesTensorName {return false}
     if lhs.denseShapeTensorName != rhs.denseShapeTensorName {return false}
@@ -970,10 +970,10 @@ nonisolated extension Tensorflow_TensorInfo.CooSparse: SwiftProtobuf.Message, Sw
 }
 
 nonisolated extension Tensorflow_TensorInfo.CompositeTensor: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_TensorInfo.protoMessageName + ".CompositeTensor"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}type_spec\0\u{1}components\0")
+  static let protoMessageName: String = Tensorflow_TensorInfo.protoMessageName + ".CompositeTensor"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}type_spec\0\u{1}components\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -986,7 +986,7 @@ nonisolated extension Tensorflow_TensorInfo.CompositeTensor: SwiftProtobuf.Messa
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -1000,7 +1000,7 @@ nonisolated extension Tensorflow_TensorInfo.CompositeTensor: SwiftProtobuf.Messa
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TensorInfo.CompositeTensor, rhs: Tensorflow_TensorInfo.CompositeTensor) -> Bool {
+  static func ==(lhs: Tensorflow_TensorInfo.CompositeTensor, rhs: Tensorflow_TensorInfo.CompositeTensor) -> Bool {
     if lhs._typeSpec != rhs._typeSpec {return false}
     if lhs.components != rhs.components {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -1009,10 +1009,10 @@ nonisolated extension Tensorflow_TensorInfo.CompositeTensor: SwiftProtobuf.Messa
 }
 
 nonisolated extension Tensorflow_SignatureDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SignatureDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}inputs\0\u{1}outputs\0\u{3}method_name\0\u{1}defaults\0")
+  static let protoMessageName: String = _protobuf_package + ".SignatureDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}inputs\0\u{1}outputs\0\u{3}method_name\0\u{1}defaults\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1027,7 +1027,7 @@ nonisolated extension Tensorflow_SignatureDef: SwiftProtobuf.Message, SwiftProto
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.inputs.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Tensorflow_TensorInfo>.self, value: self.inputs, fieldNumber: 1)
     }
@@ -1043,7 +1043,7 @@ nonisolated extension Tensorflow_SignatureDef: SwiftProtobuf.Message, SwiftProto
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SignatureDef, rhs: Tensorflow_SignatureDef) -> Bool {
+  static func ==(lhs: Tensorflow_SignatureDef, rhs: Tensorflow_SignatureDef) -> Bool {
     if lhs.inputs != rhs.inputs {return false}
     if lhs.outputs != rhs.outputs {return false}
     if lhs.methodName != rhs.methodName {return false}
@@ -1054,10 +1054,10 @@ nonisolated extension Tensorflow_SignatureDef: SwiftProtobuf.Message, SwiftProto
 }
 
 nonisolated extension Tensorflow_AssetFileDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".AssetFileDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tensor_info\0\u{1}filename\0")
+  static let protoMessageName: String = _protobuf_package + ".AssetFileDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tensor_info\0\u{1}filename\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1070,7 +1070,7 @@ nonisolated extension Tensorflow_AssetFileDef: SwiftProtobuf.Message, SwiftProto
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -1084,7 +1084,7 @@ nonisolated extension Tensorflow_AssetFileDef: SwiftProtobuf.Message, SwiftProto
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_AssetFileDef, rhs: Tensorflow_AssetFileDef) -> Bool {
+  static func ==(lhs: Tensorflow_AssetFileDef, rhs: Tensorflow_AssetFileDef) -> Bool {
     if lhs._tensorInfo != rhs._tensorInfo {return false}
     if lhs.filename != rhs.filename {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

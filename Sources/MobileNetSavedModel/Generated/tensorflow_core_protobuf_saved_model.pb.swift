@@ -20,18 +20,18 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_SavedModel: Sendable {
+nonisolated struct Tensorflow_SavedModel: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var savedModelSchemaVersion: Int64 = 0
+  var savedModelSchemaVersion: Int64 = 0
 
-  public var metaGraphs: [Tensorflow_MetaGraphDef] = []
+  var metaGraphs: [Tensorflow_MetaGraphDef] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -39,10 +39,10 @@ public nonisolated struct Tensorflow_SavedModel: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_SavedModel: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SavedModel"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}saved_model_schema_version\0\u{3}meta_graphs\0")
+  static let protoMessageName: String = _protobuf_package + ".SavedModel"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}saved_model_schema_version\0\u{3}meta_graphs\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -55,7 +55,7 @@ nonisolated extension Tensorflow_SavedModel: SwiftProtobuf.Message, SwiftProtobu
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.savedModelSchemaVersion != 0 {
       try visitor.visitSingularInt64Field(value: self.savedModelSchemaVersion, fieldNumber: 1)
     }
@@ -65,7 +65,7 @@ nonisolated extension Tensorflow_SavedModel: SwiftProtobuf.Message, SwiftProtobu
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SavedModel, rhs: Tensorflow_SavedModel) -> Bool {
+  static func ==(lhs: Tensorflow_SavedModel, rhs: Tensorflow_SavedModel) -> Bool {
     if lhs.savedModelSchemaVersion != rhs.savedModelSchemaVersion {return false}
     if lhs.metaGraphs != rhs.metaGraphs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

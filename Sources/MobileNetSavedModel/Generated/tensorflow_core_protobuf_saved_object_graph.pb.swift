@@ -20,34 +20,34 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_SavedObjectGraph: Sendable {
+nonisolated struct Tensorflow_SavedObjectGraph: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var nodes: [Tensorflow_SavedObject] = []
+  var nodes: [Tensorflow_SavedObject] = []
 
-  public var concreteFunctions: Dictionary<String,Tensorflow_SavedConcreteFunction> = [:]
+  var concreteFunctions: Dictionary<String,Tensorflow_SavedConcreteFunction> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_SavedObject: Sendable {
+nonisolated struct Tensorflow_SavedObject: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var children: [Tensorflow_TrackableObjectGraph.TrackableObject.ObjectReference] = []
+  var children: [Tensorflow_TrackableObjectGraph.TrackableObject.ObjectReference] = []
 
-  public var dependencies: [Tensorflow_TrackableObjectGraph.TrackableObject.ObjectReference] = []
+  var dependencies: [Tensorflow_TrackableObjectGraph.TrackableObject.ObjectReference] = []
 
-  public var slotVariables: [Tensorflow_TrackableObjectGraph.TrackableObject.SlotVariableReference] = []
+  var slotVariables: [Tensorflow_TrackableObjectGraph.TrackableObject.SlotVariableReference] = []
 
-  public var kind: Tensorflow_SavedObject.OneOf_Kind? = nil
+  var kind: Tensorflow_SavedObject.OneOf_Kind? = nil
 
-  public var userObject: Tensorflow_SavedUserObject {
+  var userObject: Tensorflow_SavedUserObject {
     get {
       if case .userObject(let v)? = kind {return v}
       return Tensorflow_SavedUserObject()
@@ -55,7 +55,7 @@ public nonisolated struct Tensorflow_SavedObject: Sendable {
     set {kind = .userObject(newValue)}
   }
 
-  public var asset: Tensorflow_SavedAsset {
+  var asset: Tensorflow_SavedAsset {
     get {
       if case .asset(let v)? = kind {return v}
       return Tensorflow_SavedAsset()
@@ -63,7 +63,7 @@ public nonisolated struct Tensorflow_SavedObject: Sendable {
     set {kind = .asset(newValue)}
   }
 
-  public var function: Tensorflow_SavedFunction {
+  var function: Tensorflow_SavedFunction {
     get {
       if case .function(let v)? = kind {return v}
       return Tensorflow_SavedFunction()
@@ -71,7 +71,7 @@ public nonisolated struct Tensorflow_SavedObject: Sendable {
     set {kind = .function(newValue)}
   }
 
-  public var variable: Tensorflow_SavedVariable {
+  var variable: Tensorflow_SavedVariable {
     get {
       if case .variable(let v)? = kind {return v}
       return Tensorflow_SavedVariable()
@@ -79,7 +79,7 @@ public nonisolated struct Tensorflow_SavedObject: Sendable {
     set {kind = .variable(newValue)}
   }
 
-  public var bareConcreteFunction: Tensorflow_SavedBareConcreteFunction {
+  var bareConcreteFunction: Tensorflow_SavedBareConcreteFunction {
     get {
       if case .bareConcreteFunction(let v)? = kind {return v}
       return Tensorflow_SavedBareConcreteFunction()
@@ -87,7 +87,7 @@ public nonisolated struct Tensorflow_SavedObject: Sendable {
     set {kind = .bareConcreteFunction(newValue)}
   }
 
-  public var constant: Tensorflow_SavedConstant {
+  var constant: Tensorflow_SavedConstant {
     get {
       if case .constant(let v)? = kind {return v}
       return Tensorflow_SavedConstant()
@@ -95,7 +95,7 @@ public nonisolated struct Tensorflow_SavedObject: Sendable {
     set {kind = .constant(newValue)}
   }
 
-  public var resource: Tensorflow_SavedResource {
+  var resource: Tensorflow_SavedResource {
     get {
       if case .resource(let v)? = kind {return v}
       return Tensorflow_SavedResource()
@@ -103,7 +103,7 @@ public nonisolated struct Tensorflow_SavedObject: Sendable {
     set {kind = .resource(newValue)}
   }
 
-  public var capturedTensor: Tensorflow_CapturedTensor {
+  var capturedTensor: Tensorflow_CapturedTensor {
     get {
       if case .capturedTensor(let v)? = kind {return v}
       return Tensorflow_CapturedTensor()
@@ -111,24 +111,24 @@ public nonisolated struct Tensorflow_SavedObject: Sendable {
     set {kind = .capturedTensor(newValue)}
   }
 
-  public var saveableObjects: Dictionary<String,Tensorflow_SaveableObject> = [:]
+  var saveableObjects: Dictionary<String,Tensorflow_SaveableObject> = [:]
 
-  public var registeredName: String = String()
+  var registeredName: String = String()
 
-  public var serializedUserProto: SwiftProtobuf.Google_Protobuf_Any {
+  var serializedUserProto: SwiftProtobuf.Google_Protobuf_Any {
     get {_serializedUserProto ?? SwiftProtobuf.Google_Protobuf_Any()}
     set {_serializedUserProto = newValue}
   }
   /// Returns true if `serializedUserProto` has been explicitly set.
-  public var hasSerializedUserProto: Bool {self._serializedUserProto != nil}
+  var hasSerializedUserProto: Bool {self._serializedUserProto != nil}
   /// Clears the value of `serializedUserProto`. Subsequent reads from it will return its default value.
-  public mutating func clearSerializedUserProto() {self._serializedUserProto = nil}
+  mutating func clearSerializedUserProto() {self._serializedUserProto = nil}
 
-  public var registeredSaver: String = String()
+  var registeredSaver: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated enum OneOf_Kind: Equatable, Sendable {
+  nonisolated enum OneOf_Kind: Equatable, Sendable {
     case userObject(Tensorflow_SavedUserObject)
     case asset(Tensorflow_SavedAsset)
     case function(Tensorflow_SavedFunction)
@@ -140,234 +140,234 @@ public nonisolated struct Tensorflow_SavedObject: Sendable {
 
   }
 
-  public init() {}
+  init() {}
 
   fileprivate var _serializedUserProto: SwiftProtobuf.Google_Protobuf_Any? = nil
 }
 
-public nonisolated struct Tensorflow_SavedUserObject: Sendable {
+nonisolated struct Tensorflow_SavedUserObject: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var identifier: String = String()
+  var identifier: String = String()
 
-  public var version: Tensorflow_VersionDef {
+  var version: Tensorflow_VersionDef {
     get {_version ?? Tensorflow_VersionDef()}
     set {_version = newValue}
   }
   /// Returns true if `version` has been explicitly set.
-  public var hasVersion: Bool {self._version != nil}
+  var hasVersion: Bool {self._version != nil}
   /// Clears the value of `version`. Subsequent reads from it will return its default value.
-  public mutating func clearVersion() {self._version = nil}
+  mutating func clearVersion() {self._version = nil}
 
   /// NOTE: This field was marked as deprecated in the .proto file.
-  public var metadata: String = String()
+  var metadata: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _version: Tensorflow_VersionDef? = nil
 }
 
-public nonisolated struct Tensorflow_SavedAsset: Sendable {
+nonisolated struct Tensorflow_SavedAsset: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var assetFileDefIndex: Int32 = 0
+  var assetFileDefIndex: Int32 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_SavedFunction: Sendable {
+nonisolated struct Tensorflow_SavedFunction: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var concreteFunctions: [String] = []
+  var concreteFunctions: [String] = []
 
-  public var functionSpec: Tensorflow_FunctionSpec {
+  var functionSpec: Tensorflow_FunctionSpec {
     get {_functionSpec ?? Tensorflow_FunctionSpec()}
     set {_functionSpec = newValue}
   }
   /// Returns true if `functionSpec` has been explicitly set.
-  public var hasFunctionSpec: Bool {self._functionSpec != nil}
+  var hasFunctionSpec: Bool {self._functionSpec != nil}
   /// Clears the value of `functionSpec`. Subsequent reads from it will return its default value.
-  public mutating func clearFunctionSpec() {self._functionSpec = nil}
+  mutating func clearFunctionSpec() {self._functionSpec = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _functionSpec: Tensorflow_FunctionSpec? = nil
 }
 
-public nonisolated struct Tensorflow_CapturedTensor: Sendable {
+nonisolated struct Tensorflow_CapturedTensor: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  var name: String = String()
 
-  public var concreteFunction: String = String()
+  var concreteFunction: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_SavedConcreteFunction: Sendable {
+nonisolated struct Tensorflow_SavedConcreteFunction: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var boundInputs: [Int32] = []
+  var boundInputs: [Int32] = []
 
-  public var canonicalizedInputSignature: Tensorflow_StructuredValue {
+  var canonicalizedInputSignature: Tensorflow_StructuredValue {
     get {_canonicalizedInputSignature ?? Tensorflow_StructuredValue()}
     set {_canonicalizedInputSignature = newValue}
   }
   /// Returns true if `canonicalizedInputSignature` has been explicitly set.
-  public var hasCanonicalizedInputSignature: Bool {self._canonicalizedInputSignature != nil}
+  var hasCanonicalizedInputSignature: Bool {self._canonicalizedInputSignature != nil}
   /// Clears the value of `canonicalizedInputSignature`. Subsequent reads from it will return its default value.
-  public mutating func clearCanonicalizedInputSignature() {self._canonicalizedInputSignature = nil}
+  mutating func clearCanonicalizedInputSignature() {self._canonicalizedInputSignature = nil}
 
-  public var outputSignature: Tensorflow_StructuredValue {
+  var outputSignature: Tensorflow_StructuredValue {
     get {_outputSignature ?? Tensorflow_StructuredValue()}
     set {_outputSignature = newValue}
   }
   /// Returns true if `outputSignature` has been explicitly set.
-  public var hasOutputSignature: Bool {self._outputSignature != nil}
+  var hasOutputSignature: Bool {self._outputSignature != nil}
   /// Clears the value of `outputSignature`. Subsequent reads from it will return its default value.
-  public mutating func clearOutputSignature() {self._outputSignature = nil}
+  mutating func clearOutputSignature() {self._outputSignature = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _canonicalizedInputSignature: Tensorflow_StructuredValue? = nil
   fileprivate var _outputSignature: Tensorflow_StructuredValue? = nil
 }
 
-public nonisolated struct Tensorflow_SavedBareConcreteFunction: Sendable {
+nonisolated struct Tensorflow_SavedBareConcreteFunction: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var concreteFunctionName: String = String()
+  var concreteFunctionName: String = String()
 
-  public var argumentKeywords: [String] = []
+  var argumentKeywords: [String] = []
 
-  public var allowedPositionalArguments: Int64 = 0
+  var allowedPositionalArguments: Int64 = 0
 
-  public var functionSpec: Tensorflow_FunctionSpec {
+  var functionSpec: Tensorflow_FunctionSpec {
     get {_functionSpec ?? Tensorflow_FunctionSpec()}
     set {_functionSpec = newValue}
   }
   /// Returns true if `functionSpec` has been explicitly set.
-  public var hasFunctionSpec: Bool {self._functionSpec != nil}
+  var hasFunctionSpec: Bool {self._functionSpec != nil}
   /// Clears the value of `functionSpec`. Subsequent reads from it will return its default value.
-  public mutating func clearFunctionSpec() {self._functionSpec = nil}
+  mutating func clearFunctionSpec() {self._functionSpec = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _functionSpec: Tensorflow_FunctionSpec? = nil
 }
 
-public nonisolated struct Tensorflow_SavedConstant: Sendable {
+nonisolated struct Tensorflow_SavedConstant: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var operation: String = String()
+  var operation: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_SavedVariable: Sendable {
+nonisolated struct Tensorflow_SavedVariable: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var dtype: Tensorflow_DataType = .dtInvalid
+  var dtype: Tensorflow_DataType = .dtInvalid
 
-  public var shape: Tensorflow_TensorShapeProto {
+  var shape: Tensorflow_TensorShapeProto {
     get {_shape ?? Tensorflow_TensorShapeProto()}
     set {_shape = newValue}
   }
   /// Returns true if `shape` has been explicitly set.
-  public var hasShape: Bool {self._shape != nil}
+  var hasShape: Bool {self._shape != nil}
   /// Clears the value of `shape`. Subsequent reads from it will return its default value.
-  public mutating func clearShape() {self._shape = nil}
+  mutating func clearShape() {self._shape = nil}
 
-  public var trainable: Bool = false
+  var trainable: Bool = false
 
-  public var synchronization: Tensorflow_VariableSynchronization = .auto
+  var synchronization: Tensorflow_VariableSynchronization = .auto
 
-  public var aggregation: Tensorflow_VariableAggregation = .none
+  var aggregation: Tensorflow_VariableAggregation = .none
 
-  public var name: String = String()
+  var name: String = String()
 
-  public var device: String = String()
+  var device: String = String()
 
-  public var experimentalDistributedVariableComponents: [Tensorflow_SavedVariable] = []
+  var experimentalDistributedVariableComponents: [Tensorflow_SavedVariable] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _shape: Tensorflow_TensorShapeProto? = nil
 }
 
-public nonisolated struct Tensorflow_FunctionSpec: Sendable {
+nonisolated struct Tensorflow_FunctionSpec: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var fullargspec: Tensorflow_StructuredValue {
+  var fullargspec: Tensorflow_StructuredValue {
     get {_fullargspec ?? Tensorflow_StructuredValue()}
     set {_fullargspec = newValue}
   }
   /// Returns true if `fullargspec` has been explicitly set.
-  public var hasFullargspec: Bool {self._fullargspec != nil}
+  var hasFullargspec: Bool {self._fullargspec != nil}
   /// Clears the value of `fullargspec`. Subsequent reads from it will return its default value.
-  public mutating func clearFullargspec() {self._fullargspec = nil}
+  mutating func clearFullargspec() {self._fullargspec = nil}
 
-  public var isMethod: Bool = false
+  var isMethod: Bool = false
 
-  public var inputSignature: Tensorflow_StructuredValue {
+  var inputSignature: Tensorflow_StructuredValue {
     get {_inputSignature ?? Tensorflow_StructuredValue()}
     set {_inputSignature = newValue}
   }
   /// Returns true if `inputSignature` has been explicitly set.
-  public var hasInputSignature: Bool {self._inputSignature != nil}
+  var hasInputSignature: Bool {self._inputSignature != nil}
   /// Clears the value of `inputSignature`. Subsequent reads from it will return its default value.
-  public mutating func clearInputSignature() {self._inputSignature = nil}
+  mutating func clearInputSignature() {self._inputSignature = nil}
 
-  public var jitCompile: Tensorflow_FunctionSpec.JitCompile = .default
+  var jitCompile: Tensorflow_FunctionSpec.JitCompile = .default
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated enum JitCompile: SwiftProtobuf.Enum, Swift.CaseIterable {
-    public typealias RawValue = Int
+  nonisolated enum JitCompile: SwiftProtobuf.Enum, Swift.CaseIterable {
+    typealias RawValue = Int
     case `default` // = 0
     case on // = 1
     case off // = 2
     case UNRECOGNIZED(Int)
 
-    public init() {
+    init() {
       self = .default
     }
 
-    public init?(rawValue: Int) {
+    init?(rawValue: Int) {
       switch rawValue {
       case 0: self = .default
       case 1: self = .on
@@ -376,7 +376,7 @@ public nonisolated struct Tensorflow_FunctionSpec: Sendable {
       }
     }
 
-    public var rawValue: Int {
+    var rawValue: Int {
       switch self {
       case .default: return 0
       case .on: return 1
@@ -386,7 +386,7 @@ public nonisolated struct Tensorflow_FunctionSpec: Sendable {
     }
 
     // The compiler won't synthesize support with the UNRECOGNIZED case.
-    public static let allCases: [Tensorflow_FunctionSpec.JitCompile] = [
+    static let allCases: [Tensorflow_FunctionSpec.JitCompile] = [
       .default,
       .on,
       .off,
@@ -394,36 +394,36 @@ public nonisolated struct Tensorflow_FunctionSpec: Sendable {
 
   }
 
-  public init() {}
+  init() {}
 
   fileprivate var _fullargspec: Tensorflow_StructuredValue? = nil
   fileprivate var _inputSignature: Tensorflow_StructuredValue? = nil
 }
 
-public nonisolated struct Tensorflow_SavedResource: Sendable {
+nonisolated struct Tensorflow_SavedResource: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var device: String = String()
+  var device: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_SaveableObject: Sendable {
+nonisolated struct Tensorflow_SaveableObject: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var saveFunction: Int32 = 0
+  var saveFunction: Int32 = 0
 
-  public var restoreFunction: Int32 = 0
+  var restoreFunction: Int32 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -431,10 +431,10 @@ public nonisolated struct Tensorflow_SaveableObject: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_SavedObjectGraph: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SavedObjectGraph"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nodes\0\u{3}concrete_functions\0")
+  static let protoMessageName: String = _protobuf_package + ".SavedObjectGraph"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nodes\0\u{3}concrete_functions\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -447,7 +447,7 @@ nonisolated extension Tensorflow_SavedObjectGraph: SwiftProtobuf.Message, SwiftP
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.nodes.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.nodes, fieldNumber: 1)
     }
@@ -457,7 +457,7 @@ nonisolated extension Tensorflow_SavedObjectGraph: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SavedObjectGraph, rhs: Tensorflow_SavedObjectGraph) -> Bool {
+  static func ==(lhs: Tensorflow_SavedObjectGraph, rhs: Tensorflow_SavedObjectGraph) -> Bool {
     if lhs.nodes != rhs.nodes {return false}
     if lhs.concreteFunctions != rhs.concreteFunctions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -466,10 +466,10 @@ nonisolated extension Tensorflow_SavedObjectGraph: SwiftProtobuf.Message, SwiftP
 }
 
 nonisolated extension Tensorflow_SavedObject: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SavedObject"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}children\0\u{4}\u{2}slot_variables\0\u{3}user_object\0\u{1}asset\0\u{1}function\0\u{1}variable\0\u{3}bare_concrete_function\0\u{1}constant\0\u{1}resource\0\u{3}saveable_objects\0\u{3}captured_tensor\0\u{3}registered_name\0\u{3}serialized_user_proto\0\u{1}dependencies\0\u{3}registered_saver\0\u{b}attributes\0\u{c}\u{2}\u{1}")
+  static let protoMessageName: String = _protobuf_package + ".SavedObject"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}children\0\u{4}\u{2}slot_variables\0\u{3}user_object\0\u{1}asset\0\u{1}function\0\u{1}variable\0\u{3}bare_concrete_function\0\u{1}constant\0\u{1}resource\0\u{3}saveable_objects\0\u{3}captured_tensor\0\u{3}registered_name\0\u{3}serialized_user_proto\0\u{1}dependencies\0\u{3}registered_saver\0\u{b}attributes\0\u{c}\u{2}\u{1}")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -591,7 +591,7 @@ nonisolated extension Tensorflow_SavedObject: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -654,7 +654,7 @@ nonisolated extension Tensorflow_SavedObject: SwiftProtobuf.Message, SwiftProtob
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SavedObject, rhs: Tensorflow_SavedObject) -> Bool {
+  static func ==(lhs: Tensorflow_SavedObject, rhs: Tensorflow_SavedObject) -> Bool {
     if lhs.children != rhs.children {return false}
     if lhs.dependencies != rhs.dependencies {return false}
     if lhs.slotVariables != rhs.slotVariables {return false}
@@ -669,10 +669,10 @@ nonisolated extension Tensorflow_SavedObject: SwiftProtobuf.Message, SwiftProtob
 }
 
 nonisolated extension Tensorflow_SavedUserObject: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SavedUserObject"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}identifier\0\u{1}version\0\u{1}metadata\0")
+  static let protoMessageName: String = _protobuf_package + ".SavedUserObject"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}identifier\0\u{1}version\0\u{1}metadata\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -686,7 +686,7 @@ nonisolated extension Tensorflow_SavedUserObject: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -703,7 +703,7 @@ nonisolated extension Tensorflow_SavedUserObject: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SavedUserObject, rhs: Tensorflow_SavedUserObject) -> Bool {
+  static func ==(lhs: Tensorflow_SavedUserObject, rhs: Tensorflow_SavedUserObject) -> Bool {
     if lhs.identifier != rhs.identifier {return false}
     if lhs._version != rhs._version {return false}
     if lhs.metadata != rhs.metadata {return false}
@@ -713,10 +713,10 @@ nonisolated extension Tensorflow_SavedUserObject: SwiftProtobuf.Message, SwiftPr
 }
 
 nonisolated extension Tensorflow_SavedAsset: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SavedAsset"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}asset_file_def_index\0")
+  static let protoMessageName: String = _protobuf_package + ".SavedAsset"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}asset_file_def_index\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -728,14 +728,14 @@ nonisolated extension Tensorflow_SavedAsset: SwiftProtobuf.Message, SwiftProtobu
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.assetFileDefIndex != 0 {
       try visitor.visitSingularInt32Field(value: self.assetFileDefIndex, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SavedAsset, rhs: Tensorflow_SavedAsset) -> Bool {
+  static func ==(lhs: Tensorflow_SavedAsset, rhs: Tensorflow_SavedAsset) -> Bool {
     if lhs.assetFileDefIndex != rhs.assetFileDefIndex {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -743,10 +743,10 @@ nonisolated extension Tensorflow_SavedAsset: SwiftProtobuf.Message, SwiftProtobu
 }
 
 nonisolated extension Tensorflow_SavedFunction: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SavedFunction"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}concrete_functions\0\u{3}function_spec\0")
+  static let protoMessageName: String = _protobuf_package + ".SavedFunction"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}concrete_functions\0\u{3}function_spec\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -759,7 +759,7 @@ nonisolated extension Tensorflow_SavedFunction: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -773,7 +773,7 @@ nonisolated extension Tensorflow_SavedFunction: SwiftProtobuf.Message, SwiftProt
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SavedFunction, rhs: Tensorflow_SavedFunction) -> Bool {
+  static func ==(lhs: Tensorflow_SavedFunction, rhs: Tensorflow_SavedFunction) -> Bool {
     if lhs.concreteFunctions != rhs.concreteFunctions {return false}
     if lhs._functionSpec != rhs._functionSpec {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -782,10 +782,10 @@ nonisolated extension Tensorflow_SavedFunction: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Tensorflow_CapturedTensor: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".CapturedTensor"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}concrete_function\0")
+  static let protoMessageName: String = _protobuf_package + ".CapturedTensor"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}concrete_function\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -798,7 +798,7 @@ nonisolated extension Tensorflow_CapturedTensor: SwiftProtobuf.Message, SwiftPro
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -808,7 +808,7 @@ nonisolated extension Tensorflow_CapturedTensor: SwiftProtobuf.Message, SwiftPro
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_CapturedTensor, rhs: Tensorflow_CapturedTensor) -> Bool {
+  static func ==(lhs: Tensorflow_CapturedTensor, rhs: Tensorflow_CapturedTensor) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.concreteFunction != rhs.concreteFunction {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -817,10 +817,10 @@ nonisolated extension Tensorflow_CapturedTensor: SwiftProtobuf.Message, SwiftPro
 }
 
 nonisolated extension Tensorflow_SavedConcreteFunction: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SavedConcreteFunction"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{2}bound_inputs\0\u{3}canonicalized_input_signature\0\u{3}output_signature\0")
+  static let protoMessageName: String = _protobuf_package + ".SavedConcreteFunction"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{2}bound_inputs\0\u{3}canonicalized_input_signature\0\u{3}output_signature\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -834,7 +834,7 @@ nonisolated extension Tensorflow_SavedConcreteFunction: SwiftProtobuf.Message, S
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -851,7 +851,7 @@ nonisolated extension Tensorflow_SavedConcreteFunction: SwiftProtobuf.Message, S
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SavedConcreteFunction, rhs: Tensorflow_SavedConcreteFunction) -> Bool {
+  static func ==(lhs: Tensorflow_SavedConcreteFunction, rhs: Tensorflow_SavedConcreteFunction) -> Bool {
     if lhs.boundInputs != rhs.boundInputs {return false}
     if lhs._canonicalizedInputSignature != rhs._canonicalizedInputSignature {return false}
     if lhs._outputSignature != rhs._outputSignature {return false}
@@ -861,10 +861,10 @@ nonisolated extension Tensorflow_SavedConcreteFunction: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Tensorflow_SavedBareConcreteFunction: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SavedBareConcreteFunction"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}concrete_function_name\0\u{3}argument_keywords\0\u{3}allowed_positional_arguments\0\u{3}function_spec\0")
+  static let protoMessageName: String = _protobuf_package + ".SavedBareConcreteFunction"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}concrete_function_name\0\u{3}argument_keywords\0\u{3}allowed_positional_arguments\0\u{3}function_spec\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -879,7 +879,7 @@ nonisolated extension Tensorflow_SavedBareConcreteFunction: SwiftProtobuf.Messag
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -899,7 +899,7 @@ nonisolated extension Tensorflow_SavedBareConcreteFunction: SwiftProtobuf.Messag
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SavedBareConcreteFunction, rhs: Tensorflow_SavedBareConcreteFunction) -> Bool {
+  static func ==(lhs: Tensorflow_SavedBareConcreteFunction, rhs: Tensorflow_SavedBareConcreteFunction) -> Bool {
     if lhs.concreteFunctionName != rhs.concreteFunctionName {return false}
     if lhs.argumentKeywords != rhs.argumentKeywords {return false}
     if lhs.allowedPositionalArguments != rhs.allowedPositionalArguments {return false}
@@ -910,10 +910,10 @@ nonisolated extension Tensorflow_SavedBareConcreteFunction: SwiftProtobuf.Messag
 }
 
 nonisolated extension Tensorflow_SavedConstant: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SavedConstant"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}operation\0")
+  static let protoMessageName: String = _protobuf_package + ".SavedConstant"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}operation\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -925,14 +925,14 @@ nonisolated extension Tensorflow_SavedConstant: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.operation.isEmpty {
       try visitor.visitSingularStringField(value: self.operation, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SavedConstant, rhs: Tensorflow_SavedConstant) -> Bool {
+  static func ==(lhs: Tensorflow_SavedConstant, rhs: Tensorflow_SavedConstant) -> Bool {
     if lhs.operation != rhs.operation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -940,10 +940,10 @@ nonisolated extension Tensorflow_SavedConstant: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Tensorflow_SavedVariable: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SavedVariable"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{1}shape\0\u{1}trainable\0\u{1}synchronization\0\u{1}aggregation\0\u{1}name\0\u{1}device\0\u{3}experimental_distributed_variable_components\0")
+  static let protoMessageName: String = _protobuf_package + ".SavedVariable"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{1}shape\0\u{1}trainable\0\u{1}synchronization\0\u{1}aggregation\0\u{1}name\0\u{1}device\0\u{3}experimental_distributed_variable_components\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -962,7 +962,7 @@ nonisolated extension Tensorflow_SavedVariable: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -994,7 +994,7 @@ nonisolated extension Tensorflow_SavedVariable: SwiftProtobuf.Message, SwiftProt
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SavedVariable, rhs: Tensorflow_SavedVariable) -> Bool {
+  static func ==(lhs: Tensorflow_SavedVariable, rhs: Tensorflow_SavedVariable) -> Bool {
     if lhs.dtype != rhs.dtype {return false}
     if lhs._shape != rhs._shape {return false}
     if lhs.trainable != rhs.trainable {return false}
@@ -1009,10 +1009,10 @@ nonisolated extension Tensorflow_SavedVariable: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Tensorflow_FunctionSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".FunctionSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fullargspec\0\u{3}is_method\0\u{4}\u{3}input_signature\0\u{3}jit_compile\0\u{c}\u{3}\u{1}\u{c}\u{4}\u{1}")
+  static let protoMessageName: String = _protobuf_package + ".FunctionSpec"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fullargspec\0\u{3}is_method\0\u{4}\u{3}input_signature\0\u{3}jit_compile\0\u{c}\u{3}\u{1}\u{c}\u{4}\u{1}")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1027,7 +1027,7 @@ nonisolated extension Tensorflow_FunctionSpec: SwiftProtobuf.Message, SwiftProto
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -1047,7 +1047,7 @@ nonisolated extension Tensorflow_FunctionSpec: SwiftProtobuf.Message, SwiftProto
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_FunctionSpec, rhs: Tensorflow_FunctionSpec) -> Bool {
+  static func ==(lhs: Tensorflow_FunctionSpec, rhs: Tensorflow_FunctionSpec) -> Bool {
     if lhs._fullargspec != rhs._fullargspec {return false}
     if lhs.isMethod != rhs.isMethod {return false}
     if lhs._inputSignature != rhs._inputSignature {return false}
@@ -1058,14 +1058,14 @@ nonisolated extension Tensorflow_FunctionSpec: SwiftProtobuf.Message, SwiftProto
 }
 
 nonisolated extension Tensorflow_FunctionSpec.JitCompile: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DEFAULT\0\u{1}ON\0\u{1}OFF\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DEFAULT\0\u{1}ON\0\u{1}OFF\0")
 }
 
 nonisolated extension Tensorflow_SavedResource: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SavedResource"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}device\0")
+  static let protoMessageName: String = _protobuf_package + ".SavedResource"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}device\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1077,14 +1077,14 @@ nonisolated extension Tensorflow_SavedResource: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.device.isEmpty {
       try visitor.visitSingularStringField(value: self.device, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SavedResource, rhs: Tensorflow_SavedResource) -> Bool {
+  static func ==(lhs: Tensorflow_SavedResource, rhs: Tensorflow_SavedResource) -> Bool {
     if lhs.device != rhs.device {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -1092,10 +1092,10 @@ nonisolated extension Tensorflow_SavedResource: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Tensorflow_SaveableObject: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SaveableObject"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{2}save_function\0\u{3}restore_function\0")
+  static let protoMessageName: String = _protobuf_package + ".SaveableObject"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{2}save_function\0\u{3}restore_function\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1108,7 +1108,7 @@ nonisolated extension Tensorflow_SaveableObject: SwiftProtobuf.Message, SwiftPro
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.saveFunction != 0 {
       try visitor.visitSingularInt32Field(value: self.saveFunction, fieldNumber: 2)
     }
@@ -1118,7 +1118,7 @@ nonisolated extension Tensorflow_SaveableObject: SwiftProtobuf.Message, SwiftPro
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SaveableObject, rhs: Tensorflow_SaveableObject) -> Bool {
+  static func ==(lhs: Tensorflow_SaveableObject, rhs: Tensorflow_SaveableObject) -> Bool {
     if lhs.saveFunction != rhs.saveFunction {return false}
     if lhs.restoreFunction != rhs.restoreFunction {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

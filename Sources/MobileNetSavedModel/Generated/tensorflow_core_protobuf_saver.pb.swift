@@ -20,39 +20,39 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_SaverDef: Sendable {
+nonisolated struct Tensorflow_SaverDef: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var filenameTensorName: String = String()
+  var filenameTensorName: String = String()
 
-  public var saveTensorName: String = String()
+  var saveTensorName: String = String()
 
-  public var restoreOpName: String = String()
+  var restoreOpName: String = String()
 
-  public var maxToKeep: Int32 = 0
+  var maxToKeep: Int32 = 0
 
-  public var sharded: Bool = false
+  var sharded: Bool = false
 
-  public var keepCheckpointEveryNHours: Float = 0
+  var keepCheckpointEveryNHours: Float = 0
 
-  public var version: Tensorflow_SaverDef.CheckpointFormatVersion = .legacy
+  var version: Tensorflow_SaverDef.CheckpointFormatVersion = .legacy
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated enum CheckpointFormatVersion: SwiftProtobuf.Enum, Swift.CaseIterable {
-    public typealias RawValue = Int
+  nonisolated enum CheckpointFormatVersion: SwiftProtobuf.Enum, Swift.CaseIterable {
+    typealias RawValue = Int
     case legacy // = 0
     case v1 // = 1
     case v2 // = 2
     case UNRECOGNIZED(Int)
 
-    public init() {
+    init() {
       self = .legacy
     }
 
-    public init?(rawValue: Int) {
+    init?(rawValue: Int) {
       switch rawValue {
       case 0: self = .legacy
       case 1: self = .v1
@@ -61,7 +61,7 @@ public nonisolated struct Tensorflow_SaverDef: Sendable {
       }
     }
 
-    public var rawValue: Int {
+    var rawValue: Int {
       switch self {
       case .legacy: return 0
       case .v1: return 1
@@ -71,7 +71,7 @@ public nonisolated struct Tensorflow_SaverDef: Sendable {
     }
 
     // The compiler won't synthesize support with the UNRECOGNIZED case.
-    public static let allCases: [Tensorflow_SaverDef.CheckpointFormatVersion] = [
+    static let allCases: [Tensorflow_SaverDef.CheckpointFormatVersion] = [
       .legacy,
       .v1,
       .v2,
@@ -79,7 +79,7 @@ public nonisolated struct Tensorflow_SaverDef: Sendable {
 
   }
 
-  public init() {}
+  init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -87,10 +87,10 @@ public nonisolated struct Tensorflow_SaverDef: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_SaverDef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SaverDef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}filename_tensor_name\0\u{3}save_tensor_name\0\u{3}restore_op_name\0\u{3}max_to_keep\0\u{1}sharded\0\u{3}keep_checkpoint_every_n_hours\0\u{1}version\0")
+  static let protoMessageName: String = _protobuf_package + ".SaverDef"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}filename_tensor_name\0\u{3}save_tensor_name\0\u{3}restore_op_name\0\u{3}max_to_keep\0\u{1}sharded\0\u{3}keep_checkpoint_every_n_hours\0\u{1}version\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -108,7 +108,7 @@ nonisolated extension Tensorflow_SaverDef: SwiftProtobuf.Message, SwiftProtobuf.
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.filenameTensorName.isEmpty {
       try visitor.visitSingularStringField(value: self.filenameTensorName, fieldNumber: 1)
     }
@@ -133,7 +133,7 @@ nonisolated extension Tensorflow_SaverDef: SwiftProtobuf.Message, SwiftProtobuf.
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_SaverDef, rhs: Tensorflow_SaverDef) -> Bool {
+  static func ==(lhs: Tensorflow_SaverDef, rhs: Tensorflow_SaverDef) -> Bool {
     if lhs.filenameTensorName != rhs.filenameTensorName {return false}
     if lhs.saveTensorName != rhs.saveTensorName {return false}
     if lhs.restoreOpName != rhs.restoreOpName {return false}
@@ -147,5 +147,5 @@ nonisolated extension Tensorflow_SaverDef: SwiftProtobuf.Message, SwiftProtobuf.
 }
 
 nonisolated extension Tensorflow_SaverDef.CheckpointFormatVersion: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0LEGACY\0\u{1}V1\0\u{1}V2\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0LEGACY\0\u{1}V1\0\u{1}V2\0")
 }

@@ -20,17 +20,17 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
+nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var kind: OneOf_Kind? {
+  var kind: OneOf_Kind? {
     get {return _storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
-  public var noneValue: Tensorflow_NoneValue {
+  var noneValue: Tensorflow_NoneValue {
     get {
       if case .noneValue(let v)? = _storage._kind {return v}
       return Tensorflow_NoneValue()
@@ -38,7 +38,7 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .noneValue(newValue)}
   }
 
-  public var float64Value: Double {
+  var float64Value: Double {
     get {
       if case .float64Value(let v)? = _storage._kind {return v}
       return 0
@@ -46,7 +46,7 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .float64Value(newValue)}
   }
 
-  public var int64Value: Int64 {
+  var int64Value: Int64 {
     get {
       if case .int64Value(let v)? = _storage._kind {return v}
       return 0
@@ -54,7 +54,7 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .int64Value(newValue)}
   }
 
-  public var stringValue: String {
+  var stringValue: String {
     get {
       if case .stringValue(let v)? = _storage._kind {return v}
       return String()
@@ -62,7 +62,7 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .stringValue(newValue)}
   }
 
-  public var boolValue: Bool {
+  var boolValue: Bool {
     get {
       if case .boolValue(let v)? = _storage._kind {return v}
       return false
@@ -70,7 +70,7 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .boolValue(newValue)}
   }
 
-  public var tensorShapeValue: Tensorflow_TensorShapeProto {
+  var tensorShapeValue: Tensorflow_TensorShapeProto {
     get {
       if case .tensorShapeValue(let v)? = _storage._kind {return v}
       return Tensorflow_TensorShapeProto()
@@ -78,7 +78,7 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .tensorShapeValue(newValue)}
   }
 
-  public var tensorDtypeValue: Tensorflow_DataType {
+  var tensorDtypeValue: Tensorflow_DataType {
     get {
       if case .tensorDtypeValue(let v)? = _storage._kind {return v}
       return .dtInvalid
@@ -86,7 +86,7 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .tensorDtypeValue(newValue)}
   }
 
-  public var tensorSpecValue: Tensorflow_TensorSpecProto {
+  var tensorSpecValue: Tensorflow_TensorSpecProto {
     get {
       if case .tensorSpecValue(let v)? = _storage._kind {return v}
       return Tensorflow_TensorSpecProto()
@@ -94,7 +94,7 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .tensorSpecValue(newValue)}
   }
 
-  public var typeSpecValue: Tensorflow_TypeSpecProto {
+  var typeSpecValue: Tensorflow_TypeSpecProto {
     get {
       if case .typeSpecValue(let v)? = _storage._kind {return v}
       return Tensorflow_TypeSpecProto()
@@ -102,7 +102,7 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .typeSpecValue(newValue)}
   }
 
-  public var boundedTensorSpecValue: Tensorflow_BoundedTensorSpecProto {
+  var boundedTensorSpecValue: Tensorflow_BoundedTensorSpecProto {
     get {
       if case .boundedTensorSpecValue(let v)? = _storage._kind {return v}
       return Tensorflow_BoundedTensorSpecProto()
@@ -110,7 +110,7 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .boundedTensorSpecValue(newValue)}
   }
 
-  public var listValue: Tensorflow_ListValue {
+  var listValue: Tensorflow_ListValue {
     get {
       if case .listValue(let v)? = _storage._kind {return v}
       return Tensorflow_ListValue()
@@ -118,7 +118,7 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .listValue(newValue)}
   }
 
-  public var tupleValue: Tensorflow_TupleValue {
+  var tupleValue: Tensorflow_TupleValue {
     get {
       if case .tupleValue(let v)? = _storage._kind {return v}
       return Tensorflow_TupleValue()
@@ -126,7 +126,7 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .tupleValue(newValue)}
   }
 
-  public var dictValue: Tensorflow_DictValue {
+  var dictValue: Tensorflow_DictValue {
     get {
       if case .dictValue(let v)? = _storage._kind {return v}
       return Tensorflow_DictValue()
@@ -134,7 +134,7 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .dictValue(newValue)}
   }
 
-  public var namedTupleValue: Tensorflow_NamedTupleValue {
+  var namedTupleValue: Tensorflow_NamedTupleValue {
     get {
       if case .namedTupleValue(let v)? = _storage._kind {return v}
       return Tensorflow_NamedTupleValue()
@@ -142,7 +142,7 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .namedTupleValue(newValue)}
   }
 
-  public var tensorValue: Tensorflow_TensorProto {
+  var tensorValue: Tensorflow_TensorProto {
     get {
       if case .tensorValue(let v)? = _storage._kind {return v}
       return Tensorflow_TensorProto()
@@ -150,7 +150,7 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .tensorValue(newValue)}
   }
 
-  public var numpyValue: Tensorflow_TensorProto {
+  var numpyValue: Tensorflow_TensorProto {
     get {
       if case .numpyValue(let v)? = _storage._kind {return v}
       return Tensorflow_TensorProto()
@@ -158,9 +158,9 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
     set {_uniqueStorage()._kind = .numpyValue(newValue)}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated enum OneOf_Kind: Equatable, Sendable {
+  nonisolated enum OneOf_Kind: Equatable, Sendable {
     case noneValue(Tensorflow_NoneValue)
     case float64Value(Double)
     case int64Value(Int64)
@@ -180,197 +180,197 @@ public nonisolated struct Tensorflow_StructuredValue: @unchecked Sendable {
 
   }
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Tensorflow_NoneValue: Sendable {
+nonisolated struct Tensorflow_NoneValue: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_ListValue: Sendable {
+nonisolated struct Tensorflow_ListValue: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var values: [Tensorflow_StructuredValue] = []
+  var values: [Tensorflow_StructuredValue] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_TupleValue: Sendable {
+nonisolated struct Tensorflow_TupleValue: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var values: [Tensorflow_StructuredValue] = []
+  var values: [Tensorflow_StructuredValue] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_DictValue: Sendable {
+nonisolated struct Tensorflow_DictValue: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var fields: Dictionary<String,Tensorflow_StructuredValue> = [:]
+  var fields: Dictionary<String,Tensorflow_StructuredValue> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_PairValue: Sendable {
+nonisolated struct Tensorflow_PairValue: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var key: String = String()
+  var key: String = String()
 
-  public var value: Tensorflow_StructuredValue {
+  var value: Tensorflow_StructuredValue {
     get {_value ?? Tensorflow_StructuredValue()}
     set {_value = newValue}
   }
   /// Returns true if `value` has been explicitly set.
-  public var hasValue: Bool {self._value != nil}
+  var hasValue: Bool {self._value != nil}
   /// Clears the value of `value`. Subsequent reads from it will return its default value.
-  public mutating func clearValue() {self._value = nil}
+  mutating func clearValue() {self._value = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _value: Tensorflow_StructuredValue? = nil
 }
 
-public nonisolated struct Tensorflow_NamedTupleValue: Sendable {
+nonisolated struct Tensorflow_NamedTupleValue: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  var name: String = String()
 
-  public var values: [Tensorflow_PairValue] = []
+  var values: [Tensorflow_PairValue] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_TensorSpecProto: Sendable {
+nonisolated struct Tensorflow_TensorSpecProto: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  var name: String = String()
 
-  public var shape: Tensorflow_TensorShapeProto {
+  var shape: Tensorflow_TensorShapeProto {
     get {_shape ?? Tensorflow_TensorShapeProto()}
     set {_shape = newValue}
   }
   /// Returns true if `shape` has been explicitly set.
-  public var hasShape: Bool {self._shape != nil}
+  var hasShape: Bool {self._shape != nil}
   /// Clears the value of `shape`. Subsequent reads from it will return its default value.
-  public mutating func clearShape() {self._shape = nil}
+  mutating func clearShape() {self._shape = nil}
 
-  public var dtype: Tensorflow_DataType = .dtInvalid
+  var dtype: Tensorflow_DataType = .dtInvalid
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _shape: Tensorflow_TensorShapeProto? = nil
 }
 
-public nonisolated struct Tensorflow_BoundedTensorSpecProto: Sendable {
+nonisolated struct Tensorflow_BoundedTensorSpecProto: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  var name: String = String()
 
-  public var shape: Tensorflow_TensorShapeProto {
+  var shape: Tensorflow_TensorShapeProto {
     get {_shape ?? Tensorflow_TensorShapeProto()}
     set {_shape = newValue}
   }
   /// Returns true if `shape` has been explicitly set.
-  public var hasShape: Bool {self._shape != nil}
+  var hasShape: Bool {self._shape != nil}
   /// Clears the value of `shape`. Subsequent reads from it will return its default value.
-  public mutating func clearShape() {self._shape = nil}
+  mutating func clearShape() {self._shape = nil}
 
-  public var dtype: Tensorflow_DataType = .dtInvalid
+  var dtype: Tensorflow_DataType = .dtInvalid
 
-  public var minimum: Tensorflow_TensorProto {
+  var minimum: Tensorflow_TensorProto {
     get {_minimum ?? Tensorflow_TensorProto()}
     set {_minimum = newValue}
   }
   /// Returns true if `minimum` has been explicitly set.
-  public var hasMinimum: Bool {self._minimum != nil}
+  var hasMinimum: Bool {self._minimum != nil}
   /// Clears the value of `minimum`. Subsequent reads from it will return its default value.
-  public mutating func clearMinimum() {self._minimum = nil}
+  mutating func clearMinimum() {self._minimum = nil}
 
-  public var maximum: Tensorflow_TensorProto {
+  var maximum: Tensorflow_TensorProto {
     get {_maximum ?? Tensorflow_TensorProto()}
     set {_maximum = newValue}
   }
   /// Returns true if `maximum` has been explicitly set.
-  public var hasMaximum: Bool {self._maximum != nil}
+  var hasMaximum: Bool {self._maximum != nil}
   /// Clears the value of `maximum`. Subsequent reads from it will return its default value.
-  public mutating func clearMaximum() {self._maximum = nil}
+  mutating func clearMaximum() {self._maximum = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _shape: Tensorflow_TensorShapeProto? = nil
   fileprivate var _minimum: Tensorflow_TensorProto? = nil
   fileprivate var _maximum: Tensorflow_TensorProto? = nil
 }
 
-public nonisolated struct Tensorflow_TypeSpecProto: @unchecked Sendable {
+nonisolated struct Tensorflow_TypeSpecProto: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var typeSpecClass: Tensorflow_TypeSpecProto.TypeSpecClass {
+  var typeSpecClass: Tensorflow_TypeSpecProto.TypeSpecClass {
     get {_storage._typeSpecClass}
     set {_uniqueStorage()._typeSpecClass = newValue}
   }
 
-  public var typeState: Tensorflow_StructuredValue {
+  var typeState: Tensorflow_StructuredValue {
     get {_storage._typeState ?? Tensorflow_StructuredValue()}
     set {_uniqueStorage()._typeState = newValue}
   }
   /// Returns true if `typeState` has been explicitly set.
-  public var hasTypeState: Bool {_storage._typeState != nil}
+  var hasTypeState: Bool {_storage._typeState != nil}
   /// Clears the value of `typeState`. Subsequent reads from it will return its default value.
-  public mutating func clearTypeState() {_uniqueStorage()._typeState = nil}
+  mutating func clearTypeState() {_uniqueStorage()._typeState = nil}
 
-  public var typeSpecClassName: String {
+  var typeSpecClassName: String {
     get {_storage._typeSpecClassName}
     set {_uniqueStorage()._typeSpecClassName = newValue}
   }
 
-  public var numFlatComponents: Int32 {
+  var numFlatComponents: Int32 {
     get {_storage._numFlatComponents}
     set {_uniqueStorage()._numFlatComponents = newValue}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated enum TypeSpecClass: SwiftProtobuf.Enum, Swift.CaseIterable {
-    public typealias RawValue = Int
+  nonisolated enum TypeSpecClass: SwiftProtobuf.Enum, Swift.CaseIterable {
+    typealias RawValue = Int
     case unknown // = 0
     case sparseTensorSpec // = 1
     case indexedSlicesSpec // = 2
@@ -386,11 +386,11 @@ public nonisolated struct Tensorflow_TypeSpecProto: @unchecked Sendable {
     case extensionTypeSpec // = 13
     case UNRECOGNIZED(Int)
 
-    public init() {
+    init() {
       self = .unknown
     }
 
-    public init?(rawValue: Int) {
+    init?(rawValue: Int) {
       switch rawValue {
       case 0: self = .unknown
       case 1: self = .sparseTensorSpec
@@ -409,7 +409,7 @@ public nonisolated struct Tensorflow_TypeSpecProto: @unchecked Sendable {
       }
     }
 
-    public var rawValue: Int {
+    var rawValue: Int {
       switch self {
       case .unknown: return 0
       case .sparseTensorSpec: return 1
@@ -429,7 +429,7 @@ public nonisolated struct Tensorflow_TypeSpecProto: @unchecked Sendable {
     }
 
     // The compiler won't synthesize support with the UNRECOGNIZED case.
-    public static let allCases: [Tensorflow_TypeSpecProto.TypeSpecClass] = [
+    static let allCases: [Tensorflow_TypeSpecProto.TypeSpecClass] = [
       .unknown,
       .sparseTensorSpec,
       .indexedSlicesSpec,
@@ -447,7 +447,7 @@ public nonisolated struct Tensorflow_TypeSpecProto: @unchecked Sendable {
 
   }
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
@@ -457,8 +457,8 @@ public nonisolated struct Tensorflow_TypeSpecProto: @unchecked Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_StructuredValue: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".StructuredValue"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}none_value\0\u{4}\u{a}float64_value\0\u{3}int64_value\0\u{3}string_value\0\u{3}bool_value\0\u{4}\u{11}tensor_shape_value\0\u{3}tensor_dtype_value\0\u{3}tensor_spec_value\0\u{3}type_spec_value\0\u{3}bounded_tensor_spec_value\0\u{4}\u{10}list_value\0\u{3}tuple_value\0\u{3}dict_value\0\u{3}named_tuple_value\0\u{3}tensor_value\0\u{3}numpy_value\0")
+  static let protoMessageName: String = _protobuf_package + ".StructuredValue"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}none_value\0\u{4}\u{a}float64_value\0\u{3}int64_value\0\u{3}string_value\0\u{3}bool_value\0\u{4}\u{11}tensor_shape_value\0\u{3}tensor_dtype_value\0\u{3}tensor_spec_value\0\u{3}type_spec_value\0\u{3}bounded_tensor_spec_value\0\u{4}\u{10}list_value\0\u{3}tuple_value\0\u{3}dict_value\0\u{3}named_tuple_value\0\u{3}tensor_value\0\u{3}numpy_value\0")
 
   fileprivate class _StorageClass {
     var _kind: Tensorflow_StructuredValue.OneOf_Kind?
@@ -483,7 +483,7 @@ nonisolated extension Tensorflow_StructuredValue: SwiftProtobuf.Message, SwiftPr
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -680,7 +680,7 @@ nonisolated extension Tensorflow_StructuredValue: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -757,7 +757,7 @@ nonisolated extension Tensorflow_StructuredValue: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_StructuredValue, rhs: Tensorflow_StructuredValue) -> Bool {
+  static func ==(lhs: Tensorflow_StructuredValue, rhs: Tensorflow_StructuredValue) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -773,29 +773,29 @@ nonisolated extension Tensorflow_StructuredValue: SwiftProtobuf.Message, SwiftPr
 }
 
 nonisolated extension Tensorflow_NoneValue: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".NoneValue"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  static let protoMessageName: String = _protobuf_package + ".NoneValue"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_NoneValue, rhs: Tensorflow_NoneValue) -> Bool {
+  static func ==(lhs: Tensorflow_NoneValue, rhs: Tensorflow_NoneValue) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Tensorflow_ListValue: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ListValue"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
+  static let protoMessageName: String = _protobuf_package + ".ListValue"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -807,14 +807,14 @@ nonisolated extension Tensorflow_ListValue: SwiftProtobuf.Message, SwiftProtobuf
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.values.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.values, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_ListValue, rhs: Tensorflow_ListValue) -> Bool {
+  static func ==(lhs: Tensorflow_ListValue, rhs: Tensorflow_ListValue) -> Bool {
     if lhs.values != rhs.values {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -822,10 +822,10 @@ nonisolated extension Tensorflow_ListValue: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Tensorflow_TupleValue: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".TupleValue"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
+  static let protoMessageName: String = _protobuf_package + ".TupleValue"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -837,14 +837,14 @@ nonisolated extension Tensorflow_TupleValue: SwiftProtobuf.Message, SwiftProtobu
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.values.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.values, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TupleValue, rhs: Tensorflow_TupleValue) -> Bool {
+  static func ==(lhs: Tensorflow_TupleValue, rhs: Tensorflow_TupleValue) -> Bool {
     if lhs.values != rhs.values {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -852,10 +852,10 @@ nonisolated extension Tensorflow_TupleValue: SwiftProtobuf.Message, SwiftProtobu
 }
 
 nonisolated extension Tensorflow_DictValue: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".DictValue"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fields\0")
+  static let protoMessageName: String = _protobuf_package + ".DictValue"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fields\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -867,14 +867,14 @@ nonisolated extension Tensorflow_DictValue: SwiftProtobuf.Message, SwiftProtobuf
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.fields.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Tensorflow_StructuredValue>.self, value: self.fields, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_DictValue, rhs: Tensorflow_DictValue) -> Bool {
+  static func ==(lhs: Tensorflow_DictValue, rhs: Tensorflow_DictValue) -> Bool {
     if lhs.fields != rhs.fields {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -882,10 +882,10 @@ nonisolated extension Tensorflow_DictValue: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Tensorflow_PairValue: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PairValue"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}value\0")
+  static let protoMessageName: String = _protobuf_package + ".PairValue"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}value\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -898,7 +898,7 @@ nonisolated extension Tensorflow_PairValue: SwiftProtobuf.Message, SwiftProtobuf
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -912,7 +912,7 @@ nonisolated extension Tensorflow_PairValue: SwiftProtobuf.Message, SwiftProtobuf
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_PairValue, rhs: Tensorflow_PairValue) -> Bool {
+  static func ==(lhs: Tensorflow_PairValue, rhs: Tensorflow_PairValue) -> Bool {
     if lhs.key != rhs.key {return false}
     if lhs._value != rhs._value {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -921,10 +921,10 @@ nonisolated extension Tensorflow_PairValue: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Tensorflow_NamedTupleValue: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".NamedTupleValue"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}values\0")
+  static let protoMessageName: String = _protobuf_package + ".NamedTupleValue"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}values\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -937,7 +937,7 @@ nonisolated extension Tensorflow_NamedTupleValue: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -947,7 +947,7 @@ nonisolated extension Tensorflow_NamedTupleValue: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_NamedTupleValue, rhs: Tensorflow_NamedTupleValue) -> Bool {
+  static func ==(lhs: Tensorflow_NamedTupleValue, rhs: Tensorflow_NamedTupleValue) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.values != rhs.values {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -956,10 +956,10 @@ nonisolated extension Tensorflow_NamedTupleValue: SwiftProtobuf.Message, SwiftPr
 }
 
 nonisolated extension Tensorflow_TensorSpecProto: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".TensorSpecProto"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}shape\0\u{1}dtype\0")
+  static let protoMessageName: String = _protobuf_package + ".TensorSpecProto"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}shape\0\u{1}dtype\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -973,7 +973,7 @@ nonisolated extension Tensorflow_TensorSpecProto: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -990,7 +990,7 @@ nonisolated extension Tensorflow_TensorSpecProto: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TensorSpecProto, rhs: Tensorflow_TensorSpecProto) -> Bool {
+  static func ==(lhs: Tensorflow_TensorSpecProto, rhs: Tensorflow_TensorSpecProto) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs._shape != rhs._shape {return false}
     if lhs.dtype != rhs.dtype {return false}
@@ -1000,10 +1000,10 @@ nonisolated extension Tensorflow_TensorSpecProto: SwiftProtobuf.Message, SwiftPr
 }
 
 nonisolated extension Tensorflow_BoundedTensorSpecProto: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".BoundedTensorSpecProto"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}shape\0\u{1}dtype\0\u{1}minimum\0\u{1}maximum\0")
+  static let protoMessageName: String = _protobuf_package + ".BoundedTensorSpecProto"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}shape\0\u{1}dtype\0\u{1}minimum\0\u{1}maximum\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1019,7 +1019,7 @@ nonisolated extension Tensorflow_BoundedTensorSpecProto: SwiftProtobuf.Message, 
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -1042,7 +1042,7 @@ nonisolated extension Tensorflow_BoundedTensorSpecProto: SwiftProtobuf.Message, 
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_BoundedTensorSpecProto, rhs: Tensorflow_BoundedTensorSpecProto) -> Bool {
+  static func ==(lhs: Tensorflow_BoundedTensorSpecProto, rhs: Tensorflow_BoundedTensorSpecProto) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs._shape != rhs._shape {return false}
     if lhs.dtype != rhs.dtype {return false}
@@ -1054,8 +1054,8 @@ nonisolated extension Tensorflow_BoundedTensorSpecProto: SwiftProtobuf.Message, 
 }
 
 nonisolated extension Tensorflow_TypeSpecProto: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".TypeSpecProto"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}type_spec_class\0\u{3}type_state\0\u{3}type_spec_class_name\0\u{3}num_flat_components\0")
+  static let protoMessageName: String = _protobuf_package + ".TypeSpecProto"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}type_spec_class\0\u{3}type_state\0\u{3}type_spec_class_name\0\u{3}num_flat_components\0")
 
   fileprivate class _StorageClass {
     var _typeSpecClass: Tensorflow_TypeSpecProto.TypeSpecClass = .unknown
@@ -1086,7 +1086,7 @@ nonisolated extension Tensorflow_TypeSpecProto: SwiftProtobuf.Message, SwiftProt
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1104,7 +1104,7 @@ nonisolated extension Tensorflow_TypeSpecProto: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -1126,7 +1126,7 @@ nonisolated extension Tensorflow_TypeSpecProto: SwiftProtobuf.Message, SwiftProt
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TypeSpecProto, rhs: Tensorflow_TypeSpecProto) -> Bool {
+  static func ==(lhs: Tensorflow_TypeSpecProto, rhs: Tensorflow_TypeSpecProto) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -1145,5 +1145,5 @@ nonisolated extension Tensorflow_TypeSpecProto: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Tensorflow_TypeSpecProto.TypeSpecClass: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0UNKNOWN\0\u{1}SPARSE_TENSOR_SPEC\0\u{1}INDEXED_SLICES_SPEC\0\u{1}RAGGED_TENSOR_SPEC\0\u{1}TENSOR_ARRAY_SPEC\0\u{1}DATA_DATASET_SPEC\0\u{1}DATA_ITERATOR_SPEC\0\u{1}OPTIONAL_SPEC\0\u{1}PER_REPLICA_SPEC\0\u{1}VARIABLE_SPEC\0\u{1}ROW_PARTITION_SPEC\0\u{2}\u{2}REGISTERED_TYPE_SPEC\0\u{1}EXTENSION_TYPE_SPEC\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0UNKNOWN\0\u{1}SPARSE_TENSOR_SPEC\0\u{1}INDEXED_SLICES_SPEC\0\u{1}RAGGED_TENSOR_SPEC\0\u{1}TENSOR_ARRAY_SPEC\0\u{1}DATA_DATASET_SPEC\0\u{1}DATA_ITERATOR_SPEC\0\u{1}OPTIONAL_SPEC\0\u{1}PER_REPLICA_SPEC\0\u{1}VARIABLE_SPEC\0\u{1}ROW_PARTITION_SPEC\0\u{2}\u{2}REGISTERED_TYPE_SPEC\0\u{1}EXTENSION_TYPE_SPEC\0")
 }

@@ -20,37 +20,37 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_BundleHeaderProto: Sendable {
+nonisolated struct Tensorflow_BundleHeaderProto: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var numShards: Int32 = 0
+  var numShards: Int32 = 0
 
-  public var endianness: Tensorflow_BundleHeaderProto.Endianness = .little
+  var endianness: Tensorflow_BundleHeaderProto.Endianness = .little
 
-  public var version: Tensorflow_VersionDef {
+  var version: Tensorflow_VersionDef {
     get {_version ?? Tensorflow_VersionDef()}
     set {_version = newValue}
   }
   /// Returns true if `version` has been explicitly set.
-  public var hasVersion: Bool {self._version != nil}
+  var hasVersion: Bool {self._version != nil}
   /// Clears the value of `version`. Subsequent reads from it will return its default value.
-  public mutating func clearVersion() {self._version = nil}
+  mutating func clearVersion() {self._version = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated enum Endianness: SwiftProtobuf.Enum, Swift.CaseIterable {
-    public typealias RawValue = Int
+  nonisolated enum Endianness: SwiftProtobuf.Enum, Swift.CaseIterable {
+    typealias RawValue = Int
     case little // = 0
     case big // = 1
     case UNRECOGNIZED(Int)
 
-    public init() {
+    init() {
       self = .little
     }
 
-    public init?(rawValue: Int) {
+    init?(rawValue: Int) {
       switch rawValue {
       case 0: self = .little
       case 1: self = .big
@@ -58,7 +58,7 @@ public nonisolated struct Tensorflow_BundleHeaderProto: Sendable {
       }
     }
 
-    public var rawValue: Int {
+    var rawValue: Int {
       switch self {
       case .little: return 0
       case .big: return 1
@@ -67,47 +67,47 @@ public nonisolated struct Tensorflow_BundleHeaderProto: Sendable {
     }
 
     // The compiler won't synthesize support with the UNRECOGNIZED case.
-    public static let allCases: [Tensorflow_BundleHeaderProto.Endianness] = [
+    static let allCases: [Tensorflow_BundleHeaderProto.Endianness] = [
       .little,
       .big,
     ]
 
   }
 
-  public init() {}
+  init() {}
 
   fileprivate var _version: Tensorflow_VersionDef? = nil
 }
 
-public nonisolated struct Tensorflow_BundleEntryProto: Sendable {
+nonisolated struct Tensorflow_BundleEntryProto: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var dtype: Tensorflow_DataType = .dtInvalid
+  var dtype: Tensorflow_DataType = .dtInvalid
 
-  public var shape: Tensorflow_TensorShapeProto {
+  var shape: Tensorflow_TensorShapeProto {
     get {_shape ?? Tensorflow_TensorShapeProto()}
     set {_shape = newValue}
   }
   /// Returns true if `shape` has been explicitly set.
-  public var hasShape: Bool {self._shape != nil}
+  var hasShape: Bool {self._shape != nil}
   /// Clears the value of `shape`. Subsequent reads from it will return its default value.
-  public mutating func clearShape() {self._shape = nil}
+  mutating func clearShape() {self._shape = nil}
 
-  public var shardID: Int32 = 0
+  var shardID: Int32 = 0
 
-  public var offset: Int64 = 0
+  var offset: Int64 = 0
 
-  public var size: Int64 = 0
+  var size: Int64 = 0
 
-  public var crc32C: UInt32 = 0
+  var crc32C: UInt32 = 0
 
-  public var slices: [Tensorflow_TensorSliceProto] = []
+  var slices: [Tensorflow_TensorSliceProto] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _shape: Tensorflow_TensorShapeProto? = nil
 }
@@ -117,10 +117,10 @@ public nonisolated struct Tensorflow_BundleEntryProto: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_BundleHeaderProto: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".BundleHeaderProto"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}num_shards\0\u{1}endianness\0\u{1}version\0")
+  static let protoMessageName: String = _protobuf_package + ".BundleHeaderProto"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}num_shards\0\u{1}endianness\0\u{1}version\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -134,7 +134,7 @@ nonisolated extension Tensorflow_BundleHeaderProto: SwiftProtobuf.Message, Swift
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -151,7 +151,7 @@ nonisolated extension Tensorflow_BundleHeaderProto: SwiftProtobuf.Message, Swift
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_BundleHeaderProto, rhs: Tensorflow_BundleHeaderProto) -> Bool {
+  static func ==(lhs: Tensorflow_BundleHeaderProto, rhs: Tensorflow_BundleHeaderProto) -> Bool {
     if lhs.numShards != rhs.numShards {return false}
     if lhs.endianness != rhs.endianness {return false}
     if lhs._version != rhs._version {return false}
@@ -161,14 +161,14 @@ nonisolated extension Tensorflow_BundleHeaderProto: SwiftProtobuf.Message, Swift
 }
 
 nonisolated extension Tensorflow_BundleHeaderProto.Endianness: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0LITTLE\0\u{1}BIG\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0LITTLE\0\u{1}BIG\0")
 }
 
 nonisolated extension Tensorflow_BundleEntryProto: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".BundleEntryProto"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{1}shape\0\u{3}shard_id\0\u{1}offset\0\u{1}size\0\u{1}crc32c\0\u{1}slices\0")
+  static let protoMessageName: String = _protobuf_package + ".BundleEntryProto"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{1}shape\0\u{3}shard_id\0\u{1}offset\0\u{1}size\0\u{1}crc32c\0\u{1}slices\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -186,7 +186,7 @@ nonisolated extension Tensorflow_BundleEntryProto: SwiftProtobuf.Message, SwiftP
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -215,7 +215,7 @@ nonisolated extension Tensorflow_BundleEntryProto: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_BundleEntryProto, rhs: Tensorflow_BundleEntryProto) -> Bool {
+  static func ==(lhs: Tensorflow_BundleEntryProto, rhs: Tensorflow_BundleEntryProto) -> Bool {
     if lhs.dtype != rhs.dtype {return false}
     if lhs._shape != rhs._shape {return false}
     if lhs.shardID != rhs.shardID {return false}

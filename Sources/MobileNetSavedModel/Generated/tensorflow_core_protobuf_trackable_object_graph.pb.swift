@@ -20,113 +20,113 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Tensorflow_TrackableObjectGraph: Sendable {
+nonisolated struct Tensorflow_TrackableObjectGraph: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var nodes: [Tensorflow_TrackableObjectGraph.TrackableObject] = []
+  var nodes: [Tensorflow_TrackableObjectGraph.TrackableObject] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated struct TrackableObject: Sendable {
+  nonisolated struct TrackableObject: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    public var children: [Tensorflow_TrackableObjectGraph.TrackableObject.ObjectReference] = []
+    var children: [Tensorflow_TrackableObjectGraph.TrackableObject.ObjectReference] = []
 
-    public var attributes: [Tensorflow_TrackableObjectGraph.TrackableObject.SerializedTensor] = []
+    var attributes: [Tensorflow_TrackableObjectGraph.TrackableObject.SerializedTensor] = []
 
-    public var slotVariables: [Tensorflow_TrackableObjectGraph.TrackableObject.SlotVariableReference] = []
+    var slotVariables: [Tensorflow_TrackableObjectGraph.TrackableObject.SlotVariableReference] = []
 
-    public var registeredSaver: Tensorflow_RegisteredSaver {
+    var registeredSaver: Tensorflow_RegisteredSaver {
       get {_registeredSaver ?? Tensorflow_RegisteredSaver()}
       set {_registeredSaver = newValue}
     }
     /// Returns true if `registeredSaver` has been explicitly set.
-    public var hasRegisteredSaver: Bool {self._registeredSaver != nil}
+    var hasRegisteredSaver: Bool {self._registeredSaver != nil}
     /// Clears the value of `registeredSaver`. Subsequent reads from it will return its default value.
-    public mutating func clearRegisteredSaver() {self._registeredSaver = nil}
+    mutating func clearRegisteredSaver() {self._registeredSaver = nil}
 
-    public var hasCheckpointValues_p: SwiftProtobuf.Google_Protobuf_BoolValue {
+    var hasCheckpointValues_p: SwiftProtobuf.Google_Protobuf_BoolValue {
       get {_hasCheckpointValues_p ?? SwiftProtobuf.Google_Protobuf_BoolValue()}
       set {_hasCheckpointValues_p = newValue}
     }
     /// Returns true if `hasCheckpointValues_p` has been explicitly set.
-    public var hasHasCheckpointValues_p: Bool {self._hasCheckpointValues_p != nil}
+    var hasHasCheckpointValues_p: Bool {self._hasCheckpointValues_p != nil}
     /// Clears the value of `hasCheckpointValues_p`. Subsequent reads from it will return its default value.
-    public mutating func clearHasCheckpointValues_p() {self._hasCheckpointValues_p = nil}
+    mutating func clearHasCheckpointValues_p() {self._hasCheckpointValues_p = nil}
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public nonisolated struct ObjectReference: Sendable {
+    nonisolated struct ObjectReference: Sendable {
       // SwiftProtobuf.Message conformance is added in an extension below. See the
       // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
       // methods supported on all messages.
 
-      public var nodeID: Int32 = 0
+      var nodeID: Int32 = 0
 
-      public var localName: String = String()
+      var localName: String = String()
 
-      public var unknownFields = SwiftProtobuf.UnknownStorage()
+      var unknownFields = SwiftProtobuf.UnknownStorage()
 
-      public init() {}
+      init() {}
     }
 
-    public nonisolated struct SerializedTensor: Sendable {
+    nonisolated struct SerializedTensor: Sendable {
       // SwiftProtobuf.Message conformance is added in an extension below. See the
       // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
       // methods supported on all messages.
 
-      public var name: String = String()
+      var name: String = String()
 
-      public var fullName: String = String()
+      var fullName: String = String()
 
-      public var checkpointKey: String = String()
+      var checkpointKey: String = String()
 
-      public var unknownFields = SwiftProtobuf.UnknownStorage()
+      var unknownFields = SwiftProtobuf.UnknownStorage()
 
-      public init() {}
+      init() {}
     }
 
-    public nonisolated struct SlotVariableReference: Sendable {
+    nonisolated struct SlotVariableReference: Sendable {
       // SwiftProtobuf.Message conformance is added in an extension below. See the
       // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
       // methods supported on all messages.
 
-      public var originalVariableNodeID: Int32 = 0
+      var originalVariableNodeID: Int32 = 0
 
-      public var slotName: String = String()
+      var slotName: String = String()
 
-      public var slotVariableNodeID: Int32 = 0
+      var slotVariableNodeID: Int32 = 0
 
-      public var unknownFields = SwiftProtobuf.UnknownStorage()
+      var unknownFields = SwiftProtobuf.UnknownStorage()
 
-      public init() {}
+      init() {}
     }
 
-    public init() {}
+    init() {}
 
     fileprivate var _registeredSaver: Tensorflow_RegisteredSaver? = nil
     fileprivate var _hasCheckpointValues_p: SwiftProtobuf.Google_Protobuf_BoolValue? = nil
   }
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Tensorflow_RegisteredSaver: Sendable {
+nonisolated struct Tensorflow_RegisteredSaver: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  var name: String = String()
 
-  public var objectName: String = String()
+  var objectName: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -134,10 +134,10 @@ public nonisolated struct Tensorflow_RegisteredSaver: Sendable {
 fileprivate nonisolated let _protobuf_package = "tensorflow"
 
 nonisolated extension Tensorflow_TrackableObjectGraph: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".TrackableObjectGraph"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nodes\0")
+  static let protoMessageName: String = _protobuf_package + ".TrackableObjectGraph"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nodes\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -149,14 +149,14 @@ nonisolated extension Tensorflow_TrackableObjectGraph: SwiftProtobuf.Message, Sw
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.nodes.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.nodes, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TrackableObjectGraph, rhs: Tensorflow_TrackableObjectGraph) -> Bool {
+  static func ==(lhs: Tensorflow_TrackableObjectGraph, rhs: Tensorflow_TrackableObjectGraph) -> Bool {
     if lhs.nodes != rhs.nodes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -164,10 +164,10 @@ nonisolated extension Tensorflow_TrackableObjectGraph: SwiftProtobuf.Message, Sw
 }
 
 nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_TrackableObjectGraph.protoMessageName + ".TrackableObject"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}children\0\u{1}attributes\0\u{3}slot_variables\0\u{3}registered_saver\0\u{3}has_checkpoint_values\0")
+  static let protoMessageName: String = Tensorflow_TrackableObjectGraph.protoMessageName + ".TrackableObject"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}children\0\u{1}attributes\0\u{3}slot_variables\0\u{3}registered_saver\0\u{3}has_checkpoint_values\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -183,7 +183,7 @@ nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject: SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -206,7 +206,7 @@ nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject: SwiftProt
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TrackableObjectGraph.TrackableObject, rhs: Tensorflow_TrackableObjectGraph.TrackableObject) -> Bool {
+  static func ==(lhs: Tensorflow_TrackableObjectGraph.TrackableObject, rhs: Tensorflow_TrackableObjectGraph.TrackableObject) -> Bool {
     if lhs.children != rhs.children {return false}
     if lhs.attributes != rhs.attributes {return false}
     if lhs.slotVariables != rhs.slotVariables {return false}
@@ -218,10 +218,10 @@ nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject: SwiftProt
 }
 
 nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject.ObjectReference: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_TrackableObjectGraph.TrackableObject.protoMessageName + ".ObjectReference"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}local_name\0")
+  static let protoMessageName: String = Tensorflow_TrackableObjectGraph.TrackableObject.protoMessageName + ".ObjectReference"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}local_name\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -234,7 +234,7 @@ nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject.ObjectRefe
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.nodeID != 0 {
       try visitor.visitSingularInt32Field(value: self.nodeID, fieldNumber: 1)
     }
@@ -244,7 +244,7 @@ nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject.ObjectRefe
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TrackableObjectGraph.TrackableObject.ObjectReference, rhs: Tensorflow_TrackableObjectGraph.TrackableObject.ObjectReference) -> Bool {
+  static func ==(lhs: Tensorflow_TrackableObjectGraph.TrackableObject.ObjectReference, rhs: Tensorflow_TrackableObjectGraph.TrackableObject.ObjectReference) -> Bool {
     if lhs.nodeID != rhs.nodeID {return false}
     if lhs.localName != rhs.localName {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -253,10 +253,10 @@ nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject.ObjectRefe
 }
 
 nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject.SerializedTensor: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_TrackableObjectGraph.TrackableObject.protoMessageName + ".SerializedTensor"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}full_name\0\u{3}checkpoint_key\0\u{b}optional_restore\0\u{c}\u{4}\u{1}")
+  static let protoMessageName: String = Tensorflow_TrackableObjectGraph.TrackableObject.protoMessageName + ".SerializedTensor"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}full_name\0\u{3}checkpoint_key\0\u{b}optional_restore\0\u{c}\u{4}\u{1}")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -270,7 +270,7 @@ nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject.Serialized
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -283,7 +283,7 @@ nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject.Serialized
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TrackableObjectGraph.TrackableObject.SerializedTensor, rhs: Tensorflow_TrackableObjectGraph.TrackableObject.SerializedTensor) -> Bool {
+  static func ==(lhs: Tensorflow_TrackableObjectGraph.TrackableObject.SerializedTensor, rhs: Tensorflow_TrackableObjectGraph.TrackableObject.SerializedTensor) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.fullName != rhs.fullName {return false}
     if lhs.checkpointKey != rhs.checkpointKey {return false}
@@ -293,10 +293,10 @@ nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject.Serialized
 }
 
 nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject.SlotVariableReference: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Tensorflow_TrackableObjectGraph.TrackableObject.protoMessageName + ".SlotVariableReference"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}original_variable_node_id\0\u{3}slot_name\0\u{3}slot_variable_node_id\0")
+  static let protoMessageName: String = Tensorflow_TrackableObjectGraph.TrackableObject.protoMessageName + ".SlotVariableReference"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}original_variable_node_id\0\u{3}slot_name\0\u{3}slot_variable_node_id\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -310,7 +310,7 @@ nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject.SlotVariab
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.originalVariableNodeID != 0 {
       try visitor.visitSingularInt32Field(value: self.originalVariableNodeID, fieldNumber: 1)
     }
@@ -323,7 +323,7 @@ nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject.SlotVariab
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_TrackableObjectGraph.TrackableObject.SlotVariableReference, rhs: Tensorflow_TrackableObjectGraph.TrackableObject.SlotVariableReference) -> Bool {
+  static func ==(lhs: Tensorflow_TrackableObjectGraph.TrackableObject.SlotVariableReference, rhs: Tensorflow_TrackableObjectGraph.TrackableObject.SlotVariableReference) -> Bool {
     if lhs.originalVariableNodeID != rhs.originalVariableNodeID {return false}
     if lhs.slotName != rhs.slotName {return false}
     if lhs.slotVariableNodeID != rhs.slotVariableNodeID {return false}
@@ -333,10 +333,10 @@ nonisolated extension Tensorflow_TrackableObjectGraph.TrackableObject.SlotVariab
 }
 
 nonisolated extension Tensorflow_RegisteredSaver: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RegisteredSaver"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}object_name\0")
+  static let protoMessageName: String = _protobuf_package + ".RegisteredSaver"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}object_name\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -349,7 +349,7 @@ nonisolated extension Tensorflow_RegisteredSaver: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -359,7 +359,7 @@ nonisolated extension Tensorflow_RegisteredSaver: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tensorflow_RegisteredSaver, rhs: Tensorflow_RegisteredSaver) -> Bool {
+  static func ==(lhs: Tensorflow_RegisteredSaver, rhs: Tensorflow_RegisteredSaver) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.objectName != rhs.objectName {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

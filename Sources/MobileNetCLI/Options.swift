@@ -62,7 +62,16 @@ struct ModelOptions: ParsableArguments {
         valueName: "path"))
     var labelsFile: String?
 
+    @Option(name: .customLong("model-version"), help: ArgumentHelp("With --model naming a TF Serving base folder (BASE/1/, BASE/2/, ...): the version to open (default: the highest).", valueName: "n"))
+    var modelVersion: Int?
+
     @OptionGroup var backbone: BackboneOptions
+
+    func validate() throws {
+        if let modelVersion, modelFile == nil || modelVersion < 0 {
+            throw ValidationError("--model-version \(modelVersion) needs --model naming a TF Serving base folder, and a version of at least 0")
+        }
+    }
 
     /// `--weights`.
     var weights: String? { backbone.weights }
@@ -81,8 +90,10 @@ struct ModelOptions: ParsableArguments {
     func openOptions(classNames: [String]? = nil, pooling: Pooling = .avg, preprocessing: PreprocessingConfiguration? = nil) throws -> ModelOpenOptions {
         if classNames != nil, labelsFile != nil { throw ValidationError("give the class names once: --class-names or --labels") }
         let names = try classNames ?? labelsFile.map { try ModelFile.labels(contentsOf: URL(fileURLWithPath: $0)) }
-        return ModelOpenOptions(inputSize: inputSizeOption == nil ? nil : try inputDimensions(), alpha: alphaOption, pooling: pooling,
-                                backboneWeightsPath: weights, classNames: names, preprocessing: preprocessing)
+        var options = ModelOpenOptions(inputSize: inputSizeOption == nil ? nil : try inputDimensions(), alpha: alphaOption, pooling: pooling,
+                                       backboneWeightsPath: weights, classNames: names, preprocessing: preprocessing)
+        options.modelVersion = modelVersion
+        return options
     }
 
     /// Opens the model: `--model` when given (any model file), else the default weights

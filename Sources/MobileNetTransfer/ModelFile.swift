@@ -62,6 +62,9 @@ public struct ModelOpenOptions: Sendable {
     /// Open only the embedding network (the pooled backbone, ``pooling``), leaving any head
     /// out: what `embed`, `index` and `train` run. The model is then not a classifier.
     public var embeddingOnly: Bool
+    /// For a TF Serving base folder (`BASE/1/`, `BASE/2/`, ...): the version to open; nil opens
+    /// the highest (TF Serving's default). Refused for anything else.
+    public var modelVersion: Int?
 
     /// Creates options; every argument defaults to "what the file says".
     public init(inputSize: (height: Int, width: Int)? = nil, alpha: Double? = nil, pooling: Pooling = .avg, backboneWeightsPath: String? = nil,
@@ -155,6 +158,9 @@ public enum ModelFile {
     public static func open(_ url: URL, options: ModelOpenOptions = ModelOpenOptions(), backend: any InferenceBackend,
                             resolver: WeightsResolver = WeightsResolver()) async throws -> RunnableModel {
         if SavedModelFolder.isFolder(url) { return try openSavedModel(url, options: options, backend: backend) }
+        if let version = options.modelVersion {
+            throw ModelFileError.conflictingOption(path: url.path, option: "model version", recorded: "none (not a TF Serving base folder)", given: "\(version)")
+        }
         switch try sniff(url) {
         case .json:
             return try await openTrainedModel(url, options: options, backend: backend, resolver: resolver)
@@ -355,7 +361,7 @@ public enum ModelFile {
     /// else `options.preprocessing`. The identity's hash is the variables index's (it holds
     /// every tensor's CRC-32C).
     private static func openSavedModel(_ url: URL, options: ModelOpenOptions, backend: any InferenceBackend) throws -> RunnableModel {
-        let (folderURL, _) = try SavedModelFolder.resolve(url)
+        let (folderURL, _) = try SavedModelFolder.resolve(url, version: options.modelVersion)
         let recognised = try SavedModelMobileNetV2(folder: try SavedModelFolder(contentsOf: folderURL))
         let weights = recognised.backboneWeights
         let alpha = try alpha(of: weights, path: folderURL.path, options: options)

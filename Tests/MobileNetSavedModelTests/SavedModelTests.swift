@@ -13,8 +13,8 @@ private let version1 = base.appendingPathComponent("1")
 private struct Fixture: Decodable {
     var inputs: [[Float]]
     var outputs: [[Float]]
-    static func load() throws -> Fixture {
-        try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: TestData.fixtures.appendingPathComponent("savedmodel/keras3-export.json")))
+    static func load(_ name: String = "keras3-export") throws -> Fixture {
+        try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: TestData.fixtures.appendingPathComponent("savedmodel/\(name).json")))
     }
 }
 
@@ -120,6 +120,21 @@ struct SavedModelFileTests {
         // As an embedder (index, similar, train): the pooled 1280-d embedding.
         let embedder = try await ModelFile.open(version1, options: ModelOpenOptions(embeddingOnly: true), backend: OneDNNBackend())
         #expect(!embedder.isClassifier && embedder.embeddingWidth == 1280)
+    }
+
+    @Test("a tf.keras 2 SavedModel (keras_metadata.pb) of a transfer model with a Rescaling layer: TensorFlow's probabilities within 1e-5")
+    func tfKerasWithRescaling() async throws {
+        let model = try await ModelFile.open(TestData.fixtures.appendingPathComponent("savedmodel/tfkeras-rescaling"), backend: OneDNNBackend())
+        #expect(model.kind == .savedModel && model.classes.count == 5 && model.configuration.alpha == 0.35)
+        // The graph's Rescaling(1/127.5, offset=-1) is the library's default scaling: the
+        // backbone gets the same -1...1 values (the fixture's inputs are the scaled pixels).
+        let fixture = try Fixture.load("tfkeras-rescaling")
+        var worst: Float = 0
+        for (input, expected) in zip(fixture.inputs, fixture.outputs) {
+            let probabilities = try #require(try model.run(Tensor(shape: [1, 96, 96, 3], scalars: input)).probabilities?.first)
+            worst = max(worst, zip(probabilities, expected).map { abs($0 - $1) }.max()!)
+        }
+        #expect(worst < 1e-5, "max |difference| from TensorFlow: \(worst)")
     }
 
     @Test("version folders: the highest holding saved_model.pb, or the one asked for; other folders are not versions")

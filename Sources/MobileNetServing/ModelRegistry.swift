@@ -138,7 +138,8 @@ public final class ModelRegistry: Sendable {
             throw .modelLoadFailed(name: defaultModelName, path: path, reason: problem)
         }
         for model in models {
-            if let problem = fileProblem(model.path) { throw .modelLoadFailed(name: model.name, path: model.path, reason: problem) }
+            // A model may be a SavedModel folder or a TF Serving base folder of versions.
+            if let problem = fileProblem(model.path, allowDirectory: true) { throw .modelLoadFailed(name: model.name, path: model.path, reason: problem) }
         }
         for index in indexes {
             for path in [index.path] + (index.annPath.map { [$0] } ?? []) {
@@ -147,11 +148,15 @@ public final class ModelRegistry: Sendable {
         }
     }
 
-    /// Why `path` cannot be read as a file (`PATH: no such file`), or nil.
-    static func fileProblem(_ path: String) -> String? {
+    /// Why `path` cannot be read as a file (`PATH: no such file`), or nil; with `allowDirectory`,
+    /// a readable folder is fine too (a SavedModel).
+    static func fileProblem(_ path: String, allowDirectory: Bool = false) -> String? {
         var status = stat()
         guard stat(path, &status) == 0 else {
             return "\(path): " + (errno == ENOENT || errno == ENOTDIR ? "no such file" : String(cString: strerror(errno)))
+        }
+        if allowDirectory, status.st_mode & S_IFMT == S_IFDIR {
+            return access(path, R_OK | X_OK) == 0 ? nil : "\(path): folder not readable (\(String(cString: strerror(errno))))"
         }
         guard status.st_mode & S_IFMT == S_IFREG else {
             return "\(path): " + (status.st_mode & S_IFMT == S_IFDIR ? "a directory, not a file" : "not a regular file")

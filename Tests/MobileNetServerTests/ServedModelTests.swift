@@ -31,6 +31,20 @@ struct ServedModelTests {
         await #expect(throws: ServingError.self) { try await ModelRegistry.load([try ModelSpecification(name: "flowers", path: url.path)], options: options) }
     }
 
+    @Test("a SavedModel in TF Serving's layout (a base folder of versions) is served; a folder that is not one fails at load")
+    func savedModel() async throws {
+        let base = TestData.fixtures.appendingPathComponent("savedmodel/keras3-export")
+        let options = ModelLoadingOptions(backend: OneDNNBackend())
+        let specification = try ModelSpecification(name: "flowers", path: base.path)
+        try ModelRegistry.checkFilesExist(models: [specification], indexes: [], options: options)
+        let model = try #require(try await ModelRegistry.load([specification], options: options).first)
+        #expect(model.kind == .kerasClassifier && model.outputWidth == 5 && model.inputHeight == 96)
+        let empty = try TestData.temporaryDirectory()
+        let notAModel = try ModelSpecification(name: "empty", path: empty.path)
+        try ModelRegistry.checkFilesExist(models: [notAModel], indexes: [], options: options)
+        await #expect(throws: ServingError.self) { try await ModelRegistry.load([notAModel], options: options) }
+    }
+
     @Test("kinds from the contents: weights with top, without top, a Keras transfer model, a mobilenet train model file",
           .enabled(if: TestData.sharedAvailable, TestData.sharedMissingMessage))
     func kinds() async throws {

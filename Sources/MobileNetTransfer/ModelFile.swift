@@ -133,7 +133,14 @@ public enum ModelFile {
     /// - Throws: ``ModelFileError`` for a missing, special or unrecognised file;
     ///   ``/MobileNetIO/WeightFileError`` for a damaged Keras file.
     public static func kind(of url: URL) throws -> ModelFileKind {
-        if SavedModelFolder.isFolder(url) { return .savedModel }
+        if SavedModelFolder.isFolder(url) {
+            do {
+                _ = try SavedModelFolder.resolve(url)
+            } catch {
+                throw ModelFileError.unknownKind(path: url.path, reason: "a folder, but neither a SavedModel (no saved_model.pb) nor a TF Serving base folder (no numeric version folder holding one)")
+            }
+            return .savedModel
+        }
         switch try sniff(url) {
         case .json: return .trainedModel
         case .tflite: return .tflite

@@ -48,11 +48,7 @@ struct Evaluate: AsyncParsableCommand {
             var classifier = try await model.openModel(backend: runtime.inferenceBackend(), includeTop: true, preprocessing: image.modelPreprocessing)
             // A Keras model records no class names: the folder's sorted sub-folders give them.
             if classifier.kind == .kerasModel {
-                let names = try ImageFolder(root: root).classNames
-                guard names.count == classifier.classes.count else {
-                    throw ModelFileError.classNames(path: classifier.source.path, reason: "the model has \(classifier.classes.count) classes; \(dataDir) has \(names.count) class folders (\(names.prefix(20).joined(separator: ", ")))")
-                }
-                classifier = try classifier.withClassNames(names)
+                classifier = try classifier.withClassNames(ofFolder: root)
             }
             let progress = ProgressReporter()
             let (evaluation, failures, warnings) = try classifier.evaluate(folder: root, k: topK, preprocessor: image.preprocessor(for: classifier),

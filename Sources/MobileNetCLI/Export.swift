@@ -156,7 +156,7 @@ struct Export: AsyncParsableCommand {
         if quantize == .int8 {
             let list = ImageFileList(calibration, recursive: true)
             for problem in list.problems where problem.isError { printError("warning: \(problem) (skipped)") }
-            images = ImageFileList.evenlySpaced(list.files, count: calibrationLimit ?? 500)
+            images = ImageFileList.evenlySpaced(list.files, count: calibrationLimit ?? TFLiteExportSettings.defaultCalibrationLimit)
             try checkUsage {
                 if images.isEmpty { throw ValidationError("--calibration \(calibration.joined(separator: " ")): no image files found") }
             }
@@ -166,19 +166,17 @@ struct Export: AsyncParsableCommand {
         // classifier, one without it the embedder); with neither, the ImageNet classifier.
         var source = try await model.openModel(backend: backend, includeTop: model.modelFile == nil && model.weights == nil,
                                                preprocessing: image.modelPreprocessing)
-        var validationFolder: URL?
+        var validationFolder: ImageFolder?
         if let validation {
             let root = URL(fileURLWithPath: validation, isDirectory: true)
             guard source.isClassifier else { throw ModelFileError.notAClassifier(path: source.source.path) }
             // A Keras model records no class names: as `evaluate` does, the folder's sorted
             // subfolders name them (and the written file packs those names).
             if source.kind == .kerasModel && model.labelsFile == nil {
-                let names = try ImageFolder(root: root).classNames
-                source = try source.withClassNames(names)
-                printError("note: \(source.source.lastPathComponent) records no class names; using the subfolders of \(validation): \(names.prefix(10).joined(separator: ", "))")
+                source = try source.withClassNames(ofFolder: root)
+                printError("note: \(source.source.lastPathComponent) records no class names; using the subfolders of \(validation): \(source.classNames.prefix(10).joined(separator: ", "))")
             }
-            _ = try ImageFolder(root: root, classNames: source.classNames)
-            validationFolder = root
+            validationFolder = try ImageFolder(root: root, classNames: source.classNames)
         } else if source.kind == .kerasModel && model.labelsFile == nil && source.isClassifier {
             printError("warning: \(source.source.lastPathComponent) records no class names: the .tflite packs class0 ... class\(source.classes.count - 1); give them with --labels FILE")
         }
@@ -189,7 +187,7 @@ struct Export: AsyncParsableCommand {
         let result = try source.exportTFLite(settings, floatBackend: backend, runtime: runtime.runtime(decode), progress: progress.update)
         progress.finish()
         for failure in result.calibrationFailures { printError("error: \(failure.message) (skipped)") }
-        if quantize == .int8 && result.calibrationImages < 100 {
+        if quantize == .int8 && result.calibrationImages < TFLiteExportSettings.recommendedMinimumCalibrationImages {
             printError("warning: \(result.calibrationImages) calibration image\(result.calibrationImages == 1 ? "" : "s"); TensorFlow suggests 100-500 for stable activation ranges")
         }
         let url = URL(fileURLWithPath: output)

@@ -174,6 +174,23 @@ public struct Graph: Sendable, Equatable {
     ///
     /// - Throws: ``GraphError/invalidInput(node:input:)`` when an index is not a node of this graph.
     public func subgraph(outputs: [Int]) throws(GraphError) -> Graph {
+        let needed = Set(try nodesNeeded(by: outputs))
+        var renumbered = [Int](repeating: Graph.inputIndex, count: nodes.count)
+        var kept: [Node] = []
+        for (index, node) in nodes.enumerated() where needed.contains(index) {
+            var copy = node
+            copy.inputs = node.inputs.map { $0 >= 0 ? renumbered[$0] : $0 }
+            renumbered[index] = kept.count
+            kept.append(copy)
+        }
+        return Graph(inputShape: inputShape, nodes: kept, outputs: outputs.map { $0 >= 0 ? renumbered[$0] : $0 })
+    }
+
+    /// The indices of the nodes `outputs` depend on (themselves included), in order: the nodes
+    /// ``subgraph(outputs:)`` keeps, node `i` of the subgraph being the `i`-th of them.
+    ///
+    /// - Throws: ``GraphError/invalidInput(node:input:)`` when an index is not a node of this graph.
+    public func nodesNeeded(by outputs: [Int]) throws(GraphError) -> [Int] {
         var needed = [Bool](repeating: false, count: nodes.count)
         var stack: [Int] = []
         for output in outputs {
@@ -185,15 +202,7 @@ public struct Graph: Sendable, Equatable {
             needed[index] = true
             for input in nodes[index].inputs where input >= 0 { stack.append(input) }
         }
-        var renumbered = [Int](repeating: Graph.inputIndex, count: nodes.count)
-        var kept: [Node] = []
-        for (index, node) in nodes.enumerated() where needed[index] {
-            var copy = node
-            copy.inputs = node.inputs.map { $0 >= 0 ? renumbered[$0] : $0 }
-            renumbered[index] = kept.count
-            kept.append(copy)
-        }
-        return Graph(inputShape: inputShape, nodes: kept, outputs: outputs.map { $0 >= 0 ? renumbered[$0] : $0 })
+        return nodes.indices.filter { needed[$0] }
     }
 
     /// The output shape of every node for one example (no batch dimension).

@@ -142,10 +142,10 @@ struct GraphNode: Sendable {
 public struct SavedModelMobileNetV2: Sendable {
     /// The folder.
     public let folder: SavedModelFolder
-    /// The MobileNetV2 layers' weights (Keras names; with `predictions` when the model is
-    /// Keras's MobileNetV2 with its top).
+    /// The MobileNetV2 base layers' weights (Keras names).
     public let backboneWeights: KerasWeightSet
-    /// The head of a transfer model; nil for MobileNetV2 with or without its top.
+    /// The Dense layers after the pooling: a transfer model's head, or Keras's `predictions`
+    /// top; nil for MobileNetV2 without its top.
     public let head: DenseHead?
     /// The serving signature's input height and width.
     public let inputSize: (height: Int, width: Int)
@@ -240,10 +240,12 @@ public struct SavedModelMobileNetV2: Sendable {
         }
     }
 
-    /// The Keras layer names of MobileNetV2 (any alpha: names do not depend on it), top included.
+    /// The Keras layer names of MobileNetV2's base (any alpha: names do not depend on it). The
+    /// top's `predictions` is a Dense layer after the pooling like a transfer model's, and is
+    /// read as the head.
     static func mobileNetLayerNames() throws(SavedModelError) -> [String] {
         do {
-            return try MobileNetV2Architecture.layers(for: MobileNetV2Configuration(alpha: 1.0, inputHeight: 224, inputWidth: 224, includeTop: true)).map(\.name)
+            return try MobileNetV2Architecture.layers(for: MobileNetV2Configuration(alpha: 1.0, inputHeight: 224, inputWidth: 224, includeTop: false)).map(\.name)
         } catch {
             throw .notAMobileNetV2(path: "", reason: "\(error)")
         }

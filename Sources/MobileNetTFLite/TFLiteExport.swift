@@ -245,7 +245,9 @@ private struct GraphWriter {
     init(graph: Graph, options: TFLiteExportOptions) throws(TFLiteExportError) {
         guard let output = graph.outputs.last, output >= 0 else { throw .unsupported(reason: "the graph has no output node") }
         let pruned: Graph
+        let kept: [Int]
         do {
+            kept = try graph.nodesNeeded(by: [output])
             pruned = try graph.subgraph(outputs: [output])
             shapes = try pruned.validate()
         } catch {
@@ -257,7 +259,6 @@ private struct GraphWriter {
                 throw .calibration(reason: "the calibration has \(c.ranges.count) nodes; the graph has \(graph.nodes.count)")
             }
             // The ranges of the nodes the pruned graph kept, in its numbering.
-            let kept = Self.keptNodes(graph, output: output)
             calibration = TFLiteCalibration(ranges: kept.map { c.ranges[$0] }, images: c.images)
         } else {
             calibration = nil
@@ -267,18 +268,6 @@ private struct GraphWriter {
         }
         self.graph = pruned
         self.options = options
-    }
-
-    /// The node indices `subgraph(outputs:)` keeps, in order.
-    static func keptNodes(_ graph: Graph, output: Int) -> [Int] {
-        var needed = [Bool](repeating: false, count: graph.nodes.count)
-        var stack = [output]
-        while let i = stack.popLast() {
-            guard !needed[i] else { continue }
-            needed[i] = true
-            stack += graph.nodes[i].inputs.filter { $0 >= 0 }
-        }
-        return graph.nodes.indices.filter { needed[$0] }
     }
 
     var inputShape: [Int] { [1] + graph.inputShape }
@@ -382,12 +371,11 @@ private struct GraphWriter {
     // MARK: - Ends
 
     mutating func writeInput() throws(TFLiteExportError) -> Int32 {
-        guard let calibration else {
+        guard isInteger else {
             let t = file.addTensor(name: "image", shape: inputShape, type: .float32, dynamicBatch: true)
             tensors[Graph.inputIndex] = t
             return t
         }
-        _ = calibration
         let q = QuantizationParameters(range: options.inputRange)
         parameters[Graph.inputIndex] = q
         switch options.inputType {

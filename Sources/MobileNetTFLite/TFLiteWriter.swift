@@ -133,44 +133,28 @@ struct TFLiteSupportMetadataSpec {
     /// The serialised metadata.
     func serialised() -> Data {
         precondition(mean.count == std.count)
-        func withOptionalCString<R>(_ s: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
-            guard let s else { return body(nil) }
-            return s.withCString { body($0) }
+        // C copies of the strings, alive until the metadata is built.
+        var owned: [UnsafeMutablePointer<CChar>] = []
+        defer { owned.forEach { free($0) } }
+        func c(_ s: String?) -> UnsafePointer<CChar>? {
+            guard let s, let copy = strdup(s) else { return nil }
+            owned.append(copy)
+            return UnsafePointer(copy)
         }
-        return name.withCString { cName in
-            version.withCString { cVersion in
-                description.withCString { cDescription in
-                    author.withCString { cAuthor in
-                        license.withCString { cLicense in
-                            inputName.withCString { cInputName in
-                                inputDescription.withCString { cInputDescription in
-                                    outputName.withCString { cOutputName in
-                                        outputDescription.withCString { cOutputDescription in
-                                            withOptionalCString(labelsFile) { cLabels in
-                                                mean.withUnsafeBufferPointer { m in
-                                                    std.withUnsafeBufferPointer { s in
-                                                        var spec = mn_tflite_metadata_spec(
-                                                            name: cName, version: cVersion, description: cDescription, author: cAuthor, license: cLicense,
-                                                            input_name: cInputName, input_description: cInputDescription,
-                                                            mean: m.baseAddress, std: s.baseAddress, normalization_count: UInt32(m.count),
-                                                            input_min: inputRange.lowerBound, input_max: inputRange.upperBound,
-                                                            output_name: cOutputName, output_description: cOutputDescription,
-                                                            output_is_probability: outputIsProbability ? 1 : 0,
-                                                            labels_file: cLabels, labels_description: cLabels == nil ? nil : cOutputDescription)
-                                                        var size = 0
-                                                        guard let bytes = mn_tflite_write_metadata(&spec, &size) else { return Data() }
-                                                        defer { mn_tflite_free(bytes) }
-                                                        return Data(bytes: bytes, count: size)
-                                                    }
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+        return mean.withUnsafeBufferPointer { m in
+            std.withUnsafeBufferPointer { s in
+                var spec = mn_tflite_metadata_spec(
+                    name: c(name), version: c(version), description: c(description), author: c(author), license: c(license),
+                    input_name: c(inputName), input_description: c(inputDescription),
+                    mean: m.baseAddress, std: s.baseAddress, normalization_count: UInt32(m.count),
+                    input_min: inputRange.lowerBound, input_max: inputRange.upperBound,
+                    output_name: c(outputName), output_description: c(outputDescription),
+                    output_is_probability: outputIsProbability ? 1 : 0,
+                    labels_file: c(labelsFile), labels_description: labelsFile == nil ? nil : c(outputDescription))
+                var size = 0
+                guard let bytes = mn_tflite_write_metadata(&spec, &size) else { return Data() }
+                defer { mn_tflite_free(bytes) }
+                return Data(bytes: bytes, count: size)
             }
         }
     }

@@ -373,8 +373,7 @@ public enum ModelFile {
         let weights = recognised.backboneWeights
         let alpha = try alpha(of: weights, path: folderURL.path, options: options)
         let (h, w) = try inputSize(recorded: recognised.inputSize, options: options, path: folderURL.path)
-        let hasTop = weights.layer(named: "predictions") != nil
-        let classifier = !options.embeddingOnly && (recognised.head != nil || hasTop)
+        let head = options.embeddingOnly ? nil : recognised.head
         let pooling = options.embeddingOnly ? options.pooling : .avg
         let configuration = MobileNetV2Configuration(alpha: alpha, inputHeight: h, inputWidth: w, includeTop: false, pooling: pooling)
         do {
@@ -382,17 +381,11 @@ public enum ModelFile {
         } catch {
             throw SavedModelError.notAMobileNetV2(path: folderURL.path, reason: "\(error)")
         }
-        let base = try MobileNetV2(configuration: configuration, weights: weights.droppingClassifier(), backend: backend)
-        var head = recognised.head
-        if head == nil, hasTop, let top = try? MobileNetV2(configuration: MobileNetV2Configuration(alpha: alpha, inputHeight: h, inputWidth: w, includeTop: true),
-                                                            weights: weights, backend: ReferenceBackend(), foldBatchNorm: true).head {
-            head = top
-        }
-        let classes = classifier && head != nil ? try classNames(options.classNames, count: head!.classes, path: folderURL.path) : []
+        let base = try MobileNetV2(configuration: configuration, weights: weights, backend: backend)
+        let classes = try head.map { try classNames(options.classNames, count: $0.classes, path: folderURL.path) } ?? []
         let preprocessing = options.preprocessing ?? .standard
         let index = folderURL.appendingPathComponent("variables/variables.index")
-        return RunnableModel(kind: .savedModel, source: folderURL, network: classifier && head != nil ? try base.withHead(head!) : base,
-                             head: classifier ? head : nil,
+        return RunnableModel(kind: .savedModel, source: folderURL, network: try head.map { try base.withHead($0) } ?? base, head: head,
                              identity: try BackboneIdentity(configuration: configuration, weightsFile: index), weightsURL: folderURL, classes: classes,
                              preprocessingConfiguration: preprocessing, preprocessing: PreprocessingIdentity(preprocessing, height: h, width: w),
                              trainedModel: nil, pooling: pooling)

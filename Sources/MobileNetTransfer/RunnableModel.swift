@@ -138,6 +138,20 @@ public final class RunnableModel: Sendable {
                       preprocessingConfiguration: preprocessingConfiguration, preprocessing: preprocessing, trainedModel: trainedModel, pooling: pooling)
     }
 
+    /// The same model with the class names of a folder of labelled images, its subfolders in
+    /// sorted order (``ImageFolder``): how a Keras model, which records no names, is evaluated on
+    /// a folder (as `image_dataset_from_directory` labels it).
+    ///
+    /// - Throws: ``ModelFileError/classNames(path:reason:)`` when the folder has another number
+    ///   of classes than the model's outputs; ``DatasetError`` for the folder.
+    public func withClassNames(ofFolder root: URL) throws -> RunnableModel {
+        let names = try ImageFolder(root: root).classNames
+        guard names.count == classes.count else {
+            throw ModelFileError.classNames(path: source.path, reason: "the model has \(classes.count) classes; \(root.path) has \(names.count) class folders (\(names.prefix(20).joined(separator: ", ")))")
+        }
+        return try withClassNames(names)
+    }
+
     /// Whether the model gives class probabilities.
     public var isClassifier: Bool { head != nil }
     /// The network's configuration (alpha, input size).

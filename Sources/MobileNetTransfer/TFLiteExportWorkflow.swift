@@ -101,6 +101,15 @@ public struct TFLiteExportComparison: Sendable, Equatable, Codable {
     public var maxProbabilityDifference: Double
 }
 
+extension TFLiteExportSettings {
+    /// Calibration images used at most by default, spread evenly over those given
+    /// (``/MobileNetPipeline/ImageFileList/evenlySpaced(_:count:)``): TensorFlow's guidance is
+    /// 100 to 500 representative images.
+    public static let defaultCalibrationLimit = 500
+    /// Fewer calibration images than this give unstable activation ranges (TensorFlow's guidance).
+    public static let recommendedMinimumCalibrationImages = 100
+}
+
 extension RunnableModel {
     /// Writes this model as a `.tflite` file: the float graph (backbone, pooling, head; for an
     /// embedder the pooled embedding) through ``/MobileNetTFLite/TFLiteExporter``, with TFLite
@@ -182,17 +191,16 @@ extension RunnableModel {
     ///
     /// - Parameters:
     ///   - exported: the other model (its class names must be this model's).
-    ///   - root: a folder with one subfolder of images per class (``ImageFolder``).
+    ///   - folder: labelled images, read with this model's class names (``ImageFolder/init(root:classNames:)``).
     ///   - runtime: batch size and decoding threads.
     /// - Returns: the comparison, and the images either model could not read.
     /// - Throws: ``ModelFileError/notAClassifier(path:)``, ``ModelFileError/classNames(path:reason:)``
-    ///   for other classes, ``DatasetError``, network errors.
-    public func compare(with exported: RunnableModel, folder root: URL, runtime: RuntimeOptions) throws -> (comparison: TFLiteExportComparison, failures: [EmbeddingFailure]) {
+    ///   for other classes, network errors.
+    public func compare(with exported: RunnableModel, folder: ImageFolder, runtime: RuntimeOptions) throws -> (comparison: TFLiteExportComparison, failures: [EmbeddingFailure]) {
         guard isClassifier else { throw ModelFileError.notAClassifier(path: source.path) }
-        guard exported.classNames == classNames else {
+        guard exported.classNames == classNames, folder.classNames == classNames else {
             throw ModelFileError.classNames(path: exported.source.path, reason: "its classes are not those of \(source.lastPathComponent)")
         }
-        let folder = try ImageFolder(root: root, classNames: classNames)
         let files = folder.images.map(\.url)
         let (reference, failedReference) = try classProbabilities(files, store: nil, runtime: runtime)
         let (other, failedOther) = try exported.classProbabilities(files, store: nil, runtime: runtime)

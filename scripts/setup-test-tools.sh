@@ -3,7 +3,8 @@
 # chromium-driver (the browser test of the page at /), nginx (two server replicas behind a
 # load balancer), wrk (the load scripts), Java 17 when there is no java (the Spark local-mode
 # test), and a virtual environment .venv-test with the Python tools pinned in
-# scripts/requirements-test.txt. Idempotent: does nothing that is already done.
+# scripts/requirements-test.txt, and .venv-serving-client with TensorFlow Serving's Python gRPC
+# client (scripts/requirements-serving-client.txt). Idempotent: does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,4 +32,18 @@ if ! cmp -s scripts/requirements-test.txt "$stamp"; then
     echo "setup-test-tools: pip install -r scripts/requirements-test.txt" >&2
     .venv-test/bin/pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
     cp scripts/requirements-test.txt "$stamp"
+fi
+
+# TensorFlow Serving's Python client (Tests/Integration/test_grpc.py): its own environment, as
+# TensorFlow pins a NumPy the FAISS wheel above cannot take.
+stamp=.venv-serving-client/.requirements
+if [ ! -x .venv-serving-client/bin/python ]; then
+    echo "setup-test-tools: creating .venv-serving-client" >&2
+    "$python" -m venv .venv-serving-client
+fi
+if ! cmp -s scripts/requirements-serving-client.txt "$stamp"; then
+    echo "setup-test-tools: pip install -r scripts/requirements-serving-client.txt" >&2
+    .venv-serving-client/bin/pip install -q --disable-pip-version-check -r scripts/requirements-serving-client.txt
+    .venv-serving-client/bin/pip install -q --disable-pip-version-check --no-deps tensorflow-serving-api==2.21.0
+    cp scripts/requirements-serving-client.txt "$stamp"
 fi

@@ -45,6 +45,15 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "The TCP port (8501 is TensorFlow Serving's REST port).")
     var port = ServerConfiguration.defaultPort
 
+    @Option(name: .customLong("grpc-port"), help: ArgumentHelp("Also serve TensorFlow Serving's gRPC API (PredictionService, ModelService) on this port (8500 is TF Serving's; 0 any free port). Off by default.", valueName: "port"))
+    var grpcPort: Int?
+
+    @Option(name: .customLong("model-version-policy"), help: ArgumentHelp("Which version folders of a TF Serving base folder are served: all (every one; a removed folder is retired) or latest (the highest; a new one replaces it).", valueName: "policy"))
+    var versionPolicy = "all"
+
+    @Option(name: .customLong("poll-seconds"), help: ArgumentHelp("How often TF Serving base folders are listed for new and removed version folders (TF Serving's --file_system_poll_wait_seconds); 0 never.", valueName: "s"))
+    var pollSeconds: Double = 1
+
     @Option(name: .long, help: ArgumentHelp("Most images per network run (TF Serving max_batch_size).", valueName: "n"))
     var maxBatchSize = 8
 
@@ -84,6 +93,16 @@ struct Serve: AsyncParsableCommand {
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, got \(port)") }
         guard !host.isEmpty else { throw ValidationError("--host must not be empty") }
+        if let grpcPort {
+            guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be between 0 and 65535, got \(grpcPort)") }
+            guard grpcPort != port || port == 0 else { throw ValidationError("--grpc-port must differ from --port (\(port))") }
+        }
+        guard ModelVersionPolicy(rawValue: versionPolicy) != nil else {
+            throw ValidationError("--model-version-policy must be \(ModelVersionPolicy.allCases.map(\.rawValue).joined(separator: " or ")), got '\(versionPolicy)'")
+        }
+        guard pollSeconds.isFinite, pollSeconds == 0 || (0.01...86400).contains(pollSeconds) else {
+            throw ValidationError("--poll-seconds must be 0 (never) or between 0.01 and 86400, got \(pollSeconds)")
+        }
         guard (1...RuntimeOptionGroup.maximumBatchSize).contains(maxBatchSize) else {
             throw ValidationError("--max-batch-size must be between 1 and \(RuntimeOptionGroup.maximumBatchSize), got \(maxBatchSize)")
         }
@@ -133,6 +152,7 @@ struct Serve: AsyncParsableCommand {
         var loading = ModelLoadingOptions(backend: runtime.inferenceBackend(), inputHeight: size?.height, inputWidth: size?.width,
                                           preprocessing: image.isSet ? image.configuration() : nil, defaultWeightsPath: model.weights,
                                           defaultAlpha: model.alpha, alpha: model.alphaOption)
+        loading.versionPolicy = ModelVersionPolicy(rawValue: versionPolicy) ?? .all
         for text in labels {
             // NAME=FILE, as --model NAME=PATH: the name must be a served model's.
             let spec = try ModelSpecification(parsing: text)
@@ -152,7 +172,8 @@ struct Serve: AsyncParsableCommand {
             idleTimeout: .milliseconds(Int64(idleTimeoutSeconds * 1000)), shutdownTimeout: .milliseconds(Int64(shutdownTimeoutSeconds * 1000)),
             bodyTimeout: .milliseconds(Int64(bodyTimeoutSeconds * 1000)),
             // The user's own allocator tuning wins over the server's fixed threshold.
-            malloc: MallocTuning.tunedByEnvironment() ? nil : .server)
+            malloc: MallocTuning.tunedByEnvironment() ? nil : .server,
+            grpcPort: grpcPort, pollInterval: pollSeconds == 0 ? nil : .milliseconds(Int64(pollSeconds * 1000)))
         do {
             try await MobileNetServer.run(specifications: specifications, indexes: indexSpecifications, loading: loading, configuration: configuration, logger: logger)
         }

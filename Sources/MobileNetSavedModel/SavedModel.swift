@@ -1,6 +1,7 @@
 import Foundation
 import MobileNetKernels
 import MobileNetModel
+import MobileNetTFProtos
 import SwiftProtobuf
 
 /// One variable of a SavedModel: the name its `SavedVariable` records (Keras 3: the variable's
@@ -21,7 +22,7 @@ public struct SavedModelVariable: Sendable, Equatable {
 /// `tf.saved_model.save`, Keras 3's `model.export` and TF Hub write, and TF Serving serves.
 ///
 /// `saved_model.pb` is parsed by swift-protobuf (the generated code of TensorFlow's
-/// `saved_model.proto`, `Sources/MobileNetSavedModel/Generated`) with at most 256 MiB read and
+/// `saved_model.proto`, module MobileNetTFProtos) with at most 256 MiB read and
 /// the decoder's recursion limit; the variables are read through ``TensorBundle``. The
 /// variables are matched to their bundle keys through the checkpoint's object graph
 /// (`_CHECKPOINTABLE_OBJECT_GRAPH`, whose node `i` is the SavedObjectGraph's node `i`).
@@ -88,6 +89,73 @@ public struct SavedModelFolder: Sendable {
         self.variables = variables
     }
 
+    /// The scaling the graph applies to its input before the first convolution, followed back
+    /// through the data flow from the convolution that reads the input: each `Mul`, `RealDiv`,
+    /// `Sub`, `AddV2`/`Add` by a constant (a scalar or one value per channel) composed in graph
+    /// order, through `Identity`, `Cast` and `Pad`. The Keras `Rescaling` layer, a
+    /// `preprocess_input` in the graph and TF Hub's `hub_input/Mul` and `hub_input/Sub` are such
+    /// chains. Identity when the input goes to the convolution as it is.
+    ///
+    /// - Throws: ``SavedModelError/notAMobileNetV2(path:reason:)`` naming an operation between the
+    ///   input and the first convolution that is not such a scaling, or two functions that scale
+    ///   differently.
+    public func inputScaling() throws(SavedModelError) -> SavedModelInputScaling {
+        var found: SavedModelInputScaling?
+        let network: Set<String> = ["Conv2D", "DepthwiseConv2dNative", "Relu", "Relu6", "FusedBatchNormV3", "FusedBatchNorm", "BiasAdd", "Mean",
+                                    "MatMul", "Softmax", "AvgPool", "MaxPool", "ReadVariableOp", "Squeeze", "Reshape"]
+        for nodes in functions {
+            let byName = Dictionary(nodes.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+            convolutions: for conv in nodes where conv.op == "Conv2D" {
+                var scaling = SavedModelInputScaling.identity
+                var steps: [(op: String, constant: [Float], constantFirst: Bool)] = []
+                var name = conv.inputs.first ?? ""
+                var hops = 0
+                while let node = byName[name], node.op != "Placeholder" {
+                    hops += 1
+                    guard hops < 64 else { continue convolutions }
+                    switch node.op {
+                    case "Identity", "Cast", "Pad", "PadV2":
+                        name = node.inputs.first ?? ""
+                    case "Mul", "RealDiv", "Sub", "AddV2", "Add":
+                        guard node.inputs.count == 2 else { continue convolutions }
+                        let constants = node.inputs.map { byName[$0]?.constant }
+                        guard let i = constants.firstIndex(where: { $0 != nil }), let constant = constants[i], constant.count == 1 || constant.count == 3 else {
+                            // Two tensors (a residual add): this convolution is inside the network.
+                            continue convolutions
+                        }
+                        steps.append((node.op, constant, i == 0))
+                        name = node.inputs[1 - i]
+                    default:
+                        if network.contains(node.op) { continue convolutions }
+                        throw .notAMobileNetV2(path: url.path, reason: "the input goes through \(node.op) (\(node.name)) before the first convolution; only a scaling by constants (Mul, RealDiv, Sub, AddV2) is understood")
+                    }
+                }
+                for step in steps.reversed() {
+                    let c = (0..<3).map { step.constant.count == 1 ? step.constant[0] : step.constant[$0] }
+                    for k in 0..<3 {
+                        switch (step.op, step.constantFirst) {
+                        case ("Mul", _): scaling.scale[k] *= c[k]; scaling.offset[k] *= c[k]
+                        case ("RealDiv", false): scaling.scale[k] /= c[k]; scaling.offset[k] /= c[k]
+                        case ("Sub", false): scaling.offset[k] -= c[k]
+                        case ("Sub", true): scaling.scale[k] = -scaling.scale[k]; scaling.offset[k] = c[k] - scaling.offset[k]
+                        case ("AddV2", _), ("Add", _): scaling.offset[k] += c[k]
+                        default:
+                            throw .notAMobileNetV2(path: url.path, reason: "the input is divided into a constant (\(step.op)) before the first convolution")
+                        }
+                    }
+                }
+                guard (scaling.scale + scaling.offset).allSatisfy(\.isFinite), !scaling.scale.contains(0) else {
+                    throw .notAMobileNetV2(path: url.path, reason: "the graph's input scaling \(scaling) is not finite or zero")
+                }
+                if let earlier = found, !earlier.isClose(to: scaling) {
+                    throw .notAMobileNetV2(path: url.path, reason: "two functions scale the input differently (\(earlier) and \(scaling))")
+                }
+                found = scaling
+            }
+        }
+        return found ?? .identity
+    }
+
     /// The head after global average pooling, followed through the data flow: from the one
     /// `Mean` of a function, each `MatMul` → `BiasAdd` → activation (`Relu`, `Softmax`, or none)
     /// in turn, through `Identity` nodes (Dropout at inference). Nil when no function holds
@@ -102,13 +170,14 @@ public struct SavedModelFolder: Sendable {
             for node in nodes { for input in node.inputs { consumers[input, default: []].append(node) } }
             func next(_ name: String) -> GraphNode? {
                 var current = consumers[name] ?? []
-                // Skip identities (Dropout at inference, name scopes).
-                while current.count == 1, current[0].op == "Identity" { current = consumers[current[0].name] ?? [] }
+                // Skip identities (Dropout at inference, name scopes) and TF-slim's squeezes.
+                while current.count == 1, ["Identity", "Squeeze", "Reshape"].contains(current[0].op) { current = consumers[current[0].name] ?? [] }
                 return current.count == 1 ? current[0] : nil
             }
             var chain: [String] = []
             var position = means[0].name
-            while let matmul = next(position), matmul.op == "MatMul", let bias = next(matmul.name), bias.op == "BiasAdd" {
+            // Dense layers (MatMul), or TF-slim's logits (a 1x1 Conv2D on the pooled [N, 1, 1, C]).
+            while let matmul = next(position), matmul.op == "MatMul" || matmul.op == "Conv2D", let bias = next(matmul.name), bias.op == "BiasAdd" {
                 if let activation = next(bias.name), ["Relu", "Softmax", "Sigmoid", "Tanh", "Elu", "Selu", "Relu6", "LeakyRelu"].contains(activation.op) {
                     chain.append(activation.op)
                     position = activation.name
@@ -124,11 +193,43 @@ public struct SavedModelFolder: Sendable {
     }
 }
 
-/// One node of a TensorFlow graph or function: name, operation type, the nodes it reads.
+/// The affine map a graph applies to its input before the network: per channel (R, G, B),
+/// `network input = scale[c] * x + offset[c]`, where `x` is what the serving signature takes.
+public struct SavedModelInputScaling: Sendable, Equatable, CustomStringConvertible {
+    /// The factor per channel.
+    public var scale: [Float]
+    /// The offset per channel.
+    public var offset: [Float]
+
+    /// A scaling of `scale[c] * x + offset[c]` (three values each: R, G, B).
+    public init(scale: [Float], offset: [Float]) {
+        self.scale = scale
+        self.offset = offset
+    }
+
+    /// No scaling: the input goes to the network as it is.
+    public static let identity = SavedModelInputScaling(scale: [1, 1, 1], offset: [0, 0, 0])
+
+    /// Whether it is the identity (to float rounding).
+    public var isIdentity: Bool { isClose(to: .identity) }
+
+    /// Equal to `other` within a relative 1e-5.
+    public func isClose(to other: SavedModelInputScaling) -> Bool {
+        zip(scale + offset, other.scale + other.offset).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($0), abs($1)) }
+    }
+
+    public var description: String {
+        scale == scale.map({ _ in scale[0] }) && offset == offset.map({ _ in offset[0] }) ? "x * \(scale[0]) + \(offset[0])" : "x * \(scale) + \(offset)"
+    }
+}
+
+/// One node of a TensorFlow graph or function: name, operation type, the nodes it reads, and
+/// for a small float `Const` (at most 4 values: a scalar or a per-channel vector) its values.
 struct GraphNode: Sendable {
     var name: String
     var op: String
     var inputs: [String]
+    var constant: [Float]? = nil
 }
 
 /// A Keras 3 model exported as a SavedModel (`model.export(dir)`), recognised as MobileNetV2:
@@ -147,8 +248,15 @@ public struct SavedModelMobileNetV2: Sendable {
     /// The Dense layers after the pooling: a transfer model's head, or Keras's `predictions`
     /// top; nil for MobileNetV2 without its top.
     public let head: DenseHead?
-    /// The serving signature's input height and width.
-    public let inputSize: (height: Int, width: Int)
+    /// The input height and width the signature fixes; nil when it takes any size (TF Hub's
+    /// modules without a serving signature take `[N, H, W, 3]` of any `H`, `W`).
+    public let inputSize: (height: Int, width: Int)?
+    /// What the graph does to its input before the first convolution (``SavedModelFolder/inputScaling()``).
+    public let inputScaling: SavedModelInputScaling
+    /// Whether the model is a TF Hub-style module with TF-slim variable names
+    /// (`MobilenetV2/Conv/weights`, ...), whose input is TF Hub's image contract: float RGB
+    /// 0...1 (`x / 255`), scaled to -1...1 inside the graph (`hub_input/Mul`, `hub_input/Sub`).
+    public let isTFSlimModule: Bool
 
     /// Recognises the model in a folder.
     ///
@@ -157,20 +265,30 @@ public struct SavedModelMobileNetV2: Sendable {
     public init(folder: SavedModelFolder) throws(SavedModelError) {
         self.folder = folder
         let path = folder.url.path
-        guard let shape = folder.inputShape, shape.count == 4, shape[3] == 3, shape[1] > 0, shape[2] > 0 else {
+        guard let shape = folder.inputShape, shape.count == 4, shape[3] == 3, shape[1] > 0 || shape[1] == -1, shape[2] > 0 || shape[2] == -1 else {
             throw .notAMobileNetV2(path: path, reason: "the serving signature does not take one image batch [N, H, W, 3] (\(folder.inputShape.map { "\($0)" } ?? "no single input"))")
         }
-        inputSize = (shape[1], shape[2])
-        // Keras layer → its variables, in the object graph's order.
-        var layers: [String: [SavedModelVariable]] = [:]
+        inputSize = shape[1] > 0 && shape[2] > 0 ? (shape[1], shape[2]) : nil
+        inputScaling = try folder.inputScaling()
+        isTFSlimModule = folder.variables.contains { $0.isFloat && $0.name.hasPrefix("MobilenetV2/") }
+        // Keras layer → its variables (Keras array names), in the object graph's order.
+        var layers: [String: [(array: String, variable: SavedModelVariable)]] = [:]
         var order: [String] = []
         for variable in folder.variables where variable.isFloat {
-            guard let slash = variable.name.lastIndex(of: "/") else {
-                throw .notAMobileNetV2(path: path, reason: "variable \(variable.name) is not named layer/variable (a Keras 3 export)")
+            let layer: String, array: String
+            if isTFSlimModule {
+                guard let keras = Self.kerasName(ofSlim: variable.name) else {
+                    throw .notAMobileNetV2(path: path, reason: "variable \(variable.name) is not one of TF-slim's MobileNetV2 (MobilenetV2/Conv/weights, MobilenetV2/expanded_conv_N/expand|depthwise|project/..., MobilenetV2/Conv_1/..., MobilenetV2/Logits/Conv2d_1c_1x1/...)")
+                }
+                (layer, array) = keras
+            } else {
+                guard let slash = variable.name.lastIndex(of: "/") else {
+                    throw .notAMobileNetV2(path: path, reason: "variable \(variable.name) is not named layer/variable (a Keras 3 export)")
+                }
+                (layer, array) = (String(variable.name[..<slash]), String(variable.name[variable.name.index(after: slash)...]))
             }
-            let layer = String(variable.name[..<slash])
             if layers[layer] == nil { order.append(layer) }
-            layers[layer, default: []].append(variable)
+            layers[layer, default: []].append((array, variable))
         }
         let architecture = Set(try Self.mobileNetLayerNames())
         var backbone: [KerasLayerWeights] = []
@@ -178,12 +296,28 @@ public struct SavedModelMobileNetV2: Sendable {
         for layer in order {
             let variables = layers[layer]!
             var arrays: [WeightArray] = []
-            for variable in variables {
-                let (shape, values) = try folder.bundle.floats(variable.checkpointKey)
+            for (array, variable) in variables {
+                var (shape, values) = try folder.bundle.floats(variable.checkpointKey)
                 guard shape == variable.shape else {
                     throw .damaged(path: path, reason: "\(variable.name) has shape \(shape) in the checkpoint and \(variable.shape) in the graph")
                 }
-                arrays.append(WeightArray(name: String(variable.name[variable.name.index(after: variable.name.lastIndex(of: "/")!)...]), shape: shape, values: values))
+                // TF-slim's logits are a 1x1 convolution: [1, 1, C, K] is a Dense kernel [C, K].
+                if isTFSlimModule, layer == Self.slimLogitsLayer, array == "kernel" {
+                    guard shape.count == 4, shape[0] == 1, shape[1] == 1 else {
+                        throw .notAMobileNetV2(path: path, reason: "\(variable.name) has shape \(shape), not a 1x1 convolution [1, 1, C, K]")
+                    }
+                    shape = [shape[2], shape[3]]
+                }
+                arrays.append(WeightArray(name: array, shape: shape, values: values))
+            }
+            // TF-slim's batch norm may have no scale (gamma): it is then 1. Its variables come
+            // in the object graph's order; Keras's is gamma, beta, moving_mean, moving_variance.
+            if isTFSlimModule, let beta = arrays.first(where: { $0.name == "beta" }) {
+                if !arrays.contains(where: { $0.name == "gamma" }) {
+                    arrays.append(WeightArray(name: "gamma", shape: beta.shape, values: [Float](repeating: 1, count: beta.values.count)))
+                }
+                let order = ["gamma", "beta", "moving_mean", "moving_variance"]
+                arrays.sort { (order.firstIndex(of: $0.name) ?? 4) < (order.firstIndex(of: $1.name) ?? 4) }
             }
             if architecture.contains(layer) {
                 backbone.append(KerasLayerWeights(name: layer, arrays: arrays))
@@ -223,6 +357,9 @@ public struct SavedModelMobileNetV2: Sendable {
             switch op {
             case "Softmax": activation = .softmax
             case "Relu": activation = .relu
+            // TF Hub's classification modules end in logits; a classifier here gives
+            // probabilities (as TFLite files do): the softmax of those logits.
+            case "" where isTFSlimModule && remaining.isEmpty: activation = .softmax
             case "": activation = .linear
             default: throw .notAMobileNetV2(path: path, reason: "Dense layer \(layer.name) is followed by \(op); this library computes relu and softmax")
             }
@@ -237,6 +374,56 @@ public struct SavedModelMobileNetV2: Sendable {
             head = try DenseHead(layers: chain, source: path)
         } catch {
             throw .notAMobileNetV2(path: path, reason: "the head: \(error)")
+        }
+    }
+
+    /// The layer name TF-slim's logits (`MobilenetV2/Logits/Conv2d_1c_1x1`) get as the head.
+    static let slimLogitsLayer = "Logits"
+
+    /// The Keras layer and array names of a TF-slim MobileNetV2 variable: `MobilenetV2/Conv` is
+    /// `Conv1`, `expanded_conv` block 0 (`expanded_conv_depthwise`, `expanded_conv_project`),
+    /// `expanded_conv_N` is `block_N` (`expand`, `depthwise`, `project`), `Conv_1` is `Conv_1`;
+    /// `weights` is `kernel` (`depthwise_weights`: `depthwise_kernel`), each `BatchNorm` the
+    /// layer's `_BN` (`bn_Conv1`, `Conv_1_bn`); the logits `Logits` (`weights`, `biases`: a Dense
+    /// kernel and bias). Nil for any other name.
+    static func kerasName(ofSlim name: String) -> (layer: String, array: String)? {
+        var parts = name.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count >= 3, parts.removeFirst() == "MobilenetV2" else { return nil }
+        let batchNorm: Set<String> = ["gamma", "beta", "moving_mean", "moving_variance"]
+        // The array, and whether it belongs to the layer's batch norm.
+        let last = parts.removeLast()
+        let isBatchNorm = parts.last == "BatchNorm"
+        if isBatchNorm {
+            parts.removeLast()
+            guard batchNorm.contains(last) else { return nil }
+        }
+        let array: String
+        switch (isBatchNorm, last) {
+        case (true, _): array = last
+        case (false, "weights"): array = "kernel"
+        case (false, "depthwise_weights"): array = "depthwise_kernel"
+        case (false, "biases"): array = "bias"
+        default: return nil
+        }
+        switch parts.count {
+        case 1 where parts[0] == "Conv" && array != "bias": return (isBatchNorm ? "bn_Conv1" : "Conv1", array)
+        case 1 where parts[0] == "Conv_1" && array != "bias": return (isBatchNorm ? "Conv_1_bn" : "Conv_1", array)
+        case 2 where parts == ["Logits", "Conv2d_1c_1x1"] && !isBatchNorm && (array == "kernel" || array == "bias"): return (slimLogitsLayer, array)
+        case 2 where parts[0].hasPrefix("expanded_conv"):
+            let part = parts[1]
+            guard ["expand", "depthwise", "project"].contains(part), (part == "depthwise") == (array == "depthwise_kernel" || isBatchNorm && part == "depthwise"),
+                  array != "bias" else { return nil }
+            let block: String
+            if parts[0] == "expanded_conv" {
+                guard part != "expand" else { return nil }
+                block = "expanded_conv"
+            } else {
+                let suffix = parts[0].dropFirst("expanded_conv_".count)
+                guard parts[0].hasPrefix("expanded_conv_"), let n = Int(suffix), (1...16).contains(n), String(n) == suffix else { return nil }
+                block = "block_\(n)"
+            }
+            return ("\(block)_\(part)\(isBatchNorm ? "_BN" : "")", array)
+        default: return nil
         }
     }
 
@@ -273,16 +460,56 @@ extension SavedModelFolder {
     static func nodes(of meta: Tensorflow_MetaGraphDef) -> [[GraphNode]] {
         func nodes(_ defs: [Tensorflow_NodeDef]) -> [GraphNode] {
             // Inputs are `node`, `node:0` or `node:output:0`; `^node` is a control input.
-            defs.map { GraphNode(name: $0.name, op: $0.op, inputs: $0.input.filter { !$0.hasPrefix("^") }.map { String($0.split(separator: ":").first ?? "") }) }
+            defs.map { def in
+                GraphNode(name: def.name, op: def.op, inputs: def.input.filter { !$0.hasPrefix("^") }.map { String($0.split(separator: ":").first ?? "") },
+                          constant: def.op == "Const" ? def.attr["value"].flatMap(smallFloats) : nil)
+            }
         }
         return [nodes(meta.graphDef.node)] + meta.graphDef.library.function.map { nodes($0.nodeDef) }
     }
 
-    /// The serving signature's input shape (TF Serving's default key, else Keras 3's `serve`).
+    /// The values of a float constant of at most 4 elements (`float_val`, broadcast when it
+    /// holds one value, or `tensor_content`); nil for anything else.
+    static func smallFloats(_ value: Tensorflow_AttrValue) -> [Float]? {
+        guard case .tensor(let tensor) = value.value, tensor.dtype == .dtFloat else { return nil }
+        let count = Int(tensor.tensorShape.dim.reduce(Int64(1)) { $0 * max(0, min($1.size, 5)) })
+        guard count >= 1, count <= 4 else { return nil }
+        if !tensor.tensorContent.isEmpty {
+            guard tensor.tensorContent.count == count * 4 else { return nil }
+            return (0..<count).map { i in
+                Float(bitPattern: tensor.tensorContent.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)) })
+            }
+        }
+        if tensor.floatVal.count == count { return tensor.floatVal }
+        if tensor.floatVal.count == 1 { return Array(repeating: tensor.floatVal[0], count: count) }
+        return nil
+    }
+
+    /// The serving signature's input shape (TF Serving's default key, else Keras 3's `serve`),
+    /// else the input of the root object's `__call__` (a TF Hub module without a signature:
+    /// its first concrete function's input signature).
     static func servingInputShape(_ meta: Tensorflow_MetaGraphDef) -> [Int]? {
         let signature = meta.signatureDef["serving_default"] ?? meta.signatureDef["serve"]
-        guard let signature, signature.inputs.count == 1, let input = signature.inputs.values.first, !input.tensorShape.unknownRank else { return nil }
-        return input.tensorShape.dim.map { Int($0.size) }
+        if let signature {
+            guard signature.inputs.count == 1, let input = signature.inputs.values.first, !input.tensorShape.unknownRank else { return nil }
+            return input.tensorShape.dim.map { Int($0.size) }
+        }
+        let graph = meta.objectGraphDef
+        guard let root = graph.nodes.first, let call = root.children.first(where: { $0.localName == "__call__" }),
+              call.nodeID >= 0, Int(call.nodeID) < graph.nodes.count, case .function(let function) = graph.nodes[Int(call.nodeID)].kind,
+              let name = function.concreteFunctions.first, let concrete = graph.concreteFunctions[name] else { return nil }
+        // The first tensor spec of the (args, kwargs) structure: the image batch.
+        func firstSpec(_ value: Tensorflow_StructuredValue, depth: Int) -> Tensorflow_TensorSpecProto? {
+            guard depth < 16 else { return nil }
+            switch value.kind {
+            case .tensorSpecValue(let spec): return spec
+            case .tupleValue(let tuple): return tuple.values.lazy.compactMap { firstSpec($0, depth: depth + 1) }.first
+            case .listValue(let list): return list.values.lazy.compactMap { firstSpec($0, depth: depth + 1) }.first
+            default: return nil
+            }
+        }
+        guard let spec = firstSpec(concrete.canonicalizedInputSignature, depth: 0), !spec.shape.unknownRank else { return nil }
+        return spec.shape.dim.map { Int($0.size) }
     }
 
     /// The hostile-input path of a `saved_model.pb` without its folder, for the fuzz target:
@@ -300,6 +527,24 @@ extension SavedModelFolder {
         return FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) && isDirectory.boolValue
     }
 
+    /// The versions of a TF Serving base folder, ascending: its sub-folders with decimal names
+    /// (at most 18 digits, as TF Serving accepts) that hold a `saved_model.pb`. Nil when `url`
+    /// cannot be listed; empty for a folder without versions (a SavedModel folder itself).
+    public static func versions(in url: URL) -> [Int]? {
+        let manager = FileManager.default
+        guard let names = try? manager.contentsOfDirectory(atPath: url.path) else { return nil }
+        return names.compactMap { name -> Int? in
+            guard !name.isEmpty, name.count <= 18, name.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+            return Int(name)
+        }.filter { manager.fileExists(atPath: url.appendingPathComponent("\($0)/saved_model.pb").path) }.sorted()
+    }
+
+    /// Whether `url` is a TF Serving base folder: a folder without its own `saved_model.pb`
+    /// holding at least one version folder.
+    public static func isBaseFolder(_ url: URL) -> Bool {
+        isFolder(url) && !FileManager.default.fileExists(atPath: url.appendingPathComponent("saved_model.pb").path) && !(versions(in: url) ?? []).isEmpty
+    }
+
     /// The SavedModel folder `url` names: itself when it holds `saved_model.pb`; in a TF Serving
     /// base folder (`BASE/1/`, `BASE/2/`, ...), version `version`, else the highest version that
     /// holds a `saved_model.pb` (TF Serving's default policy, "latest").
@@ -312,14 +557,9 @@ extension SavedModelFolder {
             if let version { throw .unreadable(path: url.path, reason: "a SavedModel folder, not a TF Serving base folder with version \(version)") }
             return (url, nil)
         }
-        guard let names = try? manager.contentsOfDirectory(atPath: url.path) else {
+        guard let versions = versions(in: url) else {
             throw .unreadable(path: url.path, reason: "not a readable folder")
         }
-        // Version folders: decimal names TF Serving accepts (at most 18 digits).
-        let versions = names.compactMap { name -> Int? in
-            guard !name.isEmpty, name.count <= 18, name.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
-            return Int(name)
-        }.filter { manager.fileExists(atPath: url.appendingPathComponent("\($0)/saved_model.pb").path) }.sorted()
         if let version {
             guard versions.contains(version) else {
                 throw .unreadable(path: url.path, reason: "no version \(version) (versions: \(versions.isEmpty ? "none" : versions.map(String.init).joined(separator: ", ")))")

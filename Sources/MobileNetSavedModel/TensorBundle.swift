@@ -1,4 +1,5 @@
 import Foundation
+import MobileNetTFProtos
 import SwiftProtobuf
 
 /// Why a SavedModel folder cannot be read: every message names the file.

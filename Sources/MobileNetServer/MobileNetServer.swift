@@ -4,7 +4,10 @@ import HummingbirdCore
 import Logging
 import MobileNetIO
 import MobileNetProcess
+import MobileNetSavedModel
 import MobileNetServing
+import MobileNetServingGRPC
+import Synchronization
 import NIOCore
 import ServiceLifecycle
 
@@ -92,8 +95,13 @@ public enum MobileNetServer {
         // log a CancellationError from its accept loop), and the loader's error is thrown. On a
         // signal the services stop in reverse order: the server first (in-flight requests
         // finish), then the loader drains the batchers.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: loader, failureTerminationBehavior: .gracefullyShutdownGroup), .init(service: app)]
+        if let grpcPort = configuration.grpcPort {
+            services.append(.init(service: GRPCService(host: configuration.host, port: grpcPort, maxRequestBytes: configuration.limits.maxBodyBytes,
+                                                       state: state, logger: logger)))
+        }
         var group = ServiceGroupConfiguration(
-            services: [.init(service: loader, failureTerminationBehavior: .gracefullyShutdownGroup), .init(service: app)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         group.maximumGracefulShutdownDuration = configuration.shutdownTimeout
         try await ServiceGroup(configuration: group).run()
@@ -129,10 +137,112 @@ struct ModelLoaderService: Service {
         }
         state.setReady(InferenceService(registry: registry, limits: configuration.limits))
         logger.info("ready", metadata: ["models": .stringConvertible(models.count), "seconds": .string(String(format: "%.2f", start.duration(to: clock.now).seconds))])
-        // Serve until shutdown, then let the accepted requests finish.
+        // Serve until shutdown (listing TF Serving base folders for new and removed versions
+        // meanwhile), then let the accepted requests finish.
+        let watcher = VersionWatcher(specifications: specifications.filter { SavedModelFolder.isBaseFolder(URL(fileURLWithPath: $0.path)) },
+                                     registry: registry, loading: loading, logger: logger)
+        let polling = Task { [interval = configuration.pollInterval] in
+            guard let interval, !watcher.specifications.isEmpty else { return }
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                if Task.isCancelled { break }
+                await watcher.poll()
+            }
+        }
         try? await gracefulShutdown()
+        polling.cancel()
+        await polling.value
         logger.info("shutting down: draining the batchers")
         registry.shutdown()
+    }
+}
+
+/// Follows the TF Serving base folders of served models as TensorFlow Serving's file-system
+/// source does: a new version folder is loaded and served (the highest becomes the default);
+/// under ``/MobileNetServing/ModelVersionPolicy/latest`` the versions below it are then retired,
+/// under ``/MobileNetServing/ModelVersionPolicy/all`` those whose folders are gone. A version that
+/// fails to load is logged and tried again only when its folder changes (a copy still under way).
+final class VersionWatcher: Sendable {
+    let specifications: [ModelSpecification]
+    let registry: ModelRegistry
+    let loading: ModelLoadingOptions
+    let logger: Logger
+    /// Versions that failed to load, with their folder's signature when they did.
+    private let failures = Mutex<[String: String]>([:])
+
+    init(specifications: [ModelSpecification], registry: ModelRegistry, loading: ModelLoadingOptions, logger: Logger) {
+        (self.specifications, self.registry, self.loading, self.logger) = (specifications, registry, loading, logger)
+    }
+
+    /// One pass over every base folder.
+    func poll() async {
+        for spec in specifications {
+            let base = URL(fileURLWithPath: spec.path)
+            guard let onDisk = SavedModelFolder.versions(in: base) else { continue }
+            let wanted = loading.versionPolicy.versions(of: onDisk)
+            let served = Set(((try? registry.versions(of: spec.name)) ?? []).map(\.versionNumber))
+            for version in wanted where !served.contains(Int64(version)) {
+                let key = "\(spec.name)/\(version)", signature = Self.signature(of: base.appendingPathComponent("\(version)"))
+                if failures.withLock({ $0[key] }) == signature { continue }
+                do {
+                    let model = try await ModelRegistry.load(spec, version: version, options: loading)
+                    try registry.add(model)
+                    failures.withLock { $0[key] = nil }
+                    logger.info("model version loaded", metadata: ["model": .string(spec.name), "version": .stringConvertible(version), "folder": .string(base.path)])
+                } catch {
+                    failures.withLock { $0[key] = signature }
+                    logger.error("model version not loaded", metadata: ["model": .string(spec.name), "version": .stringConvertible(version), "error": .string("\(error)")])
+                }
+            }
+            let now = ((try? registry.versions(of: spec.name)) ?? []).map(\.versionNumber)
+            let keep = Set(wanted.map(Int64.init))
+            // Retire only once a wanted version serves (never leave the model without one).
+            guard now.contains(where: keep.contains) else { continue }
+            for version in now where !keep.contains(version) {
+                if registry.retire(model: spec.name, version: version) {
+                    logger.info("model version retired", metadata: ["model": .string(spec.name), "version": .stringConvertible(version)])
+                }
+            }
+        }
+    }
+
+    /// What identifies a version folder's contents cheaply: the sizes and modification times
+    /// of its `saved_model.pb` and variables index.
+    static func signature(of folder: URL) -> String {
+        ["saved_model.pb", "variables/variables.index"].map { name -> String in
+            let attributes = try? FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent(name).path)
+            return "\(attributes?[.size] ?? "-")@\((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)"
+        }.joined(separator: ",")
+    }
+}
+
+/// TensorFlow Serving's gRPC API beside the HTTP server, over the same models once they are
+/// loaded (``/MobileNetServingGRPC/TFServingGRPCServer``); on graceful shutdown it stops taking
+/// calls and finishes the open ones.
+struct GRPCService: Service {
+    let host: String
+    let port: Int
+    let maxRequestBytes: Int
+    let state: ServerState
+    let logger: Logger
+
+    func run() async throws {
+        let server = TFServingGRPCServer.make(host: host, port: port, maxRequestBytes: maxRequestBytes) { [state] () throws(ServingError) in
+            try state.requireService()
+        }
+        let logger = logger, host = host
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await server.serve() }
+                group.addTask {
+                    if let address = try? await server.listeningAddress, let port = address.ipv4?.port ?? address.ipv6?.port {
+                        logger.info("gRPC listening", metadata: ["host": .string(host), "port": .stringConvertible(port)])
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            server.beginGracefulShutdown()
+        }
     }
 }
 

@@ -47,14 +47,14 @@ public enum OpenAPIDocument {
         "/v1/models/{name}/versions/{version}": {
           "get": {
             "summary": "TensorFlow Serving status of one version",
-            "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "description": "the model version (every model has version 1)", "schema": {"type": "string"}}],
+            "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "description": "the model version (a TF Serving base folder's version folders; 1 for a model file)", "schema": {"type": "string"}}],
             "responses": {"200": {"description": "model_version_status of that version", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TFStatus"}}}}, "404": {"$ref": "#/components/responses/Error"}}
           }
         },
         "/v1/models/{name}/versions/{version}/metadata": {
           "get": {
             "summary": "TensorFlow Serving metadata of one version",
-            "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "description": "the model version (every model has version 1)", "schema": {"type": "string"}}],
+            "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "description": "the model version (a TF Serving base folder's version folders; 1 for a model file)", "schema": {"type": "string"}}],
             "responses": {"200": {"description": "model_spec and metadata.signature_def", "content": {"application/json": {"schema": {"type": "object"}}}}, "404": {"$ref": "#/components/responses/Error"}}
           }
         },
@@ -79,17 +79,17 @@ public enum OpenAPIDocument {
         "/v2/models/{name}/versions/{version}": {
           "get": {
             "summary": "KServe v2 metadata of one model version",
-            "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "description": "the model version (every model has version 1)", "schema": {"type": "string"}}],
+            "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "description": "the model version (a TF Serving base folder's version folders; 1 for a model file)", "schema": {"type": "string"}}],
             "responses": {"200": {"description": "name, versions, platform, inputs, outputs", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KServeMetadata"}}}}, "404": {"$ref": "#/components/responses/Error"}}
           }
         },
         "/v2/models/{name}/versions/{version}/ready": {
-          "get": {"summary": "KServe v2 readiness of one model version", "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "description": "the model version (every model has version 1)", "schema": {"type": "string"}}], "responses": {"200": {"description": "{\"name\": ..., \"ready\": true}"}, "404": {"$ref": "#/components/responses/Error"}}}
+          "get": {"summary": "KServe v2 readiness of one model version", "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "description": "the model version (a TF Serving base folder's version folders; 1 for a model file)", "schema": {"type": "string"}}], "responses": {"200": {"description": "{\"name\": ..., \"ready\": true}"}, "404": {"$ref": "#/components/responses/Error"}}}
         },
         "/v2/models/{name}/versions/{version}/infer": {
           "post": {
             "summary": "KServe v2 inference on one model version",
-            "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "description": "the model version (every model has version 1)", "schema": {"type": "string"}}],
+            "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "description": "the model version (a TF Serving base folder's version folders; 1 for a model file)", "schema": {"type": "string"}}],
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KServeInferRequest"}}}},
             "responses": {
               "200": {"description": "as /v2/models/{name}/infer", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KServeInferResponse"}}}},

@@ -30,6 +30,13 @@ public struct ServerConfiguration: Sendable {
     /// no page faults per request and a resident size that stays flat under load; nil leaves the
     /// allocator as the process has it (for example tuned by `GLIBC_TUNABLES`).
     public var malloc: MallocSettings?
+    /// The port of TensorFlow Serving's gRPC API (``/MobileNetServingGRPC/PredictionService``,
+    /// ``/MobileNetServingGRPC/ModelService``) on ``host``; nil (the default) serves no gRPC; 0 any
+    /// free port. TensorFlow Serving's is 8500.
+    public var grpcPort: Int?
+    /// How often the TF Serving base folders of the served models are listed for new and removed
+    /// version folders (TensorFlow Serving's `--file_system_poll_wait_seconds`, 1 s); nil never.
+    public var pollInterval: Duration?
 
     /// TensorFlow Serving's REST port.
     public static let defaultPort = 8501
@@ -37,7 +44,10 @@ public struct ServerConfiguration: Sendable {
     /// Creates a configuration.
     public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, limits: ServingLimits = ServingLimits(),
                 batching: BatchingConfiguration = BatchingConfiguration(), retryAfterSeconds: Int = 1, idleTimeout: Duration = .seconds(60),
-                shutdownTimeout: Duration = .seconds(25), bodyTimeout: Duration = .seconds(60), malloc: MallocSettings? = .server) {
+                shutdownTimeout: Duration = .seconds(25), bodyTimeout: Duration = .seconds(60), malloc: MallocSettings? = .server,
+                grpcPort: Int? = nil, pollInterval: Duration? = .seconds(1)) {
+        self.grpcPort = grpcPort
+        self.pollInterval = pollInterval.map { max(.milliseconds(10), $0) }
         self.host = host
         self.port = port
         self.limits = limits

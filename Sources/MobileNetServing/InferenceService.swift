@@ -106,7 +106,8 @@ public final class InferenceService: Sendable {
     ///
     /// - Throws: ``ServingError/modelNotFound(name:available:)``, ``ServingError/versionNotFound(model:version:available:)``.
     public func tfServingStatus(model name: String, version: String? = nil) throws(ServingError) -> TFServing.ModelStatus {
-        TFServing.ModelStatus(model: try registry.model(named: name, version: version))
+        if let version { return TFServing.ModelStatus(versions: [try registry.model(named: name, version: version)]) }
+        return TFServing.ModelStatus(versions: try registry.versions(of: name), retired: registry.retiredVersions(of: name))
     }
 
     /// `GET /v1/models/{name}[/versions/{v}]/metadata`.
@@ -136,7 +137,7 @@ public final class InferenceService: Sendable {
     ///
     /// - Throws: as ``tfServingStatus(model:version:)``.
     public func kserveMetadata(model name: String, version: String? = nil) throws(ServingError) -> KServe.ModelMetadata {
-        KServe.ModelMetadata(model: try registry.model(named: name, version: version))
+        KServe.ModelMetadata(model: try registry.model(named: name, version: version), versions: try registry.versions(of: name).map(\.version))
     }
 
     /// `POST /v2/models/{name}[/versions/{v}]/infer`: decodes the body (see
@@ -256,7 +257,7 @@ public final class InferenceService: Sendable {
         guard images.count <= limits.maxImagesPerRequest else {
             throw .invalidInput(field: "inputs", problem: "\(images.count) images, more than the \(limits.maxImagesPerRequest) a request may have")
         }
-        let batcher = try registry.batcher(for: model.name)
+        let batcher = try registry.batcher(for: model)
         let maxPixels = limits.maxImagePixels
         do {
             return try await batcher.submit(preparing: { try await RequestImageDecoder.preprocess(images, for: model, maxPixels: maxPixels) })

@@ -235,7 +235,7 @@ public enum KServe {
         out += "\"model_name\":"
         ServingJSON.append(string: model.name, to: &out)
         out += ",\"model_version\":"
-        ServingJSON.append(string: ServedModel.version, to: &out)
+        ServingJSON.append(string: model.version, to: &out)
         out += ",\"outputs\":[{\"data\":"
         ServingJSON.append(rows.flatMap { $0 }, to: &out)
         out += ",\"datatype\":\"\(Datatype.fp32.rawValue)\",\"name\":"
@@ -267,10 +267,11 @@ public enum KServe {
         /// `predictions` `[-1, classes]` or `embedding` `[-1, 1280]`, FP32.
         public var outputs: [TensorMetadata]
 
-        /// The metadata of `model`.
-        public init(model: ServedModel) {
+        /// The metadata of `model`, listing `versions` (every served version of it; default
+        /// its own).
+        public init(model: ServedModel, versions: [String]? = nil) {
             name = model.name
-            versions = [ServedModel.version]
+            self.versions = versions ?? [model.version]
             platform = "swift-mobilenet"
             inputs = [TensorMetadata(name: ServedModel.inputName, datatype: Datatype.fp32.rawValue, shape: [-1, model.inputHeight, model.inputWidth, 3])]
             outputs = [TensorMetadata(name: model.outputName, datatype: Datatype.fp32.rawValue, shape: [-1, model.outputWidth])]

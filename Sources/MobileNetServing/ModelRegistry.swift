@@ -1,6 +1,8 @@
 import Foundation
 import MobileNetIO
 import MobileNetKernels
+import MobileNetSavedModel
+import Synchronization
 
 /// A `--model NAME=PATH` specification: a served name and the file to load.
 public struct ModelSpecification: Sendable, Hashable, CustomStringConvertible {
@@ -45,6 +47,24 @@ public struct ModelSpecification: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "\(name)=\(path)" }
 }
 
+/// Which version folders of a TF Serving base folder (`BASE/1/`, `BASE/2/`, ...) are served, as
+/// TensorFlow Serving's `model_version_policy`.
+public enum ModelVersionPolicy: String, Sendable, Hashable, CaseIterable {
+    /// Every version folder (at most ``ModelRegistry/maximumVersionsPerModel``, the highest);
+    /// a version whose folder is removed is retired. Requests without a version get the highest.
+    case all
+    /// Only the highest version: a new version folder replaces it (TensorFlow Serving's default).
+    case latest
+
+    /// The versions served of those on disk (ascending).
+    public func versions(of available: [Int]) -> [Int] {
+        switch self {
+        case .all: Array(available.suffix(ModelRegistry.maximumVersionsPerModel))
+        case .latest: available.last.map { [$0] } ?? []
+        }
+    }
+}
+
 /// How the models of a registry are loaded.
 public struct ModelLoadingOptions: Sendable {
     /// The kernels that run the networks.
@@ -68,6 +88,8 @@ public struct ModelLoadingOptions: Sendable {
     /// Class names by served model name (`--labels NAME=FILE`), instead of what each file
     /// records: one per output, as ``/MobileNetTransfer/ModelOpenOptions/classNames``.
     public var classNames: [String: [String]] = [:]
+    /// Which versions of a TF Serving base folder are served (default ``ModelVersionPolicy/all``).
+    public var versionPolicy: ModelVersionPolicy = .all
 
     /// Creates options.
     public init(backend: any InferenceBackend, inputHeight: Int? = nil, inputWidth: Int? = nil, preprocessing: PreprocessingConfiguration? = nil,
@@ -84,44 +106,145 @@ public struct ModelLoadingOptions: Sendable {
 }
 
 /// The served models and image indexes by name, each with its ``DynamicBatcher``.
+///
+/// A model may be served in several versions (the version folders of a TensorFlow Serving base
+/// folder); requests that name no version get the highest. Versions are added and retired while
+/// the server runs (``add(_:)``, ``retire(model:version:grace:)``): a retired version takes no new
+/// requests at once, and its batcher is stopped only after a grace period, so that a request
+/// that had already found it is still answered.
 public final class ModelRegistry: Sendable {
-    /// The models, in the order given.
-    public let models: [ServedModel]
+    /// One served version: the model and its batcher.
+    private struct Served: Sendable {
+        let model: ServedModel
+        let batcher: DynamicBatcher
+    }
+    private struct State: Sendable {
+        /// By model name, ascending by version.
+        var versions: [String: [Served]] = [:]
+        /// Retired versions by model name, in retirement order.
+        var retired: [String: [Int64]] = [:]
+        /// Batchers of retired versions not stopped yet.
+        var draining: [DynamicBatcher] = []
+    }
+    private let state: Mutex<State>
+    /// The model names, in the order given.
+    private let names: [String]
     /// The image indexes for similarity search, in the order given.
     public let indexes: [ServedIndex]
-    private let batchers: [String: DynamicBatcher]
     private let indexBatchers: [String: DynamicBatcher]
+    private let batching: BatchingConfiguration
+    private let observer: (any BatcherObserver)?
 
     /// The name of the default model served when none is specified.
     public static let defaultModelName = "imagenet"
 
+    /// The most versions of one model served at once (the highest are kept).
+    public static let maximumVersionsPerModel = 16
+
     /// Creates a registry of loaded models and indexes and starts their batchers.
     ///
     /// - Parameters:
-    ///   - models: the models; names must differ.
+    ///   - models: the models; several of one name are versions of it (``ServedModel/versionNumber``),
+    ///     which must differ.
     ///   - indexes: the image indexes; names must differ (from each other: indexes and models
     ///     are addressed by different routes).
     ///   - batching: the batching parameters of every model and index embedder.
     ///   - observer: told about every batcher's runs and queue (metrics), or nil.
-    /// - Throws: ``ServingError/invalidSpecification(_:)`` for two models or two indexes of one name.
+    /// - Throws: ``ServingError/invalidSpecification(_:)`` for one version of a model given twice,
+    ///   or two indexes of one name.
     public init(models: [ServedModel], indexes: [ServedIndex] = [], batching: BatchingConfiguration = BatchingConfiguration(),
                 observer: (any BatcherObserver)? = nil) throws(ServingError) {
-        var seen = Set<String>()
-        for model in models where !seen.insert(model.name).inserted {
-            throw .invalidSpecification("two models are named '\(model.name)'")
+        var state = State(), names: [String] = []
+        for model in models {
+            if state.versions[model.name] == nil { names.append(model.name) }
+            guard !(state.versions[model.name] ?? []).contains(where: { $0.model.versionNumber == model.versionNumber }) else {
+                throw .invalidSpecification("two models are named '\(model.name)'\(model.versionNumber == 1 ? "" : " in version \(model.versionNumber)")")
+            }
+            state.versions[model.name, default: []].append(Served(model: model, batcher: DynamicBatcher(model: model, configuration: batching, observer: observer)))
+            state.versions[model.name]!.sort { $0.model.versionNumber < $1.model.versionNumber }
         }
         var seenIndexes = Set<String>()
         for index in indexes where !seenIndexes.insert(index.name).inserted {
             throw .invalidSpecification("two indexes are named '\(index.name)'")
         }
-        self.models = models
+        self.state = Mutex(state)
+        self.names = names
         self.indexes = indexes
-        var batchers: [String: DynamicBatcher] = [:]
-        for model in models { batchers[model.name] = DynamicBatcher(model: model, configuration: batching, observer: observer) }
-        self.batchers = batchers
+        self.batching = batching
+        self.observer = observer
         var indexBatchers: [String: DynamicBatcher] = [:]
         for index in indexes { indexBatchers[index.name] = DynamicBatcher(model: index.embedder, configuration: batching, observer: observer) }
         self.indexBatchers = indexBatchers
+    }
+
+    /// The models, in the order given: each in its highest version.
+    public var models: [ServedModel] {
+        state.withLock { state in names.compactMap { state.versions[$0]?.last?.model } }
+    }
+
+    /// Every served version of the model named `name`, ascending.
+    ///
+    /// - Throws: ``ServingError/modelNotFound(name:available:)``.
+    public func versions(of name: String) throws(ServingError) -> [ServedModel] {
+        let versions = state.withLock { $0.versions[name]?.map(\.model) }
+        guard let versions, !versions.isEmpty else { throw .modelNotFound(name: name, available: names) }
+        return versions
+    }
+
+    /// The versions of the model named `name` that were retired while the server ran (their
+    /// folders removed, or superseded under the `latest` policy), oldest first.
+    public func retiredVersions(of name: String) -> [Int64] {
+        state.withLock { $0.retired[name] ?? [] }
+    }
+
+    /// Adds a version of a served model (a new version folder) and starts its batcher; from now
+    /// on requests without a version get it when it is the highest.
+    ///
+    /// - Throws: ``ServingError/invalidSpecification(_:)`` when the model is not served or the
+    ///   version already is.
+    public func add(_ model: ServedModel) throws(ServingError) {
+        let batcher = DynamicBatcher(model: model, configuration: batching, observer: observer)
+        let problem: String? = state.withLock { state in
+            guard var versions = state.versions[model.name] else { return "no model named '\(model.name)' is served" }
+            guard !versions.contains(where: { $0.model.versionNumber == model.versionNumber }) else {
+                return "model '\(model.name)' is already served in version \(model.versionNumber)"
+            }
+            versions.append(Served(model: model, batcher: batcher))
+            versions.sort { $0.model.versionNumber < $1.model.versionNumber }
+            state.versions[model.name] = versions
+            state.retired[model.name]?.removeAll { $0 == model.versionNumber }
+            return nil
+        }
+        if let problem {
+            batcher.shutdown()
+            throw .invalidSpecification(problem)
+        }
+    }
+
+    /// Retires a version: requests no longer find it at once; its batcher takes what was already
+    /// sent to it for `grace` more (a request that found the version just before), then stops
+    /// and drains. The last version of a model is never retired.
+    ///
+    /// - Returns: whether the version was served and is now retired.
+    @discardableResult
+    public func retire(model name: String, version: Int64, grace: Duration = .seconds(5)) -> Bool {
+        let removed: Served? = state.withLock { state in
+            guard var versions = state.versions[name], versions.count > 1, let i = versions.firstIndex(where: { $0.model.versionNumber == version }) else { return nil }
+            let served = versions.remove(at: i)
+            state.versions[name] = versions
+            state.retired[name, default: []].append(version)
+            state.draining.append(served.batcher)
+            return served
+        }
+        guard let removed else { return false }
+        let batcher = removed.batcher
+        Thread.detachNewThread { [self] in
+            Thread.sleep(forTimeInterval: Double(grace.components.seconds) + Double(grace.components.attoseconds) * 1e-18)
+            batcher.shutdown()
+            batcher.waitUntilFinished()
+            state.withLock { $0.draining.removeAll { $0 === batcher } }
+        }
+        return true
     }
 
     /// Checks, before anything is loaded (and before a server binds its port), that every file
@@ -182,38 +305,62 @@ public final class ModelRegistry: Sendable {
         }
         var models: [ServedModel] = []
         for spec in specifications {
-            models.append(try await ServedModel.load(name: spec.name, contentsOf: URL(fileURLWithPath: spec.path), inputHeight: options.inputHeight,
-                                                     inputWidth: options.inputWidth, alpha: options.alpha, preprocessing: options.preprocessing,
-                                                     classNames: options.classNames[spec.name], backend: options.backend, resolver: options.resolver))
+            let url = URL(fileURLWithPath: spec.path)
+            // A TF Serving base folder: the versions its policy serves; anything else: version 1.
+            let versions: [Int?] = SavedModelFolder.isBaseFolder(url) ? options.versionPolicy.versions(of: SavedModelFolder.versions(in: url) ?? []) : [nil]
+            for version in versions {
+                models.append(try await load(spec, version: version, options: options))
+            }
         }
         return models
     }
 
-    /// The model named `name`.
+    /// Loads one version of a specified model (nil: a model file or SavedModel folder, served as version 1).
+    ///
+    /// - Throws: ``ServingError/modelLoadFailed(name:path:reason:)``.
+    public static func load(_ spec: ModelSpecification, version: Int?, options: ModelLoadingOptions) async throws(ServingError) -> ServedModel {
+        try await ServedModel.load(name: spec.name, contentsOf: URL(fileURLWithPath: spec.path), inputHeight: options.inputHeight,
+                                   inputWidth: options.inputWidth, alpha: options.alpha, preprocessing: options.preprocessing,
+                                   classNames: options.classNames[spec.name], backend: options.backend, resolver: options.resolver, version: version)
+    }
+
+    /// The model named `name`, in its highest version.
     ///
     /// - Throws: ``ServingError/modelNotFound(name:available:)``.
     public func model(named name: String) throws(ServingError) -> ServedModel {
-        guard let model = models.first(where: { $0.name == name }) else { throw .modelNotFound(name: name, available: models.map(\.name)) }
+        guard let model = state.withLock({ $0.versions[name]?.last?.model }) else { throw .modelNotFound(name: name, available: names) }
         return model
     }
 
-    /// The model named `name` in `version` (nil: the latest; every model has only version `1`).
+    /// The model named `name` in `version` (nil: the highest).
     ///
     /// - Throws: ``ServingError/modelNotFound(name:available:)``, ``ServingError/versionNotFound(model:version:available:)``.
     public func model(named name: String, version: String?) throws(ServingError) -> ServedModel {
-        let model = try model(named: name)
-        if let version, version != ServedModel.version {
-            throw .versionNotFound(model: name, version: version, available: [ServedModel.version])
+        guard let version else { return try model(named: name) }
+        let versions = try versions(of: name)
+        guard let number = Int64(version), let model = versions.first(where: { $0.versionNumber == number }) else {
+            throw .versionNotFound(model: name, version: version, available: versions.map(\.version))
         }
         return model
     }
 
-    /// The batcher of the model named `name`.
+    /// The batcher of a served model version.
+    ///
+    /// - Throws: ``ServingError/modelNotFound(name:available:)`` when it is not served (any more).
+    public func batcher(for model: ServedModel) throws(ServingError) -> DynamicBatcher {
+        let found: DynamicBatcher? = state.withLock { state in
+            state.versions[model.name]?.first { $0.model === model }?.batcher
+                ?? state.draining.first { $0.model === model }
+        }
+        guard let found else { throw .modelNotFound(name: model.name, available: names) }
+        return found
+    }
+
+    /// The batcher of the model named `name`, in its highest version.
     ///
     /// - Throws: ``ServingError/modelNotFound(name:available:)``.
     public func batcher(for name: String) throws(ServingError) -> DynamicBatcher {
-        guard let batcher = batchers[name] else { throw .modelNotFound(name: name, available: models.map(\.name)) }
-        return batcher
+        try batcher(for: try model(named: name))
     }
 
     /// The index named `name`.
@@ -252,7 +399,7 @@ public final class ModelRegistry: Sendable {
 
     /// Stops every batcher from taking requests and waits until the accepted ones are answered.
     public func shutdown() {
-        let all = Array(batchers.values) + Array(indexBatchers.values)
+        let all = state.withLock { state in state.versions.values.flatMap { $0.map(\.batcher) } + state.draining } + Array(indexBatchers.values)
         for batcher in all { batcher.shutdown() }
         for batcher in all { batcher.waitUntilFinished() }
     }

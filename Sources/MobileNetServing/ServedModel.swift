@@ -71,8 +71,11 @@ public final class ServedModel: Sendable {
     /// The runnable model behind it (``/MobileNetTransfer/ModelFile/open(_:options:backend:resolver:)``).
     public let model: RunnableModel
 
-    /// The single version every served model has (TensorFlow Serving and KServe address versions).
-    public static let version = "1"
+    /// The version TensorFlow Serving and KServe clients address: the version folder's number
+    /// for a model from a TF Serving base folder (`BASE/3/` is 3), else 1.
+    public let versionNumber: Int64
+    /// ``versionNumber`` as the text the REST APIs use (`"3"`).
+    public var version: String { String(versionNumber) }
     /// The name of the input tensor in the signatures (`input_1`, as Keras names a model's first input).
     public static let inputName = "input_1"
     /// The name of a classifier's output tensor (`predictions`, the Keras layer name).
@@ -85,8 +88,10 @@ public final class ServedModel: Sendable {
     /// - Parameters:
     ///   - name: the name clients use.
     ///   - model: the opened model; its preprocessing is what encoded images get.
-    public init(name: String, model: RunnableModel) {
+    ///   - version: the version clients address (the version folder's number; default 1).
+    public init(name: String, model: RunnableModel, version: Int64 = 1) {
         self.name = name
+        self.versionNumber = version
         self.model = model
         self.source = model.source
         self.configuration = model.configuration
@@ -130,6 +135,17 @@ public final class ServedModel: Sendable {
             let lows = (0..<3).map { (0 - mean[$0]) / std[$0] }, highs = (0..<3).map { (1 - mean[$0]) / std[$0] }
             return (zip(lows, highs).map { min($0, $1) }.min() ?? 0)...(zip(lows, highs).map { max($0, $1) }.max() ?? 1)
         }
+    }
+
+    /// How far outside ``inputRange`` a sent value may be: a little slack for the rounding of
+    /// clients that preprocess in another precision (0.1% of the range's width, at least 0.001).
+    public var inputSlack: Float { 1e-3 * max(1, inputRange.upperBound - inputRange.lowerBound) }
+
+    /// The position of the first value outside ``inputRange`` (give or take ``inputSlack``),
+    /// NaN included; nil when every value is inside: a tensor a client sent as preprocessed input.
+    public func firstValueOutsideInputRange(_ values: [Float]) -> Int? {
+        let low = inputRange.lowerBound - inputSlack, high = inputRange.upperBound + inputSlack
+        return values.firstIndex { !($0 >= low && $0 <= high) }
     }
 
     /// The preprocessor for encoded images sent to this model.
@@ -179,17 +195,20 @@ public final class ServedModel: Sendable {
     ///   - classNames: class names instead of the file's (a label file), one per output.
     ///   - backend: the kernels that run the network.
     ///   - resolver: for a `mobilenet train` model file, where to look for its backbone weights.
+    ///   - version: for a TF Serving base folder, the version folder to load (nil: the highest);
+    ///     it becomes the served ``versionNumber``.
     /// - Throws: ``ServingError/modelLoadFailed(name:path:reason:)`` with the library's reason
     ///   (an unreadable or damaged file, weights that do not fit, a missing backbone, class names
     ///   that do not fit).
     public static func load(name: String, contentsOf url: URL, inputHeight: Int? = nil, inputWidth: Int? = nil, alpha: Double? = nil,
                             preprocessing: PreprocessingConfiguration? = nil, classNames: [String]? = nil, backend: any InferenceBackend,
-                            resolver: WeightsResolver = WeightsResolver()) async throws(ServingError) -> ServedModel {
+                            resolver: WeightsResolver = WeightsResolver(), version: Int? = nil) async throws(ServingError) -> ServedModel {
         do {
             let size = inputHeight.map { ($0, inputWidth ?? $0) }
-            let options = ModelOpenOptions(inputSize: size, alpha: alpha, classNames: classNames, preprocessing: preprocessing)
+            var options = ModelOpenOptions(inputSize: size, alpha: alpha, classNames: classNames, preprocessing: preprocessing)
+            options.modelVersion = version
             let model = try await ModelFile.open(url, options: options, backend: backend, resolver: resolver)
-            return ServedModel(name: name, model: model)
+            return ServedModel(name: name, model: model, version: Int64(version ?? 1))
         } catch {
             throw .modelLoadFailed(name: name, path: url.path, reason: (error as? LocalizedError)?.errorDescription ?? String(describing: error))
         }

@@ -16,7 +16,7 @@ public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, L
     /// `file` is not an image of the served index `index` (only indexed images are served), or
     /// it is no longer readable as one.
     case imageNotFound(index: String, file: String, reason: String)
-    /// The model is served, but not in this version (every model has the one version `1`).
+    /// The model is served, but not in this version (the versions served are its version folders, or `1` for a model file).
     case versionNotFound(model: String, version: String, available: [String])
     /// The body is not JSON, or its top level is not a JSON object.
     case invalidJSON(reason: String)

@@ -151,9 +151,11 @@ public enum TFServing {
         }
         var model_version_status: [VersionStatus]
 
-        /// The status of a loaded model.
-        public init(model: ServedModel) {
-            model_version_status = [VersionStatus(version: ServedModel.version, state: "AVAILABLE")]
+        /// The status of the served versions of a model, each `AVAILABLE`; then the retired
+        /// ones, `END` (TensorFlow Serving lists an unloaded version so).
+        public init(versions: [ServedModel], retired: [Int64] = []) {
+            model_version_status = versions.map { VersionStatus(version: $0.version, state: "AVAILABLE") }
+                + retired.map { VersionStatus(version: String($0), state: "END") }
         }
     }
 
@@ -201,7 +203,7 @@ public enum TFServing {
 
         /// The metadata of `model`.
         public init(model: ServedModel) {
-            model_spec = ModelSpec(name: model.name, version: ServedModel.version)
+            model_spec = ModelSpec(name: model.name, version: model.version)
             let input = TensorInfo(dtype: "DT_FLOAT", shape: [-1, model.inputHeight, model.inputWidth, 3], name: "serving_default_\(ServedModel.inputName):0")
             let output = TensorInfo(dtype: "DT_FLOAT", shape: [-1, model.outputWidth], name: "StatefulPartitionedCall:0")
             let signature = SignatureDef(inputs: [ServedModel.inputName: input], outputs: [model.outputName: output])

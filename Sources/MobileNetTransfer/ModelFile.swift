@@ -362,11 +362,17 @@ public enum ModelFile {
     }
 
     /// A SavedModel folder, or a TF Serving base folder (its highest version): MobileNetV2 from
-    /// the Keras-named variables, the head from its Dense layers
-    /// (``/MobileNetSavedModel/SavedModelMobileNetV2``), the input size of the serving signature.
-    /// The images get the default preprocessing (`x / 127.5 - 1`, the backbone's own input),
-    /// else `options.preprocessing`. The identity's hash is the variables index's (it holds
-    /// every tensor's CRC-32C).
+    /// the Keras-named or TF-slim-named variables, the head from its Dense layers or TF-slim's
+    /// logits (``/MobileNetSavedModel/SavedModelMobileNetV2``), the input size of the serving
+    /// signature (a module taking any size runs at `options.inputSize`, else 224x224).
+    ///
+    /// The pixel scaling follows the graph: a graph that scales its own input (a Keras
+    /// `Rescaling` layer, TF Hub's `hub_input` on its 0...1 contract) gets pixels scaled to what
+    /// its first convolution receives, whatever `options.preprocessing` says of the scaling (its
+    /// other settings apply); a graph that takes its input as it is gets `options.preprocessing`,
+    /// else the default (`x / 127.5 - 1`, Keras's `preprocess_input`). A 1001-class TF-slim
+    /// classifier gets `background` and ImageNet's classes, as TFLite files do. The identity's
+    /// hash is the variables index's (it holds every tensor's CRC-32C).
     private static func openSavedModel(_ url: URL, options: ModelOpenOptions, backend: any InferenceBackend) throws -> RunnableModel {
         let (folderURL, _) = try SavedModelFolder.resolve(url, version: options.modelVersion)
         let recognised = try SavedModelMobileNetV2(folder: try SavedModelFolder(contentsOf: folderURL))
@@ -382,13 +388,43 @@ public enum ModelFile {
             throw SavedModelError.notAMobileNetV2(path: folderURL.path, reason: "\(error)")
         }
         let base = try MobileNetV2(configuration: configuration, weights: weights, backend: backend)
-        let classes = try head.map { try classNames(options.classNames, count: $0.classes, path: folderURL.path) } ?? []
-        let preprocessing = options.preprocessing ?? .standard
+        let classes = try head.map { head in
+            recognised.isTFSlimModule ? try tfliteClassNames(options.classNames, path: folderURL.path, count: head.classes)
+                : try classNames(options.classNames, count: head.classes, path: folderURL.path)
+        } ?? []
+        var preprocessing = options.preprocessing ?? .standard
+        if recognised.isTFSlimModule || !recognised.inputScaling.isIdentity {
+            guard let scaling = pixelScaling(recognised.inputScaling, unitRangeInput: recognised.isTFSlimModule) else {
+                throw SavedModelError.notAMobileNetV2(path: folderURL.path, reason: "the graph's input scaling \(recognised.inputScaling) cannot be applied to pixels")
+            }
+            preprocessing.scaling = scaling
+        }
         let index = folderURL.appendingPathComponent("variables/variables.index")
         return RunnableModel(kind: .savedModel, source: folderURL, network: try head.map { try base.withHead($0) } ?? base, head: head,
                              identity: try BackboneIdentity(configuration: configuration, weightsFile: index), weightsURL: folderURL, classes: classes,
                              preprocessingConfiguration: preprocessing, preprocessing: PreprocessingIdentity(preprocessing, height: h, width: w),
                              trainedModel: nil, pooling: pooling)
+    }
+
+    /// The pixel scaling that gives what a graph's first convolution receives: pixels `p`
+    /// (0...255) as the signature takes them (`p / 255` for TF Hub's 0...1 contract, else `p`),
+    /// then the graph's own `scale * x + offset`. The common cases come out as themselves
+    /// (`x / 127.5 - 1` is ``/MobileNetIO/PixelScaling/minusOneToOne``); nil for a zero or
+    /// non-finite factor.
+    public static func pixelScaling(_ scaling: SavedModelInputScaling, unitRangeInput: Bool) -> PixelScaling? {
+        let input: Float = unitRangeInput ? 1 / 255 : 1
+        var mean: [Float] = [], std: [Float] = []
+        for c in 0..<3 {
+            let a = scaling.scale[c] * input, b = scaling.offset[c]
+            guard a != 0, a.isFinite, b.isFinite else { return nil }
+            std.append(1 / a)
+            mean.append(-b / a)
+        }
+        // Float rounding of the composition (2 * (1 / 255) is not exactly 1 / 127.5).
+        func snap(_ values: [Float]) -> [Float] {
+            values.map { v in [0, 1, 127.5, 255].first { abs(v - $0) <= 1e-4 * max(1, abs($0)) } ?? v }
+        }
+        return PixelScaling(normalizationMean: snap(mean), std: snap(std))
     }
 
     /// The label file TFLite Support's metadata names for the first output, read from the ZIP

@@ -50,7 +50,8 @@ struct SavedModelTests {
     @Test("recognised as MobileNetV2 0.35 with a Dense(8, relu) → Dense(5, softmax) head; TensorFlow's outputs within 1e-5")
     func recognised() throws {
         let model = try SavedModelMobileNetV2(folder: try SavedModelFolder(contentsOf: version1))
-        #expect(model.inputSize == (96, 96))
+        #expect(model.inputSize?.height == 96 && model.inputSize?.width == 96)
+        #expect(model.inputScaling.isIdentity && !model.isTFSlimModule)
         let head = try #require(model.head)
         #expect(head.layers.map(\.activation) == [.relu, .softmax] && head.layers.map(\.units) == [8, 5])
         #expect(model.backboneWeights.widthMultiplier() == 0.35)
@@ -153,3 +154,75 @@ struct SavedModelFileTests {
         #expect(throws: SavedModelError.self) { try SavedModelFolder.resolve(empty) }
     }
 }
+
+/// The TF Hub-style modules with TF-slim names (scripts/fixtures/make_slim_savedmodel_fixtures.py):
+/// MobileNetV2 alpha 0.35, random weights, TF Hub's 0...1 input scaled by `hub_input/Mul` and
+/// `hub_input/Sub`; the feature vector without a serving signature (any input size), the
+/// classifier with 11 logits and a serving signature at 96x96.
+private struct SlimFixture: Decodable {
+    var pixels: [[Float]]
+    var preprocessed: [[Float]]
+    var outputs: [[Float]]
+    static func load(_ name: String) throws -> SlimFixture {
+        try JSONDecoder().decode(SlimFixture.self, from: Data(contentsOf: TestData.fixtures.appendingPathComponent("savedmodel/\(name).json")))
+    }
+}
+
+@Suite("TF Hub-style modules: TF-slim variable names, TF Hub's 0...1 input contract")
+struct SlimModuleTests {
+    @Test("the feature vector: slim names become Keras layers, no signature (any size, 224 by default), hub_input read as the scaling; TensorFlow's within 1e-4")
+    func featureVector() async throws {
+        let url = TestData.fixtures.appendingPathComponent("savedmodel/slim-feature-vector")
+        let recognised = try SavedModelMobileNetV2(folder: try SavedModelFolder(contentsOf: url))
+        #expect(recognised.isTFSlimModule && recognised.head == nil && recognised.inputSize == nil)
+        #expect(recognised.inputScaling.isClose(to: SavedModelInputScaling(scale: [2, 2, 2], offset: [-1, -1, -1])), "\(recognised.inputScaling)")
+        let names = Set(recognised.backboneWeights.layers.map(\.name))
+        #expect(names.isSuperset(of: ["Conv1", "bn_Conv1", "expanded_conv_depthwise", "expanded_conv_project_BN", "block_1_expand", "block_16_project_BN", "Conv_1", "Conv_1_bn"]))
+        #expect(recognised.backboneWeights.widthMultiplier() == 0.35)
+        // Without a size the module runs at TF Hub's default 224x224.
+        #expect(try await ModelFile.open(url, backend: OneDNNBackend()).configuration.inputHeight == 224)
+        let model = try await ModelFile.open(url, options: ModelOpenOptions(inputSize: (96, 96)), backend: OneDNNBackend())
+        #expect(model.kind == .savedModel && !model.isClassifier && model.embeddingWidth == 1280)
+        // TF Hub's x / 255 then the graph's 2x - 1: the backbone gets x / 127.5 - 1.
+        let scaling = try #require(model.preprocessingConfiguration?.scaling)
+        #expect(scaling == .minusOneToOne)
+        let fixture = try SlimFixture.load("slim-feature-vector")
+        var worst: Float = 0
+        for (pixels, expected) in zip(fixture.pixels, fixture.outputs) {
+            let embedding = try #require(try model.run(Tensor(shape: [1, 96, 96, 3], scalars: scaling.apply(pixels))).embeddings.first)
+            worst = max(worst, zip(embedding, expected).map { abs($0 - $1) }.max()!)
+        }
+        #expect(worst < 1e-4, "max |difference| from TensorFlow: \(worst)")
+    }
+
+    @Test("the classifier: TF-slim's 1x1-convolution logits read as a Dense head whose softmax is the probabilities; TensorFlow's within 1e-5")
+    func classifier() async throws {
+        let url = TestData.fixtures.appendingPathComponent("savedmodel/slim-classification")
+        let model = try await ModelFile.open(url, backend: OneDNNBackend())
+        #expect(model.isClassifier && model.classes.count == 11 && model.configuration.inputHeight == 96)
+        let head = try #require(model.head)
+        #expect(head.layers.map(\.activation) == [.softmax] && head.layers[0].name == "Logits")
+        let fixture = try SlimFixture.load("slim-classification")
+        var worst: Float = 0
+        for (input, logits) in zip(fixture.preprocessed, fixture.outputs) {
+            let probabilities = try #require(try model.run(Tensor(shape: [1, 96, 96, 3], scalars: input)).probabilities?.first)
+            let top = logits.max()!, sum = logits.reduce(0) { $0 + exp($1 - top) }
+            worst = max(worst, zip(probabilities, logits.map { exp($0 - top) / sum }).map { abs($0 - $1) }.max()!)
+        }
+        #expect(worst < 1e-5, "max |difference| from the softmax of TensorFlow's logits: \(worst)")
+    }
+
+    @Test("a graph's own input scaling becomes the pixel scaling: x/255 is zero-to-one, x/127.5-1 minus-one-to-one, others mean/std")
+    func scalings() throws {
+        #expect(ModelFile.pixelScaling(SavedModelInputScaling(scale: [1 / 255, 1 / 255, 1 / 255], offset: [0, 0, 0]), unitRangeInput: false) == .zeroToOne)
+        #expect(ModelFile.pixelScaling(SavedModelInputScaling(scale: [1 / 127.5, 1 / 127.5, 1 / 127.5], offset: [-1, -1, -1]), unitRangeInput: false) == .minusOneToOne)
+        #expect(ModelFile.pixelScaling(SavedModelInputScaling(scale: [2, 2, 2], offset: [-1, -1, -1]), unitRangeInput: true) == .minusOneToOne)
+        #expect(ModelFile.pixelScaling(.identity, unitRangeInput: true) == .zeroToOne)
+        let torch = try #require(ModelFile.pixelScaling(SavedModelInputScaling(scale: [1 / (255 * 0.229), 1 / (255 * 0.224), 1 / (255 * 0.225)],
+                                                                                offset: [-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225]), unitRangeInput: false))
+        guard case .meanStd(let mean, let std) = torch else { Issue.record("\(torch)"); return }
+        #expect(zip(mean + std, [0.485, 0.456, 0.406, 0.229, 0.224, 0.225]).allSatisfy { abs($0 - $1) < 1e-5 })
+        #expect(ModelFile.pixelScaling(SavedModelInputScaling(scale: [0, 1, 1], offset: [0, 0, 0]), unitRangeInput: false) == nil)
+    }
+}
+

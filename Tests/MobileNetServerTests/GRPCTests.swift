@@ -1,0 +1,209 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import MobileNet
+import MobileNetServing
+import MobileNetServingGRPC
+import MobileNetTFProtos
+import MobileNetTestSupport
+import SwiftProtobuf
+import Testing
+
+/// The Keras 3 export fixture in TF Serving's layout (version folder 1): MobileNetV2 alpha 0.35
+/// at 96x96 with a 5-class head.
+private let base = TestData.fixtures.appendingPathComponent("savedmodel/keras3-export")
+
+/// A TF Serving base folder with the fixture as versions `versions`.
+private func baseFolder(versions: [Int]) throws -> URL {
+    let dir = try TestData.temporaryDirectory().appendingPathComponent("base")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    for version in versions {
+        try FileManager.default.copyItem(at: base.appendingPathComponent("1"), to: dir.appendingPathComponent("\(version)"))
+    }
+    return dir
+}
+
+private func registry(_ path: URL, policy: ModelVersionPolicy = .all) async throws -> ModelRegistry {
+    var options = ModelLoadingOptions(backend: OneDNNBackend())
+    options.versionPolicy = policy
+    let models = try await ModelRegistry.load([try ModelSpecification(name: "flowers", path: path.path)], options: options)
+    return try ModelRegistry(models: models)
+}
+
+private func predictRequest(_ tensor: Tensorflow_TensorProto, model: String = "flowers", version: Int64? = nil) -> Tensorflow_Serving_PredictRequest {
+    var request = Tensorflow_Serving_PredictRequest()
+    request.modelSpec.name = model
+    if let version { request.modelSpec.version = Google_Protobuf_Int64Value(version) }
+    request.inputs[ServedModel.inputName] = tensor
+    return request
+}
+
+private func floatTensor(_ dims: [Int64], values: [Float]) -> Tensorflow_TensorProto {
+    var tensor = Tensorflow_TensorProto()
+    tensor.dtype = .dtFloat
+    tensor.tensorShape.dim = dims.map { var d = Tensorflow_TensorShapeProto.Dim(); d.size = $0; return d }
+    tensor.tensorContent = values.withUnsafeBytes { Data($0) }
+    return tensor
+}
+
+private func stringTensor(_ values: [Data]) -> Tensorflow_TensorProto {
+    var tensor = Tensorflow_TensorProto()
+    tensor.dtype = .dtString
+    var dim = Tensorflow_TensorShapeProto.Dim()
+    dim.size = Int64(values.count)
+    tensor.tensorShape.dim = [dim]
+    tensor.stringVal = values
+    return tensor
+}
+
+/// The (version, state) pairs of a REST status body.
+private func versionStates(_ status: TFServing.ModelStatus) throws -> [[String]] {
+    let object = try JSONSerialization.jsonObject(with: ServingJSON.encode(status)) as? [String: [[String: Any]]]
+    return (object?["model_version_status"] ?? []).map { [$0["version"] as? String ?? "", $0["state"] as? String ?? ""] }
+}
+
+@Suite("TensorFlow Serving's gRPC API: PredictionService and ModelService over a live HTTP/2 server")
+struct GRPCTests {
+    /// Runs `body` with a client of a live gRPC server over `registry` on a free port.
+    private func withServer(_ registry: ModelRegistry, limits: ServingLimits = ServingLimits(),
+                            _ body: @Sendable (Tensorflow_Serving_PredictionService.Client<HTTP2ClientTransport.Posix>,
+                                               Tensorflow_Serving_ModelService.Client<HTTP2ClientTransport.Posix>) async throws -> Void) async throws {
+        let service = InferenceService(registry: registry, limits: limits)
+        let server = TFServingGRPCServer.make(host: "127.0.0.1", port: 0, maxRequestBytes: limits.maxBodyBytes) { () throws(ServingError) in service }
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await server.serve() }
+            let address = try #require(try await server.listeningAddress?.ipv4)
+            let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: address.port), transportSecurity: .plaintext)
+            try await withGRPCClient(transport: transport) { client in
+                try await body(Tensorflow_Serving_PredictionService.Client(wrapping: client), Tensorflow_Serving_ModelService.Client(wrapping: client))
+            }
+            server.beginGracefulShutdown()
+        }
+        registry.shutdown()
+    }
+
+    @Test("Predict with a float tensor and with encoded images; Classify; metadata; status; the same outputs as the REST API")
+    func predict() async throws {
+        let registry = try await registry(base)
+        let png = try Data(contentsOf: TestData.repositoryRoot.appendingPathComponent("Examples/chelsea.png"))
+        let restBody = Data(#"{"instances":[{"b64":"\#(png.base64EncodedString())"}]}"#.utf8)
+        let rest = try await InferenceService(registry: registry).tfServingPredict(model: "flowers", body: restBody)
+        let restRow = try #require((try JSONSerialization.jsonObject(with: rest) as? [String: [[Double]]])?["predictions"]?.first)
+        try await withServer(registry) { prediction, models in
+            // Encoded images (DT_STRING [N]).
+            let response = try await prediction.predict(predictRequest(stringTensor([png, png])))
+            #expect(response.modelSpec.name == "flowers" && response.modelSpec.version.value == 1 && response.modelSpec.signatureName == "serving_default")
+            let output = try #require(response.outputs["predictions"])
+            #expect(output.dtype == .dtFloat && output.tensorShape.dim.map(\.size) == [2, 5] && output.floatVal.count == 10)
+            #expect(zip(output.floatVal.prefix(5), restRow).allSatisfy { abs(Double($0) - $1) < 1e-6 })
+            // A preprocessed float tensor (tensor_content), 96x96x3 in -1...1.
+            let zeros = try await prediction.predict(predictRequest(floatTensor([1, 96, 96, 3], values: .init(repeating: 0, count: 96 * 96 * 3))))
+            #expect(abs((zeros.outputs["predictions"]?.floatVal.reduce(0, +) ?? 0) - 1) < 1e-4)
+            // Classify: every class with its name.
+            var classify = Tensorflow_Serving_ClassificationRequest()
+            classify.modelSpec.name = "flowers"
+            var example = Tensorflow_Example()
+            var feature = Tensorflow_Feature()
+            feature.bytesList.value = [png]
+            example.features.feature["image/encoded"] = feature
+            classify.input.exampleList.examples = [example]
+            let classes = try await prediction.classify(classify).result.classifications
+            #expect(classes.count == 1 && classes[0].classes.map(\.label) == ["class0", "class1", "class2", "class3", "class4"])
+            #expect(zip(classes[0].classes.map(\.score), output.floatVal.prefix(5)).allSatisfy { $0 == $1 })
+            // Metadata: the signature in a SignatureDefMap.
+            var metadata = Tensorflow_Serving_GetModelMetadataRequest()
+            metadata.modelSpec.name = "flowers"
+            metadata.metadataField = ["signature_def"]
+            let map = try Tensorflow_Serving_SignatureDefMap(unpackingAny: try #require(try await prediction.getModelMetadata(metadata).metadata["signature_def"]))
+            let signature = try #require(map.signatureDef["serving_default"])
+            #expect(signature.inputs["input_1"]?.tensorShape.dim.map(\.size) == [-1, 96, 96, 3] && signature.outputs["predictions"]?.tensorShape.dim.map(\.size) == [-1, 5])
+            // Status.
+            var status = Tensorflow_Serving_GetModelStatusRequest()
+            status.modelSpec.name = "flowers"
+            let versions = try await models.getModelStatus(status).modelVersionStatus
+            #expect(versions.map(\.version) == [1] && versions.map(\.state) == [.available])
+        }
+    }
+
+    @Test("hostile and wrong requests get typed statuses naming the field: shapes, counts, types, sizes, names, versions")
+    func errors() async throws {
+        let registry = try await registry(base)
+        try await withServer(registry, limits: ServingLimits(maxImagesPerRequest: 4)) { prediction, models in
+            func code(_ request: Tensorflow_Serving_PredictRequest) async -> (RPCError.Code, String)? {
+                do { _ = try await prediction.predict(request); return nil } catch let error as RPCError { return (error.code, error.message) } catch { return (.unknown, "\(error)") }
+            }
+            var cases: [(Tensorflow_Serving_PredictRequest, RPCError.Code, String)] = []
+            cases.append((predictRequest(stringTensor([Data("no image".utf8)])), .invalidArgument, "string_val[0]"))
+            cases.append((predictRequest(floatTensor([1, 95, 96, 3], values: .init(repeating: 0, count: 95 * 96 * 3))), .invalidArgument, "[1, 95, 96, 3]"))
+            cases.append((predictRequest(floatTensor([1 << 62, 96, 96, 3], values: [0])), .invalidArgument, "more than the 4"))
+            cases.append((predictRequest(floatTensor([-1, 96, 96, 3], values: [0])), .invalidArgument, "no images"))
+            cases.append((predictRequest(floatTensor([1, 96, 96, 3], values: [0, 1])), .invalidArgument, "tensor_content"))
+            cases.append((predictRequest(floatTensor([1, 96, 96, 3], values: .init(repeating: .nan, count: 96 * 96 * 3))), .invalidArgument, "outside"))
+            cases.append((predictRequest(floatTensor([1, 96, 96, 3], values: .init(repeating: 0, count: 96 * 96 * 3)), model: "nope"), .notFound, "nope"))
+            cases.append((predictRequest(floatTensor([1, 96, 96, 3], values: .init(repeating: 0, count: 96 * 96 * 3)), version: 7), .notFound, "7"))
+            var wrongName = predictRequest(stringTensor([Data()]))
+            wrongName.inputs = ["images": stringTensor([Data()])]
+            cases.append((wrongName, .invalidArgument, "input_1"))
+            var int32 = stringTensor([Data()])
+            int32.dtype = .dtInt32
+            cases.append((predictRequest(int32), .invalidArgument, "DT_INT32"))
+            var label = predictRequest(stringTensor([Data()]))
+            label.modelSpec.versionLabel = "stable"
+            cases.append((label, .notFound, "stable"))
+            var signature = predictRequest(stringTensor([Data()]))
+            signature.modelSpec.signatureName = "classify"
+            cases.append((signature, .invalidArgument, "classify"))
+            var filter = predictRequest(floatTensor([1, 96, 96, 3], values: .init(repeating: 0, count: 96 * 96 * 3)))
+            filter.outputFilter = ["logits"]
+            cases.append((filter, .invalidArgument, "logits"))
+            for (request, expected, text) in cases {
+                let got = await code(request)
+                #expect(got?.0 == expected && got?.1.contains(text) == true, "\(text): \(String(describing: got))")
+            }
+            // A message over the size limit is refused by the transport.
+            var status = Tensorflow_Serving_GetModelStatusRequest()
+            status.modelSpec.name = "nope"
+            await #expect(throws: RPCError.self) { try await models.getModelStatus(status) }
+        }
+    }
+
+    @Test("versions: a base folder serves every version folder; added and retired while running, in-flight work answered")
+    func versions() async throws {
+        let folder = try baseFolder(versions: [1, 3])
+        let registry = try await registry(folder)
+        #expect(try registry.versions(of: "flowers").map(\.versionNumber) == [1, 3])
+        #expect(try registry.model(named: "flowers").versionNumber == 3)
+        #expect(try registry.model(named: "flowers", version: "1").versionNumber == 1)
+        #expect(throws: ServingError.self) { try registry.model(named: "flowers", version: "2") }
+        let service = InferenceService(registry: registry)
+        #expect(try versionStates(service.tfServingStatus(model: "flowers")) == [["1", "AVAILABLE"], ["3", "AVAILABLE"]])
+        // Version 4 arrives; version 1 goes, but a request that found it first is still answered.
+        var options = ModelLoadingOptions(backend: OneDNNBackend())
+        options.versionPolicy = .all
+        let spec = try ModelSpecification(name: "flowers", path: folder.path)
+        try FileManager.default.copyItem(at: base.appendingPathComponent("1"), to: folder.appendingPathComponent("4"))
+        try registry.add(try await ModelRegistry.load(spec, version: 4, options: options))
+        #expect(try registry.model(named: "flowers").versionNumber == 4)
+        let old = try registry.model(named: "flowers", version: "1")
+        #expect(registry.retire(model: "flowers", version: 1, grace: .milliseconds(500)))
+        #expect(throws: ServingError.self) { try registry.model(named: "flowers", version: "1") }
+        let input = RequestImage.tensor(.init(repeating: 0, count: 96 * 96 * 3))
+        let outputs = try await service.run([input], on: old)
+        #expect(outputs.count == 1)
+        #expect(registry.retiredVersions(of: "flowers") == [1])
+        #expect(try versionStates(service.tfServingStatus(model: "flowers")) == [["3", "AVAILABLE"], ["4", "AVAILABLE"], ["1", "END"]])
+        // The last version is never retired; a version is not added twice.
+        #expect(registry.retire(model: "flowers", version: 3))
+        #expect(!registry.retire(model: "flowers", version: 4))
+        #expect(throws: ServingError.self) { try registry.add(try registry.model(named: "flowers")) }
+        // Under `latest`, only the highest version folder is loaded.
+        let latest = try await self.registryLatest(folder)
+        #expect(try latest.versions(of: "flowers").map(\.versionNumber) == [4])
+        latest.shutdown()
+        registry.shutdown()
+    }
+
+    private func registryLatest(_ folder: URL) async throws -> ModelRegistry {
+        try await registry(folder, policy: .latest)
+    }
+}

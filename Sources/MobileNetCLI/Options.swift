@@ -53,7 +53,7 @@ struct BackboneOptions: ParsableArguments {
 /// `ModelFile`) or the default weights (``BackboneOptions``). Every such command opens it with
 /// ``openModel(backend:includeTop:embeddingOnly:pooling:classNames:preprocessing:)``.
 struct ModelOptions: ParsableArguments {
-    @Option(name: .customLong("model"), help: ArgumentHelp("A model file: a `mobilenet train` model, a Keras .keras/whole-model .h5 transfer model, Keras weights (with or without the top), a TFLite .tflite MobileNetV2 (float or quantized), or a SavedModel folder (or a TF Serving base folder of versions); detected from its contents.",
+    @Option(name: .customLong("model"), help: ArgumentHelp("A model file: a `mobilenet train` model, a Keras .keras/whole-model .h5 transfer model, Keras weights (with or without the top), a TFLite .tflite MobileNetV2 (float or quantized), or a SavedModel folder (a Keras export, a TF Hub MobileNetV2 module, or a TF Serving base folder of versions); detected from its contents.",
         discussion: "Without it: the ImageNet weights (--weights, or the usual resolution). With it, --weights names a trained model's backbone weight file.",
         valueName: "path"))
     var modelFile: String?

@@ -226,3 +226,43 @@ struct SlimModuleTests {
     }
 }
 
+
+/// TF Hub-style modules built from the shared weights by
+/// `scripts/fixtures/make_slim_savedmodel_fixtures.py --from-shared DIR` (too large to commit;
+/// they cannot be the downloaded modules either): set MOBILENET_SLIM_SHARED_DIR=DIR to compare
+/// the library's outputs with TensorFlow's (DIR/reference.json) on the shared photos' exact inputs.
+private let slimSharedDirectory = ProcessInfo.processInfo.environment["MOBILENET_SLIM_SHARED_DIR"].map { URL(fileURLWithPath: $0) }
+
+private struct SlimSharedReference: Decodable {
+    struct Photo: Decodable {
+        var name: String
+        var features: [Float]
+        var logits: [Float]
+    }
+    var photos: [Photo]
+}
+
+@Suite("TF Hub-style modules of the shared weights (MOBILENET_SLIM_SHARED_DIR)")
+struct SlimSharedModuleTests {
+    @Test("feature vector and 1001-class classifier at 224: TensorFlow's features and probabilities within 1e-4, the same top-1",
+          .enabled(if: slimSharedDirectory != nil && TestData.sharedAvailable, "set MOBILENET_SLIM_SHARED_DIR (make_slim_savedmodel_fixtures.py --from-shared DIR)"))
+    func sharedModules() async throws {
+        let dir = try #require(slimSharedDirectory)
+        let reference = try JSONDecoder().decode(SlimSharedReference.self, from: Data(contentsOf: dir.appendingPathComponent("reference.json")))
+        let embedder = try await ModelFile.open(dir.appendingPathComponent("slim-feature-vector-224"), backend: OneDNNBackend())
+        let classifier = try await ModelFile.open(dir.appendingPathComponent("slim-classification-224"), backend: OneDNNBackend())
+        #expect(classifier.classes.count == 1001 && classifier.classes[0].name == "background" && classifier.classes[286].synset == "n02124075")
+        var worstFeature: Float = 0, worstProbability: Float = 0, agree = 0
+        for photo in reference.photos {
+            let input = try NPY.read(contentsOf: TestData.shared("data/reference/\(photo.name).input.npy"))
+            let features = try #require(try embedder.run(input).embeddings.first)
+            worstFeature = max(worstFeature, zip(features, photo.features).map { abs($0 - $1) }.max()!)
+            let probabilities = try #require(try classifier.run(input).probabilities?.first)
+            let top = photo.logits.max()!, sum = photo.logits.reduce(0) { $0 + exp($1 - top) }
+            worstProbability = max(worstProbability, zip(probabilities, photo.logits.map { exp($0 - top) / sum }).map { abs($0 - $1) }.max()!)
+            if probabilities.indices.max(by: { probabilities[$0] < probabilities[$1] }) == photo.logits.indices.max(by: { photo.logits[$0] < photo.logits[$1] }) { agree += 1 }
+        }
+        print("slim modules of the shared weights: \(reference.photos.count) photos, max |feature diff| \(worstFeature), max |probability diff| \(worstProbability), top-1 agreement \(agree)/\(reference.photos.count)")
+        #expect(worstFeature < 1e-4 && worstProbability < 1e-4 && agree == reference.photos.count)
+    }
+}

@@ -138,6 +138,41 @@ struct SavedModelFileTests {
         #expect(worst < 1e-5, "max |difference| from TensorFlow: \(worst)")
     }
 
+    @Test("a tf.keras 2 SavedModel of MobileNetV2 with its top: predictions read as the head; TensorFlow's probabilities within 1e-5")
+    func tfKerasTop() async throws {
+        let model = try await ModelFile.open(TestData.fixtures.appendingPathComponent("savedmodel/tfkeras-top"), backend: OneDNNBackend())
+        #expect(model.kind == .savedModel && model.classes.count == 7 && model.configuration.alpha == 0.35)
+        #expect(model.head?.layers.map(\.name) == ["predictions"] && model.head?.layers.map(\.activation) == [.softmax])
+        #expect(model.preprocessingConfiguration?.scaling == .minusOneToOne)
+        let fixture = try Fixture.load("tfkeras-top")
+        var worst: Float = 0
+        for (input, expected) in zip(fixture.inputs, fixture.outputs) {
+            let probabilities = try #require(try model.run(Tensor(shape: [1, 96, 96, 3], scalars: input)).probabilities?.first)
+            worst = max(worst, zip(probabilities, expected).map { abs($0 - $1) }.max()!)
+        }
+        #expect(worst < 1e-5, "max |difference| from TensorFlow: \(worst)")
+    }
+
+    @Test("a Keras 3 export trained on x/255 (Rescaling(1/255) in the graph): pixels scaled x/255; TensorFlow's probabilities from pixels within 1e-5")
+    func unitRangeRescaling() async throws {
+        struct PixelFixture: Decodable { var pixels: [[Float]]; var outputs: [[Float]] }
+        let model = try await ModelFile.open(TestData.fixtures.appendingPathComponent("savedmodel/keras3-unit-range"), backend: OneDNNBackend())
+        let scaling = try #require(model.preprocessingConfiguration?.scaling)
+        #expect(scaling == .zeroToOne)
+        let fixture = try JSONDecoder().decode(PixelFixture.self, from: Data(contentsOf: TestData.fixtures.appendingPathComponent("savedmodel/keras3-unit-range.json")))
+        var worst: Float = 0
+        for (pixels, expected) in zip(fixture.pixels, fixture.outputs) {
+            let probabilities = try #require(try model.run(Tensor(shape: [1, 96, 96, 3], scalars: scaling.apply(pixels))).probabilities?.first)
+            worst = max(worst, zip(probabilities, expected).map { abs($0 - $1) }.max()!)
+        }
+        #expect(worst < 1e-5, "max |difference| from TensorFlow: \(worst)")
+        // The graph decides the scaling: another --scaling does not double-scale it.
+        var options = ModelOpenOptions()
+        options.preprocessing = PreprocessingConfiguration(scaling: .minusOneToOne)
+        let given = try await ModelFile.open(TestData.fixtures.appendingPathComponent("savedmodel/keras3-unit-range"), options: options, backend: OneDNNBackend())
+        #expect(given.preprocessingConfiguration?.scaling == .zeroToOne)
+    }
+
     @Test("version folders: the highest holding saved_model.pb, or the one asked for; other folders are not versions")
     func versions() throws {
         let dir = try TestData.temporaryDirectory()

@@ -44,8 +44,12 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             precondition(bundle.shardCount >= 1, "a bundle without shards")
             for key in bundle.keys { precondition(bundle.shape(of: key) != nil, "a key without an entry") }
         }
-        if let graph = SavedModelFolder.inspectGraph(data), let chain = graph.chain {
-            precondition(!chain.isEmpty && chain.count <= 64, "an unbounded head chain")
+        if let graph = SavedModelFolder.inspectGraph(data) {
+            if let chain = graph.chain { precondition(!chain.isEmpty && chain.count <= 64, "an unbounded head chain") }
+            if let scaling = graph.scaling {
+                precondition(scaling.scale.count == 3 && scaling.offset.count == 3 && (scaling.scale + scaling.offset).allSatisfy(\.isFinite) && !scaling.scale.contains(0),
+                             "an unchecked input scaling")
+            }
         }
     }
 

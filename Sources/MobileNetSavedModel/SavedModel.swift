@@ -100,6 +100,10 @@ public struct SavedModelFolder: Sendable {
     ///   input and the first convolution that is not such a scaling, or two functions that scale
     ///   differently.
     public func inputScaling() throws(SavedModelError) -> SavedModelInputScaling {
+        try Self.inputScaling(in: functions, path: url.path)
+    }
+
+    static func inputScaling(in functions: [[GraphNode]], path: String) throws(SavedModelError) -> SavedModelInputScaling {
         var found: SavedModelInputScaling?
         let network: Set<String> = ["Conv2D", "DepthwiseConv2dNative", "Relu", "Relu6", "FusedBatchNormV3", "FusedBatchNorm", "BiasAdd", "Mean",
                                     "MatMul", "Softmax", "AvgPool", "MaxPool", "ReadVariableOp", "Squeeze", "Reshape"]
@@ -127,7 +131,7 @@ public struct SavedModelFolder: Sendable {
                         name = node.inputs[1 - i]
                     default:
                         if network.contains(node.op) { continue convolutions }
-                        throw .notAMobileNetV2(path: url.path, reason: "the input goes through \(node.op) (\(node.name)) before the first convolution; only a scaling by constants (Mul, RealDiv, Sub, AddV2) is understood")
+                        throw .notAMobileNetV2(path: path, reason: "the input goes through \(node.op) (\(node.name)) before the first convolution; only a scaling by constants (Mul, RealDiv, Sub, AddV2) is understood")
                     }
                 }
                 for step in steps.reversed() {
@@ -140,15 +144,15 @@ public struct SavedModelFolder: Sendable {
                         case ("Sub", true): scaling.scale[k] = -scaling.scale[k]; scaling.offset[k] = c[k] - scaling.offset[k]
                         case ("AddV2", _), ("Add", _): scaling.offset[k] += c[k]
                         default:
-                            throw .notAMobileNetV2(path: url.path, reason: "the input is divided into a constant (\(step.op)) before the first convolution")
+                            throw .notAMobileNetV2(path: path, reason: "the input is divided into a constant (\(step.op)) before the first convolution")
                         }
                     }
                 }
                 guard (scaling.scale + scaling.offset).allSatisfy(\.isFinite), !scaling.scale.contains(0) else {
-                    throw .notAMobileNetV2(path: url.path, reason: "the graph's input scaling \(scaling) is not finite or zero")
+                    throw .notAMobileNetV2(path: path, reason: "the graph's input scaling \(scaling) is not finite or zero")
                 }
                 if let earlier = found, !earlier.isClose(to: scaling) {
-                    throw .notAMobileNetV2(path: url.path, reason: "two functions scale the input differently (\(earlier) and \(scaling))")
+                    throw .notAMobileNetV2(path: path, reason: "two functions scale the input differently (\(earlier) and \(scaling))")
                 }
                 found = scaling
             }
@@ -513,11 +517,12 @@ extension SavedModelFolder {
     }
 
     /// The hostile-input path of a `saved_model.pb` without its folder, for the fuzz target:
-    /// parse, the serving input shape, the head's chain through the data flow.
-    @_spi(Fuzzing) public static func inspectGraph(_ data: Data) -> (inputShape: [Int]?, chain: [String]?)? {
+    /// parse, the serving input shape (or `__call__`'s), the head's chain through the data flow,
+    /// the input scaling before the first convolution.
+    @_spi(Fuzzing) public static func inspectGraph(_ data: Data) -> (inputShape: [Int]?, chain: [String]?, scaling: SavedModelInputScaling?)? {
         guard let meta = try? metaGraph(data, path: "fuzz") else { return nil }
         let functions = nodes(of: meta)
-        return (servingInputShape(meta), denseChain(in: functions))
+        return (servingInputShape(meta), denseChain(in: functions), try? inputScaling(in: functions, path: "fuzz"))
     }
 
     /// Whether `url` is a folder: a SavedModel (holding `saved_model.pb`) or a TF Serving base

@@ -13,6 +13,7 @@ struct mn_jpeg_error {
     jmp_buf jump;
     int strict_eof;  // a premature end of data is an error (as in Pillow), not grey padding
     int too_many_scans;
+    unsigned declared_width, declared_height;
 };
 
 static void mn_jpeg_error_exit(j_common_ptr cinfo) {
@@ -21,10 +22,17 @@ static void mn_jpeg_error_exit(j_common_ptr cinfo) {
 }
 
 // Warnings (msg_level -1) are silent, except a premature end of the data when strict_eof is set:
-// libjpeg would pad the rest with grey, Pillow refuses the file ("image file is truncated").
+// libjpeg would pad the rest with grey, Pillow refuses the file ("image file is truncated"). The
+// data may also end at a marker before the image does (JWRN_HIT_MARKER, "premature end of data
+// segment": a file cut and closed with EOI, or a header claiming more pixels than the data
+// holds, 10000x10000 from a few hundred bytes); that is the same missing data, refused too.
 static void mn_jpeg_emit_message(j_common_ptr cinfo, int msg_level) {
     struct mn_jpeg_error *err = (struct mn_jpeg_error *)cinfo->err;
-    if (msg_level < 0 && err->strict_eof && err->base.msg_code == JWRN_JPEG_EOF) {
+    if (msg_level < 0 && err->strict_eof && (err->base.msg_code == JWRN_JPEG_EOF || err->base.msg_code == JWRN_HIT_MARKER)) {
+        if (cinfo->is_decompressor) {
+            err->declared_width = ((j_decompress_ptr)cinfo)->image_width;
+            err->declared_height = ((j_decompress_ptr)cinfo)->image_height;
+        }
         (*cinfo->err->error_exit)(cinfo);
     }
 }
@@ -86,11 +94,16 @@ int mn_jpeg_decode_rgb_ex(const uint8_t *data, size_t length, int dct_method, in
     jerr.base.emit_message = mn_jpeg_emit_message;
     jerr.strict_eof = !allow_truncated;
     jerr.too_many_scans = 0;
+    jerr.declared_width = jerr.declared_height = 0;
     if (setjmp(jerr.jump)) {
         if (jerr.too_many_scans) {
             if (error && error_length) snprintf(error, error_length, "more than 500 progressive scans (refused)");
         } else if (jerr.base.msg_code == JWRN_JPEG_EOF) {
             if (error && error_length) snprintf(error, error_length, "the JPEG data ends early (truncated file)");
+        } else if (jerr.base.msg_code == JWRN_HIT_MARKER) {
+            if (error && error_length)
+                snprintf(error, error_length, "the JPEG data ends before the %ux%u image its header declares (truncated or corrupt file)",
+                         jerr.declared_width, jerr.declared_height);
         } else {
             mn_copy_message((j_common_ptr)&cinfo, error, error_length);
         }

@@ -88,6 +88,20 @@ struct ImageTests {
         #expect(throws: ImageError.corrupt(path: half.path, reason: "the JPEG data ends early (truncated file)")) {
             try StandardImageDecoder().decode(contentsOf: half)
         }
+        // A header that claims more rows than the data holds (the data then meets the EOI
+        // marker: libjpeg's "premature end of data segment"): the same missing data, refused.
+        var claims = jpeg
+        let sof = try #require((0..<(claims.count - 9)).first { claims[$0] == 0xFF && (claims[$0 + 1] == 0xC0 || claims[$0 + 1] == 0xC2) })
+        let height = Int(claims[sof + 5]) << 8 | Int(claims[sof + 6])
+        claims[sof + 5] = UInt8((height * 3) >> 8)
+        claims[sof + 6] = UInt8((height * 3) & 0xFF)
+        let tall = dir.appendingPathComponent("claims-more-rows.jpg")
+        try claims.write(to: tall)
+        #expect { try StandardImageDecoder().decode(contentsOf: tall) } throws: {
+            guard case .corrupt(tall.path, let reason)? = $0 as? ImageError else { return false }
+            return reason.contains("ends before the") && reason.contains("x\(height * 3) image")
+        }
+        #expect(try StandardImageDecoder(allowTruncatedJPEG: true).decode(contentsOf: tall).height == height * 3)
         // Opted in: libjpeg's behaviour, the full-size image with the missing rows grey, and the
         // rows that were present equal to a full decode's.
         let full = try StandardImageDecoder().decode(contentsOf: TestData.shared("data/images/cat.jpg"))

@@ -54,6 +54,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("poll-seconds"), help: ArgumentHelp("How often TF Serving base folders are listed for new and removed version folders (TF Serving's --file_system_poll_wait_seconds); 0 never.", valueName: "s"))
     var pollSeconds: Double = 1
 
+    @Option(name: .long, help: ArgumentHelp("Most HTTP connections open at once; more are closed as they arrive (default: the file-descriptor limit, raised to its hard limit, less 128).", valueName: "n"))
+    var maxConnections: Int?
+
     @Option(name: .long, help: ArgumentHelp("Most images per network run (TF Serving max_batch_size).", valueName: "n"))
     var maxBatchSize = 8
 
@@ -96,6 +99,9 @@ struct Serve: AsyncParsableCommand {
         if let grpcPort {
             guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be between 0 and 65535, got \(grpcPort)") }
             guard grpcPort != port || port == 0 else { throw ValidationError("--grpc-port must differ from --port (\(port))") }
+        }
+        if let maxConnections, !(1...10_000_000).contains(maxConnections) {
+            throw ValidationError("--max-connections must be between 1 and 10000000, got \(maxConnections)")
         }
         guard ModelVersionPolicy(rawValue: versionPolicy) != nil else {
             throw ValidationError("--model-version-policy must be \(ModelVersionPolicy.allCases.map(\.rawValue).joined(separator: " or ")), got '\(versionPolicy)'")
@@ -173,7 +179,7 @@ struct Serve: AsyncParsableCommand {
             bodyTimeout: .milliseconds(Int64(bodyTimeoutSeconds * 1000)),
             // The user's own allocator tuning wins over the server's fixed threshold.
             malloc: MallocTuning.tunedByEnvironment() ? nil : .server,
-            grpcPort: grpcPort, pollInterval: pollSeconds == 0 ? nil : .milliseconds(Int64(pollSeconds * 1000)))
+            grpcPort: grpcPort, pollInterval: pollSeconds == 0 ? nil : .milliseconds(Int64(pollSeconds * 1000)), maxConnections: maxConnections)
         do {
             try await MobileNetServer.run(specifications: specifications, indexes: indexSpecifications, loading: loading, configuration: configuration, logger: logger)
         }

@@ -536,12 +536,22 @@ extension SavedModelFolder {
     /// (at most 18 digits, as TF Serving accepts) that hold a `saved_model.pb`. Nil when `url`
     /// cannot be listed; empty for a folder without versions (a SavedModel folder itself).
     public static func versions(in url: URL) -> [Int]? {
+        versionFolders(in: url).map { Array($0.keys).sorted() }
+    }
+
+    /// The version folders of a TF Serving base folder by version: `7/` and `07/` are both
+    /// version 7, as TF Serving parses the names (the plain `7` wins when both are there).
+    /// Nil when `url` cannot be listed.
+    public static func versionFolders(in url: URL) -> [Int: URL]? {
         let manager = FileManager.default
         guard let names = try? manager.contentsOfDirectory(atPath: url.path) else { return nil }
-        return names.compactMap { name -> Int? in
-            guard !name.isEmpty, name.count <= 18, name.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
-            return Int(name)
-        }.filter { manager.fileExists(atPath: url.appendingPathComponent("\($0)/saved_model.pb").path) }.sorted()
+        var found: [Int: URL] = [:]
+        for name in names.sorted(by: { $0.count < $1.count || ($0.count == $1.count && $0 < $1) }) {
+            guard !name.isEmpty, name.count <= 18, name.allSatisfy({ $0.isASCII && $0.isNumber }), let version = Int(name), found[version] == nil,
+                  manager.fileExists(atPath: url.appendingPathComponent(name).appendingPathComponent("saved_model.pb").path) else { continue }
+            found[version] = url.appendingPathComponent(name)
+        }
+        return found
     }
 
     /// Whether `url` is a TF Serving base folder: a folder without its own `saved_model.pb`
@@ -562,18 +572,19 @@ extension SavedModelFolder {
             if let version { throw .unreadable(path: url.path, reason: "a SavedModel folder, not a TF Serving base folder with version \(version)") }
             return (url, nil)
         }
-        guard let versions = versions(in: url) else {
+        guard let folders = versionFolders(in: url) else {
             throw .unreadable(path: url.path, reason: "not a readable folder")
         }
+        let versions = folders.keys.sorted()
         if let version {
             guard versions.contains(version) else {
                 throw .unreadable(path: url.path, reason: "no version \(version) (versions: \(versions.isEmpty ? "none" : versions.map(String.init).joined(separator: ", ")))")
             }
-            return (url.appendingPathComponent("\(version)"), version)
+            return (folders[version]!, version)
         }
         guard let latest = versions.last else {
             throw .unreadable(path: url.path, reason: "neither a SavedModel folder (no saved_model.pb) nor a TF Serving base folder (no numeric version folder with one)")
         }
-        return (url.appendingPathComponent("\(latest)"), latest)
+        return (folders[latest]!, latest)
     }
 }

@@ -42,8 +42,9 @@ public enum MobileNetServer {
     public static func makeApplication(state: ServerState, configuration: ServerConfiguration, metrics: ServingMetrics,
                                        services: [any Service] = [], logger: Logger,
                                        onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
-        Application(router: makeRouter(state: state, configuration: configuration, metrics: metrics),
-                    server: .http1(configuration: HTTP1Channel.Configuration(additionalChannelHandlers: [DisconnectDetector(), ContinueResponder(maxBodyBytes: configuration.limits.maxBodyBytes), ConnectionCloser()], idleTimeout: TimeAmount.nanoseconds(
+        let connections = ConnectionLimiter.Count(limit: configuration.maxConnections ?? ServerConfiguration.defaultMaxConnections())
+        return Application(router: makeRouter(state: state, configuration: configuration, metrics: metrics),
+                    server: .http1(configuration: HTTP1Channel.Configuration(additionalChannelHandlers: [ConnectionLimiter(count: connections), DisconnectDetector(), ContinueResponder(maxBodyBytes: configuration.limits.maxBodyBytes), ConnectionCloser()], idleTimeout: TimeAmount.nanoseconds(
                         configuration.idleTimeout.components.seconds * 1_000_000_000 + configuration.idleTimeout.components.attoseconds / 1_000_000_000))),
                     configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port), serverName: "mobilenet"),
                     services: services,
@@ -82,6 +83,7 @@ public enum MobileNetServer {
                            configuration: ServerConfiguration, logger: Logger) async throws {
         // A missing file is reported before the port is bound.
         try ModelRegistry.checkFilesExist(models: specifications, indexes: indexes, options: loading)
+        ServerConfiguration.raiseDescriptorLimit()
         if let settings = configuration.malloc, !MallocTuning.apply(settings) {
             logger.warning("the C allocator did not take the settings", metadata: ["settings": .string("\(settings)")])
         }
@@ -169,6 +171,8 @@ final class VersionWatcher: Sendable {
     let logger: Logger
     /// Versions that failed to load, with their folder's signature when they did.
     private let failures = Mutex<[String: String]>([:])
+    /// Models whose base folder was found without any version folder (warned once).
+    private let emptyWarned = Mutex<Set<String>>([])
 
     init(specifications: [ModelSpecification], registry: ModelRegistry, loading: ModelLoadingOptions, logger: Logger) {
         (self.specifications, self.registry, self.loading, self.logger) = (specifications, registry, loading, logger)
@@ -178,19 +182,29 @@ final class VersionWatcher: Sendable {
     func poll() async {
         for spec in specifications {
             let base = URL(fileURLWithPath: spec.path)
-            guard let onDisk = SavedModelFolder.versions(in: base) else { continue }
-            let wanted = loading.versionPolicy.versions(of: onDisk)
+            guard let folders = SavedModelFolder.versionFolders(in: base) else { continue }
+            // No version folder left: the versions served stay (TF Serving would unload them
+            // all and answer nothing); said once.
+            if folders.isEmpty {
+                if emptyWarned.withLock({ $0.insert(spec.name).inserted }) {
+                    logger.warning("no version folder left; the loaded versions keep serving", metadata: ["model": .string(spec.name), "folder": .string(base.path)])
+                }
+                continue
+            }
+            emptyWarned.withLock { _ = $0.remove(spec.name) }
+            let wanted = loading.versionPolicy.versions(of: folders.keys.sorted())
             let served = Set(((try? registry.versions(of: spec.name)) ?? []).map(\.versionNumber))
             for version in wanted where !served.contains(Int64(version)) {
-                let key = "\(spec.name)/\(version)", signature = Self.signature(of: base.appendingPathComponent("\(version)"))
+                let key = "\(spec.name)/\(version)", signature = Self.signature(of: folders[version]!)
                 if failures.withLock({ $0[key] }) == signature { continue }
                 do {
                     let model = try await ModelRegistry.load(spec, version: version, options: loading)
                     try registry.add(model)
                     failures.withLock { $0[key] = nil }
-                    logger.info("model version loaded", metadata: ["model": .string(spec.name), "version": .stringConvertible(version), "folder": .string(base.path)])
+                    logger.info("model version loaded", metadata: ["model": .string(spec.name), "version": .stringConvertible(version), "folder": .string(folders[version]!.path)])
                 } catch {
                     failures.withLock { $0[key] = signature }
+                    registry.recordLoadFailure(model: spec.name, version: Int64(version), reason: (error as? LocalizedError)?.errorDescription ?? "\(error)")
                     logger.error("model version not loaded", metadata: ["model": .string(spec.name), "version": .stringConvertible(version), "error": .string("\(error)")])
                 }
             }
@@ -206,13 +220,18 @@ final class VersionWatcher: Sendable {
         }
     }
 
-    /// What identifies a version folder's contents cheaply: the sizes and modification times
-    /// of its `saved_model.pb` and variables index.
+    /// What identifies a version folder's contents cheaply: the path, size and modification
+    /// time of every file in it (at most 10,000 entries walked), so that a copy finishing any
+    /// file (the variables' data shards last, as `cp -r` writes them) makes it load again.
     static func signature(of folder: URL) -> String {
-        ["saved_model.pb", "variables/variables.index"].map { name -> String in
-            let attributes = try? FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent(name).path)
-            return "\(attributes?[.size] ?? "-")@\((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)"
-        }.joined(separator: ",")
+        var parts: [String] = []
+        guard let walker = FileManager.default.enumerator(at: folder, includingPropertiesForKeys: [.fileSizeKey, .contentModificationDateKey]) else { return "" }
+        for case let url as URL in walker {
+            guard parts.count < 10_000 else { break }
+            let values = try? url.resourceValues(forKeys: [.fileSizeKey, .contentModificationDateKey])
+            parts.append("\(url.path.dropFirst(folder.path.count)):\(values?.fileSize ?? -1)@\(values?.contentModificationDate?.timeIntervalSince1970 ?? 0)")
+        }
+        return parts.sorted().joined(separator: ",")
     }
 }
 

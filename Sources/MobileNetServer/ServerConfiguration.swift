@@ -1,3 +1,4 @@
+import Foundation
 import MobileNetIO
 import MobileNetProcess
 import MobileNetServing
@@ -38,6 +39,34 @@ public struct ServerConfiguration: Sendable {
     /// version folders (TensorFlow Serving's `--file_system_poll_wait_seconds`, 1 s); nil never.
     public var pollInterval: Duration?
 
+    /// The most HTTP connections open at once; more are closed as they arrive (nil:
+    /// ``defaultMaxConnections()``), so that the process never runs out of file descriptors.
+    public var maxConnections: Int?
+
+    /// The default connection limit: the process's file-descriptor limit (raised to its hard
+    /// limit when the server starts) less a reserve for model, index and image files and the
+    /// gRPC server (128, or half of a small limit), at least 8.
+    public static func defaultMaxConnections() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < (1 << 40) else { return 4096 }
+        let descriptors = Int(min(limit.rlim_cur, 1 << 20))
+        return max(8, descriptors - min(128, descriptors / 2))
+    }
+
+    /// Raises the process's soft file-descriptor limit to its hard limit (as Go and most servers
+    /// do at start): the default 1024 is low for a server. Returns the new soft limit.
+    @discardableResult
+    public static func raiseDescriptorLimit() -> Int? {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return nil }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        return Int(min(limit.rlim_cur, 1 << 30))
+    }
+
     /// TensorFlow Serving's REST port.
     public static let defaultPort = 8501
 
@@ -45,7 +74,8 @@ public struct ServerConfiguration: Sendable {
     public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, limits: ServingLimits = ServingLimits(),
                 batching: BatchingConfiguration = BatchingConfiguration(), retryAfterSeconds: Int = 1, idleTimeout: Duration = .seconds(60),
                 shutdownTimeout: Duration = .seconds(25), bodyTimeout: Duration = .seconds(60), malloc: MallocSettings? = .server,
-                grpcPort: Int? = nil, pollInterval: Duration? = .seconds(1)) {
+                grpcPort: Int? = nil, pollInterval: Duration? = .seconds(1), maxConnections: Int? = nil) {
+        self.maxConnections = maxConnections.map { max(1, $0) }
         self.grpcPort = grpcPort
         self.pollInterval = pollInterval.map { max(.milliseconds(10), $0) }
         self.host = host

@@ -107,7 +107,7 @@ public final class InferenceService: Sendable {
     /// - Throws: ``ServingError/modelNotFound(name:available:)``, ``ServingError/versionNotFound(model:version:available:)``.
     public func tfServingStatus(model name: String, version: String? = nil) throws(ServingError) -> TFServing.ModelStatus {
         if let version { return TFServing.ModelStatus(versions: [try registry.model(named: name, version: version)]) }
-        return TFServing.ModelStatus(versions: try registry.versions(of: name), retired: registry.retiredVersions(of: name))
+        return TFServing.ModelStatus(versions: try registry.versions(of: name), retired: registry.retiredVersions(of: name), failed: registry.failedVersions(of: name))
     }
 
     /// `GET /v1/models/{name}[/versions/{v}]/metadata`.

@@ -125,6 +125,8 @@ public final class ModelRegistry: Sendable {
         var retired: [String: [Int64]] = [:]
         /// Batchers of retired versions not stopped yet.
         var draining: [DynamicBatcher] = []
+        /// Versions that failed to load while the server ran, by model name: version → why.
+        var failed: [String: [Int64: String]] = [:]
     }
     private let state: Mutex<State>
     /// The model names, in the order given.
@@ -197,6 +199,18 @@ public final class ModelRegistry: Sendable {
         state.withLock { $0.retired[name] ?? [] }
     }
 
+    /// Records that a version of a served model failed to load (a broken or half-copied
+    /// version folder): the status lists it as TensorFlow Serving does (`END` with the error),
+    /// until it loads.
+    public func recordLoadFailure(model name: String, version: Int64, reason: String) {
+        state.withLock { $0.failed[name, default: [:]][version] = reason }
+    }
+
+    /// The versions of the model named `name` that failed to load, with why, ascending.
+    public func failedVersions(of name: String) -> [(version: Int64, reason: String)] {
+        state.withLock { ($0.failed[name] ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
+    }
+
     /// Adds a version of a served model (a new version folder) and starts its batcher; from now
     /// on requests without a version get it when it is the highest.
     ///
@@ -213,6 +227,7 @@ public final class ModelRegistry: Sendable {
             versions.sort { $0.model.versionNumber < $1.model.versionNumber }
             state.versions[model.name] = versions
             state.retired[model.name]?.removeAll { $0 == model.versionNumber }
+            state.failed[model.name]?[model.versionNumber] = nil
             return nil
         }
         if let problem {

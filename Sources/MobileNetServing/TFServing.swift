@@ -152,10 +152,12 @@ public enum TFServing {
         var model_version_status: [VersionStatus]
 
         /// The status of the served versions of a model, each `AVAILABLE`; then the retired
-        /// ones, `END` (TensorFlow Serving lists an unloaded version so).
-        public init(versions: [ServedModel], retired: [Int64] = []) {
+        /// ones, `END` (TensorFlow Serving lists an unloaded version so); then those that failed
+        /// to load, `END` with error `UNKNOWN` and why.
+        public init(versions: [ServedModel], retired: [Int64] = [], failed: [(version: Int64, reason: String)] = []) {
             model_version_status = versions.map { VersionStatus(version: $0.version, state: "AVAILABLE") }
                 + retired.map { VersionStatus(version: String($0), state: "END") }
+                + failed.map { VersionStatus(version: String($0.version), state: "END", status: VersionStatus.Status(error_code: "UNKNOWN", error_message: $0.reason)) }
         }
     }
 

@@ -27,7 +27,7 @@ public enum TFServingGRPC {
         switch spec.versionChoice {
         case .version(let value): return String(value.value)
         case .versionLabel(let label):
-            throw .versionNotFound(model: spec.name, version: "label '\(label)'", available: available)
+            throw .versionNotFound(model: spec.name, version: "labelled \(label)", available: available)
         case nil: return nil
         }
     }
@@ -104,8 +104,11 @@ public enum TFServingGRPC {
             let n = Int(dims[0]), perImage = model.inputScalarCount, total = n * perImage
             var values: [Float]
             if !tensor.tensorContent.isEmpty {
-                guard tensor.floatVal.isEmpty, tensor.tensorContent.count == total * 4 else {
-                    throw .invalidInput(field: "\(field).tensor_content", problem: "\(tensor.tensorContent.count) bytes, but the shape \(shape) of DT_FLOAT needs \(total * 4)\(tensor.floatVal.isEmpty ? "" : " (and float_val is given too)")")
+                guard tensor.floatVal.isEmpty else {
+                    throw .invalidInput(field: "\(field).float_val", problem: "given together with tensor_content; a tensor holds its values in one of them")
+                }
+                guard tensor.tensorContent.count == total * 4 else {
+                    throw .invalidInput(field: "\(field).tensor_content", problem: "\(tensor.tensorContent.count) bytes, but the shape \(shape) of DT_FLOAT needs \(total * 4)")
                 }
                 values = [Float](repeating: 0, count: total)
                 values.withUnsafeMutableBytes { out in tensor.tensorContent.withUnsafeBytes { out.copyMemory(from: $0) } }
@@ -138,7 +141,8 @@ public enum TFServingGRPC {
 
     /// Checks an image count: 1 to the most a request may hold.
     static func checkCount(_ n: Int64, field: String, limits: ServingLimits) throws(ServingError) {
-        guard n > 0 else { throw .invalidInput(field: field, problem: "no images (the batch dimension is \(n))") }
+        guard n >= 0 else { throw .invalidInput(field: field, problem: "the batch dimension is negative (\(n))") }
+        guard n > 0 else { throw .invalidInput(field: field, problem: "no images (the batch dimension is 0)") }
         guard n <= Int64(limits.maxImagesPerRequest) else {
             throw .invalidInput(field: field, problem: "\(n) images, more than the \(limits.maxImagesPerRequest) a request may have")
         }
@@ -277,16 +281,24 @@ public enum TFServingGRPC {
     }
 
     /// The `GetModelStatusResponse` of the versions of a model the registry serves, each
-    /// `AVAILABLE` with status `OK`.
-    public static func statusResponse(versions: [ServedModel]) -> Tensorflow_Serving_GetModelStatusResponse {
-        var response = Tensorflow_Serving_GetModelStatusResponse()
-        response.modelVersionStatus = versions.map { model in
+    /// `AVAILABLE` with status `OK`; then the retired ones, `END`; then those that failed to
+    /// load, `END` with `UNKNOWN` and why (as the REST status).
+    public static func statusResponse(versions: [ServedModel], retired: [Int64] = [], failed: [(version: Int64, reason: String)] = []) -> Tensorflow_Serving_GetModelStatusResponse {
+        func entry(_ version: Int64, _ state: Tensorflow_Serving_ModelVersionStatus.State, error: String? = nil) -> Tensorflow_Serving_ModelVersionStatus {
             var status = Tensorflow_Serving_ModelVersionStatus()
-            status.version = model.versionNumber
-            status.state = .available
-            status.status = Tensorflow_Serving_StatusProto()
+            status.version = version
+            status.state = state
+            var proto = Tensorflow_Serving_StatusProto()
+            if let error {
+                proto.errorCode = .unknown
+                proto.errorMessage = error
+            }
+            status.status = proto
             return status
         }
+        var response = Tensorflow_Serving_GetModelStatusResponse()
+        response.modelVersionStatus = versions.map { entry($0.versionNumber, .available) } + retired.map { entry($0, .end) }
+            + failed.map { entry($0.version, .end, error: $0.reason) }
         return response
     }
 

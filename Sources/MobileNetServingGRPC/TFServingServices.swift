@@ -94,7 +94,7 @@ public struct ModelService: Tensorflow_Serving_ModelService.SimpleServiceProtoco
             if let version = try TFServingGRPC.version(of: spec, available: versions.map(\.version)) {
                 return TFServingGRPC.statusResponse(versions: [try service.registry.model(named: spec.name, version: version)])
             }
-            return TFServingGRPC.statusResponse(versions: versions)
+            return TFServingGRPC.statusResponse(versions: versions, retired: service.registry.retiredVersions(of: spec.name), failed: service.registry.failedVersions(of: spec.name))
         }
     }
 

@@ -397,6 +397,13 @@ public enum ModelFile {
             guard let scaling = pixelScaling(recognised.inputScaling, unitRangeInput: recognised.isTFSlimModule) else {
                 throw SavedModelError.notAMobileNetV2(path: folderURL.path, reason: "the graph's input scaling \(recognised.inputScaling) cannot be applied to pixels")
             }
+            // The graph decides; a scaling given that disagrees (other than the default) is
+            // refused rather than applied on top of the graph's own, or silently dropped.
+            if let given = options.preprocessing?.scaling, given != .minusOneToOne, given != scaling {
+                throw ModelFileError.conflictingOption(path: folderURL.path, option: "the pixel scaling",
+                                                       recorded: "\(Self.describe(scaling)) (the graph scales its own input: \(recognised.isTFSlimModule ? "TF Hub's 0...1 then " : "")\(recognised.inputScaling))",
+                                                       given: Self.describe(given))
+            }
             preprocessing.scaling = scaling
         }
         let index = folderURL.appendingPathComponent("variables/variables.index")
@@ -404,6 +411,16 @@ public enum ModelFile {
                              identity: try BackboneIdentity(configuration: configuration, weightsFile: index), weightsURL: folderURL, classes: classes,
                              preprocessingConfiguration: preprocessing, preprocessing: PreprocessingIdentity(preprocessing, height: h, width: w),
                              trainedModel: nil, pooling: pooling)
+    }
+
+    /// A pixel scaling as a formula (`x / 127.5 - 1`).
+    static func describe(_ scaling: PixelScaling) -> String {
+        switch scaling {
+        case .minusOneToOne: "x / 127.5 - 1"
+        case .zeroToOne: "x / 255"
+        case .none: "x (0...255)"
+        case .meanStd(let mean, let std): "(x / 255 - \(mean)) / \(std)"
+        }
     }
 
     /// The pixel scaling that gives what a graph's first convolution receives: pixels `p`

@@ -171,6 +171,11 @@ struct SavedModelFileTests {
         options.preprocessing = PreprocessingConfiguration(scaling: .minusOneToOne)
         let given = try await ModelFile.open(TestData.fixtures.appendingPathComponent("savedmodel/keras3-unit-range"), options: options, backend: OneDNNBackend())
         #expect(given.preprocessingConfiguration?.scaling == .zeroToOne)
+        // Another scaling that disagrees with the graph's is refused, not applied on top of it.
+        options.preprocessing = PreprocessingConfiguration(scaling: .none)
+        await #expect { try await ModelFile.open(TestData.fixtures.appendingPathComponent("savedmodel/keras3-unit-range"), options: options, backend: OneDNNBackend()) } throws: {
+            "\($0)".contains("the pixel scaling x / 255 (the graph scales its own input") && "\($0)".contains("x (0...255) was given")
+        }
     }
 
     @Test("version folders: the highest holding saved_model.pb, or the one asked for; other folders are not versions")
@@ -187,6 +192,12 @@ struct SavedModelFileTests {
         #expect(try SavedModelFolder.resolve(version1).version == nil)
         let empty = dir.appendingPathComponent("12")
         #expect(throws: SavedModelError.self) { try SavedModelFolder.resolve(empty) }
+        // TF Serving reads `07` as version 7 (the plain `7` wins when both are there).
+        try FileManager.default.copyItem(at: version1, to: dir.appendingPathComponent("07"))
+        #expect(try SavedModelFolder.resolve(dir).url.lastPathComponent == "07")
+        #expect(SavedModelFolder.versions(in: dir) == [1, 3, 7])
+        try FileManager.default.copyItem(at: version1, to: dir.appendingPathComponent("7"))
+        #expect(try SavedModelFolder.resolve(dir, version: 7).url.lastPathComponent == "7")
     }
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import MobileNet
+import MobileNetServer
 import MobileNetServing
 import MobileNetServingGRPC
 import MobileNetTFProtos
@@ -136,7 +137,8 @@ struct GRPCTests {
             cases.append((predictRequest(stringTensor([Data("no image".utf8)])), .invalidArgument, "string_val[0]"))
             cases.append((predictRequest(floatTensor([1, 95, 96, 3], values: .init(repeating: 0, count: 95 * 96 * 3))), .invalidArgument, "[1, 95, 96, 3]"))
             cases.append((predictRequest(floatTensor([1 << 62, 96, 96, 3], values: [0])), .invalidArgument, "more than the 4"))
-            cases.append((predictRequest(floatTensor([-1, 96, 96, 3], values: [0])), .invalidArgument, "no images"))
+            cases.append((predictRequest(floatTensor([-1, 96, 96, 3], values: [0])), .invalidArgument, "negative"))
+            cases.append((predictRequest(floatTensor([0, 96, 96, 3], values: [])), .invalidArgument, "no images"))
             cases.append((predictRequest(floatTensor([1, 96, 96, 3], values: [0, 1])), .invalidArgument, "tensor_content"))
             cases.append((predictRequest(floatTensor([1, 96, 96, 3], values: .init(repeating: .nan, count: 96 * 96 * 3))), .invalidArgument, "outside"))
             cases.append((predictRequest(floatTensor([1, 96, 96, 3], values: .init(repeating: 0, count: 96 * 96 * 3)), model: "nope"), .notFound, "nope"))
@@ -191,7 +193,13 @@ struct GRPCTests {
         let outputs = try await service.run([input], on: old)
         #expect(outputs.count == 1)
         #expect(registry.retiredVersions(of: "flowers") == [1])
-        #expect(try versionStates(service.tfServingStatus(model: "flowers")) == [["3", "AVAILABLE"], ["4", "AVAILABLE"], ["1", "END"]])
+        registry.recordLoadFailure(model: "flowers", version: 9, reason: "variables cut short")
+        let failedStatus = try JSONSerialization.jsonObject(with: ServingJSON.encode(service.tfServingStatus(model: "flowers"))) as? [String: [[String: Any]]]
+        let failed = try #require(failedStatus?["model_version_status"]?.last)
+        #expect(failed["version"] as? String == "9" && failed["state"] as? String == "END"
+                && (failed["status"] as? [String: String]) == ["error_code": "UNKNOWN", "error_message": "variables cut short"])
+        #expect(registry.failedVersions(of: "flowers").map(\.version) == [9])
+        #expect(try versionStates(service.tfServingStatus(model: "flowers")) == [["3", "AVAILABLE"], ["4", "AVAILABLE"], ["1", "END"], ["9", "END"]])
         // The last version is never retired; a version is not added twice.
         #expect(registry.retire(model: "flowers", version: 3))
         #expect(!registry.retire(model: "flowers", version: 4))
@@ -205,5 +213,36 @@ struct GRPCTests {
 
     private func registryLatest(_ folder: URL) async throws -> ModelRegistry {
         try await registry(folder, policy: .latest)
+    }
+}
+
+@Suite("The HTTP server's connection limit (file descriptors to spare)")
+struct ConnectionLimitTests {
+    @Test("over --max-connections, a new connection is closed at once; the open ones still answer; a freed slot is reused")
+    func limit() async throws {
+        let state = ServerState()
+        var configuration = ServerConfiguration(host: "127.0.0.1", port: 0)
+        configuration.maxConnections = 2
+        try await Harness.serve(state: state, configuration: configuration, metrics: ServingMetrics()) { client in
+            let first = try TestClient.connectedSocket(port: client.port, receiveTimeoutSeconds: 10)
+            let second = try TestClient.connectedSocket(port: client.port, receiveTimeoutSeconds: 10)
+            defer { close(first) }
+            // The third is accepted and closed: its read ends (0) without an answer.
+            let third = try TestClient.connectedSocket(port: client.port, receiveTimeoutSeconds: 10)
+            var byte = [UInt8](repeating: 0, count: 64)
+            let request = Array("GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+            _ = send(third, request, request.count, Int32(MSG_NOSIGNAL))
+            #expect(recv(third, &byte, byte.count, 0) <= 0)
+            close(third)
+            // An open one still answers.
+            #expect(send(first, request, request.count, 0) == request.count)
+            let n = recv(first, &byte, byte.count, 0)
+            #expect(n > 0 && String(decoding: byte[0..<max(0, n)], as: UTF8.self).hasPrefix("HTTP/1.1 200"))
+            // A freed slot is taken by the next connection.
+            close(second)
+            try await Task.sleep(for: .milliseconds(200))
+            let reply = try client.raw("GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            #expect(reply.hasPrefix("HTTP/1.1 200"), "\(reply.prefix(80))")
+        }
     }
 }

@@ -60,8 +60,12 @@ extension KerasWeightFile {
     }
 
     /// Runs `body` in a forked child process (address space limited to this process's plus
-    /// ``childAddressSpaceAllowance``, killed after `timeout` seconds) and returns the bytes it
-    /// produced. A crash or timeout is ``WeightFileError/parserCrashed(path:reason:)`` naming `path`.
+    /// ``childAddressSpaceAllowance``, stopped after `timeout` seconds of processor time, and
+    /// after five times that of wall-clock time as a backstop) and returns the bytes it
+    /// produced. A crash or timeout is ``WeightFileError/parserCrashed(path:reason:)`` naming
+    /// `path`. Processor time, not wall-clock time, is what a hostile file can make a parser
+    /// burn; on a loaded machine (a CI build beside it) a sound 14 MB file once took over 120 s
+    /// of wall-clock time to read and was called damaged.
     static func runInChild(path: String, timeout: Double, _ body: () -> Data) throws(WeightFileError) -> Data {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw .unreadable(path: path, reason: "cannot create a pipe: \(String(cString: strerror(errno)))") }
@@ -75,6 +79,9 @@ extension KerasWeightFile {
             hdf5Lock.unlock()
             close(fds[0])
             if addressSpace > 0 { _ = mn_limit_address_space(addressSpace + childAddressSpaceAllowance) }
+            var cpu = rlimit(rlim_cur: rlim_t(max(1, timeout.rounded(.up))), rlim_max: rlim_t(max(1, timeout.rounded(.up)) + 1))
+            _ = setrlimit(Int32(RLIMIT_CPU.rawValue), &cpu)
+            _ = Glibc.signal(SIGXCPU, SIG_DFL)
             let payload = body()
             payload.withUnsafeBytes { raw in
                 var offset = 0
@@ -93,13 +100,16 @@ extension KerasWeightFile {
             close(fds[0])
             throw .unreadable(path: path, reason: "cannot start the reader process: \(String(cString: strerror(errno)))")
         }
-        let (output, timedOut) = readAll(fds[0], timeout: timeout)
+        let (output, timedOut) = readAll(fds[0], timeout: timeout * 5)
         close(fds[0])
         if timedOut { kill(pid, SIGKILL) }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        if timedOut { throw .parserCrashed(path: path, reason: "reading took longer than \(Int(timeout)) s and was stopped") }
+        if timedOut { throw .parserCrashed(path: path, reason: "reading took longer than \(Int(timeout * 5)) s and was stopped") }
         let signal = status & 0x7f
+        if signal == SIGXCPU || signal == SIGKILL {
+            throw .parserCrashed(path: path, reason: "reading used more than \(Int(timeout.rounded(.up))) s of processor time and was stopped")
+        }
         if signal != 0 {
             let name = signal == SIGSEGV ? "a segmentation fault" : signal == SIGABRT ? "an abort" : signal == SIGBUS ? "a bus error" : "signal \(signal)"
             throw .parserCrashed(path: path, reason: "the HDF5 library or the archive reader crashed (\(name)) on this file")

@@ -21,7 +21,7 @@ public enum OpenAPIDocument {
           "get": {
             "summary": "TensorFlow Serving model status",
             "parameters": [{"$ref": "#/components/parameters/name"}],
-            "responses": {"200": {"description": "model_version_status with state AVAILABLE", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TFStatus"}}}}, "404": {"$ref": "#/components/responses/Error"}}
+            "responses": {"200": {"description": "model_version_status: each served version AVAILABLE, retired or failed ones END", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TFStatus"}}}}, "404": {"$ref": "#/components/responses/Error"}}
           }
         },
         "/v1/models/{name}/metadata": {
@@ -60,7 +60,7 @@ public enum OpenAPIDocument {
         },
         "/v1/models/{name}/versions/{version}:predict": {
           "post": {
-            "summary": "TensorFlow Serving predict on a version (every model has version 1)",
+            "summary": "TensorFlow Serving predict on a version (a TF Serving base folder's version folders; 1 for a model file)",
             "parameters": [{"$ref": "#/components/parameters/name"}, {"name": "version", "in": "path", "required": true, "schema": {"type": "string"}}],
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TFPredictRequest"}}}},
             "responses": {"200": {"description": "as :predict", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TFPredictResponse"}}}}, "404": {"$ref": "#/components/responses/Error"}}

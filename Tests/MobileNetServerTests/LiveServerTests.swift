@@ -101,18 +101,21 @@ extension LiveServerTests {
             let port = try #require(portBox.value)
             // With Expect (the client never sends the body), and without (it sends it all).
             for (headers, body) in [("Expect: 100-continue\r\n", Data()), ("", Data(repeating: 0x41, count: 5000))] {
-                let fd = try TestClient.connectedSocket(port: port, receiveTimeoutSeconds: 20)
-                defer { close(fd) }
-                let request = Data("POST /v1/classify HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\(headers)\r\n".utf8) + body
-                _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-                // Read to the end: recv returns 0 when the server closes; -1 after the 20 s timeout.
-                var answer = Data(), last = 0
-                var chunk = [UInt8](repeating: 0, count: 4096)
-                repeat {
-                    last = recv(fd, &chunk, chunk.count, 0)
-                    if last > 0 { answer.append(contentsOf: chunk[0..<last]) }
-                } while last > 0
-                let text = String(decoding: answer, as: UTF8.self)
+                // Blocking socket calls off Swift's cooperative pool (LiveTest.offPool).
+                let (text, last) = try await LiveTest.offPool { () throws -> (String, Int) in
+                    let fd = try TestClient.connectedSocket(port: port, receiveTimeoutSeconds: 20)
+                    defer { close(fd) }
+                    let request = Data("POST /v1/classify HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\(headers)\r\n".utf8) + body
+                    _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                    // Read to the end: recv returns 0 when the server closes; -1 after the 20 s timeout.
+                    var answer = Data(), last = 0
+                    var chunk = [UInt8](repeating: 0, count: 4096)
+                    repeat {
+                        last = recv(fd, &chunk, chunk.count, 0)
+                        if last > 0 { answer.append(contentsOf: chunk[0..<last]) }
+                    } while last > 0
+                    return (String(decoding: answer, as: UTF8.self), last)
+                }
                 #expect(text.hasPrefix("HTTP/1.1 413"), "\(text.prefix(80))")
                 #expect(last == 0, "the connection was not closed (\(headers.isEmpty ? "body sent" : "Expect"))")
             }

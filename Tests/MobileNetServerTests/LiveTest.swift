@@ -122,3 +122,14 @@ struct TestClient: Sendable {
         return String(decoding: answer, as: UTF8.self)
     }
 }
+
+extension LiveTest {
+    /// Runs blocking socket calls on a thread of their own, not on Swift's cooperative pool:
+    /// with two cores the pool has two threads, and a test blocked in `recv` on one of them
+    /// (while another test does the same) left the server under test no thread to answer on.
+    static func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
+        }
+    }
+}

@@ -162,10 +162,14 @@ let package = Package(
         .target(name: "MobileNetServingGRPC", dependencies: [
             "MobileNetServing", "MobileNetTFProtos",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
-            .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
-            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            // GRPCNIOTransportCore (HTTP/2 server transport without TLS) through the one product
+            // that exports it without NIOSSL: the Posix product's TLS support builds two copies
+            // of BoringSSL and swift-crypto (seven minutes of a clean CI build).
+            .product(name: "GRPCNIOTransportHTTP2TransportServices", package: "grpc-swift-nio-transport"),
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         // `mobilenet serve`: the HTTP face (Hummingbird 2) over MobileNetServing, with Prometheus
         // metrics, structured logging and graceful shutdown.
@@ -221,7 +225,7 @@ let package = Package(
         .testTarget(
             name: "MobileNetServerTests",
             dependencies: ["MobileNet", "MobileNetServing", "MobileNetServer", "MobileNetServingGRPC", "MobileNetTFProtos", "MobileNetTestSupport",
-                           .product(name: "GRPCCore", package: "grpc-swift-2"), .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                           .product(name: "GRPCCore", package: "grpc-swift-2"), .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "Logging", package: "swift-log"),
                            .product(name: "HTTPTypes", package: "swift-http-types"), .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]

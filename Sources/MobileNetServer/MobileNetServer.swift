@@ -246,21 +246,21 @@ struct GRPCService: Service {
     let logger: Logger
 
     func run() async throws {
-        let server = TFServingGRPCServer.make(host: host, port: port, maxRequestBytes: maxRequestBytes) { [state] () throws(ServingError) in
+        let grpc = TFServingGRPCServer(host: host, port: port, maxRequestBytes: maxRequestBytes) { [state] () throws(ServingError) in
             try state.requireService()
         }
         let logger = logger, host = host
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { try await server.serve() }
+                group.addTask { try await grpc.server.serve() }
                 group.addTask {
-                    if let address = try? await server.listeningAddress, let port = address.ipv4?.port ?? address.ipv6?.port {
+                    if let port = await grpc.listeningPort {
                         logger.info("gRPC listening", metadata: ["host": .string(host), "port": .stringConvertible(port)])
                     }
                 }
             }
         } onGracefulShutdown: {
-            server.beginGracefulShutdown()
+            grpc.server.beginGracefulShutdown()
         }
     }
 }

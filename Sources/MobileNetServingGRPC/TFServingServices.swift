@@ -1,7 +1,8 @@
 import Foundation
 import GRPCCore
 import GRPCNIOTransportCore
-import GRPCNIOTransportHTTP2Posix
+import NIOCore
+import NIOPosix
 import MobileNetServing
 import MobileNetTFProtos
 
@@ -115,26 +116,61 @@ func answer<T: Sendable>(_ body: () async throws(ServingError) -> T) async throw
 }
 
 /// The gRPC server of `mobilenet serve`: ``PredictionService`` and ``ModelService`` on
-/// HTTP/2 without TLS (TensorFlow Serving's `--port`, 8500 by default).
-public enum TFServingGRPCServer {
+/// HTTP/2 without TLS (TensorFlow Serving's `--port`, 8500 by default), over grpc-swift's
+/// HTTP/2 transport with a plain TCP listener (``PlainTCPListener``).
+public struct TFServingGRPCServer: Sendable {
     /// TensorFlow Serving's gRPC port.
     public static let defaultPort = 8500
 
-    /// A server bound to `host:port` (0: any free port) when it is run (`serve()`), taking
-    /// requests of up to `maxRequestBytes` (larger ones are refused by the transport with
-    /// `RESOURCE_EXHAUSTED` before they are decoded), at most `maxConcurrentStreams` calls per
-    /// connection.
-    public static func make(host: String, port: Int, maxRequestBytes: Int, maxConcurrentStreams: Int = 128,
-                            service: @escaping InferenceServiceProvider) -> GRPCServer<HTTP2ServerTransport.Posix> {
-        // The address as the HTTP server's `--host` gives it: IPv4, IPv6 (`::`), or `localhost`.
-        let address: GRPCNIOTransportCore.SocketAddress = host.contains(":") ? .ipv6(host: host, port: port)
-            : .ipv4(host: host == "localhost" ? "127.0.0.1" : host, port: port)
-        let transport = HTTP2ServerTransport.Posix(
-            address: address, transportSecurity: .plaintext,
-            config: .defaults { config in
-                config.rpc.maxRequestPayloadSize = maxRequestBytes
-                config.http2.maxConcurrentStreams = maxConcurrentStreams
-            })
-        return GRPCServer(transport: transport, services: [PredictionService(service: service), ModelService(service: service)])
+    /// The server: run it with `serve()`, stop it with `beginGracefulShutdown()`.
+    public let server: GRPCServer<HTTP2ServerTransport.Custom<PlainTCPListener>>
+    private let transport: HTTP2ServerTransport.Custom<PlainTCPListener>
+
+    /// A server bound to `host:port` (0: any free port) when it is run, taking requests of up to
+    /// `maxRequestBytes` (larger ones are refused by the transport, which resets the stream,
+    /// before they are decoded), at most `maxConcurrentStreams` calls per connection.
+    public init(host: String, port: Int, maxRequestBytes: Int, maxConcurrentStreams: Int = 128,
+                service: @escaping InferenceServiceProvider) {
+        var config = HTTP2ServerTransport.Custom<PlainTCPListener>.Config.defaults
+        config.rpc.maxRequestPayloadSize = maxRequestBytes
+        config.http2.maxConcurrentStreams = maxConcurrentStreams
+        transport = HTTP2ServerTransport.Custom(listenerFactory: PlainTCPListener(host: host == "localhost" ? "127.0.0.1" : host, port: port), config: config)
+        server = GRPCServer(transport: transport, services: [PredictionService(service: service), ModelService(service: service)])
+    }
+
+    /// The port the server listens on, once it does (nil if it never started).
+    public var listeningPort: Int? {
+        get async {
+            let address = await transport.listeningAddress
+            return address?.ipv4?.port ?? address?.ipv6?.port
+        }
+    }
+}
+
+/// A plain TCP listener for grpc-swift's HTTP/2 server transport (its
+/// `HTTP2ServerTransport.ListenerFactory` seam): SwiftNIO's `ServerBootstrap` bound to a host
+/// and port, each accepted connection given the gRPC pipeline, no TLS.
+public struct PlainTCPListener: HTTP2ServerTransport.ListenerFactory {
+    /// The address to bind (`127.0.0.1`, `0.0.0.0`, `::`).
+    public let host: String
+    /// The port (0: any free port).
+    public let port: Int
+    /// SwiftNIO's shared event loops.
+    public var eventLoopGroup: any EventLoopGroup { MultiThreadedEventLoopGroup.singleton }
+
+    /// A listener on `host:port`.
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Binds the listening socket and sets up each accepted connection for gRPC.
+    public func makeListeningChannel(listenerConfigurator: HTTP2ServerTransport.ListenerConfigurator,
+                                     connectionConfigurator: HTTP2ServerTransport.ConnectionConfigurator)
+        async throws -> NIOAsyncChannel<HTTP2ServerTransport.ConnectionConfigurator.ConnectionChannel, Never> {
+        try await ServerBootstrap(group: eventLoopGroup)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in listenerConfigurator.configure(channel: channel) }
+            .bind(host: host, port: port) { channel in connectionConfigurator.configure(channel: channel, tls: .none) }
     }
 }

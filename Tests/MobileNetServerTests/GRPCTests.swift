@@ -1,6 +1,6 @@
 import Foundation
 import GRPCCore
-import GRPCNIOTransportHTTP2Posix
+import GRPCInProcessTransport
 import MobileNet
 import MobileNetServer
 import MobileNetServing
@@ -63,19 +63,21 @@ private func versionStates(_ status: TFServing.ModelStatus) throws -> [[String]]
     return (object?["model_version_status"] ?? []).map { [$0["version"] as? String ?? "", $0["state"] as? String ?? ""] }
 }
 
-@Suite("TensorFlow Serving's gRPC API: PredictionService and ModelService over a live HTTP/2 server")
+@Suite("TensorFlow Serving's gRPC API: PredictionService and ModelService (grpc-swift's in-process transport; the network by Tests/Integration/test_grpc.py)")
 struct GRPCTests {
-    /// Runs `body` with a client of a live gRPC server over `registry` on a free port.
+    /// Runs `body` with a client of a gRPC server over `registry`, both on grpc-swift's
+    /// in-process transport (the HTTP/2 server is driven by TF Serving's Python client in the
+    /// integration tests).
     private func withServer(_ registry: ModelRegistry, limits: ServingLimits = ServingLimits(),
-                            _ body: @Sendable (Tensorflow_Serving_PredictionService.Client<HTTP2ClientTransport.Posix>,
-                                               Tensorflow_Serving_ModelService.Client<HTTP2ClientTransport.Posix>) async throws -> Void) async throws {
+                            _ body: @Sendable (Tensorflow_Serving_PredictionService.Client<InProcessTransport.Client>,
+                                               Tensorflow_Serving_ModelService.Client<InProcessTransport.Client>) async throws -> Void) async throws {
         let service = InferenceService(registry: registry, limits: limits)
-        let server = TFServingGRPCServer.make(host: "127.0.0.1", port: 0, maxRequestBytes: limits.maxBodyBytes) { () throws(ServingError) in service }
+        let provider: InferenceServiceProvider = { () throws(ServingError) in service }
+        let inProcess = InProcessTransport()
+        let server = GRPCServer(transport: inProcess.server, services: [PredictionService(service: provider), ModelService(service: provider)])
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await server.serve() }
-            let address = try #require(try await server.listeningAddress?.ipv4)
-            let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: address.port), transportSecurity: .plaintext)
-            try await withGRPCClient(transport: transport) { client in
+            try await withGRPCClient(transport: inProcess.client) { client in
                 try await body(Tensorflow_Serving_PredictionService.Client(wrapping: client), Tensorflow_Serving_ModelService.Client(wrapping: client))
             }
             server.beginGracefulShutdown()

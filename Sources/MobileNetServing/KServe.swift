@@ -133,7 +133,7 @@ public enum KServe {
                     throw ServingError.invalidInput(field: "inputs[0].data", problem: "\(values.count) values, but shape \(shape) has \(n * inputScalarCount)")
                 }
                 let range = context.range, slack = context.slack
-                if let bad = values.firstIndex(where: { $0 < range.lowerBound - slack || $0 > range.upperBound + slack }) {
+                if let bad = ServedModel.firstValue(outside: range, slack: slack, in: values) {
                     throw ServingError.invalidInput(field: "inputs[0].data", problem: "value \(values[bad]) at flat index \(bad) is outside \(range.lowerBound)...\(range.upperBound), the range of this model's preprocessed input; send preprocessed values, or encoded images as BYTES")
                 }
                 images = (0..<n).map { .tensor(Array(values[($0 * inputScalarCount)..<(($0 + 1) * inputScalarCount)])) }

@@ -133,7 +133,7 @@ enum RequestJSON {
 
         /// How far outside ``range`` a value may be: a little slack for the rounding of
         /// clients that preprocess in another precision.
-        var slack: Float { 1e-3 * max(1, range.upperBound - range.lowerBound) }
+        var slack: Float { ServedModel.slack(for: range) }
 
         /// The context of a request for `model` under `limits`.
         init(model: ServedModel, limits: ServingLimits) {

@@ -139,12 +139,20 @@ public final class ServedModel: Sendable {
 
     /// How far outside ``inputRange`` a sent value may be: a little slack for the rounding of
     /// clients that preprocess in another precision (0.1% of the range's width, at least 0.001).
-    public var inputSlack: Float { 1e-3 * max(1, inputRange.upperBound - inputRange.lowerBound) }
+    public var inputSlack: Float { Self.slack(for: inputRange) }
+
+    /// The slack of ``inputSlack`` for an input range: 0.1% of its width, at least 0.001.
+    static func slack(for range: ClosedRange<Float>) -> Float { 1e-3 * max(1, range.upperBound - range.lowerBound) }
 
     /// The position of the first value outside ``inputRange`` (give or take ``inputSlack``),
     /// NaN included; nil when every value is inside: a tensor a client sent as preprocessed input.
     public func firstValueOutsideInputRange(_ values: [Float]) -> Int? {
-        let low = inputRange.lowerBound - inputSlack, high = inputRange.upperBound + inputSlack
+        Self.firstValue(outside: inputRange, slack: inputSlack, in: values)
+    }
+
+    /// The position of the first of `values` outside `range` widened by `slack` (NaN included).
+    static func firstValue(outside range: ClosedRange<Float>, slack: Float, in values: [Float]) -> Int? {
+        let low = range.lowerBound - slack, high = range.upperBound + slack
         return values.firstIndex { !($0 >= low && $0 <= high) }
     }
 

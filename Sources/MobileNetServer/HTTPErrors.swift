@@ -16,6 +16,7 @@ struct ServingHTTPError: HTTPResponseError {
         case .bodyTimedOut: .requestTimeout
         case .queueFull, .timedOut, .shuttingDown, .notReady: .serviceUnavailable
         case .methodNotAllowed: .methodNotAllowed
+        case .unsupportedMediaType: .unsupportedMediaType
         case .inferenceFailed, .modelLoadFailed, .indexLoadFailed: .internalServerError
         case .invalidJSON, .invalidInput, .unknownSignature, .invalidImage, .invalidSpecification: .badRequest
         }

@@ -7,8 +7,8 @@ import NIOCore
 /// itself, or the file of a `multipart/form-data` body (an HTML form, `curl -F image=@cat.jpg`).
 ///
 /// The multipart framing is parsed by Vapor's MultipartKit (RFC 7578); this type only picks the
-/// part: the one named `image`, else the one named `file`, else the first part that carries a
-/// `filename`, else the only part.
+/// part: the one named `image`, else the one named `file`, else the one part that carries a
+/// `filename`, else the only part (two parts where one is picked are refused).
 enum ImageUpload {
     /// The encoded image in `body`.
     ///
@@ -37,16 +37,38 @@ enum ImageUpload {
         do { try parser.execute(ByteBuffer(bytes: body)) } catch {
             throw .invalidInput(field: "body", problem: "the multipart/form-data body does not parse (\(error))")
         }
-        // `image` wins wherever it is, then `file` (a first part named `file` does not shadow a later `image`).
-        let chosen = parts.first { $0.name == "image" } ?? parts.first { $0.name == "file" }
-            ?? parts.first { $0.filename != nil }
-            ?? (parts.count == 1 ? parts[0] : nil)
-        guard let chosen else {
+        // `image` wins wherever it is, then `file` (a first part named `file` does not shadow a
+        // later `image`), then a part with a filename; two parts at the tier that decides are
+        // refused rather than one picked (a form is not a batch).
+        let tiers: [(what: String, matches: (Part) -> Bool)] = [
+            ("named 'image'", { $0.name == "image" }), ("named 'file'", { $0.name == "file" }), ("carrying a filename", { $0.filename != nil }),
+        ]
+        for tier in tiers {
+            let found = parts.filter(tier.matches)
+            if found.count > 1 {
+                throw .invalidInput(field: "body", problem: "the multipart/form-data body has \(found.count) parts \(tier.what); send one image per request (a batch goes to /v1/models/NAME:predict)")
+            }
+            if let chosen = found.first { return Data(chosen.body.readableBytesView) }
+        }
+        guard parts.count == 1 else {
             throw .invalidInput(field: "body", problem: parts.isEmpty
                 ? "the multipart/form-data body has no complete part (is its closing boundary '--\(boundary)--' missing?)"
                 : "the multipart/form-data body has \(parts.count) parts and none is named 'image' or 'file' or carries a filename")
         }
-        return Data(chosen.body.readableBytesView)
+        return Data(parts[0].body.readableBytesView)
+    }
+
+    /// Refuses a JSON `Content-Type` (`application/json`, `text/json`, `...+json`): a plain
+    /// endpoint takes the encoded image itself (any other type, or none: `curl --data-binary`
+    /// sends `application/x-www-form-urlencoded`) or a `multipart/form-data` upload, and a JSON
+    /// body sent here is a TensorFlow Serving or KServe request sent to the wrong route.
+    ///
+    /// - Throws: ``/MobileNetServing/ServingError/unsupportedMediaType(type:accepted:)``.
+    static func checkMediaType(_ contentType: String?) throws(ServingError) {
+        guard let contentType else { return }
+        let type = (contentType.split(separator: ";", maxSplits: 1).first.map(String.init) ?? "").trimmingCharacters(in: .whitespaces).lowercased()
+        guard type == "application/json" || type == "text/json" || type.hasSuffix("+json") else { return }
+        throw .unsupportedMediaType(type: String(type.prefix(64)), accepted: "this route takes the encoded image as the body (or a multipart/form-data upload); JSON requests go to /v1/models/NAME:predict (TensorFlow Serving) or /v2/models/NAME/infer (KServe)")
     }
 
     /// The offset of the first byte ≥ 0x80 in a part header name of `body`, or nil when there is

@@ -14,7 +14,7 @@ public enum OpenAPIDocument {
       "info": {
         "title": "mobilenet serve",
         "version": "0.1.0",
-        "description": "MobileNetV2 classification and embeddings over HTTP: the TensorFlow Serving REST API (/v1/models), the KServe / Open Inference Protocol v2 REST API (/v2), and plain endpoints taking the encoded image as the body. Errors are {\"error\": \"message\"} with 400 (bad input, named), 404 (unknown model or version), 413 (body too large), 503 with Retry-After (queue full, not ready, shutting down)."
+        "description": "MobileNetV2 classification and embeddings over HTTP: the TensorFlow Serving REST API (/v1/models), the KServe / Open Inference Protocol v2 REST API (/v2), and plain endpoints taking the encoded image as the body. Errors are {\"error\": \"message\"} with 400 (bad input, named), 404 (unknown model or version), 413 (body too large), 415 (a JSON body sent to a plain endpoint), 503 with Retry-After (queue full, not ready, shutting down)."
       },
       "paths": {
         "/v1/models/{name}": {
@@ -125,7 +125,7 @@ public enum OpenAPIDocument {
             "responses": {
               "200": {"description": "predictions with rank, index, label, synset (ImageNet), probability", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Classification"}}}},
               "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
-              "413": {"$ref": "#/components/responses/Error"}, "503": {"$ref": "#/components/responses/Unavailable"}
+              "413": {"$ref": "#/components/responses/Error"}, "415": {"$ref": "#/components/responses/Error"}, "503": {"$ref": "#/components/responses/Unavailable"}
             }
           }
         },
@@ -134,7 +134,7 @@ public enum OpenAPIDocument {
             "summary": "The pooled embedding (1280-d, values 0...6) of one encoded image (the body)",
             "parameters": [{"name": "model", "in": "query", "required": false, "description": "any served model (default: the first)", "schema": {"type": "string"}}],
             "requestBody": {"$ref": "#/components/requestBodies/Image"},
-            "responses": {"200": {"description": "model, dimension, embedding"}, "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}
+            "responses": {"200": {"description": "model, dimension, embedding"}, "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"}, "415": {"$ref": "#/components/responses/Error"}}
           }
         },
         "/v1/similar": {
@@ -147,7 +147,7 @@ public enum OpenAPIDocument {
               {"name": "ef_search", "in": "query", "required": false, "description": "HNSW candidate list size, with an ANN file (--ann); default: the file's", "schema": {"type": "integer", "minimum": 1, "maximum": 1048576}}
             ],
             "requestBody": {"$ref": "#/components/requestBodies/Image"},
-            "responses": {"200": {"description": "index, matches with rank, file, similarity"}, "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}
+            "responses": {"200": {"description": "index, matches with rank, file, similarity"}, "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"}, "415": {"$ref": "#/components/responses/Error"}}
           }
         },
         "/v1/catalog": {

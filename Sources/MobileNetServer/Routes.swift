@@ -222,9 +222,13 @@ struct ServingRoutes: Sendable {
     /// The encoded image of a plain-endpoint request: the body, or the file part of a
     /// `multipart/form-data` body.
     ///
-    /// - Throws: as ``readBody(_:)`` and ``ImageUpload/image(from:contentType:)``.
+    /// - Throws: ``/MobileNetServing/ServingError/unsupportedMediaType(type:accepted:)`` for a
+    ///   JSON content type (checked before the body is read); as ``readBody(_:)`` and
+    ///   ``ImageUpload/image(from:contentType:)``.
     private func readImage(_ request: Request) async throws -> Data {
-        try ImageUpload.image(from: try await readBody(request), contentType: request.headers[.contentType])
+        let contentType = request.headers[.contentType]
+        try ImageUpload.checkMediaType(contentType)
+        return try ImageUpload.image(from: try await readBody(request), contentType: contentType)
     }
 
     private func modelParameter(_ query: QueryItems, service: InferenceService, classifier: Bool) throws(ServingError) -> String {

@@ -45,7 +45,7 @@ public enum KServe {
     }
 
     /// An inference request body, read in the shapes ``decodeInfer(_:model:limits:)`` describes.
-    struct InferDocument: Decodable {
+    struct InferDocument: RequestDocument {
         var request: InferRequest
 
         init(from decoder: any Decoder) throws {

@@ -12,13 +12,20 @@ struct JSONBudget: Sendable, Hashable {
     var depth: Int
 }
 
-/// A count of the values in a JSON text, made in one pass over its bytes with no allocation,
-/// so that a body can be refused before a parser builds anything for it: what a parse costs
-/// grows with the number of values, which a hostile body can make one per 2 bytes
-/// (`[0,0,0,...]`) or one object per 10 (`[{"b64":""},...]`).
+/// A count of the values in a JSON text, made in one pass over its bytes, so that a body can
+/// be refused before a parser builds anything for it: what a parse costs grows with the number
+/// of values, which a hostile body can make one per 2 bytes (`[0,0,0,...]`) or one object per 10
+/// (`[{"b64":""},...]`).
+///
+/// The same pass finds what Foundation's parser would let through silently: a key given twice
+/// in one object (the parser keeps the first; RFC 8259 section 4 leaves the meaning to the
+/// implementation, and a proxy that keeps the last would see another request) and a raw control
+/// character (U+0000...U+001F) inside a string, which RFC 8259 section 7 says must be escaped.
+/// It keeps the keys of the top-level object, so that a document can refuse an unknown field
+/// before the body is parsed. It allocates only for object keys (at most the body's size).
 ///
 /// Every value of a valid JSON text is counted (an upper bound: a number's digits count once,
-/// however long); invalid JSON is left for the parser to report.
+/// however long); other invalid JSON is left for the parser to report.
 struct JSONCensus: Sendable, Hashable {
     /// Values of every kind.
     var values = 0
@@ -28,23 +35,59 @@ struct JSONCensus: Sendable, Hashable {
     var strings = 0
     /// The deepest nesting of arrays and objects.
     var depth = 0
+    /// The keys of the top-level object in the order given, escapes resolved (empty when the
+    /// top level is not an object).
+    var topLevelKeys: [String] = []
 
     /// What passed the budget first.
     enum Excess: String, Sendable {
         case values, objects, strings, depth
     }
 
-    /// Counts `body`, stopping as soon as a count passes `budget`.
+    /// Why a body was stopped.
+    enum Finding: Sendable, Hashable {
+        /// A count passed the budget.
+        case excess(Excess)
+        /// A byte below 0x20 inside a string, at this offset of the body.
+        case controlCharacter(UInt8, offset: Int)
+        /// A key given twice in one object; the offset of its second opening quote.
+        case duplicateKey(String, offset: Int)
+    }
+
+    /// Counts `body`, stopping at the first count that passes `budget`, the first raw control
+    /// character in a string or the first key repeated in its object.
     ///
-    /// - Returns: the counts (up to where it stopped), and what passed the budget (nil when
-    ///   the body is within it).
-    static func count(_ body: Data, within budget: JSONBudget) -> (census: JSONCensus, excess: Excess?) {
+    /// - Returns: the counts (up to where it stopped), and why it stopped (nil when the body is
+    ///   within the budget and has neither).
+    static func count(_ body: Data, within budget: JSONBudget) -> (census: JSONCensus, finding: Finding?) {
         var census = JSONCensus()
-        let excess: Excess? = body.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> Excess? in
-            var level = 0, inString = false, escaped = false, inScalar = false
-            for byte in raw {
+        let finding: Finding? = body.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> Finding? in
+            // One entry per open array (nil) or object (its keys so far).
+            var open: [Set<String>?] = []
+            open.reserveCapacity(budget.depth + 1)
+            var inString = false, escaped = false, inScalar = false
+            var expectingKey = false, inKey = false, keyStart = 0, keyEscaped = false
+            for (offset, byte) in raw.enumerated() {
                 if inString {
-                    if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
+                    if escaped {
+                        escaped = false
+                    } else if byte == UInt8(ascii: "\\") {
+                        escaped = true
+                        keyEscaped = keyEscaped || inKey
+                    } else if byte == UInt8(ascii: "\"") {
+                        inString = false
+                        if inKey {
+                            inKey = false
+                            expectingKey = false
+                            let key = Self.key(UnsafeRawBufferPointer(rebasing: raw[keyStart..<offset]), escaped: keyEscaped)
+                            if open[open.count - 1]!.insert(key).inserted == false {
+                                return .duplicateKey(key, offset: keyStart - 1)
+                            }
+                            if open.count == 1 { census.topLevelKeys.append(key) }
+                        }
+                    } else if byte < 0x20 {
+                        return .controlCharacter(byte, offset: offset)
+                    }
                     continue
                 }
                 switch byte {
@@ -54,25 +97,34 @@ struct JSONCensus: Sendable, Hashable {
                     if !inScalar {
                         inScalar = true
                         census.values += 1
-                        if census.values > budget.values { return .values }
+                        if census.values > budget.values { return .excess(.values) }
                     }
                     continue
                 case UInt8(ascii: "\""):
                     inString = true
                     census.values += 1
                     census.strings += 1
-                    if census.values > budget.values { return .values }
-                    if census.strings > budget.strings { return .strings }
+                    if census.values > budget.values { return .excess(.values) }
+                    if census.strings > budget.strings { return .excess(.strings) }
+                    if expectingKey, let last = open.last, last != nil {
+                        (inKey, keyStart, keyEscaped) = (true, offset + 1, false)
+                    }
                 case UInt8(ascii: "{"), UInt8(ascii: "["):
-                    level += 1
-                    census.depth = max(census.depth, level)
+                    let isObject = byte == UInt8(ascii: "{")
+                    open.append(isObject ? [] : nil)
+                    expectingKey = isObject
+                    census.depth = max(census.depth, open.count)
                     census.values += 1
-                    if byte == UInt8(ascii: "{") { census.objects += 1 }
-                    if census.values > budget.values { return .values }
-                    if census.objects > budget.objects { return .objects }
-                    if census.depth > budget.depth { return .depth }
+                    if isObject { census.objects += 1 }
+                    if census.values > budget.values { return .excess(.values) }
+                    if census.objects > budget.objects { return .excess(.objects) }
+                    if census.depth > budget.depth { return .excess(.depth) }
                 case UInt8(ascii: "}"), UInt8(ascii: "]"):
-                    level -= 1
+                    // Unbalanced brackets are the parser's to report.
+                    if !open.isEmpty { open.removeLast() }
+                    expectingKey = false
+                case UInt8(ascii: ","):
+                    if let last = open.last, last != nil { expectingKey = true }
                 default:
                     break
                 }
@@ -80,7 +132,19 @@ struct JSONCensus: Sendable, Hashable {
             }
             return nil
         }
-        return (census, excess)
+        return (census, finding)
+    }
+
+    /// An object key's text: its bytes as UTF-8, or with its escapes resolved when it has any
+    /// (`"\u0069nstances"` is `instances`); an escape the parser would refuse leaves the bytes
+    /// as they are, for the parser to report.
+    private static func key(_ bytes: UnsafeRawBufferPointer, escaped: Bool) -> String {
+        let text = String(decoding: bytes, as: UTF8.self)
+        guard escaped else { return text }
+        var quoted = Data([UInt8(ascii: "\"")])
+        quoted.append(contentsOf: bytes)
+        quoted.append(UInt8(ascii: "\""))
+        return (try? JSONDecoder().decode(String.self, from: quoted)) ?? text
     }
 }
 
@@ -111,6 +175,20 @@ struct JSONTypeName: Decodable {
         if (try? decoder.container(keyedBy: JSONKey.self)) != nil { name = "an object"; return }
         name = "a value that cannot be read (a string that is not valid Unicode, or a number out of range)"
     }
+}
+
+/// A request body's top-level document, decoded by ``RequestJSON/decode(_:from:context:)``.
+protocol RequestDocument: Decodable {
+    /// Checks the keys of the body's top-level object (in the order given) before the body is
+    /// parsed, so that a body with a field the request does not take is refused before the
+    /// values under it are read. The default accepts every key.
+    ///
+    /// - Throws: ``ServingError/invalidInput(field:problem:)`` naming the first key refused.
+    static func checkFields(_ topLevelKeys: [String]) throws(ServingError)
+}
+
+extension RequestDocument {
+    static func checkFields(_ topLevelKeys: [String]) throws(ServingError) {}
 }
 
 /// The JSON reading shared by the TensorFlow Serving and KServe decoders.
@@ -157,22 +235,30 @@ enum RequestJSON {
 
     /// Decodes a request document from `body`.
     ///
-    /// - Throws: ``ServingError/invalidJSON(reason:)`` for an empty body or text that is not
-    ///   JSON; ``ServingError/invalidInput(field:problem:)`` (field `body`) for a body with more
-    ///   values, objects, strings or nesting than ``budget(height:width:limits:)`` allows; and
-    ///   what the document's decoding throws.
-    static func decode<Document: Decodable>(_ type: Document.Type, from body: Data, context: Context) throws(ServingError) -> Document {
+    /// - Throws: ``ServingError/invalidJSON(reason:)`` for an empty body, text that is not
+    ///   JSON, or a raw control character inside a string; ``ServingError/invalidInput(field:problem:)``
+    ///   (field `body`) for a body with more values, objects, strings or nesting than
+    ///   ``budget(height:width:limits:)`` allows, and naming the key for a key given twice in
+    ///   one object; what the document's ``RequestDocument/checkFields(_:)`` throws for its
+    ///   top-level keys (before the body is parsed); and what the document's decoding throws.
+    static func decode<Document: RequestDocument>(_ type: Document.Type, from body: Data, context: Context) throws(ServingError) -> Document {
         guard !body.isEmpty else { throw .invalidJSON(reason: "the body is empty") }
         let budget = budget(height: context.height, width: context.width, limits: context.limits)
-        if let excess = JSONCensus.count(body, within: budget).excess {
-            switch excess {
-            case .depth:
-                throw .invalidInput(field: "body", problem: "arrays and objects nested more than \(budget.depth) levels deep; a request needs fewer")
-            case .values, .objects, .strings:
-                let limit = excess == .values ? budget.values : excess == .objects ? budget.objects : budget.strings
-                throw .invalidInput(field: "body", problem: "more than \(limit) JSON \(excess.rawValue), more than a request of at most \(context.limits.maxImagesPerRequest) images can hold; send fewer images per request")
-            }
+        let (census, finding) = JSONCensus.count(body, within: budget)
+        switch finding {
+        case nil:
+            break
+        case .excess(.depth):
+            throw .invalidInput(field: "body", problem: "arrays and objects nested more than \(budget.depth) levels deep; a request needs fewer")
+        case .excess(let excess):
+            let limit = excess == .values ? budget.values : excess == .objects ? budget.objects : budget.strings
+            throw .invalidInput(field: "body", problem: "more than \(limit) JSON \(excess.rawValue), more than a request of at most \(context.limits.maxImagesPerRequest) images can hold; send fewer images per request")
+        case .controlCharacter(let byte, let offset):
+            throw .invalidJSON(reason: "not valid JSON (a raw control character 0x\(String(format: "%02X", byte)) inside a string at byte \(offset); JSON strings must escape it, as \\n or \\u00\(String(format: "%02x", byte)))")
+        case .duplicateKey(let key, let offset):
+            throw .invalidInput(field: quoted(key), problem: "given twice in one object (the second at byte \(offset)); a request names each field once")
         }
+        try Document.checkFields(census.topLevelKeys)
         let decoder = JSONDecoder()
         decoder.userInfo[contextKey] = context
         do { return try decoder.decode(Document.self, from: body) } catch let error as ServingError {

@@ -5,7 +5,7 @@ import Foundation
 ///
 /// The HTTP face maps the cases to status codes: ``modelNotFound(name:available:)``,
 /// ``indexNotFound(name:available:)``, ``imageNotFound(index:file:reason:)`` and
-/// ``versionNotFound(model:version:available:)`` to 404, ``bodyTimedOut(seconds:)`` to 408, ``bodyTooLarge(bytes:limit:)`` to 413,
+/// ``versionNotFound(model:version:available:)`` to 404, ``bodyTimedOut(seconds:)`` to 408, ``bodyTooLarge(bytes:limit:)`` to 413, ``unsupportedMediaType(type:accepted:)`` to 415,
 /// ``queueFull(model:limit:)``, ``timedOut(model:waited:)``, ``shuttingDown(model:)`` and ``notReady`` to 503 (with `Retry-After`),
 /// ``inferenceFailed(model:reason:)`` to 500 and every other request error to 400.
 public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, LocalizedError {
@@ -38,6 +38,9 @@ public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, L
     case queueFull(model: String, limit: Int)
     /// The request waited in the model's queue longer than the request timeout and was not run.
     case timedOut(model: String, waited: Duration)
+    /// The body's `Content-Type` is one the route does not take (415): `type` as sent, `accepted`
+    /// what the route takes instead.
+    case unsupportedMediaType(type: String, accepted: String)
     /// The route exists, but not for this HTTP method (405 with `Allow: allowed`).
     case methodNotAllowed(path: String, allowed: String)
     /// The server is shutting down and takes no new work for the model.
@@ -78,6 +81,7 @@ public enum ServingError: Error, Equatable, Sendable, CustomStringConvertible, L
         case .timedOut(let model, let waited):
             "the request waited \(String(format: "%.1f", Double(waited.components.seconds) + Double(waited.components.attoseconds) * 1e-18)) s for model '\(model)', longer than the server's request timeout; retry later"
         case .methodNotAllowed(let path, let allowed): "\(path) takes \(allowed) only"
+        case .unsupportedMediaType(let type, let accepted): "Content-Type '\(type)' is not taken here: \(accepted)"
         case .shuttingDown(let model): "the server is shutting down and takes no new work for model '\(model)'"
         case .notReady: "the server is not ready: its models are still loading"
         case .inferenceFailed(let model, let reason): "model '\(model)' failed to run: \(reason)"

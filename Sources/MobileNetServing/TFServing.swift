@@ -46,16 +46,20 @@ public enum TFServing {
     }
 
     /// A predict request body, read in the shapes ``decodePredict(_:model:limits:)`` describes.
-    struct PredictDocument: Decodable {
+    struct PredictDocument: RequestDocument {
         var request: PredictRequest
+
+        /// A predict request's fields: anything else is refused (before the values under it are read).
+        static func checkFields(_ topLevelKeys: [String]) throws(ServingError) {
+            let known: Set<String> = ["signature_name", "instances", "inputs"]
+            if let unknown = topLevelKeys.first(where: { !known.contains($0) }) {
+                throw .invalidInput(field: RequestJSON.quoted(unknown), problem: "unknown field (a predict request has signature_name and one of instances or inputs)")
+            }
+        }
 
         init(from decoder: any Decoder) throws {
             let context = try RequestJSON.context(decoder)
             let object = try RequestJSON.topLevelObject(decoder)
-            let known: Set<String> = ["signature_name", "instances", "inputs"]
-            if let unknown = object.allKeys.map(\.stringValue).sorted().first(where: { !known.contains($0) }) {
-                throw ServingError.invalidInput(field: RequestJSON.quoted(unknown), problem: "unknown field (a predict request has signature_name and one of instances or inputs)")
-            }
             if object.contains(JSONKey("signature_name")) {
                 let name = try RequestJSON.string(object, "signature_name", field: "signature_name")
                 guard name == defaultSignature || name.isEmpty else { throw ServingError.unknownSignature(name: RequestJSON.quoted(name), available: [defaultSignature]) }

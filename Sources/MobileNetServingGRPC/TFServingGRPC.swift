@@ -317,7 +317,7 @@ public enum TFServingGRPC {
         case .timedOut, .bodyTimedOut: code = .deadlineExceeded
         case .inferenceFailed, .modelLoadFailed, .indexLoadFailed: code = .internalError
         case .bodyTooLarge: code = .resourceExhausted
-        case .invalidJSON, .invalidInput, .unknownSignature, .invalidImage, .methodNotAllowed, .invalidSpecification: code = .invalidArgument
+        case .invalidJSON, .invalidInput, .unknownSignature, .invalidImage, .methodNotAllowed, .unsupportedMediaType, .invalidSpecification: code = .invalidArgument
         }
         return RPCError(code: code, message: error.description)
     }

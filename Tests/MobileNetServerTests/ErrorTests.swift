@@ -100,6 +100,54 @@ struct ErrorTests {
         }
     }
 
+    @Test("what Foundation's parser lets through is refused: a key given twice in one object, a raw control character in a string; an unknown field is refused before the body is parsed")
+    func looseJSON() async throws {
+        let png = try Data(contentsOf: Harness.png).base64EncodedString()
+        try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in
+            let predict: [(String, Int, String)] = [
+                // The parser kept the first of two keys: a proxy that keeps the last sees another request.
+                ("{\"instances\": [{\"b64\": \"\(png)\"}], \"instances\": [{\"b64\": \"%%%\"}]}", 400, "instances: given twice in one object"),
+                ("{\"instances\": [{\"b64\": \"\(png)\", \"b64\": \"%%%\"}]}", 400, "b64: given twice"),
+                ("{\"instances\": [], \"\\u0069nstances\": []}", 400, "instances: given twice"),
+                // The same word twice in an array is not a key.
+                ("{\"instances\": [[\"b64\", \"b64\"]]}", 400, "instances[0]"),
+                ("{\"instances\": [{\"b64\": \"iVBOR\u{01}w0KGgo\"}]}", 400, "raw control character 0x01 inside a string"),
+                ("{\"instances\": [{\"b64\": \"iVBOR\tw0KGgo\"}]}", 400, "0x09"),
+                ("{\"\u{0A}\": 1}", 400, "0x0A"),
+                // The unknown field is named though the body would not even parse: it is refused first.
+                ("{\"instance\": [" + String(repeating: "0,", count: 100_000), 400, "instance: unknown field"),
+                ("{\"signature_name\": \"serving_default\", \"instances\": [{\"b64\": \"\(png)\"}]}", 200, ""),
+            ]
+            for (text, status, expected) in predict {
+                try await client.execute(uri: "/v1/models/imagenet:predict", method: .post, body: ByteBuffer(string: text)) { response throws in
+                    #expect(response.status.code == status, "\(text.prefix(60)): \(String(buffer: response.body).prefix(300))")
+                    if status != 200 {
+                        let message = try Self.error(response)
+                        #expect(message.contains(expected), "\(text.prefix(60)): \(message)")
+                    }
+                }
+            }
+            let infer = "{\"inputs\": [{\"name\": \"input_1\", \"datatype\": \"BYTES\", \"shape\": [1], \"name\": \"other\", \"data\": [\"\(png)\"]}]}"
+            try await client.execute(uri: "/v2/models/imagenet/infer", method: .post, body: ByteBuffer(string: infer)) { response throws in
+                #expect(response.status == .badRequest)
+                #expect(try Self.error(response).contains("name: given twice"))
+            }
+            // A JSON body sent to a plain endpoint: 415 naming the JSON routes, before the body is used.
+            let raw = try Data(contentsOf: Harness.png)
+            for type in ["application/json", "Application/JSON; charset=utf-8", "application/vnd.api+json"] {
+                try await client.execute(uri: "/v1/classify", method: .post, headers: [.contentType: type], body: ByteBuffer(bytes: raw)) { response throws in
+                    #expect(response.status == .unsupportedMediaType, "\(type): \(response.status)")
+                    #expect(try Self.error(response).contains(":predict"))
+                }
+            }
+            for type in ["image/png", "application/octet-stream", "application/x-www-form-urlencoded"] {
+                try await client.execute(uri: "/v1/classify", method: .post, headers: [.contentType: type], body: ByteBuffer(bytes: raw)) { response throws in
+                    #expect(response.status == .ok, "\(type): \(response.status)")
+                }
+            }
+        }
+    }
+
     @Test("messages quote at most 64 characters of the request (a 1 MB key was echoed whole) and name strings that are not valid Unicode")
     func messagesQuoteBriefly() async throws {
         try await Harness.withServer(models: [try await Harness.imagenet()]) { client, _, _ in

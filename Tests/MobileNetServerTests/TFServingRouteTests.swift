@@ -165,6 +165,13 @@ struct TFServingRouteTests {
                 ("no closing boundary", [.contentType: "multipart/form-data; boundary=b"], form(boundary: "b", parts: [("image", "x.png", png)], close: false), "closing boundary"),
                 ("two unnamed parts", [.contentType: "multipart/form-data; boundary=b"], form(boundary: "b", parts: [("a", nil, png), ("b", nil, png)]), "none is named"),
                 ("an empty image part", [.contentType: "multipart/form-data; boundary=b"], form(boundary: "b", parts: [("image", "x.png", Data())]), "body"),
+                // A form is not a batch: two parts where one is picked are refused, not the first taken.
+                ("two image parts", [.contentType: "multipart/form-data; boundary=b"],
+                 form(boundary: "b", parts: [("image", "a.png", png), ("image", "b.png", Data("x".utf8))]), "2 parts named 'image'"),
+                ("two file parts", [.contentType: "multipart/form-data; boundary=b"],
+                 form(boundary: "b", parts: [("file", "a.png", png), ("file", "b.png", png)]), "2 parts named 'file'"),
+                ("two parts with filenames", [.contentType: "multipart/form-data; boundary=b"],
+                 form(boundary: "b", parts: [("a", "a.png", png), ("b", "b.png", png)]), "2 parts carrying a filename"),
                 // MultipartKit 4.7.1 trapped (index out of range) on a header name byte ≥ 0x80: the
                 // server stopped. The first part's name, a later line's, a later part's.
                 ("a non-ASCII header name", [.contentType: "multipart/form-data; boundary=b"],

@@ -254,9 +254,7 @@ public final class InferenceService: Sendable {
     ///
     /// - Throws: ``ServingError``.
     public func run(_ images: [RequestImage], on model: ServedModel) async throws(ServingError) -> ServedOutputs {
-        guard images.count <= limits.maxImagesPerRequest else {
-            throw .invalidInput(field: "inputs", problem: "\(images.count) images, more than the \(limits.maxImagesPerRequest) a request may have")
-        }
+        try limits.checkImageCount(Int64(images.count), field: "inputs")
         let batcher = try registry.batcher(for: model)
         let maxPixels = limits.maxImagePixels
         do {

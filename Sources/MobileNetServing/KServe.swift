@@ -127,7 +127,7 @@ public enum KServe {
                     throw ServingError.invalidInput(field: "inputs[0].shape", problem: "\(shape) is not \(expected), the input of model '\(context.modelName)'")
                 }
                 let n = shape[0]
-                try checkCount(n, limits: context.limits)
+                try context.limits.checkImageCount(Int64(n), field: "inputs[0].shape[0]")
                 let values = try RequestJSON.flatNumbers(data, limit: n * inputScalarCount, maxDepth: maxDataDepth, field: "inputs[0].data")
                 guard values.count == n * inputScalarCount else {
                     throw ServingError.invalidInput(field: "inputs[0].data", problem: "\(values.count) values, but shape \(shape) has \(n * inputScalarCount)")
@@ -142,7 +142,7 @@ public enum KServe {
                     throw ServingError.invalidInput(field: "inputs[0].shape", problem: "\(shape) is not [N] (one encoded image per element) for BYTES")
                 }
                 let n = shape[0]
-                try checkCount(n, limits: context.limits)
+                try context.limits.checkImageCount(Int64(n), field: "inputs[0].shape[0]")
                 images = try Self.strings(data, count: n, shape: shape).enumerated().map { .encoded(bytes(of: $0.element), field: "inputs[0].data[\($0.offset)]") }
             }
             request = InferRequest(id: id, images: images)
@@ -175,13 +175,6 @@ public enum KServe {
                 throw ServingError.invalidInput(field: "inputs[0].data", problem: "\(strings.count) elements, but shape \(shape) has \(n)")
             }
             return strings
-        }
-    }
-
-    private static func checkCount(_ n: Int, limits: ServingLimits) throws(ServingError) {
-        guard n >= 1 else { throw .invalidInput(field: "inputs[0].shape[0]", problem: "the batch is empty") }
-        guard n <= limits.maxImagesPerRequest else {
-            throw .invalidInput(field: "inputs[0].shape[0]", problem: "\(n) images, more than the \(limits.maxImagesPerRequest) a request may have")
         }
     }
 

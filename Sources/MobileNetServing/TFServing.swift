@@ -95,10 +95,7 @@ public enum TFServing {
                 throw ServingError.invalidInput(field: field, problem: "expected an array of instances, got \(RequestJSON.typeName(decoder))")
             }
             let count = items.count ?? 0
-            guard count > 0 else { throw ServingError.invalidInput(field: field, problem: "no instances") }
-            guard count <= context.limits.maxImagesPerRequest else {
-                throw ServingError.invalidInput(field: field, problem: "\(count) instances, more than the \(context.limits.maxImagesPerRequest) a request may have")
-            }
+            try context.limits.checkImageCount(Int64(count), field: field, noun: "instances")
             var images: [RequestImage] = []
             for i in 0..<count { images.append(try instance(try items.superDecoder(), field: "\(field)[\(i)]", context: context)) }
             return images

@@ -91,7 +91,7 @@ public enum TFServingGRPC {
             guard dims.count == 1 || (dims.count == 2 && dims[1] == 1) else {
                 throw .invalidInput(field: "\(field).tensor_shape", problem: "\(shape) is not [N] (one encoded image per element) for DT_STRING")
             }
-            try checkCount(dims[0], field: field, limits: limits)
+            try limits.checkImageCount(dims[0], field: field)
             guard Int(dims[0]) == tensor.stringVal.count else {
                 throw .invalidInput(field: "\(field).string_val", problem: "\(tensor.stringVal.count) strings, but the shape \(shape) has \(dims[0])")
             }
@@ -100,7 +100,7 @@ public enum TFServingGRPC {
             guard dims.count == 4, dims[1] == Int64(model.inputHeight), dims[2] == Int64(model.inputWidth), dims[3] == 3 else {
                 throw .invalidInput(field: "\(field).tensor_shape", problem: "\(shape) is not [N, \(model.inputHeight), \(model.inputWidth), 3], the input of model '\(model.name)'")
             }
-            try checkCount(dims[0], field: field, limits: limits)
+            try limits.checkImageCount(dims[0], field: field)
             let n = Int(dims[0]), perImage = model.inputScalarCount, total = n * perImage
             var values: [Float]
             if !tensor.tensorContent.isEmpty {
@@ -137,15 +137,6 @@ public enum TFServingGRPC {
             out += character.uppercased()
         }
         return out
-    }
-
-    /// Checks an image count: 1 to the most a request may hold.
-    static func checkCount(_ n: Int64, field: String, limits: ServingLimits) throws(ServingError) {
-        guard n >= 0 else { throw .invalidInput(field: field, problem: "the batch dimension is negative (\(n))") }
-        guard n > 0 else { throw .invalidInput(field: field, problem: "no images (the batch dimension is 0)") }
-        guard n <= Int64(limits.maxImagesPerRequest) else {
-            throw .invalidInput(field: field, problem: "\(n) images, more than the \(limits.maxImagesPerRequest) a request may have")
-        }
     }
 
     /// The `PredictResponse` of `outputs`: the model's output (`predictions` or `embedding`),
@@ -195,7 +186,7 @@ public enum TFServingGRPC {
             (examples, context, field) = (list.examples, list.context.features, "input.example_list_with_context.examples")
         case nil: throw .invalidInput(field: "input", problem: "missing: give example_list (one tf.Example per image)")
         }
-        try checkCount(Int64(examples.count), field: field, limits: limits)
+        try limits.checkImageCount(Int64(examples.count), field: field)
         return try examples.enumerated().map { (i, example) throws(ServingError) in
             var features = context?.feature ?? [:]
             for (name, value) in example.features.feature { features[name] = value }

@@ -53,7 +53,7 @@ docs: setup
 	scripts/docs.sh $(DOC_TARGETS)
 
 # Coverage-guided fuzzing with libFuzzer and AddressSanitizer: `make fuzz TARGET=image SECONDS=300`
-# (targets: image, keras-archive, model-file, store, weight-payload, tflite, saved-model). New interesting inputs are
+# (targets: image, keras-archive, model-file, store, weight-payload, tflite, saved-model, request). New interesting inputs are
 # kept in Tests/Fixtures/fuzz-corpus/$(TARGET), which `make test` replays; a crasher is written
 # to .fuzz-artifacts/.
 TARGET ?= image

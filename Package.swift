@@ -207,7 +207,7 @@ let package = Package(
         .executableTarget(name: "FineTuningBenchmark", dependencies: ["MobileNet"], path: "Examples/FineTuningBenchmark"),
         // Coverage-guided fuzzing (libFuzzer): the targets, and a driver that replays a corpus in
         // normal builds and fuzzes when built with -sanitize=fuzzer -DFUZZING (`make fuzz`).
-        .target(name: "MobileNetFuzzTargets", dependencies: ["MobileNet", "MobileNetSavedModel"]),
+        .target(name: "MobileNetFuzzTargets", dependencies: ["MobileNet", "MobileNetSavedModel", "MobileNetServing"]),
         .executableTarget(name: "MobileNetFuzz", dependencies: ["MobileNetFuzzTargets"]),
         .target(name: "MobileNetTestSupport", dependencies: ["MobileNet"], path: "Tests/MobileNetTestSupport"),
         .testTarget(name: "MobileNetTFLiteTests", dependencies: ["MobileNet", "MobileNetTFLite", "MobileNetTestSupport"]),
@@ -215,7 +215,7 @@ let package = Package(
         .testTarget(name: "MobileNetKernelsTests", dependencies: ["MobileNetKernels", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetModelTests", dependencies: ["MobileNet", "MobileNetModel", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetTrainingTests", dependencies: ["MobileNet", "MobileNetTraining", "MobileNetTestSupport"]),
-        .testTarget(name: "MobileNetIOTests", dependencies: ["MobileNet", "MobileNetFuzzTargets", "MobileNetTestSupport"]),
+        .testTarget(name: "MobileNetIOTests", dependencies: ["MobileNet", "MobileNetFuzzTargets", "MobileNetServing", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetStoreTests", dependencies: ["MobileNetStore", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetTransferTests", dependencies: ["MobileNet", "MobileNetTestSupport"]),
         .testTarget(name: "MobileNetSearchTests", dependencies: ["MobileNetSearch", "MobileNetProcess", "MobileNetTestSupport"]),

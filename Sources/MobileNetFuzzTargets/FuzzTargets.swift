@@ -1,6 +1,7 @@
 import Foundation
 import MobileNet
 @_spi(Fuzzing) import MobileNetSavedModel
+@_spi(Fuzzing) import MobileNetServing
 
 /// The coverage-guided fuzzing targets (libFuzzer, `make fuzz`): each takes arbitrary bytes,
 /// runs one hostile-input path of the library and checks that the result is either a typed
@@ -25,6 +26,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// SavedModel parts: the bytes as a tensor bundle index (table footer, blocks, checksums,
     /// entries) and as a `saved_model.pb` (protocol buffer, serving signature, the head's data flow).
     case savedModel = "saved-model"
+    /// A serving request body: the JSON census (counts, duplicate keys, control characters,
+    /// top-level fields) and the TensorFlow Serving predict and KServe v2 infer decoders.
+    case request
 
     /// Runs the target on `data`.
     public func run(_ data: Data) {
@@ -36,6 +40,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .weightPayload: Self.weightPayload(data)
         case .tflite: Self.tflite(data)
         case .savedModel: Self.savedModel(data)
+        case .request: RequestDecodingFuzz.run(data)
         }
     }
 

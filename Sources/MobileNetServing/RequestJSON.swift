@@ -215,8 +215,13 @@ enum RequestJSON {
 
         /// The context of a request for `model` under `limits`.
         init(model: ServedModel, limits: ServingLimits) {
-            (height, width, range) = (model.inputHeight, model.inputWidth, model.inputRange)
-            (modelName, outputName, self.limits) = (model.name, model.outputName, limits)
+            self.init(height: model.inputHeight, width: model.inputWidth, range: model.inputRange, modelName: model.name, outputName: model.outputName, limits: limits)
+        }
+
+        /// A context from its parts (the fuzz target's, without a model).
+        init(height: Int, width: Int, range: ClosedRange<Float>, modelName: String, outputName: String, limits: ServingLimits) {
+            (self.height, self.width, self.range) = (height, width, range)
+            (self.modelName, self.outputName, self.limits) = (modelName, outputName, limits)
         }
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import MobileNet
 import MobileNetFuzzTargets
+@_spi(Fuzzing) import MobileNetServing
 import MobileNetTestSupport
 import Testing
 
@@ -26,9 +27,25 @@ struct FuzzCorpusTests {
         print("fuzz corpus \(target.rawValue): \(inputs.count) inputs")
     }
 
+    @Test("the README's and the Makefile's lists of fuzz targets are FuzzTarget.allCases")
+    func targetListsAreCurrent() throws {
+        let names = FuzzTarget.allCases.map(\.rawValue)
+        let readme = try String(contentsOf: TestData.repositoryRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        #expect(readme.contains("make fuzz TARGET=" + names.joined(separator: "|") + " "), "README.md: make fuzz TARGET=\(names.joined(separator: "|"))")
+        let makefile = try String(contentsOf: TestData.repositoryRoot.appendingPathComponent("Makefile"), encoding: .utf8)
+        #expect(makefile.contains("(targets: " + names.joined(separator: ", ") + ")"), "Makefile: (targets: \(names.joined(separator: ", ")))")
+    }
+
     @Test("the seeds reach deep: they are valid inputs of each parser")
     func seedsAreValid() throws {
         let seeds = Self.root
+        // scripts/fixtures/make_fuzz_seeds.py: each request seed is taken by exactly one decoder;
+        // the census refuses the last two.
+        for file in try FileManager.default.contentsOfDirectory(atPath: seeds.appendingPathComponent("request").path) {
+            let body = try Data(contentsOf: seeds.appendingPathComponent("request/\(file)"))
+            let expected = file.hasPrefix("refused-") ? 0 : file.hasPrefix("predict-") || file.hasPrefix("infer-") ? 1 : nil
+            if let expected { #expect(RequestDecodingFuzz.run(body) == expected, "\(file)") }
+        }
         let model = try ClassifierModel.read(contentsOf: seeds.appendingPathComponent("model-file/small.json"))
         #expect(model.classNames == ["a", "b"])
         #expect(try KerasArchive.member("config.json", of: seeds.appendingPathComponent("keras-archive/deflated.keras"), limit: 1 << 20) != nil)

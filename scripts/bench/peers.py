@@ -31,7 +31,7 @@ One invocation:
      with taskset when available) runs for the whole condition, the same for every system.
      Loaded rows are marked "(loaded)".
 
-  python3 scripts/bench/peers.py [--rounds 3] [--iterations 30] [--torch] [--skip-e2e] [--conditions quiet,loaded]
+  python3 scripts/bench/peers.py [--rounds 3] [--iterations 30] [--torch] [--skip-e2e] [--conditions quiet,loaded] [--quantized-only]
 
 The machine is shared and noisy: ratios are from one run. See docs/performance.md.
 """
@@ -289,6 +289,8 @@ def main():
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--batch-iterations", type=int, default=5)
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--quantized-only", action="store_true",
+                        help="only the rows of issue 31: our float and integer paths, LiteRT float and on the quantized files (no Keras, ONNX Runtime, passive or cold start); about a third of the time")
     parser.add_argument("--rounds", type=int, default=3, help="repeat every measurement this many times, interleaved; the table shows the medians")
     parser.add_argument("--mobilenet", default=os.path.join(ROOT, ".build/release/mobilenet"), help="our CLI (built with swift build -c release)")
     parser.add_argument("--workdir", default=os.path.join(ROOT, ".venv-bench", "models"))
@@ -308,7 +310,7 @@ def main():
         raise SystemExit(f"{args.mobilenet} not found: run `swift build -c release` first (or pass --mobilenet)")
     export_models(args.workdir)
 
-    peers = ["keras", "onnxruntime", "litert"] + (["torch"] if args.torch else [])
+    peers = ["litert"] if args.quantized_only else ["keras", "onnxruntime", "litert"] + (["torch"] if args.torch else [])
     quantized = [("ours-int8", "litert-int8", os.path.join(args.workdir, "model-int8.tflite"))]
     if os.path.exists(CORAL):
         quantized.append(("ours-coral", "litert-coral", CORAL))
@@ -349,10 +351,11 @@ def measure_rounds(args, me, peers, quantized, put):
     """Every measurement, `args.rounds` times, each round running every system in turn."""
     # Rounds interleave every system, so a burst of load on this shared machine hits all of
     # them alike; the table shows the median over rounds.
+    ours_variants = OURS[:1] if args.quantized_only else OURS
     for round_index in range(args.rounds):
         log(f"round {round_index + 1} of {args.rounds}")
         for threads in [1, 2]:
-            for name, env, extra in OURS:
+            for name, env, extra in ours_variants:
                 ours = run_json([args.mobilenet, "bench", "--threads", str(threads), "--batch-size", "1", "--iterations", str(args.iterations), "--json", *extra], env)
                 if ours:
                     put(f"batch-1 latency, {threads} thread(s) (ms)", name, ours["medianMilliseconds"])
@@ -368,7 +371,7 @@ def measure_rounds(args, me, peers, quantized, put):
                 if r:
                     put(f"batch-1 latency, {threads} thread(s) (ms)", peer, r["medianMilliseconds"])
             log(f"batch-1 latency at {threads} thread(s) done")
-        for name, env, extra in OURS:
+        for name, env, extra in ours_variants:
             ours = run_json([args.mobilenet, "bench", "--threads", "2", "--batch-size", "32", "--iterations", str(args.batch_iterations), "--warmup", "1", "--json", *extra], env)
             if ours:
                 put("batch-32 throughput, 2 threads (images/s)", name, ours["imagesPerSecond"])
@@ -383,35 +386,38 @@ def measure_rounds(args, me, peers, quantized, put):
             if ours:
                 put("batch-32 throughput, 2 threads (images/s)", ours_name, ours["imagesPerSecond"])
                 put("peak RSS, batch 32 (MB)", ours_name, ours["peakRSSMegabytes"])
+            if peer == "litert-coral":
+                continue  # its RESHAPE to [1, 1001] fixes the batch: LiteRT's XNNPACK delegate cannot resize it to 32
             r = run_json(me + ["--worker", "speed", "--peer", peer, "--threads", "2", "--batch", "32", "--iterations", str(args.batch_iterations), "--warmup", "1"])
             if r:
                 put("batch-32 throughput, 2 threads (images/s)", peer, r["imagesPerSecond"])
                 put("peak RSS, batch 32 (MB)", peer, r["peakRSSMegabytes"])
         log("batch-32 throughput done")
 
-        weights = ["--weights", WEIGHTS] if os.path.exists(WEIGHTS) else []
+        weights = ["--weights", WEIGHTS] if os.path.exists(WEIGHTS) and not args.quantized_only else []
         if weights:
-            for name, env, extra in OURS:
+            for name, env, extra in ours_variants:
                 seconds, rss = measure_rss([args.mobilenet, "classify", IMAGE, *weights, "--threads", "2", *extra], env)
                 put("cold start, classify 1 image (s)", name, seconds)
                 put("peak RSS, classify 1 image (MB)", name, rss)
-        for peer in peers:
+        for peer in [] if args.quantized_only else peers:
             seconds, rss = measure_rss(me + ["--worker", "cold", "--peer", peer, "--threads", "2"])
             put("cold start, classify 1 image (s)", peer, seconds)
             put("peak RSS, classify 1 image (MB)", peer, rss)
-        log("cold start done")
+        if not args.quantized_only:
+            log("cold start done")
 
         if not args.skip_e2e and os.path.isdir(FLOWERS):
             count = sum(1 for d, _, fs in os.walk(FLOWERS) for f in fs if f.lower().endswith((".jpg", ".jpeg")))
             out = os.path.join(args.workdir, "flowers.npy")
             no_top = ["--weights", WEIGHTS_NO_TOP] if os.path.exists(WEIGHTS_NO_TOP) else []
             if no_top:
-                for name, env, extra in OURS:
+                for name, env, extra in ours_variants:
                     seconds = timed([args.mobilenet, "embed", FLOWERS, "--recursive", *no_top, "-o", out, "--overwrite", "--batch-size", "32", *extra], env)
                     put(f"embed flowers folder, {count} JPEGs (images/s)", name, count / seconds if seconds else None)
                 seconds = timed([args.mobilenet, "embed", FLOWERS, "--recursive", "--model", quantized[0][2], "-o", out, "--overwrite", "--batch-size", "32"])
                 put(f"embed flowers folder, {count} JPEGs (images/s)", "ours-int8", count / seconds if seconds else None)
-            for peer in ["keras", "onnxruntime"]:
+            for peer in [] if args.quantized_only else ["keras", "onnxruntime"]:
                 seconds = timed(me + ["--worker", "e2e", "--peer", peer, "--threads", "2"])
                 put(f"embed flowers folder, {count} JPEGs (images/s)", peer, count / seconds if seconds else None)
             log("end-to-end done")

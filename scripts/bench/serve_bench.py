@@ -139,10 +139,10 @@ def offline_reference(mobilenet, photos, workdir):
     return reference
 
 
-def start_ours(mobilenet, port, workdir, extra):
-    log_file = open(workdir / "ours.log", "wb")
+def start_ours(mobilenet, port, workdir, extra, environment=None):
+    log_file = open(workdir / "ours.log", "ab")
     process = subprocess.Popen([mobilenet, "serve", "--port", str(port), "--model", f"imagenet={WEIGHTS}", "--log-level", "warning", *extra],
-                               stdout=log_file, stderr=subprocess.STDOUT)
+                               stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(environment or {})})
     wait_ready(f"http://127.0.0.1:{port}", process)
     return process
 
@@ -356,6 +356,8 @@ def main():
     parser.add_argument("--faults", action="store_true")
     parser.add_argument("--skip-python", action="store_true")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=ARGS",
+                        help="also measure our server with other serve options and NAME=VALUE environment variables, e.g. 't1=--threads 1' (repeatable)")
     args = parser.parse_args()
 
     photos = sorted(p for p in pathlib.Path(args.photos).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
@@ -373,6 +375,16 @@ def main():
     results["rows"] = load_rows("mobilenet", url, lists, concurrencies, args.duration, workdir)
     results["ours_rss_mb"] = rss_kib(ours.pid) / 1024
     stop(ours)
+    for variant in args.variant:
+        # LABEL=ARGS: our server again with other serve options or environment variables
+        # (`NAME=VALUE` words), in the same run: "t1=--threads 1", "spin=GOMP_SPINCOUNT=1000".
+        label, _, words = variant.partition("=")
+        environment = dict(w.split("=", 1) for w in words.split() if re.match(r"^[A-Z_][A-Z0-9_]*=", w))
+        extra = [w for w in words.split() if not re.match(r"^[A-Z_][A-Z0-9_]*=", w)]
+        port = free_port()
+        process = start_ours(args.mobilenet, port, workdir, ["--max-batch-size", str(args.max_batch_size), *extra], environment)
+        results["rows"] += load_rows(label, f"http://127.0.0.1:{port}", lists, concurrencies, args.duration, workdir)
+        stop(process)
     if not args.skip_python:
         port = free_port()
         python = start_python(args.python, args.onnx, port, workdir)
@@ -406,13 +418,15 @@ def print_table(results):
     rows = results["rows"]
     for endpoint in (":predict b64", "raw bytes"):
         for c in sorted({r["concurrency"] for r in rows}):
-            ours = next((r for r in rows if r["server"] == "mobilenet" and r["endpoint"] == endpoint and r["concurrency"] == c), None)
             py = next((r for r in rows if r["server"] == "python" and r["endpoint"] == endpoint and r["concurrency"] == c), None)
-            if not ours:
-                continue
-            cells = [endpoint, str(c), f"{ours['rps']:.1f}", f"{ours['p50_ms']:.1f}", f"{ours['p99_ms']:.1f}", str(ours["errors"])]
-            cells += [f"{py['rps']:.1f}", f"{py['p50_ms']:.1f}", f"{py['p99_ms']:.1f}", f"{ours['rps'] / py['rps']:.2f}x"] if py else ["-"] * 4
-            print("| " + " | ".join(cells) + " |")
+            for label in dict.fromkeys(r["server"] for r in rows if r["server"] != "python"):
+                ours = next((r for r in rows if r["server"] == label and r["endpoint"] == endpoint and r["concurrency"] == c), None)
+                if not ours:
+                    continue
+                name = endpoint if label == "mobilenet" else f"{endpoint} ({label})"
+                cells = [name, str(c), f"{ours['rps']:.1f}", f"{ours['p50_ms']:.1f}", f"{ours['p99_ms']:.1f}", str(ours["errors"])]
+                cells += [f"{py['rps']:.1f}", f"{py['p50_ms']:.1f}", f"{py['p99_ms']:.1f}", f"{ours['rps'] / py['rps']:.2f}x"] if py else ["-"] * 4
+                print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -66,8 +66,11 @@ enum ImageUpload {
     /// - Throws: ``/MobileNetServing/ServingError/unsupportedMediaType(type:accepted:)``.
     static func checkMediaType(_ contentType: String?) throws(ServingError) {
         guard let contentType else { return }
-        let type = (contentType.split(separator: ";", maxSplits: 1).first.map(String.init) ?? "").trimmingCharacters(in: .whitespaces).lowercased()
-        guard type == "application/json" || type == "text/json" || type.hasSuffix("+json") else { return }
+        // Two Content-Type fields arrive joined by a comma: a JSON type among them counts.
+        let types = contentType.split(separator: ",").map {
+            ($0.split(separator: ";", maxSplits: 1).first.map(String.init) ?? "").trimmingCharacters(in: .whitespaces).lowercased()
+        }
+        guard let type = types.first(where: { $0 == "application/json" || $0 == "text/json" || $0.hasSuffix("+json") }) else { return }
         throw .unsupportedMediaType(type: String(type.prefix(64)), accepted: "this route takes the encoded image as the body (or a multipart/form-data upload); JSON requests go to /v1/models/NAME:predict (TensorFlow Serving) or /v2/models/NAME/infer (KServe)")
     }
 

@@ -100,10 +100,12 @@ public enum KServe {
             var shape: [Int] = []
             while !shapeList.isAtEnd {
                 let i = shape.count
-                guard let n = try? shapeList.decode(Int.self), n >= 0 else {
+                guard let n = try? shapeList.decode(Int.self) else {
                     let kind = RequestJSON.typeName(next: &shapeList)
                     throw ServingError.invalidInput(field: "inputs[0].shape[\(i)]", problem: "expected a non-negative integer, got \(kind)")
                 }
+                // (The element is read: what follows it is not what was wrong.)
+                guard n >= 0 else { throw ServingError.invalidInput(field: "inputs[0].shape[\(i)]", problem: "expected a non-negative integer, got \(n)") }
                 guard shape.count < 8 else { throw ServingError.invalidInput(field: "inputs[0].shape", problem: "more than 8 dimensions") }
                 shape.append(n)
             }

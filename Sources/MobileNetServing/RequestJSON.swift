@@ -52,18 +52,28 @@ struct JSONCensus: Sendable, Hashable {
         case controlCharacter(UInt8, offset: Int)
         /// A key given twice in one object; the offset of its second opening quote.
         case duplicateKey(String, offset: Int)
+        /// An object key longer than ``JSONCensus/maximumKeyBytes``; the offset of its opening quote.
+        case longKey(bytes: Int, offset: Int)
     }
 
+    /// The longest object key a request may have, in bytes as written (1 KiB): every key of
+    /// every API here is a short field name, and a parser hashes each key it reads (the
+    /// decoder, as Swift strings, with Unicode normalisation: slow for long unnormalised keys).
+    static let maximumKeyBytes = 1024
+
     /// Counts `body`, stopping at the first count that passes `budget`, the first raw control
-    /// character in a string or the first key repeated in its object.
+    /// character in a string, the first key longer than ``maximumKeyBytes`` or the first key
+    /// repeated in its object.
     ///
     /// - Returns: the counts (up to where it stopped), and why it stopped (nil when the body is
     ///   within the budget and has neither).
     static func count(_ body: Data, within budget: JSONBudget) -> (census: JSONCensus, finding: Finding?) {
         var census = JSONCensus()
         let finding: Finding? = body.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> Finding? in
-            // One entry per open array (nil) or object (its keys so far).
-            var open: [Set<String>?] = []
+            // One entry per open array (nil) or object (its keys so far, as UTF-8 bytes: keys
+            // are compared byte for byte, as JSON parsers do, not by Unicode canonical
+            // equivalence as Swift's String is, which also made long unnormalised keys slow).
+            var open: [Set<[UInt8]>?] = []
             open.reserveCapacity(budget.depth + 1)
             var inString = false, escaped = false, inScalar = false
             var expectingKey = false, inKey = false, keyStart = 0, keyEscaped = false
@@ -79,11 +89,12 @@ struct JSONCensus: Sendable, Hashable {
                         if inKey {
                             inKey = false
                             expectingKey = false
+                            guard offset - keyStart <= maximumKeyBytes else { return .longKey(bytes: offset - keyStart, offset: keyStart - 1) }
                             let key = Self.key(UnsafeRawBufferPointer(rebasing: raw[keyStart..<offset]), escaped: keyEscaped)
                             if open[open.count - 1]!.insert(key).inserted == false {
-                                return .duplicateKey(key, offset: keyStart - 1)
+                                return .duplicateKey(String(decoding: key, as: UTF8.self), offset: keyStart - 1)
                             }
-                            if open.count == 1 { census.topLevelKeys.append(key) }
+                            if open.count == 1 { census.topLevelKeys.append(String(decoding: key, as: UTF8.self)) }
                         }
                     } else if byte < 0x20 {
                         return .controlCharacter(byte, offset: offset)
@@ -135,16 +146,15 @@ struct JSONCensus: Sendable, Hashable {
         return (census, finding)
     }
 
-    /// An object key's text: its bytes as UTF-8, or with its escapes resolved when it has any
+    /// An object key's UTF-8 bytes: as they are, or with its escapes resolved when it has any
     /// (`"\u0069nstances"` is `instances`); an escape the parser would refuse leaves the bytes
     /// as they are, for the parser to report.
-    private static func key(_ bytes: UnsafeRawBufferPointer, escaped: Bool) -> String {
-        let text = String(decoding: bytes, as: UTF8.self)
-        guard escaped else { return text }
+    private static func key(_ bytes: UnsafeRawBufferPointer, escaped: Bool) -> [UInt8] {
+        guard escaped else { return Array(bytes) }
         var quoted = Data([UInt8(ascii: "\"")])
         quoted.append(contentsOf: bytes)
         quoted.append(UInt8(ascii: "\""))
-        return (try? JSONDecoder().decode(String.self, from: quoted)) ?? text
+        return (try? JSONDecoder().decode(String.self, from: quoted)).map { Array($0.utf8) } ?? Array(bytes)
     }
 }
 
@@ -260,6 +270,8 @@ enum RequestJSON {
             throw .invalidInput(field: "body", problem: "more than \(limit) JSON \(excess.rawValue), more than a request of at most \(context.limits.maxImagesPerRequest) images can hold; send fewer images per request")
         case .controlCharacter(let byte, let offset):
             throw .invalidJSON(reason: "not valid JSON (a raw control character 0x\(String(format: "%02X", byte)) inside a string at byte \(offset); JSON strings must escape it, as \\n or \\u00\(String(format: "%02x", byte)))")
+        case .longKey(let bytes, let offset):
+            throw .invalidInput(field: "body", problem: "an object key of \(bytes) bytes (at byte \(offset)); a request's keys are at most \(JSONCensus.maximumKeyBytes) bytes")
         case .duplicateKey(let key, let offset):
             throw .invalidInput(field: quoted(key), problem: "given twice in one object (the second at byte \(offset)); a request names each field once")
         }
@@ -331,8 +343,13 @@ enum RequestJSON {
 
     /// Text from the request as an error message quotes it: at most 64 characters (an unknown
     /// key or a signature name of 60 MB was echoed whole).
+    ///
+    /// Cut by Unicode scalars, not characters: one character can be a letter with millions of
+    /// combining marks.
     static func quoted(_ text: String) -> String {
-        text.count <= 64 ? text : String(text.prefix(64)) + "... (\(text.utf8.count) bytes)"
+        let scalars = text.unicodeScalars
+        guard scalars.dropFirst(64).isEmpty == false else { return text }
+        return String(String.UnicodeScalarView(scalars.prefix(64))) + "... (\(text.utf8.count) bytes)"
     }
 
     /// The request field a coding path names: `instances[0].b64`.

@@ -51,8 +51,9 @@ public enum TFServing {
 
         /// A predict request's fields: anything else is refused (before the values under it are read).
         static func checkFields(_ topLevelKeys: [String]) throws(ServingError) {
-            let known: Set<String> = ["signature_name", "instances", "inputs"]
-            if let unknown = topLevelKeys.first(where: { !known.contains($0) }) {
+            // Compared as bytes: hashing a long key as a Swift String normalises it.
+            let known = ["signature_name", "instances", "inputs"]
+            if let unknown = topLevelKeys.first(where: { key in !known.contains { $0.utf8.elementsEqual(key.utf8) } }) {
                 throw .invalidInput(field: RequestJSON.quoted(unknown), problem: "unknown field (a predict request has signature_name and one of instances or inputs)")
             }
         }

@@ -48,13 +48,13 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("grpc-port"), help: ArgumentHelp("Also serve TensorFlow Serving's gRPC API (PredictionService, ModelService) on this port (8500 is TF Serving's; 0 any free port). Off by default.", valueName: "port"))
     var grpcPort: Int?
 
-    @Option(name: .customLong("model-version-policy"), help: ArgumentHelp("Which version folders of a TF Serving base folder are served: all (every one; a removed folder is retired) or latest (the highest; a new one replaces it).", valueName: "policy"))
+    @Option(name: .customLong("model-version-policy"), help: ArgumentHelp("Which version folders of a TF Serving base folder are served, as TF Serving's model_version_policy: all (every one, at most 16; a removed folder is retired), latest (the highest; a new one replaces it), latest:N (the N highest) or specific:V,V,... (those versions, when their folders exist).", valueName: "policy"))
     var versionPolicy = "all"
 
     @Option(name: .customLong("poll-seconds"), help: ArgumentHelp("How often TF Serving base folders are listed for new and removed version folders (TF Serving's --file_system_poll_wait_seconds); 0 never.", valueName: "s"))
     var pollSeconds: Double = 1
 
-    @Option(name: .long, help: ArgumentHelp("Most HTTP connections open at once; more are closed as they arrive (default: the file-descriptor limit, raised to its hard limit, less 128).", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Most connections open at once, HTTP and gRPC together; more are closed as they arrive (default: the file-descriptor limit, raised to its hard limit, less 128).", valueName: "n"))
     var maxConnections: Int?
 
     @Option(name: .long, help: ArgumentHelp("Most images per network run (TF Serving max_batch_size).", valueName: "n"))
@@ -103,9 +103,7 @@ struct Serve: AsyncParsableCommand {
         if let maxConnections, !(1...10_000_000).contains(maxConnections) {
             throw ValidationError("--max-connections must be between 1 and 10000000, got \(maxConnections)")
         }
-        guard ModelVersionPolicy(rawValue: versionPolicy) != nil else {
-            throw ValidationError("--model-version-policy must be \(ModelVersionPolicy.allCases.map(\.rawValue).joined(separator: " or ")), got '\(versionPolicy)'")
-        }
+        do { _ = try ModelVersionPolicy(parsing: versionPolicy) } catch { throw ValidationError(error.description) }
         guard pollSeconds.isFinite, pollSeconds == 0 || (0.01...86400).contains(pollSeconds) else {
             throw ValidationError("--poll-seconds must be 0 (never) or between 0.01 and 86400, got \(pollSeconds)")
         }
@@ -158,7 +156,7 @@ struct Serve: AsyncParsableCommand {
         var loading = ModelLoadingOptions(backend: runtime.inferenceBackend(), inputHeight: size?.height, inputWidth: size?.width,
                                           preprocessing: image.isSet ? image.configuration() : nil, defaultWeightsPath: model.weights,
                                           defaultAlpha: model.alpha, alpha: model.alphaOption)
-        loading.versionPolicy = ModelVersionPolicy(rawValue: versionPolicy) ?? .all
+        loading.versionPolicy = (try? ModelVersionPolicy(parsing: versionPolicy)) ?? .all
         for text in labels {
             // NAME=FILE, as --model NAME=PATH: the name must be a served model's.
             let spec = try ModelSpecification(parsing: text)

@@ -42,8 +42,16 @@ public enum MobileNetServer {
     public static func makeApplication(state: ServerState, configuration: ServerConfiguration, metrics: ServingMetrics,
                                        services: [any Service] = [], logger: Logger,
                                        onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
-        let connections = ConnectionLimiter.Count(limit: configuration.maxConnections ?? ServerConfiguration.defaultMaxConnections())
-        return Application(router: makeRouter(state: state, configuration: configuration, metrics: metrics),
+        makeApplication(state: state, configuration: configuration, metrics: metrics, services: services, logger: logger,
+                        connections: ConnectionLimiter.Count(limit: configuration.maxConnections ?? ServerConfiguration.defaultMaxConnections()),
+                        onServerRunning: onServerRunning)
+    }
+
+    /// The application, its connections counted in `connections` (shared with the gRPC listener).
+    static func makeApplication(state: ServerState, configuration: ServerConfiguration, metrics: ServingMetrics, services: [any Service] = [], logger: Logger,
+                                connections: ConnectionLimiter.Count,
+                                onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        Application(router: makeRouter(state: state, configuration: configuration, metrics: metrics),
                     server: .http1(configuration: HTTP1Channel.Configuration(additionalChannelHandlers: [ConnectionLimiter(count: connections), DisconnectDetector(), ContinueResponder(maxBodyBytes: configuration.limits.maxBodyBytes), ConnectionCloser()], idleTimeout: TimeAmount.nanoseconds(
                         configuration.idleTimeout.components.seconds * 1_000_000_000 + configuration.idleTimeout.components.attoseconds / 1_000_000_000))),
                     configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port), serverName: "mobilenet"),
@@ -90,7 +98,9 @@ public enum MobileNetServer {
         let state = ServerState(), metrics = ServingMetrics()
         let loader = ModelLoaderService(specifications: specifications, indexes: indexes, loading: loading, configuration: configuration,
                                         state: state, metrics: metrics, logger: logger)
-        let app = makeApplication(state: state, configuration: configuration, metrics: metrics, logger: logger) { port in
+        // One connection limit for HTTP and gRPC together: it keeps the process's file descriptors.
+        let connections = ConnectionLimiter.Count(limit: configuration.maxConnections ?? ServerConfiguration.defaultMaxConnections())
+        let app = makeApplication(state: state, configuration: configuration, metrics: metrics, logger: logger, connections: connections) { port in
             logger.info("listening", metadata: ["host": .string(configuration.host), "port": .stringConvertible(port)])
         }
         // A model that cannot be loaded shuts the server down gracefully (cancelling it would
@@ -100,7 +110,7 @@ public enum MobileNetServer {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: loader, failureTerminationBehavior: .gracefullyShutdownGroup), .init(service: app)]
         if let grpcPort = configuration.grpcPort {
             services.append(.init(service: GRPCService(host: configuration.host, port: grpcPort, maxRequestBytes: configuration.limits.maxBodyBytes,
-                                                       state: state, logger: logger)))
+                                                       connections: connections, state: state, logger: logger)))
         }
         var group = ServiceGroupConfiguration(
             services: services,
@@ -160,9 +170,11 @@ struct ModelLoaderService: Service {
 }
 
 /// Follows the TF Serving base folders of served models as TensorFlow Serving's file-system
-/// source does: a new version folder is loaded and served (the highest becomes the default);
-/// under ``/MobileNetServing/ModelVersionPolicy/latest`` the versions below it are then retired,
-/// under ``/MobileNetServing/ModelVersionPolicy/all`` those whose folders are gone. A version that
+/// source does: a new version folder the policy wants is loaded and served (the highest becomes
+/// the default); then the versions the policy no longer wants are retired (under
+/// ``/MobileNetServing/ModelVersionPolicy/latest(count:)`` those below the highest `count`, under
+/// ``/MobileNetServing/ModelVersionPolicy/all`` and
+/// ``/MobileNetServing/ModelVersionPolicy/specific(versions:)`` those whose folders are gone). A version that
 /// fails to load is logged and tried again only when its folder changes (a copy still under way).
 final class VersionWatcher: Sendable {
     let specifications: [ModelSpecification]
@@ -242,11 +254,12 @@ struct GRPCService: Service {
     let host: String
     let port: Int
     let maxRequestBytes: Int
+    let connections: ConnectionLimiter.Count
     let state: ServerState
     let logger: Logger
 
     func run() async throws {
-        let grpc = TFServingGRPCServer(host: host, port: port, maxRequestBytes: maxRequestBytes) { [state] () throws(ServingError) in
+        let grpc = TFServingGRPCServer(host: host, port: port, maxRequestBytes: maxRequestBytes, connections: connections) { [state] () throws(ServingError) in
             try state.requireService()
         }
         let logger = logger, host = host

@@ -39,8 +39,8 @@ public struct ServerConfiguration: Sendable {
     /// version folders (TensorFlow Serving's `--file_system_poll_wait_seconds`, 1 s); nil never.
     public var pollInterval: Duration?
 
-    /// The most HTTP connections open at once; more are closed as they arrive (nil:
-    /// ``defaultMaxConnections()``), so that the process never runs out of file descriptors.
+    /// The most connections open at once, HTTP and gRPC together; more are closed as they
+    /// arrive (nil: ``defaultMaxConnections()``), so that the process never runs out of file descriptors.
     public var maxConnections: Int?
 
     /// The default connection limit: the process's file-descriptor limit (raised to its hard

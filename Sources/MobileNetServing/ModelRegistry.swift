@@ -48,19 +48,74 @@ public struct ModelSpecification: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// Which version folders of a TF Serving base folder (`BASE/1/`, `BASE/2/`, ...) are served, as
-/// TensorFlow Serving's `model_version_policy`.
-public enum ModelVersionPolicy: String, Sendable, Hashable, CaseIterable {
-    /// Every version folder (at most ``ModelRegistry/maximumVersionsPerModel``, the highest);
-    /// a version whose folder is removed is retired. Requests without a version get the highest.
+/// TensorFlow Serving's `model_version_policy` (`all {}`, `latest { num_versions }`,
+/// `specific { versions }`); at most ``ModelRegistry/maximumVersionsPerModel`` versions.
+///
+/// Written on the command line as `all`, `latest` (the highest one), `latest:N` or
+/// `specific:V,V,...` (``init(parsing:)``).
+public enum ModelVersionPolicy: Sendable, Hashable, CustomStringConvertible {
+    /// Every version folder (the highest ``ModelRegistry/maximumVersionsPerModel``); a version
+    /// whose folder is removed is retired. Requests without a version get the highest.
     case all
-    /// Only the highest version: a new version folder replaces it (TensorFlow Serving's default).
-    case latest
+    /// The `count` highest versions (TensorFlow Serving's default is one): a new version folder
+    /// replaces the lowest of them.
+    case latest(count: Int)
+    /// These versions (ascending, distinct), those of them that have a folder: a listed version
+    /// is loaded when its folder appears and retired when it goes, the others are never served.
+    case specific(versions: [Int])
 
-    /// The versions served of those on disk (ascending).
-    public func versions(of available: [Int]) -> [Int] {
+    /// Parses `all`, `latest`, `latest:N` (N from 1 to ``ModelRegistry/maximumVersionsPerModel``)
+    /// or `specific:V,V,...` (1 to ``ModelRegistry/maximumVersionsPerModel`` distinct
+    /// non-negative version numbers, as TF Serving's folder names).
+    ///
+    /// - Throws: ``ServingError/invalidSpecification(_:)`` naming what is wrong.
+    public init(parsing text: String) throws(ServingError) {
+        let limit = ModelRegistry.maximumVersionsPerModel
+        let usage = "all, latest, latest:N (1 to \(limit)) or specific:V,V,... (1 to \(limit) version numbers)"
+        let (kind, argument) = text.firstIndex(of: ":").map { (String(text[..<$0]), Optional(String(text[text.index(after: $0)...]))) } ?? (text, nil)
+        switch (kind, argument) {
+        case ("all", nil):
+            self = .all
+        case ("latest", nil):
+            self = .latest(count: 1)
+        case ("latest", let count?):
+            guard let n = Int(count), (1...limit).contains(n) else {
+                throw .invalidSpecification("--model-version-policy '\(text)': the count must be 1 to \(limit)")
+            }
+            self = .latest(count: n)
+        case ("specific", let list?):
+            let parts = list.split(separator: ",", omittingEmptySubsequences: false)
+            let numbers = parts.compactMap { part in Int(part).flatMap { $0 >= 0 ? $0 : nil } }
+            guard !parts.isEmpty, numbers.count == parts.count else {
+                throw .invalidSpecification("--model-version-policy '\(String(text.prefix(80)))': the versions must be non-negative integers separated by commas")
+            }
+            guard Set(numbers).count == numbers.count, numbers.count <= limit else {
+                throw .invalidSpecification("--model-version-policy '\(String(text.prefix(80)))': 1 to \(limit) distinct versions")
+            }
+            self = .specific(versions: numbers.sorted())
+        default:
+            throw .invalidSpecification("--model-version-policy must be \(usage), got '\(String(text.prefix(80)))'")
+        }
+    }
+
+    /// The command-line form: `all`, `latest`, `latest:3`, `specific:1,3`.
+    public var description: String {
         switch self {
-        case .all: Array(available.suffix(ModelRegistry.maximumVersionsPerModel))
-        case .latest: available.last.map { [$0] } ?? []
+        case .all: "all"
+        case .latest(let count): count == 1 ? "latest" : "latest:\(count)"
+        case .specific(let versions): "specific:" + versions.map(String.init).joined(separator: ",")
+        }
+    }
+
+    /// The versions served of those on disk (`available` ascending; the result ascending).
+    public func versions(of available: [Int]) -> [Int] {
+        let limit = ModelRegistry.maximumVersionsPerModel
+        switch self {
+        case .all: return Array(available.suffix(limit))
+        case .latest(let count): return Array(available.suffix(min(max(1, count), limit)))
+        case .specific(let versions):
+            let wanted = Set(versions)
+            return Array(available.filter(wanted.contains).suffix(limit))
         }
     }
 }
@@ -322,7 +377,14 @@ public final class ModelRegistry: Sendable {
         for spec in specifications {
             let url = URL(fileURLWithPath: spec.path)
             // A TF Serving base folder: the versions its policy serves; anything else: version 1.
-            let versions: [Int?] = SavedModelFolder.isBaseFolder(url) ? options.versionPolicy.versions(of: SavedModelFolder.versions(in: url) ?? []) : [nil]
+            var versions: [Int?] = [nil]
+            if SavedModelFolder.isBaseFolder(url) {
+                let available = SavedModelFolder.versions(in: url) ?? []
+                versions = options.versionPolicy.versions(of: available)
+                guard !versions.isEmpty else {
+                    throw .modelLoadFailed(name: spec.name, path: spec.path, reason: "--model-version-policy \(options.versionPolicy) serves none of the version folders of \(spec.path) (\(available.map(String.init).joined(separator: ", ")))")
+                }
+            }
             for version in versions {
                 models.append(try await load(spec, version: version, options: options))
             }

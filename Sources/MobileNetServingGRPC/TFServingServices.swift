@@ -128,13 +128,23 @@ public struct TFServingGRPCServer: Sendable {
 
     /// A server bound to `host:port` (0: any free port) when it is run, taking requests of up to
     /// `maxRequestBytes` (larger ones are refused by the transport, which resets the stream,
-    /// before they are decoded), at most `maxConcurrentStreams` calls per connection.
-    public init(host: String, port: Int, maxRequestBytes: Int, maxConcurrentStreams: Int = 128,
+    /// before they are decoded), at most `maxConcurrentStreams` calls per connection and at most
+    /// `maxConnections` connections at once (more are closed as they arrive; nil: no limit).
+    public init(host: String, port: Int, maxRequestBytes: Int, maxConcurrentStreams: Int = 128, maxConnections: Int? = nil,
                 service: @escaping InferenceServiceProvider) {
+        self.init(host: host, port: port, maxRequestBytes: maxRequestBytes, maxConcurrentStreams: maxConcurrentStreams,
+                  connections: maxConnections.map(ConnectionLimiter.Count.init(limit:)), service: service)
+    }
+
+    /// As the public initializer, the connections counted in `connections` (shared with the HTTP server).
+    package init(host: String, port: Int, maxRequestBytes: Int, maxConcurrentStreams: Int = 128, connections: ConnectionLimiter.Count?,
+                 service: @escaping InferenceServiceProvider) {
         var config = HTTP2ServerTransport.Custom<PlainTCPListener>.Config.defaults
         config.rpc.maxRequestPayloadSize = maxRequestBytes
         config.http2.maxConcurrentStreams = maxConcurrentStreams
-        transport = HTTP2ServerTransport.Custom(listenerFactory: PlainTCPListener(host: host == "localhost" ? "127.0.0.1" : host, port: port), config: config)
+        var listener = PlainTCPListener(host: host == "localhost" ? "127.0.0.1" : host, port: port)
+        listener.connections = connections
+        transport = HTTP2ServerTransport.Custom(listenerFactory: listener, config: config)
         server = GRPCServer(transport: transport, services: [PredictionService(service: service), ModelService(service: service)])
     }
 
@@ -157,6 +167,8 @@ public struct PlainTCPListener: HTTP2ServerTransport.ListenerFactory {
     public let port: Int
     /// SwiftNIO's shared event loops.
     public var eventLoopGroup: any EventLoopGroup { MultiThreadedEventLoopGroup.singleton }
+    /// The connection count each accepted connection joins first (``/MobileNetServing/ConnectionLimiter``); nil: no limit.
+    package var connections: ConnectionLimiter.Count?
 
     /// A listener on `host:port`.
     public init(host: String, port: Int) {
@@ -171,6 +183,11 @@ public struct PlainTCPListener: HTTP2ServerTransport.ListenerFactory {
         try await ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer { channel in listenerConfigurator.configure(channel: channel) }
-            .bind(host: host, port: port) { channel in connectionConfigurator.configure(channel: channel, tls: .none) }
+            .bind(host: host, port: port) { [connections] channel in
+                guard let connections else { return connectionConfigurator.configure(channel: channel, tls: .none) }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ConnectionLimiter(count: connections))
+                }.flatMap { connectionConfigurator.configure(channel: channel, tls: .none) }
+            }
     }
 }

@@ -309,6 +309,11 @@ struct SearchCommandTests {
         }
         let noModel = try CLI.run(["serve", "--port", "0", "--model", "emb=\(dir.path)/none.h5"])
         #expect(noModel.status == 1 && noModel.stderr.contains("none.h5: no such file") && !noModel.stderr.contains("listening"), "\(noModel.stderr)")
+        // A version policy the command line cannot mean: a usage error naming the accepted forms.
+        for (policy, named) in [("newest", "specific:V,V"), ("latest:0", "1 to 16"), ("specific:1,x", "non-negative integers")] {
+            let bad = try CLI.run(["serve", "--port", "0", "--model-version-policy", policy])
+            #expect(bad.status == 64 && bad.stderr.contains(named), "\(policy): \(bad.status) \(bad.stderr)")
+        }
 
         // A query folder of sub-folders only: similar has no --recursive, so none is suggested.
         let nested = dir.appendingPathComponent("nested")

@@ -31,6 +31,11 @@ private func registry(_ path: URL, policy: ModelVersionPolicy = .all) async thro
     return try ModelRegistry(models: models)
 }
 
+/// ``registry(_:policy:)`` under a name a test's local `registry` does not shadow.
+private func policyRegistry(_ path: URL, _ policy: ModelVersionPolicy) async throws -> ModelRegistry {
+    try await registry(path, policy: policy)
+}
+
 private func predictRequest(_ tensor: Tensorflow_TensorProto, model: String = "flowers", version: Int64? = nil) -> Tensorflow_Serving_PredictRequest {
     var request = Tensorflow_Serving_PredictRequest()
     request.modelSpec.name = model
@@ -206,15 +211,39 @@ struct GRPCTests {
         #expect(registry.retire(model: "flowers", version: 3))
         #expect(!registry.retire(model: "flowers", version: 4))
         #expect(throws: ServingError.self) { try registry.add(try registry.model(named: "flowers")) }
-        // Under `latest`, only the highest version folder is loaded.
-        let latest = try await self.registryLatest(folder)
-        #expect(try latest.versions(of: "flowers").map(\.versionNumber) == [4])
-        latest.shutdown()
+        // Under `latest`, only the highest version folder is loaded; `latest:2` the two highest,
+        // `specific:1,3,7` those of its versions that have folders; one that has none is an error.
+        for (policy, expected) in [("latest", [4]), ("latest:2", [3, 4]), ("specific:1,3,7", [1, 3])] {
+            let other = try await policyRegistry(folder, try ModelVersionPolicy(parsing: policy))
+            #expect(try other.versions(of: "flowers").map(\.versionNumber) == expected.map(Int64.init), "\(policy)")
+            other.shutdown()
+        }
+        do {
+            _ = try await policyRegistry(folder, .specific(versions: [2, 5]))
+            Issue.record("a policy that serves no version folder was accepted")
+        } catch let error as ServingError {
+            #expect(error.description.contains("specific:2,5 serves none of the version folders") && error.description.contains("(1, 3, 4)"), "\(error)")
+        }
         registry.shutdown()
     }
 
-    private func registryLatest(_ folder: URL) async throws -> ModelRegistry {
-        try await registry(folder, policy: .latest)
+    @Test("--model-version-policy as TF Serving's model_version_policy: all, latest, latest:N, specific:V,...; what the command line cannot mean is refused")
+    func versionPolicies() throws {
+        let cases: [(String, ModelVersionPolicy)] = [("all", .all), ("latest", .latest(count: 1)), ("latest:3", .latest(count: 3)),
+                                                     ("specific:7,2", .specific(versions: [2, 7])), ("specific:0", .specific(versions: [0]))]
+        for (text, policy) in cases {
+            #expect(try ModelVersionPolicy(parsing: text) == policy, "\(text)")
+            #expect(try ModelVersionPolicy(parsing: policy.description) == policy, "\(policy)")
+        }
+        for bad in ["", "All", "latest:0", "latest:17", "latest:x", "specific", "specific:", "specific:1,,2", "specific:-1", "specific:1,1",
+                    "specific:" + (1...17).map(String.init).joined(separator: ","), "specific:99999999999999999999", "newest"] {
+            #expect(throws: ServingError.self, "\(bad)") { try ModelVersionPolicy(parsing: bad) }
+        }
+        let onDisk = Array(1...20)
+        #expect(ModelVersionPolicy.all.versions(of: onDisk) == Array(5...20))
+        #expect(ModelVersionPolicy.latest(count: 2).versions(of: onDisk) == [19, 20])
+        #expect(ModelVersionPolicy.specific(versions: [3, 25]).versions(of: onDisk) == [3])
+        #expect(ModelVersionPolicy.latest(count: 1).versions(of: []) == [])
     }
 }
 
@@ -246,6 +275,40 @@ struct ConnectionLimitTests {
             try await Task.sleep(for: .milliseconds(200))
             let reply = try await LiveTest.offPool { try client.raw("GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") }
             #expect(reply.hasPrefix("HTTP/1.1 200"), "\(reply.prefix(80))")
+        }
+    }
+
+    @Test("the gRPC listener closes connections past its limit at once too; a freed slot is reused")
+    func grpcLimit() async throws {
+        let grpc = TFServingGRPCServer(host: "127.0.0.1", port: 0, maxRequestBytes: 1 << 20, maxConnections: 2) { () throws(ServingError) -> InferenceService in
+            throw .notReady
+        }
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await grpc.server.serve() }
+            let port = try #require(await grpc.listeningPort)
+            // HTTP/2's client preface and an empty SETTINGS frame: a served connection answers
+            // with the server's SETTINGS, a refused one is closed (recv gives 0).
+            @Sendable func answered(_ fd: Int32) -> Bool {
+                let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + [0, 0, 0, 4, 0, 0, 0, 0, 0]
+                _ = send(fd, preface, preface.count, Int32(MSG_NOSIGNAL))
+                var bytes = [UInt8](repeating: 0, count: 64)
+                return recv(fd, &bytes, bytes.count, 0) > 0
+            }
+            let outcomes = try await LiveTest.offPool { () throws -> [Bool] in
+                let sockets = try (0..<3).map { _ in try TestClient.connectedSocket(port: port, receiveTimeoutSeconds: 10) }
+                defer { sockets.forEach { close($0) } }
+                Thread.sleep(forTimeInterval: 0.3)
+                return sockets.map(answered)
+            }
+            #expect(outcomes.filter { $0 }.count == 2 && outcomes.filter { !$0 }.count == 1, "\(outcomes)")
+            try await Task.sleep(for: .milliseconds(200))
+            let again = try await LiveTest.offPool { () throws -> Bool in
+                let fd = try TestClient.connectedSocket(port: port, receiveTimeoutSeconds: 10)
+                defer { close(fd) }
+                return answered(fd)
+            }
+            #expect(again)
+            grpc.server.beginGracefulShutdown()
         }
     }
 }

@@ -242,7 +242,7 @@ extension OpenAPIDocument {
         return result
     }
 
-    /// `METHOD path` of every route ``ServingRoutes`` registers, as the document spells it: a
+    /// `METHOD path` of every route the server registers (`ServingRoutes`), as the document spells it: a
     /// TensorFlow Serving `POST /v1/models/{name}` route serves the `:predict` verb
     /// (`/v1/models/{name}:predict`); the 405 answers of GET on POST-only routes are not operations.
     public static var registeredOperations: Set<String> {

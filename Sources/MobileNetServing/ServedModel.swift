@@ -177,7 +177,7 @@ public final class ServedModel: Sendable {
     /// The `k` most likely classes of one probability row, best first (ties by class order).
     ///
     /// - Parameters:
-    ///   - probabilities: one row of ``ServedOutputs/probabilities`` (``outputWidth`` values).
+    ///   - probabilities: one row of the ``ServedOutputs`` probabilities (``outputWidth`` values).
     ///   - k: how many (clamped to the class count).
     public func topK(_ probabilities: [Float], k: Int) -> [ClassPrediction] {
         model.topK(probabilities, k: k)

@@ -156,7 +156,7 @@ struct Serve: AsyncParsableCommand {
         var loading = ModelLoadingOptions(backend: runtime.inferenceBackend(), inputHeight: size?.height, inputWidth: size?.width,
                                           preprocessing: image.isSet ? image.configuration() : nil, defaultWeightsPath: model.weights,
                                           defaultAlpha: model.alpha, alpha: model.alphaOption)
-        loading.versionPolicy = (try? ModelVersionPolicy(parsing: versionPolicy)) ?? .all
+        loading.versionPolicy = try ModelVersionPolicy(parsing: versionPolicy)  // checked in validate()
         for text in labels {
             // NAME=FILE, as --model NAME=PATH: the name must be a served model's.
             let spec = try ModelSpecification(parsing: text)

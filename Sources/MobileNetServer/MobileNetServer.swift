@@ -43,7 +43,7 @@ public enum MobileNetServer {
                                        services: [any Service] = [], logger: Logger,
                                        onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         makeApplication(state: state, configuration: configuration, metrics: metrics, services: services, logger: logger,
-                        connections: ConnectionLimiter.Count(limit: configuration.maxConnections ?? ServerConfiguration.defaultMaxConnections()),
+                        connections: configuration.connectionCount(),
                         onServerRunning: onServerRunning)
     }
 
@@ -99,7 +99,7 @@ public enum MobileNetServer {
         let loader = ModelLoaderService(specifications: specifications, indexes: indexes, loading: loading, configuration: configuration,
                                         state: state, metrics: metrics, logger: logger)
         // One connection limit for HTTP and gRPC together: it keeps the process's file descriptors.
-        let connections = ConnectionLimiter.Count(limit: configuration.maxConnections ?? ServerConfiguration.defaultMaxConnections())
+        let connections = configuration.connectionCount()
         let app = makeApplication(state: state, configuration: configuration, metrics: metrics, logger: logger, connections: connections) { port in
             logger.info("listening", metadata: ["host": .string(configuration.host), "port": .stringConvertible(port)])
         }

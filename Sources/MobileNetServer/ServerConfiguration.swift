@@ -89,3 +89,11 @@ public struct ServerConfiguration: Sendable {
         self.malloc = malloc
     }
 }
+
+extension ServerConfiguration {
+    /// A new count of open connections under this configuration's limit (``maxConnections``, or
+    /// ``defaultMaxConnections()``), for the HTTP server and the gRPC listener to share.
+    func connectionCount() -> ConnectionLimiter.Count {
+        ConnectionLimiter.Count(limit: maxConnections ?? Self.defaultMaxConnections())
+    }
+}

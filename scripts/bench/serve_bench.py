@@ -379,8 +379,13 @@ def main():
         # LABEL=ARGS: our server again with other serve options or environment variables
         # (`NAME=VALUE` words), in the same run: "t1=--threads 1", "spin=GOMP_SPINCOUNT=1000".
         label, _, words = variant.partition("=")
-        environment = dict(w.split("=", 1) for w in words.split() if re.match(r"^[A-Z_][A-Z0-9_]*=", w))
-        extra = [w for w in words.split() if not re.match(r"^[A-Z_][A-Z0-9_]*=", w)]
+        environment, extra = {}, []
+        for word in words.split():
+            if re.match(r"^[A-Z_][A-Z0-9_]*=", word):
+                name, _, value = word.partition("=")
+                environment[name] = value
+            else:
+                extra.append(word)
         port = free_port()
         process = start_ours(args.mobilenet, port, workdir, ["--max-batch-size", str(args.max_batch_size), *extra], environment)
         results["rows"] += load_rows(label, f"http://127.0.0.1:{port}", lists, concurrencies, args.duration, workdir)
